@@ -1,0 +1,1 @@
+"""ragproxy: a local retrieval proxy in front of Ollama."""

@@ -1,0 +1,1 @@
+"""HTTP surface: parsing, validation and serialisation; no upstream or SQLite details."""

@@ -1,0 +1,62 @@
+"""One log line per request, written when the response has ended (streams included)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import structlog
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.logging import get_logger
+
+log = get_logger("ragproxy.request")
+RECORD_KEY = "ragproxy_record"
+
+
+def request_record(scope: Scope) -> dict[str, Any]:
+    """Fields a handler adds to the request's log line (model, token counts, ...)."""
+    return scope.setdefault("state", {}).setdefault(RECORD_KEY, {})  # type: ignore[no-any-return]
+
+
+class RequestLogMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # type: ignore[comparison-overlap]
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else secrets.token_hex(8)
+        record = request_record(scope)
+        started = time.perf_counter()
+        status = 0
+        first_byte: float | None = None
+
+        async def send_logged(message: Message) -> None:
+            nonlocal status, first_byte
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body" and first_byte is None and message.get("body"):
+                first_byte = time.perf_counter()
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            ended = time.perf_counter()
+            fields: dict[str, Any] = {
+                "method": scope.get("method"),
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((ended - started) * 1000, 2),
+            }
+            if first_byte is not None:
+                fields["first_byte_ms"] = round((first_byte - started) * 1000, 2)
+            fields.update(record)
+            log.info("request", **fields)
+            structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,158 @@
+"""The chat response as a plain ASGI app, so one cancel scope covers the whole exchange: a client
+that leaves, before the first token, mid-stream or while waiting for a non-streamed reply,
+cancels it, and leaving the upstream's ``async with`` closes that connection too."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import anyio
+import orjson
+from litestar.types import Receive, Scope, Send
+
+from proxy.errors import ProxyError
+from proxy.logging import get_logger
+from proxy.upstream.frames import DONE, sse_event
+
+log = get_logger("ragproxy.chat")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+OpenChunks = Callable[[], AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]]
+
+
+class ChatResponder:
+    def __init__(
+        self,
+        open_chunks: OpenChunks,
+        *,
+        stream: bool,
+        usage: Callable[[], dict[str, int]],
+        record: dict[str, Any],
+    ) -> None:
+        self._open = open_chunks
+        self._stream = stream
+        self._usage = usage
+        self._record = record
+        self._started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._cancel_on_disconnect, receive, tasks.cancel_scope)
+            try:
+                await (self._send_stream(send) if self._stream else self._send_completion(send))
+            finally:
+                tasks.cancel_scope.cancel()
+
+    async def _cancel_on_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self._record["client_disconnected"] = True
+                scope.cancel()
+                return
+
+    async def _send_stream(self, send: Send) -> None:
+        try:
+            async with self._open() as chunks:
+                async for chunk in chunks:
+                    if not self._started:
+                        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+                        self._started = True
+                    await send({"type": "http.response.body", "body": sse_event(chunk), "more_body": True})
+        except Exception as exc:
+            error = _as_proxy_error(exc)
+            self._record["error"] = error.code or error.type
+            if not self._started:
+                await _send_json(send, error.status, error.body())
+                return
+            await send({"type": "http.response.body", "body": sse_event(error.body()), "more_body": True})
+        await send({"type": "http.response.body", "body": DONE, "more_body": False})
+
+    async def _send_completion(self, send: Send) -> None:
+        try:
+            async with self._open() as chunks:
+                completion = await aggregate(chunks)
+        except Exception as exc:
+            error = _as_proxy_error(exc)
+            self._record["error"] = error.code or error.type
+            await _send_json(send, error.status, error.body())
+            return
+        completion["usage"] = self._usage()
+        await _send_json(send, 200, completion)
+
+
+def _as_proxy_error(exc: Exception) -> ProxyError:
+    if isinstance(exc, ProxyError):
+        return exc
+    log.exception("chat.failed")
+    return ProxyError(f"internal error: {type(exc).__name__}", code="internal_error")
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+    await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
+
+
+async def aggregate(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+    """A whole ``chat.completion`` from the stream of chunks."""
+    completion: dict[str, Any] = {}
+    message: dict[str, Any] = {"role": "assistant", "content": None}
+    texts: dict[str, list[str]] = {}
+    calls: dict[int, dict[str, Any]] = {}
+    logprobs: list[Any] = []
+    finish = None
+    async for chunk in chunks:
+        if not completion:
+            completion = {
+                "id": chunk.get("id"),
+                "object": "chat.completion",
+                "created": chunk.get("created"),
+                "model": chunk.get("model"),
+                "system_fingerprint": chunk.get("system_fingerprint"),
+            }
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            for key, value in (choice.get("delta") or {}).items():
+                if key == "tool_calls":
+                    for call in value:
+                        _merge_call(calls.setdefault(call.get("index", len(calls)), {}), call)
+                elif key != "role" and isinstance(value, str):
+                    texts.setdefault(key, []).append(value)
+                elif key != "role" and value is not None:
+                    message.setdefault(key, value)
+            if isinstance(choice.get("logprobs"), dict):
+                logprobs.extend(choice["logprobs"].get("content") or ())
+            finish = choice.get("finish_reason") or finish
+    for key, parts in texts.items():
+        message[key] = "".join(parts)
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    completion["choices"] = [
+        {
+            "index": 0,
+            "message": message,
+            "logprobs": {"content": logprobs} if logprobs else None,
+            "finish_reason": finish or "stop",
+        }
+    ]
+    return completion
+
+
+def _merge_call(into: dict[str, Any], part: dict[str, Any]) -> None:
+    for key in ("id", "type"):
+        if part.get(key):
+            into[key] = part[key]
+    function = into.setdefault("function", {"name": "", "arguments": ""})
+    for key in ("name", "arguments"):
+        value = (part.get("function") or {}).get(key)
+        if value:
+            function[key] += value

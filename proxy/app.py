@@ -1,0 +1,91 @@
+"""The application factory: routes, error shape, and a lifespan that owns every resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from litestar import Litestar, Request, Response
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp
+
+from proxy.api import health, openai
+from proxy.api.requestlog import RequestLogMiddleware
+from proxy.errors import ProxyError, error_body
+from proxy.logging import get_logger
+from proxy.settings import Settings
+from proxy.upstream.client import Upstream
+
+log = get_logger("ragproxy.app")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+}
+
+
+def _proxy_error(_: Request[Any, Any, Any], exc: ProxyError) -> Response[Any]:
+    return Response(exc.body(), status_code=exc.status)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    code = "request_too_large" if status == 413 else None
+    return Response(
+        error_body(str(exc.detail), _TYPES.get(status, "api_error"), code=code),
+        status_code=status,
+        headers=exc.headers,
+    )
+
+
+def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("request.failed", exc_info=exc)
+    return Response(
+        error_body(f"internal error: {type(exc).__name__}", "api_error", code="internal_error"),
+        status_code=500,
+    )
+
+
+def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Litestar:
+    """``transport`` replaces the network under the upstream client (fault injection only)."""
+
+    @asynccontextmanager
+    async def upstream_client(app: Litestar) -> AsyncIterator[None]:
+        app.state.upstream = Upstream(settings, transport)
+        try:
+            yield
+        finally:
+            await app.state.upstream.aclose()
+
+    return Litestar(
+        route_handlers=[
+            openai.chat_completions,
+            openai.list_models,
+            openai.retrieve_model,
+            openai.embeddings,
+            health.healthz,
+            health.readyz,
+        ],
+        lifespan=[upstream_client],
+        state=State({"settings": settings}),
+        exception_handlers={
+            ProxyError: _proxy_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        request_max_body_size=settings.max_body_size,
+        openapi_config=None,
+        logging_config=None,
+    )
+
+
+def create_asgi(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> ASGIApp:
+    """The app as served: every request, routed or not, gets its log line and request id."""
+    return RequestLogMiddleware(create_app(settings, transport))

@@ -1,0 +1,1 @@
+"""What happens to a chat request between the API and the upstream."""

@@ -1,0 +1,79 @@
+"""One chat completion: the request made ready for the upstream, the reply as OpenAI chunks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.settings import Settings
+from proxy.upstream import ollama, openai
+from proxy.upstream.client import Upstream
+from proxy.upstream.reasoning import ReasoningRenderer, strip_reasoning_from_history
+
+
+@dataclass
+class ChatStats:
+    """Filled in as the reply streams; read by the request log."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ChatCall:
+    body: dict[str, Any]
+    include_usage: bool
+    stats: ChatStats = field(default_factory=ChatStats)
+
+
+def prepare_chat(body: dict[str, Any]) -> ChatCall:
+    """``body`` is a validated OpenAI chat body with its model resolved."""
+    stream_options = body.get("stream_options")
+    include_usage = bool(
+        body.get("stream") and isinstance(stream_options, dict) and stream_options.get("include_usage")
+    )
+    body = {**body, "messages": strip_reasoning_from_history(body["messages"])}
+    return ChatCall(body=body, include_usage=include_usage)
+
+
+@asynccontextmanager
+async def open_chat(
+    upstream: Upstream, settings: Settings, call: ChatCall
+) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+    """Chunks of the reply, reasoning rendered as the settings say. Errors before the upstream
+    answers raise here; later ones raise from the iterator."""
+    split = settings.reasoning_format != "inline"
+    if upstream.api == "ollama":
+        async with upstream.stream("/api/chat", ollama.chat_request(call.body)) as raw:
+            yield _rendered(ollama.chat_chunks(raw, call.body["model"], split), settings, call)
+    else:
+        async with upstream.stream("/v1/chat/completions", openai.chat_request(call.body)) as raw:
+            yield _rendered(openai.chat_chunks(raw, split), settings, call)
+
+
+async def _rendered(
+    chunks: AsyncIterator[dict[str, Any]], settings: Settings, call: ChatCall
+) -> AsyncIterator[dict[str, Any]]:
+    renderer = ReasoningRenderer(settings.reasoning_format)
+    async for chunk in chunks:
+        choices = chunk.get("choices")
+        if not choices:
+            usage = chunk.get("usage") or {}
+            call.stats.prompt_tokens = usage.get("prompt_tokens")
+            call.stats.completion_tokens = usage.get("completion_tokens")
+            if call.include_usage:
+                yield chunk
+            continue
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            call.stats.finish_reason = choice["finish_reason"]
+            tail = renderer.close()
+            if tail:
+                yield {**chunk, "choices": [{"index": 0, "delta": {"content": tail}, "finish_reason": None}]}
+        else:
+            renderer.render(choice["delta"])
+        yield chunk

@@ -1,0 +1,144 @@
+"""Every setting of ragproxy, described once, loaded with one precedence:
+CLI flag > environment variable ``RAGPROXY_<NAME>`` > TOML config file > default."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from proxy.errors import ConfigError
+
+UpstreamApi = Literal["ollama", "openai"]
+ReasoningFormat = Literal["reasoning_content", "reasoning", "inline", "drop"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+ENV_PREFIX = "RAGPROXY_"
+
+
+def _setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = _setting("127.0.0.1", "Address to listen on.")
+    port: int = _setting(11435, "Port to listen on.")
+    upstream: str = _setting(
+        "http://127.0.0.1:11434",
+        "Base URL of the model server (Ollama, or any OpenAI-compatible server with --upstream-api openai).",
+    )
+    upstream_api: UpstreamApi = _setting(
+        "ollama",
+        "API the upstream speaks: 'ollama' (native /api/chat, so num_ctx, keep_alive and think can be set) "
+        "or 'openai' (any /v1/chat/completions server: llama.cpp, vLLM, LM Studio, Ollama's /v1).",
+        choices=get_args(UpstreamApi),
+    )
+    upstream_api_key: str = _setting(
+        "", "Bearer token sent to an OpenAI-compatible upstream that requires one (never logged)."
+    )
+    model: str = _setting("deepseek-r1:1.5b", "Model used when a request names none (or names 'default').")
+    reasoning_format: ReasoningFormat = _setting(
+        "reasoning_content",
+        "How a reasoning model's thinking reaches OpenAI clients: as delta 'reasoning_content', as "
+        "'reasoning', 'inline' in the content between <think> tags, or 'drop'ped.",
+        choices=get_args(ReasoningFormat),
+    )
+    connect_timeout: float = _setting(10.0, "Seconds allowed to connect to the upstream.")
+    first_byte_timeout: float = _setting(
+        600.0,
+        "Seconds allowed from sending a request upstream to its first token (long: models load on demand).",
+    )
+    idle_timeout: float = _setting(
+        120.0, "Seconds allowed between two chunks of a streamed reply. There is no total-duration limit."
+    )
+    max_body_size: int = _setting(10 * 1024 * 1024, "Largest request body accepted, in bytes (413 above).")
+    log_level: LogLevel = _setting("info", "Log level.", choices=get_args(LogLevel))
+    log_content: bool = _setting(
+        False,
+        "Log the messages of each chat request (debug aid; off so private text never reaches logs).",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.upstream.startswith(("http://", "https://")):
+            raise ConfigError(f"upstream must be an http:// or https:// URL, got {self.upstream!r}")
+        for name in ("connect_timeout", "first_byte_timeout", "idle_timeout", "max_body_size", "port"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(
+                    f"{f.name} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}"
+                )
+
+    @property
+    def upstream_base(self) -> str:
+        return self.upstream.rstrip("/")
+
+
+def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(Settings)
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
+    kind: type = type(f.default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{source}: {f.name} must be true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{source}: {f.name} must be a number, got {value!r}")
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {f.name} must be a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {f.name} must be a string, got {value!r}")
+    return value
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Merge the sources; ``cli`` holds only the flags the user actually gave."""
+    env = os.environ if env is None else env
+    by_name = {f.name: f for f in setting_fields()}
+    values: dict[str, Any] = {}
+
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in by_name:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[name] = _coerce(by_name[name], value, f"config file {path}")
+
+    for name, f in by_name.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _coerce(f, raw, f"environment {ENV_PREFIX + name.upper()}")
+
+    for name, value in (cli or {}).items():
+        if value is not None:
+            values[name] = _coerce(by_name[name], value, f"--{name.replace('_', '-')}")
+
+    return Settings(**values)

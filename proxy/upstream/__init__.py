@@ -1,0 +1,1 @@
+"""Talking to the model server: the pooled client, wire translation and stream frames."""

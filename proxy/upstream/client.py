@@ -1,0 +1,171 @@
+"""The one pooled HTTP client to the upstream, with its timeouts and error mapping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import httpx
+import orjson
+
+from proxy.errors import (
+    BadRequest,
+    BodyTooLarge,
+    NotFound,
+    ProxyError,
+    UpstreamError,
+    UpstreamOverloaded,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.settings import Settings
+
+_JSON = {"content-type": "application/json"}
+
+
+class Upstream:
+    """Owns the httpx client. Paths are fixed by the proxy; nothing a client sends picks the host."""
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.api = settings.upstream_api
+        headers = {"user-agent": "ragproxy"}
+        if settings.upstream_api_key:
+            headers["authorization"] = f"Bearer {settings.upstream_api_key}"
+        backstop = max(settings.first_byte_timeout, settings.idle_timeout) + 5
+        self.http = httpx.AsyncClient(
+            base_url=settings.upstream_base,
+            headers=headers,
+            trust_env=False,  # proxy variables must not reroute private prompts
+            follow_redirects=False,
+            timeout=httpx.Timeout(backstop, connect=settings.connect_timeout),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=32),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def get_json(self, path: str) -> Any:
+        return await self._json_request("GET", path, None)
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        return await self._json_request("POST", path, body)
+
+    async def _json_request(self, method: str, path: str, body: Any) -> Any:
+        content = None if body is None else orjson.dumps(body)
+        try:
+            with anyio.fail_after(self.settings.first_byte_timeout):
+                response = await self.http.request(
+                    method, path, content=content, headers=_JSON if content is not None else None
+                )
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"upstream did not answer {path} in {self.settings.first_byte_timeout:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, self.settings.upstream_base) from None
+        if response.status_code >= 400:
+            raise map_status(response.status_code, response.content, response.headers)
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"upstream sent invalid JSON for {path}") from None
+
+    @asynccontextmanager
+    async def stream(self, path: str, body: Any) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Opens a streamed POST; errors before the first byte raise as mapped ``ProxyError``s.
+        Leaving the block, normally or by cancellation, closes the upstream connection."""
+        started = time.monotonic()
+        deadline = started + self.settings.first_byte_timeout
+        request = self.http.build_request(
+            "POST", path, content=orjson.dumps(body), headers={**_JSON, "accept-encoding": "identity"}
+        )
+        try:
+            with anyio.fail_after(self.settings.first_byte_timeout):
+                response = await self.http.send(request, stream=True)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"upstream sent nothing within {self.settings.first_byte_timeout:g} s (first_byte_timeout)"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, self.settings.upstream_base) from None
+        try:
+            if response.status_code >= 400:
+                with anyio.move_on_after(self.settings.idle_timeout):
+                    await response.aread()
+                raise map_status(response.status_code, response.content, response.headers)
+            yield _timed_chunks(response, deadline, self.settings.idle_timeout)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    def model_path(self, model: str) -> str:
+        return "/v1/models/" + quote(model, safe="")
+
+
+async def _timed_chunks(response: httpx.Response, deadline: float, idle: float) -> AsyncIterator[bytes]:
+    """Body chunks, failing if the first comes after ``deadline`` or a later one after ``idle`` s."""
+    chunks = response.aiter_raw()
+    first = True
+    while True:
+        limit = max(deadline - time.monotonic(), 0.0) if first else idle
+        try:
+            with anyio.fail_after(limit):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            what = "first token" if first else f"next chunk (idle_timeout {idle:g} s)"
+            raise UpstreamTimeout(f"upstream stopped sending: no {what} in time") from None
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, str(response.request.url)) from None
+        first = False
+        yield chunk
+
+
+def map_transport_error(exc: httpx.HTTPError, where: str) -> ProxyError:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return UpstreamUnavailable(f"cannot connect to upstream {where}: {exc or type(exc).__name__}")
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"upstream timed out: {exc or type(exc).__name__}")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return UpstreamError(f"upstream closed the connection: {exc or type(exc).__name__}")
+    return UpstreamError(f"upstream request failed: {exc or type(exc).__name__}")
+
+
+def upstream_message(content: bytes) -> str:
+    """The message inside an upstream error body, whichever shape it has."""
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return content.decode("utf-8", "replace").strip()[:500]
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    if isinstance(error, str):
+        return error
+    return str(data)[:500]
+
+
+def map_status(status: int, content: bytes, headers: httpx.Headers | None = None) -> ProxyError:
+    message = upstream_message(content) or f"upstream answered HTTP {status}"
+    if status in (400, 422):
+        return BadRequest(message)
+    if status == 404:
+        return NotFound(message, code="model_not_found" if "model" in message.lower() else None)
+    if status == 413:
+        return BodyTooLarge(message)
+    if status in (429, 503):
+        return UpstreamOverloaded(f"upstream is busy: {message}")
+    if status in (408, 504):
+        return UpstreamTimeout(f"upstream timed out: {message}")
+    if status in (401, 403):
+        return UpstreamError(f"upstream refused the proxy (HTTP {status}): {message}")
+    if status >= 500:
+        return UpstreamError(f"upstream failed (HTTP {status}): {message}")
+    return BadRequest(message, status=status)

@@ -1,0 +1,284 @@
+"""OpenAI chat/embeddings/models <-> Ollama's native API (ollama/ollama docs/api.md)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from proxy.errors import BadRequest, UpstreamError
+from proxy.upstream.frames import ndjson_lines
+from proxy.upstream.reasoning import ThinkSplitter
+
+# OpenAI sampling fields that map one-to-one onto Ollama `options`.
+_SAME_OPTIONS = ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
+# Sampling fields that OpenAI-compatible servers accept as extensions and Ollama knows too.
+_EXTRA_OPTIONS = ("top_k", "min_p", "typical_p", "repeat_penalty", "repeat_last_n", "num_ctx")
+# Ollama request fields a client may send through the OpenAI API as extensions.
+_OLLAMA_FIELDS = ("keep_alive", "think", "format", "truncate", "shift")
+_IMAGE_PREFIXES = (
+    "data:;base64,",
+    "data:image/jpeg;base64,",
+    "data:image/jpg;base64,",
+    "data:image/png;base64,",
+    "data:image/webp;base64,",
+)
+
+
+def chat_request(body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat completion body as an Ollama ``/api/chat`` body (always streamed).
+    Unlike Ollama's own /v1 layer, unset sampling fields stay unset, so the model's own defaults hold."""
+    messages = body["messages"]
+    request: dict[str, Any] = {
+        "model": body["model"],
+        "messages": [_message(m, messages) for m in messages],
+        "stream": True,
+    }
+    options: dict[str, Any] = {}
+    for name in _SAME_OPTIONS + _EXTRA_OPTIONS:
+        if body.get(name) is not None:
+            options[name] = body[name]
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        options["num_predict"] = max_tokens
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        options["stop"] = [stop]
+    elif isinstance(stop, list) and stop:
+        options["stop"] = stop
+    if isinstance(body.get("options"), dict):
+        options.update(body["options"])
+    if options:
+        request["options"] = options
+
+    tools = body.get("tools")
+    if tools and body.get("tool_choice") != "none":
+        request["tools"] = tools
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict):
+        kind = response_format.get("type")
+        if kind == "json_object":
+            request["format"] = "json"
+        elif kind == "json_schema":
+            schema = (response_format.get("json_schema") or {}).get("schema")
+            if schema is not None:
+                request["format"] = schema
+    effort = (body.get("reasoning") or {}).get("effort") if isinstance(body.get("reasoning"), dict) else None
+    effort = effort or body.get("reasoning_effort")
+    if effort:
+        request["think"] = False if effort == "none" else effort
+    for name in _OLLAMA_FIELDS:
+        if name in body:
+            request[name] = body[name]
+    return request
+
+
+def _message(message: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+    role = message["role"]
+    out: dict[str, Any] = {"role": "system" if role == "developer" else role}
+    content = message.get("content")
+    if isinstance(content, list):
+        texts: list[str] = []
+        images: list[str] = []
+        for part in content:
+            if part.get("type") == "text":
+                texts.append(part.get("text", ""))
+            elif part.get("type") == "image_url":
+                images.append(_image(part.get("image_url")))
+            else:
+                raise BadRequest(f"unsupported content part type {part.get('type')!r}", param="messages")
+        out["content"] = "\n".join(texts)
+        if images:
+            out["images"] = images
+    else:
+        out["content"] = content or ""
+    if message.get("tool_calls"):
+        out["tool_calls"] = [_tool_call(call) for call in message["tool_calls"]]
+    if role == "tool":
+        name = message.get("name") or _tool_name(history, message.get("tool_call_id"))
+        if name:
+            out["tool_name"] = name
+    return out
+
+
+def _image(image_url: Any) -> str:
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if isinstance(url, str):
+        for prefix in _IMAGE_PREFIXES:
+            if url.startswith(prefix):
+                return url[len(prefix) :]
+    raise BadRequest(
+        "images must be base64 data URLs (jpeg, png or webp) for an Ollama upstream", param="messages"
+    )
+
+
+def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function") or {}
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            arguments = orjson.loads(arguments) if arguments.strip() else {}
+        except orjson.JSONDecodeError:
+            raise BadRequest("tool call arguments must be a JSON object", param="messages") from None
+    out: dict[str, Any] = {"function": {"name": function.get("name"), "arguments": arguments or {}}}
+    if call.get("id"):
+        out["id"] = call["id"]
+    return out
+
+
+def _tool_name(history: list[dict[str, Any]], call_id: Any) -> str | None:
+    for message in reversed(history):
+        for call in message.get("tool_calls") or ():
+            if call.get("id") == call_id:
+                return (call.get("function") or {}).get("name")
+    return None
+
+
+async def chat_chunks(
+    raw: AsyncIterator[bytes], model: str, split_inline_think: bool
+) -> AsyncIterator[dict[str, Any]]:
+    """Ollama NDJSON lines as OpenAI ``chat.completion.chunk`` dicts, reasoning in
+    ``reasoning_content``; ends with the finish chunk and a ``choices: []`` usage chunk."""
+    chunk_id = "chatcmpl-" + secrets.token_hex(12)
+    created = int(time.time())
+    splitter = ThinkSplitter() if split_inline_think else None
+    first = True
+    tool_index = 0
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_ollama",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    async for line in ndjson_lines(raw):
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("upstream sent a line that is not JSON") from None
+        if not isinstance(data, dict):
+            raise UpstreamError("upstream sent a line that is not a JSON object")
+        if "error" in data:
+            raise UpstreamError(f"upstream error: {data['error']}")
+        message = data.get("message") or {}
+        delta: dict[str, Any] = {}
+        if first:
+            delta["role"] = "assistant"
+        reasoning = message.get("thinking") or ""
+        content = message.get("content") or ""
+        if splitter is not None:
+            more_reasoning, content = splitter.feed(content)
+            if data.get("done"):
+                tail_reasoning, tail_content = splitter.flush()
+                more_reasoning += tail_reasoning
+                content += tail_content
+            reasoning += more_reasoning
+        if reasoning:
+            delta["reasoning_content"] = reasoning
+        if content:
+            delta["content"] = content
+        if message.get("tool_calls"):
+            calls = []
+            for call in message["tool_calls"]:
+                function = call.get("function") or {}
+                calls.append(
+                    {
+                        "index": tool_index,
+                        "id": call.get("id") or "call_" + secrets.token_hex(8),
+                        "type": "function",
+                        "function": {
+                            "name": function.get("name"),
+                            "arguments": orjson.dumps(function.get("arguments") or {}).decode(),
+                        },
+                    }
+                )
+                tool_index += 1
+            delta["tool_calls"] = calls
+        if first:
+            delta.setdefault("content", "")
+        if first or delta:
+            yield chunk(delta)
+            first = False
+        if data.get("done"):
+            if tool_index:
+                finish = "tool_calls"
+            elif data.get("done_reason") == "length":
+                finish = "length"
+            else:
+                finish = "stop"  # also "load"/"unload", which carry no text
+            yield chunk({}, finish)
+            prompt = int(data.get("prompt_eval_count") or 0)
+            completion = int(data.get("eval_count") or 0)
+            yield {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_ollama",
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            }
+            return
+    raise UpstreamError("upstream ended the reply before it was done")
+
+
+def models_list(tags: dict[str, Any]) -> dict[str, Any]:
+    data = []
+    for entry in tags.get("models") or ():
+        name = entry.get("name") or entry.get("model")
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": _unix(entry.get("modified_at")),
+                "owned_by": name.split("/")[0] if "/" in name else "library",
+            }
+        )
+    return {"object": "list", "data": data}
+
+
+def model_entry(name: str, show: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": name,
+        "object": "model",
+        "created": _unix(show.get("modified_at")),
+        "owned_by": name.split("/")[0] if "/" in name else "library",
+    }
+
+
+def _unix(stamp: Any) -> int:
+    if not isinstance(stamp, str):
+        return 0
+    try:
+        return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def embed_request(body: dict[str, Any]) -> dict[str, Any]:
+    request: dict[str, Any] = {"model": body["model"], "input": body["input"]}
+    if body.get("dimensions") is not None:
+        request["dimensions"] = body["dimensions"]
+    for name in ("truncate", "keep_alive", "options"):
+        if name in body:
+            request[name] = body[name]
+    return request
+
+
+def embed_vectors(response: dict[str, Any]) -> tuple[list[list[float]], int]:
+    vectors = response.get("embeddings")
+    if not isinstance(vectors, list):
+        raise UpstreamError("upstream embed response has no 'embeddings'")
+    return vectors, int(response.get("prompt_eval_count") or 0)

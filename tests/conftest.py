@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import HERE, Server, fake_ollama, llama_server, ragproxy
+
+CHAT_MODEL = "smollm2:135m"
+
+
+@pytest.fixture(scope="session")
+def llama() -> Iterator[Server]:
+    """Real llama.cpp server: plain chat template, embeddings on."""
+    with llama_server("--embedding", "--pooling", "mean") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def llama_think() -> Iterator[Server]:
+    """Real llama.cpp server whose template opens a <think> block, as DeepSeek-R1's does."""
+    with llama_server("--chat-template-file", str(HERE / "upstream" / "think-template.jinja")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ollama(llama: Server, llama_think: Server) -> Iterator[Server]:
+    """The Ollama-behaving server, generating with the real llama.cpp servers."""
+    with fake_ollama(llama.url, llama_think.url) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def proxy_ollama(ollama: Server) -> Iterator[str]:
+    with ragproxy(upstream=ollama.url, upstream_api="ollama", model=CHAT_MODEL) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def proxy_openai(llama: Server) -> Iterator[str]:
+    with ragproxy(upstream=llama.url, upstream_api="openai", model="smollm2") as url:
+        yield url
+
+
+@pytest.fixture(params=["ollama", "openai"])
+def proxy_any(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once per upstream mode."""
+    return str(request.getfixturevalue(f"proxy_{request.param}"))
+
+
+@pytest.fixture
+def make_proxy() -> Callable[..., AbstractContextManager[str]]:
+    return ragproxy
+
+
+class UpstreamLog:
+    """What the Ollama-behaving server received."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def clear(self) -> None:
+        httpx.delete(self.url + "/_test/requests")
+
+    def requests(self, path: str | None = None) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = httpx.get(self.url + "/_test/requests").json()
+        return [r for r in records if path is None or r["path"] == path]
+
+
+@pytest.fixture
+def upstream_log(ollama: Server) -> UpstreamLog:
+    log = UpstreamLog(ollama.url)
+    log.clear()
+    return log

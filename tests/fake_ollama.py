@@ -1,0 +1,560 @@
+"""A local HTTP server that behaves like Ollama's documented native API (ollama/ollama
+docs/api.md: /api/chat, /api/tags, /api/show, /api/embed, /api/version, NDJSON streaming, durations
+in nanoseconds, ``message.thinking``), generating real tokens by translating each request to a
+real llama.cpp server. Ollama itself cannot be installed here; this stands in for it.
+
+It is strict: a request field Ollama does not document is refused with a 400, so a proxy that
+leaks OpenAI-only fields into Ollama requests fails its tests. It records every request it gets
+(``GET /_test/requests``) including when the client went away, and plays faults on demand through
+a model-name suffix: ``name@delay=1.5``, ``@die-after=3`` (cut the connection after 3 lines),
+``@hang-after=2``, ``@error-after=2`` (an ``{"error"}`` line, as Ollama sends mid-stream),
+``@status=503``. It also serves ``/v1/*`` by passing it to llama.cpp, with the same faults and
+recording, as Ollama serves its OpenAI-compatible API beside the native one.
+
+Run: python tests/fake_ollama.py --port P --chat URL --think URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx
+import orjson
+import uvicorn
+
+CHAT_FIELDS = {
+    "model",
+    "messages",
+    "tools",
+    "format",
+    "options",
+    "stream",
+    "keep_alive",
+    "think",
+    "truncate",
+    "shift",
+    "logprobs",
+    "top_logprobs",
+}
+MESSAGE_FIELDS = {"role", "content", "images", "tool_calls", "thinking", "tool_name"}
+ROLES = {"system", "user", "assistant", "tool"}
+OPTIONS = {
+    "num_keep",
+    "seed",
+    "num_predict",
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repeat_last_n",
+    "temperature",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "penalize_newline",
+    "stop",
+    "numa",
+    "num_ctx",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "use_mmap",
+    "num_thread",
+}
+EMBED_FIELDS = {"model", "input", "truncate", "options", "keep_alive", "dimensions"}
+MODIFIED = "2025-01-28T10:00:00.000000000Z"
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class FakeOllama:
+    def __init__(self, chat_url: str, think_url: str) -> None:
+        self.models = {
+            "smollm2:135m": {"url": chat_url, "thinking": None, "capabilities": ["completion", "tools"]},
+            "smollm2-think:135m": {
+                "url": think_url,
+                "thinking": "field",
+                "capabilities": ["completion", "thinking"],
+            },
+            "smollm2-r1-legacy:135m": {
+                "url": think_url,
+                "thinking": "inline",
+                "capabilities": ["completion"],
+            },
+        }
+        self.records: list[dict[str, Any]] = []
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=5), trust_env=False)
+
+    # -- ASGI ------------------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await self.http.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        method, path = scope["method"], scope["path"]
+        record: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "started": time.time(),
+            "disconnected_at": None,
+            "finished": None,
+            "headers": {k.decode(): v.decode() for k, v in scope["headers"]},
+        }
+        if not path.startswith("/_test"):
+            self.records.append(record)
+        try:
+            data = orjson.loads(body) if body else None
+            record["body"] = data
+            await self.route(method, path, data, record, receive, send)
+        except Refused as exc:
+            await self.send_json(send, exc.status, {"error": exc.message})
+        except orjson.JSONDecodeError:
+            await self.send_json(send, 400, {"error": "invalid character in request body"})
+        finally:
+            record["finished"] = time.time()
+
+    async def route(
+        self, method: str, path: str, data: Any, record: dict[str, Any], receive: Any, send: Any
+    ) -> None:
+        if path == "/_test/requests":
+            if method == "DELETE":
+                self.records.clear()
+            await self.send_json(send, 200, self.records)
+        elif method == "GET" and path == "/":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"Ollama is running"})
+        elif method == "GET" and path == "/api/version":
+            await self.send_json(send, 200, {"version": "0.12.6"})
+        elif method == "GET" and path == "/api/tags":
+            await self.send_json(send, 200, {"models": [self.tag(name) for name in self.models]})
+        elif method == "POST" and path == "/api/show":
+            name, _ = self.model(data)
+            await self.send_json(
+                send,
+                200,
+                {
+                    "modelfile": "",
+                    "parameters": "",
+                    "template": "{{ .Prompt }}",
+                    "modified_at": MODIFIED,
+                    "details": self.tag(name)["details"],
+                    "model_info": {"general.architecture": "llama", "llama.context_length": 8192},
+                    "capabilities": self.models[name]["capabilities"],
+                },
+            )
+        elif method == "POST" and path == "/api/chat":
+            await self.chat(data, record, receive, send)
+        elif method == "POST" and path == "/api/embed":
+            await self.embed(data, send)
+        elif path.startswith("/v1/"):
+            await self.openai_passthrough(method, path, data, record, receive, send)
+        else:
+            await send(
+                {"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]}
+            )
+            await send({"type": "http.response.body", "body": b"404 page not found"})
+
+    @staticmethod
+    async def send_json(send: Any, status: int, payload: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json; charset=utf-8")],
+            }
+        )
+        await send({"type": "http.response.body", "body": orjson.dumps(payload)})
+
+    # -- models ----------------------------------------------------------------------------
+    def tag(self, name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "model": name,
+            "modified_at": MODIFIED,
+            "size": 98362432,
+            "digest": "0" * 64,
+            "details": {
+                "parent_model": "",
+                "format": "gguf",
+                "family": "llama",
+                "families": ["llama"],
+                "parameter_size": "135M",
+                "quantization_level": "Q4_1",
+            },
+        }
+
+    def model(self, data: Any) -> tuple[str, dict[str, str]]:
+        """The model a request names, and the faults asked for with ``@``."""
+        if not isinstance(data, dict):
+            raise Refused(400, "invalid request body")
+        raw = data.get("model") or data.get("name")
+        if not isinstance(raw, str) or not raw:
+            raise Refused(400, "model is required")
+        name, _, fault_text = raw.partition("@")
+        faults = dict(item.split("=", 1) for item in fault_text.split(",") if "=" in item)
+        if name not in self.models:
+            raise Refused(404, f'model "{name}" not found, try pulling it first')
+        if "status" in faults:
+            raise Refused(
+                int(faults["status"]), "server busy, please try again.  maximum pending requests exceeded"
+            )
+        return name, faults
+
+    # -- /api/chat ---------------------------------------------------------------------------
+    def check_chat(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise Refused(400, "invalid request body")
+        unknown = set(data) - CHAT_FIELDS
+        if unknown:
+            raise Refused(400, f"unknown request fields: {sorted(unknown)}")
+        if not isinstance(data.get("messages", []), list):
+            raise Refused(400, "messages must be an array")
+        for message in data.get("messages", []):
+            if not isinstance(message, dict) or set(message) - MESSAGE_FIELDS:
+                raise Refused(400, f"invalid message: {message!r}")
+            if message.get("role") not in ROLES:
+                raise Refused(400, f"invalid role {message.get('role')!r}")
+            if not isinstance(message.get("content", ""), str):
+                raise Refused(400, "message content must be a string")
+            for call in message.get("tool_calls") or ():
+                if not isinstance((call.get("function") or {}).get("arguments"), dict):
+                    raise Refused(400, "tool call arguments must be an object")
+        options = data.get("options") or {}
+        if not isinstance(options, dict) or set(options) - OPTIONS:
+            raise Refused(400, f"invalid options: {sorted(set(options) - OPTIONS)}")
+        if "think" in data and not isinstance(data["think"], bool | str):
+            raise Refused(400, "think must be a boolean or a level")
+
+    def llama_body(self, data: dict[str, Any], reasoning_format: str) -> dict[str, Any]:
+        messages = []
+        for message in data["messages"]:
+            out = {"role": message["role"], "content": message.get("content", "")}
+            if message.get("tool_calls"):
+                out["tool_calls"] = [
+                    {
+                        "id": call.get("id") or f"call_{i}",
+                        "type": "function",
+                        "function": {
+                            "name": call["function"]["name"],
+                            "arguments": orjson.dumps(call["function"]["arguments"]).decode(),
+                        },
+                    }
+                    for i, call in enumerate(message["tool_calls"])
+                ]
+            messages.append(out)
+        options = data.get("options") or {}
+        body: dict[str, Any] = {
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "reasoning_format": reasoning_format,
+        }
+        for name in (
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "seed",
+            "stop",
+            "repeat_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+        ):
+            if name in options:
+                body[name] = options[name]
+        if options.get("num_predict", -1) >= 0:
+            body["max_tokens"] = options["num_predict"]
+        if data.get("format") == "json":
+            body["response_format"] = {"type": "json_object"}
+        elif isinstance(data.get("format"), dict):
+            body["response_format"] = {"type": "json_schema", "json_schema": {"schema": data["format"]}}
+        if data.get("tools"):
+            body["tools"] = data["tools"]
+        return body
+
+    async def chat(self, data: Any, record: dict[str, Any], receive: Any, send: Any) -> None:
+        name, faults = self.model(data)
+        self.check_chat(data)
+        model = self.models[name]
+        thinking = model["thinking"] if data.get("think", True) is not False else None
+        body = self.llama_body(data, "deepseek" if thinking == "field" else "none")
+        stream = data.get("stream", True)
+        started = time.monotonic_ns()
+        lines: list[dict[str, Any]] = []
+
+        async def produce(emit: Any) -> None:
+            await anyio.sleep(float(faults.get("delay", 0)))
+            async with self.http.stream("POST", model["url"] + "/v1/chat/completions", json=body) as response:
+                if response.status_code != 200:
+                    raise Refused(response.status_code, (await response.aread()).decode())
+                usage: dict[str, Any] = {}
+                timings: dict[str, Any] = {}
+                finish = "stop"
+                calls: list[dict[str, Any]] = []
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = orjson.loads(line[6:])
+                    usage = chunk.get("usage") or usage
+                    timings = chunk.get("timings") or timings
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        message: dict[str, Any] = {"role": "assistant", "content": delta.get("content") or ""}
+                        if delta.get("reasoning_content") and thinking == "field":
+                            message["thinking"] = delta["reasoning_content"]
+                        for call in delta.get("tool_calls") or ():
+                            if call.get("function", {}).get("name"):
+                                calls.append(
+                                    {"function": {"name": call["function"]["name"], "arguments": ""}}
+                                )
+                            if calls:
+                                calls[-1]["function"]["arguments"] += (
+                                    call.get("function", {}).get("arguments") or ""
+                                )
+                        finish = choice.get("finish_reason") or finish
+                        if message["content"] or "thinking" in message:
+                            await emit(
+                                {
+                                    "model": data["model"],
+                                    "created_at": now(),
+                                    "message": message,
+                                    "done": False,
+                                }
+                            )
+                tail: dict[str, Any] = {"role": "assistant", "content": ""}
+                if calls:
+                    tail["tool_calls"] = [
+                        {
+                            "function": {
+                                "name": c["function"]["name"],
+                                "arguments": orjson.loads(c["function"]["arguments"] or "{}"),
+                            }
+                        }
+                        for c in calls
+                    ]
+                await emit(
+                    {
+                        "model": data["model"],
+                        "created_at": now(),
+                        "message": tail,
+                        "done": True,
+                        "done_reason": "length" if finish == "length" else "stop",
+                        "total_duration": time.monotonic_ns() - started,
+                        "load_duration": 1_000_000,
+                        "prompt_eval_count": usage.get("prompt_tokens", 0),
+                        "prompt_eval_duration": int(timings.get("prompt_ms", 0) * 1e6),
+                        "eval_count": usage.get("completion_tokens", 0),
+                        "eval_duration": int(timings.get("predicted_ms", 0) * 1e6),
+                    }
+                )
+
+        if not stream:
+
+            async def collect(line: dict[str, Any]) -> None:
+                lines.append(line)
+
+            await self.watching(receive, record, produce(collect))
+            if lines:
+                final = lines[-1]
+                final["message"]["content"] = "".join(line["message"]["content"] for line in lines)
+                thought = "".join(line["message"].get("thinking", "") for line in lines)
+                if thought:
+                    final["message"]["thinking"] = thought
+                await self.send_json(send, 200, final)
+            return
+        await self.stream_lines(produce, faults, record, receive, send, ndjson=True)
+
+    async def stream_lines(
+        self,
+        produce: Any,
+        faults: dict[str, str],
+        record: dict[str, Any],
+        receive: Any,
+        send: Any,
+        *,
+        ndjson: bool,
+    ) -> None:
+        started = False
+        count = 0
+
+        async def emit(item: Any) -> None:
+            nonlocal started, count
+            if not started:
+                content_type = b"application/x-ndjson" if ndjson else b"text/event-stream"
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-type", content_type)],
+                    }
+                )
+                started = True
+            if "error-after" in faults and count == int(faults["error-after"]):
+                payload = {"error": "an error was encountered while running the model"}
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "more_body": False,
+                        "body": orjson.dumps(payload) + b"\n"
+                        if ndjson
+                        else b"data: " + orjson.dumps(payload) + b"\n\n",
+                    }
+                )
+                raise _Stop
+            if "die-after" in faults and count == int(faults["die-after"]):
+                raise ConnectionAbortedError("fault: upstream died mid-stream")
+            if "hang-after" in faults and count == int(faults["hang-after"]):
+                await anyio.sleep(3600)
+            body = orjson.dumps(item) + b"\n" if ndjson else item
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            count += 1
+
+        try:
+            await self.watching(receive, record, produce(emit))
+        except _Stop:
+            return
+        except Refused as exc:
+            if started:
+                raise
+            await self.send_json(send, exc.status, {"error": exc.message})
+            return
+        if started:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def watching(receive: Any, record: dict[str, Any], work: Any) -> None:
+        """Runs ``work``; if the client disconnects first, notes when and cancels it (closing
+        the request to llama.cpp, which then stops generating)."""
+        tasks: anyio.abc.TaskGroup
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            record["disconnected_at"] = time.time()
+            tasks.cancel_scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(watch)
+                try:
+                    await work
+                finally:
+                    tasks.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    # -- /api/embed --------------------------------------------------------------------------
+    async def embed(self, data: Any, send: Any) -> None:
+        name, _ = self.model(data)
+        if set(data) - EMBED_FIELDS:
+            raise Refused(400, f"unknown request fields: {sorted(set(data) - EMBED_FIELDS)}")
+        texts = data.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise Refused(400, "invalid input type")
+        started = time.monotonic_ns()
+        response = await self.http.post(self.models[name]["url"] + "/v1/embeddings", json={"input": texts})
+        reply = response.json()
+        vectors = [item["embedding"] for item in sorted(reply["data"], key=lambda item: item["index"])]
+        if data.get("dimensions"):
+            vectors = [v[: data["dimensions"]] for v in vectors]
+        await self.send_json(
+            send,
+            200,
+            {
+                "model": data["model"],
+                "embeddings": vectors,
+                "total_duration": time.monotonic_ns() - started,
+                "load_duration": 1000,
+                "prompt_eval_count": reply.get("usage", {}).get("prompt_tokens", 0),
+            },
+        )
+
+    # -- /v1/* ---------------------------------------------------------------------------------
+    async def openai_passthrough(
+        self, method: str, path: str, data: Any, record: dict[str, Any], receive: Any, send: Any
+    ) -> None:
+        faults: dict[str, str] = {}
+        url = self.models["smollm2:135m"]["url"]
+        if isinstance(data, dict) and isinstance(data.get("model"), str) and "@" in data["model"]:
+            name, faults = self.model(data)
+            data = {**data, "model": name}
+        if isinstance(data, dict) and str(data.get("model", "")).startswith("smollm2-think"):
+            url = self.models["smollm2-think:135m"]["url"]
+        if not (isinstance(data, dict) and data.get("stream")):
+
+            async def plain() -> None:
+                await anyio.sleep(float(faults.get("delay", 0)))
+                response = await self.http.request(method, url + path, json=data)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status_code,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": response.content})
+
+            await self.watching(receive, record, plain())
+            return
+
+        async def produce(emit: Any) -> None:
+            await anyio.sleep(float(faults.get("delay", 0)))
+            async with self.http.stream(method, url + path, json=data) as response:
+                if response.status_code != 200:
+                    raise Refused(response.status_code, (await response.aread()).decode())
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        await emit(line.encode() + b"\n\n")
+
+        await self.stream_lines(produce, faults, record, receive, send, ndjson=False)
+
+
+class _Stop(Exception):
+    pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--chat", required=True, help="llama-server for plain chat and embeddings")
+    parser.add_argument("--think", required=True, help="llama-server with a <think> chat template")
+    args = parser.parse_args()
+    uvicorn.run(
+        FakeOllama(args.chat, args.think), host=args.host, port=args.port, log_level="warning", lifespan="on"
+    )
+
+
+if __name__ == "__main__":
+    main()

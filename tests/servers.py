@@ -1,0 +1,130 @@
+"""Real servers for the tests: llama.cpp's llama-server with a tiny model, the Ollama-behaving
+test server in front of it, and ragproxy itself, each on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from proxy.app import create_asgi
+from proxy.settings import Settings
+
+HERE = Path(__file__).parent
+CACHE = Path(os.environ.get("RAGPROXY_TEST_CACHE") or Path.home() / ".cache" / "ragproxy-test")
+LLAMA_SERVER = CACHE / "bin" / "llama-server"
+MODEL = CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def llama_server(*extra: str, slots: int = 2) -> Iterator[Server]:
+    if not LLAMA_SERVER.exists() or not MODEL.exists():
+        subprocess.run(["bash", str(HERE / "upstream" / "build.sh")], check=True)
+    port = free_port()
+    command = [
+        str(LLAMA_SERVER),
+        "-m",
+        str(MODEL),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-a",
+        "smollm2",
+        "-t",
+        "1",
+        "-tb",
+        "1",
+        "-c",
+        str(2048 * slots),
+        "-np",
+        str(slots),
+        "--no-webui",
+        "--slots",
+        *extra,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health", process)
+        yield Server(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def fake_ollama(chat_url: str, think_url: str) -> Iterator[Server]:
+    port = free_port()
+    command = [
+        sys.executable,
+        str(HERE / "fake_ollama.py"),
+        "--port",
+        str(port),
+        "--chat",
+        chat_url,
+        "--think",
+        think_url,
+    ]
+    process = subprocess.Popen(command)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/", process)
+        yield Server(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def ragproxy(**settings: Any) -> Iterator[str]:
+    """ragproxy served by uvicorn on a real socket, in a thread of the test process."""
+    port = free_port()
+    app = create_asgi(Settings(host="127.0.0.1", port=port, **settings))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

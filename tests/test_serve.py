@@ -1,0 +1,89 @@
+"""``ragproxy serve`` as a user runs it: a process, its settings, its JSON log lines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import openai
+import orjson
+
+from tests.servers import Server, free_port, wait_ready
+
+CANARY = "canary-7f3a-prompt-text"
+
+
+@contextmanager
+def serve(*flags: str, env: dict[str, str]) -> Iterator[tuple[str, list[bytes]]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port), *flags],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    lines: list[bytes] = []
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz", process, timeout=30)
+        yield f"http://127.0.0.1:{port}", lines
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+        lines.extend(out.splitlines())
+        assert process.returncode == 0, err.decode()
+
+
+def log_events(lines: list[bytes]) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in lines]  # every line must be JSON
+
+
+def test_serve_streams_and_logs_one_line_per_request(llama: Server) -> None:
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": f"Say hello. {CANARY}"}],
+        "max_tokens": 20,
+        "temperature": 0,
+    }
+    direct = httpx.post(llama.url + "/v1/chat/completions", json=body, timeout=60).json()
+    with serve("--upstream-api", "openai", env={"RAGPROXY_UPSTREAM": llama.url}) as (base, lines):
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+        raw = client.chat.completions.with_raw_response.create(
+            **body, stream=True, stream_options={"include_usage": True}
+        )
+        request_id = raw.headers["x-request-id"]
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        httpx.get(base + "/v1/models")
+    assert text == direct["choices"][0]["message"]["content"]
+
+    events = log_events(lines)
+    assert events[0]["event"] == "starting" and events[0]["upstream"] == llama.url
+    requests = [e for e in events if e["event"] == "request"]
+    assert [(r["method"], r["path"], r["status"]) for r in requests] == [
+        ("GET", "/healthz", 200),
+        ("POST", "/v1/chat/completions", 200),
+        ("GET", "/v1/models", 200),
+    ]
+    chat = requests[1]
+    assert chat["request_id"] == request_id and chat["model"] == "smollm2" and chat["stream"] is True
+    assert chat["prompt_tokens"] == direct["usage"]["prompt_tokens"]
+    assert chat["completion_tokens"] == direct["usage"]["completion_tokens"]
+    assert chat["finish_reason"] == direct["choices"][0]["finish_reason"]
+    assert chat["duration_ms"] >= chat["first_byte_ms"] > 0
+    assert all(r["level"] == "info" and r["timestamp"] for r in requests)
+    assert CANARY.encode() not in b"\n".join(lines)
+
+
+def test_log_content_setting_shows_the_prompt(llama: Server) -> None:
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": CANARY}], "max_tokens": 2}
+    with serve("--upstream-api", "openai", "--upstream", llama.url, env={"RAGPROXY_LOG_CONTENT": "true"}) as (
+        base,
+        lines,
+    ):
+        assert httpx.post(base + "/v1/chat/completions", json=body, timeout=60).status_code == 200
+    assert CANARY.encode() in b"\n".join(lines)
