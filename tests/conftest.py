@@ -14,22 +14,19 @@ CHAT_MODEL = "smollm2:135m"
 
 @pytest.fixture(scope="session")
 def llama() -> Iterator[Server]:
-    """Real llama.cpp server: plain chat template, embeddings on."""
-    with llama_server("--embedding", "--pooling", "mean") as server:
+    """Real llama.cpp server, embeddings on, with a ChatML template that declares tools
+    (Qwen2.5's form), so llama.cpp parses ``<tool_call>`` output into real tool calls."""
+    template = HERE / "upstream" / "chatml-tools.jinja"
+    with llama_server(
+        "--embedding", "--pooling", "mean", "--jinja", "--chat-template-file", str(template)
+    ) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def llama_think() -> Iterator[Server]:
-    """Real llama.cpp server whose template opens a <think> block, as DeepSeek-R1's does."""
-    with llama_server("--chat-template-file", str(HERE / "upstream" / "think-template.jinja")) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def ollama(llama: Server, llama_think: Server) -> Iterator[Server]:
-    """The Ollama-behaving server, generating with the real llama.cpp servers."""
-    with fake_ollama(llama.url, llama_think.url) as server:
+def ollama(llama: Server) -> Iterator[Server]:
+    """The Ollama-behaving server, generating with the real llama.cpp server."""
+    with fake_ollama(llama.url) as server:
         yield server
 
 

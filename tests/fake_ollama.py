@@ -3,6 +3,12 @@ docs/api.md: /api/chat, /api/tags, /api/show, /api/embed, /api/version, NDJSON s
 in nanoseconds, ``message.thinking``), generating real tokens by translating each request to a
 real llama.cpp server. Ollama itself cannot be installed here; this stands in for it.
 
+The "thinking" models are the same small model held by a grammar to DeepSeek-R1's shape,
+``<think>\n…\n</think>\n\nanswer``: ``smollm2-think`` returns the reasoning in
+``message.thinking`` (Ollama today), ``smollm2-r1-legacy`` leaves it inline in the content (older
+builds). Through ``/v1`` the thinking model's reasoning arrives in ``delta.reasoning``, as from
+Ollama's OpenAI-compatible layer.
+
 It is strict: a request field Ollama does not document is refused with a 400, so a proxy that
 leaks OpenAI-only fields into Ollama requests fails its tests. It records every request it gets
 (``GET /_test/requests``) including when the client went away, and plays faults on demand through
@@ -11,7 +17,7 @@ a model-name suffix: ``name@delay=1.5``, ``@die-after=3`` (cut the connection af
 ``@status=503``. It also serves ``/v1/*`` by passing it to llama.cpp, with the same faults and
 recording, as Ollama serves its OpenAI-compatible API beside the native one.
 
-Run: python tests/fake_ollama.py --port P --chat URL --think URL
+Run: python tests/fake_ollama.py --port P --llama URL
 """
 
 from __future__ import annotations
@@ -68,6 +74,34 @@ OPTIONS = {
 }
 EMBED_FIELDS = {"model", "input", "truncate", "options", "keep_alive", "dimensions"}
 MODIFIED = "2025-01-28T10:00:00.000000000Z"
+THINK_GRAMMAR = (
+    'root ::= "<think>\\n" thought "\\n</think>\\n\\n" answer\n'
+    "thought ::= [^<\\n]{10,300}\n"
+    "answer ::= [^<]+\n"
+)
+OPEN, CLOSE = "<think>\n", "\n</think>"
+
+
+class ThinkingSplit:
+    """Splits the grammar-shaped text into thinking and content as it grows."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.sent_thinking = 0
+        self.sent_content = 0
+
+    def feed(self, piece: str) -> tuple[str, str]:
+        self.text += piece
+        body = self.text[len(OPEN) :] if self.text.startswith(OPEN) else ""
+        end = body.find(CLOSE)
+        if end < 0:
+            keep = next((n for n in range(len(CLOSE), 0, -1) if body.endswith(CLOSE[:n])), 0)
+            thinking, content = body[: len(body) - keep], ""
+        else:
+            thinking, content = body[:end], body[end + len(CLOSE) :].lstrip("\n")
+        new = thinking[self.sent_thinking :], content[self.sent_content :]
+        self.sent_thinking, self.sent_content = len(thinking), len(content)
+        return new
 
 
 class Refused(Exception):
@@ -82,19 +116,12 @@ def now() -> str:
 
 
 class FakeOllama:
-    def __init__(self, chat_url: str, think_url: str) -> None:
+    def __init__(self, llama_url: str) -> None:
+        self.llama = llama_url
         self.models = {
-            "smollm2:135m": {"url": chat_url, "thinking": None, "capabilities": ["completion", "tools"]},
-            "smollm2-think:135m": {
-                "url": think_url,
-                "thinking": "field",
-                "capabilities": ["completion", "thinking"],
-            },
-            "smollm2-r1-legacy:135m": {
-                "url": think_url,
-                "thinking": "inline",
-                "capabilities": ["completion"],
-            },
+            "smollm2:135m": {"thinking": None, "capabilities": ["completion", "tools"]},
+            "smollm2-think:135m": {"thinking": "field", "capabilities": ["completion", "thinking"]},
+            "smollm2-r1-legacy:135m": {"thinking": "inline", "capabilities": ["completion"]},
         }
         self.records: list[dict[str, Any]] = []
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=5), trust_env=False)
@@ -253,7 +280,7 @@ class FakeOllama:
         if "think" in data and not isinstance(data["think"], bool | str):
             raise Refused(400, "think must be a boolean or a level")
 
-    def llama_body(self, data: dict[str, Any], reasoning_format: str) -> dict[str, Any]:
+    def llama_body(self, data: dict[str, Any], thinking: str | None) -> dict[str, Any]:
         messages = []
         for message in data["messages"]:
             out = {"role": message["role"], "content": message.get("content", "")}
@@ -275,8 +302,9 @@ class FakeOllama:
             "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
-            "reasoning_format": reasoning_format,
         }
+        if thinking:
+            body["grammar"] = THINK_GRAMMAR
         for name in (
             "temperature",
             "top_p",
@@ -297,7 +325,11 @@ class FakeOllama:
         elif isinstance(data.get("format"), dict):
             body["response_format"] = {"type": "json_schema", "json_schema": {"schema": data["format"]}}
         if data.get("tools"):
-            body["tools"] = data["tools"]
+            # A tool-capable model that calls a tool whenever it is offered one: the tiny model
+            # is steered to start with "<" (token 44) and stopped after its first call.
+            body.update(
+                tools=data["tools"], tool_choice="required", logit_bias={"44": 5}, stop=["</tool_call>"]
+            )
         return body
 
     async def chat(self, data: Any, record: dict[str, Any], receive: Any, send: Any) -> None:
@@ -305,14 +337,15 @@ class FakeOllama:
         self.check_chat(data)
         model = self.models[name]
         thinking = model["thinking"] if data.get("think", True) is not False else None
-        body = self.llama_body(data, "deepseek" if thinking == "field" else "none")
+        body = self.llama_body(data, thinking)
+        split = ThinkingSplit() if thinking == "field" else None
         stream = data.get("stream", True)
         started = time.monotonic_ns()
         lines: list[dict[str, Any]] = []
 
         async def produce(emit: Any) -> None:
             await anyio.sleep(float(faults.get("delay", 0)))
-            async with self.http.stream("POST", model["url"] + "/v1/chat/completions", json=body) as response:
+            async with self.http.stream("POST", self.llama + "/v1/chat/completions", json=body) as response:
                 if response.status_code != 200:
                     raise Refused(response.status_code, (await response.aread()).decode())
                 usage: dict[str, Any] = {}
@@ -328,8 +361,10 @@ class FakeOllama:
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         message: dict[str, Any] = {"role": "assistant", "content": delta.get("content") or ""}
-                        if delta.get("reasoning_content") and thinking == "field":
-                            message["thinking"] = delta["reasoning_content"]
+                        if split is not None:
+                            thought, message["content"] = split.feed(message["content"])
+                            if thought:
+                                message["thinking"] = thought
                         for call in delta.get("tool_calls") or ():
                             if call.get("function", {}).get("name"):
                                 calls.append(
@@ -483,7 +518,7 @@ class FakeOllama:
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise Refused(400, "invalid input type")
         started = time.monotonic_ns()
-        response = await self.http.post(self.models[name]["url"] + "/v1/embeddings", json={"input": texts})
+        response = await self.http.post(self.llama + "/v1/embeddings", json={"input": texts})
         reply = response.json()
         vectors = [item["embedding"] for item in sorted(reply["data"], key=lambda item: item["index"])]
         if data.get("dimensions"):
@@ -505,12 +540,14 @@ class FakeOllama:
         self, method: str, path: str, data: Any, record: dict[str, Any], receive: Any, send: Any
     ) -> None:
         faults: dict[str, str] = {}
-        url = self.models["smollm2:135m"]["url"]
+        url = self.llama
+        split = None
         if isinstance(data, dict) and isinstance(data.get("model"), str) and "@" in data["model"]:
             name, faults = self.model(data)
             data = {**data, "model": name}
         if isinstance(data, dict) and str(data.get("model", "")).startswith("smollm2-think"):
-            url = self.models["smollm2-think:135m"]["url"]
+            data = {**data, "grammar": THINK_GRAMMAR}
+            split = ThinkingSplit()
         if not (isinstance(data, dict) and data.get("stream")):
 
             async def plain() -> None:
@@ -534,6 +571,15 @@ class FakeOllama:
                 if response.status_code != 200:
                     raise Refused(response.status_code, (await response.aread()).decode())
                 async for line in response.aiter_lines():
+                    if split is not None and line.startswith("data: {"):
+                        chunk = orjson.loads(line[6:])
+                        for choice in chunk.get("choices") or ():
+                            delta = choice.get("delta") or {}
+                            if isinstance(delta.get("content"), str):
+                                thought, delta["content"] = split.feed(delta["content"])
+                                if thought:
+                                    delta["reasoning"] = thought
+                        line = "data: " + orjson.dumps(chunk).decode()
                     if line.startswith("data: "):
                         await emit(line.encode() + b"\n\n")
 
@@ -548,12 +594,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--chat", required=True, help="llama-server for plain chat and embeddings")
-    parser.add_argument("--think", required=True, help="llama-server with a <think> chat template")
+    parser.add_argument("--llama", required=True, help="URL of the llama-server that generates")
     args = parser.parse_args()
-    uvicorn.run(
-        FakeOllama(args.chat, args.think), host=args.host, port=args.port, log_level="warning", lifespan="on"
-    )
+    uvicorn.run(FakeOllama(args.llama), host=args.host, port=args.port, log_level="critical", lifespan="on")
 
 
 if __name__ == "__main__":

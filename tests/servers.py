@@ -90,18 +90,9 @@ def llama_server(*extra: str, slots: int = 2) -> Iterator[Server]:
 
 
 @contextmanager
-def fake_ollama(chat_url: str, think_url: str) -> Iterator[Server]:
+def fake_ollama(llama_url: str) -> Iterator[Server]:
     port = free_port()
-    command = [
-        sys.executable,
-        str(HERE / "fake_ollama.py"),
-        "--port",
-        str(port),
-        "--chat",
-        chat_url,
-        "--think",
-        think_url,
-    ]
+    command = [sys.executable, str(HERE / "fake_ollama.py"), "--port", str(port), "--llama", llama_url]
     process = subprocess.Popen(command)
     try:
         wait_ready(f"http://127.0.0.1:{port}/", process)

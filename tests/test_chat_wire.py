@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import UpstreamLog
 from tests.servers import Server
 
-PROMPT = [{"role": "user", "content": "Name three colours."}]
+PROMPT = [{"role": "user", "content": "Tell me about the history of lighthouses."}]
 
 
 def sse_events(raw: bytes) -> list[bytes]:
@@ -128,14 +128,18 @@ def test_openai_sdk_sync_and_async(proxy_any: str) -> None:
 
 def test_stop_and_seed_reach_llama(proxy_openai: str, llama: Server) -> None:
     client = openai.OpenAI(base_url=proxy_openai + "/v1", api_key="unused")
-    free = client.chat.completions.create(messages=PROMPT, max_tokens=30, temperature=0)
+    free = client.chat.completions.create(model="default", messages=PROMPT, max_tokens=30, temperature=0)
     text = free.choices[0].message.content or ""
     word = text.split()[2]
-    stopped = client.chat.completions.create(messages=PROMPT, max_tokens=30, temperature=0, stop=[word])
+    stopped = client.chat.completions.create(
+        model="default", messages=PROMPT, max_tokens=30, temperature=0, stop=[word]
+    )
     assert stopped.choices[0].finish_reason == "stop"
     assert word not in (stopped.choices[0].message.content or "")
     seeded = [
-        client.chat.completions.create(messages=PROMPT, max_tokens=20, temperature=1.5, seed=s, top_p=0.95)
+        client.chat.completions.create(
+            model="default", messages=PROMPT, max_tokens=20, temperature=1.5, seed=s, top_p=0.95
+        )
         .choices[0]
         .message.content
         for s in (7, 7, 8)
@@ -236,17 +240,32 @@ def test_tool_calls_come_back_intact(proxy_any: str) -> None:
             },
         }
     ]
-    messages = [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    # The tiny model needs a push to begin "<tool_call>" (token 44) and to stop after one call.
+    steer = {"logit_bias": {"44": 5}, "stop": ["</tool_call>"]}
     client = openai.OpenAI(base_url=proxy_any + "/v1", api_key="unused")
     reply = client.chat.completions.create(
-        messages=messages, tools=tools, tool_choice="required", max_tokens=60, temperature=0
+        model="default",
+        messages=messages,
+        tools=tools,
+        tool_choice="required",
+        max_tokens=60,
+        temperature=0,
+        **steer,
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]
     assert call.function.name == "get_weather" and "city" in orjson.loads(call.function.arguments)
     streamed = client.chat.completions.create(
-        messages=messages, tools=tools, tool_choice="required", max_tokens=60, temperature=0, stream=True
+        model="default",
+        messages=messages,
+        tools=tools,
+        tool_choice="required",
+        max_tokens=60,
+        temperature=0,
+        stream=True,
+        **steer,
     )
     names, arguments, finish = "", "", None
     for chunk in streamed:

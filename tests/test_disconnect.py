@@ -58,7 +58,7 @@ def wait_until(predicate: Any, timeout: float) -> float:
 def test_mid_stream_disconnect_stops_llama(proxy_openai: str, llama: Server) -> None:
     wait_until(lambda: busy_slots(llama) == 0, 30)
     sock = open_request(proxy_openai, {**LONG, "stream": True})
-    read_until(sock, b"\n\ndata: ", 5)
+    read_until(sock, b"data: {", 5)
     assert busy_slots(llama) == 1
     sock.close()
     assert wait_until(lambda: busy_slots(llama) == 0, 5) < 1.0
@@ -89,7 +89,7 @@ def test_ollama_mode_mid_stream_disconnect(
 ) -> None:
     wait_until(lambda: busy_slots(llama) == 0, 30)
     sock = open_request(proxy_ollama, {**LONG, "stream": True})
-    read_until(sock, b"\n\ndata: ", 5)
+    read_until(sock, b"data: {", 5)
     closed = time.time()
     sock.close()
     wait_until(lambda: upstream_log.requests("/api/chat")[0]["disconnected_at"] is not None, 5)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Request, get, post
+from litestar.params import FromPath
 from litestar.types import ASGIApp
 
 from proxy.api.requestlog import request_record
@@ -74,7 +75,7 @@ async def list_models(request: AnyRequest) -> dict[str, Any]:
 
 
 @get("/v1/models/{model:path}")
-async def retrieve_model(request: AnyRequest, model: str) -> dict[str, Any]:
+async def retrieve_model(request: AnyRequest, model: FromPath[str]) -> dict[str, Any]:
     _, upstream = _parts(request)
     name = model.lstrip("/")
     if upstream.api == "ollama":

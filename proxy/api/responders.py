@@ -42,6 +42,7 @@ class ChatResponder:
         self._usage = usage
         self._record = record
         self._started = False
+        self._complete = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as tasks:
@@ -55,6 +56,8 @@ class ChatResponder:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                if self._complete:
+                    return  # servers report the end of a finished exchange the same way
                 self._record["client_disconnected"] = True
                 scope.cancel()
                 return
@@ -71,9 +74,12 @@ class ChatResponder:
             error = _as_proxy_error(exc)
             self._record["error"] = error.code or error.type
             if not self._started:
-                await _send_json(send, error.status, error.body())
+                await self._send_json(send, error.status, error.body())
                 return
             await send({"type": "http.response.body", "body": sse_event(error.body()), "more_body": True})
+        if not self._started:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        self._complete = True
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
 
     async def _send_completion(self, send: Send) -> None:
@@ -83,10 +89,15 @@ class ChatResponder:
         except Exception as exc:
             error = _as_proxy_error(exc)
             self._record["error"] = error.code or error.type
-            await _send_json(send, error.status, error.body())
+            await self._send_json(send, error.status, error.body())
             return
         completion["usage"] = self._usage()
-        await _send_json(send, 200, completion)
+        await self._send_json(send, 200, completion)
+
+    async def _send_json(self, send: Send, status: int, body: dict[str, Any]) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+        self._complete = True
+        await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
 
 
 def _as_proxy_error(exc: Exception) -> ProxyError:
@@ -94,11 +105,6 @@ def _as_proxy_error(exc: Exception) -> ProxyError:
         return exc
     log.exception("chat.failed")
     return ProxyError(f"internal error: {type(exc).__name__}", code="internal_error")
-
-
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
-    await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
 
 
 async def aggregate(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
