@@ -12,6 +12,7 @@ ratios/differences between them.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -31,8 +32,13 @@ PROMPT = [{"role": "user", "content": "Tell me about the history of lighthouses.
 
 def one_stream(client: httpx.Client, base: str, max_tokens: int) -> tuple[float, list[float]]:
     """Time to first content chunk and the arrival times of all content chunks."""
-    body = {"model": "smollm2", "messages": PROMPT, "stream": True, "max_tokens": max_tokens,
-            "temperature": 0}
+    body = {
+        "model": "smollm2",
+        "messages": PROMPT,
+        "stream": True,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
     arrivals: list[float] = []
     started = time.perf_counter()
     with client.stream("POST", base + "/v1/chat/completions", json=body) as response:
@@ -46,9 +52,13 @@ def one_stream(client: httpx.Client, base: str, max_tokens: int) -> tuple[float,
 def summarise(runs: list[tuple[float, list[float]]]) -> dict[str, float]:
     ttft = [r[0] for r in runs]
     rates = [(len(a) - 1) / (a[-1] - a[0]) for _, a in runs if len(a) > 1]
-    gaps = [b - a for _, arr in runs for a, b in zip(arr, arr[1:])]
-    return {"ttft_ms": statistics.median(ttft) * 1000, "chunks_per_s": statistics.median(rates),
-            "gap_ms": statistics.median(gaps) * 1000, "chunks": statistics.median(len(a) for _, a in runs)}
+    gaps = [b - a for _, arr in runs for a, b in itertools.pairwise(arr)]
+    return {
+        "ttft_ms": statistics.median(ttft) * 1000,
+        "chunks_per_s": statistics.median(rates),
+        "gap_ms": statistics.median(gaps) * 1000,
+        "chunks": statistics.median(len(a) for _, a in runs),
+    }
 
 
 def main() -> None:
@@ -60,16 +70,31 @@ def main() -> None:
     with llama_server(slots=1) as llama:
         port = free_port()
         proxy = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--upstream", llama.url,
-             "--upstream-api", "openai", "--log-level", "warning"],
-            cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "proxy",
+                "serve",
+                "--port",
+                str(port),
+                "--upstream",
+                llama.url,
+                "--upstream-api",
+                "openai",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env={**os.environ},
+            stdout=subprocess.DEVNULL,
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             wait_ready(base + "/healthz", proxy)
             paths = {"direct": llama.url, "proxy": base}
             runs: dict[str, list[tuple[float, list[float]]]] = {"direct": [], "proxy": []}
             with httpx.Client(timeout=120) as client:
-                for name, url in paths.items():  # warm-up: prompt cache, connections
+                for url in paths.values():  # warm-up: prompt cache, connections
                     one_stream(client, url, args.max_tokens)
                 for i in range(args.rounds):
                     order = ["direct", "proxy"] if i % 2 == 0 else ["proxy", "direct"]
@@ -85,8 +110,10 @@ def main() -> None:
     for name, s in (("direct", direct), ("proxy", proxied)):
         print(f"{name:8} {s['ttft_ms']:9.2f} {s['chunks_per_s']:9.2f} {s['gap_ms']:8.3f} {s['chunks']:7.0f}")
     print(f"chunks/s proxy/direct: {proxied['chunks_per_s'] / direct['chunks_per_s']:.3f}")
-    print(f"added to TTFT: {proxied['ttft_ms'] - direct['ttft_ms']:+.2f} ms; "
-          f"added per chunk: {proxied['gap_ms'] - direct['gap_ms']:+.3f} ms")
+    print(
+        f"added to TTFT: {proxied['ttft_ms'] - direct['ttft_ms']:+.2f} ms; "
+        f"added per chunk: {proxied['gap_ms'] - direct['gap_ms']:+.3f} ms"
+    )
 
 
 if __name__ == "__main__":
