@@ -62,6 +62,7 @@ def _record_stats(record: dict[str, Any], call: ChatCall) -> None:
         prompt_tokens=stats.prompt_tokens,
         completion_tokens=stats.completion_tokens,
         finish_reason=stats.finish_reason,
+        upstream_wait_ms=stats.upstream_wait_ms,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ class ChatStats:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    upstream_wait_ms: float | None = None  # from sending upstream to its first body bytes
 
 
 @dataclass
@@ -47,12 +48,22 @@ async def open_chat(
     """Chunks of the reply, reasoning rendered as the settings say. Errors before the upstream
     answers raise here; later ones raise from the iterator."""
     split = settings.reasoning_format != "inline"
+    sent = time.perf_counter()
     if upstream.api == "ollama":
         async with upstream.stream("/api/chat", ollama.chat_request(call.body)) as raw:
+            raw = _timed_first(raw, sent, call.stats)
             yield _rendered(ollama.chat_chunks(raw, call.body["model"], split), settings, call)
     else:
         async with upstream.stream("/v1/chat/completions", openai.chat_request(call.body)) as raw:
+            raw = _timed_first(raw, sent, call.stats)
             yield _rendered(openai.chat_chunks(raw, split), settings, call)
+
+
+async def _timed_first(raw: AsyncIterator[bytes], sent: float, stats: ChatStats) -> AsyncIterator[bytes]:
+    async for chunk in raw:
+        if stats.upstream_wait_ms is None:
+            stats.upstream_wait_ms = round((time.perf_counter() - sent) * 1000, 2)
+        yield chunk
 
 
 async def _rendered(

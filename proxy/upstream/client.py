@@ -99,7 +99,13 @@ class Upstream:
                 with anyio.move_on_after(self.settings.idle_timeout):
                     await response.aread()
                 raise map_status(response.status_code, response.content, response.headers)
-            yield _timed_chunks(response, deadline, self.settings.idle_timeout)
+            chunks = _timed_chunks(response, deadline, self.settings.idle_timeout)
+            yield chunks
+            # The reply is complete (the consumer saw its end marker): read the little that
+            # follows, so the connection goes back to the pool instead of being closed.
+            with anyio.move_on_after(1):
+                async for _ in chunks:
+                    pass
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
