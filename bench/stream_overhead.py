@@ -53,6 +53,16 @@ def one_stream(client: httpx.Client, base: str, max_tokens: int) -> tuple[float,
     return arrivals[0] - started, arrivals
 
 
+def round_trip(client: httpx.Client, url: str, count: int = 200) -> float:
+    """Median milliseconds for a small GET."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        client.get(url).raise_for_status()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
 def summarise(runs: list[tuple[float, list[float]]]) -> dict[str, float]:
     ttft = [r[0] for r in runs]
     rates = [(len(a) - 1) / (a[-1] - a[0]) for _, a in runs if len(a) > 1]
@@ -103,6 +113,14 @@ def main() -> None:
                     order = ["direct", "proxy"] if i % 2 == 0 else ["proxy", "direct"]
                     for name in order:
                         runs[name].append(one_stream(client, paths[name], args.max_tokens))
+                round_trips = {
+                    "ragproxy GET /healthz (no upstream call)": round_trip(client, base + "/healthz"),
+                    "llama.cpp GET /health": round_trip(client, llama.url + "/health"),
+                    "ragproxy GET /readyz (one upstream call)": round_trip(client, base + "/readyz"),
+                    "llama.cpp GET /v1/models (that call, direct)": round_trip(
+                        client, llama.url + "/v1/models"
+                    ),
+                }
         finally:
             proxy.terminate()
             proxy.wait(10)
@@ -123,6 +141,9 @@ def main() -> None:
         f"added per chunk: {proxied['gap_ms'] - direct['gap_ms']:+.3f} ms"
     )
     print(f"proxy's own time to first byte, from its log: {own:.2f} ms (median of {len(chats)})")
+    print("round trips, median of 200:")
+    for name, ms in round_trips.items():
+        print(f"  {name}: {ms:.3f} ms")
 
 
 if __name__ == "__main__":

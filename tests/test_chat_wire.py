@@ -240,33 +240,23 @@ def test_tool_calls_come_back_intact(proxy_any: str) -> None:
             },
         }
     ]
-    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
     # The tiny model needs a push to begin "<tool_call>" (token 44) and to stop after one call.
-    steer = {"logit_bias": {"44": 5}, "stop": ["</tool_call>"]}
+    request: dict[str, Any] = {
+        "model": "default",
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": tools,
+        "tool_choice": "required",
+        "max_tokens": 60,
+        "temperature": 0,
+        "logit_bias": {"44": 5},
+        "stop": ["</tool_call>"],
+    }
     client = openai.OpenAI(base_url=proxy_any + "/v1", api_key="unused")
-    reply = client.chat.completions.create(
-        model="default",
-        messages=messages,
-        tools=tools,
-        tool_choice="required",
-        max_tokens=60,
-        temperature=0,
-        **steer,
-    )
-    choice = reply.choices[0]
+    choice = client.chat.completions.create(**request).choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]
     assert call.function.name == "get_weather" and "city" in orjson.loads(call.function.arguments)
-    streamed = client.chat.completions.create(
-        model="default",
-        messages=messages,
-        tools=tools,
-        tool_choice="required",
-        max_tokens=60,
-        temperature=0,
-        stream=True,
-        **steer,
-    )
+    streamed = client.chat.completions.create(**request, stream=True)
     names, arguments, finish = "", "", None
     for chunk in streamed:
         for delta_call in chunk.choices[0].delta.tool_calls or ():

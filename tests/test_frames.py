@@ -110,3 +110,48 @@ def test_history_loses_reasoning() -> None:
     assert out[2]["content"] == "Second."
     assert out[3]["content"] == [{"type": "text", "text": "Third."}]
     assert strip_reasoning("no thinking here") == "no thinking here"
+
+
+def test_huge_deltas_are_split_into_short_sse_lines() -> None:
+    import orjson
+
+    from proxy.upstream.frames import MAX_EVENT_BYTES, sse_event, sse_events
+
+    text = "雨" * 100_000
+    arguments = orjson.dumps({"body": "x" * 200_000}).decode()
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "delta": {
+                    "content": text,
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "write", "arguments": arguments},
+                        }
+                    ],
+                },
+            }
+        ],
+    }
+    raw = sse_events(chunk)
+    lines = raw.split(b"\n\n")[:-1]
+    assert len(lines) > 2 and all(len(line) + 2 <= MAX_EVENT_BYTES for line in lines)
+    chunks = [orjson.loads(line[len(b"data: ") :]) for line in lines]
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert "".join(d.get("content", "") for d in deltas) == text
+    calls = [call for d in deltas for call in d.get("tool_calls", ())]
+    assert calls[0]["id"] == "call_1" and calls[0]["function"]["name"] == "write"
+    assert "".join(call["function"]["arguments"] for call in calls) == arguments
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * (len(chunks) - 1) + ["tool_calls"]
+    assert all(c["id"] == "c" for c in chunks)
+    small = {**chunk, "choices": [{"index": 0, "finish_reason": None, "delta": {"content": "hi"}}]}
+    assert sse_events(small) == sse_event(small)

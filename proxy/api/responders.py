@@ -14,7 +14,7 @@ from litestar.types import Receive, Scope, Send
 
 from proxy.errors import ProxyError
 from proxy.logging import get_logger
-from proxy.upstream.frames import DONE, sse_event
+from proxy.upstream.frames import DONE, sse_event, sse_events
 
 log = get_logger("ragproxy.chat")
 
@@ -69,7 +69,7 @@ class ChatResponder:
                     if not self._started:
                         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
                         self._started = True
-                    await send({"type": "http.response.body", "body": sse_event(chunk), "more_body": True})
+                    await send({"type": "http.response.body", "body": sse_events(chunk), "more_body": True})
         except Exception as exc:
             error = _as_proxy_error(exc)
             self._record["error"] = error.code or error.type

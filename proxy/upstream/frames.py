@@ -70,5 +70,62 @@ def _line_end(buffer: bytes) -> tuple[int, int] | None:
     return lf, lf + 1
 
 
+# Open WebUI's aiohttp reader fails on SSE lines over 128 KiB.
+MAX_EVENT_BYTES = 120 * 1024
+_TEXT_PIECE = 16 * 1024  # characters; up to 4 bytes each, JSON escaping aside
+
+
 def sse_event(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def sse_events(chunk: dict[str, Any]) -> bytes:
+    """One chunk as SSE, split into several chunks if its line would be too long for some
+    clients: long text fields and tool-call arguments are cut into consecutive deltas."""
+    event = sse_event(chunk)
+    choices = chunk.get("choices")
+    if len(event) <= MAX_EVENT_BYTES or not choices or len(choices) != 1:
+        return event
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    pieces: list[dict[str, Any]] = []
+    for key, value in delta.items():
+        if isinstance(value, str) and len(value) > _TEXT_PIECE:
+            pieces += [{key: value[i : i + _TEXT_PIECE]} for i in range(0, len(value), _TEXT_PIECE)]
+        elif key == "tool_calls" and isinstance(value, list):
+            for call in value:
+                arguments = (call.get("function") or {}).get("arguments") or ""
+                head = {
+                    **call,
+                    "function": {**call.get("function", {}), "arguments": arguments[:_TEXT_PIECE]},
+                }
+                pieces.append({key: [head]})
+                pieces += [
+                    {
+                        key: [
+                            {
+                                "index": call.get("index", 0),
+                                "function": {"arguments": arguments[i : i + _TEXT_PIECE]},
+                            }
+                        ]
+                    }
+                    for i in range(_TEXT_PIECE, len(arguments), _TEXT_PIECE)
+                ]
+        else:
+            pieces.append({key: value})
+    last = len(pieces) - 1
+    return b"".join(
+        sse_event(
+            {
+                **chunk,
+                "choices": [
+                    {
+                        **choice,
+                        "delta": piece,
+                        "finish_reason": choice.get("finish_reason") if i == last else None,
+                    }
+                ],
+            }
+        )
+        for i, piece in enumerate(pieces)
+    )

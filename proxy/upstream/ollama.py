@@ -149,15 +149,16 @@ async def chat_chunks(
     first = True
     tool_index = 0
 
+    base = {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": "fp_ollama",
+    }
+
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": chunk_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_ollama",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
+        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
     async for line in ndjson_lines(raw):
         try:
@@ -218,11 +219,7 @@ async def chat_chunks(
             prompt = int(data.get("prompt_eval_count") or 0)
             completion = int(data.get("eval_count") or 0)
             yield {
-                "id": chunk_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": "fp_ollama",
+                **base,
                 "choices": [],
                 "usage": {
                     "prompt_tokens": prompt,
@@ -235,25 +232,17 @@ async def chat_chunks(
 
 
 def models_list(tags: dict[str, Any]) -> dict[str, Any]:
-    data = []
-    for entry in tags.get("models") or ():
-        name = entry.get("name") or entry.get("model")
-        data.append(
-            {
-                "id": name,
-                "object": "model",
-                "created": _unix(entry.get("modified_at")),
-                "owned_by": name.split("/")[0] if "/" in name else "library",
-            }
-        )
-    return {"object": "list", "data": data}
+    """``/api/tags`` as OpenAI's model list."""
+    entries = tags.get("models") or ()
+    return {"object": "list", "data": [model_entry(e.get("name") or e.get("model"), e) for e in entries]}
 
 
-def model_entry(name: str, show: dict[str, Any]) -> dict[str, Any]:
+def model_entry(name: str, details: dict[str, Any]) -> dict[str, Any]:
+    """One model in OpenAI's shape, from its ``/api/tags`` entry or ``/api/show`` reply."""
     return {
         "id": name,
         "object": "model",
-        "created": _unix(show.get("modified_at")),
+        "created": _unix(details.get("modified_at")),
         "owned_by": name.split("/")[0] if "/" in name else "library",
     }
 
