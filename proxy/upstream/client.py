@@ -103,7 +103,7 @@ class Upstream:
             yield chunks
             # The reply is complete (the consumer saw its end marker): read the little that
             # follows, so the connection goes back to the pool instead of being closed.
-            with anyio.move_on_after(1):
+            with anyio.move_on_after(0.25):
                 async for _ in chunks:
                     pass
         finally:
