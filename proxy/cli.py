@@ -39,6 +39,10 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
+        elif isinstance(default, tuple):
+            parser.add_argument(
+                flag, dest=f.name, action="append", default=None, metavar="[NAME=]DIR", help=help_text
+            )
         else:
             parser.add_argument(
                 flag,
@@ -51,6 +55,17 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def _command(commands: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=_settings_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ragproxy",
@@ -60,14 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ragproxy {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser(
-        "serve",
-        help="Run the proxy server.",
-        description="Run the proxy server.",
-        epilog=_settings_table(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_setting_flags(serve)
+    serve = _command(commands, "serve", "Run the proxy server (indexing and watching --docs folders).")
+    index = _command(commands, "index", "Index folders once (new, changed and deleted files), then embed.")
+    index.add_argument("dirs", nargs="+", metavar="DIR", help="Folders to index.")
+    index.add_argument("--collection", help="Collection name (default: each folder's name).")
+    search = _command(commands, "search", "Search the index.")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5, help="How many chunks (default 5).")
+    search.add_argument("--json", action="store_true", help="JSON output.")
+    search.add_argument("--collection", action="append", help="Only this collection (repeatable).")
+    search.add_argument("--mode", choices=("hybrid", "keyword", "vector"), default="hybrid")
+    status = _command(commands, "status", "Show what the index holds and what is pending or skipped.")
+    status.add_argument("--json", action="store_true", help="JSON output.")
+    for sub in (serve, index, search, status):
+        _add_setting_flags(sub)
     return parser
 
 
@@ -112,8 +133,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = settings_from_args(args)
+        if args.command == "serve":
+            serve(settings)
+            return 0
+        from proxy import commands
+
+        run: dict[str, Any] = {"index": commands.index, "search": commands.search, "status": commands.status}
+        return int(run[args.command](settings, args))
     except ConfigError as exc:
         print(f"ragproxy: error: {exc}", file=sys.stderr)
         return 2
-    serve(settings)
-    return 0
+    except KeyboardInterrupt:
+        print(
+            "ragproxy: interrupted; the index is consistent, pending work resumes next time", file=sys.stderr
+        )
+        return 130

@@ -15,6 +15,7 @@ from proxy.errors import ConfigError
 
 UpstreamApi = Literal["ollama", "openai"]
 ReasoningFormat = Literal["reasoning_content", "reasoning", "inline", "drop"]
+EmbedderChange = Literal["reembed", "refuse"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 ENV_PREFIX = "RAGPROXY_"
@@ -57,6 +58,26 @@ class Settings:
         120.0, "Seconds allowed between two chunks of a streamed reply. There is no total-duration limit."
     )
     max_body_size: int = _setting(10 * 1024 * 1024, "Largest request body accepted, in bytes (413 above).")
+    db: str = _setting("", "Index database file [default: $XDG_DATA_HOME/ragproxy/index.db].")
+    docs: tuple[str, ...] = _setting(
+        (),
+        "Folder to index and watch while serving, as [NAME=]DIR (the collection name defaults to the "
+        "folder's name); repeatable; comma-separated in the environment.",
+    )
+    embedder: str = _setting(
+        "e5",
+        "Embedder plugin: 'e5' (built in, in-process, English and Chinese, no server) or 'ollama' "
+        "(the upstream's /api/embed with --embed-model).",
+    )
+    embed_model: str = _setting("nomic-embed-text", "Model for the 'ollama' embedder.")
+    on_embedder_change: EmbedderChange = _setting(
+        "reembed",
+        "When the index holds vectors of another embedder: 'reembed' everything, or 'refuse' to start.",
+        choices=get_args(EmbedderChange),
+    )
+    chunk_tokens: int = _setting(256, "Target chunk size in tokens (the embedders read up to 512).")
+    chunk_overlap: int = _setting(32, "Tokens repeated between consecutive chunks of a section.")
+    max_file_size: int = _setting(20 * 1024 * 1024, "Files larger than this many bytes are skipped.")
     log_level: LogLevel = _setting("info", "Log level.", choices=get_args(LogLevel))
     log_content: bool = _setting(
         False,
@@ -64,9 +85,19 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if not 0 <= self.chunk_overlap < self.chunk_tokens:
+            raise ConfigError("chunk_overlap must be at least 0 and below chunk_tokens")
         if not self.upstream.startswith(("http://", "https://")):
             raise ConfigError(f"upstream must be an http:// or https:// URL, got {self.upstream!r}")
-        for name in ("connect_timeout", "first_byte_timeout", "idle_timeout", "max_body_size", "port"):
+        for name in (
+            "connect_timeout",
+            "first_byte_timeout",
+            "idle_timeout",
+            "max_body_size",
+            "port",
+            "chunk_tokens",
+            "max_file_size",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
         for f in dataclasses.fields(self):
@@ -80,6 +111,24 @@ class Settings:
     def upstream_base(self) -> str:
         return self.upstream.rstrip("/")
 
+    @property
+    def db_path(self) -> Path:
+        if self.db:
+            return Path(self.db).expanduser()
+        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(data) / "ragproxy" / "index.db"
+
+    def doc_folders(self) -> list[tuple[str, Path]]:
+        """(collection name, folder) for each ``docs`` entry."""
+        folders = []
+        for entry in self.docs:
+            name, sep, folder = entry.partition("=")
+            if not sep:
+                name, folder = "", entry
+            path = Path(folder).expanduser()
+            folders.append((name or path.resolve().name or "docs", path))
+        return folders
+
 
 def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
     return dataclasses.fields(Settings)
@@ -87,6 +136,11 @@ def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
 
 def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
     kind: type = type(f.default)
+    if kind is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{source}: {f.name} must be a list of strings, got {value!r}")
+        return tuple(i.strip() for i in items if i.strip())
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -1,0 +1,21 @@
+"""The plugin hooks. A plugin module implements any of them with ``@hookimpl`` and calls
+``register`` for each thing it provides; built-in plugins use the same hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("ragproxy")
+hookimpl = pluggy.HookimplMarker("ragproxy")
+
+
+@hookspec
+def register_loaders(register: Callable[..., None]) -> None:
+    """``register(suffixes, load)``: ``load(path) -> Document`` for files with those suffixes."""
+
+
+@hookspec
+def register_embedders(register: Callable[..., None]) -> None:
+    """``register(name, factory)``: ``factory(settings) -> Embedder``."""

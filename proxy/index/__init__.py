@@ -1,0 +1,1 @@
+"""The live index: folders of documents in one SQLite file, kept current."""

@@ -1,0 +1,74 @@
+"""Structure-aware chunking: sections (headings, pages) first, then paragraphs, then sentences
+(English and Chinese punctuation), packed up to a token budget with overlap."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from proxy.types import Chunk, Document, Section
+
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff00-\uffef]")
+_PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+(?=\S)|(?<=[。！？；])")
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap token estimate: one per CJK character, one per four other characters. Close to
+    what BERT-style tokenizers count for Chinese and slightly over for English."""
+    cjk = len(CJK.findall(text))
+    return cjk + (len(text) - cjk + 3) // 4
+
+
+def _pieces(text: str, start: int, end: int, pattern: re.Pattern[str]) -> Iterator[tuple[int, int]]:
+    position = start
+    for match in pattern.finditer(text, start, end):
+        if match.start() > position:
+            yield position, match.start()
+        position = match.end()
+    if end > position:
+        yield position, end
+
+
+def _units(text: str, section: Section, target: int) -> Iterator[tuple[int, int]]:
+    """Spans no larger than ``target`` tokens: paragraphs, else sentences, else hard cuts."""
+    for p_start, p_end in _pieces(text, section.start, section.end, _PARAGRAPH):
+        if estimate_tokens(text[p_start:p_end]) <= target:
+            yield p_start, p_end
+            continue
+        for s_start, s_end in _pieces(text, p_start, p_end, _SENTENCE):
+            while s_end > s_start:
+                size = s_end - s_start
+                if estimate_tokens(text[s_start:s_end]) <= target:
+                    yield s_start, s_end
+                    break
+                cut = s_start + max(1, size * target // max(estimate_tokens(text[s_start:s_end]), 1))
+                yield s_start, cut
+                s_start = cut
+
+
+def chunk_document(document: Document, target_tokens: int = 256, overlap_tokens: int = 32) -> list[Chunk]:
+    text = document.text
+    chunks: list[Chunk] = []
+    for section in document.with_whole_section().sections:
+        units = [(s, e, estimate_tokens(text[s:e])) for s, e in _units(text, section, target_tokens)]
+        units = [u for u in units if text[u[0] : u[1]].strip()]
+        i = 0
+        while i < len(units):
+            j, total = i, 0
+            while j < len(units) and (j == i or total + units[j][2] <= target_tokens):
+                total += units[j][2]
+                j += 1
+            start, end = units[i][0], units[j - 1][1]
+            chunks.append(
+                Chunk(len(chunks), text[start:end].strip(), start, end, section.heading, section.page)
+            )
+            if j >= len(units):
+                break
+            # Step back over trailing units that fit in the overlap, never to where we started.
+            back, carried = j, 0
+            while back - 1 > i and carried + units[back - 1][2] <= overlap_tokens:
+                back -= 1
+                carried += units[back][2]
+            i = back
+    return chunks

@@ -1,0 +1,334 @@
+"""Files → chunks → the store. A document's chunks and keyword index are written in one
+transaction as soon as the file is read; vectors are filled in later by ``EmbeddingWorker``."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import pathspec
+
+from proxy.index.chunker import chunk_document
+from proxy.index.store import PendingChunk, Store, content_hash, pack
+from proxy.logging import get_logger
+from proxy.plugins import loader_for
+from proxy.types import Embedder, SkipFile
+
+log = get_logger("ragproxy.index")
+
+IGNORED_DIRS = frozenset(
+    {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", ".tox", ".mypy_cache"}
+)
+# Editor backups, swap and lock files, and the temporary files of atomic saves.
+IGNORED_FILES = (
+    "*~",
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    ".#*",
+    "#*#",
+    "*.tmp",
+    "*.part",
+    "*.crdownload",
+    "4913",
+    ".DS_Store",
+    "*___jb_tmp___",
+    "*___jb_old___",
+    ".~lock.*#",
+)
+
+
+@dataclass
+class Collection:
+    name: str
+    root: Path  # resolved: symlinks and ".." cannot lead outside it
+    id: int
+    _gitignore: Any = field(default=None, repr=False)  # pathspec.PathSpec
+
+    def relative(self, path: Path) -> str | None:
+        """The path inside the root (POSIX form), or None if it is outside."""
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+
+    def ignores(self, rel: str, is_dir: bool = False) -> bool:
+        parts = rel.split("/")
+        if any(part in IGNORED_DIRS for part in parts[:-1] if part) or (is_dir and parts[-1] in IGNORED_DIRS):
+            return True
+        if not is_dir and any(fnmatch(parts[-1], pattern) for pattern in IGNORED_FILES):
+            return True
+        spec = self.gitignore()
+        return spec is not None and spec.match_file(rel + ("/" if is_dir else ""))
+
+    def gitignore(self) -> Any:
+        if self._gitignore is None:
+            try:
+                lines = (self.root / ".gitignore").read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                return None
+            self._gitignore = pathspec.GitIgnoreSpec.from_lines(lines)
+        return self._gitignore
+
+
+@dataclass
+class ScanReport:
+    indexed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    deleted: int = 0
+
+
+class Indexer:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_file_bytes: int = 20 * 1024 * 1024,
+        chunk_tokens: int = 256,
+        chunk_overlap: int = 32,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.max_file_bytes = max_file_bytes
+        self.chunk_tokens = chunk_tokens
+        self.chunk_overlap = chunk_overlap
+        self.on_change = on_change or (lambda: None)
+        self.collections: dict[str, Collection] = {}
+
+    def add_collection(self, name: str, root: str | Path) -> Collection:
+        resolved = Path(os.path.realpath(root))
+        if not resolved.is_dir():
+            raise NotADirectoryError(f"{root} is not a directory")
+        collection = Collection(name, resolved, self.store.collection_id(name, str(resolved)))
+        self.collections[name] = collection
+        return collection
+
+    def collection_for(self, path: Path) -> Collection | None:
+        for collection in self.collections.values():
+            if collection.relative(path) is not None:
+                return collection
+        return None
+
+    # -- one file ---------------------------------------------------------------------------------
+    def index_file(self, collection: Collection, path: Path) -> str:
+        """Brings one path up to date: "indexed", "unchanged", "skipped", "deleted" or "ignored"."""
+        rel = collection.relative(path)
+        if rel is None or rel == "." or collection.ignores(rel):
+            return "ignored"
+        try:
+            if path.is_symlink() and collection.relative(Path(os.path.realpath(path))) is None:
+                return self._forget(collection, rel)  # a link out of the root is not followed
+            stat = path.stat()
+        except OSError:
+            return self._forget(collection, rel)
+        if not path.is_file():
+            return self._forget(collection, rel)
+        if stat.st_size > self.max_file_bytes:
+            return self._skip(
+                collection, rel, f"larger than the {self.max_file_bytes // (1024 * 1024)} MB cap"
+            )
+        state = self.store.document_state(collection.id, rel)
+        if state and state.size == stat.st_size and state.mtime == stat.st_mtime:
+            return "unchanged"
+        loader = loader_for(path)
+        if loader is None:
+            return self._skip(collection, rel, f"no loader for {path.suffix or 'files without a suffix'}")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return self._skip(collection, rel, f"unreadable: {exc.strerror}")
+        digest = content_hash(data)
+        if state and state.content_hash == digest:
+            self.store.touch_document(state.id, stat.st_size, stat.st_mtime)
+            return "unchanged"
+        try:
+            document = loader(path)
+        except SkipFile as exc:
+            return self._skip(collection, rel, str(exc))
+        except Exception as exc:  # one bad file never stops the indexer
+            return self._skip(collection, rel, f"loader failed: {type(exc).__name__}: {exc}"[:300])
+        chunks = chunk_document(document, self.chunk_tokens, self.chunk_overlap)
+        if not chunks:
+            return self._skip(collection, rel, "no text")
+        self.store.replace_document(
+            collection.id,
+            rel,
+            digest=digest,
+            size=stat.st_size,
+            mtime=stat.st_mtime,
+            loader=getattr(loader, "__module__", "?"),
+            chunks=chunks,
+        )
+        log.info("index.indexed", collection=collection.name, path=rel, chunks=len(chunks))
+        self.on_change()
+        return "indexed"
+
+    def _skip(self, collection: Collection, rel: str, reason: str) -> str:
+        log.warning("index.skipped", collection=collection.name, path=rel, reason=reason)
+        self.store.record_skip(collection.id, rel, reason)
+        return "skipped"
+
+    def _forget(self, collection: Collection, rel: str) -> str:
+        return "deleted" if self.store.delete_documents(collection.id, [rel]) else "ignored"
+
+    # -- deletions and moves ----------------------------------------------------------------------
+    def remove_path(self, collection: Collection, path: Path) -> int:
+        """A deleted file, or a deleted directory and everything that was under it."""
+        rel = collection.relative(path)
+        if rel is None:
+            return 0
+        states = self.store.document_states(collection.id)
+        gone = [p for p in states if p == rel or p.startswith(rel + "/")]
+        return self.store.delete_documents(collection.id, gone)
+
+    def move_path(self, collection: Collection, source: Path, dest: Path) -> None:
+        """A rename: indexed documents keep their chunks and vectors under the new path. A move out
+        of the root is a deletion; a move into an ignored name too."""
+        old = collection.relative(source)
+        target = self.collection_for(dest)
+        new = target.relative(dest) if target else None
+        if old is None:
+            if target:
+                self.scan_path(target, dest)
+            return
+        if target is not collection or new is None:
+            self.remove_path(collection, source)
+            if target:
+                self.scan_path(target, dest)
+            return
+        states = self.store.document_states(collection.id)
+        moved = [p for p in states if p == old or p.startswith(old + "/")]
+        for path in moved:
+            renamed = new + path[len(old) :]
+            if collection.ignores(renamed):
+                self.store.delete_documents(collection.id, [path])
+            else:
+                self.store.move_document(collection.id, path, renamed)
+        self.scan_path(collection, dest)  # files that were not indexed before, or changed meanwhile
+
+    # -- folders ----------------------------------------------------------------------------------
+    def walk(self, collection: Collection, start: Path | None = None) -> Iterator[Path]:
+        """Files under ``start`` (default: the root), not entering ignored directories or
+        directory symlinks."""
+        stack = [start or collection.root]
+        while stack:
+            directory = stack.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                path = Path(entry.path)
+                rel = collection.relative(path)
+                if rel is None:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if not collection.ignores(rel, is_dir=True):
+                        stack.append(path)
+                elif not collection.ignores(rel):
+                    yield path
+
+    def scan_path(self, collection: Collection, path: Path) -> ScanReport:
+        if path.is_dir() and not path.is_symlink():
+            return self.scan(collection, path)
+        report = ScanReport()
+        _count(report, self.index_file(collection, path))
+        return report
+
+    def scan(
+        self,
+        collection: Collection,
+        start: Path | None = None,
+        progress: Callable[[ScanReport], None] | None = None,
+    ) -> ScanReport:
+        """Reconciles the index with the folder: new and changed files indexed, vanished ones
+        removed. Run at start-up, it catches what changed while the proxy was down."""
+        report = ScanReport()
+        seen: set[str] = set()
+        for path in self.walk(collection, start):
+            rel = collection.relative(path)
+            if rel is not None:
+                seen.add(rel)
+            _count(report, self.index_file(collection, path))
+            if progress:
+                progress(report)
+        prefix = collection.relative(start) if start else None
+        vanished = [
+            p
+            for p in self.store.document_states(collection.id)
+            if p not in seen and (not prefix or prefix == "." or p.startswith(prefix + "/"))
+        ]
+        report.deleted += self.store.delete_documents(collection.id, vanished)
+        return report
+
+
+def _count(report: ScanReport, outcome: str) -> None:
+    if outcome in ("indexed", "unchanged", "skipped", "deleted"):
+        setattr(report, outcome, getattr(report, outcome) + 1)
+
+
+class EmbeddingWorker:
+    """Fills in vectors for chunks that have none, in batches, outside any write transaction;
+    text embedded before (same content hash, same model) is taken from the cache."""
+
+    def __init__(self, store: Store, embedder: Embedder, batch: int = 16) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.batch = batch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def embed_pending(self, progress: Callable[[int], None] | None = None) -> int:
+        """Embeds until nothing is pending; returns how many chunks got vectors."""
+        done = 0
+        while not self._stop.is_set():
+            pending = self.store.pending_chunks(self.batch)
+            if not pending:
+                return done
+            done += self._embed(pending)
+            if progress:
+                progress(done)
+        return done
+
+    def _embed(self, pending: list[PendingChunk]) -> int:
+        model = self.embedder.name
+        cached = self.store.cached_vectors(model, (p.content_hash for p in pending))
+        missing = [p for p in pending if p.content_hash not in cached]
+        if missing:
+            vectors = self.embedder.embed_documents([p.text for p in missing])
+            cached.update((p.content_hash, pack(v)) for p, v in zip(missing, vectors, strict=True))
+        written = self.store.store_vectors(model, [(p, cached[p.content_hash]) for p in pending])
+        if written < len(pending):  # chunks replaced meanwhile: skip them next time round
+            log.debug("embed.stale", count=len(pending) - written)
+        return len(pending)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ragproxy-embed", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.embed_pending()
+            except Exception:
+                log.exception("embed.failed")
+                self._stop.wait(5)
+                continue
+            self._wake.wait(5)

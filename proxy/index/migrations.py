@@ -1,0 +1,78 @@
+"""Schema changes as named migrations, applied once each, in order, each in its own transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from proxy.index.db import Connection
+
+
+def m001_create_tables(db: Connection) -> None:
+    db.execute("""CREATE TABLE collections (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        root TEXT NOT NULL)""")
+    db.execute("""CREATE TABLE documents (
+        id INTEGER PRIMARY KEY,
+        collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime REAL NOT NULL,
+        loader TEXT NOT NULL,
+        indexed_at REAL NOT NULL,
+        UNIQUE (collection_id, path))""")
+    db.execute("""CREATE TABLE chunks (
+        id INTEGER PRIMARY KEY,
+        document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+        ordinal INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        start INTEGER NOT NULL,
+        end INTEGER NOT NULL,
+        heading TEXT,
+        page INTEGER,
+        content_hash TEXT NOT NULL,
+        embedded INTEGER NOT NULL DEFAULT 0)""")
+    db.execute("CREATE INDEX chunks_by_document ON chunks(document_id)")
+    db.execute("CREATE INDEX chunks_pending ON chunks(embedded) WHERE embedded = 0")
+    # Contentless: the text lives in `chunks`; rows are deleted by rowid (= chunks.id).
+    db.execute("""CREATE VIRTUAL TABLE chunks_fts USING fts5(
+        body, content='', contentless_delete=1, tokenize='porter unicode61 remove_diacritics 2')""")
+    db.execute("""CREATE TABLE embedding_cache (
+        model TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (model, content_hash)) WITHOUT ROWID""")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("""CREATE TABLE skipped (
+        collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (collection_id, path))""")
+
+
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("m001_create_tables", m001_create_tables),
+]
+
+
+def migrate(db: Connection) -> list[str]:
+    """Applies what is missing; returns the names applied."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    done = []
+    for name, step in MIGRATIONS:
+        if name in applied:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            step(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        done.append(name)
+    return done

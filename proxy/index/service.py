@@ -1,0 +1,102 @@
+"""The index as the rest of ragproxy uses it: store, indexer and embedding worker built from the
+settings, and the search functions (keyword, vector, and both fused by reciprocal rank)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from proxy.errors import ConfigError
+from proxy.index.indexer import Collection, EmbeddingWorker, Indexer
+from proxy.index.store import Hit, Store
+from proxy.plugins import embedders
+from proxy.settings import Settings
+from proxy.types import Embedder
+
+SearchMode = Literal["hybrid", "keyword", "vector"]
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    factories = embedders()
+    if settings.embedder not in factories:
+        raise ConfigError(
+            f"unknown embedder {settings.embedder!r}; installed: {', '.join(sorted(factories))}"
+        )
+    return factories[settings.embedder](upstream=settings.upstream, model=settings.embed_model)
+
+
+class IndexService:
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.store = Store(settings.db_path)
+        self._embedder = embedder
+        self.indexer = Indexer(
+            self.store,
+            max_file_bytes=settings.max_file_size,
+            chunk_tokens=settings.chunk_tokens,
+            chunk_overlap=settings.chunk_overlap,
+            on_change=self._changed,
+        )
+        self._worker: EmbeddingWorker | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = make_embedder(self.settings)
+        return self._embedder
+
+    @property
+    def worker(self) -> EmbeddingWorker:
+        """Created on first use, binding the embedder to the index (re-embedding or refusing if
+        the index holds another embedder's vectors)."""
+        if self._worker is None:
+            embedder = self.embedder
+            if self.store.bind_embedder(
+                embedder.name, embedder.dim, on_change=self.settings.on_embedder_change
+            ):
+                from proxy.logging import get_logger
+
+                get_logger("ragproxy.index").warning("index.reembedding", embedder=embedder.name)
+            self._worker = EmbeddingWorker(self.store, embedder)
+        return self._worker
+
+    def _changed(self) -> None:
+        if self._worker is not None:
+            self._worker.notify()
+
+    def add_folders(self, folders: Sequence[tuple[str, Path]]) -> list[Collection]:
+        return [self.indexer.add_collection(name, str(path)) for name, path in folders]
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+        self.store.close()
+
+    # -- search -----------------------------------------------------------------------------------
+    def search(
+        self, query: str, k: int = 10, collections: Sequence[str] | None = None, mode: SearchMode = "hybrid"
+    ) -> list[Hit]:
+        keyword = self.store.search_keyword(query, k * 2, collections) if mode != "vector" else []
+        vector: list[Hit] = []
+        if mode != "keyword":
+            self.worker  # noqa: B018 - binds the embedder, so query and index vectors match
+            vector = self.store.search_vector(self.embedder.embed_query(query), k * 2, collections)
+        if mode == "keyword":
+            return keyword[:k]
+        if mode == "vector":
+            return vector[:k]
+        return reciprocal_rank_fusion([keyword, vector])[:k]
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = 60) -> list[Hit]:
+    """Each hit scores the sum of 1 / (k + rank) over the rankings it appears in."""
+    scores: dict[int, float] = {}
+    hits: dict[int, Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (k + rank)
+            hits.setdefault(hit.chunk_id, hit)
+    order = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)
+    return [dataclasses.replace(hits[i], score=round(scores[i], 6)) for i in order]

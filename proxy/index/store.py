@@ -1,0 +1,409 @@
+"""The index store: documents, chunks, keyword (FTS5) and vector (sqlite-vec) search, in one
+SQLite file. One writer connection behind a lock; each reading thread has its own connection."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proxy.errors import ConfigError
+from proxy.index import textsearch
+from proxy.index.db import Connection, connect
+from proxy.index.migrations import migrate
+from proxy.types import Chunk
+
+
+def content_hash(data: bytes | str) -> str:
+    return hashlib.blake2b(data.encode() if isinstance(data, str) else data, digest_size=16).hexdigest()
+
+
+def pack(vector: Sequence[float]) -> bytes:
+    return array("f", vector).tobytes()
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentState:
+    id: int
+    content_hash: str
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A chunk found by a search, with where it comes from. ``score``: higher is better."""
+
+    chunk_id: int
+    score: float
+    text: str
+    collection: str
+    path: str
+    start: int
+    end: int
+    heading: str | None
+    page: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChunk:
+    chunk_id: int
+    collection_id: int
+    content_hash: str
+    text: str
+
+
+def embedding_text(text: str, heading: str | None) -> str:
+    """What is embedded and keyword-indexed: the heading path gives a chunk its context."""
+    return f"{heading}\n\n{text}" if heading else text
+
+
+_HIT_COLUMNS = """c.id, c.text, c.start, c.end, c.heading, c.page, d.path, k.name"""
+_HIT_JOIN = (
+    """FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = d.collection_id"""
+)
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._writer = connect(self.path)
+        migrate(self._writer)
+        self._lock = threading.RLock()
+        self._local = threading.local()
+
+    def close(self) -> None:
+        with self._lock:
+            self._writer.close()
+
+    # -- connections ---------------------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction; nothing slow (no embedding) may happen inside it."""
+        with self._lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+
+    def reader(self) -> Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+        return conn
+
+    # -- collections and documents --------------------------------------------------------------
+    def collection_id(self, name: str, root: str) -> int:
+        with self.write() as db:
+            db.execute(
+                "INSERT INTO collections(name, root) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET root = ?",
+                (name, root, root),
+            )
+            return int(db.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()[0])
+
+    def collections(self) -> dict[str, int]:
+        return {row["name"]: row["id"] for row in self.reader().execute("SELECT id, name FROM collections")}
+
+    def document_state(self, collection_id: int, path: str) -> DocumentState | None:
+        row = (
+            self.reader()
+            .execute(
+                "SELECT id, content_hash, size, mtime FROM documents WHERE collection_id = ? AND path = ?",
+                (collection_id, path),
+            )
+            .fetchone()
+        )
+        return DocumentState(*row) if row else None
+
+    def document_states(self, collection_id: int) -> dict[str, DocumentState]:
+        rows = self.reader().execute(
+            "SELECT path, id, content_hash, size, mtime FROM documents WHERE collection_id = ?",
+            (collection_id,),
+        )
+        return {row[0]: DocumentState(*row[1:]) for row in rows}
+
+    def replace_document(
+        self,
+        collection_id: int,
+        path: str,
+        *,
+        digest: str,
+        size: int,
+        mtime: float,
+        loader: str,
+        chunks: Sequence[Chunk],
+    ) -> int:
+        """The document's rows, chunks and keyword index in one transaction: searchable by
+        keyword the moment it commits. Vectors follow from the embedding worker."""
+        with self.write() as db:
+            old = db.execute(
+                "SELECT id FROM documents WHERE collection_id = ? AND path = ?", (collection_id, path)
+            ).fetchone()
+            if old:
+                self._delete_chunks(db, "document_id = ?", (old[0],))
+                db.execute(
+                    "UPDATE documents SET content_hash = ?, size = ?, mtime = ?, loader = ?, indexed_at = ? "
+                    "WHERE id = ?",
+                    (digest, size, mtime, loader, time.time(), old[0]),
+                )
+                document_id = int(old[0])
+            else:
+                document_id = int(
+                    db.execute(
+                        "INSERT INTO documents(collection_id, path, content_hash, size, mtime, loader, "
+                        "indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                        (collection_id, path, digest, size, mtime, loader, time.time()),
+                    ).fetchone()[0]
+                )
+            db.execute("DELETE FROM skipped WHERE collection_id = ? AND path = ?", (collection_id, path))
+            for chunk in chunks:
+                body = embedding_text(chunk.text, chunk.heading)
+                chunk_id = db.execute(
+                    "INSERT INTO chunks(document_id, ordinal, text, start, end, heading, page, content_hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (
+                        document_id,
+                        chunk.ordinal,
+                        chunk.text,
+                        chunk.start,
+                        chunk.end,
+                        chunk.heading,
+                        chunk.page,
+                        content_hash(body),
+                    ),
+                ).fetchone()[0]
+                db.execute(
+                    "INSERT INTO chunks_fts(rowid, body) VALUES (?, ?)",
+                    (chunk_id, textsearch.index_text(body)),
+                )
+            return document_id
+
+    def touch_document(self, document_id: int, size: int, mtime: float) -> None:
+        with self.write() as db:
+            db.execute("UPDATE documents SET size = ?, mtime = ? WHERE id = ?", (size, mtime, document_id))
+
+    def move_document(self, collection_id: int, old: str, new: str) -> bool:
+        """A rename keeps chunks and vectors; only the path changes."""
+        with self.write() as db:
+            db.execute("DELETE FROM skipped WHERE collection_id = ? AND path = ?", (collection_id, new))
+            existing = db.execute(
+                "SELECT id FROM documents WHERE collection_id = ? AND path = ?", (collection_id, new)
+            ).fetchone()
+            if existing:
+                self._delete_document(db, int(existing[0]))
+            moved = db.execute(
+                "UPDATE documents SET path = ? WHERE collection_id = ? AND path = ?",
+                (new, collection_id, old),
+            ).rowcount
+            return bool(moved)
+
+    def delete_documents(self, collection_id: int, paths: Iterable[str]) -> int:
+        count = 0
+        with self.write() as db:
+            for path in paths:
+                row = db.execute(
+                    "SELECT id FROM documents WHERE collection_id = ? AND path = ?", (collection_id, path)
+                ).fetchone()
+                db.execute("DELETE FROM skipped WHERE collection_id = ? AND path = ?", (collection_id, path))
+                if row:
+                    self._delete_document(db, int(row[0]))
+                    count += 1
+        return count
+
+    def _delete_document(self, db: Connection, document_id: int) -> None:
+        self._delete_chunks(db, "document_id = ?", (document_id,))
+        db.execute("DELETE FROM documents WHERE id = ?", (document_id,))
+
+    def _delete_chunks(self, db: Connection, where: str, args: tuple[Any, ...]) -> None:
+        ids = [row[0] for row in db.execute(f"SELECT id FROM chunks WHERE {where}", args)]
+        has_vectors = self._has_vectors(db)
+        for chunk_id in ids:
+            db.execute("DELETE FROM chunks_fts WHERE rowid = ?", (chunk_id,))
+            if has_vectors:
+                db.execute("DELETE FROM chunks_vec WHERE chunk_id = ?", (chunk_id,))
+        db.execute(f"DELETE FROM chunks WHERE {where}", args)
+
+    @staticmethod
+    def _has_vectors(db: Connection) -> bool:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunks_vec'").fetchone() is not None
+
+    def record_skip(self, collection_id: int, path: str, reason: str) -> None:
+        with self.write() as db:
+            row = db.execute(
+                "SELECT id FROM documents WHERE collection_id = ? AND path = ?", (collection_id, path)
+            ).fetchone()
+            if row:  # a file that became unreadable is no longer what the index holds
+                self._delete_document(db, int(row[0]))
+            db.execute(
+                "INSERT INTO skipped VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET reason = ?, at = ?",
+                (collection_id, path, reason, time.time(), reason, time.time()),
+            )
+
+    # -- embeddings -----------------------------------------------------------------------------
+    def bind_embedder(self, name: str, dim: int, *, on_change: str = "reembed") -> bool:
+        """Records the embedder. With a different one already recorded, either drops every vector
+        so all chunks are embedded again (``reembed``) or refuses. Returns True if vectors were dropped."""
+        with self.write() as db:
+            meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('embedder', 'dim')").fetchall())
+            if meta.get("embedder") == name and meta.get("dim") == str(dim) and self._has_vectors(db):
+                return False
+            changed = "embedder" in meta
+            if changed and on_change == "refuse":
+                raise ConfigError(
+                    f"the index at {self.path} holds vectors from embedder {meta['embedder']!r} "
+                    f"({meta['dim']} dimensions); starting with {name!r} would mix them. Use the same "
+                    "embedder, or allow re-embedding everything (--on-embedder-change reembed)."
+                )
+            db.execute("DROP TABLE IF EXISTS chunks_vec")
+            db.execute(f"""CREATE VIRTUAL TABLE chunks_vec USING vec0(
+                chunk_id INTEGER PRIMARY KEY, collection_id INTEGER PARTITION KEY,
+                embedding float[{int(dim)}] distance_metric=cosine)""")
+            db.execute("UPDATE chunks SET embedded = 0")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('embedder', ?), ('dim', ?)", (name, str(dim)))
+            return changed
+
+    def pending_chunks(self, limit: int) -> list[PendingChunk]:
+        rows = self.reader().execute(
+            "SELECT c.id, d.collection_id, c.content_hash, c.text, c.heading FROM chunks c "
+            "JOIN documents d ON d.id = c.document_id WHERE c.embedded = 0 ORDER BY c.id LIMIT ?",
+            (limit,),
+        )
+        return [PendingChunk(r[0], r[1], r[2], embedding_text(r[3], r[4])) for r in rows]
+
+    def cached_vectors(self, model: str, hashes: Iterable[str]) -> dict[str, bytes]:
+        wanted = list(set(hashes))
+        found: dict[str, bytes] = {}
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            rows = self.reader().execute(
+                f"SELECT content_hash, vector FROM embedding_cache WHERE model = ? AND content_hash IN "
+                f"({','.join('?' * len(part))})",
+                (model, *part),
+            )
+            found.update((row[0], row[1]) for row in rows)
+        return found
+
+    def store_vectors(self, model: str, items: Sequence[tuple[PendingChunk, bytes]]) -> int:
+        """Writes vectors for chunks that still exist unchanged (a file may have changed while
+        its old text was being embedded). Returns how many were written."""
+        written = 0
+        with self.write() as db:
+            for chunk, vector in items:
+                db.execute(
+                    "INSERT OR IGNORE INTO embedding_cache VALUES (?, ?, ?)",
+                    (model, chunk.content_hash, vector),
+                )
+                updated = db.execute(
+                    "UPDATE chunks SET embedded = 1 WHERE id = ? AND content_hash = ? AND embedded = 0",
+                    (chunk.chunk_id, chunk.content_hash),
+                ).rowcount
+                if updated:
+                    db.execute(
+                        "INSERT INTO chunks_vec(chunk_id, collection_id, embedding) VALUES (?, ?, ?)",
+                        (chunk.chunk_id, chunk.collection_id, vector),
+                    )
+                    written += 1
+        return written
+
+    # -- search -----------------------------------------------------------------------------------
+    def _collection_filter(self, collections: Sequence[str] | None) -> tuple[str, list[int]] | None:
+        if collections is None:
+            return "", []
+        ids = [i for name, i in self.collections().items() if name in set(collections)]
+        if not ids:
+            return None
+        return f" AND d.collection_id IN ({','.join('?' * len(ids))})", ids
+
+    def search_keyword(self, query: str, k: int = 10, collections: Sequence[str] | None = None) -> list[Hit]:
+        """FTS5 BM25 over chunk text (English stemmed, Chinese by adjacent characters)."""
+        expression = textsearch.match_query(query)
+        where = self._collection_filter(collections)
+        if expression is None or where is None:
+            return []
+        clause, ids = where
+        rows = self.reader().execute(
+            f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score FROM chunks_fts f "
+            f"JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id "
+            f"JOIN collections k ON k.id = d.collection_id WHERE chunks_fts MATCH ?{clause} "
+            f"ORDER BY bm25(chunks_fts) LIMIT ?",
+            (expression, *ids, k),
+        )
+        return [_hit(row, row["score"]) for row in rows]
+
+    def search_vector(
+        self, vector: Sequence[float], k: int = 10, collections: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """Exact cosine KNN over the chunks embedded so far; score = cosine similarity."""
+        where = self._collection_filter(collections)
+        db = self.reader()
+        if where is None or not self._has_vectors(db):
+            return []
+        _, ids = where
+        partition = f" AND collection_id IN ({','.join('?' * len(ids))})" if ids else ""
+        rows = db.execute(
+            "WITH knn AS (SELECT chunk_id, distance FROM chunks_vec "
+            f"WHERE embedding MATCH ? AND k = ?{partition}) "
+            f"SELECT {_HIT_COLUMNS}, 1 - knn.distance AS score FROM knn JOIN chunks c ON c.id = knn.chunk_id "
+            f"JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = d.collection_id "
+            f"ORDER BY knn.distance",
+            (pack(vector), k, *ids),
+        )
+        return [_hit(row, row["score"]) for row in rows]
+
+    # -- status -----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        db = self.reader()
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        collections = []
+        for row in db.execute("SELECT id, name, root FROM collections ORDER BY name").fetchall():
+            counts = db.execute(
+                "SELECT COUNT(DISTINCT d.id), COUNT(c.id), COALESCE(SUM(c.embedded = 0), 0), "
+                "MAX(d.indexed_at) "
+                "FROM documents d LEFT JOIN chunks c ON c.document_id = d.id WHERE d.collection_id = ?",
+                (row["id"],),
+            ).fetchone()
+            skipped = db.execute(
+                "SELECT path, reason FROM skipped WHERE collection_id = ? ORDER BY path", (row["id"],)
+            ).fetchall()
+            collections.append(
+                {
+                    "name": row["name"],
+                    "root": row["root"],
+                    "documents": counts[0],
+                    "chunks": counts[1],
+                    "pending_vectors": counts[2],
+                    "last_update": counts[3],
+                    "skipped": [{"path": s[0], "reason": s[1]} for s in skipped],
+                }
+            )
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        return {
+            "db": str(self.path),
+            "db_bytes": size,
+            "embedder": meta.get("embedder"),
+            "dim": int(meta["dim"]) if "dim" in meta else None,
+            "collections": collections,
+        }
+
+
+def _hit(row: Any, score: float) -> Hit:
+    return Hit(
+        chunk_id=row["id"],
+        score=float(score),
+        text=row["text"],
+        collection=row["name"],
+        path=row["path"],
+        start=row["start"],
+        end=row["end"],
+        heading=row["heading"],
+        page=row["page"],
+    )

@@ -1,0 +1,55 @@
+"""Shapes shared by the index, the plugins and the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A span of a document's text with its place in the document."""
+
+    start: int
+    end: int
+    heading: str | None = None  # "Install > On Linux" for Markdown, the title for HTML
+    page: int | None = None  # 1-based, for PDF
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """What a loader extracted from a file."""
+
+    text: str
+    sections: list[Section] = field(default_factory=list)
+
+    def with_whole_section(self) -> Document:
+        return self if self.sections else Document(self.text, [Section(0, len(self.text))])
+
+
+class SkipFile(Exception):
+    """A loader cannot read this file; the message says why (it is shown by ``status``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    ordinal: int
+    text: str
+    start: int
+    end: int
+    heading: str | None = None
+    page: int | None = None
+
+
+class Embedder(Protocol):
+    """Turns text into vectors. ``name`` identifies the model: an index records it and refuses to
+    mix vectors of different models."""
+
+    name: str
+    dim: int
+    max_tokens: int
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def embed_query(self, text: str) -> list[float]: ...

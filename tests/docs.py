@@ -1,0 +1,90 @@
+"""Real documents of each kind, written by the tests: Markdown, HTML, text, PDF and DOCX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_pdf(path: Path, pages: list[str]) -> None:
+    """A minimal valid PDF with one line of Helvetica text per page."""
+    objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]
+    kids = []
+    for text in pages:
+        content = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1")
+        objects.append(f"<< /Length {len(content)} >>\nstream\n".encode() + content + b"\nendstream")
+        content_id = len(objects)
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {content_id} 0 R "
+            f"/Resources << /Font << /F1 {{font}} 0 R >> >> >>".encode()
+        )
+        kids.append(len(objects))
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    font_id = len(objects)
+    objects = [o.replace(b"{font}", str(font_id).encode()) for o in objects]
+    objects[1] = (
+        f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>".encode()
+    )
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(bytes(out))
+
+
+def write_docx(path: Path) -> None:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Garden Manual", level=1)
+    document.add_paragraph("Water the tomatoes every morning before nine.")
+    document.add_heading("Compost", level=2)
+    document.add_paragraph("Turn the compost heap once a week with a fork.")
+    document.save(str(path))
+
+
+MARKDOWN = """# Lighthouse Handbook
+
+Intro text about the handbook.
+
+## Lamp maintenance
+
+The keeper polishes the Fresnel lens every Tuesday.
+
+```python
+# not a heading inside code
+```
+
+## Storms
+
+During storms the foghorn sounds every thirty seconds.
+"""
+
+HTML = """<html><head><title>Station Notes</title><style>.x{color:red}</style>
+<script>var secret = "SCRIPTCANARY";</script></head>
+<body><nav>Home | About</nav><h1>Radio Room</h1><p>The radio operator logs every ship at dawn.</p>
+<h2>Batteries</h2><p>Spare batteries are stored in the blue cabinet.</p></body></html>
+"""
+
+CHINESE = """# 熊猫保护
+
+大熊猫主要以竹子为食，每天要吃十几公斤竹子。
+
+## 栖息地
+
+大熊猫生活在四川、陕西和甘肃的山区森林中。
+"""
+
+
+def write_folder(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "handbook.md").write_text(MARKDOWN, encoding="utf-8")
+    (root / "station.html").write_text(HTML, encoding="utf-8")
+    (root / "panda.md").write_text(CHINESE, encoding="utf-8")
+    (root / "notes.txt").write_text("Remember to order more lamp oil from Bergen.\n", encoding="utf-8")
+    write_pdf(root / "manual.pdf", ["Page one talks about anchors", "Page two explains the winch"])
+    write_docx(root / "garden.docx")

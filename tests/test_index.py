@@ -1,0 +1,214 @@
+"""The index on real files, real SQLite and the real embedded embedder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.errors import ConfigError
+from proxy.index.db import connect
+from proxy.index.service import IndexService
+from proxy.settings import Settings
+from tests.docs import write_folder, write_pdf
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[IndexService]:
+    svc = IndexService(Settings(db=str(tmp_path / "index.db"), max_file_size=100_000))
+    yield svc
+    svc.close()
+
+
+def paths(hits: list) -> list[str]:  # type: ignore[type-arg]
+    return [hit.path for hit in hits]
+
+
+def indexed(service: IndexService, root: Path, name: str = "docs") -> None:
+    collection = service.indexer.add_collection(name, root)
+    service.indexer.scan(collection)
+    service.worker.embed_pending()
+
+
+def test_every_loader_and_both_searches(service: IndexService, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    write_folder(root)
+    indexed(service, root)
+    search = service.store.search_keyword
+    assert paths(search("Fresnel lens"))[0] == "handbook.md"
+    hit = search("foghorn")[0]
+    assert hit.heading == "Lighthouse Handbook > Storms" and "foghorn" in hit.text
+    assert hit.text == (root / "handbook.md").read_text()[hit.start : hit.end].strip()
+    html = search("radio operator")[0]
+    assert html.path == "station.html" and html.heading == "Radio Room"
+    assert search("SCRIPTCANARY") == [] and search("secret") == []
+    pdf = search("winch")[0]
+    assert (pdf.path, pdf.page) == ("manual.pdf", 2)
+    assert search("anchors")[0].page == 1
+    docx = search("compost heap")[0]
+    assert (docx.path, docx.heading) == ("garden.docx", "Garden Manual > Compost")
+    assert paths(search("熊猫吃什么"))[0] == "panda.md"
+    assert paths(search("四川"))[0] == "panda.md"
+
+    vector = service.store.search_vector
+    embed = service.embedder.embed_query
+    assert paths(vector(embed("大熊猫的食物是什么？"), 3))[0] == "panda.md"
+    assert paths(vector(embed("what does the keeper clean on Tuesdays"), 3))[0] == "handbook.md"
+    assert paths(service.search("where are the spare batteries", 3))[0] == "station.html"
+    status = service.store.status()["collections"][0]
+    assert status["documents"] == 6 and status["pending_vectors"] == 0 and status["skipped"] == []
+
+
+def test_bad_files_are_skipped_with_reasons(service: IndexService, tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    root.mkdir()
+    (root / "good.md").write_text("# Good\n\nThe good file mentions zeppelins.\n")
+    (root / "blob.txt").write_bytes(b"\x00\x01\x02binary\x00")
+    (root / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (root / "empty.md").write_text("")
+    (root / "huge.txt").write_text("word " * 50_000)
+    (root / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj <<\ngarbage")
+    (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    indexed(service, root)
+    skipped = {s["path"]: s["reason"] for s in service.store.status()["collections"][0]["skipped"]}
+    assert skipped == {
+        "blob.txt": "binary file",
+        "latin1.txt": "not valid UTF-8 (byte 3)",
+        "empty.md": "empty file",
+        "huge.txt": "larger than the 0 MB cap",
+        "broken.pdf": skipped["broken.pdf"],
+        "image.png": "no loader for .png",
+    }
+    assert skipped["broken.pdf"].startswith("unreadable PDF")
+    assert paths(service.store.search_keyword("zeppelins")) == ["good.md"]
+
+
+def count(service: IndexService, table: str) -> int:
+    return int(service.store.reader().execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def test_changes_deletes_and_unchanged_files(service: IndexService, tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    root.mkdir()
+    note = root / "note.md"
+    note.write_text("# Note\n\nThe first version talks about kayaks.\n")
+    indexed(service, root, "d")
+    collection = service.indexer.collections["d"]
+    assert service.indexer.index_file(collection, note) == "unchanged"
+    os.utime(note, (1, 1))  # mtime changed, content not: hashed, found equal, not rewritten
+    assert service.indexer.index_file(collection, note) == "unchanged"
+    note.write_text("# Note\n\nThe second version talks about canoes.\n")
+    assert service.indexer.index_file(collection, note) == "indexed"
+    assert service.store.search_keyword("kayaks") == []
+    assert paths(service.store.search_keyword("canoes")) == ["note.md"]
+    service.worker.embed_pending()
+    assert count(service, "chunks") == count(service, "chunks_vec") == 1
+    note.unlink()
+    assert service.indexer.index_file(collection, note) == "deleted"
+    for table in ("documents", "chunks", "chunks_vec", "chunks_fts_docsize"):
+        assert count(service, table) == 0, table
+
+
+def test_rename_keeps_vectors_and_directory_moves_follow(service: IndexService, tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.md").write_text("Alpha document about glaciers.\n")
+    (root / "sub" / "b.md").write_text("Beta document about volcanoes.\n")
+    indexed(service, root, "r")
+    collection = service.indexer.collections["r"]
+    vectors_before = count(service, "chunks_vec")
+    (root / "sub").rename(root / "moved")
+    service.indexer.move_path(collection, root / "sub", root / "moved")
+    assert sorted(paths(service.store.search_keyword("glaciers OR volcanoes"))) == [
+        "moved/a.md",
+        "moved/b.md",
+    ]
+    assert service.store.pending_chunks(10) == [] and count(service, "chunks_vec") == vectors_before
+
+
+def test_symlinks_out_of_the_root_are_not_followed(service: IndexService, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("The outside secret is OUTSIDECANARY.\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "inside.md").write_text("Inside text.\n")
+    (root / "link.md").symlink_to(outside / "secret.md")
+    (root / "linkdir").symlink_to(outside, target_is_directory=True)
+    sibling = tmp_path / "root2"  # shares the prefix "root"
+    sibling.mkdir()
+    (sibling / "x.md").write_text("SIBLINGCANARY\n")
+    indexed(service, root, "root")
+    assert service.store.search_keyword("OUTSIDECANARY") == []
+    assert service.store.search_keyword("SIBLINGCANARY") == []
+    assert service.indexer.collections["root"].relative(sibling / "x.md") is None
+
+
+def test_gitignore_and_editor_files(service: IndexService, tmp_path: Path) -> None:
+    root = tmp_path / "g"
+    (root / ".git").mkdir(parents=True)
+    (root / "node_modules" / "x").mkdir(parents=True)
+    (root / "build").mkdir()
+    (root / ".gitignore").write_text("build/\n*.log\n")
+    for name in (
+        ".git/HEAD.md",
+        "node_modules/x/readme.md",
+        "build/out.md",
+        "debug.log",
+        "note.md~",
+        ".note.md.swp",
+        ".#note.md",
+        "kept.md",
+    ):
+        (root / name).write_text("IGNORECANARY text\n")
+    indexed(service, root)
+    assert paths(service.store.search_keyword("IGNORECANARY")) == ["kept.md"]
+
+
+def test_a_different_embedder_reembeds_or_refuses(tmp_path: Path) -> None:
+    class Tiny:
+        name, dim, max_tokens = "tiny", 3, 512
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [[1.0, float(len(t)), 0.5] for t in texts]
+
+        def embed_query(self, text: str) -> list[float]:
+            return [1.0, float(len(text)), 0.5]
+
+    root = tmp_path / "e"
+    root.mkdir()
+    (root / "a.md").write_text("Some text.\n")
+    db = str(tmp_path / "e.db")
+    first = IndexService(Settings(db=db))
+    indexed(first, root)
+    first.close()
+    refusing = IndexService(Settings(db=db, on_embedder_change="refuse"), embedder=Tiny())
+    with pytest.raises(ConfigError, match="would mix them"):
+        refusing.worker  # noqa: B018
+    refusing.close()
+    switching = IndexService(Settings(db=db), embedder=Tiny())
+    assert switching.store.status()["embedder"] != "tiny"
+    assert switching.worker.embed_pending() == 1
+    assert switching.store.status()["embedder"] == "tiny" and switching.store.status()["dim"] == 3
+    switching.close()
+
+
+def test_pdf_writer_makes_a_pdf_pypdf_reads(tmp_path: Path) -> None:
+    import pypdf
+
+    write_pdf(tmp_path / "x.pdf", ["hello", "world"])
+    assert [p.extract_text() for p in pypdf.PdfReader(tmp_path / "x.pdf").pages] == ["hello", "world"]
+
+
+def test_store_opens_read_only_copy(tmp_path: Path) -> None:
+    db = connect(tmp_path / "x.db")
+    db.execute("CREATE TABLE t (x)")
+    db.close()
+    assert (
+        connect(tmp_path / "x.db", readonly=True)
+        .execute("SELECT vec_version()")
+        .fetchone()[0]
+        .startswith("v")
+    )
