@@ -15,6 +15,8 @@ from litestar.types import ASGIApp
 from proxy.api import health, openai
 from proxy.api.requestlog import RequestLogMiddleware
 from proxy.errors import ProxyError, error_body
+from proxy.index.service import IndexService
+from proxy.index.watcher import FolderWatcher
 from proxy.logging import get_logger
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
@@ -64,6 +66,27 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
         finally:
             await app.state.upstream.aclose()
 
+    @asynccontextmanager
+    async def live_index(app: Litestar) -> AsyncIterator[None]:
+        """With --docs: index the folders (a reconciliation scan first) and keep them current."""
+        app.state.index = None
+        if not settings.docs:
+            yield
+            return
+        service = IndexService(settings)
+        watcher = None
+        try:
+            service.add_folders(settings.doc_folders())
+            service.worker.start()
+            watcher = FolderWatcher(service.indexer)
+            watcher.start()
+            app.state.index = service
+            yield
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            service.close()
+
     return Litestar(
         route_handlers=[
             openai.chat_completions,
@@ -73,7 +96,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             health.healthz,
             health.readyz,
         ],
-        lifespan=[upstream_client],
+        lifespan=[upstream_client, live_index],
         state=State({"settings": settings}),
         exception_handlers={
             ProxyError: _proxy_error,

@@ -103,6 +103,9 @@ def serve(settings: Settings) -> None:
     from proxy.app import create_asgi
     from proxy.logging import configure_logging, get_logger
 
+    for name, folder in settings.doc_folders():
+        if not folder.is_dir():
+            raise ConfigError(f"--docs {name}={folder}: not a directory")
     configure_logging(settings.log_level)
     get_logger("ragproxy").info(
         "starting",

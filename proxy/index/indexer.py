@@ -58,8 +58,12 @@ class Collection:
             return None
 
     def ignores(self, rel: str, is_dir: bool = False) -> bool:
+        """Hidden files and folders (``.git``, ``.env``, editors' temporary files), dependency and
+        cache folders, editor backups, and what the root's ``.gitignore`` excludes."""
         parts = rel.split("/")
-        if any(part in IGNORED_DIRS for part in parts[:-1] if part) or (is_dir and parts[-1] in IGNORED_DIRS):
+        if any(part.startswith(".") or part in IGNORED_DIRS for part in parts[:-1]):
+            return True
+        if parts[-1].startswith(".") or (is_dir and parts[-1] in IGNORED_DIRS):
             return True
         if not is_dir and any(fnmatch(parts[-1], pattern) for pattern in IGNORED_FILES):
             return True

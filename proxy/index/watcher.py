@@ -1,0 +1,164 @@
+"""Keeps the index current while ragproxy runs: a watchdog observer over each collection's
+folder, events debounced per path, applied by one thread. At start it reconciles the index
+with the folders (catching what changed while ragproxy was down); an event storm larger than
+the queue can usefully hold degrades to another reconciliation scan."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from proxy.index.indexer import Indexer
+from proxy.logging import get_logger
+
+log = get_logger("ragproxy.watch")
+
+
+@dataclass
+class _Change:
+    kind: str  # "update", "delete" or "move"
+    due: float
+    dest: Path | None = None
+
+
+class FolderWatcher:
+    def __init__(self, indexer: Indexer, *, debounce: float = 0.1, storm: int = 5000) -> None:
+        self.indexer = indexer
+        self.debounce = debounce
+        self.storm = storm
+        self._pending: dict[Path, _Change] = {}
+        self._rescan: set[str] = set(indexer.collections)  # reconcile everything at start
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._observer: BaseObserver | None = None
+        self._thread: threading.Thread | None = None
+        self.idle = threading.Event()  # set whenever nothing is queued or being applied
+        self.storms = 0  # times the queue overflowed into a rescan
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._observer = self._observe(Observer())
+        self._thread = threading.Thread(target=self._run, name="ragproxy-watch", daemon=True)
+        self._thread.start()
+
+    def _observe(self, observer: BaseObserver) -> BaseObserver:
+        handler = _Handler(self)
+        try:
+            for collection in self.indexer.collections.values():
+                observer.schedule(handler, str(collection.root), recursive=True)
+            observer.start()
+        except OSError as exc:  # e.g. the inotify watch limit: fall back to polling
+            log.warning("watch.polling", reason=str(exc))
+            observer = PollingObserver(timeout=2)
+            for collection in self.indexer.collections.values():
+                observer.schedule(handler, str(collection.root), recursive=True)
+            observer.start()
+        return observer
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(10)
+        if self._thread is not None:
+            self._thread.join(30)
+
+    # -- events -----------------------------------------------------------------------------------
+    def queue(self, kind: str, path: Path, dest: Path | None = None) -> None:
+        with self._cond:
+            self.idle.clear()
+            if len(self._pending) >= self.storm:
+                collection = self.indexer.collection_for(path)
+                if collection is not None and collection.name not in self._rescan:
+                    log.warning("watch.storm", collection=collection.name, queued=len(self._pending))
+                    self._rescan.add(collection.name)
+                    self.storms += 1
+                self._cond.notify()
+                return
+            change = self._pending.pop(path, None)
+            due = time.monotonic() + self.debounce
+            if change is not None and change.kind == "move" and kind == "update":
+                kind, dest = "move", change.dest  # a moved file touched again: still a move first
+            self._pending[path] = _Change(kind, due, dest)  # re-inserted last: order of arrival
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self._rescan and not self._due():
+                    if not self._pending:
+                        self.idle.set()
+                    timeout = min((c.due for c in self._pending.values()), default=None)
+                    self._cond.wait(None if timeout is None else max(timeout - time.monotonic(), 0.001))
+                if self._stopping:
+                    return
+                rescan, self._rescan = self._rescan, set()
+                if rescan:
+                    self._pending.clear()
+                ready = [] if rescan else self._take_due()
+            try:
+                for name in sorted(rescan):
+                    collection = self.indexer.collections[name]
+                    report = self.indexer.scan(collection)
+                    log.info("watch.scanned", collection=name, **vars(report))
+                for path, change in ready:
+                    self._apply(path, change)
+            except Exception:  # the watcher must outlive any one bad event
+                log.exception("watch.failed")
+
+    def _due(self) -> bool:
+        now = time.monotonic()
+        return any(c.due <= now for c in self._pending.values())
+
+    def _take_due(self) -> list[tuple[Path, _Change]]:
+        now = time.monotonic()
+        ready = [(p, c) for p, c in self._pending.items() if c.due <= now]
+        for path, _ in ready:
+            del self._pending[path]
+        return ready
+
+    def _apply(self, path: Path, change: _Change) -> None:
+        collection = self.indexer.collection_for(path)
+        if change.kind == "move" and change.dest is not None:
+            if collection is None:
+                target = self.indexer.collection_for(change.dest)
+                if target is not None:
+                    self.indexer.scan_path(target, change.dest)
+            else:
+                self.indexer.move_path(collection, path, change.dest)
+        elif collection is None:
+            return
+        elif change.kind == "delete" or not path.exists():
+            self.indexer.remove_path(collection, path)
+        else:
+            self.indexer.scan_path(collection, path)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: FolderWatcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        src = Path(_text(event.src_path))
+        if event.event_type in ("created", "modified", "closed"):
+            if not event.is_directory:
+                self.watcher.queue("update", src)
+            elif event.event_type == "created":
+                self.watcher.queue("update", src)  # a directory moved in from outside
+        elif event.event_type == "deleted":
+            self.watcher.queue("delete", src)
+        elif event.event_type == "moved":
+            self.watcher.queue("move", src, Path(_text(event.dest_path)))
+
+
+def _text(path: str | bytes) -> str:
+    return path.decode() if isinstance(path, bytes) else path

@@ -1,0 +1,60 @@
+"""``ragproxy index``, ``search``, ``status`` and ``serve --docs`` as processes, the way users run them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.docs import write_folder
+from tests.test_serve import serve
+from tests.test_watcher import eventually
+
+
+def ragproxy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_index_search_status(tmp_path: Path) -> None:
+    root, db = tmp_path / "manuals", str(tmp_path / "index.db")
+    write_folder(root)
+    (root / "blob.txt").write_bytes(b"\x00binary")
+    done = ragproxy("index", str(root), "--db", db)
+    assert done.returncode == 0, done.stderr
+    assert "manuals: 6 indexed, 0 unchanged, 1 skipped, 0 removed" in done.stderr
+    again = ragproxy("index", str(root), "--db", db)
+    assert "manuals: 0 indexed, 6 unchanged, 1 skipped" in again.stderr
+
+    status = json.loads(ragproxy("status", "--json", "--db", db).stdout)
+    (collection,) = status["collections"]
+    assert (collection["name"], collection["documents"], collection["pending_vectors"]) == ("manuals", 6, 0)
+    assert collection["skipped"] == [{"path": "blob.txt", "reason": "binary file"}]
+    assert status["embedder"].startswith("multilingual-e5-small") and status["dim"] == 384
+    assert "manuals: " in ragproxy("status", "--db", db).stdout
+
+    hits = json.loads(ragproxy("search", "熊猫吃什么", "--json", "-k", "2", "--db", db).stdout)
+    assert hits[0]["path"] == "panda.md" and hits[0]["collection"] == "manuals" and "竹子" in hits[0]["text"]
+    text = ragproxy("search", "winch", "--db", db, "--mode", "keyword").stdout
+    assert "manuals:manual.pdf p.2" in text
+    assert ragproxy("search", "winch", "--db", db, "--collection", "other").stdout.strip() == "no results"
+
+
+def test_serve_docs_indexes_and_watches(tmp_path: Path) -> None:
+    root, db = tmp_path / "notes", str(tmp_path / "index.db")
+    root.mkdir()
+    (root / "before.md").write_text("Written before the server started: OKAPI.\n")
+
+    def found(word: str) -> list[str]:
+        result = ragproxy("search", word, "--json", "--mode", "keyword", "--db", db)
+        return [h["path"] for h in json.loads(result.stdout)] if result.returncode == 0 else []
+
+    with serve("--docs", f"notes={root}", "--db", db, env={}):
+        eventually(lambda: found("OKAPI") == ["before.md"], 60)
+        (root / "after.md").write_text("Written while serving: TAPIR.\n")
+        eventually(lambda: found("TAPIR") == ["after.md"], 60)
+
+
+def test_serve_refuses_a_missing_docs_folder(tmp_path: Path) -> None:
+    result = ragproxy("serve", "--docs", str(tmp_path / "nowhere"), "--db", str(tmp_path / "i.db"))
+    assert result.returncode == 2 and "not a directory" in result.stderr
