@@ -53,6 +53,11 @@ class IndexService:
         the index holds another embedder's vectors)."""
         if self._worker is None:
             embedder = self.embedder
+            if self.settings.chunk_tokens > embedder.max_tokens:
+                raise ConfigError(
+                    f"chunk_tokens {self.settings.chunk_tokens} is more than embedder "
+                    f"{embedder.name!r} reads ({embedder.max_tokens} tokens)"
+                )
             if self.store.bind_embedder(
                 embedder.name, embedder.dim, on_change=self.settings.on_embedder_change
             ):

@@ -1,0 +1,66 @@
+"""Plugins: the built-in ones and a third-party one installed the usual way (an entry point in the
+``ragproxy`` group), registering through the same hooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from proxy.plugins import describe
+
+PLUGIN = """
+from proxy.hookspecs import hookimpl
+from proxy.types import Document
+
+
+def load_recipe(path):
+    text = path.read_text(encoding="utf-8").replace("INGREDIENT:", "Ingredient:")
+    return Document(text).with_whole_section()
+
+
+@hookimpl
+def register_loaders(register):
+    register(".recipe", load_recipe)
+"""
+
+
+def test_builtin_plugins() -> None:
+    found = describe()
+    for suffix in (".md", ".html", ".pdf", ".docx", ".txt", ".py", ""):
+        assert suffix in found["loaders"]
+    assert {"e5", "ollama"} <= set(found["embedders"])
+
+
+def test_third_party_plugin_from_an_entry_point(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "recipe_loader.py").write_text(PLUGIN)
+    info = site / "recipe_loader-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: recipe-loader\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[ragproxy]\nrecipe = recipe_loader\n")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "soup.recipe").write_text("Pumpkin soup. INGREDIENT: nutmeg\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    db = str(tmp_path / "i.db")
+    run = [sys.executable, "-m", "proxy"]
+    subprocess.run([*run, "index", str(docs), "--db", db], env=env, check=True, capture_output=True)
+    hits = json.loads(
+        subprocess.run(
+            [*run, "search", "nutmeg", "--json", "--mode", "keyword", "--db", db],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert hits[0]["path"] == "soup.recipe" and "Ingredient: nutmeg" in hits[0]["text"]
+    # Without the plugin the same file is skipped with a reason.
+    plain = subprocess.run(
+        [*run, "index", str(docs), "--db", str(tmp_path / "j.db")], capture_output=True, text=True
+    )
+    assert "1 skipped" in plain.stderr
