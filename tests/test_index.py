@@ -184,6 +184,11 @@ def test_a_different_embedder_reembeds_or_refuses(tmp_path: Path) -> None:
     first = IndexService(Settings(db=db))
     indexed(first, root)
     first.close()
+    searching = IndexService(Settings(db=db), embedder=Tiny())
+    with pytest.raises(ConfigError, match="search with the embedder it was built with"):
+        searching.search("text")
+    assert searching.store.embedder()[0] != "tiny" and count(searching, "chunks_vec") == 1  # nothing dropped
+    searching.close()
     refusing = IndexService(Settings(db=db, on_embedder_change="refuse"), embedder=Tiny())
     with pytest.raises(ConfigError, match="would mix them"):
         refusing.worker  # noqa: B018

@@ -86,8 +86,14 @@ class IndexService:
         keyword = self.store.search_keyword(query, k * 2, collections) if mode != "vector" else []
         vector: list[Hit] = []
         if mode != "keyword":
-            self.worker  # noqa: B018 - binds the embedder, so query and index vectors match
-            vector = self.store.search_vector(self.embedder.embed_query(query), k * 2, collections)
+            indexed_with, _ = self.store.embedder()
+            if indexed_with is not None:  # searching never re-binds: that would drop the vectors
+                if indexed_with != self.embedder.name:
+                    raise ConfigError(
+                        f"the index holds vectors of {indexed_with!r}, not of "
+                        f"{self.embedder.name!r}: search with the embedder it was built with"
+                    )
+                vector = self.store.search_vector(self.embedder.embed_query(query), k * 2, collections)
         if mode == "keyword":
             return keyword[:k]
         if mode == "vector":

@@ -77,9 +77,13 @@ class Store:
         migrate(self._writer)
         self._lock = threading.RLock()
         self._local = threading.local()
+        self._readers: list[Connection] = []
 
     def close(self) -> None:
         with self._lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
             self._writer.close()
 
     # -- connections ---------------------------------------------------------------------------
@@ -99,6 +103,8 @@ class Store:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = connect(self.path)
+            with self._lock:
+                self._readers.append(conn)
         return conn
 
     # -- collections and documents --------------------------------------------------------------
@@ -270,6 +276,11 @@ class Store:
             db.execute("UPDATE chunks SET embedded = 0")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('embedder', ?), ('dim', ?)", (name, str(dim)))
             return changed
+
+    def embedder(self) -> tuple[str | None, int | None]:
+        """The embedder whose vectors the index holds (name, dimensions), if any."""
+        meta = dict(self.reader().execute("SELECT key, value FROM meta WHERE key IN ('embedder', 'dim')"))
+        return meta.get("embedder"), int(meta["dim"]) if "dim" in meta else None
 
     def pending_chunks(self, limit: int) -> list[PendingChunk]:
         rows = self.reader().execute(

@@ -102,7 +102,11 @@ class FolderWatcher:
                 if self._stopping:
                     return
                 rescan, self._rescan = self._rescan, set()
-                if rescan:
+                if rescan:  # a rescan covers every queued change of the collections it scans
+                    for path in self._pending:
+                        collection = self.indexer.collection_for(path)
+                        if collection is not None:
+                            rescan.add(collection.name)
                     self._pending.clear()
                 ready = [] if rescan else self._take_due()
             try:
