@@ -217,3 +217,39 @@ def test_store_opens_read_only_copy(tmp_path: Path) -> None:
         .fetchone()[0]
         .startswith("v")
     )
+
+
+def test_vector_scores_are_cosine_similarities(tmp_path: Path) -> None:
+    import math
+
+    from proxy.index.store import Store, pack
+    from proxy.types import Chunk
+
+    store = Store(tmp_path / "v.db")
+    store.bind_embedder("toy", 3)
+    collection = store.collection_id("c", str(tmp_path))
+    vectors = {"a": [3.0, 0.0, 0.0], "b": [1.0, 1.0, 0.0], "c": [0.0, 0.0, 2.0]}
+    for name in vectors:
+        store.replace_document(
+            collection,
+            name,
+            digest=name,
+            size=1,
+            mtime=1,
+            loader="t",
+            chunks=[Chunk(0, f"text {name}", 0, 6)],
+        )
+    pending = store.pending_chunks(10)
+    by_path = dict(zip(vectors, pending, strict=True))
+    store.store_vectors("toy", [(by_path[n], pack(v)) for n, v in vectors.items()])
+    query = [2.0, 1.0, 0.0]
+    hits = store.search_vector(query, 3)
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True)) / math.hypot(*a) / math.hypot(*b)
+
+    assert [h.path for h in hits] == ["b", "a", "c"]
+    for hit in hits:
+        assert math.isclose(hit.score, cosine(query, vectors[hit.path]), abs_tol=1e-6)
+    assert store.search_vector(query, 3, collections=["other"]) == []
+    store.close()
