@@ -253,3 +253,23 @@ def test_vector_scores_are_cosine_similarities(tmp_path: Path) -> None:
         assert math.isclose(hit.score, cosine(query, vectors[hit.path]), abs_tol=1e-6)
     assert store.search_vector(query, 3, collections=["other"]) == []
     store.close()
+
+
+def test_migrations_keep_data(tmp_path: Path) -> None:
+    from proxy.index.migrations import m001_create_tables, migrate
+
+    db = connect(tmp_path / "old.db")
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    m001_create_tables(db)
+    db.execute("INSERT INTO _migrations VALUES ('m001_create_tables', 0)")
+    db.execute("INSERT INTO embedding_cache VALUES ('e5', 'abc', x'00000000')")
+    assert migrate(db) == ["m002_embedding_cache_rowid"]
+    assert [tuple(r) for r in db.execute("SELECT model, content_hash, vector FROM embedding_cache")] == [
+        ("e5", "abc", b"\x00\x00\x00\x00")
+    ]
+    assert (
+        "WITHOUT ROWID"
+        not in db.execute("SELECT sql FROM sqlite_master WHERE name = 'embedding_cache'").fetchone()[0]
+    )
+    assert migrate(db) == []
+    db.close()

@@ -53,8 +53,26 @@ def m001_create_tables(db: Connection) -> None:
         PRIMARY KEY (collection_id, path))""")
 
 
+def m002_embedding_cache_rowid(db: Connection) -> None:
+    """Vectors (1.5 KB) are too large for a WITHOUT ROWID table, whose rows should stay under a
+    twentieth of a page: they spilled onto overflow pages and tripled the file."""
+    db.execute("""CREATE TABLE embedding_cache_new (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        UNIQUE (model, content_hash))""")
+    db.execute(
+        "INSERT INTO embedding_cache_new(model, content_hash, vector) "
+        "SELECT model, content_hash, vector FROM embedding_cache"
+    )
+    db.execute("DROP TABLE embedding_cache")
+    db.execute("ALTER TABLE embedding_cache_new RENAME TO embedding_cache")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_create_tables", m001_create_tables),
+    ("m002_embedding_cache_rowid", m002_embedding_cache_rowid),
 ]
 
 

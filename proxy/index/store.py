@@ -315,7 +315,7 @@ class Store:
         with self.write() as db:
             for chunk, vector in items:
                 db.execute(
-                    "INSERT OR IGNORE INTO embedding_cache VALUES (?, ?, ?)",
+                    "INSERT OR IGNORE INTO embedding_cache(model, content_hash, vector) VALUES (?, ?, ?)",
                     (model, chunk.content_hash, vector),
                 )
                 updated = db.execute(
