@@ -61,6 +61,9 @@ class OllamaEmbedder:
     def embed_query(self, text: str) -> list[float]:
         return self._embed([self._queries + text])[0]
 
+    def close(self) -> None:
+        self._http.close()
+
 
 @hookimpl
 def register_embedders(register: Callable[..., None]) -> None:

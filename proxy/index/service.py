@@ -77,6 +77,9 @@ class IndexService:
     def close(self) -> None:
         if self._worker is not None:
             self._worker.stop()
+        close_embedder = getattr(self._embedder, "close", None)
+        if close_embedder is not None:
+            close_embedder()
         self.store.close()
 
     # -- search -----------------------------------------------------------------------------------
