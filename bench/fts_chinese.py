@@ -12,8 +12,9 @@ product uses), queried with OR semantics and ranked by ``bm25()``, top 10 retrie
                    bigrams of each CJK run as phrases ("熊 猫") plus the non-CJK words (``cjk_bigram_query``).
   c0 cjk-uni-lit   as c, but a space only *between two* CJK characters (so "1949年" or "iPhone手" stay one
                    token): shows why c separates CJK from adjacent letters and digits.
-  c-stop           index as c; query as c minus the bigrams that contain one of ``QUERY_STOP_CHARS``
-                   (particles and question words: 的了吗呢吧么哪谁几什), ``cjk_bigram_query_stop``.
+  c-stop           ragproxy's own code (``proxy/index/textsearch.py``): index as c; query as c minus the
+                   bigrams that contain one of its ``STOP_CHARS`` (particles, question words:
+                   的了吗呢吧么哪谁几什).
   d  jieba         CJK runs replaced by ``jieba.lcut_for_search`` terms joined by spaces (non-CJK text left as
                    is, ``jieba_spaced``), ``porter unicode61``; query = OR of ``jieba.lcut`` terms of the CJK
                    runs minus ``STOPWORDS``, plus the non-CJK words (``jieba_query``).
@@ -49,7 +50,7 @@ from pathlib import Path
 import jieba
 import sqlean as sqlite3
 
-from proxy.index.textsearch import index_text, match_query
+from proxy.index.textsearch import CJK_CLASS, index_text, match_query
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cmrc2018" / "dev.json"
@@ -60,26 +61,11 @@ TOP_K = 10
 # (U+3005-U+3007), hiragana and katakana (U+3040-U+30FF, U+31F0-U+31FF). unicode61 treats all of them as
 # token characters, so without help a whole clause becomes one token. Hangul is written with spaces and
 # is left alone; CJK punctuation (，。《》？) is already a separator for unicode61.
-CJK_CLASS = (
-    "\u3005-\u3007"
-    "\u3040-\u30ff"
-    "\u31f0-\u31ff"
-    "\u3400-\u4dbf"
-    "\u4e00-\u9fff"
-    "\uf900-\ufaff"
-    "\U00020000-\U0002fa1f"
-    "\U00030000-\U000323af"
-)
-CJK_CHAR = re.compile(f"[{CJK_CLASS}]")
 CJK_RUN = re.compile(f"[{CJK_CLASS}]+")
 # A CJK run, or a run of other letters/digits (the non-CJK words unicode61 would produce; "_" separates).
 QUERY_PIECE = re.compile(f"(?P<cjk>[{CJK_CLASS}]+)|(?P<word>[^\\W_{CJK_CLASS}]+)")
 # Word runs for the baseline and trigram queries (CJK included).
 WORD_RUN = re.compile(r"[^\W_]+")
-
-# Query-side only (the index is unchanged): CJK bigrams containing one of these characters are dropped
-# from c-stop queries -- particles 的 了 吗 呢 吧 and the question words 什么/怎么 (什, 么), 哪, 谁, 几.
-QUERY_STOP_CHARS = frozenset("的了吗呢吧么哪谁几什")
 
 # Question words and particles dropped from jieba queries (after segmentation, exact term match).
 STOPWORDS = frozenset(
@@ -110,12 +96,9 @@ def or_query(terms: Iterable[str]) -> str:
 
 
 def cjk_spaced(text: str) -> str:
-    """Index text for c: a space on each side of every CJK character, everything else untouched.
-
-    ``"熊猫iPhone手机1949年"`` -> ``" 熊  猫 iPhone 手  机 1949 年 "``; with ``unicode61`` every CJK
-    character becomes a token and Latin words and numbers tokenize exactly as before.
-    """
-    return CJK_CHAR.sub(r" \g<0> ", text)
+    """Index text for c and c-stop: the product's ``index_text`` (a space on each side of every CJK
+    character, everything else untouched)."""
+    return index_text(text)
 
 
 def cjk_spaced_between(text: str) -> str:
@@ -123,33 +106,14 @@ def cjk_spaced_between(text: str) -> str:
     return re.sub(f"(?<=[{CJK_CLASS}])(?=[{CJK_CLASS}])", " ", text)
 
 
-def cjk_bigram_query(text: str, stop_chars: frozenset[str] = frozenset()) -> str:
-    """FTS5 query for c: each CJK run's adjacent-character bigrams as phrases ("熊 猫"), a lone CJK
-    character as itself, non-CJK words as they are; OR of all of them ("" when there are none).
-
-    A bigram (or lone character) containing one of ``stop_chars`` is dropped; the CJK run is not split
-    there, so "是什么时候" gives "是 什", "什 么", "么 时", "时 候" minus those with a stop character.
-    """
-    terms: list[str] = []
-    for match in QUERY_PIECE.finditer(text):
-        run = match.group("cjk")
-        if run is None:
-            terms.append(match.group())
-        elif len(run) == 1:
-            if run not in stop_chars:
-                terms.append(run)
-        else:
-            terms.extend(
-                f"{a} {b}"
-                for a, b in zip(run, run[1:], strict=False)
-                if a not in stop_chars and b not in stop_chars
-            )
-    return or_query(terms)
+def cjk_bigram_query(text: str) -> str:
+    """Query for c: the product's ``match_query`` with no stop characters."""
+    return match_query(text, frozenset()) or ""
 
 
 def cjk_bigram_query_stop(text: str) -> str:
-    """Query for c-stop: ``cjk_bigram_query`` without bigrams touching ``QUERY_STOP_CHARS``."""
-    return cjk_bigram_query(text, QUERY_STOP_CHARS)
+    """Query for c-stop: the product's ``match_query`` (pairs with a stop character dropped)."""
+    return match_query(text) or ""
 
 
 def jieba_spaced(text: str) -> str:
@@ -319,12 +283,11 @@ def main() -> None:
         Candidate("b trigram", "trigram", {"body": str}, trigram_query),
         Candidate("c cjk-uni", "porter unicode61", {"body": cjk_spaced}, cjk_bigram_query),
         Candidate("c0 cjk-uni-lit", "porter unicode61", {"body": cjk_spaced_between}, cjk_bigram_query),
-        Candidate("c-stop cjk-uni", "porter unicode61", {"body": cjk_spaced}, cjk_bigram_query_stop),
         Candidate(
-            "ragproxy (= c-stop)",
+            "c-stop (ragproxy)",
             "porter unicode61 remove_diacritics 2",
-            {"body": index_text},
-            lambda q: match_query(q) or "",
+            {"body": cjk_spaced},
+            cjk_bigram_query_stop,
         ),
         Candidate("d jieba", "porter unicode61", {"body": jieba_spaced}, jieba_query),
         Candidate(

@@ -507,10 +507,11 @@ def build_index(path: Path, size: int, docs: list[SourceDoc], data: Path, seed: 
         cycle += 1
     text_s = time.perf_counter() - started
     vectors = unit_vectors(size, [seed, size])
-    assert pack(vectors[0].tolist()) == vectors[0].tobytes()  # the product's packing, byte for byte
     done = 0
-    while pending := store.pending_chunks(2000):
-        store.store_vectors(RANDOM_MODEL, [(p, vectors[done + i].tobytes()) for i, p in enumerate(pending)])
+    while pending := store.pending_chunks(2000):  # packed as the product packs (unit length, float32)
+        store.store_vectors(
+            RANDOM_MODEL, [(p, pack(vectors[done + i].tolist())) for i, p in enumerate(pending)]
+        )
         done += len(pending)
     store.reader().close()  # the thread's reader, so that closing checkpoints and removes the WAL
     store.close()

@@ -41,7 +41,7 @@ def _quote(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def match_query(query: str) -> str | None:
+def match_query(query: str, stop_chars: frozenset[str] = STOP_CHARS) -> str | None:
     """An FTS5 MATCH expression, terms OR-ed (rank with bm25), or None if nothing is searchable."""
     terms: list[str] = []
     for match in _QUERY_PIECE.finditer(query):
@@ -49,13 +49,13 @@ def match_query(query: str) -> str | None:
         if run is None:
             terms.append(match.group())
         elif len(run) == 1:
-            if run not in STOP_CHARS:
+            if run not in stop_chars:
                 terms.append(run)
         else:
             terms += [
                 f"{a} {b}"
                 for a, b in zip(run, run[1:], strict=False)
-                if a not in STOP_CHARS and b not in STOP_CHARS
+                if a not in stop_chars and b not in stop_chars
             ]
     unique = dict.fromkeys(t for t in terms if t.strip())
     return " OR ".join(_quote(t) for t in unique) or None
