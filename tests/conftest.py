@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -7,9 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.logging import configure_logging
 from tests.servers import HERE, Server, fake_ollama, llama_server, ragproxy
 
 CHAT_MODEL = "smollm2:135m"
+
+# In-process servers log as the real one does (JSON), to stderr, warnings and up: quiet test output.
+configure_logging("warning", sys.stderr)
 
 
 @pytest.fixture(scope="session")

@@ -105,6 +105,9 @@ def test_changes_deletes_and_unchanged_files(service: IndexService, tmp_path: Pa
     assert paths(service.store.search_keyword("canoes")) == ["note.md"]
     service.worker.embed_pending()
     assert count(service, "chunks") == count(service, "chunks_vec") == 1
+    assert count(service, "embedding_cache") == 2  # kayaks and canoes
+    service.indexer.scan(collection)
+    assert count(service, "embedding_cache") == 1  # only the text that still exists
     note.unlink()
     assert service.indexer.index_file(collection, note) == "deleted"
     for table in ("documents", "chunks", "chunks_vec", "chunks_fts_docsize"):
@@ -263,7 +266,7 @@ def test_migrations_keep_data(tmp_path: Path) -> None:
     m001_create_tables(db)
     db.execute("INSERT INTO _migrations VALUES ('m001_create_tables', 0)")
     db.execute("INSERT INTO embedding_cache VALUES ('e5', 'abc', x'00000000')")
-    assert migrate(db) == ["m002_embedding_cache_rowid"]
+    assert migrate(db) == ["m002_embedding_cache_rowid", "m003_chunks_by_content_hash"]
     assert [tuple(r) for r in db.execute("SELECT model, content_hash, vector FROM embedding_cache")] == [
         ("e5", "abc", b"\x00\x00\x00\x00")
     ]

@@ -269,6 +269,8 @@ class Indexer:
             if p not in seen and (not prefix or prefix == "." or p.startswith(prefix + "/"))
         ]
         report.deleted += self.store.delete_documents(collection.id, vanished)
+        if start is None:
+            self.store.prune_embedding_cache()
         return report
 
 

@@ -70,9 +70,15 @@ def m002_embedding_cache_rowid(db: Connection) -> None:
     db.execute("ALTER TABLE embedding_cache_new RENAME TO embedding_cache")
 
 
+def m003_chunks_by_content_hash(db: Connection) -> None:
+    """Pruning the embedding cache looks chunks up by content hash."""
+    db.execute("CREATE INDEX chunks_by_content_hash ON chunks(content_hash)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_create_tables", m001_create_tables),
     ("m002_embedding_cache_rowid", m002_embedding_cache_rowid),
+    ("m003_chunks_by_content_hash", m003_chunks_by_content_hash),
 ]
 
 

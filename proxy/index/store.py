@@ -330,6 +330,17 @@ class Store:
                     written += 1
         return written
 
+    def prune_embedding_cache(self) -> int:
+        """Drops cached vectors of text no chunk holds any more (edited or deleted files), so the
+        cache does not grow with every save. Vectors of live text are kept for every model."""
+        with self.write() as db:
+            return int(
+                db.execute(
+                    "DELETE FROM embedding_cache WHERE NOT EXISTS "
+                    "(SELECT 1 FROM chunks c WHERE c.content_hash = embedding_cache.content_hash)"
+                ).rowcount
+            )
+
     # -- search -----------------------------------------------------------------------------------
     def _collection_filter(self, collections: Sequence[str] | None) -> tuple[str, list[int]] | None:
         if collections is None:
