@@ -77,7 +77,7 @@ def test_bad_files_are_skipped_with_reasons(service: IndexService, tmp_path: Pat
         "blob.txt": "binary file",
         "latin1.txt": "not valid UTF-8 (byte 3)",
         "empty.md": "empty file",
-        "huge.txt": "larger than the 0 MB cap",
+        "huge.txt": "250000 bytes, over the 100000-byte cap",
         "broken.pdf": skipped["broken.pdf"],
         "image.png": "no loader for .png",
     }

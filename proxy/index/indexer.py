@@ -135,7 +135,7 @@ class Indexer:
             return self._forget(collection, rel)
         if stat.st_size > self.max_file_bytes:
             return self._skip(
-                collection, rel, f"larger than the {self.max_file_bytes // (1024 * 1024)} MB cap"
+                collection, rel, f"{stat.st_size} bytes, over the {self.max_file_bytes}-byte cap"
             )
         state = self.store.document_state(collection.id, rel)
         if state and state.size == stat.st_size and state.mtime == stat.st_mtime:
