@@ -276,3 +276,54 @@ def test_migrations_keep_data(tmp_path: Path) -> None:
     )
     assert migrate(db) == []
     db.close()
+
+
+def test_vector_matrix_is_exact_and_follows_changes() -> None:
+    import numpy as np
+
+    from proxy.index.vectors import VectorMatrix
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    matrix = VectorMatrix(16)
+    for i, v in enumerate(vectors):
+        matrix.add(i + 1, i % 3, v.tobytes())
+    removed = set(range(1, 3001, 7))
+    matrix.remove(removed)
+    keep = np.array([i + 1 not in removed for i in range(3000)])
+    for q in rng.standard_normal((20, 16)).astype(np.float32):
+        scores = vectors @ (q / np.linalg.norm(q))
+        scores[~keep] = -np.inf
+        expected = [int(i) + 1 for i in np.argsort(-scores)[:10]]
+        assert [cid for cid, _ in matrix.search(q.tolist(), 10, None)] == expected
+        in_one = np.where(np.arange(3000) % 3 == 1, scores, -np.inf)
+        assert [cid for cid, _ in matrix.search(q.tolist(), 5, [1])] == [
+            int(i) + 1 for i in np.argsort(-in_one)[:5]
+        ]
+
+
+def test_vectors_written_by_another_process_are_seen(tmp_path: Path) -> None:
+    from proxy.index.store import Store, pack
+    from proxy.types import Chunk
+
+    path = tmp_path / "shared.db"
+    reader, writer = Store(path), Store(path)  # two stores on one file, as serve and `ragproxy index`
+    writer.bind_embedder("toy", 2)
+    collection = writer.collection_id("c", str(tmp_path))
+
+    def add(name: str, vector: list[float]) -> None:
+        writer.replace_document(
+            collection, name, digest=name, size=1, mtime=1, loader="t", chunks=[Chunk(0, name, 0, 1)]
+        )
+        (pending,) = writer.pending_chunks(5)
+        writer.store_vectors("toy", [(pending, pack(vector))])
+
+    add("east", [1.0, 0.0])
+    assert [h.path for h in reader.search_vector([1.0, 0.1], 5)] == ["east"]
+    add("north", [0.0, 1.0])
+    assert [h.path for h in reader.search_vector([0.1, 1.0], 5)] == ["north", "east"]
+    writer.delete_documents(collection, ["north"])
+    assert [h.path for h in reader.search_vector([0.1, 1.0], 5)] == ["east"]
+    reader.close()
+    writer.close()

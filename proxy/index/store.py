@@ -18,6 +18,7 @@ from proxy.errors import ConfigError
 from proxy.index import textsearch
 from proxy.index.db import Connection, connect
 from proxy.index.migrations import migrate
+from proxy.index.vectors import VectorMatrix
 from proxy.types import Chunk
 
 
@@ -83,6 +84,8 @@ class Store:
         self._lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[Connection] = []
+        self._vectors: VectorMatrix | None = None  # loaded on the first vector search
+        self._vectors_version = -1
 
     def close(self) -> None:
         with self._lock:
@@ -102,6 +105,7 @@ class Store:
                 self._writer.execute("COMMIT")
             except BaseException:
                 self._writer.execute("ROLLBACK")
+                self._vectors = None  # it may hold changes that were just undone
                 raise
 
     def reader(self) -> Connection:
@@ -242,6 +246,23 @@ class Store:
             if has_vectors:
                 db.execute("DELETE FROM chunks_vec WHERE chunk_id = ?", (chunk_id,))
         db.execute(f"DELETE FROM chunks WHERE {where}", args)
+        if has_vectors and ids:
+            if self._bump_vectors_version(db) and self._vectors is not None:
+                self._vectors.remove(ids)
+
+    def _bump_vectors_version(self, db: Connection) -> bool:
+        """Counts a change to the vectors (inside the write transaction). True if the matrix in
+        memory was current and may be updated in place; if another process changed the vectors
+        meanwhile, it is dropped and reloaded by the next search."""
+        row = db.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()
+        current = int(row[0]) if row else 0
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('vectors_version', ?)", (str(current + 1),))
+        in_step = self._vectors is not None and self._vectors_version == current
+        if in_step:
+            self._vectors_version = current + 1
+        else:
+            self._vectors = None
+        return in_step
 
     @staticmethod
     def _has_vectors(db: Connection) -> bool:
@@ -280,6 +301,8 @@ class Store:
                 embedding float[{int(dim)}])""")
             db.execute("UPDATE chunks SET embedded = 0")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('embedder', ?), ('dim', ?)", (name, str(dim)))
+            self._bump_vectors_version(db)
+            self._vectors = None
             return changed
 
     def embedder(self) -> tuple[str | None, int | None]:
@@ -312,6 +335,7 @@ class Store:
         """Writes vectors for chunks that still exist unchanged (a file may have changed while
         its old text was being embedded). Returns how many were written."""
         written = 0
+        added: list[tuple[int, int, bytes]] = []
         with self.write() as db:
             for chunk, vector in items:
                 db.execute(
@@ -328,6 +352,10 @@ class Store:
                         (chunk.chunk_id, chunk.collection_id, vector),
                     )
                     written += 1
+                    added.append((chunk.chunk_id, chunk.collection_id, vector))
+            if added and self._bump_vectors_version(db) and self._vectors is not None:
+                for chunk_id, collection_id, vector in added:
+                    self._vectors.add(chunk_id, collection_id, vector)
         return written
 
     def prune_embedding_cache(self) -> int:
@@ -369,24 +397,50 @@ class Store:
     def search_vector(
         self, vector: Sequence[float], k: int = 10, collections: Sequence[str] | None = None
     ) -> list[Hit]:
-        """Exact KNN over the chunks embedded so far (brute force in sqlite-vec); score = cosine
-        similarity."""
+        """Exact nearest neighbours among the chunks embedded so far; score = cosine similarity."""
         where = self._collection_filter(collections)
-        db = self.reader()
-        if where is None or not self._has_vectors(db):
+        if where is None:
             return []
-        _, ids = where
-        partition = f" AND collection_id IN ({','.join('?' * len(ids))})" if ids else ""
-        rows = db.execute(
-            "WITH knn AS (SELECT chunk_id, distance FROM chunks_vec "
-            f"WHERE embedding MATCH ? AND k = ?{partition}) "
-            f"SELECT {_HIT_COLUMNS}, 1 - knn.distance * knn.distance / 2 AS score FROM knn "
-            "JOIN chunks c ON c.id = knn.chunk_id "
-            f"JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = d.collection_id "
-            f"ORDER BY knn.distance",
-            (pack(vector), k, *ids),
+        with self._lock:  # writers update the matrix in place under the same lock
+            matrix = self._current_vectors()
+            found = matrix.search(vector, k, where[1] or None) if matrix is not None else []
+        if not found:
+            return []
+        scores = dict(found)
+        rows = (
+            self.reader()
+            .execute(
+                f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id IN ({','.join('?' * len(found))})",
+                list(scores),
+            )
+            .fetchall()
         )
-        return [_hit(row, row["score"]) for row in rows]
+        hits = [_hit(row, scores[row["id"]]) for row in rows]
+        return sorted(hits, key=lambda hit: -hit.score)
+
+    def _current_vectors(self) -> VectorMatrix | None:
+        """The matrix, (re)loaded from sqlite-vec's table if another process changed the vectors."""
+        db = self.reader()
+        row = db.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if self._vectors is not None and self._vectors_version == version:
+            return self._vectors
+        dim_row = db.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
+        if dim_row is None or not self._has_vectors(db):
+            return None
+        matrix = VectorMatrix(int(dim_row[0]))
+        db.execute("BEGIN")  # one snapshot: the version and the rows agree
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()
+            version = int(row[0]) if row else 0
+            for chunk_id, collection_id, vector in db.execute(
+                "SELECT chunk_id, collection_id, embedding FROM chunks_vec"
+            ):
+                matrix.add(chunk_id, collection_id, vector)
+        finally:
+            db.execute("COMMIT")
+        self._vectors, self._vectors_version = matrix, version
+        return matrix
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
