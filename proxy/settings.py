@@ -70,6 +70,9 @@ class Settings:
         "(the upstream's /api/embed with --embed-model).",
     )
     embed_model: str = _setting("nomic-embed-text", "Model for the 'ollama' embedder.")
+    embed_threads: int = _setting(
+        0, "Threads the in-process 'e5' embedder may use (0: all cores; fewer leaves room for chats)."
+    )
     on_embedder_change: EmbedderChange = _setting(
         "reembed",
         "When the index holds vectors of another embedder: 'reembed' everything, or 'refuse' to start.",
@@ -85,6 +88,8 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if self.embed_threads < 0:
+            raise ConfigError("embed_threads must be 0 (all cores) or more")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:
             raise ConfigError("chunk_overlap must be at least 0 and below chunk_tokens")
         if not self.upstream.startswith(("http://", "https://")):

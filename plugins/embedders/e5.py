@@ -39,7 +39,7 @@ class E5Embedder:
 
 @hookimpl
 def register_embedders(register: Callable[..., None]) -> None:
-    def factory(**_: Any) -> E5Embedder:
-        return E5Embedder()
+    def factory(*, threads: int | None = None, **_: Any) -> E5Embedder:
+        return E5Embedder(threads)
 
     register(NAME, factory)

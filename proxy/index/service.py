@@ -24,7 +24,9 @@ def make_embedder(settings: Settings) -> Embedder:
         raise ConfigError(
             f"unknown embedder {settings.embedder!r}; installed: {', '.join(sorted(factories))}"
         )
-    return factories[settings.embedder](upstream=settings.upstream, model=settings.embed_model)
+    return factories[settings.embedder](
+        upstream=settings.upstream, model=settings.embed_model, threads=settings.embed_threads or None
+    )
 
 
 class IndexService:
