@@ -170,6 +170,21 @@ def test_gitignore_and_editor_files(service: IndexService, tmp_path: Path) -> No
     assert paths(service.store.search_keyword("IGNORECANARY")) == ["kept.md"]
 
 
+def test_nested_gitignore_files(service: IndexService, tmp_path: Path) -> None:
+    root = tmp_path / "n"
+    (root / "app" / "logs").mkdir(parents=True)
+    (root / ".gitignore").write_text("*.log\n")
+    (root / "app" / ".gitignore").write_text("secret.md\n!keep.log\nlogs/\n")
+    for name in ("top.log", "app/keep.log", "app/secret.md", "app/open.md", "app/logs/x.md", "secret.md"):
+        (root / name).write_text("NESTEDCANARY\n")
+    indexed(service, root, "n")
+    assert sorted(paths(service.store.search_keyword("NESTEDCANARY"))) == [
+        "app/keep.log",
+        "app/open.md",
+        "secret.md",
+    ]
+
+
 def test_a_different_embedder_reembeds_or_refuses(tmp_path: Path) -> None:
     class Tiny:
         name, dim, max_tokens = "tiny", 3, 512

@@ -127,3 +127,12 @@ def test_event_storm_degrades_to_rescan(tmp_path: Path) -> None:
         assert live.watcher.storms >= 1
     finally:
         live.close()
+
+
+def test_editing_gitignore_reconciles(live: Live) -> None:
+    (live.root / "draft.md").write_text("Draft mentions QUOKKA.\n")
+    eventually(lambda: live.found("QUOKKA") == ["draft.md"])
+    (live.root / ".gitignore").write_text("draft.md\n")
+    eventually(lambda: live.found("QUOKKA") == [])
+    (live.root / ".gitignore").write_text("")
+    eventually(lambda: live.found("QUOKKA") == ["draft.md"])

@@ -48,7 +48,7 @@ class Collection:
     name: str
     root: Path  # resolved: symlinks and ".." cannot lead outside it
     id: int
-    _gitignore: Any = field(default=None, repr=False)  # pathspec.PathSpec
+    _gitignores: dict[str, tuple[float, Any]] = field(default_factory=dict, repr=False)
 
     def relative(self, path: Path) -> str | None:
         """The path inside the root (POSIX form), or None if it is outside."""
@@ -59,7 +59,7 @@ class Collection:
 
     def ignores(self, rel: str, is_dir: bool = False) -> bool:
         """Hidden files and folders (``.git``, ``.env``, editors' temporary files), dependency and
-        cache folders, editor backups, and what the root's ``.gitignore`` excludes."""
+        cache folders, editor backups, and what ``.gitignore`` files exclude."""
         parts = rel.split("/")
         if any(part.startswith(".") or part in IGNORED_DIRS for part in parts[:-1]):
             return True
@@ -67,17 +67,38 @@ class Collection:
             return True
         if not is_dir and any(fnmatch(parts[-1], pattern) for pattern in IGNORED_FILES):
             return True
-        spec = self.gitignore()
-        return spec is not None and spec.match_file(rel + ("/" if is_dir else ""))
+        return self.gitignored(parts, is_dir)
 
-    def gitignore(self) -> Any:
-        if self._gitignore is None:
-            try:
-                lines = (self.root / ".gitignore").read_text(encoding="utf-8", errors="replace").splitlines()
-            except OSError:
-                return None
-            self._gitignore = pathspec.GitIgnoreSpec.from_lines(lines)
-        return self._gitignore
+    def gitignored(self, parts: list[str], is_dir: bool) -> bool:
+        """As git decides: the ``.gitignore`` of the root and of each folder on the way, patterns
+        relative to their folder; the deepest matching pattern wins (``!`` re-includes)."""
+        decision = None
+        for depth in range(len(parts)):
+            spec = self._gitignore_in("/".join(parts[:depth]))
+            if spec is not None:
+                result = spec.check_file("/".join(parts[depth:]) + ("/" if is_dir else ""))
+                if result.include is not None:
+                    decision = result.include
+        return decision is True
+
+    def _gitignore_in(self, folder: str) -> Any:
+        """The folder's ``.gitignore`` as a pathspec, re-read when the file changes."""
+        path = self.root / folder / ".gitignore"
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            self._gitignores.pop(folder, None)
+            return None
+        cached = self._gitignores.get(folder)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return None
+        spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        self._gitignores[folder] = (mtime, spec)
+        return spec
 
 
 @dataclass

@@ -76,6 +76,12 @@ class FolderWatcher:
     def queue(self, kind: str, path: Path, dest: Path | None = None) -> None:
         with self._cond:
             self.idle.clear()
+            if ".gitignore" in (path.name, dest.name if dest else None):  # reconcile the whole folder
+                collection = self.indexer.collection_for(path)
+                if collection is not None:
+                    self._rescan.add(collection.name)
+                    self._cond.notify()
+                return
             if len(self._pending) >= self.storm:
                 collection = self.indexer.collection_for(path)
                 if collection is not None and collection.name not in self._rescan:
