@@ -6,6 +6,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from proxy.logging import configure_logging
@@ -15,6 +16,23 @@ CHAT_MODEL = "smollm2:135m"
 
 # In-process servers log as the real one does (JSON), to stderr, warnings and up: quiet test output.
 configure_logging("warning", sys.stderr)
+
+
+_clients: list[openai.OpenAI] = []
+
+
+def sdk(base: str, **options: Any) -> openai.OpenAI:
+    """The official client pointed at ``base``/v1, closed when the test ends."""
+    client = openai.OpenAI(base_url=base + "/v1", api_key="unused", **options)
+    _clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import UpstreamLog
+from tests.conftest import UpstreamLog, sdk
 from tests.servers import Server
 
 PROMPT = [{"role": "user", "content": "Tell me about the history of lighthouses."}]
@@ -65,7 +65,7 @@ def test_stream_matches_upstream_byte_for_byte(proxy_openai: str, llama: Server)
     """At temperature 0 llama.cpp is deterministic: the text through the proxy is the text direct."""
     body = {"messages": PROMPT, "stream": True, "max_tokens": 40, "temperature": 0, "model": "smollm2"}
     _, direct = stream_raw(llama.url, body)
-    client = openai.OpenAI(base_url=proxy_openai + "/v1", api_key="unused")
+    client = sdk(proxy_openai)
     pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(**body) if c.choices]
     direct_pieces = [c["choices"][0]["delta"].get("content") or "" for c in direct if c["choices"]]
     assert "".join(pieces) == "".join(direct_pieces)
@@ -75,7 +75,7 @@ def test_stream_matches_upstream_byte_for_byte(proxy_openai: str, llama: Server)
 def test_ollama_mode_text_matches_llama(proxy_ollama: str, llama: Server) -> None:
     body = {"messages": PROMPT, "max_tokens": 30, "temperature": 0}
     direct = httpx.post(llama.url + "/v1/chat/completions", json=body, timeout=60).json()
-    client = openai.OpenAI(base_url=proxy_ollama + "/v1", api_key="unused")
+    client = sdk(proxy_ollama)
     reply = client.chat.completions.create(model="smollm2:135m", **body)
     assert reply.choices[0].message.content == direct["choices"][0]["message"]["content"]
 
@@ -101,7 +101,7 @@ def test_non_stream_shape(proxy_any: str) -> None:
 def test_openai_sdk_sync_and_async(proxy_any: str) -> None:
     import anyio
 
-    client = openai.OpenAI(base_url=proxy_any + "/v1", api_key="unused")
+    client = sdk(proxy_any)
     sync_text = (
         client.chat.completions.create(messages=PROMPT, model="default", max_tokens=10, temperature=0)
         .choices[0]
@@ -109,7 +109,7 @@ def test_openai_sdk_sync_and_async(proxy_any: str) -> None:
     )
 
     async def run() -> tuple[str, str]:
-        aclient = openai.AsyncOpenAI(base_url=proxy_any + "/v1", api_key="unused")
+        aclient = openai.AsyncOpenAI(base_url=proxy_any + "/v1", api_key="unused")  # closed below
         whole = await aclient.chat.completions.create(
             messages=PROMPT, model="default", max_tokens=10, temperature=0
         )
@@ -127,7 +127,7 @@ def test_openai_sdk_sync_and_async(proxy_any: str) -> None:
 
 
 def test_stop_and_seed_reach_llama(proxy_openai: str, llama: Server) -> None:
-    client = openai.OpenAI(base_url=proxy_openai + "/v1", api_key="unused")
+    client = sdk(proxy_openai)
     free = client.chat.completions.create(model="default", messages=PROMPT, max_tokens=30, temperature=0)
     text = free.choices[0].message.content or ""
     word = text.split()[2]
@@ -251,7 +251,7 @@ def test_tool_calls_come_back_intact(proxy_any: str) -> None:
         "logit_bias": {"44": 5},
         "stop": ["</tool_call>"],
     }
-    client = openai.OpenAI(base_url=proxy_any + "/v1", api_key="unused")
+    client = sdk(proxy_any)
     choice = client.chat.completions.create(**request).choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]

@@ -9,6 +9,7 @@ import openai
 import orjson
 import pytest
 
+from tests.conftest import sdk
 from tests.servers import Server, free_port
 from tests.test_chat_wire import PROMPT, sse_events
 
@@ -70,7 +71,7 @@ def test_unknown_model_is_404(proxy_ollama: str) -> None:
             code="model_not_found",
         )
         assert "nope:1b" in error["message"]
-    client = openai.OpenAI(base_url=proxy_ollama + "/v1", api_key="unused", max_retries=0)
+    client = sdk(proxy_ollama, max_retries=0)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope:1b", messages=PROMPT)
 
@@ -185,7 +186,7 @@ def test_idle_gap_mid_stream_times_out(make_proxy: Any, ollama: Server) -> None:
 
 
 def test_sdk_raises_on_mid_stream_error(proxy_ollama: str) -> None:
-    client = openai.OpenAI(base_url=proxy_ollama + "/v1", api_key="unused", max_retries=0)
+    client = sdk(proxy_ollama, max_retries=0)
     stream = client.chat.completions.create(model="smollm2:135m@die-after=2", messages=PROMPT, stream=True)
     with pytest.raises(openai.APIError, match="closed the connection"):
         for _ in stream:

@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import openai
 import orjson
 
+from tests.conftest import sdk
 from tests.servers import Server, free_port, wait_ready
 
 CANARY = "canary-7f3a-prompt-text"
@@ -54,7 +54,7 @@ def test_serve_streams_and_logs_one_line_per_request(llama: Server) -> None:
     }
     direct = httpx.post(llama.url + "/v1/chat/completions", json=body, timeout=60).json()
     with serve("--upstream-api", "openai", env={"RAGPROXY_UPSTREAM": llama.url}) as (base, lines):
-        client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+        client = sdk(base)
         raw = client.chat.completions.with_raw_response.create(
             **body, stream=True, stream_options={"include_usage": True}
         )
