@@ -50,17 +50,10 @@ def index(settings: Settings, args: argparse.Namespace) -> int:
             collection = service.indexer.add_collection(name, path)
 
             def shown(report: ScanReport, name: str = name) -> None:
-                progress.show(
-                    f"{name}: {report.indexed} indexed, {report.unchanged} unchanged, "
-                    f"{report.skipped} skipped"
-                )
+                progress.show(_scanned(name, report))
 
             report = service.indexer.scan(collection, progress=shown)
-            progress.show(
-                f"{name}: {report.indexed} indexed, {report.unchanged} unchanged, "
-                f"{report.skipped} skipped, {report.deleted} removed",
-                final=True,
-            )
+            progress.show(f"{_scanned(name, report)}, {report.deleted} removed", final=True)
         pending = sum(c["pending_vectors"] for c in service.store.status()["collections"])
         if pending:
             started = time.monotonic()
@@ -74,6 +67,10 @@ def index(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         service.close()
     return 0
+
+
+def _scanned(name: str, report: ScanReport) -> str:
+    return f"{name}: {report.indexed} indexed, {report.unchanged} unchanged, {report.skipped} skipped"
 
 
 def search(settings: Settings, args: argparse.Namespace) -> int:

@@ -11,9 +11,12 @@ from typing import Literal
 from proxy.errors import ConfigError
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer
 from proxy.index.store import Hit, Store
+from proxy.logging import get_logger
 from proxy.plugins import embedders
 from proxy.settings import Settings
 from proxy.types import Embedder
+
+log = get_logger("ragproxy.index")
 
 SearchMode = Literal["hybrid", "keyword", "vector"]
 
@@ -63,9 +66,7 @@ class IndexService:
             if self.store.bind_embedder(
                 embedder.name, embedder.dim, on_change=self.settings.on_embedder_change
             ):
-                from proxy.logging import get_logger
-
-                get_logger("ragproxy.index").warning("index.reembedding", embedder=embedder.name)
+                log.warning("index.reembedding", embedder=embedder.name)
             self._worker = EmbeddingWorker(self.store, embedder)
         return self._worker
 

@@ -445,7 +445,7 @@ class Store:
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         db = self.reader()
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        embedder, dim = self.embedder()
         collections = []
         for row in db.execute("SELECT id, name, root FROM collections ORDER BY name").fetchall():
             counts = db.execute(
@@ -472,8 +472,8 @@ class Store:
         return {
             "db": str(self.path),
             "db_bytes": size,
-            "embedder": meta.get("embedder"),
-            "dim": int(meta["dim"]) if "dim" in meta else None,
+            "embedder": embedder,
+            "dim": dim,
             "collections": collections,
         }
 

@@ -48,15 +48,20 @@ async def open_chat(
     """Chunks of the reply, reasoning rendered as the settings say. Errors before the upstream
     answers raise here; later ones raise from the iterator."""
     split = settings.reasoning_format != "inline"
-    sent = time.perf_counter()
     if upstream.api == "ollama":
-        async with upstream.stream("/api/chat", ollama.chat_request(call.body)) as raw:
-            raw = _timed_first(raw, sent, call.stats)
-            yield _rendered(ollama.chat_chunks(raw, call.body["model"], split), settings, call)
+        path, request = "/api/chat", ollama.chat_request(call.body)
+
+        def parse(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+            return ollama.chat_chunks(raw, call.body["model"], split)
     else:
-        async with upstream.stream("/v1/chat/completions", openai.chat_request(call.body)) as raw:
-            raw = _timed_first(raw, sent, call.stats)
-            yield _rendered(openai.chat_chunks(raw, split), settings, call)
+        path, request = "/v1/chat/completions", openai.chat_request(call.body)
+
+        def parse(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+            return openai.chat_chunks(raw, split)
+
+    sent = time.perf_counter()
+    async with upstream.stream(path, request) as raw:
+        yield _rendered(parse(_timed_first(raw, sent, call.stats)), settings, call)
 
 
 async def _timed_first(raw: AsyncIterator[bytes], sent: float, stats: ChatStats) -> AsyncIterator[bytes]:
