@@ -271,21 +271,21 @@ def db_counts(store: Store) -> tuple[int, int, int]:
 def scan_once(
     folder: Path, name: str, workdir: Path, settings: Settings
 ) -> tuple[float, float, int, int, int]:
-    """Seconds, seconds inside ``Store.replace_document``, documents, bytes, chunks for one scan into a
+    """Seconds, seconds inside ``Store.replace_documents``, documents, bytes, chunks for one scan into a
     fresh database."""
     db = workdir / f"scan-{name}-{time.monotonic_ns()}.db"
     service = IndexService(dataclasses.replace(settings, db=str(db)))
     inside = [0.0]
-    replace_document = service.store.replace_document
+    replace_documents = service.store.replace_documents
 
-    def timed_replace(*args: Any, **kwargs: Any) -> int:  # on this Store instance only
+    def timed_replace(*args: Any, **kwargs: Any) -> list[int]:  # on this Store instance only
         started = time.perf_counter()
         try:
-            return replace_document(*args, **kwargs)
+            return replace_documents(*args, **kwargs)
         finally:
             inside[0] += time.perf_counter() - started
 
-    service.store.replace_document = timed_replace  # type: ignore[method-assign]
+    service.store.replace_documents = timed_replace  # type: ignore[method-assign]
     try:
         collection = service.indexer.add_collection(name, folder)
         started = time.perf_counter()
@@ -366,7 +366,7 @@ def part_throughput(args: argparse.Namespace, settings: Settings) -> dict[str, f
             rest = median - sum(stages.values()) - in_store
             for stage, t in [
                 *stages.items(),
-                ("Store.replace_document, timed inside the scan", in_store),
+                ("Store.replace_documents, timed inside the scan", in_store),
                 ("  of which FTS text (index_text) + chunk hashes (own pass)", fts),
                 ("  of which SQLite statements (difference)", in_store - fts),
                 ("rest: walk, stat, lookups, logging (difference)", rest),

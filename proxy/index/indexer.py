@@ -14,12 +14,16 @@ from typing import Any
 import pathspec
 
 from proxy.index.chunker import chunk_document
-from proxy.index.store import PendingChunk, Store, content_hash, pack
+from proxy.index.store import NewDocument, PendingChunk, Store, content_hash, pack
 from proxy.logging import get_logger
 from proxy.plugins import loader_for
 from proxy.types import Embedder, SkipFile
 
 log = get_logger("ragproxy.index")
+
+# A scan writes documents in batches of this many files or characters, whichever comes first.
+SCAN_BATCH_FILES = 64
+SCAN_BATCH_CHARS = 2_000_000
 
 IGNORED_DIRS = frozenset(
     {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", ".tox", ".mypy_cache"}
@@ -143,6 +147,22 @@ class Indexer:
     # -- one file ---------------------------------------------------------------------------------
     def index_file(self, collection: Collection, path: Path) -> str:
         """Brings one path up to date: "indexed", "unchanged", "skipped", "deleted" or "ignored"."""
+        outcome = self._prepare(collection, path)
+        if isinstance(outcome, str):
+            return outcome
+        self._write(collection, [outcome])
+        return "indexed"
+
+    def _write(self, collection: Collection, documents: list[NewDocument]) -> None:
+        self.store.replace_documents(collection.id, documents)
+        for document in documents:
+            log.info(
+                "index.indexed", collection=collection.name, path=document.path, chunks=len(document.chunks)
+            )
+        self.on_change()
+
+    def _prepare(self, collection: Collection, path: Path) -> str | NewDocument:
+        """Everything but the write: an outcome if there is nothing to write, or the document."""
         rel = collection.relative(path)
         if rel is None or rel == "." or collection.ignores(rel):
             return "ignored"
@@ -181,18 +201,9 @@ class Indexer:
         chunks = chunk_document(document, self.chunk_tokens, self.chunk_overlap)
         if not chunks:
             return self._skip(collection, rel, "no text")
-        self.store.replace_document(
-            collection.id,
-            rel,
-            digest=digest,
-            size=stat.st_size,
-            mtime=stat.st_mtime,
-            loader=getattr(loader, "__module__", "?"),
-            chunks=chunks,
+        return NewDocument(
+            rel, digest, stat.st_size, stat.st_mtime, getattr(loader, "__module__", "?"), chunks
         )
-        log.info("index.indexed", collection=collection.name, path=rel, chunks=len(chunks))
-        self.on_change()
-        return "indexed"
 
     def _skip(self, collection: Collection, rel: str, reason: str) -> str:
         log.warning("index.skipped", collection=collection.name, path=rel, reason=reason)
@@ -276,13 +287,34 @@ class Indexer:
         removed. Run at start-up, it catches what changed while the proxy was down."""
         report = ScanReport()
         seen: set[str] = set()
+        batch: list[NewDocument] = []
+        batch_chars = 0
+
+        def flush() -> None:
+            nonlocal batch_chars
+            if batch:
+                self._write(collection, batch)
+                report.indexed += len(batch)
+                batch.clear()
+                batch_chars = 0
+                if progress:
+                    progress(report)
+
         for path in self.walk(collection, start):
             rel = collection.relative(path)
             if rel is not None:
                 seen.add(rel)
-            _count(report, self.index_file(collection, path))
-            if progress:
-                progress(report)
+            outcome = self._prepare(collection, path)
+            if isinstance(outcome, str):
+                _count(report, outcome)
+                if progress:
+                    progress(report)
+                continue
+            batch.append(outcome)
+            batch_chars += sum(len(chunk.text) for chunk in outcome.chunks)
+            if len(batch) >= SCAN_BATCH_FILES or batch_chars >= SCAN_BATCH_CHARS:
+                flush()
+        flush()
         prefix = collection.relative(start) if start else None
         vanished = [
             p

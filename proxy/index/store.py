@@ -58,6 +58,18 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class NewDocument:
+    """A loaded and chunked file, ready to be written."""
+
+    path: str
+    digest: str
+    size: int
+    mtime: float
+    loader: str
+    chunks: Sequence[Chunk]
+
+
+@dataclass(frozen=True, slots=True)
 class PendingChunk:
     chunk_id: int
     collection_id: int
@@ -159,48 +171,66 @@ class Store:
     ) -> int:
         """The document's rows, chunks and keyword index in one transaction: searchable by
         keyword the moment it commits. Vectors follow from the embedding worker."""
+        return self.replace_documents(
+            collection_id, [NewDocument(path, digest, size, mtime, loader, chunks)]
+        )[0]
+
+    def replace_documents(self, collection_id: int, documents: Sequence[NewDocument]) -> list[int]:
+        """Several documents in one transaction (a scan writes in batches: fewer commits and
+        larger FTS5 segments). Returns their ids."""
         with self.write() as db:
-            old = db.execute(
-                "SELECT id FROM documents WHERE collection_id = ? AND path = ?", (collection_id, path)
-            ).fetchone()
-            if old:
-                self._delete_chunks(db, "document_id = ?", (old[0],))
+            return [self._replace(db, collection_id, document) for document in documents]
+
+    def _replace(self, db: Connection, collection_id: int, document: NewDocument) -> int:
+        path, chunks = document.path, document.chunks
+        fields = (document.digest, document.size, document.mtime, document.loader, time.time())
+        old = db.execute(
+            "SELECT id FROM documents WHERE collection_id = ? AND path = ?", (collection_id, path)
+        ).fetchone()
+        if old:
+            self._delete_chunks(db, "document_id = ?", (old[0],))
+            db.execute(
+                "UPDATE documents SET content_hash = ?, size = ?, mtime = ?, loader = ?, indexed_at = ? "
+                "WHERE id = ?",
+                (*fields, old[0]),
+            )
+            document_id = int(old[0])
+        else:
+            document_id = int(
                 db.execute(
-                    "UPDATE documents SET content_hash = ?, size = ?, mtime = ?, loader = ?, indexed_at = ? "
-                    "WHERE id = ?",
-                    (digest, size, mtime, loader, time.time(), old[0]),
-                )
-                document_id = int(old[0])
-            else:
-                document_id = int(
-                    db.execute(
-                        "INSERT INTO documents(collection_id, path, content_hash, size, mtime, loader, "
-                        "indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                        (collection_id, path, digest, size, mtime, loader, time.time()),
-                    ).fetchone()[0]
-                )
-            db.execute("DELETE FROM skipped WHERE collection_id = ? AND path = ?", (collection_id, path))
-            for chunk in chunks:
-                body = embedding_text(chunk.text, chunk.heading)
-                chunk_id = db.execute(
-                    "INSERT INTO chunks(document_id, ordinal, text, start, end, heading, page, content_hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    (
-                        document_id,
-                        chunk.ordinal,
-                        chunk.text,
-                        chunk.start,
-                        chunk.end,
-                        chunk.heading,
-                        chunk.page,
-                        content_hash(body),
-                    ),
+                    "INSERT INTO documents(collection_id, path, content_hash, size, mtime, loader, "
+                    "indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (collection_id, path, *fields),
                 ).fetchone()[0]
-                db.execute(
-                    "INSERT INTO chunks_fts(rowid, body) VALUES (?, ?)",
-                    (chunk_id, textsearch.index_text(body)),
+            )
+        db.execute("DELETE FROM skipped WHERE collection_id = ? AND path = ?", (collection_id, path))
+        # Ids chosen here (we hold the only write lock), so each table gets one executemany:
+        # interleaving chunk and FTS5 inserts row by row costs 2.5x as much.
+        first = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM chunks").fetchone()[0])
+        bodies = [embedding_text(chunk.text, chunk.heading) for chunk in chunks]
+        db.executemany(
+            "INSERT INTO chunks(id, document_id, ordinal, text, start, end, heading, page, content_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    first + i,
+                    document_id,
+                    chunk.ordinal,
+                    chunk.text,
+                    chunk.start,
+                    chunk.end,
+                    chunk.heading,
+                    chunk.page,
+                    content_hash(body),
                 )
-            return document_id
+                for i, (chunk, body) in enumerate(zip(chunks, bodies, strict=True))
+            ],
+        )
+        db.executemany(
+            "INSERT INTO chunks_fts(rowid, body) VALUES (?, ?)",
+            [(first + i, textsearch.index_text(body)) for i, body in enumerate(bodies)],
+        )
+        return document_id
 
     def touch_document(self, document_id: int, size: int, mtime: float) -> None:
         with self.write() as db:
@@ -241,10 +271,10 @@ class Store:
     def _delete_chunks(self, db: Connection, where: str, args: tuple[Any, ...]) -> None:
         ids = [row[0] for row in db.execute(f"SELECT id FROM chunks WHERE {where}", args)]
         has_vectors = self._has_vectors(db)
-        for chunk_id in ids:
-            db.execute("DELETE FROM chunks_fts WHERE rowid = ?", (chunk_id,))
-            if has_vectors:
-                db.execute("DELETE FROM chunks_vec WHERE chunk_id = ?", (chunk_id,))
+        rows = [(chunk_id,) for chunk_id in ids]
+        db.executemany("DELETE FROM chunks_fts WHERE rowid = ?", rows)
+        if has_vectors:
+            db.executemany("DELETE FROM chunks_vec WHERE chunk_id = ?", rows)
         db.execute(f"DELETE FROM chunks WHERE {where}", args)
         if has_vectors and ids:
             if self._bump_vectors_version(db) and self._vectors is not None:
@@ -343,8 +373,9 @@ class Store:
                     (model, chunk.content_hash, vector),
                 )
                 updated = db.execute(
-                    "UPDATE chunks SET embedded = 1 WHERE id = ? AND content_hash = ? AND embedded = 0",
-                    (chunk.chunk_id, chunk.content_hash),
+                    "UPDATE chunks SET embedded = 1 WHERE id = ? AND content_hash = ? AND embedded = 0 "
+                    "AND document_id IN (SELECT id FROM documents WHERE collection_id = ?)",
+                    (chunk.chunk_id, chunk.content_hash, chunk.collection_id),
                 ).rowcount
                 if updated:
                     db.execute(
