@@ -94,7 +94,9 @@ def build(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("step", choices=("build", "eval"))
     parser.add_argument("--set", choices=("scifact", "cmrc", "both"), default="both")
     parser.add_argument("--split", choices=("test", "train"), default="test")

@@ -6,18 +6,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp
 
-from proxy.api import health, openai
+from proxy.api import health, openai, rag
 from proxy.api.requestlog import RequestLogMiddleware
 from proxy.errors import ProxyError, error_body
 from proxy.index.service import IndexService
 from proxy.index.watcher import FolderWatcher
 from proxy.logging import get_logger
+from proxy.pipeline.context import WindowCache
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
 
@@ -68,18 +70,24 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
 
     @asynccontextmanager
     async def live_index(app: Litestar) -> AsyncIterator[None]:
-        """With --docs: index the folders (a reconciliation scan first) and keep them current."""
+        """With --docs: index the folders (a reconciliation scan first) and keep them current.
+        Without, an index built before (``ragproxy index``) is searched as it is."""
         app.state.index = None
-        if not settings.docs:
+        app.state.windows = WindowCache()
+        if not settings.docs and not settings.db_path.exists():
+            log.info("index.none", db=str(settings.db_path))
             yield
             return
         service = IndexService(settings)
         watcher = None
         try:
-            service.add_folders(settings.doc_folders())
-            service.worker.start()
-            watcher = FolderWatcher(service.indexer)
-            watcher.start()
+            if settings.docs:
+                service.add_folders(settings.doc_folders())
+                service.worker.start()
+                watcher = FolderWatcher(service.indexer)
+                watcher.start()
+            else:
+                await anyio.to_thread.run_sync(service.has_vectors)  # loads the embedder before any question
             app.state.index = service
             yield
         finally:
@@ -93,6 +101,8 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             openai.list_models,
             openai.retrieve_model,
             openai.embeddings,
+            rag.rag_search,
+            rag.rag_preview,
             health.healthz,
             health.readyz,
         ],

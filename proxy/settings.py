@@ -17,6 +17,8 @@ UpstreamApi = Literal["ollama", "openai"]
 ReasoningFormat = Literal["reasoning_content", "reasoning", "inline", "drop"]
 EmbedderChange = Literal["reembed", "refuse"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+ContextPlacement = Literal["system", "user-prefix"]
+Footnote = Literal["auto", "on", "off"]
 
 ENV_PREFIX = "RAGPROXY_"
 
@@ -81,6 +83,39 @@ class Settings:
     chunk_tokens: int = _setting(256, "Target chunk size in tokens (the embedders read up to 512).")
     chunk_overlap: int = _setting(32, "Tokens repeated between consecutive chunks of a section.")
     max_file_size: int = _setting(20 * 1024 * 1024, "Files larger than this many bytes are skipped.")
+    rag: bool = _setting(
+        True,
+        "Retrieve from the index for every chat request (per request: the 'rag' body field, the "
+        "X-RAG header, or a '+norag' model alias).",
+    )
+    top_k: int = _setting(5, "Most chunks of context per chat request.")
+    min_score: float = _setting(
+        0.82,
+        "Least cosine similarity between question and chunk for the chunk to be used as context, "
+        "so an unrelated question gets none (tuned for the e5 embedder).",
+    )
+    context_placement: ContextPlacement = _setting(
+        "system",
+        "Where the retrieved context goes: a system message, or before the last user message.",
+        choices=get_args(ContextPlacement),
+    )
+    context_window: int = _setting(
+        0,
+        "The model's context window in tokens; 0: ask the upstream (Ollama /api/show, llama.cpp "
+        "/props), 4096 if it cannot say.",
+    )
+    num_ctx_max: int = _setting(
+        8192, "Largest context (Ollama num_ctx) ragproxy asks for, whatever the model's window."
+    )
+    answer_tokens: int = _setting(
+        1024, "Tokens kept free for the answer when the request sets no max_tokens."
+    )
+    sources_footnote: Footnote = _setting(
+        "auto",
+        "Append a 'Sources:' footnote to the answer text: on, off, or auto (only for the Ollama API "
+        "and requests with the header X-RAG-Footnote: on; OpenAI clients get the 'sources' field).",
+        choices=get_args(Footnote),
+    )
     log_level: LogLevel = _setting("info", "Log level.", choices=get_args(LogLevel))
     log_content: bool = _setting(
         False,
@@ -88,6 +123,8 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if self.context_window < 0:
+            raise ConfigError("context_window must be 0 (ask the upstream) or more")
         if self.embed_threads < 0:
             raise ConfigError("embed_threads must be 0 (all cores) or more")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:
@@ -102,6 +139,9 @@ class Settings:
             "port",
             "chunk_tokens",
             "max_file_size",
+            "top_k",
+            "num_ctx_max",
+            "answer_tokens",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")

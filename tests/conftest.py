@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -13,6 +15,9 @@ from proxy.logging import configure_logging
 from tests.servers import HERE, Server, fake_ollama, llama_server, ragproxy
 
 CHAT_MODEL = "smollm2:135m"
+
+# The default index file lives in a temporary data directory, never the user's.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ragproxy-test-data-")
 
 # In-process servers log as the real one does (JSON), to stderr, warnings and up: quiet test output.
 configure_logging("warning", sys.stderr)

@@ -18,7 +18,7 @@ _ANCHOR = re.compile(r"\s*\{\s*#[^}]*\}\s*$")  # "Title { #title }" heading ids
 def parse_markdown(text: str) -> Document:
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
-    start = 0
+    start = body = 0  # where the section starts, and its text after the heading line
     fence: str | None = None
     offset = 0
     for line in text.splitlines(keepends=True):
@@ -28,14 +28,14 @@ def parse_markdown(text: str) -> Document:
             fence = None if fence == marker else (fence or marker)
         heading = None if fence else _HEADING.match(line.rstrip("\r\n"))
         if heading:
-            if text[start:offset].strip():
+            if text[body:offset].strip():  # a heading with nothing under it makes no section
                 sections.append(Section(start, offset, _joined(path)))
             level = len(heading.group(1))
             title = _ANCHOR.sub("", heading.group(2)).strip()
             path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, title)]
-            start = offset
+            start, body = offset, offset + len(line)
         offset += len(line)
-    if text[start:].strip():
+    if text[body:].strip():
         sections.append(Section(start, len(text), _joined(path)))
     return Document(text, sections)
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from litestar import Request, get, post
 from litestar.params import FromPath
 from litestar.types import ASGIApp
@@ -16,8 +17,11 @@ from litestar.types import ASGIApp
 from proxy.api.requestlog import request_record
 from proxy.api.responders import ChatResponder
 from proxy.api.schemas import parse_json_object, validate_chat, validate_embeddings
-from proxy.errors import UpstreamError
-from proxy.pipeline.chat import ChatCall, open_chat, prepare_chat
+from proxy.errors import BadRequest, UpstreamError
+from proxy.index.chunker import estimate_tokens
+from proxy.index.service import IndexService
+from proxy.pipeline.chat import ChatCall, augment, open_chat, prepare_chat
+from proxy.pipeline.retrieval import aliases
 from proxy.settings import Settings
 from proxy.upstream import ollama, openai
 from proxy.upstream.client import Upstream
@@ -27,6 +31,24 @@ AnyRequest = Request[Any, Any, Any]
 
 def _parts(request: AnyRequest) -> tuple[Settings, Upstream]:
     return request.app.state.settings, request.app.state.upstream
+
+
+def rag_headers(request: AnyRequest) -> dict[str, str]:
+    return {
+        name.lower(): value for name, value in request.headers.items() if name.lower().startswith("x-rag")
+    }
+
+
+def sources_header(call: ChatCall) -> list[tuple[bytes, bytes]]:
+    if not call.rag.attempted:
+        return []
+    return [(b"x-ragproxy-sources", str(len(call.rag.passages)).encode())]
+
+
+def footnote_default(settings: Settings, api: str) -> bool:
+    """``auto``: Ollama clients, which have no field for sources, get the footnote; OpenAI
+    clients get the ``sources`` field."""
+    return settings.sources_footnote == "on" or (settings.sources_footnote == "auto" and api == "ollama")
 
 
 @post("/v1/chat/completions")
@@ -40,9 +62,22 @@ async def chat_completions(request: AnyRequest) -> ASGIApp:
     if settings.log_content:
         record["messages"] = body["messages"]
 
+    headers = rag_headers(request)
+    state = request.app.state
+
     @asynccontextmanager
     async def open_chunks() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         try:
+            await augment(
+                call,
+                headers=headers,
+                index=state.index,
+                upstream=upstream,
+                settings=settings,
+                windows=state.windows,
+                footnote_default=footnote_default(settings, "openai"),
+            )
+            record["model"] = call.body["model"]
             async with open_chat(upstream, settings, call) as chunks:
                 yield chunks
         finally:
@@ -53,7 +88,17 @@ async def chat_completions(request: AnyRequest) -> ASGIApp:
         completion = call.stats.completion_tokens or 0
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    return ChatResponder(open_chunks, stream=stream, usage=usage, record=record)
+    def sources() -> dict[str, Any]:
+        return {"sources": call.rag.sources()} if call.rag.attempted else {}
+
+    return ChatResponder(
+        open_chunks,
+        stream=stream,
+        usage=usage,
+        record=record,
+        extra_headers=lambda: sources_header(call),
+        extra_fields=sources,
+    )
 
 
 def _record_stats(record: dict[str, Any], call: ChatCall) -> None:
@@ -63,16 +108,32 @@ def _record_stats(record: dict[str, Any], call: ChatCall) -> None:
         completion_tokens=stats.completion_tokens,
         finish_reason=stats.finish_reason,
         upstream_wait_ms=stats.upstream_wait_ms,
+        truncated=stats.truncated or None,
+        **call.rag.record(),
     )
 
 
 @get("/v1/models")
 async def list_models(request: AnyRequest) -> dict[str, Any]:
+    """The upstream's models, each followed by its retrieval aliases (``model+<collection>``,
+    ``model+norag``) when there is an index."""
     _, upstream = _parts(request)
     if upstream.api == "ollama":
-        return ollama.models_list(await upstream.get_json("/api/tags"))
-    listing = await upstream.get_json("/v1/models")
-    return {"object": "list", "data": listing.get("data") or []}
+        listing = ollama.models_list(await upstream.get_json("/api/tags"))
+    else:
+        listing = {"object": "list", "data": (await upstream.get_json("/v1/models")).get("data") or []}
+    index = request.app.state.index
+    if index is not None:
+        collections = sorted(index.store.collections())
+        data = []
+        for entry in listing["data"]:
+            data.append(entry)
+            for alias in aliases(str(entry.get("id")), collections):
+                data.append({**entry, "id": alias})
+        listing["data"] = data
+        embedder = await anyio.to_thread.run_sync(lambda: index.embedder)
+        listing["data"].append({"id": embedder.name, "object": "model", "created": 0, "owned_by": "ragproxy"})
+    return listing
 
 
 @get("/v1/models/{model:path}")
@@ -89,7 +150,12 @@ async def embeddings(request: AnyRequest) -> dict[str, Any]:
     settings, upstream = _parts(request)
     body = validate_embeddings(parse_json_object(await request.body()), settings)
     request_record(request.scope).update(model=body["model"])
-    if upstream.api == "ollama":
+    index = request.app.state.index
+    if index is not None and await anyio.to_thread.run_sync(
+        lambda: _is_index_embedder(index, body["model"], settings)
+    ):
+        vectors, tokens = await anyio.to_thread.run_sync(lambda: _embed_locally(index, body))
+    elif upstream.api == "ollama":
         vectors, tokens = ollama.embed_vectors(
             await upstream.post_json("/api/embed", ollama.embed_request(body))
         )
@@ -111,6 +177,28 @@ async def embeddings(request: AnyRequest) -> dict[str, Any]:
         "model": body["model"],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+def _is_index_embedder(index: IndexService, model: str, settings: Settings) -> bool:
+    """The index's own embedder is asked for by its model name (as ``ragproxy status`` shows it)
+    or by its plugin name (``e5``), so a client embeds with the same model as the index."""
+    return model in (index.embedder.name, settings.embedder)
+
+
+def _embed_locally(index: IndexService, body: dict[str, Any]) -> tuple[list[list[float]], int]:
+    """``input_type`` (an extension some APIs share): "query" embeds search queries, anything
+    else passages, with the prefixes the model needs."""
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    if not all(isinstance(text, str) for text in texts):
+        raise BadRequest("the index's embedder reads text, not token arrays", param="input")
+    embedder = index.embedder
+    if body.get("dimensions") not in (None, embedder.dim):
+        raise BadRequest(f"{embedder.name} has {embedder.dim} dimensions", param="dimensions")
+    if body.get("input_type") == "query":
+        vectors = [embedder.embed_query(text) for text in texts]
+    else:
+        vectors = embedder.embed_documents(texts)
+    return vectors, sum(estimate_tokens(text) for text in texts)
 
 
 def _base64(vector: list[float]) -> str:

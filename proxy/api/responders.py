@@ -36,11 +36,15 @@ class ChatResponder:
         stream: bool,
         usage: Callable[[], dict[str, int]],
         record: dict[str, Any],
+        extra_headers: Callable[[], list[tuple[bytes, bytes]]] = list,
+        extra_fields: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self._open = open_chunks
         self._stream = stream
         self._usage = usage
         self._record = record
+        self._extra_headers = extra_headers  # read once the upstream has answered
+        self._extra_fields = extra_fields
         self._started = False
         self._complete = False
 
@@ -67,7 +71,8 @@ class ChatResponder:
             async with self._open() as chunks:
                 async for chunk in chunks:
                     if not self._started:
-                        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+                        headers = SSE_HEADERS + self._extra_headers()
+                        await send({"type": "http.response.start", "status": 200, "headers": headers})
                         self._started = True
                     await send({"type": "http.response.body", "body": sse_events(chunk), "more_body": True})
         except Exception as exc:
@@ -92,10 +97,15 @@ class ChatResponder:
             await self._send_json(send, error.status, error.body())
             return
         completion["usage"] = self._usage()
-        await self._send_json(send, 200, completion)
+        completion.update(self._extra_fields())
+        await self._send_json(send, 200, completion, self._extra_headers())
 
-    async def _send_json(self, send: Send, status: int, body: dict[str, Any]) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+    async def _send_json(
+        self, send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        await send(
+            {"type": "http.response.start", "status": status, "headers": JSON_HEADERS + (headers or [])}
+        )
         self._complete = True
         await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
 

@@ -45,6 +45,7 @@ class IndexService:
             on_change=self._changed,
         )
         self._worker: EmbeddingWorker | None = None
+        self._mismatch_logged = False
 
     @property
     def embedder(self) -> Embedder:
@@ -86,6 +87,19 @@ class IndexService:
         self.store.close()
 
     # -- search -----------------------------------------------------------------------------------
+    def has_vectors(self) -> bool:
+        """True if the index holds vectors this service's embedder can search. An index built with
+        another embedder is searched by keyword only (and logged), never re-bound by a search."""
+        indexed_with, _ = self.store.embedder()
+        if indexed_with is None:
+            return False
+        if indexed_with != self.embedder.name:
+            if not self._mismatch_logged:
+                log.warning("index.embedder_mismatch", index=indexed_with, configured=self.embedder.name)
+                self._mismatch_logged = True
+            return False
+        return True
+
     def search(
         self, query: str, k: int = 10, collections: Sequence[str] | None = None, mode: SearchMode = "hybrid"
     ) -> list[Hit]:

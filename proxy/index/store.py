@@ -55,6 +55,9 @@ class Hit:
     end: int
     heading: str | None
     page: int | None
+    document_id: int = 0
+    ordinal: int = 0
+    content_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,10 @@ def embedding_text(text: str, heading: str | None) -> str:
     return f"{heading}\n\n{text}" if heading else text
 
 
-_HIT_COLUMNS = """c.id, c.text, c.start, c.end, c.heading, c.page, d.path, k.name"""
+_HIT_COLUMNS = (
+    "c.id, c.text, c.start, c.end, c.heading, c.page, c.ordinal, c.document_id, c.content_hash, "
+    "d.path, k.name"
+)
 _HIT_JOIN = (
     """FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = d.collection_id"""
 )
@@ -449,6 +455,12 @@ class Store:
         hits = [_hit(row, scores[row["id"]]) for row in rows]
         return sorted(hits, key=lambda hit: -hit.score)
 
+    def similarities(self, vector: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
+        """Cosine similarity of the query to each of these chunks that has a vector yet."""
+        with self._lock:
+            matrix = self._current_vectors()
+            return matrix.similarities(vector, chunk_ids) if matrix is not None else {}
+
     def _current_vectors(self) -> VectorMatrix | None:
         """The matrix, (re)loaded from sqlite-vec's table if another process changed the vectors."""
         db = self.reader()
@@ -520,4 +532,7 @@ def _hit(row: Any, score: float) -> Hit:
         end=row["end"],
         heading=row["heading"],
         page=row["page"],
+        document_id=row["document_id"],
+        ordinal=row["ordinal"],
+        content_hash=row["content_hash"],
     )

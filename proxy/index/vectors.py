@@ -65,3 +65,12 @@ class VectorMatrix:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(self._ids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+    def similarities(self, query: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
+        rows = {chunk_id: self._rows[chunk_id] for chunk_id in chunk_ids if chunk_id in self._rows}
+        if not rows:
+            return {}
+        q = np.asarray(query, dtype=np.float32)
+        q /= float(np.linalg.norm(q)) or 1.0
+        scores = self._matrix[list(rows.values())] @ q
+        return {chunk_id: float(score) for chunk_id, score in zip(rows, scores, strict=True)}

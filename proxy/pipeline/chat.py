@@ -8,10 +8,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
+from proxy.errors import BadRequest
+from proxy.index.service import IndexService
+from proxy.logging import get_logger
+from proxy.pipeline import context, retrieval
+from proxy.pipeline.retrieval import Passage, RagControl
 from proxy.settings import Settings
 from proxy.upstream import ollama, openai
 from proxy.upstream.client import Upstream
 from proxy.upstream.reasoning import ReasoningRenderer, strip_reasoning_from_history
+
+log = get_logger("ragproxy.chat")
 
 
 @dataclass
@@ -22,6 +31,42 @@ class ChatStats:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     upstream_wait_ms: float | None = None  # from sending upstream to its first body bytes
+    truncated: bool = False
+
+
+@dataclass
+class RagInfo:
+    """What retrieval and context fitting did for one request."""
+
+    control: RagControl = field(default_factory=lambda: RagControl(False, reason="not applied"))
+    attempted: bool = False  # retrieval ran (so the reply carries ``sources``, maybe empty)
+    skipped: str | None = None  # why retrieval did not run
+    query: str = ""
+    passages: list[Passage] = field(default_factory=list)
+    found: int = 0  # passages found before fitting
+    retrieval_ms: float | None = None
+    window: int | None = None
+    reserve: int = 0
+    prompt_estimate: int = 0
+    num_ctx: int | None = None
+    history_dropped: int = 0
+    footnote: bool = False
+
+    def sources(self) -> list[dict[str, Any]]:
+        return [passage.source() for passage in self.passages]
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "rag": self.attempted,
+            "rag_skipped": self.skipped,
+            "rag_chunks": sum(len(p.chunk_ids) for p in self.passages),
+            "rag_sources": len(self.passages),
+            "retrieval_ms": self.retrieval_ms,
+            "context_window": self.window,
+            "prompt_estimate": self.prompt_estimate,
+            "num_ctx": self.num_ctx,
+            "history_dropped": self.history_dropped,
+        }
 
 
 @dataclass
@@ -29,6 +74,7 @@ class ChatCall:
     body: dict[str, Any]
     include_usage: bool
     stats: ChatStats = field(default_factory=ChatStats)
+    rag: RagInfo = field(default_factory=RagInfo)
 
 
 def prepare_chat(body: dict[str, Any]) -> ChatCall:
@@ -39,6 +85,90 @@ def prepare_chat(body: dict[str, Any]) -> ChatCall:
     )
     body = {**body, "messages": strip_reasoning_from_history(body["messages"])}
     return ChatCall(body=body, include_usage=include_usage)
+
+
+async def augment(
+    call: ChatCall,
+    *,
+    headers: dict[str, str],
+    index: IndexService | None,
+    upstream: Upstream,
+    settings: Settings,
+    windows: context.WindowCache,
+    footnote_default: bool,
+) -> None:
+    """Retrieval and context fitting, in place on ``call.body``: the model alias resolved, the
+    ``rag`` field removed, the context added, the oldest history dropped if the window needs it,
+    and Ollama's ``num_ctx`` set."""
+    body, info = call.body, call.rag
+    collections = sorted(index.store.collections()) if index is not None else []
+    model, alias = retrieval.split_alias(body["model"], collections)
+    body["model"] = model
+    info.control = control = retrieval.resolve_control(body.pop("rag", None), headers, alias, settings)
+    info.footnote = control.footnote if control.footnote is not None else footnote_default
+    messages: list[dict[str, Any]] = body["messages"]
+    if index is None:
+        info.skipped = "no index"
+    elif not control.enabled:
+        info.skipped = f"off ({control.reason})"
+    elif (kind := retrieval.housekeeping(messages, body)) is not None:
+        info.skipped = kind
+    passages: list[Passage] = []
+    if info.skipped is None and index is not None:
+        unknown = [c for c in control.collections or () if c not in collections]
+        if unknown:
+            raise BadRequest(
+                f"unknown collection {', '.join(map(repr, unknown))}; the index has "
+                f"{', '.join(collections) or 'none'}",
+                param="rag.collections",
+            )
+        info.attempted = True
+        info.query = retrieval.search_query(messages)
+        started = time.perf_counter()
+        passages = await anyio.to_thread.run_sync(
+            lambda: retrieval.retrieve(
+                index,
+                info.query,
+                top_k=control.top_k,
+                collections=control.collections,
+                min_score=settings.min_score,
+            )
+        )
+        info.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
+        info.found = len(passages)
+    await _fit(call, passages, upstream, settings, windows)
+
+
+async def _fit(
+    call: ChatCall,
+    passages: list[Passage],
+    upstream: Upstream,
+    settings: Settings,
+    windows: context.WindowCache,
+) -> None:
+    body, info = call.body, call.rag
+    options = body.get("options") if isinstance(body.get("options"), dict) else None
+    client_num_ctx = (options or {}).get("num_ctx")
+    if isinstance(client_num_ctx, int) and client_num_ctx > 0:
+        window = client_num_ctx  # the client chose: respected, and fitted into
+    else:
+        client_num_ctx = None
+        learned = settings.context_window or await windows.window(upstream, body["model"])
+        window = learned or context.FALLBACK_WINDOW
+        if upstream.api == "ollama":
+            window = min(window, settings.num_ctx_max)
+    info.window = window
+    info.reserve = context.answer_reserve(body, settings)
+    messages, used, dropped, prompt = context.fit(
+        body["messages"], passages, window=window, reserve=info.reserve, placement=settings.context_placement
+    )
+    body["messages"] = messages
+    info.passages, info.history_dropped, info.prompt_estimate = used, dropped, prompt
+    if dropped:
+        log.info("context.history_dropped", messages=dropped, window=window)
+    if upstream.api == "ollama" and client_num_ctx is None:
+        info.num_ctx = context.num_ctx_for(prompt + min(info.reserve, window // 2), window)
+        body["options"] = {**(options or {}), "num_ctx": info.num_ctx}
 
 
 @asynccontextmanager
@@ -74,22 +204,44 @@ async def _timed_first(raw: AsyncIterator[bytes], sent: float, stats: ChatStats)
 async def _rendered(
     chunks: AsyncIterator[dict[str, Any]], settings: Settings, call: ChatCall
 ) -> AsyncIterator[dict[str, Any]]:
+    """The chunks with reasoning rendered, the sources footnote before the finish, and
+    ``sources`` on the last chunk (the usage chunk if the client asked for one)."""
     renderer = ReasoningRenderer(settings.reasoning_format)
+    rag = call.rag
     async for chunk in chunks:
         choices = chunk.get("choices")
         if not choices:
             usage = chunk.get("usage") or {}
             call.stats.prompt_tokens = usage.get("prompt_tokens")
             call.stats.completion_tokens = usage.get("completion_tokens")
+            _check_truncation(call)
             if call.include_usage:
-                yield chunk
+                yield {**chunk, "sources": rag.sources()} if rag.attempted else chunk
             continue
         choice = choices[0]
         if choice.get("finish_reason"):
             call.stats.finish_reason = choice["finish_reason"]
             tail = renderer.close()
+            if rag.footnote and rag.passages:
+                tail += retrieval.footnote(rag.passages)
             if tail:
                 yield {**chunk, "choices": [{"index": 0, "delta": {"content": tail}, "finish_reason": None}]}
+            if rag.attempted and not call.include_usage:
+                chunk = {**chunk, "sources": rag.sources()}
         else:
             renderer.render(choice["delta"])
         yield chunk
+
+
+def _check_truncation(call: ChatCall) -> None:
+    """Ollama cuts a prompt longer than num_ctx without an error: a prompt that filled the
+    window, or outgrew the estimate, is logged."""
+    prompt, rag = call.stats.prompt_tokens, call.rag
+    if prompt is None or not rag.prompt_estimate:
+        return
+    limit = rag.num_ctx or rag.window
+    if limit and prompt >= limit - 1:
+        log.warning("context.truncated", prompt_tokens=prompt, num_ctx=limit, estimate=rag.prompt_estimate)
+        call.stats.truncated = True
+    elif prompt > rag.prompt_estimate:
+        log.warning("context.estimate_low", prompt_tokens=prompt, estimate=rag.prompt_estimate)

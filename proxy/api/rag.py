@@ -1,0 +1,125 @@
+"""Dry runs of retrieval: ``POST /v1/rag/search`` (the chunks a query finds, with scores) and
+``POST /v1/rag/preview`` (what a chat request would send upstream, without calling the model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from litestar import Request, post
+
+from proxy.api.openai import footnote_default, rag_headers
+from proxy.api.requestlog import request_record
+from proxy.api.schemas import parse_json_object, validate_chat
+from proxy.errors import BadRequest, NotFound
+from proxy.index.chunker import estimate_tokens
+from proxy.index.service import IndexService
+from proxy.pipeline.chat import augment, prepare_chat
+from proxy.pipeline.retrieval import MAX_TOP_K, message_text
+from proxy.upstream import ollama, openai
+
+AnyRequest = Request[Any, Any, Any]
+MODES = ("hybrid", "keyword", "vector")
+
+
+def _index(request: AnyRequest) -> IndexService:
+    index: IndexService | None = request.app.state.index
+    if index is None:
+        raise NotFound("there is no index: start with --docs DIR, or build one with 'ragproxy index'")
+    return index
+
+
+@post("/v1/rag/search", status_code=200)
+async def rag_search(request: AnyRequest) -> dict[str, Any]:
+    """Body: ``query`` (text), optional ``collections`` (names), ``k`` (default: the top_k
+    setting), ``mode`` (hybrid, keyword or vector). No relevance cut: every chunk found, best
+    first, with its score (RRF for hybrid, cosine similarity for vector, BM25 for keyword)."""
+    index = _index(request)
+    body = parse_json_object(await request.body())
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise BadRequest("'query' must be a non-empty string", param="query")
+    k = body.get("k", request.app.state.settings.top_k)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_TOP_K:
+        raise BadRequest(f"'k' must be an integer from 1 to {MAX_TOP_K}", param="k")
+    mode = body.get("mode", "hybrid")
+    if mode not in MODES:
+        raise BadRequest(f"'mode' must be one of {', '.join(MODES)}", param="mode")
+    collections = body.get("collections")
+    if collections is not None:
+        if not isinstance(collections, list) or not all(isinstance(c, str) for c in collections):
+            raise BadRequest("'collections' must be a list of names", param="collections")
+        unknown = sorted(set(collections) - set(index.store.collections()))
+        if unknown:
+            raise BadRequest(f"unknown collection {', '.join(map(repr, unknown))}", param="collections")
+    request_record(request.scope).update(rag_mode=mode, k=k)
+    hits = await anyio.to_thread.run_sync(lambda: index.search(query, k, collections or None, mode))
+    return {
+        "object": "list",
+        "query": query,
+        "mode": mode,
+        "data": [
+            {
+                "chunk_id": hit.chunk_id,
+                "score": round(hit.score, 6),
+                "file": hit.path,
+                "collection": hit.collection,
+                "start": hit.start,
+                "end": hit.end,
+                "heading": hit.heading,
+                "page": hit.page,
+                "text": hit.text,
+            }
+            for hit in hits
+        ],
+    }
+
+
+@post("/v1/rag/preview", status_code=200)
+async def rag_preview(request: AnyRequest) -> dict[str, Any]:
+    """A chat body in; out, the request exactly as it would go upstream (after retrieval, context
+    fitting and translation for the upstream's API), token estimates per message, and sources.
+    The upstream may be asked for the model's window; the model is not called."""
+    state = request.app.state
+    settings, upstream = state.settings, state.upstream
+    call = prepare_chat(validate_chat(parse_json_object(await request.body()), settings))
+    await augment(
+        call,
+        headers=rag_headers(request),
+        index=state.index,
+        upstream=upstream,
+        settings=settings,
+        windows=state.windows,
+        footnote_default=footnote_default(settings, "openai"),
+    )
+    body, rag = call.body, call.rag
+    if upstream.api == "ollama":
+        path, sent = "/api/chat", ollama.chat_request(body)
+    else:
+        path, sent = "/v1/chat/completions", openai.chat_request(body)
+    return {
+        "object": "rag.preview",
+        "model": body["model"],
+        "upstream": {"api": upstream.api, "path": path, "body": sent},
+        "messages": body["messages"],
+        "tokens": {
+            "estimator": "1 per CJK character + 1 per 4 other characters, +6 per message, x1.15",
+            "messages": [estimate_tokens(message_text(m)) for m in body["messages"]],
+            "prompt_estimate": rag.prompt_estimate,
+            "context": sum(estimate_tokens(p.text) for p in rag.passages),
+            "window": rag.window,
+            "reserved_for_answer": rag.reserve,
+            "num_ctx": rag.num_ctx,
+            "history_dropped": rag.history_dropped,
+        },
+        "rag": {
+            "enabled": rag.control.enabled,
+            "reason": rag.control.reason,
+            "skipped": rag.skipped,
+            "query": rag.query,
+            "collections": list(rag.control.collections) if rag.control.collections else None,
+            "top_k": rag.control.top_k,
+            "found": rag.found,
+        },
+        "sources": rag.sources(),
+    }
