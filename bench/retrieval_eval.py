@@ -8,6 +8,8 @@ once and reused (``~/.cache/ragproxy-bench/eval/``; ``--rebuild`` forces it).
 
     .venv/bin/python bench/retrieval_eval.py build            # both indexes (resumable)
     .venv/bin/python bench/retrieval_eval.py eval [--split test|train] [--set scifact|cmrc|both]
+    .venv/bin/python bench/retrieval_eval.py calibrate   # the --min-score trade-off
+    .venv/bin/python bench/retrieval_eval.py latency     # retrieval's added time to first token
 
 ``eval`` runs each query through the product's retriever (``proxy.pipeline.retrieval``) in three
 modes, keyword (FTS5 BM25), vector (e5) and hybrid (both fused by reciprocal rank), and maps the
@@ -32,9 +34,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import argparse  # noqa: E402
+import datetime  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from proxy.index import service as index_service  # noqa: E402
+from proxy.index.service import IndexService  # noqa: E402
+from proxy.index.store import Hit  # noqa: E402
+from proxy.pipeline.retrieval import retrieve  # noqa: E402
+from proxy.settings import Settings  # noqa: E402
 
 DATA = Path(ROOT).parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "ragproxy-bench" / "eval"
@@ -93,19 +107,326 @@ def build(args: argparse.Namespace) -> None:
         subprocess.run(command, check=True, cwd=ROOT)
 
 
+# -- evaluation ---------------------------------------------------------------------------------------
+MODES = ("keyword", "vector", "hybrid")
+
+
+def open_index(args: argparse.Namespace, name: str) -> IndexService:
+    db = args.cache_dir / f"{name}.db"
+    if not db.exists():
+        raise SystemExit(f"{db} is missing: run the 'build' step first")
+    service = IndexService(Settings(db=str(db)))
+    pending = sum(c["pending_vectors"] for c in service.store.status()["collections"])
+    if pending:
+        print(f"WARNING: {name}: {pending} chunks still without vectors (build not finished)", flush=True)
+    return service
+
+
+def chunk_count(service: IndexService) -> int:
+    return sum(c["chunks"] for c in service.store.status()["collections"])
+
+
+def ranked_documents(hits: Sequence[Hit]) -> list[str]:
+    """Documents in the order their first chunk appears (file stem = document id)."""
+    seen: dict[str, None] = {}
+    for hit in hits:
+        seen.setdefault(Path(hit.path).stem, None)
+    return list(seen)
+
+
+def ndcg_at(ranked: Sequence[str], relevant: dict[str, int], k: int = 10) -> float:
+    dcg = sum(relevant.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
+    ideal = sorted(relevant.values(), reverse=True)[:k]
+    idcg = sum(rel / math.log2(i + 2) for i, rel in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall_at(ranked: Sequence[str], relevant: dict[str, int], k: int) -> float:
+    wanted = {doc for doc, rel in relevant.items() if rel > 0}
+    return len(wanted & set(ranked[:k])) / len(wanted) if wanted else 0.0
+
+
+def scifact_queries(data: Path, split: str) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    texts = {}
+    with open(data / "scifact" / "queries.jsonl", encoding="utf-8") as lines:
+        for line in lines:
+            query = json.loads(line)
+            texts[query["_id"]] = query["text"]
+    qrels: dict[str, dict[str, int]] = {}
+    with open(data / "scifact" / "qrels" / f"{split}.tsv", encoding="utf-8") as rows:
+        next(rows)
+        for row in rows:
+            query_id, doc_id, score = row.strip().split("\t")
+            qrels.setdefault(query_id, {})[doc_id] = int(score)
+    return {q: texts[q] for q in qrels}, qrels
+
+
+def search_fn(service: IndexService, mode: str, rrf_k: int) -> Callable[[str, int], list[Hit]]:
+    def search(query: str, k: int) -> list[Hit]:
+        if mode != "hybrid" or rrf_k == 60:
+            return service.search(query, k, None, mode)  # type: ignore[arg-type]
+        keyword = service.store.search_keyword(query, k * 2)
+        vector = service.store.search_vector(service.embedder.embed_query(query), k * 2)
+        return index_service.reciprocal_rank_fusion([keyword, vector], k=rrf_k)[:k]
+
+    return search
+
+
+def eval_scifact(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    service = open_index(args, "scifact")
+    queries, qrels = scifact_queries(args.data, args.split)
+    print(
+        f"\nSciFact {args.split}: {len(queries)} queries, {chunk_count(service)} chunks",
+        flush=True,
+    )
+    print("| mode | nDCG@10 | recall@10 | recall@100 | ms/query |")
+    print("|---|---|---|---|---|")
+    for mode in MODES:
+        search = search_fn(service, mode, args.rrf_k)
+        ndcg, r10, r100, times = [], [], [], []
+        for query_id, text in queries.items():
+            started = time.perf_counter()
+            ranked = ranked_documents(search(text, 300))
+            times.append(time.perf_counter() - started)
+            ndcg.append(ndcg_at(ranked, qrels[query_id]))
+            r10.append(recall_at(ranked, qrels[query_id], 10))
+            r100.append(recall_at(ranked, qrels[query_id], 100))
+        row = [statistics.mean(ndcg), statistics.mean(r10), statistics.mean(r100)]
+        results[f"scifact-{args.split}-{mode}"] = row
+        print(
+            f"| {mode} | {row[0]:.3f} | {row[1]:.3f} | {row[2]:.3f} | {1000 * statistics.median(times):.1f} |"
+        )
+    service.close()
+
+
+def cmrc_questions(data: Path) -> list[tuple[str, int, list[str]]]:
+    """(question, paragraph number, answer texts) for CMRC 2018 dev."""
+    numbers = {text: n for n, text in enumerate(cmrc_paragraphs(data))}
+    with open(data / "cmrc2018" / "dev.json", encoding="utf-8") as f:
+        dev = json.load(f)
+    questions = []
+    for article in dev["data"]:
+        for paragraph in article["paragraphs"]:
+            number = numbers[paragraph["context"].strip()]
+            for qa in paragraph["qas"]:
+                answers = [a["text"] for a in qa["answers"] if a["text"].strip()]
+                questions.append((qa["question"], number, answers))
+    return questions
+
+
+def eval_cmrc(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    service = open_index(args, "cmrc")
+    questions = cmrc_questions(args.data)
+    if args.limit:
+        questions = questions[: args.limit]
+    print(f"\nCMRC 2018 dev: {len(questions)} questions, {chunk_count(service)} chunks", flush=True)
+    print("| mode | recall@1 | recall@5 | answer in top-5 chunks |")
+    print("|---|---|---|---|")
+    for mode in MODES:
+        search = search_fn(service, mode, args.rrf_k)
+        at1 = at5 = answered = 0
+        for question, number, answers in questions:
+            hits = search(question, 20)
+            ranked = [int(doc) for doc in ranked_documents(hits)]
+            at1 += ranked[:1] == [number]
+            at5 += number in ranked[:5]
+            context = "\n".join(hit.text for hit in hits[:5])
+            answered += any(answer in context for answer in answers)
+        row = [at1 / len(questions), at5 / len(questions), answered / len(questions)]
+        results[f"cmrc-{mode}"] = row
+        print(f"| {mode} | {row[0]:.3f} | {row[1]:.3f} | {row[2]:.3f} |")
+    # What a chat gets: the product's retrieval, relevance cut included.
+    settings = Settings()
+    answered = empty = 0
+    for question, _, answers in questions:
+        passages = retrieve(
+            service, question, top_k=settings.top_k, collections=None, min_score=args.min_score
+        )
+        empty += not passages
+        answered += any(answer in "\n".join(p.text for p in passages) for answer in answers)
+    results["cmrc-chat"] = [answered / len(questions), empty / len(questions)]
+    print(
+        f"\nchat retrieval (top_k {settings.top_k}, min_score {args.min_score}): answer in context "
+        f"{answered / len(questions):.3f}, no context at all {empty / len(questions):.3f}"
+    )
+    service.close()
+
+
+def unrelated_questions(data: Path, count: int) -> dict[str, list[str]]:
+    """Questions from other domains: English headings of the FastAPI docs, Chinese question
+    headings of TiDB's FAQ."""
+    english, chinese = [], []
+    for path in sorted((data / "docs" / "fastapi-en").rglob("*.md")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("## ") and len(line.split()) >= 4:
+                english.append(line.lstrip("# ").split(" {")[0])
+    for path in sorted((data / "docs" / "tidb-zh" / "faq").rglob("*.md")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("#") and ("？" in line or "?" in line):
+                chinese.append(line.lstrip("# ").strip())
+    return {"en": english[:count], "zh": chinese[:count]}
+
+
+def top_similarity(service: IndexService, query: str) -> float:
+    hits = service.store.search_vector(service.embedder.embed_query(query), 1)
+    return hits[0].score if hits else 0.0
+
+
+def calibrate(args: argparse.Namespace) -> None:
+    """The relevance cut: how often a question's relevant chunk clears each threshold, against
+    how often an unrelated question finds any chunk that clears it."""
+    unrelated = unrelated_questions(args.data, args.limit or 150)
+    scifact, cmrc = open_index(args, "scifact"), open_index(args, "cmrc")
+    related: dict[str, list[float]] = {"scifact train": [], "cmrc dev": []}
+    queries, qrels = scifact_queries(args.data, "train")
+    for query_id, text in list(queries.items())[: args.limit or None]:
+        vector = scifact.embedder.embed_query(text)
+        hits = scifact.store.search_vector(vector, 50)
+        best = [h.score for h in hits if Path(h.path).stem in qrels[query_id]]
+        related["scifact train"].append(best[0] if best else 0.0)
+    for question, number, _ in cmrc_questions(args.data)[: args.limit or 500]:
+        hits = cmrc.store.search_vector(cmrc.embedder.embed_query(question), 50)
+        best = [h.score for h in hits if int(Path(h.path).stem) == number]
+        related["cmrc dev"].append(best[0] if best else 0.0)
+    noise: dict[str, list[float]] = {}
+    for language, questions in unrelated.items():
+        for name, service in (("scifact", scifact), ("cmrc", cmrc)):
+            noise[f"{language} questions vs {name}"] = [top_similarity(service, q) for q in questions]
+    thresholds = [0.76, 0.78, 0.80, 0.81, 0.82, 0.83, 0.84, 0.86]
+    print("\nShare of related questions whose relevant chunk clears the threshold (higher is better):")
+    print("| set | n | " + " | ".join(f"{t:.2f}" for t in thresholds) + " |")
+    print("|---|---|" + "---|" * len(thresholds))
+    for name, values in related.items():
+        shares = [sum(v >= t for v in values) / len(values) for t in thresholds]
+        print(f"| {name} | {len(values)} | " + " | ".join(f"{x:.3f}" for x in shares) + " |")
+    print("\nShare of unrelated questions that still get context (lower is better):")
+    print("| set | n | " + " | ".join(f"{t:.2f}" for t in thresholds) + " |")
+    print("|---|---|" + "---|" * len(thresholds))
+    for name, values in noise.items():
+        shares = [sum(v >= t for v in values) / len(values) for t in thresholds]
+        print(f"| {name} | {len(values)} | " + " | ".join(f"{x:.3f}" for x in shares) + " |")
+    scifact.close()
+    cmrc.close()
+
+
+class FixedVectors:
+    """Stands in for the embedder when timing retrieval alone: hands out pre-made random unit
+    vectors, so the query embedding is excluded (it is timed separately, with e5)."""
+
+    def __init__(self, name: str, dim: int, count: int = 64) -> None:
+        import numpy as np
+
+        rng = np.random.default_rng(7)
+        vectors = rng.standard_normal((count, dim)).astype("float32")
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.name, self.dim, self.max_tokens = name, dim, 512
+        self._vectors = [list(map(float, row)) for row in vectors]
+        self._next = 0
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        raise NotImplementedError
+
+    def embed_query(self, text: str) -> list[float]:
+        self._next += 1
+        return self._vectors[self._next % len(self._vectors)]
+
+
+def latency(args: argparse.Namespace) -> None:
+    """Retrieval's share of the time to first token (search, relevance cut, fusion, merging, and
+    fitting into the window), on the 10k and 100k chunk indexes of bench/index_bench.py (real
+    chunk texts, random vectors), excluding the query embedding, which is timed separately."""
+    from proxy.pipeline import context
+
+    bench_cache = args.cache_dir.parent
+    questions = [q for q, _, _ in cmrc_questions(args.data)[:100]]
+    questions += list(scifact_queries(args.data, "test")[0].values())[:100]
+    print("| index | retrieval + fitting p50 ms | p95 ms | passages per question |")
+    print("|---|---|---|---|")
+    for size in (10_000, 100_000):
+        db = bench_cache / f"index-{size}.db"
+        if not db.exists():
+            print(f"| {size} | missing: run bench/index_bench.py --part search first | | |")
+            continue
+        probe = IndexService(Settings(db=str(db)))
+        name, dim = probe.store.embedder()
+        probe.close()
+        service = IndexService(Settings(db=str(db)), embedder=FixedVectors(name or "", dim or 384))
+        times, counts = [], []
+        for i, question in enumerate(questions * 2):
+            started = time.perf_counter()
+            # min_score -1: random vectors are all far apart, so no cut, the most work
+            passages = retrieve(service, question, top_k=5, collections=None, min_score=-1.0)
+            messages = [{"role": "user", "content": question}]
+            context.fit(messages, passages, window=8192, reserve=1024, placement="system")
+            if i >= 10:  # warm-up
+                times.append(time.perf_counter() - started)
+                counts.append(len(passages))
+        service.close()
+        times.sort()
+        p50, p95 = times[len(times) // 2], times[int(len(times) * 0.95)]
+        print(f"| {size:,} chunks | {1000 * p50:.1f} | {1000 * p95:.1f} | {statistics.mean(counts):.1f} |")
+    from plugins.embedders.e5 import E5Embedder
+
+    embedder = E5Embedder()
+    embed_times = []
+    for question in questions[:60]:
+        started = time.perf_counter()
+        embedder.embed_query(question)
+        embed_times.append(time.perf_counter() - started)
+    embed_times.sort()
+    p50, p95 = embed_times[len(embed_times) // 2], embed_times[int(len(embed_times) * 0.95)]
+    print(
+        f"\nquery embedding (e5, {len(embed_times)} questions): "
+        f"p50 {1000 * p50:.1f} ms, p95 {1000 * p95:.1f} ms"
+    )
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
+    print(f"code: {_commit()}")
+    results: dict[str, Any] = {}
+    if args.set in ("scifact", "both"):
+        eval_scifact(args, results)
+    if args.set in ("cmrc", "both"):
+        eval_cmrc(args, results)
+
+
+def _commit() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+        return commit.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("step", choices=("build", "eval"))
+    parser.add_argument("step", choices=("build", "eval", "calibrate", "latency"))
     parser.add_argument("--set", choices=("scifact", "cmrc", "both"), default="both")
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--cache-dir", type=Path, default=CACHE)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--rrf-k", type=int, default=60, help="reciprocal rank fusion constant (hybrid)")
+    parser.add_argument(
+        "--min-score", type=float, default=Settings().min_score, help="for the chat retrieval row"
+    )
+    parser.add_argument("--limit", type=int, default=0, help="CMRC: only the first N questions")
     args = parser.parse_args()
     if args.step == "build":
         build(args)
+    elif args.step == "calibrate":
+        calibrate(args)
+    elif args.step == "latency":
+        latency(args)
+    else:
+        evaluate(args)
 
 
 if __name__ == "__main__":

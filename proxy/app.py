@@ -20,6 +20,7 @@ from proxy.index.service import IndexService
 from proxy.index.watcher import FolderWatcher
 from proxy.logging import get_logger
 from proxy.pipeline.context import WindowCache
+from proxy.pipeline.retrieval import make_reranker
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
 
@@ -63,10 +64,14 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
     @asynccontextmanager
     async def upstream_client(app: Litestar) -> AsyncIterator[None]:
         app.state.upstream = Upstream(settings, transport)
+        app.state.reranker = make_reranker(settings)
         try:
             yield
         finally:
             await app.state.upstream.aclose()
+            close = getattr(app.state.reranker, "close", None)
+            if close is not None:
+                close()
 
     @asynccontextmanager
     async def live_index(app: Litestar) -> AsyncIterator[None]:

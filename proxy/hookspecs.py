@@ -19,3 +19,8 @@ def register_loaders(register: Callable[..., None]) -> None:
 @hookspec
 def register_embedders(register: Callable[..., None]) -> None:
     """``register(name, factory)``: ``factory(settings) -> Embedder``."""
+
+
+@hookspec
+def register_rerankers(register: Callable[..., None]) -> None:
+    """``register(name, factory)``: ``factory(url=..., model=...) -> Reranker``."""

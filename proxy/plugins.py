@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 
 from proxy import hookspecs
-from proxy.types import Document, Embedder
+from proxy.types import Document, Embedder, Reranker
 
 DEFAULT_PLUGINS = (
     "plugins.loaders.text",
@@ -22,10 +22,12 @@ DEFAULT_PLUGINS = (
     "plugins.loaders.docx",
     "plugins.embedders.e5",
     "plugins.embedders.ollama",
+    "plugins.rerankers.http",
 )
 
 Loader = Callable[[Path], Document]
 EmbedderFactory = Callable[..., Embedder]
+RerankerFactory = Callable[..., Reranker]
 
 
 @cache
@@ -64,9 +66,21 @@ def embedders() -> dict[str, EmbedderFactory]:
     return found
 
 
+@cache
+def rerankers() -> dict[str, RerankerFactory]:
+    found: dict[str, RerankerFactory] = {}
+
+    def register(name: str, factory: RerankerFactory) -> None:
+        found[name] = factory
+
+    for impl in plugin_manager().hook.register_rerankers.get_hookimpls():
+        impl.function(register=register)
+    return found
+
+
 def loader_for(path: Path) -> Loader | None:
     return loaders().get(path.suffix.lower()) or (loaders().get("") if not path.suffix else None)
 
 
 def describe() -> dict[str, Any]:
-    return {"loaders": sorted(loaders()), "embedders": sorted(embedders())}
+    return {"loaders": sorted(loaders()), "embedders": sorted(embedders()), "rerankers": sorted(rerankers())}

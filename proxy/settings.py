@@ -94,6 +94,13 @@ class Settings:
         "Least cosine similarity between question and chunk for the chunk to be used as context, "
         "so an unrelated question gets none (tuned for the e5 embedder).",
     )
+    reranker: str = _setting(
+        "",
+        "Reranker plugin that reorders the fused candidates ('http': a /v1/rerank server such as "
+        "llama.cpp's with --reranking); empty for none.",
+    )
+    rerank_url: str = _setting("", "Base URL of the reranking server [default: the upstream].")
+    rerank_model: str = _setting("", "Model name sent to the reranking server.")
     context_placement: ContextPlacement = _setting(
         "system",
         "Where the retrieved context goes: a system message, or before the last user message.",

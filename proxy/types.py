@@ -53,3 +53,11 @@ class Embedder(Protocol):
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
 
     def embed_query(self, text: str) -> list[float]: ...
+
+
+class Reranker(Protocol):
+    """Scores (query, passage) pairs; higher is more relevant. Reorders the fused candidates."""
+
+    name: str
+
+    def rerank(self, query: str, texts: Sequence[str]) -> list[float]: ...

@@ -13,9 +13,10 @@ import pytest
 
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
+from proxy.index.store import embedding_text
 from proxy.settings import Settings
 from tests.conftest import CHAT_MODEL, UpstreamLog, sdk
-from tests.servers import Server, ragproxy
+from tests.servers import Server, llama_server, ragproxy
 
 CANARY = "QX-5521"
 QUESTION = "What is the maintenance code of the Zephyr-9 valve?"
@@ -330,3 +331,37 @@ def test_embeddings_from_the_index_embedder(rag_proxy: str, docs_index: tuple[Pa
         service.close()
     assert query.data[0].embedding == pytest.approx(expected, abs=1e-5)
     assert passage.data[1].embedding != pytest.approx(expected, abs=1e-3)  # passages get their own prefix
+
+
+@pytest.fixture(scope="module")
+def reranking_llama() -> Iterator[Server]:
+    """llama.cpp's server with --reranking: a real /v1/rerank (the tiny chat model's scores mean
+    little, but the order they give is the order to check)."""
+    with llama_server("--reranking", slots=1) as server:
+        yield server
+
+
+def test_reranker_plugin_orders_the_context(
+    ollama: Server, docs_index: tuple[Path, Path], reranking_llama: Server
+) -> None:
+    _, db = docs_index
+    settings = {"upstream": ollama.url, "model": CHAT_MODEL, "db": str(db), "num_ctx_max": 2048}
+    chat = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": QUESTION}]}
+    with ragproxy(
+        **settings, reranker="http", rerank_url=reranking_llama.url, min_score=-1.0, top_k=3
+    ) as url:
+        found = httpx.post(url + "/v1/rag/search", json={"query": QUESTION, "k": 3, "mode": "vector"}).json()[
+            "data"
+        ]
+        preview = httpx.post(url + "/v1/rag/preview", json=chat, timeout=60).json()
+    texts = [embedding_text(hit["text"], hit["heading"]) for hit in found]
+    scores = httpx.post(
+        reranking_llama.url + "/v1/rerank", json={"query": QUESTION, "documents": texts}, timeout=60
+    ).json()["results"]
+    expected = [found[r["index"]]["file"] for r in sorted(scores, key=lambda r: -r["relevance_score"])]
+    assert [s["file"] for s in preview["sources"]] == expected and len(expected) == 3
+
+    # a reranking server that is down costs the order, not the chat
+    with ragproxy(**settings, reranker="http", rerank_url="http://127.0.0.1:9", top_k=1) as url:
+        reply = httpx.post(url + "/v1/chat/completions", json={**chat, "max_tokens": 4}, timeout=60)
+    assert reply.status_code == 200 and reply.json()["sources"][0]["file"] == "valves/zephyr.md"

@@ -76,6 +76,7 @@ async def chat_completions(request: AnyRequest) -> ASGIApp:
                 settings=settings,
                 windows=state.windows,
                 footnote_default=footnote_default(settings, "openai"),
+                reranker=state.reranker,
             )
             record["model"] = call.body["model"]
             async with open_chat(upstream, settings, call) as chunks:

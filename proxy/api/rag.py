@@ -91,6 +91,7 @@ async def rag_preview(request: AnyRequest) -> dict[str, Any]:
         settings=settings,
         windows=state.windows,
         footnote_default=footnote_default(settings, "openai"),
+        reranker=state.reranker,
     )
     body, rag = call.body, call.rag
     if upstream.api == "ollama":

@@ -16,6 +16,7 @@ from proxy.logging import get_logger
 from proxy.pipeline import context, retrieval
 from proxy.pipeline.retrieval import Passage, RagControl
 from proxy.settings import Settings
+from proxy.types import Reranker
 from proxy.upstream import ollama, openai
 from proxy.upstream.client import Upstream
 from proxy.upstream.reasoning import ReasoningRenderer, strip_reasoning_from_history
@@ -96,6 +97,7 @@ async def augment(
     settings: Settings,
     windows: context.WindowCache,
     footnote_default: bool,
+    reranker: Reranker | None = None,
 ) -> None:
     """Retrieval and context fitting, in place on ``call.body``: the model alias resolved, the
     ``rag`` field removed, the context added, the oldest history dropped if the window needs it,
@@ -132,6 +134,7 @@ async def augment(
                 top_k=control.top_k,
                 collections=control.collections,
                 min_score=settings.min_score,
+                reranker=reranker,
             )
         )
         info.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)

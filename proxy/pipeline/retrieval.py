@@ -8,11 +8,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, ConfigError
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService, reciprocal_rank_fusion
-from proxy.index.store import Hit
+from proxy.index.store import Hit, embedding_text
+from proxy.logging import get_logger
+from proxy.plugins import rerankers
 from proxy.settings import Settings
+from proxy.types import Reranker
+
+log = get_logger("ragproxy.retrieval")
 
 NORAG = "norag"
 ALIAS_SEPARATOR = "+"
@@ -244,9 +249,11 @@ def retrieve(
     top_k: int,
     collections: Sequence[str] | None,
     min_score: float,
+    reranker: Reranker | None = None,
 ) -> list[Passage]:
-    """Keyword and vector candidates, cut by relevance, fused by reciprocal rank, the best
-    ``top_k`` chunks, duplicates dropped, adjacent chunks of a document merged."""
+    """Keyword and vector candidates, cut by relevance, fused by reciprocal rank (then reordered
+    by the reranker, if any), the best ``top_k`` chunks, duplicates dropped, adjacent chunks of a
+    document merged."""
     if not query.strip():
         return []
     pool = max(4 * top_k, 20)
@@ -262,17 +269,42 @@ def retrieve(
         vector = [hit for hit in vector if hit.score >= min_score]
         # A keyword hit must be close enough in meaning too; one not embedded yet keeps its place.
         keyword = [hit for hit in keyword if similarity.get(hit.chunk_id, min_score) >= min_score]
-    chosen: list[Hit] = []
+    candidates: list[Hit] = []
     seen_text: set[str] = set()
     for hit in reciprocal_rank_fusion([keyword, vector]):
-        if hit.content_hash in seen_text:
-            continue
-        seen_text.add(hit.content_hash)
-        chosen.append(hit)
-        if len(chosen) == top_k:
-            break
+        if hit.content_hash not in seen_text:
+            seen_text.add(hit.content_hash)
+            candidates.append(hit)
+    if reranker is not None and len(candidates) > 1:
+        candidates = _reranked(reranker, query, candidates[:pool])
+    chosen = candidates[:top_k]
     scores = {hit.chunk_id: similarity.get(hit.chunk_id, hit.score) for hit in chosen}
     return _merge(chosen, scores)
+
+
+def _reranked(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
+    """The hits in the reranker's order; if it fails, in the fused order (logged): a reranking
+    server that is down must not fail the chat."""
+    try:
+        scores = reranker.rerank(query, [embedding_text(hit.text, hit.heading) for hit in hits])
+    except Exception as exc:
+        log.warning("retrieval.rerank_failed", reranker=reranker.name, error=str(exc)[:200])
+        return hits
+    order = sorted(range(len(hits)), key=lambda i: -scores[i])
+    return [hits[i] for i in order]
+
+
+def make_reranker(settings: Settings) -> Reranker | None:
+    if not settings.reranker:
+        return None
+    factories = rerankers()
+    if settings.reranker not in factories:
+        raise ConfigError(
+            f"unknown reranker {settings.reranker!r}; installed: {', '.join(sorted(factories))}"
+        )
+    return factories[settings.reranker](
+        url=settings.rerank_url or settings.upstream_base, model=settings.rerank_model
+    )
 
 
 def _merge(hits: Sequence[Hit], scores: Mapping[int, float]) -> list[Passage]:
