@@ -13,7 +13,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp
 
-from proxy.api import health, openai, rag
+from proxy.api import health, ollama, openai, rag
 from proxy.api.requestlog import RequestLogMiddleware
 from proxy.errors import ProxyError, error_body
 from proxy.index.service import IndexService
@@ -108,6 +108,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             openai.embeddings,
             rag.rag_search,
             rag.rag_preview,
+            ollama.router,
             health.healthz,
             health.readyz,
         ],

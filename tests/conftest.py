@@ -5,6 +5,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import openai
 import pytest
 
 from proxy.logging import configure_logging
+from tests.ragdocs import build_docs_index
 from tests.servers import HERE, Server, fake_ollama, llama_server, ragproxy
 
 CHAT_MODEL = "smollm2:135m"
@@ -56,6 +58,12 @@ def ollama(llama: Server) -> Iterator[Server]:
     """The Ollama-behaving server, generating with the real llama.cpp server."""
     with fake_ollama(llama.url) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def docs_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(folder, index file) of tests/ragdocs.py's documents, embedded with e5."""
+    return build_docs_index(tmp_path_factory.mktemp("ragdocs"))
 
 
 @pytest.fixture(scope="session")

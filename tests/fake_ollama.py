@@ -1,7 +1,10 @@
 """A local HTTP server that behaves like Ollama's documented native API (ollama/ollama
-docs/api.md: /api/chat, /api/tags, /api/show, /api/embed, /api/version, NDJSON streaming, durations
-in nanoseconds, ``message.thinking``), generating real tokens by translating each request to a
-real llama.cpp server. Ollama itself cannot be installed here; this stands in for it.
+docs/api.md: /api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/embed, the legacy
+/api/embeddings, /api/pull, /api/copy, /api/delete, /api/version, NDJSON streaming, durations in
+nanoseconds, ``message.thinking``, loading and unloading a model with an empty request), generating
+real tokens by translating each request to a real llama.cpp server. Ollama itself cannot be
+installed here; this stands in for it. ``/api/pull``, ``/api/copy`` and ``/api/delete`` only pretend:
+nothing is downloaded or removed (a copy does become a known model).
 
 The "thinking" models are the same small model held by a grammar to DeepSeek-R1's shape,
 ``<think>\n…\n</think>\n\nanswer``: ``smollm2-think`` returns the reasoning in
@@ -14,7 +17,8 @@ leaks OpenAI-only fields into Ollama requests fails its tests. It records every 
 (``GET /_test/requests``) including when the client went away, and plays faults on demand through
 a model-name suffix: ``name@delay=1.5``, ``@die-after=3`` (cut the connection after 3 lines),
 ``@hang-after=2``, ``@error-after=2`` (an ``{"error"}`` line, as Ollama sends mid-stream),
-``@status=503``. It also serves ``/v1/*`` by passing it to llama.cpp, with the same faults and
+``@status=503`` (the faults work for the streamed replies of /api/chat, /api/generate and
+/api/pull). It also serves ``/v1/*`` by passing it to llama.cpp, with the same faults and
 recording, as Ollama serves its OpenAI-compatible API beside the native one.
 
 Run: python tests/fake_ollama.py --port P --llama URL
@@ -23,8 +27,9 @@ Run: python tests/fake_ollama.py --port P --llama URL
 from __future__ import annotations
 
 import argparse
+import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -73,6 +78,26 @@ OPTIONS = {
     "num_thread",
 }
 EMBED_FIELDS = {"model", "input", "truncate", "options", "keep_alive", "dimensions"}
+GENERATE_FIELDS = {
+    "model",
+    "prompt",
+    "suffix",
+    "images",
+    "think",
+    "format",
+    "options",
+    "system",
+    "template",
+    "stream",
+    "raw",
+    "keep_alive",
+    "context",
+}
+EMBEDDINGS_FIELDS = {"model", "prompt", "options", "keep_alive"}
+PULL_FIELDS = {"model", "name", "insecure", "stream"}
+DELETE_FIELDS = {"model", "name"}
+COPY_FIELDS = {"source", "destination"}
+PULL_STATUSES = ("pulling manifest", "verifying sha256 digest", "writing manifest", "success")
 MODIFIED = "2025-01-28T10:00:00.000000000Z"
 THINK_GRAMMAR = (
     'root ::= "<think>\\n" thought "\\n</think>\\n\\n" answer\n'
@@ -111,14 +136,28 @@ class Refused(Exception):
         self.message = message
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+def now(later: float = 0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=later)).isoformat().replace("+00:00", "Z")
+
+
+def unloads(keep_alive: Any) -> bool:
+    """Whether ``keep_alive`` is zero, which with an empty request unloads the model (Ollama
+    reads a number as seconds and a string as a Go duration: ``0``, ``"0"``, ``"0s"``...)."""
+    if isinstance(keep_alive, bool):
+        return False
+    if isinstance(keep_alive, int | float):
+        return keep_alive == 0
+    if isinstance(keep_alive, str):
+        return re.fullmatch(r"[+-]?0*(\.0*)?(ns|us|µs|ms|s|m|h)?", keep_alive.strip()) is not None and any(
+            c.isdigit() for c in keep_alive
+        )
+    return False
 
 
 class FakeOllama:
     def __init__(self, llama_url: str) -> None:
         self.llama = llama_url
-        self.models = {
+        self.models: dict[str, dict[str, Any]] = {
             "smollm2:135m": {"thinking": None, "capabilities": ["completion", "tools"]},
             "smollm2-think:135m": {"thinking": "field", "capabilities": ["completion", "thinking"]},
             "smollm2-r1-legacy:135m": {"thinking": "inline", "capabilities": ["completion"]},
@@ -197,10 +236,22 @@ class FakeOllama:
                     "capabilities": self.models[name]["capabilities"],
                 },
             )
+        elif method == "GET" and path == "/api/ps":
+            await self.send_json(send, 200, {"models": [self.running(next(iter(self.models)))]})
         elif method == "POST" and path == "/api/chat":
             await self.chat(data, record, receive, send)
+        elif method == "POST" and path == "/api/generate":
+            await self.generate(data, record, receive, send)
         elif method == "POST" and path == "/api/embed":
             await self.embed(data, send)
+        elif method == "POST" and path == "/api/embeddings":
+            await self.embeddings(data, send)
+        elif method == "POST" and path == "/api/pull":
+            await self.pull(data, record, receive, send)
+        elif method == "POST" and path == "/api/copy":
+            await self.copy(data, send)
+        elif method == "DELETE" and path == "/api/delete":
+            await self.delete(data, send)
         elif path.startswith("/v1/"):
             await self.openai_passthrough(method, path, data, record, receive, send)
         else:
@@ -208,6 +259,12 @@ class FakeOllama:
                 {"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]}
             )
             await send({"type": "http.response.body", "body": b"404 page not found"})
+
+    @staticmethod
+    async def send_empty(send: Any) -> None:
+        """A 200 with no body, as Ollama answers /api/copy and /api/delete."""
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
 
     @staticmethod
     async def send_json(send: Any, status: int, payload: Any) -> None:
@@ -238,6 +295,25 @@ class FakeOllama:
             },
         }
 
+    def running(self, name: str) -> dict[str, Any]:
+        """``name`` as /api/ps lists a loaded model."""
+        tag = self.tag(name)
+        return {
+            "name": name,
+            "model": name,
+            "size": tag["size"],
+            "digest": tag["digest"],
+            "details": tag["details"],
+            "expires_at": now(later=300),
+            "size_vram": 0,
+            "context_length": 8192,
+        }
+
+    @staticmethod
+    def canonical(name: str) -> str:
+        """``name`` with Ollama's default tag when it has none (``x`` is ``x:latest``)."""
+        return name if ":" in name.rpartition("/")[2] else name + ":latest"
+
     def model(self, data: Any) -> tuple[str, dict[str, str]]:
         """The model a request names, and the faults asked for with ``@``."""
         if not isinstance(data, dict):
@@ -247,6 +323,8 @@ class FakeOllama:
             raise Refused(400, "model is required")
         name, _, fault_text = raw.partition("@")
         faults = dict(item.split("=", 1) for item in fault_text.split(",") if "=" in item)
+        if name not in self.models and self.canonical(name) in self.models:
+            name = self.canonical(name)
         if name not in self.models:
             raise Refused(404, f'model "{name}" not found, try pulling it first')
         if "status" in faults:
@@ -274,11 +352,34 @@ class FakeOllama:
             for call in message.get("tool_calls") or ():
                 if not isinstance((call.get("function") or {}).get("arguments"), dict):
                     raise Refused(400, "tool call arguments must be an object")
+        self.check_options(data)
+
+    @staticmethod
+    def check_options(data: dict[str, Any]) -> None:
+        """The checks /api/chat and /api/generate share: ``options`` and ``think``."""
         options = data.get("options") or {}
         if not isinstance(options, dict) or set(options) - OPTIONS:
             raise Refused(400, f"invalid options: {sorted(set(options) - OPTIONS)}")
         if "think" in data and not isinstance(data["think"], bool | str):
             raise Refused(400, "think must be a boolean or a level")
+
+    def check_tools(self, name: str, data: dict[str, Any]) -> None:
+        """Ollama refuses tools for a model whose capabilities lack them, naming it in full."""
+        if data.get("tools") and "tools" not in self.models[name]["capabilities"]:
+            raise Refused(400, f"registry.ollama.ai/library/{name} does not support tools")
+
+    @staticmethod
+    def loaded(data: dict[str, Any], kind: str) -> dict[str, Any]:
+        """Ollama's one-object answer to an empty request: it only loads (or, with
+        ``keep_alive`` 0, unloads) the model."""
+        reply: dict[str, Any] = {"model": data["model"], "created_at": now()}
+        if kind == "chat":
+            reply["message"] = {"role": "assistant", "content": ""}
+        else:
+            reply["response"] = ""
+        reply["done"] = True
+        reply["done_reason"] = "unload" if unloads(data.get("keep_alive")) else "load"
+        return reply
 
     def llama_body(self, data: dict[str, Any], thinking: str | None) -> dict[str, Any]:
         messages = []
@@ -335,13 +436,83 @@ class FakeOllama:
     async def chat(self, data: Any, record: dict[str, Any], receive: Any, send: Any) -> None:
         name, faults = self.model(data)
         self.check_chat(data)
-        model = self.models[name]
-        thinking = model["thinking"] if data.get("think", True) is not False else None
+        if not data.get("messages") and unloads(data.get("keep_alive")):
+            await self.send_json(send, 200, self.loaded(data, "chat"))
+            return
+        self.check_tools(name, data)
+        if not data.get("messages"):
+            await self.send_json(send, 200, self.loaded(data, "chat"))
+            return
+        thinking = self.models[name]["thinking"] if data.get("think", True) is not False else None
         body = self.llama_body(data, thinking)
+        await self.complete(data, faults, body, thinking, record, receive, send, kind="chat")
+
+    # -- /api/generate -----------------------------------------------------------------------
+    def check_generate(self, data: dict[str, Any]) -> None:
+        unknown = set(data) - GENERATE_FIELDS
+        if unknown:
+            raise Refused(400, f"unknown request fields: {sorted(unknown)}")
+        for field in ("prompt", "suffix", "system", "template"):
+            if not isinstance(data.get(field, ""), str):
+                raise Refused(400, f"{field} must be a string")
+        images = data.get("images") or []
+        if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+            raise Refused(400, "images must be an array of base64-encoded strings")
+        context = data.get("context") or []
+        if not isinstance(context, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in context
+        ):
+            raise Refused(400, "context must be an array of integers")
+        if not isinstance(data.get("raw", False), bool):
+            raise Refused(400, "raw must be a boolean")
+        self.check_options(data)
+
+    async def generate(self, data: Any, record: dict[str, Any], receive: Any, send: Any) -> None:
+        name, faults = self.model(data)
+        self.check_generate(data)
+        if not data.get("prompt"):
+            await self.send_json(send, 200, self.loaded(data, "generate"))
+            return
+        messages = [{"role": "system", "content": data["system"]}] if data.get("system") else []
+        messages.append({"role": "user", "content": data["prompt"]})
+        thinking = self.models[name]["thinking"] if data.get("think", True) is not False else None
+        body = self.llama_body(
+            {"messages": messages, "options": data.get("options"), "format": data.get("format")}, thinking
+        )
+        await self.complete(data, faults, body, thinking, record, receive, send, kind="generate")
+
+    # -- generation shared by /api/chat and /api/generate ---------------------------------------
+    async def complete(
+        self,
+        data: dict[str, Any],
+        faults: dict[str, str],
+        body: dict[str, Any],
+        thinking: str | None,
+        record: dict[str, Any],
+        receive: Any,
+        send: Any,
+        *,
+        kind: str,
+    ) -> None:
+        """Generates on llama.cpp and answers as /api/chat (``message``) or /api/generate
+        (``response``) does, streamed as NDJSON or, with ``stream: false``, in one object."""
         split = ThinkingSplit() if thinking == "field" else None
         stream = data.get("stream", True)
         started = time.monotonic_ns()
         lines: list[dict[str, Any]] = []
+
+        def line(content: str, thought: str, **extra: Any) -> dict[str, Any]:
+            out: dict[str, Any] = {"model": data["model"], "created_at": now()}
+            if kind == "chat":
+                message: dict[str, Any] = {"role": "assistant", "content": content}
+                if thought:
+                    message["thinking"] = thought
+                out["message"] = message
+            else:
+                out["response"] = content
+                if thought:
+                    out["thinking"] = thought
+            return out | extra
 
         async def produce(emit: Any) -> None:
             await anyio.sleep(float(faults.get("delay", 0)))
@@ -352,19 +523,17 @@ class FakeOllama:
                 timings: dict[str, Any] = {}
                 finish = "stop"
                 calls: list[dict[str, Any]] = []
-                async for line in response.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
+                async for text in response.aiter_lines():
+                    if not text.startswith("data: ") or text == "data: [DONE]":
                         continue
-                    chunk = orjson.loads(line[6:])
+                    chunk = orjson.loads(text[6:])
                     usage = chunk.get("usage") or usage
                     timings = chunk.get("timings") or timings
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
-                        message: dict[str, Any] = {"role": "assistant", "content": delta.get("content") or ""}
+                        content, thought = delta.get("content") or "", ""
                         if split is not None:
-                            thought, message["content"] = split.feed(message["content"])
-                            if thought:
-                                message["thinking"] = thought
+                            thought, content = split.feed(content)
                         for call in delta.get("tool_calls") or ():
                             if call.get("function", {}).get("name"):
                                 calls.append(
@@ -375,18 +544,11 @@ class FakeOllama:
                                     call.get("function", {}).get("arguments") or ""
                                 )
                         finish = choice.get("finish_reason") or finish
-                        if message["content"] or "thinking" in message:
-                            await emit(
-                                {
-                                    "model": data["model"],
-                                    "created_at": now(),
-                                    "message": message,
-                                    "done": False,
-                                }
-                            )
-                tail: dict[str, Any] = {"role": "assistant", "content": ""}
+                        if content or thought:
+                            await emit(line(content, thought, done=False))
+                final = line("", "", done=True, done_reason="length" if finish == "length" else "stop")
                 if calls:
-                    tail["tool_calls"] = [
+                    final["message"]["tool_calls"] = [
                         {
                             "function": {
                                 "name": c["function"]["name"],
@@ -395,34 +557,44 @@ class FakeOllama:
                         }
                         for c in calls
                     ]
-                await emit(
-                    {
-                        "model": data["model"],
-                        "created_at": now(),
-                        "message": tail,
-                        "done": True,
-                        "done_reason": "length" if finish == "length" else "stop",
-                        "total_duration": time.monotonic_ns() - started,
-                        "load_duration": 1_000_000,
-                        "prompt_eval_count": usage.get("prompt_tokens", 0),
-                        "prompt_eval_duration": int(timings.get("prompt_ms", 0) * 1e6),
-                        "eval_count": usage.get("completion_tokens", 0),
-                        "eval_duration": int(timings.get("predicted_ms", 0) * 1e6),
-                    }
-                )
+                prompt_tokens = usage.get("prompt_tokens", 0)
+                eval_tokens = usage.get("completion_tokens", 0)
+                if kind == "generate" and not data.get("raw"):
+                    # Ollama's (deprecated) encoding of the conversation, to send back as
+                    # ``context``: here a short stand-in the size of neither prompt nor answer.
+                    final["context"] = list(range(1, min(prompt_tokens + eval_tokens, 8) + 1))
+                final |= {
+                    "total_duration": time.monotonic_ns() - started,
+                    "load_duration": 1_000_000,
+                    "prompt_eval_count": prompt_tokens,
+                    "prompt_eval_duration": int(timings.get("prompt_ms", 0) * 1e6),
+                    "eval_count": eval_tokens,
+                    "eval_duration": int(timings.get("predicted_ms", 0) * 1e6),
+                }
+                await emit(final)
 
         if not stream:
 
-            async def collect(line: dict[str, Any]) -> None:
-                lines.append(line)
+            async def collect(item: dict[str, Any]) -> None:
+                lines.append(item)
 
             await self.watching(receive, record, produce(collect))
             if lines:
                 final = lines[-1]
-                final["message"]["content"] = "".join(line["message"]["content"] for line in lines)
-                thought = "".join(line["message"].get("thinking", "") for line in lines)
-                if thought:
-                    final["message"]["thinking"] = thought
+                if kind == "chat":
+                    final["message"]["content"] = "".join(item["message"]["content"] for item in lines)
+                    thought = "".join(item["message"].get("thinking", "") for item in lines)
+                    if thought:
+                        final["message"]["thinking"] = thought
+                else:
+                    thought = "".join(item.get("thinking", "") for item in lines)
+                    head = {
+                        "model": final["model"],
+                        "created_at": final["created_at"],
+                        "response": "".join(item["response"] for item in lines),
+                    }
+                    rest = {key: value for key, value in final.items() if key not in head}
+                    final = head | ({"thinking": thought} if thought else {}) | rest
                 await self.send_json(send, 200, final)
             return
         await self.stream_lines(produce, faults, record, receive, send, ndjson=True)
@@ -534,6 +706,79 @@ class FakeOllama:
                 "prompt_eval_count": reply.get("usage", {}).get("prompt_tokens", 0),
             },
         )
+
+    # -- /api/embeddings (legacy) ------------------------------------------------------------
+    async def embeddings(self, data: Any, send: Any) -> None:
+        self.model(data)
+        if set(data) - EMBEDDINGS_FIELDS:
+            raise Refused(400, f"unknown request fields: {sorted(set(data) - EMBEDDINGS_FIELDS)}")
+        prompt = data.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise Refused(400, "prompt must be a string")
+        self.check_options(data)
+        if not prompt:
+            # As Ollama: an empty prompt only loads the model.
+            await self.send_json(send, 200, {"embedding": []})
+            return
+        response = await self.http.post(self.llama + "/v1/embeddings", json={"input": [prompt]})
+        if response.status_code != 200:
+            raise Refused(response.status_code, response.text)
+        await self.send_json(send, 200, {"embedding": response.json()["data"][0]["embedding"]})
+
+    # -- /api/pull, /api/copy, /api/delete ---------------------------------------------------
+    async def pull(self, data: Any, record: dict[str, Any], receive: Any, send: Any) -> None:
+        """Pretends to pull a model it already has; one it does not know is not in the registry."""
+        try:
+            _, faults = self.model(data)
+        except Refused as exc:
+            if exc.status == 404:
+                raise Refused(404, "pull model manifest: file does not exist") from None
+            raise
+        if set(data) - PULL_FIELDS:
+            raise Refused(400, f"unknown request fields: {sorted(set(data) - PULL_FIELDS)}")
+        if not data.get("stream", True):
+            await self.send_json(send, 200, {"status": "success"})
+            return
+
+        async def produce(emit: Any) -> None:
+            await anyio.sleep(float(faults.get("delay", 0)))
+            for status in PULL_STATUSES:
+                await emit({"status": status})
+
+        await self.stream_lines(produce, faults, record, receive, send, ndjson=True)
+
+    async def delete(self, data: Any, send: Any) -> None:
+        """Answers as Ollama does for a model it has, but keeps the model."""
+        try:
+            self.model(data)
+        except Refused as exc:
+            if exc.status == 404:
+                raise Refused(404, f"model '{data.get('model') or data.get('name')}' not found") from None
+            raise
+        if set(data) - DELETE_FIELDS:
+            raise Refused(400, f"unknown request fields: {sorted(set(data) - DELETE_FIELDS)}")
+        await self.send_empty(send)
+
+    async def copy(self, data: Any, send: Any) -> None:
+        """Makes ``destination`` a known model with the properties of ``source``."""
+        if not isinstance(data, dict):
+            raise Refused(400, "invalid request body")
+        if set(data) - COPY_FIELDS:
+            raise Refused(400, f"unknown request fields: {sorted(set(data) - COPY_FIELDS)}")
+        source, destination = data.get("source"), data.get("destination")
+        if not isinstance(source, str) or not isinstance(destination, str) or not source or not destination:
+            raise Refused(400, "source and destination are required")
+        if "@" in destination or any(c.isspace() for c in destination):
+            raise Refused(400, f'destination "{destination}" is invalid')
+        try:
+            name, _ = self.model({"model": source})
+        except Refused as exc:
+            if exc.status == 404:
+                raise Refused(404, f'model "{source}" not found') from None
+            raise
+        model = self.models[name]
+        self.models[self.canonical(destination)] = {**model, "capabilities": list(model["capabilities"])}
+        await self.send_empty(send)
 
     # -- /v1/* ---------------------------------------------------------------------------------
     async def openai_passthrough(

@@ -217,7 +217,7 @@ async def _rendered(
             usage = chunk.get("usage") or {}
             call.stats.prompt_tokens = usage.get("prompt_tokens")
             call.stats.completion_tokens = usage.get("completion_tokens")
-            _check_truncation(call)
+            check_truncation(call)
             if call.include_usage:
                 yield {**chunk, "sources": rag.sources()} if rag.attempted else chunk
             continue
@@ -236,7 +236,7 @@ async def _rendered(
         yield chunk
 
 
-def _check_truncation(call: ChatCall) -> None:
+def check_truncation(call: ChatCall) -> None:
     """Ollama cuts a prompt longer than num_ctx without an error: a prompt that filled the
     window, or outgrew the estimate, is logged."""
     prompt, rag = call.stats.prompt_tokens, call.rag

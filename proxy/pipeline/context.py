@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from proxy.errors import NotFound
 from proxy.index.chunker import estimate_tokens
 from proxy.logging import get_logger
 from proxy.pipeline.retrieval import Passage, context_block, message_text
@@ -33,33 +34,49 @@ def estimate(messages: Sequence[dict[str, Any]]) -> int:
     return int(raw * ESTIMATE_MARGIN) + 1
 
 
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    window: int | None  # context length the upstream reports; None if it cannot say
+    capabilities: tuple[str, ...] | None  # Ollama's /api/show capabilities; None if unknown
+
+
 class WindowCache:
-    """Each model's context window as the upstream reports it, cached for a few minutes."""
+    """Each model's window and capabilities as the upstream reports them, cached for a few
+    minutes (Ollama /api/show, llama.cpp /props)."""
 
     def __init__(self) -> None:
-        self._windows: dict[str, tuple[float, int | None]] = {}
+        self._infos: dict[str, tuple[float, ModelInfo]] = {}
 
-    async def window(self, upstream: Upstream, model: str) -> int | None:
-        cached = self._windows.get(model)
+    async def info(self, upstream: Upstream, model: str) -> ModelInfo:
+        cached = self._infos.get(model)
         if cached and time.monotonic() - cached[0] < WINDOW_TTL:
             return cached[1]
-        window = await _ask(upstream, model)
-        self._windows[model] = (time.monotonic(), window)
-        return window
+        info = await _ask(upstream, model)
+        if info is None:  # not cached: the next request asks again
+            return ModelInfo(None, None)
+        self._infos[model] = (time.monotonic(), info)
+        return info
+
+    async def window(self, upstream: Upstream, model: str) -> int | None:
+        return (await self.info(upstream, model)).window
 
 
-async def _ask(upstream: Upstream, model: str) -> int | None:
+async def _ask(upstream: Upstream, model: str) -> ModelInfo | None:
     try:
         if upstream.api == "ollama":
-            info = (await upstream.post_json("/api/show", {"model": model})).get("model_info") or {}
-            for key, value in info.items():
+            show = await upstream.post_json("/api/show", {"model": model})
+            window = None
+            for key, value in (show.get("model_info") or {}).items():
                 if key.endswith(".context_length") and isinstance(value, int):
-                    return value
-            return None
+                    window = value
+            capabilities = show.get("capabilities")
+            return ModelInfo(window, tuple(capabilities) if isinstance(capabilities, list) else None)
         props = await upstream.get_json("/props")  # llama.cpp's server: the context of one slot
         n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
-        return n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None
-    except Exception as exc:  # a server that cannot say: the fallback applies
+        return ModelInfo(n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None, None)
+    except NotFound:  # a server without the endpoint: a lasting answer
+        return ModelInfo(None, None)
+    except Exception as exc:  # down or failing: the fallback applies this time
         log.info("context.window_unknown", model=model, error=str(exc)[:200])
         return None
 

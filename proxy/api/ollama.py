@@ -1,0 +1,436 @@
+"""The Ollama API on the same port as the OpenAI one: what Ollama clients (Open WebUI's Ollama
+connection, AnythingLLM's Ollama provider, the ``ollama`` packages) call, with retrieval."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+from litestar import Request, Response, Router, get, post, route
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from proxy.api.openai import footnote_default, rag_headers, sources_header
+from proxy.api.requestlog import request_record
+from proxy.api.schemas import parse_json_object
+from proxy.errors import NotFound, ProxyError
+from proxy.index.chunker import estimate_tokens
+from proxy.index.service import IndexService
+from proxy.logging import get_logger
+from proxy.pipeline import ollama_api
+from proxy.pipeline.chat import ChatCall, augment
+from proxy.settings import Settings
+from proxy.upstream import openai
+from proxy.upstream.client import Upstream, map_transport_error
+
+log = get_logger("ragproxy.ollama")
+
+AnyRequest = Request[Any, Any, Any]
+NDJSON = [(b"content-type", b"application/x-ndjson")]
+JSON = [(b"content-type", b"application/json; charset=utf-8")]
+OpenLines = Callable[[], AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]]
+
+
+def _error(exc: ProxyError) -> dict[str, str]:
+    return {"error": exc.message}
+
+
+class LinesResponder:
+    """An Ollama reply: NDJSON lines, or one object for ``stream: false``. One cancel scope
+    covers the exchange, so a client that leaves stops the upstream as on the OpenAI path."""
+
+    def __init__(
+        self,
+        open_lines: OpenLines,
+        *,
+        stream: bool,
+        kind: str,
+        record: dict[str, Any],
+        extra_headers: Callable[[], list[tuple[bytes, bytes]]] = list,
+    ) -> None:
+        self._open, self._stream, self._kind, self._record = open_lines, stream, kind, record
+        self._extra_headers = extra_headers
+        self._started = self._complete = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._cancel_on_disconnect, receive, tasks.cancel_scope)
+            try:
+                await (self._send_stream(send) if self._stream else self._send_one(send))
+            finally:
+                tasks.cancel_scope.cancel()
+
+    async def _cancel_on_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not self._complete:
+                    self._record["client_disconnected"] = True
+                    scope.cancel()
+                return
+
+    async def _send_stream(self, send: Send) -> None:
+        try:
+            async with self._open() as lines:
+                async for line in lines:
+                    if not self._started:
+                        headers = NDJSON + self._extra_headers()
+                        await send({"type": "http.response.start", "status": 200, "headers": headers})
+                        self._started = True
+                    await send(
+                        {"type": "http.response.body", "body": orjson.dumps(line) + b"\n", "more_body": True}
+                    )
+        except Exception as exc:
+            error = _as_proxy_error(exc)
+            self._record["error"] = error.code or error.type
+            if not self._started:
+                await self._send_json(send, error.status, _error(error))
+                return
+            await send(
+                {"type": "http.response.body", "body": orjson.dumps(_error(error)) + b"\n", "more_body": True}
+            )
+        if not self._started:
+            await send({"type": "http.response.start", "status": 200, "headers": NDJSON})
+        self._complete = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_one(self, send: Send) -> None:
+        try:
+            async with self._open() as lines:
+                reply = await ollama_api.aggregate(lines, self._kind)
+        except Exception as exc:
+            error = _as_proxy_error(exc)
+            self._record["error"] = error.code or error.type
+            await self._send_json(send, error.status, _error(error))
+            return
+        await self._send_json(send, 200, reply, self._extra_headers())
+
+    async def _send_json(
+        self, send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": JSON + (headers or [])})
+        self._complete = True
+        await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
+
+
+def _as_proxy_error(exc: Exception) -> ProxyError:
+    if isinstance(exc, ProxyError):
+        return exc
+    log.exception("ollama.failed")
+    return ProxyError(f"internal error: {type(exc).__name__}", code="internal_error")
+
+
+def _parts(request: AnyRequest) -> tuple[Settings, Upstream, IndexService | None]:
+    state = request.app.state
+    return state.settings, state.upstream, state.index
+
+
+# -- probes and models ---------------------------------------------------------------------------------
+@route("/", http_method=["GET", "HEAD"], media_type="text/plain")
+async def root() -> str:
+    return "Ollama is running"
+
+
+@get("/api/version")
+async def version(request: AnyRequest) -> Any:
+    _, upstream, _ = _parts(request)
+    if upstream.api == "ollama":
+        return await upstream.get_json("/api/version")
+    return {"version": ollama_api.OLLAMA_VERSION}
+
+
+async def _upstream_tags(upstream: Upstream) -> dict[str, Any]:
+    if upstream.api == "ollama":
+        tags: dict[str, Any] = await upstream.get_json("/api/tags")
+        return tags
+    return ollama_api.tags_from_openai(await upstream.get_json("/v1/models"))
+
+
+@get("/api/tags")
+async def tags(request: AnyRequest) -> dict[str, Any]:
+    """The upstream's models, each followed by its retrieval aliases."""
+    _, upstream, index = _parts(request)
+    listing = await _upstream_tags(upstream)
+    collections = sorted(index.store.collections()) if index is not None else []
+    return ollama_api.tags_with_aliases(listing, collections) if collections else listing
+
+
+def _base_model(name: str, index: IndexService | None) -> str:
+    from proxy.pipeline.retrieval import split_alias
+
+    collections = sorted(index.store.collections()) if index is not None else []
+    return split_alias(name, collections)[0]
+
+
+@post("/api/show", status_code=200)
+async def show(request: AnyRequest) -> Any:
+    """Passed through (an alias shows its model), so ``model_info`` and ``capabilities`` reach
+    the client intact. With an OpenAI-compatible upstream, what can be known is reported."""
+    _, upstream, index = _parts(request)
+    body = parse_json_object(await request.body())
+    name = body.get("model") or body.get("name")
+    if not isinstance(name, str) or not name:
+        raise ProxyError("model is required", status=400)
+    model = _base_model(name, index)
+    if upstream.api == "ollama":
+        return await upstream.post_json("/api/show", {**body, "model": model})
+    await _require_model(upstream, model)
+    info = await request.app.state.windows.info(upstream, model)
+    return {
+        "modelfile": "",
+        "parameters": "",
+        "template": "",
+        "details": ollama_api.tags_from_openai({"data": [{"id": model}]})["models"][0]["details"],
+        "model_info": {"general.architecture": "unknown", "unknown.context_length": info.window or 4096},
+        "capabilities": ["completion"],
+    }
+
+
+@get("/api/ps")
+async def ps(request: AnyRequest) -> Any:
+    _, upstream, _ = _parts(request)
+    if upstream.api == "ollama":
+        return await upstream.get_json("/api/ps")
+    return {"models": []}
+
+
+async def _require_model(upstream: Upstream, model: str) -> None:
+    """An OpenAI-compatible server may answer for any name; Ollama clients expect a 404."""
+    listing = await upstream.get_json("/v1/models")
+    if model not in {entry.get("id") for entry in listing.get("data") or []}:
+        raise NotFound(f"model '{model}' not found")
+
+
+# -- chat and generate -------------------------------------------------------------------------------------
+async def _drop_tools_if_unsupported(request: AnyRequest, body: dict[str, Any]) -> None:
+    """Ollama refuses ``tools`` for a model without the capability (Open WebUI sends them with
+    every chat): they are dropped for such models, and the drop is logged."""
+    state = request.app.state
+    if not body.get("tools") or state.upstream.api != "ollama":
+        return
+    info = await state.windows.info(state.upstream, body["model"])
+    if info.capabilities is not None and "tools" not in info.capabilities:
+        log.info("ollama.tools_dropped", model=body["model"], tools=len(body["tools"]))
+        body.pop("tools")
+
+
+def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
+    settings, upstream, index = _parts(request)
+    state = request.app.state
+    original = body
+    stream = body.get("stream", True) is not False
+    call = ChatCall(body=ollama_api.as_chat(body) if kind == "generate" else dict(body), include_usage=False)
+    call.body.setdefault("messages", [])
+    record = request_record(request.scope)
+    record.update(model=body["model"], stream=stream, api="ollama")
+    headers = rag_headers(request)
+    path = f"/api/{kind}"
+    # Loading or unloading a model (no messages, or an empty prompt) and raw prompts pass straight.
+    passthrough = (kind == "chat" and not body.get("messages")) or (
+        kind == "generate" and (not body.get("prompt") or body.get("raw"))
+    )
+
+    @asynccontextmanager
+    async def open_lines() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        try:
+            if upstream.api == "ollama" and passthrough:
+                async with ollama_api.relay(upstream, path, original, call, kind) as lines:
+                    yield lines
+                return
+            await augment(
+                call,
+                headers=headers,
+                index=index,
+                upstream=upstream,
+                settings=settings,
+                windows=state.windows,
+                footnote_default=footnote_default(settings, "ollama"),
+                reranker=state.reranker,
+            )
+            record["model"] = call.body["model"]
+            if upstream.api == "ollama":
+                await _drop_tools_if_unsupported(request, call.body)
+                sent = ollama_api.back_to_generate(call.body, original) if kind == "generate" else call.body
+                async with ollama_api.relay(upstream, path, sent, call, kind) as lines:
+                    yield lines
+            else:
+                if body.get("raw") or body.get("suffix"):
+                    raise ProxyError("raw and suffix prompts need an Ollama upstream", status=501)
+                await _require_model(upstream, call.body["model"])
+                async with ollama_api.translated(upstream, settings, call, kind) as lines:
+                    yield lines
+        finally:
+            stats = call.stats
+            record.update(
+                prompt_tokens=stats.prompt_tokens,
+                completion_tokens=stats.completion_tokens,
+                finish_reason=stats.finish_reason,
+                truncated=stats.truncated or None,
+                **call.rag.record(),
+            )
+
+    return LinesResponder(
+        open_lines, stream=stream, kind=kind, record=record, extra_headers=lambda: sources_header(call)
+    )
+
+
+@post("/api/chat")
+async def chat(request: AnyRequest) -> ASGIApp:
+    body = ollama_api.validate(parse_json_object(await request.body()), "chat")
+    return _lines_app(request, body, "chat")
+
+
+@post("/api/generate")
+async def generate(request: AnyRequest) -> ASGIApp:
+    body = ollama_api.validate(parse_json_object(await request.body()), "generate")
+    return _lines_app(request, body, "generate")
+
+
+# -- embeddings ---------------------------------------------------------------------------------------------
+async def _local_embedder(request: AnyRequest, model: str) -> Any:
+    settings, _, index = _parts(request)
+    if index is None:
+        return None
+    embedder = await anyio.to_thread.run_sync(lambda: index.embedder)
+    return embedder if model in (embedder.name, settings.embedder) else None
+
+
+@post("/api/embed", status_code=200)
+async def embed(request: AnyRequest) -> Any:
+    _, upstream, _ = _parts(request)
+    body = parse_json_object(await request.body())
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ProxyError("model is required", status=400)
+    texts = body.get("input", [])
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ProxyError("input must be a string or an array of strings", status=400)
+    embedder = await _local_embedder(request, model)
+    if embedder is not None:
+        vectors = await anyio.to_thread.run_sync(lambda: embedder.embed_documents(texts)) if texts else []
+        return {
+            "model": model,
+            "embeddings": vectors,
+            "total_duration": 0,
+            "load_duration": 0,
+            "prompt_eval_count": sum(estimate_tokens(t) for t in texts),
+        }
+    if upstream.api == "ollama":
+        return await upstream.post_json("/api/embed", body)
+    reply = await upstream.post_json("/v1/embeddings", openai.embed_request({"model": model, "input": texts}))
+    data = sorted(reply.get("data") or [], key=lambda item: item.get("index", 0))
+    return {
+        "model": model,
+        "embeddings": [item["embedding"] for item in data],
+        "total_duration": 0,
+        "load_duration": 0,
+        "prompt_eval_count": int((reply.get("usage") or {}).get("prompt_tokens") or 0),
+    }
+
+
+@post("/api/embeddings", status_code=200)
+async def embeddings(request: AnyRequest) -> Any:
+    """The legacy endpoint (Open WebUI still calls it): ``prompt`` in, ``embedding`` out."""
+    _, upstream, _ = _parts(request)
+    body = parse_json_object(await request.body())
+    model, prompt = body.get("model"), body.get("prompt", "")
+    if not isinstance(model, str) or not model:
+        raise ProxyError("model is required", status=400)
+    if not isinstance(prompt, str):
+        raise ProxyError("prompt must be a string", status=400)
+    embedder = await _local_embedder(request, model)
+    if embedder is not None:
+        vector = await anyio.to_thread.run_sync(lambda: embedder.embed_documents([prompt])[0])
+        return {"embedding": vector}
+    if upstream.api == "ollama":
+        return await upstream.post_json("/api/embeddings", body)
+    reply = await upstream.post_json(
+        "/v1/embeddings", openai.embed_request({"model": model, "input": [prompt]})
+    )
+    return {"embedding": (reply.get("data") or [{}])[0].get("embedding", [])}
+
+
+# -- everything else: model management --------------------------------------------------------------------
+class ForwardResponder:
+    """Any other /api/ request, forwarded untouched to an Ollama upstream and its answer relayed
+    as it streams (pull, push, create, copy, delete, blobs)."""
+
+    def __init__(self, upstream: Upstream, request: AnyRequest, body: bytes) -> None:
+        self._upstream, self._method, self._body = upstream, request.method, body
+        self._path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        self._content_type = request.headers.get("content-type")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {"content-type": self._content_type} if self._content_type else {}
+        http = self._upstream.http
+        request = http.build_request(self._method, self._path, content=self._body or None, headers=headers)
+        async with anyio.create_task_group() as tasks:
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(watch)
+            try:
+                response = await http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                error = map_transport_error(exc, self._upstream.settings.upstream_base)
+                await send({"type": "http.response.start", "status": error.status, "headers": JSON})
+                await send(
+                    {"type": "http.response.body", "body": orjson.dumps(_error(error)), "more_body": False}
+                )
+                tasks.cancel_scope.cancel()
+                return
+            try:
+                kept: list[tuple[bytes, bytes]] = [
+                    (name.encode(), value.encode())
+                    for name, value in response.headers.items()
+                    if name.lower() in ("content-type", "content-disposition", "location")
+                ]
+                await send({"type": "http.response.start", "status": response.status_code, "headers": kept})
+                async for part in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+                tasks.cancel_scope.cancel()
+
+
+@route("/api/{rest:path}", http_method=["GET", "POST", "PUT", "DELETE", "HEAD"])
+async def forward(request: AnyRequest, rest: FromPath[str]) -> ASGIApp:
+    _, upstream, _ = _parts(request)
+    if upstream.api != "ollama":
+        raise ProxyError(
+            f"/api{rest} is not available: the upstream is an OpenAI-compatible server, not Ollama",
+            status=501,
+        )
+    return ForwardResponder(upstream, request, await request.body())
+
+
+# -- errors in Ollama's shape -----------------------------------------------------------------------
+def _proxy_error(_: AnyRequest, exc: ProxyError) -> Response[Any]:
+    return Response(_error(exc), status_code=exc.status)
+
+
+def _http_error(_: AnyRequest, exc: HTTPException) -> Response[Any]:
+    return Response({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _unexpected_error(_: AnyRequest, exc: Exception) -> Response[Any]:
+    log.error("request.failed", exc_info=exc)
+    return Response({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+router = Router(
+    path="/",
+    route_handlers=[root, version, tags, show, ps, chat, generate, embed, embeddings, forward],
+    exception_handlers={ProxyError: _proxy_error, HTTPException: _http_error, Exception: _unexpected_error},
+)
