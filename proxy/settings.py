@@ -90,9 +90,9 @@ class Settings:
     )
     top_k: int = _setting(5, "Most chunks of context per chat request.")
     min_score: float = _setting(
-        0.82,
+        -1.0,
         "Least cosine similarity between question and chunk for the chunk to be used as context, "
-        "so an unrelated question gets none (tuned for the e5 embedder).",
+        "so an unrelated question gets none; -1: the embedder's own threshold (e5: 0.82; others: none).",
     )
     reranker: str = _setting(
         "",

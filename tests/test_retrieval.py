@@ -315,9 +315,7 @@ def test_reranker_plugin_orders_the_context(
     _, db = docs_index
     settings = {"upstream": ollama.url, "model": CHAT_MODEL, "db": str(db), "num_ctx_max": 2048}
     chat = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": QUESTION}]}
-    with ragproxy(
-        **settings, reranker="http", rerank_url=reranking_llama.url, min_score=-1.0, top_k=3
-    ) as url:
+    with ragproxy(**settings, reranker="http", rerank_url=reranking_llama.url, min_score=0.0, top_k=3) as url:
         found = httpx.post(url + "/v1/rag/search", json={"query": QUESTION, "k": 3, "mode": "vector"}).json()[
             "data"
         ]

@@ -294,10 +294,9 @@ async def generate(request: AnyRequest) -> ASGIApp:
 # -- embeddings ---------------------------------------------------------------------------------------------
 async def _local_embedder(request: AnyRequest, model: str) -> Any:
     settings, _, index = _parts(request)
-    if index is None:
+    if index is None or model not in (settings.embedder, index.store.embedder()[0]):
         return None
-    embedder = await anyio.to_thread.run_sync(lambda: index.embedder)
-    return embedder if model in (embedder.name, settings.embedder) else None
+    return await anyio.to_thread.run_sync(lambda: index.embedder)
 
 
 @post("/api/embed", status_code=200)

@@ -21,7 +21,7 @@ from proxy.errors import BadRequest, UpstreamError
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.pipeline.chat import ChatCall, augment, open_chat, prepare_chat
-from proxy.pipeline.retrieval import aliases
+from proxy.pipeline.retrieval import aliases, split_alias
 from proxy.settings import Settings
 from proxy.upstream import ollama, openai
 from proxy.upstream.client import Upstream
@@ -132,15 +132,23 @@ async def list_models(request: AnyRequest) -> dict[str, Any]:
             for alias in aliases(str(entry.get("id")), collections):
                 data.append({**entry, "id": alias})
         listing["data"] = data
-        embedder = await anyio.to_thread.run_sync(lambda: index.embedder)
-        listing["data"].append({"id": embedder.name, "object": "model", "created": 0, "owned_by": "ragproxy"})
+        embedder, _ = index.store.embedder()
+        if embedder is not None:
+            listing["data"].append({"id": embedder, "object": "model", "created": 0, "owned_by": "ragproxy"})
     return listing
 
 
 @get("/v1/models/{model:path}")
 async def retrieve_model(request: AnyRequest, model: FromPath[str]) -> dict[str, Any]:
     _, upstream = _parts(request)
-    name = model.lstrip("/")
+    alias = model.lstrip("/")
+    index = request.app.state.index
+    name = split_alias(alias, sorted(index.store.collections()))[0] if index is not None else alias
+    entry = await _model_entry(upstream, name)
+    return {**entry, "id": alias} if name != alias else entry
+
+
+async def _model_entry(upstream: Upstream, name: str) -> dict[str, Any]:
     if upstream.api == "ollama":
         return ollama.model_entry(name, await upstream.post_json("/api/show", {"model": name}))
     return await upstream.get_json(upstream.model_path(name))  # type: ignore[no-any-return]
@@ -152,9 +160,7 @@ async def embeddings(request: AnyRequest) -> dict[str, Any]:
     body = validate_embeddings(parse_json_object(await request.body()), settings)
     request_record(request.scope).update(model=body["model"])
     index = request.app.state.index
-    if index is not None and await anyio.to_thread.run_sync(
-        lambda: _is_index_embedder(index, body["model"], settings)
-    ):
+    if index is not None and _is_index_embedder(index, body["model"], settings):
         vectors, tokens = await anyio.to_thread.run_sync(lambda: _embed_locally(index, body))
     elif upstream.api == "ollama":
         vectors, tokens = ollama.embed_vectors(
@@ -182,8 +188,9 @@ async def embeddings(request: AnyRequest) -> dict[str, Any]:
 
 def _is_index_embedder(index: IndexService, model: str, settings: Settings) -> bool:
     """The index's own embedder is asked for by its model name (as ``ragproxy status`` shows it)
-    or by its plugin name (``e5``), so a client embeds with the same model as the index."""
-    return model in (index.embedder.name, settings.embedder)
+    or by its plugin name (``e5``), so a client embeds with the same model as the index. Nothing
+    is loaded to decide."""
+    return model == settings.embedder or model == index.store.embedder()[0]
 
 
 def _embed_locally(index: IndexService, body: dict[str, Any]) -> tuple[list[list[float]], int]:

@@ -11,7 +11,7 @@ from litestar import Request, post
 from proxy.api.openai import footnote_default, rag_headers
 from proxy.api.requestlog import request_record
 from proxy.api.schemas import parse_json_object, validate_chat
-from proxy.errors import BadRequest, NotFound
+from proxy.errors import BadRequest, ConfigError, NotFound, ProxyError
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.pipeline.chat import augment, prepare_chat
@@ -53,7 +53,10 @@ async def rag_search(request: AnyRequest) -> dict[str, Any]:
         if unknown:
             raise BadRequest(f"unknown collection {', '.join(map(repr, unknown))}", param="collections")
     request_record(request.scope).update(rag_mode=mode, k=k)
-    hits = await anyio.to_thread.run_sync(lambda: index.search(query, k, collections or None, mode))
+    try:
+        hits = await anyio.to_thread.run_sync(lambda: index.search(query, k, collections or None, mode))
+    except ConfigError as exc:  # an index built with another embedder: keyword mode still works
+        raise ProxyError(str(exc), status=409, code="embedder_mismatch") from None
     return {
         "object": "list",
         "query": query,

@@ -14,12 +14,13 @@ _SENTENCE = re.compile(r"(?<=[.!?;:])\s+(?=\S)|(?<=[。！？；])")
 
 def estimate_tokens(text: str) -> int:
     """A cheap token estimate: one per CJK character, one per four other characters. Close to
-    what BERT-style tokenizers count for Chinese and slightly over for English. CJK characters
-    are counted from the UTF-8 length (three bytes each against one for ASCII), which is 10x
-    faster than matching them; other non-ASCII letters count as half a CJK character."""
+    what BERT-style tokenizers count for Chinese and slightly over for English prose; under for
+    code, digits and hex. "CJK" is counted from the UTF-8 length, which is 10x faster than
+    matching characters: every three-byte character counts as one token (CJK, but also curly
+    quotes, dashes, Thai, Devanagari), two-byte letters as half, four-byte ones (emoji) as 1.5."""
     length = len(text)
     cjk = (len(text.encode("utf-8", "surrogatepass")) - length) // 2
-    return cjk + (length - cjk + 3) // 4
+    return cjk + (max(length - cjk, 0) + 3) // 4
 
 
 def _pieces(text: str, start: int, end: int, pattern: re.Pattern[str]) -> Iterator[tuple[int, int]]:

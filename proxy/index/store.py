@@ -211,8 +211,14 @@ class Store:
             )
         db.execute("DELETE FROM skipped WHERE collection_id = ? AND path = ?", (collection_id, path))
         # Ids chosen here (we hold the only write lock), so each table gets one executemany:
-        # interleaving chunk and FTS5 inserts row by row costs 2.5x as much.
-        first = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM chunks").fetchone()[0])
+        # interleaving chunk and FTS5 inserts row by row costs 2.5x as much. Ids are never
+        # reused (a counter in meta), so an id a search just read cannot name new text.
+        row = db.execute("SELECT value FROM meta WHERE key = 'next_chunk_id'").fetchone()
+        first = max(
+            int(row[0]) if row else 0,
+            int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM chunks").fetchone()[0]),
+        )
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('next_chunk_id', ?)", (str(first + len(chunks)),))
         bodies = [embedding_text(chunk.text, chunk.heading) for chunk in chunks]
         db.executemany(
             "INSERT INTO chunks(id, document_id, ordinal, text, start, end, heading, page, content_hash) "

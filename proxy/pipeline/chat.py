@@ -133,7 +133,7 @@ async def augment(
                 info.query,
                 top_k=control.top_k,
                 collections=control.collections,
-                min_score=settings.min_score,
+                min_score=settings.min_score if settings.min_score >= 0 else None,
                 reranker=reranker,
             )
         )
@@ -151,26 +151,39 @@ async def _fit(
 ) -> None:
     body, info = call.body, call.rag
     options = body.get("options") if isinstance(body.get("options"), dict) else None
-    client_num_ctx = (options or {}).get("num_ctx")
-    if isinstance(client_num_ctx, int) and client_num_ctx > 0:
+    client_num_ctx = (options or {}).get("num_ctx", body.get("num_ctx"))
+    trim_history = True
+    if isinstance(client_num_ctx, int) and not isinstance(client_num_ctx, bool) and client_num_ctx > 0:
         window = client_num_ctx  # the client chose: respected, and fitted into
     else:
         client_num_ctx = None
         learned = settings.context_window or await windows.window(upstream, body["model"])
+        # A window nobody reported is a guess: passages are fitted to it, the history is not cut.
+        trim_history = bool(learned)
         window = learned or context.FALLBACK_WINDOW
         if upstream.api == "ollama":
             window = min(window, settings.num_ctx_max)
     info.window = window
     info.reserve = context.answer_reserve(body, settings)
     messages, used, dropped, prompt = context.fit(
-        body["messages"], passages, window=window, reserve=info.reserve, placement=settings.context_placement
+        body["messages"],
+        passages,
+        window=window,
+        reserve=info.reserve,
+        placement=settings.context_placement,
+        extra=context.tools_tokens(body),
+        trim_history=trim_history,
     )
     body["messages"] = messages
     info.passages, info.history_dropped, info.prompt_estimate = used, dropped, prompt
     if dropped:
         log.info("context.history_dropped", messages=dropped, window=window)
     if upstream.api == "ollama" and client_num_ctx is None:
-        info.num_ctx = context.num_ctx_for(prompt + min(info.reserve, window // 2), window)
+        model = body["model"]
+        info.num_ctx = context.num_ctx_for(
+            prompt + min(info.reserve, window // 2), window, floor=windows.num_ctx.get(model, 0)
+        )
+        windows.num_ctx[model] = info.num_ctx
         body["options"] = {**(options or {}), "num_ctx": info.num_ctx}
 
 

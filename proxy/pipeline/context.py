@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+
 from proxy.errors import NotFound
 from proxy.index.chunker import estimate_tokens
 from proxy.logging import get_logger
@@ -28,10 +30,30 @@ MESSAGE_OVERHEAD = 6
 NUM_CTX_STEPS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
 
-def estimate(messages: Sequence[dict[str, Any]]) -> int:
-    """Prompt tokens of these messages, estimated on the safe side."""
-    raw = sum(estimate_tokens(message_text(m)) + MESSAGE_OVERHEAD for m in messages) + 3
+SYSTEM_ROLES = ("system", "developer")
+IMAGE_TOKENS = 768  # a fixed allowance per image: vision models spend hundreds of tokens on one
+
+
+def estimate(messages: Sequence[dict[str, Any]], extra: int = 0) -> int:
+    """Prompt tokens of these messages (text, tool calls, images), plus ``extra`` (the tool
+    definitions), estimated on the safe side."""
+    raw = extra + 3
+    for message in messages:
+        raw += estimate_tokens(message_text(message)) + MESSAGE_OVERHEAD
+        if message.get("tool_calls"):
+            raw += estimate_tokens(orjson.dumps(message["tool_calls"]).decode())
+        content = message.get("content")
+        if isinstance(content, list):
+            raw += IMAGE_TOKENS * sum(
+                1 for p in content if isinstance(p, dict) and p.get("type") == "image_url"
+            )
+        raw += IMAGE_TOKENS * len(message.get("images") or ())
     return int(raw * ESTIMATE_MARGIN) + 1
+
+
+def tools_tokens(body: dict[str, Any]) -> int:
+    tools = body.get("tools")
+    return estimate_tokens(orjson.dumps(tools).decode()) if tools else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +68,7 @@ class WindowCache:
 
     def __init__(self) -> None:
         self._infos: dict[str, tuple[float, ModelInfo]] = {}
+        self.num_ctx: dict[str, int] = {}  # the largest num_ctx each model was given so far
 
     async def info(self, upstream: Upstream, model: str) -> ModelInfo:
         cached = self._infos.get(model)
@@ -112,17 +135,25 @@ def fit(
     window: int,
     reserve: int,
     placement: str,
+    extra: int = 0,
+    trim_history: bool = True,
 ) -> tuple[list[dict[str, Any]], list[Passage], int, int]:
     """The messages with as much context as fits: (messages, passages used, history messages
-    dropped, estimate). The oldest turns go first; then the lowest-ranked passages."""
+    dropped, estimate). The oldest turns go first; then the lowest-ranked passages. System
+    prompts, the last user message and everything after it always stay."""
     reserve = min(reserve, window // 2)
     budget = window - reserve
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages))
+    last_user = max(
+        (i for i, m in enumerate(messages) if m.get("role") == "user"),
+        default=max(len(messages) - 1, 0),
+    )
     history = list(range(len(messages)))
-    droppable = [i for i in history if i < last_user and messages[i].get("role") != "system"]
+    droppable = [i for i in history if i < last_user and messages[i].get("role") not in SYSTEM_ROLES]
+    if not trim_history:
+        droppable = []
     kept = set(history)
     dropped = 0
-    while droppable and estimate([messages[i] for i in sorted(kept)]) > budget:
+    while droppable and estimate([messages[i] for i in sorted(kept)], extra) > budget:
         # a turn at a time: the oldest message and any assistant/tool replies that follow it
         first = droppable.pop(0)
         kept.discard(first)
@@ -134,11 +165,11 @@ def fit(
     used: list[Passage] = []
     for passage in passages:
         trial = with_context(base, [*used, passage], placement)
-        if estimate(trial) <= budget:
+        if estimate(trial, extra) <= budget:
             used.append(passage)
     renumbered = [_renumber(p, n) for n, p in enumerate(used, start=1)]
     final = with_context(base, renumbered, placement) if renumbered else base
-    return final, renumbered, dropped, estimate(final)
+    return final, renumbered, dropped, estimate(final, extra)
 
 
 def _renumber(passage: Passage, number: int) -> Passage:
@@ -157,17 +188,30 @@ def with_context(
     if placement == "user-prefix":
         for i in range(len(out) - 1, -1, -1):
             if out[i].get("role") == "user":
-                out[i] = {**out[i], "content": f"{block}\n\n{message_text(out[i])}"}
+                out[i] = _with_text(out[i], block, before=True)
                 return out
         return out
-    if out and out[0].get("role") == "system" and isinstance(out[0].get("content"), str):
-        out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{block}"}
+    if out and out[0].get("role") in SYSTEM_ROLES:
+        out[0] = _with_text(out[0], block, before=False)
     else:
         out.insert(0, {"role": "system", "content": block})
     return out
 
 
-def num_ctx_for(needed: int, cap: int) -> int:
+def _with_text(message: dict[str, Any], text: str, *, before: bool) -> dict[str, Any]:
+    """The message with ``text`` added before or after its own; parts (images) are kept."""
+    content = message.get("content")
+    if isinstance(content, list):
+        part = {"type": "text", "text": text}
+        return {**message, "content": [part, *content] if before else [*content, part]}
+    own = content if isinstance(content, str) else ""
+    return {**message, "content": f"{text}\n\n{own}" if before else f"{own}\n\n{text}"}
+
+
+def num_ctx_for(needed: int, cap: int, floor: int = 0) -> int:
+    """The first step that holds ``needed``, never below ``floor`` (what this model was last
+    given, so a small request does not make Ollama reload it), capped by ``cap``."""
+    needed = max(needed, floor)
     for step in NUM_CTX_STEPS:
         if step >= needed:
             return min(step, cap)

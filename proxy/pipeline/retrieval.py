@@ -75,20 +75,19 @@ class Passage:
 def split_alias(model: str, collections: Sequence[str]) -> tuple[str, RagControl | None]:
     """``name+norag`` and ``name+<collection>`` choose retrieval by model name; anything else
     (including a '+' that names no collection) is the upstream model as given."""
-    base, sep, suffix = model.rpartition(ALIAS_SEPARATOR)
-    if not sep or not base:
-        return model, None
-    if suffix == NORAG:
-        return base, RagControl(False, reason="model alias")
-    if suffix in collections:
-        return base, RagControl(True, (suffix,), reason="model alias")
+    if model.endswith(ALIAS_SEPARATOR + NORAG) and len(model) > len(NORAG) + 1:
+        return model[: -len(NORAG) - 1], RagControl(False, reason="model alias")
+    for name in sorted(collections, key=len, reverse=True):  # names may hold '+' themselves
+        if model.endswith(ALIAS_SEPARATOR + name) and len(model) > len(name) + 1:
+            return model[: -len(name) - 1], RagControl(True, (name,), reason="model alias")
     return model, None
 
 
 def aliases(model: str, collections: Sequence[str]) -> list[str]:
-    return [f"{model}{ALIAS_SEPARATOR}{name}" for name in sorted(collections)] + [
-        f"{model}{ALIAS_SEPARATOR}{NORAG}"
-    ]
+    """``model+<collection>`` for each collection, then ``model+norag`` (a collection named
+    "norag" can only be chosen by header or body field)."""
+    names = [name for name in sorted(collections) if name != NORAG]
+    return [f"{model}{ALIAS_SEPARATOR}{name}" for name in names] + [f"{model}{ALIAS_SEPARATOR}{NORAG}"]
 
 
 _OFF = {"off", "false", "0", "no", "none", "disabled"}
@@ -213,7 +212,9 @@ def message_text(message: Mapping[str, Any]) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
         )
     return ""
 
@@ -248,12 +249,12 @@ def retrieve(
     *,
     top_k: int,
     collections: Sequence[str] | None,
-    min_score: float,
+    min_score: float | None,
     reranker: Reranker | None = None,
 ) -> list[Passage]:
     """Keyword and vector candidates, cut by relevance, fused by reciprocal rank (then reordered
     by the reranker, if any), the best ``top_k`` chunks, duplicates dropped, adjacent chunks of a
-    document merged."""
+    document merged. ``min_score`` None: the embedder's own threshold."""
     if not query.strip():
         return []
     pool = max(4 * top_k, 20)
@@ -261,6 +262,8 @@ def retrieve(
     vector: list[Hit] = []
     similarity: dict[int, float] = {}
     if service.has_vectors():
+        if min_score is None:  # the embedder's own threshold, if it has one
+            min_score = float(getattr(service.embedder, "min_score", -1.0))
         query_vector = service.embedder.embed_query(query)
         vector = [hit for hit in service.store.search_vector(query_vector, pool, collections)]
         similarity = {hit.chunk_id: hit.score for hit in vector}
@@ -329,7 +332,8 @@ def _merge(hits: Sequence[Hit], scores: Mapping[int, float]) -> list[Passage]:
     for number, group in enumerate(groups, start=1):
         text = group[0].text
         for previous, hit in zip(group, group[1:], strict=False):
-            text = _join(text, hit.text, max(previous.end - hit.start, 0))
+            overlap = previous.end - hit.start
+            text = _join(text, hit.text, overlap) if overlap > 0 else f"{text}\n\n{hit.text}"
         first = group[0]
         passages.append(
             Passage(
@@ -350,7 +354,7 @@ def _merge(hits: Sequence[Hit], scores: Mapping[int, float]) -> list[Passage]:
 
 def _join(left: str, right: str, overlap: int) -> str:
     """Two consecutive chunks, the text they share written once."""
-    for size in range(min(overlap + 8, len(left), len(right)), 0, -1):
+    for size in range(min(overlap, len(left), len(right)), 0, -1):
         if left.endswith(right[:size]):
             return left + right[size:]
     return f"{left}\n{right}"
