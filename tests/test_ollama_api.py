@@ -271,3 +271,13 @@ def test_model_management_is_forwarded(
     assert raised.value.status_code == 404
     refused = httpx.post(facade_openai + "/api/pull", json={"model": LLAMA_MODEL}, timeout=10)
     assert refused.status_code == 501 and "OpenAI-compatible" in refused.json()["error"]
+
+
+def test_load_request_with_an_openai_upstream(facade_openai: str) -> None:
+    reply = httpx.post(
+        facade_openai + "/api/generate", json={"model": LLAMA_MODEL, "stream": False}, timeout=30
+    )
+    assert reply.status_code == 200 and reply.json()["done_reason"] == "load"
+    unload = httpx.post(facade_openai + "/api/chat", json={"model": LLAMA_MODEL, "keep_alive": 0}, timeout=30)
+    lines = [orjson.loads(line) for line in unload.content.splitlines() if line]
+    assert lines[-1]["done_reason"] == "unload" and lines[-1]["message"]["content"] == ""

@@ -238,10 +238,15 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
     @asynccontextmanager
     async def open_lines() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         try:
-            if upstream.api == "ollama" and passthrough:
-                async with ollama_api.relay(upstream, path, original, call, kind) as lines:
-                    yield lines
-                return
+            if passthrough:
+                if upstream.api == "ollama":
+                    async with ollama_api.relay(upstream, path, original, call, kind) as lines:
+                        yield lines
+                    return
+                if not body.get("raw"):  # load or unload: an OpenAI-compatible server has no such step
+                    await _require_model(upstream, body["model"])
+                    yield _one(ollama_api.load_reply(body, kind))
+                    return
             await augment(
                 call,
                 headers=headers,
@@ -277,6 +282,10 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
     return LinesResponder(
         open_lines, stream=stream, kind=kind, record=record, extra_headers=lambda: sources_header(call)
     )
+
+
+async def _one(line: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    yield line
 
 
 @post("/api/chat")

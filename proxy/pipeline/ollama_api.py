@@ -88,6 +88,18 @@ def back_to_generate(chat_body: dict[str, Any], original: dict[str, Any]) -> dic
     return body
 
 
+def load_reply(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Ollama's answer to a request that only loads (or, with ``keep_alive: 0``, unloads) a
+    model."""
+    unload = str(body.get("keep_alive")) in ("0", "0s", "0m", "0h", "0.0")
+    out: dict[str, Any] = {"model": body["model"], "created_at": now()}
+    if kind == "chat":
+        out["message"] = {"role": "assistant", "content": ""}
+    else:
+        out["response"] = ""
+    return {**out, "done": True, "done_reason": "unload" if unload else "load"}
+
+
 # -- relaying an Ollama upstream ---------------------------------------------------------------------
 @asynccontextmanager
 async def relay(
