@@ -15,6 +15,7 @@ from litestar.types import ASGIApp
 
 from proxy.api import health, ollama, openai, rag
 from proxy.api.requestlog import RequestLogMiddleware
+from proxy.api.security import SecurityMiddleware, check_bind
 from proxy.errors import ProxyError, error_body
 from proxy.index.service import IndexService
 from proxy.index.watcher import FolderWatcher
@@ -126,5 +127,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
 
 
 def create_asgi(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> ASGIApp:
-    """The app as served: every request, routed or not, gets its log line and request id."""
-    return RequestLogMiddleware(create_app(settings, transport))
+    """The app as served: every request, routed or not, gets its log line and request id, and
+    passes the Host, CORS and API key checks."""
+    check_bind(settings)
+    return RequestLogMiddleware(SecurityMiddleware(create_app(settings, transport), settings))

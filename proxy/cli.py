@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from proxy.errors import ConfigError
@@ -40,8 +41,14 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
                 flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         elif isinstance(default, tuple):
+            flags = [flag, f.metadata["alias"]] if f.metadata.get("alias") else [flag]
             parser.add_argument(
-                flag, dest=f.name, action="append", default=None, metavar="[NAME=]DIR", help=help_text
+                *flags,
+                dest=f.name,
+                action="append",
+                default=None,
+                metavar=f.metadata["metavar"],
+                help=help_text,
             )
         else:
             parser.add_argument(
@@ -87,7 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--mode", choices=("hybrid", "keyword", "vector"), default="hybrid")
     status = _command(commands, "status", "Show what the index holds and what is pending or skipped.")
     status.add_argument("--json", action="store_true", help="JSON output.")
-    for sub in (serve, index, search, status):
+    service = _command(
+        commands, "service", "Install ragproxy as a systemd service from the current settings."
+    )
+    service.add_argument("action", choices=("install",))
+    service.add_argument(
+        "--user", action="store_true", help="A user service (no root needed; weaker sandbox)."
+    )
+    service.add_argument("--dest", type=Path, help="Write the unit and config into this folder instead.")
+    service.add_argument(
+        "--print", action="store_true", dest="dry_run", help="Print the unit; write nothing."
+    )
+    hash_key = commands.add_parser(
+        "hash-key", help="Print the hash of an API key, to store in the config file instead of the key."
+    )
+    hash_key.add_argument("key", nargs="?", help="The key (default: read from standard input).")
+    for sub in (serve, index, search, status, service):
         _add_setting_flags(sub)
     return parser
 
@@ -100,9 +122,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from proxy.api.security import check_bind
     from proxy.app import create_asgi
     from proxy.logging import configure_logging, get_logger
 
+    check_bind(settings)
     for name, folder in settings.doc_folders():
         if not folder.is_dir():
             raise ConfigError(f"--docs {name}={folder}: not a directory")
@@ -115,6 +139,18 @@ def serve(settings: Settings) -> None:
         upstream_api=settings.upstream_api,
         model=settings.model,
     )
+    from proxy.service import notify
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if not self.should_exit:
+                notify("READY=1")  # systemd Type=notify: listening now
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            notify("STOPPING=1")
+            await super().shutdown(sockets)
+
     config = uvicorn.Config(
         create_asgi(settings),
         host=settings.host,
@@ -125,7 +161,7 @@ def serve(settings: Settings) -> None:
         server_header=False,
         timeout_graceful_shutdown=30,
     )
-    uvicorn.Server(config).run()
+    Server(config).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,7 +171,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command == "hash-key":
+            from proxy.api.security import hash_key
+
+            key = args.key if args.key is not None else sys.stdin.readline().strip()
+            if not key:
+                raise ConfigError("no key given")
+            print(hash_key(key))
+            return 0
         settings = settings_from_args(args)
+        if args.command == "service":
+            from proxy.service import install
+
+            print(install(settings, user=args.user, dest=args.dest, dry_run=args.dry_run).rstrip("\n"))
+            return 0
         if args.command == "serve":
             serve(settings)
             return 0

@@ -35,6 +35,16 @@ class BadRequest(ProxyError):
     type = "invalid_request_error"
 
 
+class Unauthorized(ProxyError):
+    status = 401
+    type = "authentication_error"
+
+
+class Forbidden(ProxyError):
+    status = 403
+    type = "permission_error"
+
+
 class NotFound(ProxyError):
     status = 404
     type = "not_found_error"

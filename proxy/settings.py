@@ -23,8 +23,18 @@ Footnote = Literal["auto", "on", "off"]
 ENV_PREFIX = "RAGPROXY_"
 
 
-def _setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    metavar: str | None = None,
+    alias: str | None = None,
+) -> Any:
+    """``alias``: a second flag name (``--api-key`` for ``api_keys``)."""
+    return field(
+        default=default, metadata={"help": help, "choices": choices, "metavar": metavar, "alias": alias}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +71,40 @@ class Settings:
     )
     max_body_size: int = _setting(10 * 1024 * 1024, "Largest request body accepted, in bytes (413 above).")
     db: str = _setting("", "Index database file [default: $XDG_DATA_HOME/ragproxy/index.db].")
+    api_keys: tuple[str, ...] = _setting(
+        (),
+        "API key clients must send (Authorization: Bearer or x-api-key), repeatable; KEY@A:B limits "
+        "a key to collections A and B; sha256:HEX stores only the key's hash (ragproxy hash-key). "
+        "Required when listening on a non-loopback address.",
+        metavar="KEY[@COLLECTION:...]",
+        alias="--api-key",
+    )
+    allowed_hosts: tuple[str, ...] = _setting(
+        (),
+        "Host header values accepted besides localhost, 127.0.0.1, ::1 and the listening address "
+        "(DNS rebinding defence); '*' accepts any.",
+        metavar="HOST",
+        alias="--allowed-host",
+    )
+    cors_origins: tuple[str, ...] = _setting(
+        (), "Browser origins allowed by CORS (none by default).", metavar="ORIGIN", alias="--cors-origin"
+    )
+    strip_links: bool = _setting(
+        True,
+        "Remove Markdown images and links to hosts not in --link-hosts from retrieved text (the "
+        "known exfiltration trick of injected instructions).",
+    )
+    link_hosts: tuple[str, ...] = _setting(
+        (),
+        "Hosts whose Markdown images and links retrieved text may keep.",
+        metavar="HOST",
+        alias="--link-host",
+    )
     docs: tuple[str, ...] = _setting(
         (),
         "Folder to index and watch while serving, as [NAME=]DIR (the collection name defaults to the "
         "folder's name); repeatable; comma-separated in the environment.",
+        metavar="[NAME=]DIR",
     )
     embedder: str = _setting(
         "e5",

@@ -204,7 +204,9 @@ def test_request_body_cannot_redirect_upstream(proxy_ollama: str, upstream_log: 
         "url": trap,
         "host": "evil.example",
     }
-    response = chat(proxy_ollama, body, headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"})
+    response = chat(
+        proxy_ollama, body, headers={"X-Forwarded-Host": "evil.example", "Forwarded": "host=evil.example"}
+    )
     assert response.status_code == 200, response.text
     (sent,) = upstream_log.requests("/api/chat")
     assert sent["headers"]["host"].startswith("127.0.0.1:")

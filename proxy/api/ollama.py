@@ -18,12 +18,14 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from proxy.api.openai import footnote_default, rag_headers, sources_header
 from proxy.api.requestlog import request_record
 from proxy.api.schemas import parse_json_object
+from proxy.api.security import key_collections
 from proxy.errors import NotFound, ProxyError
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.logging import get_logger
 from proxy.pipeline import ollama_api
-from proxy.pipeline.chat import ChatCall, augment
+from proxy.pipeline.chat import ChatCall, augment, visible_collections
+from proxy.pipeline.retrieval import split_alias
 from proxy.settings import Settings
 from proxy.upstream import openai
 from proxy.upstream.client import Upstream, map_transport_error
@@ -156,15 +158,12 @@ async def tags(request: AnyRequest) -> dict[str, Any]:
     """The upstream's models, each followed by its retrieval aliases."""
     _, upstream, index = _parts(request)
     listing = await _upstream_tags(upstream)
-    collections = sorted(index.store.collections()) if index is not None else []
+    collections = visible_collections(index, key_collections(request.scope))
     return ollama_api.tags_with_aliases(listing, collections) if collections else listing
 
 
-def _base_model(name: str, index: IndexService | None) -> str:
-    from proxy.pipeline.retrieval import split_alias
-
-    collections = sorted(index.store.collections()) if index is not None else []
-    return split_alias(name, collections)[0]
+def _base_model(name: str, index: IndexService | None, allowed: tuple[str, ...] | None) -> str:
+    return split_alias(name, visible_collections(index, allowed))[0]
 
 
 @post("/api/show", status_code=200)
@@ -176,7 +175,7 @@ async def show(request: AnyRequest) -> Any:
     name = body.get("model") or body.get("name")
     if not isinstance(name, str) or not name:
         raise ProxyError("model is required", status=400)
-    model = _base_model(name, index)
+    model = _base_model(name, index, key_collections(request.scope))
     if upstream.api == "ollama":
         return await upstream.post_json("/api/show", {**body, "model": model})
     await _require_model(upstream, model)
@@ -256,6 +255,7 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
                 windows=state.windows,
                 footnote_default=footnote_default(settings, "ollama"),
                 reranker=state.reranker,
+                allowed=key_collections(request.scope),
             )
             record["model"] = call.body["model"]
             if upstream.api == "ollama":

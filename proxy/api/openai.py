@@ -17,10 +17,11 @@ from litestar.types import ASGIApp
 from proxy.api.requestlog import request_record
 from proxy.api.responders import ChatResponder
 from proxy.api.schemas import parse_json_object, validate_chat, validate_embeddings
+from proxy.api.security import key_collections
 from proxy.errors import BadRequest, UpstreamError
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
-from proxy.pipeline.chat import ChatCall, augment, open_chat, prepare_chat
+from proxy.pipeline.chat import ChatCall, augment, open_chat, prepare_chat, visible_collections
 from proxy.pipeline.retrieval import aliases, split_alias
 from proxy.settings import Settings
 from proxy.upstream import ollama, openai
@@ -77,6 +78,7 @@ async def chat_completions(request: AnyRequest) -> ASGIApp:
                 windows=state.windows,
                 footnote_default=footnote_default(settings, "openai"),
                 reranker=state.reranker,
+                allowed=key_collections(request.scope),
             )
             record["model"] = call.body["model"]
             async with open_chat(upstream, settings, call) as chunks:
@@ -125,7 +127,7 @@ async def list_models(request: AnyRequest) -> dict[str, Any]:
         listing = {"object": "list", "data": (await upstream.get_json("/v1/models")).get("data") or []}
     index = request.app.state.index
     if index is not None:
-        collections = sorted(index.store.collections())
+        collections = visible_collections(index, key_collections(request.scope))
         data = []
         for entry in listing["data"]:
             data.append(entry)
@@ -143,7 +145,7 @@ async def retrieve_model(request: AnyRequest, model: FromPath[str]) -> dict[str,
     _, upstream = _parts(request)
     alias = model.lstrip("/")
     index = request.app.state.index
-    name = split_alias(alias, sorted(index.store.collections()))[0] if index is not None else alias
+    name = split_alias(alias, visible_collections(index, key_collections(request.scope)))[0]
     entry = await _model_entry(upstream, name)
     return {**entry, "id": alias} if name != alias else entry
 

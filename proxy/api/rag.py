@@ -11,7 +11,8 @@ from litestar import Request, post
 from proxy.api.openai import footnote_default, rag_headers
 from proxy.api.requestlog import request_record
 from proxy.api.schemas import parse_json_object, validate_chat
-from proxy.errors import BadRequest, ConfigError, NotFound, ProxyError
+from proxy.api.security import key_collections
+from proxy.errors import BadRequest, ConfigError, Forbidden, NotFound, ProxyError
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.pipeline.chat import augment, prepare_chat
@@ -46,12 +47,17 @@ async def rag_search(request: AnyRequest) -> dict[str, Any]:
     if mode not in MODES:
         raise BadRequest(f"'mode' must be one of {', '.join(MODES)}", param="mode")
     collections = body.get("collections")
+    allowed = key_collections(request.scope)
     if collections is not None:
         if not isinstance(collections, list) or not all(isinstance(c, str) for c in collections):
             raise BadRequest("'collections' must be a list of names", param="collections")
+        forbidden = sorted(c for c in collections if allowed is not None and c not in allowed)
+        if forbidden:
+            raise Forbidden(f"this API key may not read collection {', '.join(map(repr, forbidden))}")
         unknown = sorted(set(collections) - set(index.store.collections()))
         if unknown:
             raise BadRequest(f"unknown collection {', '.join(map(repr, unknown))}", param="collections")
+    collections = collections or (list(allowed) if allowed is not None else None)
     request_record(request.scope).update(rag_mode=mode, k=k)
     try:
         hits = await anyio.to_thread.run_sync(lambda: index.search(query, k, collections or None, mode))
@@ -95,6 +101,7 @@ async def rag_preview(request: AnyRequest) -> dict[str, Any]:
         windows=state.windows,
         footnote_default=footnote_default(settings, "openai"),
         reranker=state.reranker,
+        allowed=key_collections(request.scope),
     )
     body, rag = call.body, call.rag
     if upstream.api == "ollama":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, Forbidden
 from proxy.index.service import IndexService
 from proxy.logging import get_logger
 from proxy.pipeline import context, retrieval
@@ -98,12 +99,14 @@ async def augment(
     windows: context.WindowCache,
     footnote_default: bool,
     reranker: Reranker | None = None,
+    allowed: tuple[str, ...] | None = None,
 ) -> None:
     """Retrieval and context fitting, in place on ``call.body``: the model alias resolved, the
     ``rag`` field removed, the context added, the oldest history dropped if the window needs it,
-    and Ollama's ``num_ctx`` set."""
+    and Ollama's ``num_ctx`` set. ``allowed``: the only collections the caller's key may read
+    (None: all); the search filters on them in SQL."""
     body, info = call.body, call.rag
-    collections = sorted(index.store.collections()) if index is not None else []
+    collections = visible_collections(index, allowed)
     model, alias = retrieval.split_alias(body["model"], collections)
     body["model"] = model
     info.control = control = retrieval.resolve_control(body.pop("rag", None), headers, alias, settings)
@@ -117,6 +120,9 @@ async def augment(
         info.skipped = kind
     passages: list[Passage] = []
     if info.skipped is None and index is not None:
+        forbidden = [c for c in control.collections or () if allowed is not None and c not in allowed]
+        if forbidden:
+            raise Forbidden(f"this API key may not read collection {', '.join(map(repr, forbidden))}")
         unknown = [c for c in control.collections or () if c not in collections]
         if unknown:
             raise BadRequest(
@@ -132,14 +138,27 @@ async def augment(
                 index,
                 info.query,
                 top_k=control.top_k,
-                collections=control.collections,
+                collections=control.collections or allowed,
                 min_score=settings.min_score if settings.min_score >= 0 else None,
                 reranker=reranker,
             )
         )
+        if settings.strip_links:
+            passages = [
+                dataclasses.replace(p, text=retrieval.strip_links(p.text, settings.link_hosts))
+                for p in passages
+            ]
         info.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         info.found = len(passages)
     await _fit(call, passages, upstream, settings, windows)
+
+
+def visible_collections(index: IndexService | None, allowed: tuple[str, ...] | None) -> list[str]:
+    """The index's collections this caller may see."""
+    if index is None:
+        return []
+    names = sorted(index.store.collections())
+    return names if allowed is None else [name for name in names if name in allowed]
 
 
 async def _fit(

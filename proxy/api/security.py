@@ -1,0 +1,192 @@
+"""Who may talk to ragproxy: API keys (optionally limited to collections), the Host header
+allow-list against DNS rebinding, and CORS only for configured origins. Rejections have the
+error shape of the API asked (OpenAI's, or Ollama's under /api/ and /)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from dataclasses import dataclass
+
+import orjson
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.errors import ConfigError, error_body
+from proxy.settings import Settings
+
+SCOPE_KEY = "ragproxy_collections"  # in scope["state"]: the collections a key may read, or None
+HASH_PREFIX = "sha256:"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+OPEN_PATHS = ("/healthz",)  # liveness probes need no key
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    digest: bytes  # sha256 of the key: keys are compared by hash, in constant time
+    collections: tuple[str, ...] | None  # None: every collection
+
+
+def key_collections(scope: Scope) -> tuple[str, ...] | None:
+    """The collections the request's API key may read; None: all (or no keys configured)."""
+    state = scope.get("state") or {}
+    collections: tuple[str, ...] | None = state.get(SCOPE_KEY)
+    return collections
+
+
+def hash_key(key: str) -> str:
+    return HASH_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_keys(entries: tuple[str, ...]) -> list[ApiKey]:
+    """``KEY``, ``KEY@A:B`` (limited to collections A and B), or the same with ``sha256:HEX``
+    in place of the key."""
+    keys = []
+    for entry in entries:
+        secret, sep, names = entry.rpartition("@") if "@" in entry else (entry, "", "")
+        if not secret:
+            raise ConfigError("an API key is empty")
+        collections = tuple(n.strip() for n in names.split(":") if n.strip()) if sep else None
+        if sep and not collections:
+            raise ConfigError(f"API key entry ending in '@' names no collection: {_redacted(entry)}")
+        if secret.startswith(HASH_PREFIX):
+            try:
+                digest = bytes.fromhex(secret[len(HASH_PREFIX) :])
+            except ValueError:
+                raise ConfigError("an sha256: API key hash is not hexadecimal") from None
+            if len(digest) != 32:
+                raise ConfigError("an sha256: API key hash must have 64 hex digits")
+        else:
+            digest = hashlib.sha256(secret.encode()).digest()
+        keys.append(ApiKey(digest, collections))
+    return keys
+
+
+def _redacted(entry: str) -> str:
+    return entry[:3] + "..." if len(entry) > 6 else "..."
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """Listening beyond this machine without keys would hand the documents to the network."""
+    if not is_loopback(settings.host) and not settings.api_keys:
+        raise ConfigError(
+            f"refusing to listen on {settings.host} without API keys: anyone who can reach it could "
+            "read the indexed documents; set --api-key (or RAGPROXY_API_KEYS), or listen on 127.0.0.1"
+        )
+
+
+class SecurityMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.keys = parse_keys(settings.api_keys)
+        hosts = {*LOOPBACK_NAMES, *(h.lower() for h in settings.allowed_hosts)}
+        if settings.host not in ("0.0.0.0", "::"):
+            hosts.add(settings.host.lower())
+        self.any_host = "*" in hosts
+        self.hosts = hosts
+        self.origins = set(settings.cors_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # type: ignore[comparison-overlap]
+            await self.app(scope, receive, send)
+            return
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        path = scope["path"]
+        ollama = path == "/" or path.startswith("/api/")
+        host = _host_name(headers.get(b"host", b"").decode("latin-1"))
+        if not self.any_host and host not in self.hosts:
+            await _reject(send, 400, f"Host {host!r} is not allowed", "invalid_request_error", ollama)
+            return
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        allowed_origin = origin if origin and origin in self.origins else None
+        if (
+            scope.get("method") == "OPTIONS"
+            and allowed_origin
+            and headers.get(b"access-control-request-method")
+        ):
+            await _preflight(send, allowed_origin)
+            return
+        if self.keys and path not in OPEN_PATHS:
+            key = _presented_key(headers)
+            if key is None:
+                await _reject(send, 401, "missing API key", "authentication_error", ollama, "missing_api_key")
+                return
+            found = self._match(key)
+            if found is None:
+                await _reject(send, 401, "invalid API key", "authentication_error", ollama, "invalid_api_key")
+                return
+            scope.setdefault("state", {})[SCOPE_KEY] = found.collections
+        if allowed_origin is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"access-control-allow-origin", allowed_origin.encode()),
+                    (b"vary", b"Origin"),
+                    (b"access-control-expose-headers", b"x-request-id, x-ragproxy-sources"),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    def _match(self, key: str) -> ApiKey | None:
+        digest = hashlib.sha256(key.encode()).digest()
+        found = None
+        for candidate in self.keys:  # every key compared, in constant time
+            if hmac.compare_digest(candidate.digest, digest):
+                found = candidate
+        return found
+
+
+def _host_name(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8080
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _presented_key(headers: dict[bytes, bytes]) -> str | None:
+    auth = headers.get(b"authorization", b"").decode("latin-1").strip()
+    if auth[:7].lower() == "bearer " and auth[7:].strip():
+        return auth[7:].strip()
+    key = headers.get(b"x-api-key", b"").decode("latin-1").strip()
+    return key or None
+
+
+async def _reject(
+    send: Send, status: int, message: str, kind: str, ollama: bool, code: str | None = None
+) -> None:
+    body = {"error": message} if ollama else error_body(message, kind, code=code)
+    headers = [(b"content-type", b"application/json")]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="ragproxy"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
+
+
+async def _preflight(send: Send, origin: str) -> None:
+    headers = [
+        (b"access-control-allow-origin", origin.encode()),
+        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+        (
+            b"access-control-allow-headers",
+            b"authorization, content-type, x-api-key, x-request-id, "
+            b"x-rag, x-rag-collections, x-rag-top-k, x-rag-footnote",
+        ),
+        (b"access-control-max-age", b"600"),
+        (b"vary", b"Origin"),
+    ]
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
