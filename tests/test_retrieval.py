@@ -331,3 +331,17 @@ def test_reranker_plugin_orders_the_context(
     with ragproxy(**settings, reranker="http", rerank_url="http://127.0.0.1:9", top_k=1) as url:
         reply = httpx.post(url + "/v1/chat/completions", json={**chat, "max_tokens": 4}, timeout=60)
     assert reply.status_code == 200 and reply.json()["sources"][0]["file"] == "valves/zephyr.md"
+
+
+def test_a_prompt_that_filled_num_ctx_is_flagged() -> None:
+    """Ollama cuts an over-long prompt silently; the reply's prompt_eval_count tells."""
+    from proxy.pipeline.chat import ChatCall, check_truncation
+
+    call = ChatCall(body={}, include_usage=False)
+    call.rag.prompt_estimate, call.rag.num_ctx = 1500, 2048
+    call.stats.prompt_tokens = 1200
+    check_truncation(call)
+    assert not call.stats.truncated
+    call.stats.prompt_tokens = 2048  # the window was full: the start of the prompt was dropped
+    check_truncation(call)
+    assert call.stats.truncated
