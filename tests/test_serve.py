@@ -89,3 +89,36 @@ def test_log_content_setting_shows_the_prompt(llama: Server) -> None:
     ):
         assert httpx.post(base + "/v1/chat/completions", json=body, timeout=60).status_code == 200
     assert CANARY.encode() in b"\n".join(lines)
+
+
+def test_sigterm_lets_a_stream_in_flight_finish(ollama: Server) -> None:
+    """systemd stops the service with SIGTERM: a reply being streamed ends normally (all its
+    chunks, then [DONE]), the process exits cleanly, and new connections are refused."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--upstream", ollama.url],
+        env={**os.environ, "RAGPROXY_MODEL": "smollm2:135m"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base + "/healthz", process, timeout=30)
+        body = {
+            "model": "smollm2:135m@delay=1.5",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 8,
+            "stream": True,
+        }
+        with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=60) as response:
+            process.send_signal(signal.SIGTERM)  # while the upstream has not answered yet
+            events = [line for line in response.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "data: [DONE]" and len(events) > 2
+        assert all("error" not in orjson.loads(e[6:]) for e in events[:-1])
+        out, err = process.communicate(timeout=30)
+        assert process.returncode in (0, -signal.SIGTERM), err.decode()
+        assert b"Traceback" not in err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
