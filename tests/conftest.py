@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import ollama as ollama_sdk
 import openai
 import pytest
 
@@ -25,12 +26,19 @@ os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ragproxy-test-data-")
 configure_logging("warning", sys.stderr)
 
 
-_clients: list[openai.OpenAI] = []
+_clients: list[openai.OpenAI | ollama_sdk.Client] = []
 
 
 def sdk(base: str, **options: Any) -> openai.OpenAI:
     """The official client pointed at ``base``/v1, closed when the test ends."""
     client = openai.OpenAI(base_url=base + "/v1", api_key="unused", **options)
+    _clients.append(client)
+    return client
+
+
+def ollama_client(base: str, **options: Any) -> ollama_sdk.Client:
+    """The official ``ollama`` client pointed at ``base``, closed when the test ends."""
+    client = ollama_sdk.Client(host=base, **options)
     _clients.append(client)
     return client
 

@@ -7,33 +7,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import ollama
 import orjson
 import pytest
 
-from tests.conftest import CHAT_MODEL, UpstreamLog
+from tests.conftest import CHAT_MODEL, UpstreamLog, ollama_client
 from tests.ragdocs import CANARY, QUESTION
 from tests.servers import Server, ragproxy
 
 LLAMA_MODEL = "smollm2"
-_clients: list[ollama.Client] = []
-
-
-def client_for(url: str, **options: Any) -> ollama.Client:
-    """The official client, closed when the test ends."""
-    client = ollama.Client(host=url, **options)
-    _clients.append(client)
-    return client
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _clients:
-        _clients.pop().close()
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +54,13 @@ def test_probes(mode: tuple[str, str, str]) -> None:
 
 def test_list_shows_models_and_aliases(mode: tuple[str, str, str]) -> None:
     _, url, model = mode
-    names = [m.model for m in client_for(url).list().models]
+    names = [m.model for m in ollama_client(url).list().models]
     assert model in names and f"{model}+manuals" in names and f"{model}+norag" in names
 
 
 def test_show_keeps_context_length_and_capabilities(mode: tuple[str, str, str]) -> None:
     name, url, model = mode
-    shown = client_for(url).show(f"{model}+manuals")
+    shown = ollama_client(url).show(f"{model}+manuals")
     context = [v for k, v in (shown.modelinfo or {}).items() if k.endswith(".context_length")]
     assert context and context[0] > 0
     assert shown.capabilities and "completion" in shown.capabilities
@@ -86,7 +70,7 @@ def test_show_keeps_context_length_and_capabilities(mode: tuple[str, str, str]) 
 
 def test_chat_stream_and_not_carry_retrieval(mode: tuple[str, str, str], upstream_log: UpstreamLog) -> None:
     name, url, model = mode
-    client = client_for(url)
+    client = ollama_client(url)
     messages = [{"role": "user", "content": QUESTION}]
     parts = list(client.chat(model=model, messages=messages, stream=True, options={"num_predict": 6}))
     assert parts[-1].done and parts[-1].done_reason in ("stop", "length")
@@ -103,11 +87,11 @@ def test_chat_stream_and_not_carry_retrieval(mode: tuple[str, str, str], upstrea
 
 def test_chat_controls_and_housekeeping(mode: tuple[str, str, str], upstream_log: UpstreamLog) -> None:
     name, url, model = mode
-    client = client_for(url)
+    client = ollama_client(url)
     question = [{"role": "user", "content": QUESTION}]
     off = client.chat(model=f"{model}+norag", messages=question, options={"num_predict": 4})
     assert "Sources:" not in (off.message.content or "") and off.model == model
-    header_off = client_for(url, headers={"X-RAG": "off"}).chat(
+    header_off = ollama_client(url, headers={"X-RAG": "off"}).chat(
         model=model, messages=question, options={"num_predict": 4}
     )
     assert "Sources:" not in (header_off.message.content or "")
@@ -120,7 +104,7 @@ def test_chat_controls_and_housekeeping(mode: tuple[str, str, str], upstream_log
 
 def test_generate_with_retrieval(mode: tuple[str, str, str], upstream_log: UpstreamLog) -> None:
     name, url, model = mode
-    client = client_for(url)
+    client = ollama_client(url)
     parts = list(client.generate(model=model, prompt=QUESTION, stream=True, options={"num_predict": 6}))
     assert parts[-1].done and "[1] valves/zephyr.md" in "".join(p.response for p in parts)
     whole = client.generate(model=model, prompt=QUESTION, options={"num_predict": 6})
@@ -154,7 +138,7 @@ def test_async_client(mode: tuple[str, str, str]) -> None:
 
 def test_embed_and_legacy_embeddings(mode: tuple[str, str, str]) -> None:
     name, url, model = mode
-    client = client_for(url)
+    client = ollama_client(url)
     upstream = client.embed(model=model, input=["one", "two"])
     assert len(upstream.embeddings) == 2 and len(upstream.embeddings[0]) > 0
     legacy = client.embeddings(model=model, prompt="one")
@@ -166,7 +150,7 @@ def test_embed_and_legacy_embeddings(mode: tuple[str, str, str]) -> None:
 def test_unknown_model_gives_ollamas_error(mode: tuple[str, str, str]) -> None:
     _, url, _ = mode
     with pytest.raises(ollama.ResponseError) as raised:
-        client_for(url).chat(model="nope:1b", messages=[{"role": "user", "content": "hi"}])
+        ollama_client(url).chat(model="nope:1b", messages=[{"role": "user", "content": "hi"}])
     assert (
         raised.value.status_code == 404
         and "nope:1b" in raised.value.error
@@ -238,7 +222,7 @@ def test_tools_dropped_for_models_without_the_capability(
     (sent,) = upstream_log.requests("/api/chat")
     assert "tools" not in sent["body"]
     upstream_log.clear()
-    client_for(facade_ollama).chat(
+    ollama_client(facade_ollama).chat(
         model=CHAT_MODEL,
         messages=[{"role": "user", "content": "hi"}],
         tools=[tool],
@@ -262,7 +246,7 @@ def test_load_and_unload_pass_straight_through(facade_ollama: str, upstream_log:
 def test_model_management_is_forwarded(
     facade_ollama: str, facade_openai: str, upstream_log: UpstreamLog
 ) -> None:
-    client = client_for(facade_ollama)
+    client = ollama_client(facade_ollama)
     statuses = [p.status for p in client.pull(CHAT_MODEL, stream=True)]
     assert statuses[-1] == "success" and len(statuses) > 1
     assert upstream_log.requests("/api/pull")

@@ -15,8 +15,9 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from proxy.api.openai import footnote_default, rag_headers, sources_header
+from proxy.api.openai import augment_request, sources_header
 from proxy.api.requestlog import request_record
+from proxy.api.responders import ExchangeResponder, as_proxy_error
 from proxy.api.schemas import parse_json_object
 from proxy.api.security import key_collections
 from proxy.errors import NotFound, ProxyError
@@ -24,7 +25,7 @@ from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.logging import get_logger
 from proxy.pipeline import ollama_api
-from proxy.pipeline.chat import ChatCall, augment, visible_collections
+from proxy.pipeline.chat import ChatCall, visible_collections
 from proxy.pipeline.retrieval import split_alias
 from proxy.settings import Settings
 from proxy.upstream import openai
@@ -42,9 +43,9 @@ def _error(exc: ProxyError) -> dict[str, str]:
     return {"error": exc.message}
 
 
-class LinesResponder:
-    """An Ollama reply: NDJSON lines, or one object for ``stream: false``. One cancel scope
-    covers the exchange, so a client that leaves stops the upstream as on the OpenAI path."""
+class LinesResponder(ExchangeResponder):
+    """An Ollama reply: NDJSON lines, or one object for ``stream: false``, cancelled with the
+    upstream request when the client leaves, as on the OpenAI path."""
 
     def __init__(
         self,
@@ -55,26 +56,9 @@ class LinesResponder:
         record: dict[str, Any],
         extra_headers: Callable[[], list[tuple[bytes, bytes]]] = list,
     ) -> None:
-        self._open, self._stream, self._kind, self._record = open_lines, stream, kind, record
+        super().__init__(stream=stream, record=record, content_type=b"application/json; charset=utf-8")
+        self._open, self._kind = open_lines, kind
         self._extra_headers = extra_headers
-        self._started = self._complete = False
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._cancel_on_disconnect, receive, tasks.cancel_scope)
-            try:
-                await (self._send_stream(send) if self._stream else self._send_one(send))
-            finally:
-                tasks.cancel_scope.cancel()
-
-    async def _cancel_on_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                if not self._complete:
-                    self._record["client_disconnected"] = True
-                    scope.cancel()
-                return
 
     async def _send_stream(self, send: Send) -> None:
         try:
@@ -88,7 +72,7 @@ class LinesResponder:
                         {"type": "http.response.body", "body": orjson.dumps(line) + b"\n", "more_body": True}
                     )
         except Exception as exc:
-            error = _as_proxy_error(exc)
+            error = as_proxy_error(exc)
             self._record["error"] = error.code or error.type
             if not self._started:
                 await self._send_json(send, error.status, _error(error))
@@ -106,25 +90,11 @@ class LinesResponder:
             async with self._open() as lines:
                 reply = await ollama_api.aggregate(lines, self._kind)
         except Exception as exc:
-            error = _as_proxy_error(exc)
+            error = as_proxy_error(exc)
             self._record["error"] = error.code or error.type
             await self._send_json(send, error.status, _error(error))
             return
         await self._send_json(send, 200, reply, self._extra_headers())
-
-    async def _send_json(
-        self, send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": JSON + (headers or [])})
-        self._complete = True
-        await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
-
-
-def _as_proxy_error(exc: Exception) -> ProxyError:
-    if isinstance(exc, ProxyError):
-        return exc
-    log.exception("ollama.failed")
-    return ProxyError(f"internal error: {type(exc).__name__}", code="internal_error")
 
 
 def _parts(request: AnyRequest) -> tuple[Settings, Upstream, IndexService | None]:
@@ -219,15 +189,13 @@ async def _drop_tools_if_unsupported(request: AnyRequest, body: dict[str, Any]) 
 
 
 def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
-    settings, upstream, index = _parts(request)
-    state = request.app.state
+    settings, upstream, _ = _parts(request)
     original = body
     stream = body.get("stream", True) is not False
     call = ChatCall(body=ollama_api.as_chat(body) if kind == "generate" else dict(body), include_usage=False)
     call.body.setdefault("messages", [])
     record = request_record(request.scope)
     record.update(model=body["model"], stream=stream, api="ollama")
-    headers = rag_headers(request)
     path = f"/api/{kind}"
     # Loading or unloading a model (no messages, or an empty prompt) and raw prompts pass straight.
     passthrough = (kind == "chat" and not body.get("messages")) or (
@@ -246,17 +214,7 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
                     await _require_model(upstream, body["model"])
                     yield _one(ollama_api.load_reply(body, kind))
                     return
-            await augment(
-                call,
-                headers=headers,
-                index=index,
-                upstream=upstream,
-                settings=settings,
-                windows=state.windows,
-                footnote_default=footnote_default(settings, "ollama"),
-                reranker=state.reranker,
-                allowed=key_collections(request.scope),
-            )
+            await augment_request(request, call, "ollama")
             record["model"] = call.body["model"]
             if upstream.api == "ollama":
                 await _drop_tools_if_unsupported(request, call.body)

@@ -46,6 +46,23 @@ def sources_header(call: ChatCall) -> list[tuple[bytes, bytes]]:
     return [(b"x-ragproxy-sources", str(len(call.rag.passages)).encode())]
 
 
+async def augment_request(request: AnyRequest, call: ChatCall, api: str) -> None:
+    """Retrieval and context fitting for this request, with its headers and its key's
+    collections (``api``: which API it came in on, for the footnote default)."""
+    state = request.app.state
+    await augment(
+        call,
+        headers=rag_headers(request),
+        index=state.index,
+        upstream=state.upstream,
+        settings=state.settings,
+        windows=state.windows,
+        footnote_default=footnote_default(state.settings, api),
+        reranker=state.reranker,
+        allowed=key_collections(request.scope),
+    )
+
+
 def footnote_default(settings: Settings, api: str) -> bool:
     """``auto``: Ollama clients, which have no field for sources, get the footnote; OpenAI
     clients get the ``sources`` field."""
@@ -63,23 +80,10 @@ async def chat_completions(request: AnyRequest) -> ASGIApp:
     if settings.log_content:
         record["messages"] = body["messages"]
 
-    headers = rag_headers(request)
-    state = request.app.state
-
     @asynccontextmanager
     async def open_chunks() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         try:
-            await augment(
-                call,
-                headers=headers,
-                index=state.index,
-                upstream=upstream,
-                settings=settings,
-                windows=state.windows,
-                footnote_default=footnote_default(settings, "openai"),
-                reranker=state.reranker,
-                allowed=key_collections(request.scope),
-            )
+            await augment_request(request, call, "openai")
             record["model"] = call.body["model"]
             async with open_chat(upstream, settings, call) as chunks:
                 yield chunks

@@ -8,14 +8,14 @@ from typing import Any
 import anyio
 from litestar import Request, post
 
-from proxy.api.openai import footnote_default, rag_headers
+from proxy.api.openai import augment_request
 from proxy.api.requestlog import request_record
 from proxy.api.schemas import parse_json_object, validate_chat
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ConfigError, Forbidden, NotFound, ProxyError
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
-from proxy.pipeline.chat import augment, prepare_chat
+from proxy.pipeline.chat import prepare_chat
 from proxy.pipeline.retrieval import MAX_TOP_K, message_text
 from proxy.upstream import ollama, openai
 
@@ -92,17 +92,7 @@ async def rag_preview(request: AnyRequest) -> dict[str, Any]:
     state = request.app.state
     settings, upstream = state.settings, state.upstream
     call = prepare_chat(validate_chat(parse_json_object(await request.body()), settings))
-    await augment(
-        call,
-        headers=rag_headers(request),
-        index=state.index,
-        upstream=upstream,
-        settings=settings,
-        windows=state.windows,
-        footnote_default=footnote_default(settings, "openai"),
-        reranker=state.reranker,
-        allowed=key_collections(request.scope),
-    )
+    await augment_request(request, call, "openai")
     body, rag = call.body, call.rag
     if upstream.api == "ollama":
         path, sent = "/api/chat", ollama.chat_request(body)

@@ -23,28 +23,18 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 OpenChunks = Callable[[], AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]]
 
 
-class ChatResponder:
-    def __init__(
-        self,
-        open_chunks: OpenChunks,
-        *,
-        stream: bool,
-        usage: Callable[[], dict[str, int]],
-        record: dict[str, Any],
-        extra_headers: Callable[[], list[tuple[bytes, bytes]]] = list,
-        extra_fields: Callable[[], dict[str, Any]] = dict,
-    ) -> None:
-        self._open = open_chunks
+class ExchangeResponder:
+    """One request/response exchange under one cancel scope, cancelled when the client leaves.
+    Subclasses send the reply in ``_send_stream`` or ``_send_one``."""
+
+    def __init__(self, *, stream: bool, record: dict[str, Any], content_type: bytes) -> None:
         self._stream = stream
-        self._usage = usage
         self._record = record
-        self._extra_headers = extra_headers  # read once the upstream has answered
-        self._extra_fields = extra_fields
+        self._json_headers = [(b"content-type", content_type)]
         self._started = False
         self._complete = False
 
@@ -52,7 +42,7 @@ class ChatResponder:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._cancel_on_disconnect, receive, tasks.cancel_scope)
             try:
-                await (self._send_stream(send) if self._stream else self._send_completion(send))
+                await (self._send_stream(send) if self._stream else self._send_one(send))
             finally:
                 tasks.cancel_scope.cancel()
 
@@ -67,6 +57,39 @@ class ChatResponder:
                 return
 
     async def _send_stream(self, send: Send) -> None:
+        raise NotImplementedError
+
+    async def _send_one(self, send: Send) -> None:
+        raise NotImplementedError
+
+    async def _send_json(
+        self, send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        await send(
+            {"type": "http.response.start", "status": status, "headers": self._json_headers + (headers or [])}
+        )
+        self._complete = True
+        await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
+
+
+class ChatResponder(ExchangeResponder):
+    def __init__(
+        self,
+        open_chunks: OpenChunks,
+        *,
+        stream: bool,
+        usage: Callable[[], dict[str, int]],
+        record: dict[str, Any],
+        extra_headers: Callable[[], list[tuple[bytes, bytes]]] = list,
+        extra_fields: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        super().__init__(stream=stream, record=record, content_type=b"application/json")
+        self._open = open_chunks
+        self._usage = usage
+        self._extra_headers = extra_headers  # read once the upstream has answered
+        self._extra_fields = extra_fields
+
+    async def _send_stream(self, send: Send) -> None:
         try:
             async with self._open() as chunks:
                 async for chunk in chunks:
@@ -76,7 +99,7 @@ class ChatResponder:
                         self._started = True
                     await send({"type": "http.response.body", "body": sse_events(chunk), "more_body": True})
         except Exception as exc:
-            error = _as_proxy_error(exc)
+            error = as_proxy_error(exc)
             self._record["error"] = error.code or error.type
             if not self._started:
                 await self._send_json(send, error.status, error.body())
@@ -87,12 +110,12 @@ class ChatResponder:
         self._complete = True
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
 
-    async def _send_completion(self, send: Send) -> None:
+    async def _send_one(self, send: Send) -> None:
         try:
             async with self._open() as chunks:
                 completion = await aggregate(chunks)
         except Exception as exc:
-            error = _as_proxy_error(exc)
+            error = as_proxy_error(exc)
             self._record["error"] = error.code or error.type
             await self._send_json(send, error.status, error.body())
             return
@@ -100,17 +123,8 @@ class ChatResponder:
         completion.update(self._extra_fields())
         await self._send_json(send, 200, completion, self._extra_headers())
 
-    async def _send_json(
-        self, send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        await send(
-            {"type": "http.response.start", "status": status, "headers": JSON_HEADERS + (headers or [])}
-        )
-        self._complete = True
-        await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
 
-
-def _as_proxy_error(exc: Exception) -> ProxyError:
+def as_proxy_error(exc: Exception) -> ProxyError:
     if isinstance(exc, ProxyError):
         return exc
     log.exception("chat.failed")

@@ -18,7 +18,7 @@ from proxy.pipeline import retrieval
 from proxy.pipeline.chat import ChatCall, check_truncation, open_chat
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
-from proxy.upstream.frames import ndjson_lines
+from proxy.upstream.ollama import json_lines
 
 OLLAMA_VERSION = "0.12.6"  # reported when the upstream is not Ollama (clients parse it)
 
@@ -112,13 +112,7 @@ async def relay(
 
 async def _relayed(raw: AsyncIterator[bytes], call: ChatCall, kind: str) -> AsyncIterator[dict[str, Any]]:
     rag = call.rag
-    async for line in ndjson_lines(raw):
-        try:
-            data = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("upstream sent a line that is not JSON") from None
-        if not isinstance(data, dict):
-            raise UpstreamError("upstream sent a line that is not a JSON object")
+    async for data in json_lines(raw):
         if "error" in data:
             raise UpstreamError(str(data["error"]))
         if data.get("done"):

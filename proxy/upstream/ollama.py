@@ -138,6 +138,18 @@ def _tool_name(history: list[dict[str, Any]], call_id: Any) -> str | None:
     return None
 
 
+async def json_lines(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """Ollama's NDJSON reply, one object per line."""
+    async for line in ndjson_lines(raw):
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("upstream sent a line that is not JSON") from None
+        if not isinstance(data, dict):
+            raise UpstreamError("upstream sent a line that is not a JSON object")
+        yield data
+
+
 async def chat_chunks(
     raw: AsyncIterator[bytes], model: str, split_inline_think: bool
 ) -> AsyncIterator[dict[str, Any]]:
@@ -160,13 +172,7 @@ async def chat_chunks(
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
-    async for line in ndjson_lines(raw):
-        try:
-            data = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("upstream sent a line that is not JSON") from None
-        if not isinstance(data, dict):
-            raise UpstreamError("upstream sent a line that is not a JSON object")
+    async for data in json_lines(raw):
         if "error" in data:
             raise UpstreamError(f"upstream error: {data['error']}")
         message = data.get("message") or {}
