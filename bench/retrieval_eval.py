@@ -246,7 +246,8 @@ def eval_cmrc(args: argparse.Namespace, results: dict[str, Any]) -> None:
         answered += any(answer in "\n".join(p.text for p in passages) for answer in answers)
     results["cmrc-chat"] = [answered / len(questions), empty / len(questions)]
     print(
-        f"\nchat retrieval (top_k {settings.top_k}, min_score {args.min_score}): answer in context "
+        f"\nchat retrieval (top_k {settings.top_k}, min_score {args.min_score or 'of the embedder'}): "
+        "answer in context "
         f"{answered / len(questions):.3f}, no context at all {empty / len(questions):.3f}"
     )
     service.close()
@@ -381,6 +382,46 @@ def latency(args: argparse.Namespace) -> None:
     )
 
 
+def tune(args: argparse.Namespace) -> None:
+    """Fusion choices on SciFact's 809 TRAINING queries only: reciprocal rank fusion (constant and
+    keyword weight) against summing min-max scaled scores (keyword weight), at chunk level as
+    the product fuses."""
+    service = open_index(args, "scifact")
+    queries, qrels = scifact_queries(args.data, "train")
+    if args.limit:
+        queries = dict(list(queries.items())[: args.limit])
+    lists = {}
+    for query_id, text in queries.items():
+        keyword = service.store.search_keyword(text, 200)
+        vector = service.store.search_vector(service.embedder.embed_query(text), 200)
+        lists[query_id] = (keyword, vector)
+    print(f"SciFact train: {len(queries)} queries; nDCG@10 of the fused ranking")
+    print("| RRF k | keyword weight 0.5 | 0.75 | 1.0 | 1.25 | 1.5 | 2.0 |")
+    print("|---|---|---|---|---|---|---|")
+    for k in (5, 10, 20, 30, 60, 100):
+        row = []
+        for weight in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0):
+            scores = []
+            for query_id, (keyword, vector) in lists.items():
+                fused = index_service.reciprocal_rank_fusion([keyword, vector], k=k, weights=(weight, 1.0))
+                scores.append(ndcg_at(ranked_documents(fused), qrels[query_id]))
+            row.append(statistics.mean(scores))
+        print(f"| {k} | " + " | ".join(f"{x:.4f}" for x in row) + " |")
+    print("\nScaled scores summed (what ragproxy does), by the keyword weight:")
+    weights = (0.3, 0.4, 0.5, 0.6, 0.7)
+    print("| keyword weight | " + " | ".join(str(w) for w in weights) + " |")
+    print("|---|" + "---|" * len(weights))
+    row = []
+    for weight in weights:
+        scores = [
+            ndcg_at(ranked_documents(index_service.fuse(keyword, vector, weight)), qrels[query_id])
+            for query_id, (keyword, vector) in lists.items()
+        ]
+        row.append(statistics.mean(scores))
+    print("| nDCG@10 | " + " | ".join(f"{x:.4f}" for x in row) + " |")
+    service.close()
+
+
 def evaluate(args: argparse.Namespace) -> None:
     print(f"command: {' '.join(sys.argv)}")
     print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
@@ -407,7 +448,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("step", choices=("build", "eval", "calibrate", "latency"))
+    parser.add_argument("step", choices=("build", "eval", "calibrate", "latency", "tune"))
     parser.add_argument("--set", choices=("scifact", "cmrc", "both"), default="both")
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--data", type=Path, default=DATA)
@@ -415,7 +456,10 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--rrf-k", type=int, default=60, help="reciprocal rank fusion constant (hybrid)")
     parser.add_argument(
-        "--min-score", type=float, default=Settings().min_score, help="for the chat retrieval row"
+        "--min-score",
+        type=float,
+        default=None,
+        help="for the chat retrieval row (default: the embedder's own)",
     )
     parser.add_argument("--limit", type=int, default=0, help="CMRC: only the first N questions")
     args = parser.parse_args()
@@ -425,6 +469,8 @@ def main() -> None:
         calibrate(args)
     elif args.step == "latency":
         latency(args)
+    elif args.step == "tune":
+        tune(args)
     else:
         evaluate(args)
 

@@ -132,7 +132,7 @@ class Settings:
     min_score: float = _setting(
         -1.0,
         "Least cosine similarity between question and chunk for the chunk to be used as context, "
-        "so an unrelated question gets none; -1: the embedder's own threshold (e5: 0.82; others: none).",
+        "so an unrelated question gets none; -1: the embedder's own threshold (e5: 0.83; others: none).",
     )
     reranker: str = _setting(
         "",

@@ -21,7 +21,7 @@ class E5Embedder:
     max_tokens = 512
     # Cosine similarity below which a chunk is not relevant enough to be context: e5 scores are
     # compressed (unrelated pairs ~0.7-0.8); calibrated in BENCHMARKS.md on SciFact and CMRC.
-    min_score = 0.82
+    min_score = 0.83
 
     def __init__(self, threads: int | None = None) -> None:
         # Idle OpenMP threads otherwise spin and steal the CPU from the proxy.

@@ -34,7 +34,7 @@ def _index(request: AnyRequest) -> IndexService:
 async def rag_search(request: AnyRequest) -> dict[str, Any]:
     """Body: ``query`` (text), optional ``collections`` (names), ``k`` (default: the top_k
     setting), ``mode`` (hybrid, keyword or vector). No relevance cut: every chunk found, best
-    first, with its score (RRF for hybrid, cosine similarity for vector, BM25 for keyword)."""
+    first, with its score (fused 0..1 for hybrid, cosine similarity for vector, BM25 for keyword)."""
     index = _index(request)
     body = parse_json_object(await request.body())
     query = body.get("query")

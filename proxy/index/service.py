@@ -1,5 +1,5 @@
 """The index as the rest of ragproxy uses it: store, indexer and embedding worker built from the
-settings, and the search functions (keyword, vector, and both fused by reciprocal rank)."""
+settings, and the search functions (keyword, vector, and both fused)."""
 
 from __future__ import annotations
 
@@ -118,16 +118,40 @@ class IndexService:
             return keyword[:k]
         if mode == "vector":
             return vector[:k]
-        return reciprocal_rank_fusion([keyword, vector])[:k]
+        return fuse(keyword, vector)[:k]
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = 60) -> list[Hit]:
-    """Each hit scores the sum of 1 / (k + rank) over the rankings it appears in."""
+KEYWORD_WEIGHT = 0.5  # chosen on SciFact's training queries (BENCHMARKS.md)
+
+
+def fuse(keyword: Sequence[Hit], vector: Sequence[Hit], keyword_weight: float = KEYWORD_WEIGHT) -> list[Hit]:
+    """Hybrid ranking: each list's scores scaled to 0..1 (min-max over the list), then summed
+    with weights; a hit missing from one list gets 0 there. On SciFact's training queries this
+    beat reciprocal rank fusion at every constant tried (nDCG@10 0.734 against 0.723 at k=60)."""
     scores: dict[int, float] = {}
     hits: dict[int, Hit] = {}
-    for ranking in rankings:
+    for weight, ranking in ((keyword_weight, keyword), (1.0 - keyword_weight, vector)):
+        if not ranking:
+            continue
+        high, low = max(h.score for h in ranking), min(h.score for h in ranking)
+        for hit in ranking:
+            scaled = (hit.score - low) / (high - low) if high > low else 1.0
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight * scaled
+            hits.setdefault(hit.chunk_id, hit)
+    order = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)
+    return [dataclasses.replace(hits[i], score=round(scores[i], 6)) for i in order]
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[Hit]], k: int = 60, weights: Sequence[float] | None = None
+) -> list[Hit]:
+    """Each hit scores the sum of weight / (k + rank) over the rankings it appears in."""
+    scores: dict[int, float] = {}
+    hits: dict[int, Hit] = {}
+    for i, ranking in enumerate(rankings):
+        weight = weights[i] if weights is not None else 1.0
         for rank, hit in enumerate(ranking, start=1):
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (k + rank)
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight / (k + rank)
             hits.setdefault(hit.chunk_id, hit)
     order = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)
     return [dataclasses.replace(hits[i], score=round(scores[i], 6)) for i in order]

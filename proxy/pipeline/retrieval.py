@@ -10,7 +10,7 @@ from typing import Any
 
 from proxy.errors import BadRequest, ConfigError
 from proxy.index.chunker import estimate_tokens
-from proxy.index.service import IndexService, reciprocal_rank_fusion
+from proxy.index.service import IndexService, fuse
 from proxy.index.store import Hit, embedding_text
 from proxy.logging import get_logger
 from proxy.plugins import rerankers
@@ -252,12 +252,12 @@ def retrieve(
     min_score: float | None,
     reranker: Reranker | None = None,
 ) -> list[Passage]:
-    """Keyword and vector candidates, cut by relevance, fused by reciprocal rank (then reordered
+    """Keyword and vector candidates, cut by relevance, fused (scaled scores summed; then reordered
     by the reranker, if any), the best ``top_k`` chunks, duplicates dropped, adjacent chunks of a
     document merged. ``min_score`` None: the embedder's own threshold."""
     if not query.strip():
         return []
-    pool = max(4 * top_k, 20)
+    pool = max(10 * top_k, 50)  # fusion scales scores over the pool: too small a pool skews it
     keyword = service.store.search_keyword(query, pool, collections)
     vector: list[Hit] = []
     similarity: dict[int, float] = {}
@@ -274,7 +274,7 @@ def retrieve(
         keyword = [hit for hit in keyword if similarity.get(hit.chunk_id, min_score) >= min_score]
     candidates: list[Hit] = []
     seen_text: set[str] = set()
-    for hit in reciprocal_rank_fusion([keyword, vector]):
+    for hit in fuse(keyword, vector):
         if hit.content_hash not in seen_text:
             seen_text.add(hit.content_hash)
             candidates.append(hit)
