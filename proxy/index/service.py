@@ -103,7 +103,10 @@ class IndexService:
     def search(
         self, query: str, k: int = 10, collections: Sequence[str] | None = None, mode: SearchMode = "hybrid"
     ) -> list[Hit]:
-        keyword = self.store.search_keyword(query, k * 2, collections) if mode != "vector" else []
+        # Fusion scales scores over each list, so the lists are never shorter than 50 (as in a
+        # chat's retrieval): a short list would make its top hit 1.0 whatever it scored.
+        pool = max(2 * k, 50)
+        keyword = self.store.search_keyword(query, pool, collections) if mode != "vector" else []
         vector: list[Hit] = []
         if mode != "keyword":
             indexed_with, _ = self.store.embedder()
@@ -113,7 +116,7 @@ class IndexService:
                         f"the index holds vectors of {indexed_with!r}, not of "
                         f"{self.embedder.name!r}: search with the embedder it was built with"
                     )
-                vector = self.store.search_vector(self.embedder.embed_query(query), k * 2, collections)
+                vector = self.store.search_vector(self.embedder.embed_query(query), pool, collections)
         if mode == "keyword":
             return keyword[:k]
         if mode == "vector":
