@@ -12,6 +12,7 @@ from typing import Any
 import pluggy
 
 from proxy import hookspecs
+from proxy.errors import ConfigError
 from proxy.types import Document, Embedder, Reranker
 
 DEFAULT_PLUGINS = (
@@ -54,28 +55,33 @@ def loaders() -> dict[str, Loader]:
     return found
 
 
-@cache
-def embedders() -> dict[str, EmbedderFactory]:
-    found: dict[str, EmbedderFactory] = {}
+def _named(hook: str) -> dict[str, Any]:
+    """``name -> factory`` from every plugin's ``hook``; a later plugin overrides an earlier one."""
+    found: dict[str, Any] = {}
 
-    def register(name: str, factory: EmbedderFactory) -> None:
+    def register(name: str, factory: Any) -> None:
         found[name] = factory
 
-    for impl in plugin_manager().hook.register_embedders.get_hookimpls():
+    for impl in getattr(plugin_manager().hook, hook).get_hookimpls():
         impl.function(register=register)
     return found
+
+
+@cache
+def embedders() -> dict[str, EmbedderFactory]:
+    return _named("register_embedders")
 
 
 @cache
 def rerankers() -> dict[str, RerankerFactory]:
-    found: dict[str, RerankerFactory] = {}
+    return _named("register_rerankers")
 
-    def register(name: str, factory: RerankerFactory) -> None:
-        found[name] = factory
 
-    for impl in plugin_manager().hook.register_rerankers.get_hookimpls():
-        impl.function(register=register)
-    return found
+def factory(kind: str, name: str, factories: dict[str, Any]) -> Any:
+    """The factory registered as ``name``, or a clear error naming what is installed."""
+    if name not in factories:
+        raise ConfigError(f"unknown {kind} {name!r}; installed: {', '.join(sorted(factories))}")
+    return factories[name]
 
 
 def loader_for(path: Path) -> Loader | None:

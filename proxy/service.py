@@ -133,7 +133,7 @@ def config_toml(settings: Settings, *, user: bool) -> str:
     stored hashed)."""
     import dataclasses
 
-    from proxy.api.security import hash_key
+    from proxy.api.security import stored_form
 
     defaults = Settings()
     lines = ["# ragproxy settings (keys as the flag names); see `ragproxy serve --help`."]
@@ -142,20 +142,13 @@ def config_toml(settings: Settings, *, user: bool) -> str:
         if value == getattr(defaults, f.name) or f.name == "db" and not user:
             continue
         if f.name == "api_keys":
-            value = tuple(_hashed(entry, hash_key) for entry in value)
+            value = tuple(stored_form(entry) for entry in value)
         elif f.name == "docs":  # absolute: the service does not start where this command ran
             value = tuple(
                 f"{name}={folder.expanduser().resolve()}" for name, folder in settings.doc_folders()
             )
         lines.append(f"{f.name} = {_toml(value)}")
     return "\n".join(lines) + "\n"
-
-
-def _hashed(entry: str, hash_key: object) -> str:
-    secret, sep, names = entry.rpartition("@") if "@" in entry else (entry, "", "")
-    if secret.startswith("sha256:"):
-        return entry
-    return f"{hash_key(secret)}{sep}{names}"  # type: ignore[operator]
 
 
 def _toml(value: object) -> str:

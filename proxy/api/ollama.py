@@ -260,8 +260,8 @@ async def generate(request: AnyRequest) -> ASGIApp:
 
 # -- embeddings ---------------------------------------------------------------------------------------------
 async def _local_embedder(request: AnyRequest, model: str) -> Any:
-    settings, _, index = _parts(request)
-    if index is None or model not in (settings.embedder, index.store.embedder()[0]):
+    _, _, index = _parts(request)
+    if index is None or not index.serves_model(model):
         return None
     return await anyio.to_thread.run_sync(lambda: index.embedder)
 

@@ -166,7 +166,7 @@ async def embeddings(request: AnyRequest) -> dict[str, Any]:
     body = validate_embeddings(parse_json_object(await request.body()), settings)
     request_record(request.scope).update(model=body["model"])
     index = request.app.state.index
-    if index is not None and _is_index_embedder(index, body["model"], settings):
+    if index is not None and index.serves_model(body["model"]):
         vectors, tokens = await anyio.to_thread.run_sync(lambda: _embed_locally(index, body))
     elif upstream.api == "ollama":
         vectors, tokens = ollama.embed_vectors(
@@ -190,13 +190,6 @@ async def embeddings(request: AnyRequest) -> dict[str, Any]:
         "model": body["model"],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-
-
-def _is_index_embedder(index: IndexService, model: str, settings: Settings) -> bool:
-    """The index's own embedder is asked for by its model name (as ``ragproxy status`` shows it)
-    or by its plugin name (``e5``), so a client embeds with the same model as the index. Nothing
-    is loaded to decide."""
-    return model == settings.embedder or model == index.store.embedder()[0]
 
 
 def _embed_locally(index: IndexService, body: dict[str, Any]) -> tuple[list[list[float]], int]:

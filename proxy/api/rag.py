@@ -12,10 +12,10 @@ from proxy.api.openai import augment_request
 from proxy.api.requestlog import request_record
 from proxy.api.schemas import parse_json_object, validate_chat
 from proxy.api.security import key_collections
-from proxy.errors import BadRequest, ConfigError, Forbidden, NotFound, ProxyError
+from proxy.errors import BadRequest, ConfigError, NotFound, ProxyError
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
-from proxy.pipeline.chat import prepare_chat
+from proxy.pipeline.chat import check_collections, prepare_chat, visible_collections
 from proxy.pipeline.retrieval import MAX_TOP_K, message_text
 from proxy.upstream import ollama, openai
 
@@ -51,12 +51,7 @@ async def rag_search(request: AnyRequest) -> dict[str, Any]:
     if collections is not None:
         if not isinstance(collections, list) or not all(isinstance(c, str) for c in collections):
             raise BadRequest("'collections' must be a list of names", param="collections")
-        forbidden = sorted(c for c in collections if allowed is not None and c not in allowed)
-        if forbidden:
-            raise Forbidden(f"this API key may not read collection {', '.join(map(repr, forbidden))}")
-        unknown = sorted(set(collections) - set(index.store.collections()))
-        if unknown:
-            raise BadRequest(f"unknown collection {', '.join(map(repr, unknown))}", param="collections")
+        check_collections(collections, allowed, visible_collections(index, allowed), param="collections")
     collections = collections or (list(allowed) if allowed is not None else None)
     request_record(request.scope).update(rag_mode=mode, k=k)
     try:

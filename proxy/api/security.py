@@ -43,7 +43,7 @@ def parse_keys(entries: tuple[str, ...]) -> list[ApiKey]:
     in place of the key."""
     keys = []
     for entry in entries:
-        secret, sep, names = entry.rpartition("@") if "@" in entry else (entry, "", "")
+        secret, sep, names = _split_entry(entry)
         if not secret:
             raise ConfigError("an API key is empty")
         collections = tuple(n.strip() for n in names.split(":") if n.strip()) if sep else None
@@ -60,6 +60,17 @@ def parse_keys(entries: tuple[str, ...]) -> list[ApiKey]:
             digest = hashlib.sha256(secret.encode()).digest()
         keys.append(ApiKey(digest, collections))
     return keys
+
+
+def _split_entry(entry: str) -> tuple[str, str, str]:
+    """``KEY@A:B`` -> (``KEY``, ``@``, ``A:B``); a key alone -> (``KEY``, "", "")."""
+    return entry.rpartition("@") if "@" in entry else (entry, "", "")
+
+
+def stored_form(entry: str) -> str:
+    """The entry as a config file keeps it: the key replaced by its hash, the limits kept."""
+    secret, sep, names = _split_entry(entry)
+    return entry if secret.startswith(HASH_PREFIX) else f"{hash_key(secret)}{sep}{names}"
 
 
 def _redacted(entry: str) -> str:

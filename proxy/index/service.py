@@ -12,7 +12,7 @@ from proxy.errors import ConfigError
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer
 from proxy.index.store import Hit, Store
 from proxy.logging import get_logger
-from proxy.plugins import embedders
+from proxy.plugins import embedders, factory
 from proxy.settings import Settings
 from proxy.types import Embedder
 
@@ -22,14 +22,11 @@ SearchMode = Literal["hybrid", "keyword", "vector"]
 
 
 def make_embedder(settings: Settings) -> Embedder:
-    factories = embedders()
-    if settings.embedder not in factories:
-        raise ConfigError(
-            f"unknown embedder {settings.embedder!r}; installed: {', '.join(sorted(factories))}"
-        )
-    return factories[settings.embedder](
+    make = factory("embedder", settings.embedder, embedders())
+    embedder: Embedder = make(
         upstream=settings.upstream, model=settings.embed_model, threads=settings.embed_threads or None
     )
+    return embedder
 
 
 class IndexService:
@@ -85,6 +82,11 @@ class IndexService:
         if close_embedder is not None:
             close_embedder()
         self.store.close()
+
+    def serves_model(self, model: str) -> bool:
+        """True if ``model`` names this index's embedder: its model name (as ``ragproxy status``
+        shows it) or its plugin name (``e5``). Nothing is loaded to decide."""
+        return model == self.settings.embedder or model == self.store.embedder()[0]
 
     # -- search -----------------------------------------------------------------------------------
     def has_vectors(self) -> bool:

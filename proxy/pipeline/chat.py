@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,16 +120,7 @@ async def augment(
         info.skipped = kind
     passages: list[Passage] = []
     if info.skipped is None and index is not None:
-        forbidden = [c for c in control.collections or () if allowed is not None and c not in allowed]
-        if forbidden:
-            raise Forbidden(f"this API key may not read collection {', '.join(map(repr, forbidden))}")
-        unknown = [c for c in control.collections or () if c not in collections]
-        if unknown:
-            raise BadRequest(
-                f"unknown collection {', '.join(map(repr, unknown))}; the index has "
-                f"{', '.join(collections) or 'none'}",
-                param="rag.collections",
-            )
+        check_collections(control.collections or (), allowed, collections, param="rag.collections")
         info.attempted = True
         info.query = retrieval.search_query(messages)
         started = time.perf_counter()
@@ -151,6 +142,23 @@ async def augment(
         info.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         info.found = len(passages)
     await _fit(call, passages, upstream, settings, windows)
+
+
+def check_collections(
+    requested: Sequence[str], allowed: tuple[str, ...] | None, visible: Sequence[str], *, param: str
+) -> None:
+    """403 for a collection the caller's key may not read, 400 for one the index lacks (naming
+    only the collections the caller may see)."""
+    forbidden = [c for c in requested if allowed is not None and c not in allowed]
+    if forbidden:
+        raise Forbidden(f"this API key may not read collection {', '.join(map(repr, forbidden))}")
+    unknown = [c for c in requested if c not in visible]
+    if unknown:
+        raise BadRequest(
+            f"unknown collection {', '.join(map(repr, unknown))}; "
+            f"the index has {', '.join(visible) or 'none'}",
+            param=param,
+        )
 
 
 def visible_collections(index: IndexService | None, allowed: tuple[str, ...] | None) -> list[str]:

@@ -8,12 +8,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.errors import BadRequest, ConfigError
+from proxy.errors import BadRequest
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService, fuse
 from proxy.index.store import Hit, embedding_text
 from proxy.logging import get_logger
-from proxy.plugins import rerankers
+from proxy.plugins import factory, rerankers
 from proxy.settings import Settings
 from proxy.types import Reranker
 
@@ -300,14 +300,9 @@ def _reranked(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
 def make_reranker(settings: Settings) -> Reranker | None:
     if not settings.reranker:
         return None
-    factories = rerankers()
-    if settings.reranker not in factories:
-        raise ConfigError(
-            f"unknown reranker {settings.reranker!r}; installed: {', '.join(sorted(factories))}"
-        )
-    return factories[settings.reranker](
-        url=settings.rerank_url or settings.upstream_base, model=settings.rerank_model
-    )
+    make = factory("reranker", settings.reranker, rerankers())
+    reranker: Reranker = make(url=settings.rerank_url or settings.upstream_base, model=settings.rerank_model)
+    return reranker
 
 
 def _merge(hits: Sequence[Hit], scores: Mapping[int, float]) -> list[Passage]:
