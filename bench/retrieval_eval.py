@@ -241,7 +241,7 @@ def eval_cmrc(args: argparse.Namespace, results: dict[str, Any]) -> None:
     for question, _, answers in questions:
         passages = retrieve(
             service, question, top_k=settings.top_k, collections=None, min_score=args.min_score
-        )
+        ).passages
         empty += not passages
         answered += any(answer in "\n".join(p.text for p in passages) for answer in answers)
     results["cmrc-chat"] = [answered / len(questions), empty / len(questions)]
@@ -362,7 +362,7 @@ def latency(args: argparse.Namespace) -> None:
         for i, question in enumerate(questions * 2):
             started = time.perf_counter()
             # min_score -1: random vectors are all far apart, so no cut, the most work
-            passages = retrieve(service, question, top_k=5, collections=None, min_score=-1.0)
+            passages = retrieve(service, question, top_k=5, collections=None, min_score=-1.0).passages
             messages = [{"role": "user", "content": question}]
             context.fit(messages, passages, window=8192, reserve=1024, placement="system")
             if i >= 10:  # warm-up
@@ -422,7 +422,9 @@ def tune(args: argparse.Namespace) -> None:
     row = []
     for weight in weights:
         scores = [
-            ndcg_at(ranked_documents(index_service.fuse(keyword, vector, weight)), qrels[query_id])
+            ndcg_at(
+                ranked_documents(index_service.fuse(keyword, vector, keyword_weight=weight)), qrels[query_id]
+            )
             for query_id, (keyword, vector) in lists.items()
         ]
         row.append(statistics.mean(scores))

@@ -345,3 +345,19 @@ def test_a_prompt_that_filled_num_ctx_is_flagged() -> None:
     call.stats.prompt_tokens = 2048  # the window was full: the start of the prompt was dropped
     check_truncation(call)
     assert call.stats.truncated
+
+
+def test_chat_with_the_embedder_is_refused_on_both_apis(rag_proxy: str) -> None:
+    names = [m.id for m in sdk(rag_proxy).models.list()]
+    embedder = next(name for name in names if "e5" in name)
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk(rag_proxy).chat.completions.create(
+            model=embedder, messages=[{"role": "user", "content": QUESTION}]
+        )
+    assert "embedding model" in refused.value.message
+    reply = httpx.post(
+        rag_proxy + "/api/chat",
+        json={"model": "e5", "messages": [{"role": "user", "content": QUESTION}]},
+        timeout=30,
+    )
+    assert reply.status_code == 400 and "embedding model" in reply.json()["error"]

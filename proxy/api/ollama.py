@@ -176,18 +176,6 @@ async def _require_model(upstream: Upstream, model: str) -> None:
 
 
 # -- chat and generate -------------------------------------------------------------------------------------
-async def _drop_tools_if_unsupported(request: AnyRequest, body: dict[str, Any]) -> None:
-    """Ollama refuses ``tools`` for a model without the capability (Open WebUI sends them with
-    every chat): they are dropped for such models, and the drop is logged."""
-    state = request.app.state
-    if not body.get("tools") or state.upstream.api != "ollama":
-        return
-    info = await state.windows.info(state.upstream, body["model"])
-    if info.capabilities is not None and "tools" not in info.capabilities:
-        log.info("ollama.tools_dropped", model=body["model"], tools=len(body["tools"]))
-        body.pop("tools")
-
-
 def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
     settings, upstream, _ = _parts(request)
     original = body
@@ -217,7 +205,6 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
             await augment_request(request, call, "ollama")
             record["model"] = call.body["model"]
             if upstream.api == "ollama":
-                await _drop_tools_if_unsupported(request, call.body)
                 sent = ollama_api.back_to_generate(call.body, original) if kind == "generate" else call.body
                 async with ollama_api.relay(upstream, path, sent, call, kind) as lines:
                     yield lines

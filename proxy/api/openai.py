@@ -41,15 +41,22 @@ def rag_headers(request: AnyRequest) -> dict[str, str]:
 
 
 def sources_header(call: ChatCall) -> list[tuple[bytes, bytes]]:
+    """``X-RAGProxy-Sources``: passages sent; ``X-RAGProxy-Context``: "3/5 passages fit" when
+    some that were found had no room."""
     if not call.rag.attempted:
         return []
-    return [(b"x-ragproxy-sources", str(len(call.rag.passages)).encode())]
+    headers = [(b"x-ragproxy-sources", str(len(call.rag.passages)).encode())]
+    if cut := call.rag.cut():
+        headers.append((b"x-ragproxy-context", cut.encode()))
+    return headers
 
 
 async def augment_request(request: AnyRequest, call: ChatCall, api: str) -> None:
     """Retrieval and context fitting for this request, with its headers and its key's
-    collections (``api``: which API it came in on, for the footnote default)."""
+    collections (``api``: which API it came in on; with the client, it decides how sources are
+    shown)."""
     state = request.app.state
+    client = client_kind(request.headers.get("user-agent", ""))
     await augment(
         call,
         headers=rag_headers(request),
@@ -57,16 +64,31 @@ async def augment_request(request: AnyRequest, call: ChatCall, api: str) -> None
         upstream=state.upstream,
         settings=state.settings,
         windows=state.windows,
-        footnote_default=footnote_default(state.settings, api),
+        footnote_default=footnote_default(state.settings, api, client),
+        source_events=api == "openai" and client == "open-webui",
         reranker=state.reranker,
         allowed=key_collections(request.scope),
     )
 
 
-def footnote_default(settings: Settings, api: str) -> bool:
-    """``auto``: Ollama clients, which have no field for sources, get the footnote; OpenAI
-    clients get the ``sources`` field."""
-    return settings.sources_footnote == "on" or (settings.sources_footnote == "auto" and api == "ollama")
+def client_kind(user_agent: str) -> str:
+    """ "open-webui" (its aiohttp session sends aiohttp's own User-Agent), "sdk" (the official
+    OpenAI libraries: scripts and apps that read ``sources``), or "other"."""
+    if "aiohttp/" in user_agent:
+        return "open-webui"
+    if user_agent.startswith(("OpenAI/", "AsyncOpenAI/")):
+        return "sdk"
+    return "other"
+
+
+def footnote_default(settings: Settings, api: str, client: str) -> bool:
+    """``auto``: the answer text gets the footnote where nothing else would show the sources to a
+    person: on the Ollama API (Open WebUI's Ollama connection keeps nothing but the text), and on
+    the OpenAI API for clients other than Open WebUI (which gets source events) and the official
+    SDKs (whose users read the ``sources`` field)."""
+    if settings.sources_footnote != "auto":
+        return settings.sources_footnote == "on"
+    return api == "ollama" or client == "other"
 
 
 @post("/v1/chat/completions")
@@ -95,16 +117,13 @@ async def chat_completions(request: AnyRequest) -> ASGIApp:
         completion = call.stats.completion_tokens or 0
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    def sources() -> dict[str, Any]:
-        return {"sources": call.rag.sources()} if call.rag.attempted else {}
-
     return ChatResponder(
         open_chunks,
         stream=stream,
         usage=usage,
         record=record,
         extra_headers=lambda: sources_header(call),
-        extra_fields=sources,
+        extra_fields=call.rag.fields,
     )
 
 

@@ -115,7 +115,7 @@ async def rag_preview(request: AnyRequest) -> dict[str, Any]:
             "query": rag.query,
             "collections": list(rag.control.collections) if rag.control.collections else None,
             "top_k": rag.control.top_k,
-            "found": rag.found,
+            **rag.summary(),
         },
         "sources": rag.sources(),
     }

@@ -4,17 +4,19 @@ settings, and the search functions (keyword, vector, and both fused)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from proxy.errors import ConfigError
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer
-from proxy.index.store import Hit, Store
+from proxy.index.store import Hit, Store, embedding_text
+from proxy.index.vectors import Background
 from proxy.logging import get_logger
 from proxy.plugins import embedders, factory
 from proxy.settings import Settings
-from proxy.types import Embedder
+from proxy.types import Embedder, Reranker
 
 log = get_logger("ragproxy.index")
 
@@ -105,42 +107,116 @@ class IndexService:
     def search(
         self, query: str, k: int = 10, collections: Sequence[str] | None = None, mode: SearchMode = "hybrid"
     ) -> list[Hit]:
-        # Fusion scales scores over each list, so the lists are never shorter than 50 (as in a
-        # chat's retrieval): a short list would make its top hit 1.0 whatever it scored.
-        pool = max(2 * k, 50)
+        """The ``k`` best chunks (no relevance cut): what ``rank`` orders, for the search API and
+        command."""
+        return self.rank(query, k, collections, mode, strict=True).hits[:k]
+
+    def rank(
+        self,
+        query: str,
+        k: int,
+        collections: Sequence[str] | None = None,
+        mode: SearchMode = "hybrid",
+        *,
+        reranker: Reranker | None = None,
+        strict: bool = False,
+    ) -> Ranking:
+        """Every search goes through here: chats, the search API and command, the benchmarks.
+
+        Keyword (FTS5 BM25) and vector (exact cosine) candidates, pools of at least ``POOL``,
+        fused by strength (``fuse``), one chunk per distinct text, then reordered by the reranker if
+        there is one. ``strict``: an index built with another embedder is an error (else it is
+        searched by keyword only, and logged)."""
+        pool = max(POOL, 2 * k)
         keyword = self.store.search_keyword(query, pool, collections) if mode != "vector" else []
+        idf = sum(self.store.keyword_idf(query).values()) if keyword else 0.0
+        # BM25 over the sum of the query terms' IDF: ~1 for a chunk holding every term once,
+        # a small fraction for one that shares a common word or two
+        strength = {hit.chunk_id: min(1.0, hit.score / idf) for hit in keyword} if idf else {}
         vector: list[Hit] = []
-        if mode != "keyword":
+        background: Background | None = None
+        similarity: dict[int, float] = {}
+        if mode != "keyword" and self._searchable_by_vector(strict):
+            query_vector = self.embedder.embed_query(query)
+            vector, background = self.store.scan_vectors(query_vector, pool, collections)
+            similarity = {hit.chunk_id: hit.score for hit in vector}
+            missing = [hit.chunk_id for hit in keyword if hit.chunk_id not in similarity]
+            similarity.update(self.store.similarities(query_vector, missing))
+        ordered = (
+            keyword if mode == "keyword" else vector if mode == "vector" else fuse(keyword, vector, strength)
+        )
+        seen: set[str] = set()
+        hits = []
+        for hit in ordered:
+            if hit.content_hash not in seen:
+                seen.add(hit.content_hash)
+                hits.append(hit)
+        if reranker is not None and len(hits) > 1:
+            hits = _reranked(reranker, query, hits)
+        return Ranking(hits, similarity, strength, background)
+
+    def _searchable_by_vector(self, strict: bool) -> bool:
+        if strict:
             indexed_with, _ = self.store.embedder()
-            if indexed_with is not None:  # searching never re-binds: that would drop the vectors
-                if indexed_with != self.embedder.name:
-                    raise ConfigError(
-                        f"the index holds vectors of {indexed_with!r}, not of "
-                        f"{self.embedder.name!r}: search with the embedder it was built with"
-                    )
-                vector = self.store.search_vector(self.embedder.embed_query(query), pool, collections)
-        if mode == "keyword":
-            return keyword[:k]
-        if mode == "vector":
-            return vector[:k]
-        return fuse(keyword, vector)[:k]
+            if indexed_with is not None and indexed_with != self.embedder.name:
+                raise ConfigError(
+                    f"the index holds vectors of {indexed_with!r}, not of "
+                    f"{self.embedder.name!r}: search with the embedder it was built with"
+                )
+        return self.has_vectors()
 
 
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """What a search found, best first, with the evidence the relevance gate reads."""
+
+    hits: list[Hit]
+    similarity: dict[int, float]  # cosine of the query to each hit that has a vector
+    strength: dict[int, float]  # keyword strength of each keyword hit, 0..1
+    background: Background | None  # the query's similarity to all the chunks searched
+
+
+def _reranked(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
+    """The hits in the reranker's order; if it fails, in the fused order (logged): a reranking
+    server that is down must not fail the chat."""
+    try:
+        scores = reranker.rerank(query, [embedding_text(hit.text, hit.heading) for hit in hits])
+    except Exception as exc:
+        log.warning("retrieval.rerank_failed", reranker=reranker.name, error=str(exc)[:200])
+        return hits
+    order = sorted(range(len(hits)), key=lambda i: -scores[i])
+    return [hits[i] for i in order]
+
+
+POOL = 50  # candidates from each list: fusion and the gate need a view beyond the top few
 KEYWORD_WEIGHT = 0.5  # chosen on SciFact's training queries (BENCHMARKS.md)
 
 
-def fuse(keyword: Sequence[Hit], vector: Sequence[Hit], keyword_weight: float = KEYWORD_WEIGHT) -> list[Hit]:
-    """Hybrid ranking: each list's scores scaled to 0..1 (min-max over the list), then summed
-    with weights; a hit missing from one list gets 0 there. On SciFact's training queries this
-    beat reciprocal rank fusion at every constant tried (nDCG@10 0.734 against 0.723 at k=60)."""
+def fuse(
+    keyword: Sequence[Hit],
+    vector: Sequence[Hit],
+    strength: Mapping[int, float] | None = None,
+    keyword_weight: float = KEYWORD_WEIGHT,
+) -> list[Hit]:
+    """Hybrid ranking: weighted sum of a keyword part and a vector part; a hit missing from one
+    list gets 0 there. The vector part is min-max scaled over its list. The keyword part is the
+    hit's ``strength`` (BM25 over the query's whole IDF) when given, so a list of weak keyword
+    hits (stray digits, one shared word) cannot outvote a strong vector list; without it,
+    min-max scaled like the vector part."""
     scores: dict[int, float] = {}
     hits: dict[int, Hit] = {}
-    for weight, ranking in ((keyword_weight, keyword), (1.0 - keyword_weight, vector)):
+    for weight, ranking, absolute in (
+        (keyword_weight, keyword, strength),
+        (1.0 - keyword_weight, vector, None),
+    ):
         if not ranking:
             continue
         high, low = max(h.score for h in ranking), min(h.score for h in ranking)
         for hit in ranking:
-            scaled = (hit.score - low) / (high - low) if high > low else 1.0
+            if absolute is not None:
+                scaled = absolute.get(hit.chunk_id, 0.0)
+            else:
+                scaled = (hit.score - low) / (high - low) if high > low else 1.0
             scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight * scaled
             hits.setdefault(hit.chunk_id, hit)
     order = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)

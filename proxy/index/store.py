@@ -18,7 +18,7 @@ from proxy.errors import ConfigError
 from proxy.index import textsearch
 from proxy.index.db import Connection, connect
 from proxy.index.migrations import migrate
-from proxy.index.vectors import VectorMatrix
+from proxy.index.vectors import Background, VectorMatrix
 from proxy.types import Chunk
 
 
@@ -437,18 +437,37 @@ class Store:
         )
         return [_hit(row, row["score"]) for row in rows]
 
+    def keyword_idf(self, query: str) -> dict[str, float]:
+        """Each search term of ``query`` with its inverse document frequency, as FTS5's BM25
+        computes it (over the whole table): what a match on that term is worth."""
+        db = self.reader()
+        total = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        weights = {}
+        for term in textsearch.query_terms(query):
+            hits = db.execute(
+                "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (textsearch.quote(term),)
+            ).fetchone()[0]
+            weights[term] = max(math.log((total - hits + 0.5) / (hits + 0.5)), 1e-6)
+        return weights
+
     def search_vector(
         self, vector: Sequence[float], k: int = 10, collections: Sequence[str] | None = None
     ) -> list[Hit]:
         """Exact nearest neighbours among the chunks embedded so far; score = cosine similarity."""
+        return self.scan_vectors(vector, k, collections)[0]
+
+    def scan_vectors(
+        self, vector: Sequence[float], k: int = 10, collections: Sequence[str] | None = None
+    ) -> tuple[list[Hit], Background | None]:
+        """The nearest neighbours, and the query's similarity to all the chunks searched."""
         where = self._collection_filter(collections)
         if where is None:
-            return []
+            return [], None
         with self._lock:  # writers update the matrix in place under the same lock
             matrix = self._current_vectors()
-            found = matrix.search(vector, k, where[1] or None) if matrix is not None else []
+            found, background = matrix.scan(vector, k, where[1] or None) if matrix is not None else ([], None)
         if not found:
-            return []
+            return [], background
         scores = dict(found)
         rows = (
             self.reader()
@@ -459,7 +478,7 @@ class Store:
             .fetchall()
         )
         hits = [_hit(row, scores[row["id"]]) for row in rows]
-        return sorted(hits, key=lambda hit: -hit.score)
+        return sorted(hits, key=lambda hit: -hit.score), background
 
     def similarities(self, vector: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
         """Cosine similarity of the query to each of these chunks that has a vector yet."""

@@ -49,12 +49,20 @@ def index_text(text: str) -> str:
     return _CJK_RUN.sub(_spaced, text)
 
 
-def _quote(term: str) -> str:
+def quote(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def match_query(query: str, stop_chars: frozenset[str] = STOP_CHARS) -> str | None:
-    """An FTS5 MATCH expression, terms OR-ed (rank with bm25), or None if nothing is searchable."""
+def _weak(word: str) -> bool:
+    """A word that matches by accident more than by meaning: one letter ("s" of "turbine's") or
+    a number of one or two digits."""
+    return len(word) == 1 or (word.isdigit() and len(word) <= 2)
+
+
+def query_terms(query: str, stop_chars: frozenset[str] = STOP_CHARS) -> list[str]:
+    """The query's search terms: Chinese as pairs of adjacent characters (a lone character as
+    itself), other words as they are, without function words and weak words unless nothing else
+    is left."""
     terms: list[str] = []
     words: list[str] = []
     for match in _QUERY_PIECE.finditer(query):
@@ -71,6 +79,14 @@ def match_query(query: str, stop_chars: frozenset[str] = STOP_CHARS) -> str | No
                 if a not in stop_chars and b not in stop_chars
             ]
     content_words = [w for w in words if w.lower() not in STOP_WORDS]
-    terms += content_words or words  # a question of function words only keeps them
-    unique = dict.fromkeys(t for t in terms if t.strip())
-    return " OR ".join(_quote(t) for t in unique) or None
+    strong_words = [w for w in content_words if not _weak(w)]
+    if terms or strong_words:
+        terms += strong_words
+    else:  # a question of function or weak words only keeps them
+        terms += content_words or words
+    return list(dict.fromkeys(t for t in terms if t.strip()))
+
+
+def match_query(query: str, stop_chars: frozenset[str] = STOP_CHARS) -> str | None:
+    """An FTS5 MATCH expression, terms OR-ed (rank with bm25), or None if nothing is searchable."""
+    return " OR ".join(quote(t) for t in query_terms(query, stop_chars)) or None

@@ -46,23 +46,49 @@ class RagInfo:
     query: str = ""
     passages: list[Passage] = field(default_factory=list)
     found: int = 0  # passages found before fitting
+    gated: int = 0  # chunks found but left out as unrelated to the question
     retrieval_ms: float | None = None
     window: int | None = None
     reserve: int = 0
     prompt_estimate: int = 0
     num_ctx: int | None = None
     history_dropped: int = 0
+    tools_dropped: str | None = None  # why the request's tool definitions were not forwarded
     footnote: bool = False
+    events: bool = False  # sources as Open WebUI's source events on the stream's first chunks
 
     def sources(self) -> list[dict[str, Any]]:
         return [passage.source() for passage in self.passages]
+
+    def cut(self) -> str | None:
+        """ "3/5 passages fit" when passages were found but not all could be sent."""
+        if self.found > len(self.passages):
+            return f"{len(self.passages)}/{self.found} passages fit"
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """What a reply carries beside ``sources``: how many passages were found and sent."""
+        out: dict[str, Any] = {"found": self.found, "sent": len(self.passages), "gated": self.gated}
+        if self.cut():
+            out["cut"] = "window"
+        if self.tools_dropped:
+            out["tools_dropped"] = self.tools_dropped
+        return out
+
+    def fields(self) -> dict[str, Any]:
+        """The fields a reply carries when retrieval ran: ``sources`` and ``rag``."""
+        return {"sources": self.sources(), "rag": self.summary()} if self.attempted else {}
 
     def record(self) -> dict[str, Any]:
         return {
             "rag": self.attempted,
             "rag_skipped": self.skipped,
             "rag_chunks": sum(len(p.chunk_ids) for p in self.passages),
+            "rag_found": self.found if self.attempted else None,
+            "rag_gated": self.gated if self.attempted else None,
             "rag_sources": len(self.passages),
+            "rag_cut": self.cut(),
+            "tools_dropped": self.tools_dropped,
             "retrieval_ms": self.retrieval_ms,
             "context_window": self.window,
             "prompt_estimate": self.prompt_estimate,
@@ -98,6 +124,7 @@ async def augment(
     settings: Settings,
     windows: context.WindowCache,
     footnote_default: bool,
+    source_events: bool = False,
     reranker: Reranker | None = None,
     allowed: tuple[str, ...] | None = None,
 ) -> None:
@@ -108,9 +135,19 @@ async def augment(
     body, info = call.body, call.rag
     collections = visible_collections(index, allowed)
     model, alias = retrieval.split_alias(body["model"], collections)
+    if index is not None and index.serves_model(model):
+        raise BadRequest(
+            f"'{model}' is the index's embedding model: it makes embeddings (/v1/embeddings, "
+            "/api/embed), not chat replies; choose a chat model",
+            param="model",
+            code="model_not_chat",
+        )
     body["model"] = model
     info.control = control = retrieval.resolve_control(body.pop("rag", None), headers, alias, settings)
     info.footnote = control.footnote if control.footnote is not None else footnote_default
+    info.events = source_events
+    # ragproxy's own footnotes and context blocks, echoed back by the client, are not the user's
+    body["messages"] = retrieval.strip_own_additions(body["messages"])
     messages: list[dict[str, Any]] = body["messages"]
     if index is None:
         info.skipped = "no index"
@@ -122,18 +159,20 @@ async def augment(
     if info.skipped is None and index is not None:
         check_collections(control.collections or (), allowed, collections, param="rag.collections")
         info.attempted = True
+        queries = retrieval.search_queries(messages)
         info.query = retrieval.search_query(messages)
         started = time.perf_counter()
-        passages = await anyio.to_thread.run_sync(
+        retrieved = await anyio.to_thread.run_sync(
             lambda: retrieval.retrieve(
                 index,
-                info.query,
+                queries,
                 top_k=control.top_k,
                 collections=control.collections or allowed,
                 min_score=settings.min_score if settings.min_score >= 0 else None,
                 reranker=reranker,
             )
         )
+        passages, info.gated = retrieved.passages, retrieved.gated
         if settings.strip_links:
             passages = [
                 dataclasses.replace(p, text=retrieval.strip_links(p.text, settings.link_hosts))
@@ -176,7 +215,17 @@ async def _fit(
     settings: Settings,
     windows: context.WindowCache,
 ) -> None:
+    """Counts only what will be forwarded: tools a model cannot use are dropped first (Open WebUI
+    sends its ~36 built-in tools with every chat, ~7,000 tokens)."""
     body, info = call.body, call.rag
+    if body.get("tools") and body.get("tool_choice") == "none":
+        body.pop("tools")  # never forwarded (the translations drop them too)
+    if body.get("tools") and upstream.api == "ollama":
+        capabilities = (await windows.info(upstream, body["model"])).capabilities
+        if capabilities is not None and "tools" not in capabilities:
+            log.info("context.tools_dropped", model=body["model"], reason="capability")
+            body.pop("tools")
+            info.tools_dropped = "the model has no tools capability"
     options = body.get("options") if isinstance(body.get("options"), dict) else None
     client_num_ctx = (options or {}).get("num_ctx", body.get("num_ctx"))
     trim_history = True
@@ -192,7 +241,8 @@ async def _fit(
             window = min(window, settings.num_ctx_max)
     info.window = window
     info.reserve = context.answer_reserve(body, settings)
-    messages, used, dropped, prompt = context.fit(
+    in_use = any(m.get("role") == "tool" or m.get("tool_calls") for m in body["messages"])
+    fitted = context.fit(
         body["messages"],
         passages,
         window=window,
@@ -200,15 +250,31 @@ async def _fit(
         placement=settings.context_placement,
         extra=context.tools_tokens(body),
         trim_history=trim_history,
+        extra_droppable=not in_use,  # tools a conversation already uses are never taken away
     )
-    body["messages"] = messages
-    info.passages, info.history_dropped, info.prompt_estimate = used, dropped, prompt
-    if dropped:
-        log.info("context.history_dropped", messages=dropped, window=window)
+    body["messages"] = fitted.messages
+    info.passages, info.history_dropped = fitted.passages, fitted.history_dropped
+    info.prompt_estimate = fitted.prompt_estimate
+    if fitted.extra_dropped:
+        body.pop("tools", None)
+        info.tools_dropped = "no room beside the best passage"
+        log.info("context.tools_dropped", model=body["model"], reason="window", window=window)
+    if fitted.history_dropped:
+        log.info("context.history_dropped", messages=fitted.history_dropped, window=window)
+    if info.cut():
+        log.warning(
+            "context.passages_cut",
+            found=info.found,
+            sent=len(fitted.passages),
+            window=window,
+            reserve=info.reserve,
+            prompt_estimate=fitted.prompt_estimate,
+            shortened=fitted.shortened or None,
+        )
     if upstream.api == "ollama" and client_num_ctx is None:
         model = body["model"]
         info.num_ctx = context.num_ctx_for(
-            prompt + min(info.reserve, window // 2), window, floor=windows.num_ctx.get(model, 0)
+            info.prompt_estimate + min(info.reserve, window // 2), window, floor=windows.num_ctx.get(model, 0)
         )
         windows.num_ctx[model] = info.num_ctx
         body["options"] = {**(options or {}), "num_ctx": info.num_ctx}
@@ -247,10 +313,12 @@ async def _timed_first(raw: AsyncIterator[bytes], sent: float, stats: ChatStats)
 async def _rendered(
     chunks: AsyncIterator[dict[str, Any]], settings: Settings, call: ChatCall
 ) -> AsyncIterator[dict[str, Any]]:
-    """The chunks with reasoning rendered, the sources footnote before the finish, and
-    ``sources`` on the last chunk (the usage chunk if the client asked for one)."""
+    """The chunks with reasoning rendered, Open WebUI's source events on the first ones (if
+    asked), the sources footnote before the finish, and ``sources`` on the last chunk (the usage
+    chunk if the client asked for one)."""
     renderer = ReasoningRenderer(settings.reasoning_format)
     rag = call.rag
+    events = [retrieval.source_event(p) for p in rag.passages] if rag.events else []
     async for chunk in chunks:
         choices = chunk.get("choices")
         if not choices:
@@ -259,21 +327,39 @@ async def _rendered(
             call.stats.completion_tokens = usage.get("completion_tokens")
             check_truncation(call)
             if call.include_usage:
-                yield {**chunk, "sources": rag.sources()} if rag.attempted else chunk
+                yield {**chunk, **rag.fields()}
             continue
         choice = choices[0]
         if choice.get("finish_reason"):
+            for carrier in _event_carriers(chunk, events):
+                yield carrier
+            events = []
             call.stats.finish_reason = choice["finish_reason"]
             tail = renderer.close()
             if rag.footnote and rag.passages:
                 tail += retrieval.footnote(rag.passages)
             if tail:
                 yield {**chunk, "choices": [{"index": 0, "delta": {"content": tail}, "finish_reason": None}]}
-            if rag.attempted and not call.include_usage:
-                chunk = {**chunk, "sources": rag.sources()}
+            if not call.include_usage:
+                chunk = {**chunk, **rag.fields()}
         else:
             renderer.render(choice["delta"])
+        if events:  # the first chunk keeps its role and carries the first event
+            yield {**chunk, "event": events[0]}
+            for carrier in _event_carriers(chunk, events[1:]):
+                yield carrier
+            events = []
+            continue
         yield chunk
+
+
+def _event_carriers(chunk: dict[str, Any], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One empty-delta chunk per source event: Open WebUI takes one source per event and numbers
+    them in order, so its chips match the [n] the model cites."""
+    empty = {key: value for key, value in chunk.items() if key not in ("choices", "usage", "sources", "rag")}
+    return [
+        {**empty, "choices": [{"index": 0, "delta": {}, "finish_reason": None}], "event": e} for e in events
+    ]
 
 
 def check_truncation(call: ChatCall) -> None:

@@ -104,16 +104,20 @@ async def _ask(upstream: Upstream, model: str) -> ModelInfo | None:
         return None
 
 
+# Passages may take this share of the room the required messages leave before older history
+# gets any; the best passage always gets in, whatever its size (shortened as a last resort).
+PASSAGE_SHARE = 0.6
+MIN_PASSAGE_TOKENS = 48  # a passage cut shorter than this would not say anything
+
+
 @dataclass
 class Fitted:
     messages: list[dict[str, Any]]
-    passages: list[Passage]
-    window: int  # what the prompt and the answer must fit in
-    reserve: int  # tokens kept for the answer
-    prompt_estimate: int
-    num_ctx: int | None  # set on Ollama requests
+    passages: list[Passage]  # renumbered 1..n in rank order
     history_dropped: int  # messages of the oldest history left out
-    passages_dropped: int
+    prompt_estimate: int
+    extra_dropped: bool = False  # the tool definitions had to go to make room for the best passage
+    shortened: bool = False  # the best passage was cut to fit
 
 
 def answer_reserve(body: dict[str, Any], settings: Settings) -> int:
@@ -137,39 +141,86 @@ def fit(
     placement: str,
     extra: int = 0,
     trim_history: bool = True,
-) -> tuple[list[dict[str, Any]], list[Passage], int, int]:
-    """The messages with as much context as fits: (messages, passages used, history messages
-    dropped, estimate). The oldest turns go first; then the lowest-ranked passages. System
-    prompts, the last user message and everything after it always stay."""
+    extra_droppable: bool = False,
+) -> Fitted:
+    """The messages with as much context as fits the window less the answer's reserve.
+
+    System prompts, the last user message and everything after it always stay, and so do the
+    tool definitions (``extra`` tokens) unless ``extra_droppable`` and the best passage fits only
+    without them. Then, in this order: passages in rank order up to ``PASSAGE_SHARE`` of the room
+    left (the best one in any case), the newest history turns that fit (oldest dropped first,
+    whole turns; none dropped unless ``trim_history``), and the remaining passages in what is left.
+    """
     reserve = min(reserve, window // 2)
     budget = window - reserve
     last_user = max(
         (i for i, m in enumerate(messages) if m.get("role") == "user"),
         default=max(len(messages) - 1, 0),
     )
-    history = list(range(len(messages)))
-    droppable = [i for i in history if i < last_user and messages[i].get("role") not in SYSTEM_ROLES]
-    if not trim_history:
-        droppable = []
-    kept = set(history)
-    dropped = 0
-    while droppable and estimate([messages[i] for i in sorted(kept)], extra) > budget:
-        # a turn at a time: the oldest message and any assistant/tool replies that follow it
-        first = droppable.pop(0)
-        kept.discard(first)
-        dropped += 1
-        while droppable and messages[droppable[0]].get("role") in ("assistant", "tool"):
-            kept.discard(droppable.pop(0))
-            dropped += 1
-    base = [messages[i] for i in sorted(kept)]
-    used: list[Passage] = []
+    turns: list[list[int]] = []  # droppable history, oldest first; a turn: a message and its replies
+    if trim_history:
+        for i in range(last_user):
+            role = messages[i].get("role")
+            if role in SYSTEM_ROLES:
+                continue
+            if turns and role in ("assistant", "tool") and turns[-1][-1] == i - 1:
+                turns[-1].append(i)
+            else:
+                turns.append([i])
+    in_turns = {i for turn in turns for i in turn}
+    required = [i for i in range(len(messages)) if i not in in_turns]
+
+    def kept_messages(kept: Sequence[list[int]]) -> list[dict[str, Any]]:
+        return [messages[i] for i in sorted([*required, *(i for turn in kept for i in turn)])]
+
+    def prompt(kept: Sequence[list[int]], chosen: Sequence[Passage], tools: int) -> int:
+        return estimate(with_context(kept_messages(kept), _numbered(chosen), placement), tools)
+
+    result = Fitted(messages=[], passages=[], history_dropped=0, prompt_estimate=0)
+    chosen: list[Passage] = []
+    if passages:
+        best = passages[0]
+        if extra and extra_droppable and prompt([], [best], extra) > budget >= prompt([], [best], 0):
+            extra, result.extra_dropped = 0, True
+        if prompt([], [best], extra) > budget:
+            room = budget - prompt([], [replace(best, text="")], extra)
+            if room >= MIN_PASSAGE_TOKENS:
+                best, result.shortened = _shortened(best, room), True
+        if prompt([], [best], extra) <= budget:
+            chosen.append(best)
+            floor = prompt([], [], extra)
+            share = floor + PASSAGE_SHARE * (budget - floor)
+            for passage in passages[1:]:
+                if prompt([], [*chosen, passage], extra) <= share:
+                    chosen.append(passage)
+    kept = list(turns)
+    while kept and prompt(kept, chosen, extra) > budget:
+        result.history_dropped += len(kept.pop(0))
     for passage in passages:
-        trial = with_context(base, [*used, passage], placement)
-        if estimate(trial, extra) <= budget:
-            used.append(passage)
-    renumbered = [_renumber(p, n) for n, p in enumerate(used, start=1)]
-    final = with_context(base, renumbered, placement) if renumbered else base
-    return final, renumbered, dropped, estimate(final, extra)
+        taken = {c.number for c in chosen}
+        if passage.number not in taken and prompt(kept, [*chosen, passage], extra) <= budget:
+            chosen.append(passage)
+    rank = {p.number: n for n, p in enumerate(passages)}
+    result.passages = _numbered(sorted(chosen, key=lambda p: rank[p.number]))
+    result.messages = with_context(kept_messages(kept), result.passages, placement)
+    result.prompt_estimate = estimate(result.messages, extra)
+    return result
+
+
+def _numbered(passages: Sequence[Passage]) -> list[Passage]:
+    return [_renumber(p, n) for n, p in enumerate(passages, start=1)]
+
+
+def _shortened(passage: Passage, tokens: int) -> Passage:
+    """The passage cut to about ``tokens`` (its start kept), marked as cut."""
+    low, high = 0, len(passage.text)
+    while low < high:  # the longest prefix within the budget
+        middle = (low + high + 1) // 2
+        if estimate_tokens(passage.text[:middle]) * ESTIMATE_MARGIN + 2 <= tokens:
+            low = middle
+        else:
+            high = middle - 1
+    return replace(passage, text=passage.text[:low].rstrip() + " …")
 
 
 def _renumber(passage: Passage, number: int) -> Passage:

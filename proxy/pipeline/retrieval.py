@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import BadRequest
-from proxy.index.chunker import estimate_tokens
-from proxy.index.service import IndexService, fuse
-from proxy.index.store import Hit, embedding_text
+from proxy.index.service import IndexService, Ranking
+from proxy.index.store import Hit
 from proxy.logging import get_logger
 from proxy.plugins import factory, rerankers
 from proxy.settings import Settings
@@ -227,74 +226,86 @@ def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 # -- query ------------------------------------------------------------------------------------------
-FOLLOW_UP_TOKENS = 12  # a last message this short is read with the previous user message
+CONTEXT_WEIGHT = 0.9  # a chunk found only with the previous question ranks a little lower
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    text: str
+    weight: float
+
+
+def search_queries(messages: Sequence[Mapping[str, Any]]) -> list[Query]:
+    """What to search for: the last user message, and, in a conversation, the previous user
+    message with it (so "and how long does it last?" finds what the conversation is about),
+    searched separately and the two rankings merged. A question that stands on its own finds its
+    chunks with the first; a follow-up with the second. No length rule and no extra LLM call."""
+    users = [message_text(m).strip() for m in messages if m.get("role") == "user"]
+    users = [text for text in users if text]
+    if not users:
+        return []
+    queries = [Query(users[-1], 1.0)]
+    if len(users) > 1:
+        queries.append(Query(f"{users[-2]}\n{users[-1]}", CONTEXT_WEIGHT))
+    return queries
 
 
 def search_query(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The last user message; if it is short ("and the second one?"), the previous user message
-    too, so a follow-up finds what the conversation is about."""
-    users = [message_text(m) for m in messages if m.get("role") == "user"]
-    if not users:
-        return ""
-    last = users[-1].strip()
-    if len(users) > 1 and estimate_tokens(last) < FOLLOW_UP_TOKENS:
-        return f"{users[-2].strip()}\n{last}"
-    return last
+    """The queries as one text, for the log and the dry run."""
+    return "\n---\n".join(query.text for query in search_queries(messages))
 
 
 # -- search -----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    passages: list[Passage]
+    candidates: int  # chunks the searches found before the relevance gate
+    gated: int  # of those, left out as unrelated to the question
+
+
 def retrieve(
     service: IndexService,
-    query: str,
+    queries: str | Sequence[Query],
     *,
     top_k: int,
     collections: Sequence[str] | None,
     min_score: float | None,
     reranker: Reranker | None = None,
-) -> list[Passage]:
-    """Keyword and vector candidates, cut by relevance, fused (scaled scores summed; then reordered
-    by the reranker, if any), the best ``top_k`` chunks, duplicates dropped, adjacent chunks of a
-    document merged. ``min_score`` None: the embedder's own threshold."""
-    if not query.strip():
-        return []
-    pool = max(10 * top_k, 50)  # fusion scales scores over the pool: too small a pool skews it
-    keyword = service.store.search_keyword(query, pool, collections)
-    vector: list[Hit] = []
-    similarity: dict[int, float] = {}
-    if service.has_vectors():
-        if min_score is None:  # the embedder's own threshold, if it has one
-            min_score = float(getattr(service.embedder, "min_score", -1.0))
-        query_vector = service.embedder.embed_query(query)
-        vector = [hit for hit in service.store.search_vector(query_vector, pool, collections)]
-        similarity = {hit.chunk_id: hit.score for hit in vector}
-        missing = [hit.chunk_id for hit in keyword if hit.chunk_id not in similarity]
-        similarity.update(service.store.similarities(query_vector, missing))
-        vector = [hit for hit in vector if hit.score >= min_score]
-        # A keyword hit must be close enough in meaning too; one not embedded yet keeps its place.
-        keyword = [hit for hit in keyword if similarity.get(hit.chunk_id, min_score) >= min_score]
-    candidates: list[Hit] = []
-    seen_text: set[str] = set()
-    for hit in fuse(keyword, vector):
-        if hit.content_hash not in seen_text:
-            seen_text.add(hit.content_hash)
-            candidates.append(hit)
-    if reranker is not None and len(candidates) > 1:
-        candidates = _reranked(reranker, query, candidates[:pool])
-    chosen = candidates[:top_k]
-    scores = {hit.chunk_id: similarity.get(hit.chunk_id, hit.score) for hit in chosen}
-    return _merge(chosen, scores)
+) -> Retrieved:
+    """For each query, the chunks ``IndexService.rank`` orders and the relevance gate lets
+    through; the rankings merged (a chunk's best weighted score), the best ``top_k``, adjacent
+    chunks of a document merged. ``min_score`` None: the embedder's own threshold."""
+    if isinstance(queries, str):
+        queries = [Query(queries, 1.0)]
+    best: dict[int, tuple[float, Hit, float]] = {}  # chunk id -> (weighted score, hit, similarity)
+    candidates = 0
+    seen: set[int] = set()
+    for query in queries:
+        if not query.text.strip():
+            continue
+        ranking = service.rank(query.text, top_k, collections, reranker=reranker)
+        seen.update(hit.chunk_id for hit in ranking.hits)
+        threshold = min_score
+        if threshold is None:
+            threshold = float(getattr(service.embedder, "min_score", -1.0)) if ranking.similarity else -1.0
+        for position, hit in enumerate(ranking.hits):
+            if not _relevant(hit, ranking, threshold):
+                continue
+            # a reranker's order is kept through its position; otherwise the fused score counts
+            score = (1.0 / (1 + position) if reranker is not None else hit.score) * query.weight
+            if hit.chunk_id not in best or score > best[hit.chunk_id][0]:
+                similarity = ranking.similarity.get(hit.chunk_id, hit.score)
+                best[hit.chunk_id] = (score, hit, similarity)
+    candidates = len(seen)
+    ordered = sorted(best.values(), key=lambda entry: -entry[0])
+    chosen = [hit for _, hit, _ in ordered[:top_k]]
+    scores = {hit.chunk_id: similarity for _, hit, similarity in ordered[:top_k]}
+    return Retrieved(_merge(chosen, scores), candidates, candidates - len(best))
 
 
-def _reranked(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
-    """The hits in the reranker's order; if it fails, in the fused order (logged): a reranking
-    server that is down must not fail the chat."""
-    try:
-        scores = reranker.rerank(query, [embedding_text(hit.text, hit.heading) for hit in hits])
-    except Exception as exc:
-        log.warning("retrieval.rerank_failed", reranker=reranker.name, error=str(exc)[:200])
-        return hits
-    order = sorted(range(len(hits)), key=lambda i: -scores[i])
-    return [hits[i] for i in order]
+def _relevant(hit: Hit, ranking: Ranking, min_score: float) -> bool:
+    """A chunk close enough in meaning; one not embedded yet keeps its place."""
+    return ranking.similarity.get(hit.chunk_id, min_score) >= min_score
 
 
 def make_reranker(settings: Settings) -> Reranker | None:
@@ -409,5 +420,67 @@ def context_block(passages: Sequence[Passage]) -> str:
     return f"{CONTEXT_INTRO}\n\n{_FENCE_OPEN}\n" + "\n\n".join(entries) + f"\n{_FENCE_CLOSE}"
 
 
+def source_event(passage: Passage) -> dict[str, Any]:
+    """The passage as an Open WebUI source event (a chunk's ``event`` field), shown as a chip
+    with the passage text; its id, unique per passage, is the label the inline [n] shows."""
+    label = f"{passage.number}. {passage.label()}"
+    return {
+        "type": "source",
+        "data": {
+            "source": {"id": label, "name": label},
+            "document": [passage.text],
+            "metadata": [{"source": label, "name": label}],
+            "distances": [round(passage.score, 4)],
+        },
+    }
+
+
+FOOTNOTE_HEADING = "Sources:"
+
+
 def footnote(passages: Sequence[Passage]) -> str:
-    return "\n\nSources:\n" + "\n".join(f"[{p.number}] {p.label()}" for p in passages)
+    return f"\n\n{FOOTNOTE_HEADING}\n" + "\n".join(f"[{p.number}] {p.label()}" for p in passages)
+
+
+# What ragproxy itself added to a reply or a prompt, as clients echo it back in later turns (Open
+# WebUI keeps the footnote in the chat and quotes it in its title and follow-up prompts): the
+# footnote's numbers would clash with the next turn's, and the old context would be read twice.
+_OWN_FOOTNOTE = re.compile(rf"\n*^{FOOTNOTE_HEADING}[ \t]*\n(?:\[\d+\][^\n]*(?:\n|\Z))+", re.MULTILINE)
+_OWN_CONTEXT = re.compile(
+    re.escape(CONTEXT_INTRO) + r"\s*" + re.escape(_FENCE_OPEN) + r".*?" + re.escape(_FENCE_CLOSE) + r"\n*",
+    re.DOTALL,
+)
+
+
+def strip_own_text(text: str, *, footnotes: bool = True) -> str:
+    """The text without ragproxy's context blocks and (``footnotes``) its footnotes."""
+    if footnotes and FOOTNOTE_HEADING in text and _OWN_FOOTNOTE.search(text):
+        text = _OWN_FOOTNOTE.sub("\n", text).rstrip("\n")
+    if _FENCE_OPEN in text:
+        text = _OWN_CONTEXT.sub("", text)
+    return text
+
+
+def strip_own_additions(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages without ragproxy's context blocks, and without its footnotes where a client
+    echoes them: in assistant turns and in a client's task prompts quoting the chat. A user's own
+    text that happens to look like a footnote is left alone."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        footnotes = message.get("role") == "assistant" or (
+            isinstance(content, str) and _TASK_PROMPT.match(content) is not None
+        )
+        if isinstance(content, str):
+            cleaned: Any = strip_own_text(content, footnotes=footnotes)
+        elif isinstance(content, list):
+            cleaned = [
+                {**part, "text": strip_own_text(part["text"], footnotes=footnotes)}
+                if isinstance(part, dict) and isinstance(part.get("text"), str)
+                else part
+                for part in content
+            ]
+        else:
+            cleaned = content
+        out.append(message if cleaned == content else {**message, "content": cleaned})
+    return out

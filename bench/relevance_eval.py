@@ -1,0 +1,333 @@
+"""Does context reach the chats that need it, and only those? Every request goes through a real
+``ragproxy serve`` and its dry run, ``POST /v1/rag/preview``, with default settings: what a
+chat would send upstream, and its sources.
+
+Collections (each its own index file, built once into ``~/.cache/ragproxy-bench/``):
+- ``cmrc``: CMRC 2018 dev paragraphs (Chinese Wikipedia), and ``scifact``: SciFact abstracts
+  (English); both built by ``bench/retrieval_eval.py build``.
+- ``docs``: FastAPI's English docs and TiDB's Chinese FAQ and best practices (``build`` here).
+
+Sets:
+- unrelated: ``bench/data/unrelated_prompts.jsonl``, 240 prompts (English, Simplified and
+  Traditional Chinese; small talk, coding, math, translation, creative writing, general
+  knowledge, advice, questions to the assistant), each against every collection. Counted: the
+  share that gets any context (target <= 5% in each language).
+- related: CMRC dev questions (every 10th), SciFact test claims, TiDB FAQ question headings.
+  Counted: the share that gets any context, and the share whose own document is among the
+  sources (target >= 95%), beside the same for the top 5 with no gate (the search's ceiling).
+- follow-up: two-turn chats, a CMRC or SciFact question, an answer, then a follow-up from a
+  fixed list (any length, no topic words); counted like related.
+- cross-language: ``bench/data/cross_language.jsonl`` (SciFact claims in Chinese, CMRC
+  questions in English): recall@1 of hybrid against vector-only (``IndexService.rank``).
+
+    .venv/bin/python bench/relevance_eval.py build
+    .venv/bin/python bench/relevance_eval.py run [--limit N]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.dont_write_bytecode = True
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+
+from proxy.index.service import IndexService  # noqa: E402
+from proxy.settings import Settings  # noqa: E402
+
+HERE = Path(__file__).parent
+DATA = Path(ROOT).parent / "shared" / "data"
+CACHE = Path.home() / ".cache" / "ragproxy-bench"
+EVAL = CACHE / "eval"  # retrieval_eval.py's indexes
+DOCS_DB = CACHE / "relevance" / "docs.db"
+TIDB_PARTS = ("faq", "best-practices")
+
+FOLLOW_UPS = {
+    "en": [
+        "Why?",
+        "Tell me more.",
+        "how so",
+        "Can you explain that in more detail?",
+        "Is that still considered true today, or has later work changed the picture?",
+        "What evidence supports this, and how strong is it compared with other findings?",
+        "Could you summarise the key points of that in three short bullet points for me please?",
+        "And what does that mean in practice?",
+    ],
+    "zh": [
+        "为什么？",
+        "还有呢",
+        "能详细说说吗？",
+        "那这个在实际中意味着什么？",
+        "可以用三点总结一下刚才说的内容吗？",
+        "具体是怎么回事，能不能再解释得清楚一点，我还是不太明白。",
+        "这个说法有什么依据？有没有其他资料可以支持或者反驳它？",
+        "能再說明一下嗎？",
+    ],
+}
+
+
+# -- data -----------------------------------------------------------------------------------------------
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def cmrc_related(data: Path, step: int) -> list[dict[str, Any]]:
+    """Every ``step``-th CMRC dev question: its paragraph's file (as retrieval_eval writes them)
+    and an answer, for the follow-up's first turn."""
+    with open(data / "cmrc2018" / "dev.json", encoding="utf-8") as f:
+        dev = json.load(f)
+    numbers: dict[str, int] = {}
+    questions = []
+    for article in dev["data"]:
+        for paragraph in article["paragraphs"]:
+            number = numbers.setdefault(paragraph["context"].strip(), len(numbers))
+            for qa in paragraph["qas"]:
+                answer = next((a["text"] for a in qa["answers"] if a["text"].strip()), "")
+                questions.append(
+                    {"id": qa["id"], "text": qa["question"], "files": {f"{number:04d}.txt"}, "answer": answer}
+                )
+    return questions[::step]
+
+
+def scifact_related(data: Path) -> list[dict[str, Any]]:
+    qrels: dict[str, set[str]] = {}
+    with open(data / "scifact" / "qrels" / "test.tsv", encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            query_id, doc_id, _ = line.split("\t")
+            qrels.setdefault(query_id, set()).add(f"{doc_id}.md")
+    return [
+        {
+            "id": q["_id"],
+            "text": q["text"],
+            "files": qrels[q["_id"]],
+            "answer": "Let me check the literature.",
+        }
+        for q in read_jsonl(data / "scifact" / "queries.jsonl")
+        if q["_id"] in qrels
+    ]
+
+
+def tidb_related(data: Path) -> list[dict[str, Any]]:
+    """TiDB FAQ question headings, each with its own file (the path in the docs collection)."""
+    out = []
+    for path in sorted((data / "docs" / "tidb-zh" / "faq").glob("*.md")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("#") and ("？" in line or "?" in line):
+                text = line.lstrip("# ").strip()
+                out.append(
+                    {"id": f"{path.name}:{text}", "text": text, "files": {f"faq/{path.name}"}, "answer": ""}
+                )
+    return out
+
+
+# -- build ----------------------------------------------------------------------------------------------
+def build(args: argparse.Namespace) -> None:
+    for name in ("cmrc", "scifact"):
+        if not (EVAL / f"{name}.db").exists():
+            print(f"{EVAL / f'{name}.db'} is missing: run bench/retrieval_eval.py build --set {name}")
+    DOCS_DB.parent.mkdir(parents=True, exist_ok=True)
+    tidb = DOCS_DB.parent / "tidb-docs"
+    for part in TIDB_PARTS:
+        if not (tidb / part).exists():
+            shutil.copytree(args.data / "docs" / "tidb-zh" / part, tidb / part)
+    for folder, name in ((args.data / "docs" / "fastapi-en", "fastapi"), (tidb, "tidb")):
+        command = [
+            sys.executable,
+            "-m",
+            "proxy",
+            "index",
+            str(folder),
+            "--collection",
+            name,
+            "--db",
+            str(DOCS_DB),
+        ]
+        subprocess.run(command, check=True, cwd=ROOT)
+
+
+# -- the server -----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def serve(db: Path) -> Iterator[str]:
+    """``ragproxy serve`` on this index with default settings. Its upstream address answers
+    nothing: the dry run needs no model (the window falls back to 4096)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAGPROXY_LOG_LEVEL": "warning"}
+    command = [sys.executable, "-m", "proxy", "serve", "--db", str(db), "--port", str(port)]
+    command += ["--upstream", "http://127.0.0.1:9", "--upstream-api", "ollama"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def preview(client: httpx.Client, messages: list[dict[str, str]]) -> dict[str, Any]:
+    reply = client.post("/v1/rag/preview", json={"model": "deepseek-r1:7b", "messages": messages})
+    reply.raise_for_status()
+    result: dict[str, Any] = reply.json()
+    return result
+
+
+def language(text: str) -> str:
+    return "zh" if sum("\u4e00" <= c <= "\u9fff" for c in text) > len(text) * 0.1 else "en"
+
+
+# -- the sets -------------------------------------------------------------------------------------------
+def run_unrelated(
+    client: httpx.Client, prompts: list[dict[str, Any]], name: str, results: dict[str, Any]
+) -> None:
+    got: dict[str, list[int]] = {"en": [], "zh": []}
+    examples: list[str] = []
+    for prompt in prompts:
+        sources = preview(client, [{"role": "user", "content": prompt["text"]}])["sources"]
+        lang = "en" if prompt["lang"] == "en" else "zh"
+        got[lang].append(len(sources))
+        if sources and len(examples) < 6:
+            examples.append(f"{prompt['text'][:40]!r} -> {sources[0]['file']} ({sources[0]['score']})")
+    for lang, counts in got.items():
+        share = sum(1 for c in counts if c) / len(counts)
+        results[f"unrelated:{name}:{lang}"] = share
+        print(
+            f"| unrelated, {lang} | {name} | {len(counts)} | {share:.1%} | {sum(counts) / len(counts):.2f} |"
+        )
+    for example in examples:
+        print(f"    e.g. {example}")
+
+
+def run_related(
+    client: httpx.Client,
+    service: IndexService,
+    items: list[dict[str, Any]],
+    label: str,
+    results: dict[str, Any],
+) -> None:
+    any_context = right = ceiling = 0
+    for item in items:
+        sources = preview(client, [{"role": "user", "content": item["text"]}])["sources"]
+        any_context += bool(sources)
+        right += any(s["file"] in item["files"] for s in sources)
+        top = service.rank(item["text"], 5).hits[:5]
+        ceiling += any(hit.path in item["files"] for hit in top)
+    n = len(items)
+    results[f"related:{label}"] = [any_context / n, right / n, ceiling / n]
+    print(f"| related | {label} | {n} | {any_context / n:.1%} | {right / n:.1%} | {ceiling / n:.1%} |")
+
+
+def run_follow_ups(
+    client: httpx.Client, items: list[dict[str, Any]], label: str, results: dict[str, Any]
+) -> None:
+    any_context = right = 0
+    for number, item in enumerate(items):
+        follow_ups = FOLLOW_UPS[language(item["text"])]
+        messages = [
+            {"role": "user", "content": item["text"]},
+            {"role": "assistant", "content": item["answer"] or "I am not sure."},
+            {"role": "user", "content": follow_ups[number % len(follow_ups)]},
+        ]
+        sources = preview(client, messages)["sources"]
+        any_context += bool(sources)
+        right += any(s["file"] in item["files"] for s in sources)
+    n = len(items)
+    results[f"follow-up:{label}"] = [any_context / n, right / n]
+    print(f"| follow-up | {label} | {n} | {any_context / n:.1%} | {right / n:.1%} | |")
+
+
+def run_cross_language(services: dict[str, IndexService], data: Path, results: dict[str, Any]) -> None:
+    targets = {item["id"]: item["files"] for item in scifact_related(data)}
+    targets.update({item["id"]: item["files"] for item in cmrc_related(data, 1)})
+    print("\n| cross-language | n | hybrid recall@1 | vector recall@1 | keyword recall@1 |")
+    print("|---|---|---|---|---|")
+    for name, lang in (
+        ("scifact", "Chinese claims, English abstracts"),
+        ("cmrc", "English questions, Chinese text"),
+    ):
+        items = [x for x in read_jsonl(HERE / "data" / "cross_language.jsonl") if x["set"] == name]
+        row = []
+        for mode in ("hybrid", "vector", "keyword"):
+            found = 0
+            for item in items:
+                hits = services[name].rank(item["text"], 5, mode=mode).hits
+                found += bool(hits) and hits[0].path in targets[item["id"]]
+            row.append(found / len(items))
+        results[f"cross:{name}"] = row
+        print(f"| {lang} | {len(items)} | {row[0]:.3f} | {row[1]:.3f} | {row[2]:.3f} |")
+
+
+def run(args: argparse.Namespace) -> None:
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    )
+    print(f"code: {commit.stdout.strip()}")
+    prompts = read_jsonl(HERE / "data" / "unrelated_prompts.jsonl")
+    limit = args.limit or None
+    related = {
+        "cmrc": cmrc_related(args.data, 10)[:limit],
+        "scifact": scifact_related(args.data)[:limit],
+        "docs": tidb_related(args.data)[:limit],
+    }
+    dbs = {"cmrc": EVAL / "cmrc.db", "scifact": EVAL / "scifact.db", "docs": DOCS_DB}
+    results: dict[str, Any] = {}
+    services: dict[str, IndexService] = {}
+    print("\n| set | collection | n | any context | right document in context | top-5, no gate |")
+    print("|---|---|---|---|---|---|")
+    for name, db in dbs.items():
+        if not db.exists():
+            print(f"{db} is missing: run the build step")
+            continue
+        services[name] = service = IndexService(Settings(db=str(db)))
+        with serve(db) as url, httpx.Client(base_url=url, timeout=120) as client:
+            run_unrelated(client, prompts, name, results)
+            run_related(client, service, related[name], name, results)
+            if name != "docs":
+                run_follow_ups(client, related[name], name, results)
+    if "scifact" in services and "cmrc" in services:
+        run_cross_language(services, args.data, results)
+    for service in services.values():
+        service.close()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("step", choices=("build", "run"))
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--limit", type=int, default=0, help="at most N related questions per set")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    build(args) if args.step == "build" else run(args)
+
+
+if __name__ == "__main__":
+    main()

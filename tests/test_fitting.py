@@ -1,0 +1,183 @@
+"""Fitting a chat into the window without starving the passages: the rules on their own, then
+Open WebUI's captured tool array through both APIs against the Ollama-behaving upstream."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.pipeline.context import estimate, fit
+from proxy.pipeline.retrieval import Passage, footnote, strip_own_additions
+from tests.conftest import UpstreamLog
+from tests.ragdocs import CANARY, QUESTION
+from tests.servers import Server, ragproxy
+
+TOOLS_NO = "smollm2-r1-legacy:135m"  # the Ollama-behaving server gives it no tools capability
+TOOLS_YES = "smollm2:135m"
+
+
+def passage(number: int, words: int = 60, text: str = "") -> Passage:
+    body = text or " ".join(f"fact{number}-{i}" for i in range(words))
+    return Passage(number, "docs", f"doc{number}.md", 0, len(body), None, None, 0.9, body, (number,))
+
+
+def history(turns: int, words: int = 80) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for turn in range(turns):
+        filler = " ".join(f"old{turn}-{i}" for i in range(words))
+        messages += [{"role": "user", "content": f"Q{turn} {filler}"}, {"role": "assistant", "content": "ok"}]
+    return messages
+
+
+def test_best_passage_displaces_droppable_tools() -> None:
+    messages = [{"role": "user", "content": "What is the code?"}]
+    fitted = fit(
+        messages, [passage(1)], window=1000, reserve=200, placement="system", extra=900, extra_droppable=True
+    )
+    assert [p.number for p in fitted.passages] == [1] and fitted.extra_dropped
+    assert fitted.prompt_estimate <= 800
+
+
+def test_tools_in_use_stay_and_the_best_passage_is_shortened() -> None:
+    messages = [{"role": "user", "content": "What is the code?"}]
+    fitted = fit(messages, [passage(1, words=400)], window=1000, reserve=200, placement="system", extra=500)
+    assert not fitted.extra_dropped and fitted.shortened
+    (sent,) = fitted.passages
+    assert sent.text.endswith("…") and len(sent.text) < len(passage(1, words=400).text)
+    assert estimate(fitted.messages, 500) <= 800
+
+
+def test_passages_come_before_old_history_but_the_newest_turn_stays() -> None:
+    messages = [*history(20), {"role": "user", "content": "And the code?"}]
+    passages = [passage(n) for n in range(1, 6)]
+    fitted = fit(messages, passages, window=2048, reserve=256, placement="system")
+    assert fitted.passages[0].text == passages[0].text
+    assert len(fitted.passages) >= 3  # the guaranteed share
+    assert fitted.history_dropped > 0
+    sent = " ".join(str(m["content"]) for m in fitted.messages)
+    assert "Q19 " in sent and "Q0 " not in sent  # newest history kept, oldest dropped
+    assert fitted.prompt_estimate <= 2048 - 256
+
+
+def test_a_window_too_small_for_any_passage_sends_none() -> None:
+    messages = [{"role": "user", "content": "x " * 2000}]
+    fitted = fit(messages, [passage(1)], window=1024, reserve=256, placement="system")
+    assert fitted.passages == [] and fitted.messages == messages
+
+
+def test_own_footnote_and_context_are_taken_out_of_the_history() -> None:
+    note = footnote([passage(1), passage(2)])
+    messages = [
+        {"role": "user", "content": "Sources:\n[1] my own list"},  # the user's text stays as typed
+        {"role": "assistant", "content": f"The code is {CANARY} [1].{note}"},
+        {
+            "role": "user",
+            "content": "### Task:\nSuggest follow-ups.\nASSISTANT: The code [1]." + note + "\nok",
+        },
+    ]
+    cleaned = strip_own_additions(messages)
+    assert cleaned[0] == messages[0]
+    assert cleaned[1]["content"] == f"The code is {CANARY} [1]."
+    assert "Sources:" not in cleaned[2]["content"] and cleaned[2]["content"].endswith("[1].\nok")
+
+
+# -- Open WebUI's tools through both APIs ---------------------------------------------------------------
+def open_webui_tools() -> list[dict[str, Any]]:
+    """The 36 tool definitions Open WebUI 0.12.4 sends with every chat from its UI (captured from
+    its requests; kept with the evaluation data beside the repository, not copied into it)."""
+    shared = Path(os.environ.get("RAGPROXY_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
+    path = shared / "clients" / "open-webui-0.12.4-tools.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: set RAGPROXY_SHARED_DATA to the evaluation data folder")
+    tools: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+    return tools
+
+
+@pytest.fixture(scope="module")
+def webui_proxy(ollama: Server, docs_index: tuple[Path, Path]) -> Iterator[str]:
+    folder, db = docs_index
+    with ragproxy(
+        upstream=ollama.url, upstream_api="ollama", docs=(f"manuals={folder}",), db=str(db), num_ctx_max=2048
+    ) as url:
+        yield url
+
+
+def chat(url: str, api: str, model: str, tools: list[dict[str, Any]]) -> httpx.Response:
+    messages = [{"role": "user", "content": QUESTION}]
+    if api == "ollama":
+        body = {"model": model, "messages": messages, "tools": tools, "stream": True}
+        return httpx.post(url + "/api/chat", json=body, timeout=120)
+    body = {"model": model, "messages": messages, "tools": tools, "stream": True, "max_tokens": 8}
+    return httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+
+
+@pytest.mark.parametrize("api", ["ollama", "openai"])
+@pytest.mark.parametrize("model", [TOOLS_NO, TOOLS_YES])
+def test_open_webui_tools_leave_room_for_the_passage(
+    webui_proxy: str, upstream_log: UpstreamLog, api: str, model: str
+) -> None:
+    """A 2048-token window cannot hold the tools (~7,000 tokens) and a passage: for a model
+    without tools they are dropped before fitting; for one with tools, not yet used in the chat,
+    they give way to the best passage. Either way the passage reaches the upstream."""
+    reply = chat(webui_proxy, api, model, open_webui_tools())
+    assert reply.status_code == 200, reply.text
+    (sent,) = upstream_log.requests("/api/chat")
+    body = sent["body"]
+    assert CANARY in json.dumps(body["messages"])
+    assert "tools" not in body
+    assert reply.headers["x-ragproxy-sources"] == "1"
+
+
+def test_with_room_the_tools_and_the_passage_both_go(
+    ollama: Server, docs_index: tuple[Path, Path], upstream_log: UpstreamLog
+) -> None:
+    """With the default --num-ctx-max (16384) and a model of a larger window, a tools model keeps
+    Open WebUI's tools, gets the passage, and num_ctx is raised to hold both (seen in the dry
+    run: llama.cpp's test slots are 2048 tokens, the test server's models say 8192)."""
+    folder, db = docs_index
+    with ragproxy(
+        upstream=ollama.url,
+        upstream_api="ollama",
+        docs=(f"manuals={folder}",),
+        db=str(db),
+        context_window=32768,
+    ) as url:
+        body = {
+            "model": TOOLS_YES,
+            "messages": [{"role": "user", "content": QUESTION}],
+            "tools": open_webui_tools(),
+        }
+        preview = httpx.post(url + "/v1/rag/preview", json=body, timeout=60).json()
+    sent = preview["upstream"]["body"]
+    assert len(sent["tools"]) == 36 and CANARY in json.dumps(sent["messages"])
+    assert sent["options"]["num_ctx"] == 16384
+    assert preview["rag"]["found"] == preview["rag"]["sent"] == 1
+
+
+def test_a_cut_is_reported(ollama: Server, docs_index: tuple[Path, Path]) -> None:
+    """Tools already in use stay; with no room left for any passage the reply says 0/1."""
+    folder, db = docs_index
+    messages = [
+        {"role": "system", "content": "Answer with care. " * 1500},
+        {"role": "user", "content": "look it up"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "search_web", "arguments": {}}}],
+        },
+        {"role": "tool", "content": "no result", "tool_name": "search_web"},
+        {"role": "user", "content": QUESTION},
+    ]
+    with ragproxy(
+        upstream=ollama.url, upstream_api="ollama", docs=(f"manuals={folder}",), db=str(db), num_ctx_max=2048
+    ) as url:
+        body = {"model": TOOLS_YES, "messages": messages, "tools": open_webui_tools(), "max_tokens": 4}
+        reply = httpx.post(url + "/v1/rag/preview", json=body, timeout=60).json()
+        assert reply["rag"] == {**reply["rag"], "found": 1, "sent": 0, "cut": "window"}
+        assert len(reply["upstream"]["body"]["tools"]) == 36

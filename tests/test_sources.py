@@ -1,0 +1,95 @@
+"""Sources people can see: Open WebUI's source chips from events on the stream, the footnote for
+other clients, clean content for the official SDK, and ragproxy's own footnote kept out of the
+next turn."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import CHAT_MODEL, UpstreamLog, sdk
+from tests.ragdocs import CANARY, QUESTION
+from tests.servers import Server, ragproxy
+
+OPEN_WEBUI_AGENT = "Python/3.12 aiohttp/3.14.5"  # the aiohttp session Open WebUI sends chats with
+
+
+@pytest.fixture(scope="module")
+def proxy(ollama: Server, docs_index: tuple[Path, Path]) -> Iterator[str]:
+    folder, db = docs_index
+    with ragproxy(
+        upstream=ollama.url, upstream_api="ollama", docs=(f"manuals={folder}",), db=str(db), num_ctx_max=2048
+    ) as url:
+        yield url
+
+
+def stream(url: str, agent: str) -> list[dict[str, Any]]:
+    body = {
+        "model": CHAT_MODEL,
+        "messages": [{"role": "user", "content": QUESTION}],
+        "stream": True,
+        "max_tokens": 8,
+    }
+    chunks = []
+    with httpx.stream(
+        "POST", url + "/v1/chat/completions", json=body, headers={"user-agent": agent}, timeout=60
+    ) as reply:
+        assert reply.status_code == 200
+        for line in reply.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+    return chunks
+
+
+def content(chunks: list[dict[str, Any]]) -> str:
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
+def test_open_webui_gets_source_events_and_no_footnote(proxy: str) -> None:
+    chunks = stream(proxy, OPEN_WEBUI_AGENT)
+    first = chunks[0]
+    assert first["choices"][0]["delta"]["role"] == "assistant"
+    event = first["event"]
+    assert event["type"] == "source"
+    assert event["data"]["source"]["name"].startswith("1. valves/zephyr.md")
+    assert CANARY in event["data"]["document"][0]
+    assert event["data"]["metadata"][0]["source"] == event["data"]["source"]["id"]
+    assert sum("event" in c for c in chunks) == 1  # one passage, one event
+    assert all(c["choices"] for c in chunks)  # every chunk a valid delta for strict clients
+    assert "Sources:" not in content(chunks)
+    assert chunks[-1]["sources"][0]["file"] == "valves/zephyr.md"
+
+
+def test_other_clients_get_the_footnote_and_the_sdk_clean_content(proxy: str) -> None:
+    chunks = stream(proxy, "curl/8.5.0")
+    assert "Sources:\n[1] valves/zephyr.md" in content(chunks)
+    assert not any("event" in c for c in chunks)
+    reply = sdk(proxy).chat.completions.create(
+        model=CHAT_MODEL, messages=[{"role": "user", "content": QUESTION}], max_tokens=8
+    )
+    assert "Sources:" not in (reply.choices[0].message.content or "")
+    assert (reply.model_extra or {})["sources"][0]["file"] == "valves/zephyr.md"
+    assert (reply.model_extra or {})["rag"] == {"found": 1, "sent": 1, "gated": 2}  # tomatoes, panda
+
+
+def test_own_footnote_in_the_history_is_not_sent_back(proxy: str, upstream_log: UpstreamLog) -> None:
+    """Open WebUI stores the footnote with the answer and sends it in the next turn."""
+    earlier = f"The code is {CANARY} [1].\n\nSources:\n[1] valves/zephyr.md > Maintenance"
+    messages = [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": earlier},
+        {"role": "user", "content": "How often is it inspected?"},
+    ]
+    reply = httpx.post(
+        proxy + "/api/chat", json={"model": CHAT_MODEL, "messages": messages, "stream": False}, timeout=60
+    )
+    assert reply.status_code == 200, reply.text
+    (sent,) = upstream_log.requests("/api/chat")
+    assistant = [m for m in sent["body"]["messages"] if m["role"] == "assistant"]
+    assert assistant == [{"role": "assistant", "content": f"The code is {CANARY} [1]."}]
+    assert "300 hours" in json.dumps(sent["body"]["messages"])  # the follow-up found the passage
