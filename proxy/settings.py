@@ -131,8 +131,9 @@ class Settings:
     top_k: int = _setting(5, "Most chunks of context per chat request.")
     min_score: float = _setting(
         -1.0,
-        "Least cosine similarity between question and chunk for the chunk to be used as context, "
-        "so an unrelated question gets none; -1: the embedder's own threshold (e5: 0.83; others: none).",
+        "A plain cosine cut between question and chunk instead of the relevance gate; -1: the gate "
+        "(the collection's own score background per script, keyword evidence, and the embedder's "
+        "per-script thresholds where the collection cannot tell).",
     )
     reranker: str = _setting(
         "",

@@ -12,7 +12,7 @@ from typing import Literal
 from proxy.errors import ConfigError
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer
 from proxy.index.store import Hit, Store, embedding_text
-from proxy.index.vectors import Background
+from proxy.index.vectors import Background, is_cjk
 from proxy.logging import get_logger
 from proxy.plugins import embedders, factory
 from proxy.settings import Settings
@@ -138,7 +138,8 @@ class IndexService:
         similarity: dict[int, float] = {}
         if mode != "keyword" and self._searchable_by_vector(strict):
             query_vector = self.embedder.embed_query(query)
-            vector, background = self.store.scan_vectors(query_vector, pool, collections)
+            cjk = is_cjk(len(query.encode()), len(query))
+            vector, background = self.store.scan_vectors(query_vector, pool, collections, cjk)
             similarity = {hit.chunk_id: hit.score for hit in vector}
             missing = [hit.chunk_id for hit in keyword if hit.chunk_id not in similarity]
             similarity.update(self.store.similarities(query_vector, missing))

@@ -18,7 +18,7 @@ from proxy.errors import ConfigError
 from proxy.index import textsearch
 from proxy.index.db import Connection, connect
 from proxy.index.migrations import migrate
-from proxy.index.vectors import Background, VectorMatrix
+from proxy.index.vectors import Background, VectorMatrix, is_cjk
 from proxy.types import Chunk
 
 
@@ -377,7 +377,7 @@ class Store:
         """Writes vectors for chunks that still exist unchanged (a file may have changed while
         its old text was being embedded). Returns how many were written."""
         written = 0
-        added: list[tuple[int, int, bytes]] = []
+        added: list[tuple[int, int, bytes, bool]] = []
         with self.write() as db:
             for chunk, vector in items:
                 db.execute(
@@ -395,10 +395,11 @@ class Store:
                         (chunk.chunk_id, chunk.collection_id, vector),
                     )
                     written += 1
-                    added.append((chunk.chunk_id, chunk.collection_id, vector))
+                    cjk = is_cjk(len(chunk.text.encode()), len(chunk.text))
+                    added.append((chunk.chunk_id, chunk.collection_id, vector, cjk))
             if added and self._bump_vectors_version(db) and self._vectors is not None:
-                for chunk_id, collection_id, vector in added:
-                    self._vectors.add(chunk_id, collection_id, vector)
+                for chunk_id, collection_id, vector, cjk in added:
+                    self._vectors.add(chunk_id, collection_id, vector, cjk)
         return written
 
     def prune_embedding_cache(self) -> int:
@@ -457,15 +458,22 @@ class Store:
         return self.scan_vectors(vector, k, collections)[0]
 
     def scan_vectors(
-        self, vector: Sequence[float], k: int = 10, collections: Sequence[str] | None = None
+        self,
+        vector: Sequence[float],
+        k: int = 10,
+        collections: Sequence[str] | None = None,
+        cjk: bool | None = None,
     ) -> tuple[list[Hit], Background | None]:
-        """The nearest neighbours, and the query's similarity to all the chunks searched."""
+        """The nearest neighbours, and the query's similarity to the chunks searched (to those in
+        its script, ``cjk``, if given)."""
         where = self._collection_filter(collections)
         if where is None:
             return [], None
         with self._lock:  # writers update the matrix in place under the same lock
             matrix = self._current_vectors()
-            found, background = matrix.scan(vector, k, where[1] or None) if matrix is not None else ([], None)
+            found, background = (
+                matrix.scan(vector, k, where[1] or None, cjk) if matrix is not None else ([], None)
+            )
         if not found:
             return [], background
         scores = dict(found)
@@ -501,10 +509,11 @@ class Store:
         try:
             row = db.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()
             version = int(row[0]) if row else 0
-            for chunk_id, collection_id, vector in db.execute(
-                "SELECT chunk_id, collection_id, embedding FROM chunks_vec"
+            for chunk_id, collection_id, vector, utf8_bytes, characters in db.execute(
+                "SELECT v.chunk_id, v.collection_id, v.embedding, length(CAST(c.text AS BLOB)), "
+                "length(c.text) FROM chunks_vec v JOIN chunks c ON c.id = v.chunk_id"
             ):
-                matrix.add(chunk_id, collection_id, vector)
+                matrix.add(chunk_id, collection_id, vector, is_cjk(utf8_bytes, characters))
         finally:
             db.execute("COMMIT")
         self._vectors, self._vectors_version = matrix, version

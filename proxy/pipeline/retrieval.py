@@ -11,6 +11,7 @@ from typing import Any
 from proxy.errors import BadRequest
 from proxy.index.service import IndexService, Ranking
 from proxy.index.store import Hit
+from proxy.index.vectors import is_cjk
 from proxy.logging import get_logger
 from proxy.plugins import factory, rerankers
 from proxy.settings import Settings
@@ -226,27 +227,24 @@ def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 # -- query ------------------------------------------------------------------------------------------
-CONTEXT_WEIGHT = 0.9  # a chunk found only with the previous question ranks a little lower
-
-
 @dataclass(frozen=True, slots=True)
 class Query:
     text: str
-    weight: float
+    weight: float  # a chunk's score from this query counts this much
 
 
 def search_queries(messages: Sequence[Mapping[str, Any]]) -> list[Query]:
-    """What to search for: the last user message, and, in a conversation, the previous user
-    message with it (so "and how long does it last?" finds what the conversation is about),
-    searched separately and the two rankings merged. A question that stands on its own finds its
-    chunks with the first; a follow-up with the second. No length rule and no extra LLM call."""
+    """What to search for: the last user message; in a conversation also the previous user
+    message with it, and the previous one alone, a little lower, so a follow-up of any length
+    ("and how long does that last?", "能详细说说吗？") finds what the conversation is about.
+    Each is searched and gated on its own and the rankings merged. No extra LLM call."""
     users = [message_text(m).strip() for m in messages if m.get("role") == "user"]
     users = [text for text in users if text]
     if not users:
         return []
     queries = [Query(users[-1], 1.0)]
     if len(users) > 1:
-        queries.append(Query(f"{users[-2]}\n{users[-1]}", CONTEXT_WEIGHT))
+        queries += [Query(f"{users[-2]}\n{users[-1]}", 0.95), Query(users[-2], 0.85)]
     return queries
 
 
@@ -269,7 +267,7 @@ def retrieve(
     *,
     top_k: int,
     collections: Sequence[str] | None,
-    min_score: float | None,
+    min_score: float | None = None,
     reranker: Reranker | None = None,
 ) -> Retrieved:
     """For each query, the chunks ``IndexService.rank`` orders and the relevance gate lets
@@ -277,35 +275,72 @@ def retrieve(
     chunks of a document merged. ``min_score`` None: the embedder's own threshold."""
     if isinstance(queries, str):
         queries = [Query(queries, 1.0)]
+    gate = relevance_gate(service, min_score)
     best: dict[int, tuple[float, Hit, float]] = {}  # chunk id -> (weighted score, hit, similarity)
-    candidates = 0
     seen: set[int] = set()
     for query in queries:
         if not query.text.strip():
             continue
         ranking = service.rank(query.text, top_k, collections, reranker=reranker)
         seen.update(hit.chunk_id for hit in ranking.hits)
-        threshold = min_score
-        if threshold is None:
-            threshold = float(getattr(service.embedder, "min_score", -1.0)) if ranking.similarity else -1.0
+        cjk = is_cjk(len(query.text.encode()), len(query.text))
         for position, hit in enumerate(ranking.hits):
-            if not _relevant(hit, ranking, threshold):
+            if not gate.passes(hit, ranking, cjk):
                 continue
             # a reranker's order is kept through its position; otherwise the fused score counts
             score = (1.0 / (1 + position) if reranker is not None else hit.score) * query.weight
             if hit.chunk_id not in best or score > best[hit.chunk_id][0]:
                 similarity = ranking.similarity.get(hit.chunk_id, hit.score)
                 best[hit.chunk_id] = (score, hit, similarity)
-    candidates = len(seen)
-    ordered = sorted(best.values(), key=lambda entry: -entry[0])
-    chosen = [hit for _, hit, _ in ordered[:top_k]]
-    scores = {hit.chunk_id: similarity for _, hit, similarity in ordered[:top_k]}
-    return Retrieved(_merge(chosen, scores), candidates, candidates - len(best))
+    ordered = sorted(best.values(), key=lambda entry: -entry[0])[:top_k]
+    chosen = [hit for _, hit, _ in ordered]
+    scores = {hit.chunk_id: similarity for _, hit, similarity in ordered}
+    return Retrieved(_merge(chosen, scores), len(seen), len(seen) - len(best))
 
 
-def _relevant(hit: Hit, ranking: Ranking, min_score: float) -> bool:
-    """A chunk close enough in meaning; one not embedded yet keeps its place."""
-    return ranking.similarity.get(hit.chunk_id, min_score) >= min_score
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """Whether a chunk is related to the question, so unrelated chats get no context.
+
+    Embedders score all text of one language alike (e5: any Chinese text 0.84-0.88 against any
+    Chinese prompt, English far lower), so one cosine threshold cannot serve both languages nor
+    every collection. What tells a related chunk is how far it stands above the query's own
+    background, its similarity to every chunk of the collection in the query's script (``z``,
+    in standard deviations): far enough on meaning alone, or less far with keyword evidence for
+    most of the query's informative terms (BM25 over the query's total IDF, language-neutral).
+    Where the background says nothing (fewer than 50 chunks in the query's script, or a chunk in
+    another script) the embedder's own cosine thresholds per script apply; an embedder without
+    them is not gated there. Calibrated with bench/relevance_eval.py (BENCHMARKS.md)."""
+
+    z_alone: float = 4.8
+    z_with_words: float = 3.0
+    strength: float = 0.45
+    fallback: tuple[float, float] | None = None  # cosine for (Latin, CJK) queries
+    cosine: float | None = None  # a plain cosine cut instead (--min-score)
+
+    def passes(self, hit: Hit, ranking: Ranking, cjk: bool) -> bool:
+        similarity = ranking.similarity.get(hit.chunk_id)
+        strength = ranking.strength.get(hit.chunk_id, 0.0)
+        if similarity is None:  # no vector yet (or a keyword-only index): the words decide
+            return self.cosine is not None or strength >= self.strength
+        if self.cosine is not None:
+            return similarity >= self.cosine
+        background = ranking.background
+        same_script = is_cjk(len(hit.text.encode()), len(hit.text)) == cjk
+        if background is not None and background.same_script and same_script:
+            z = background.z(similarity)
+            return z >= self.z_alone or (z >= self.z_with_words and strength >= self.strength)
+        return self.fallback is None or similarity >= self.fallback[cjk]
+
+
+def relevance_gate(service: IndexService, min_score: float | None) -> Gate:
+    """The gate for this index's embedder; ``min_score``: a plain cosine cut instead."""
+    if min_score is not None:
+        return Gate(cosine=min_score)
+    if not service.has_vectors():
+        return Gate()
+    latin, cjk = getattr(service.embedder, "min_score_by_script", (None, None))
+    return Gate(fallback=(latin, cjk) if latin is not None and cjk is not None else None)
 
 
 def make_reranker(settings: Settings) -> Reranker | None:

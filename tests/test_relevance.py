@@ -1,0 +1,108 @@
+"""The relevance gate, fusion by strength, keyword terms and follow-up queries, case by case
+(the measured rates are in bench/relevance_eval.py and BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from proxy.index.service import Ranking, fuse
+from proxy.index.store import Hit
+from proxy.index.textsearch import query_terms
+from proxy.index.vectors import Background, VectorMatrix
+from proxy.pipeline.retrieval import Gate, Query, search_queries
+
+E5_GATE = Gate(fallback=(0.87, 0.90))
+CHINESE = "大熊猫主要以竹子为食，每天要吃十二到三十八公斤竹子。"
+ENGLISH = "The Zephyr-9 valve must be torqued to 47 newton-metres."
+
+
+def hit(chunk_id: int, text: str, score: float = 1.0) -> Hit:
+    return Hit(
+        chunk_id, score, text, "docs", f"{chunk_id}.md", 0, len(text), None, None, chunk_id, 0, str(chunk_id)
+    )
+
+
+def ranking(
+    similarity: float, strength: float, background: Background | None, text: str = CHINESE
+) -> Ranking:
+    return Ranking([hit(1, text)], {1: similarity}, {1: strength}, background)
+
+
+def test_a_chinese_chunk_must_stand_out_from_the_chinese_background() -> None:
+    """e5 scores any Chinese text ~0.86 against any Chinese prompt: 0.87 is noise there."""
+    chinese = Background(mean=0.82, std=0.013, count=2000, same_script=True)
+    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.87, 0.1, chinese), cjk=True)  # z 3.8
+    assert E5_GATE.passes(hit(1, CHINESE), ranking(0.90, 0.1, chinese), cjk=True)  # z 6.2
+    # less far above it, with most of the question's words
+    assert E5_GATE.passes(hit(1, CHINESE), ranking(0.865, 0.6, chinese), cjk=True)
+    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.85, 0.6, chinese), cjk=True)  # z 2.3
+
+
+def test_the_same_cosine_means_more_in_english() -> None:
+    english = Background(mean=0.74, std=0.02, count=2000, same_script=True)
+    assert E5_GATE.passes(hit(1, ENGLISH), ranking(0.84, 0.0, english, ENGLISH), cjk=False)  # z 5
+
+
+def test_without_a_background_in_the_query_script_the_embedder_thresholds_apply() -> None:
+    """An English greeting against a Chinese collection's few English chunks, or a tiny
+    collection: the background says nothing, the per-script cosine decides."""
+    mixed = Background(mean=0.72, std=0.012, count=2000, same_script=False)
+    assert not E5_GATE.passes(hit(1, ENGLISH), ranking(0.86, 0.0, mixed, ENGLISH), cjk=False)
+    assert E5_GATE.passes(hit(1, ENGLISH), ranking(0.88, 0.0, mixed, ENGLISH), cjk=False)
+    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.89, 0.0, None), cjk=True)
+    assert Gate().passes(hit(1, CHINESE), ranking(0.5, 0.0, None), cjk=True)  # no calibration: no cut
+
+
+def test_chunks_without_vectors_need_the_words_and_min_score_is_a_plain_cut() -> None:
+    bare = Ranking([hit(1, ENGLISH)], {}, {1: 0.9}, None)
+    assert E5_GATE.passes(hit(1, ENGLISH), bare, cjk=False)
+    assert not E5_GATE.passes(hit(1, ENGLISH), Ranking([hit(1, ENGLISH)], {}, {1: 0.2}, None), cjk=False)
+    assert Gate(cosine=0.5).passes(hit(1, CHINESE), ranking(0.6, 0.0, None), cjk=True)
+
+
+def test_background_is_taken_in_the_query_script_when_there_is_enough() -> None:
+    matrix = VectorMatrix(2)
+    for i in range(60):  # Chinese chunks near the query, English ones far from it
+        matrix.add(i, 1, np.array([1.0, 0.1], dtype=np.float32).tobytes(), cjk=True)
+        matrix.add(100 + i, 1, np.array([0.1, 1.0], dtype=np.float32).tobytes(), cjk=False)
+    _, chinese = matrix.scan([1.0, 0.1], 5, None, cjk=True)
+    _, everything = matrix.scan([1.0, 0.1], 5, None)
+    assert chinese is not None and everything is not None
+    assert chinese.same_script and chinese.count == 60 and chinese.std < everything.std
+    _, few = matrix.scan([1.0, 0.1], 5, [2], cjk=True)
+    assert few is None
+
+
+def test_a_weak_keyword_list_cannot_outvote_a_strong_vector_list() -> None:
+    """A Chinese question over English text: the keyword list's best hit matched a stray
+    number. Min-max scaling made it 1.0; by strength it counts for little."""
+    keyword = [hit(7, "stray 2019", 3.0), hit(8, "other", 1.0)]
+    vector = [hit(1, ENGLISH, 0.82), hit(7, "stray 2019", 0.70), hit(8, "other", 0.69)]
+    assert fuse(keyword, vector)[0].chunk_id == 7  # min-max: the stray number wins
+    assert fuse(keyword, vector, {7: 0.05, 8: 0.02})[0].chunk_id == 1
+
+
+def test_one_letter_and_short_number_terms_are_left_out() -> None:
+    assert query_terms("what is the turbine's blade count in 2019 for model 7") == [
+        "turbine",
+        "blade",
+        "count",
+        "2019",
+        "model",
+    ]
+    assert query_terms("a 7") == ["7"]  # nothing else: kept
+
+
+def test_follow_ups_search_the_conversation_not_a_length_rule() -> None:
+    long_follow_up = "Could you summarise the key points of that in three short bullet points for me please?"
+    messages = [
+        {"role": "user", "content": "How is the Zephyr-9 valve maintained?"},
+        {"role": "assistant", "content": "Torque it to 47 Nm."},
+        {"role": "user", "content": long_follow_up},
+    ]
+    assert search_queries(messages) == [
+        Query(long_follow_up, 1.0),
+        Query(f"How is the Zephyr-9 valve maintained?\n{long_follow_up}", 0.95),
+        Query("How is the Zephyr-9 valve maintained?", 0.85),
+    ]
+    assert search_queries(messages[:1]) == [Query("How is the Zephyr-9 valve maintained?", 1.0)]
