@@ -3,8 +3,11 @@
 chat would send upstream, and its sources.
 
 Collections (each its own index file, built once into ``~/.cache/ragproxy-bench/``):
-- ``cmrc``: CMRC 2018 dev paragraphs (Chinese Wikipedia), and ``scifact``: SciFact abstracts
-  (English); both built by ``bench/retrieval_eval.py build``.
+- ``cmrc``: CMRC 2018 dev paragraphs (Chinese Wikipedia), built by
+  ``bench/retrieval_eval.py build --set cmrc``.
+- ``scifact``: SciFact abstracts (English): every abstract judged for a test claim and others
+  drawn with a fixed seed, 1,000 in all (the whole corpus takes hours to embed here; this
+  ``build`` writes it). ``fusion`` compares nDCG@10 of both fusions on it, side by side.
 - ``docs``: FastAPI's English docs and TiDB's Chinese FAQ and best practices (``build`` here).
 
 Sets:
@@ -22,6 +25,7 @@ Sets:
 
     .venv/bin/python bench/relevance_eval.py build
     .venv/bin/python bench/relevance_eval.py run [--limit N]
+    .venv/bin/python bench/relevance_eval.py fusion
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -56,6 +62,8 @@ DATA = Path(ROOT).parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "ragproxy-bench"
 EVAL = CACHE / "eval"  # retrieval_eval.py's indexes
 DOCS_DB = CACHE / "relevance" / "docs.db"
+SCIFACT_DB = CACHE / "relevance" / "scifact.db"
+SCIFACT_DOCUMENTS = 1000
 TIDB_PARTS = ("faq", "best-practices")
 
 FOLLOW_UPS = {
@@ -139,11 +147,29 @@ def tidb_related(data: Path) -> list[dict[str, Any]]:
 
 
 # -- build ----------------------------------------------------------------------------------------------
+def write_scifact_sample(folder: Path, data: Path) -> None:
+    """The abstracts judged for any test claim, and others drawn with a fixed seed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    judged = set().union(*(item["files"] for item in scifact_related(data)))
+    corpus = read_jsonl(data / "scifact" / "corpus.jsonl")
+    others = [doc for doc in corpus if f"{doc['_id']}.md" not in judged]
+    random.Random(2018).shuffle(others)
+    chosen = [doc for doc in corpus if f"{doc['_id']}.md" in judged]
+    for doc in chosen + others[: SCIFACT_DOCUMENTS - len(chosen)]:
+        path = folder / f"{doc['_id']}.md"
+        if not path.exists():
+            title = " ".join(doc["title"].split())
+            path.write_text(f"# {title}\n\n{doc['text'].strip()}\n", encoding="utf-8")
+
+
 def build(args: argparse.Namespace) -> None:
-    for name in ("cmrc", "scifact"):
-        if not (EVAL / f"{name}.db").exists():
-            print(f"{EVAL / f'{name}.db'} is missing: run bench/retrieval_eval.py build --set {name}")
+    if not (EVAL / "cmrc.db").exists():
+        print(f"{EVAL / 'cmrc.db'} is missing: run bench/retrieval_eval.py build --set cmrc")
     DOCS_DB.parent.mkdir(parents=True, exist_ok=True)
+    sample = SCIFACT_DB.parent / "scifact-docs"
+    write_scifact_sample(sample, args.data)
+    command = [sys.executable, "-m", "proxy", "index", str(sample), "--collection", "scifact"]
+    subprocess.run([*command, "--db", str(SCIFACT_DB)], check=True, cwd=ROOT)
     tidb = DOCS_DB.parent / "tidb-docs"
     for part in TIDB_PARTS:
         if not (tidb / part).exists():
@@ -294,7 +320,7 @@ def run(args: argparse.Namespace) -> None:
         "scifact": scifact_related(args.data)[:limit],
         "docs": tidb_related(args.data)[:limit],
     }
-    dbs = {"cmrc": EVAL / "cmrc.db", "scifact": EVAL / "scifact.db", "docs": DOCS_DB}
+    dbs = {"cmrc": EVAL / "cmrc.db", "scifact": SCIFACT_DB, "docs": DOCS_DB}
     results: dict[str, Any] = {}
     services: dict[str, IndexService] = {}
     print("\n| set | collection | n | any context | right document in context | top-5, no gate |")
@@ -317,16 +343,56 @@ def run(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(results, indent=1))
 
 
+def fusion(args: argparse.Namespace) -> None:
+    """nDCG@10 of the SciFact test claims on the sample, by fusion: min-max scaled lists (the
+    former fusion) against the keyword part by strength (ragproxy's), in one run."""
+    from proxy.index import service as index_service
+
+    service = IndexService(Settings(db=str(SCIFACT_DB)))
+    qrels: dict[str, dict[str, int]] = {}
+    with open(args.data / "scifact" / "qrels" / "test.tsv", encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            query_id, doc_id, score = line.split("\t")
+            qrels.setdefault(query_id, {})[doc_id] = int(score)
+    rows: dict[str, list[float]] = {"keyword": [], "vector": [], "min-max": [], "by strength": []}
+    for item in scifact_related(args.data):
+        text = item["text"]
+        keyword = service.store.search_keyword(text, 50)
+        vector = service.store.search_vector(service.embedder.embed_query(text), 50)
+        idf = sum(service.store.keyword_idf(text).values()) or 1.0
+        strength = {hit.chunk_id: min(1.0, hit.score / idf) for hit in keyword}
+        for name, hits in (
+            ("keyword", keyword),
+            ("vector", vector),
+            ("min-max", index_service.fuse(keyword, vector)),
+            ("by strength", index_service.fuse(keyword, vector, strength)),
+        ):
+            ranked = list(dict.fromkeys(Path(hit.path).stem for hit in hits))
+            rows[name].append(ndcg(ranked, qrels[item["id"]]))
+    service.close()
+    print(f"SciFact test claims on the {SCIFACT_DOCUMENTS}-abstract sample: nDCG@10")
+    print("| fusion | nDCG@10 |\n|---|---|")
+    for name, values in rows.items():
+        print(f"| {name} | {sum(values) / len(values):.4f} |")
+
+
+def ndcg(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
+    gains = sum(relevant.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
+    ideal = sum(g / math.log2(i + 2) for i, g in enumerate(sorted(relevant.values(), reverse=True)[:k]))
+    return gains / ideal if ideal else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("step", choices=("build", "run"))
+    parser.add_argument("step", choices=("build", "run", "fusion"))
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=0, help="at most N related questions per set")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    build(args) if args.step == "build" else run(args)
+    {"build": build, "run": run, "fusion": fusion}[args.step](args)
 
 
 if __name__ == "__main__":

@@ -399,10 +399,13 @@ def tune(args: argparse.Namespace) -> None:
     if args.limit:
         queries = dict(list(queries.items())[: args.limit])
     lists = {}
+    strengths = {}
     for query_id, text in queries.items():
         keyword = service.store.search_keyword(text, 200)
         vector = service.store.search_vector(service.embedder.embed_query(text), 200)
         lists[query_id] = (keyword, vector)
+        idf = sum(service.store.keyword_idf(text).values()) or 1.0
+        strengths[query_id] = {hit.chunk_id: min(1.0, hit.score / idf) for hit in keyword}
     print(f"SciFact train: {len(queries)} queries; nDCG@10 of the fused ranking")
     print("| RRF k | keyword weight 0.5 | 0.75 | 1.0 | 1.25 | 1.5 | 2.0 |")
     print("|---|---|---|---|---|---|---|")
@@ -415,7 +418,7 @@ def tune(args: argparse.Namespace) -> None:
                 scores.append(ndcg_at(ranked_documents(fused), qrels[query_id]))
             row.append(statistics.mean(scores))
         print(f"| {k} | " + " | ".join(f"{x:.4f}" for x in row) + " |")
-    print("\nScaled scores summed (what ragproxy does), by the keyword weight:")
+    print("\nScaled scores summed, by the keyword weight (ragproxy: the keyword part by strength):")
     weights = (0.3, 0.4, 0.5, 0.6, 0.7)
     print("| keyword weight | " + " | ".join(str(w) for w in weights) + " |")
     print("|---|" + "---|" * len(weights))
@@ -428,7 +431,18 @@ def tune(args: argparse.Namespace) -> None:
             for query_id, (keyword, vector) in lists.items()
         ]
         row.append(statistics.mean(scores))
-    print("| nDCG@10 | " + " | ".join(f"{x:.4f}" for x in row) + " |")
+    print("| min-max, nDCG@10 | " + " | ".join(f"{x:.4f}" for x in row) + " |")
+    row = []
+    for weight in weights:  # what ragproxy does now: the keyword part by strength
+        scores = [
+            ndcg_at(
+                ranked_documents(index_service.fuse(keyword, vector, strengths[query_id], weight)),
+                qrels[query_id],
+            )
+            for query_id, (keyword, vector) in lists.items()
+        ]
+        row.append(statistics.mean(scores))
+    print("| by strength, nDCG@10 | " + " | ".join(f"{x:.4f}" for x in row) + " |")
     service.close()
 
 

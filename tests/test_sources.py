@@ -56,7 +56,7 @@ def test_open_webui_gets_source_events_and_no_footnote(proxy: str) -> None:
     assert first["choices"][0]["delta"]["role"] == "assistant"
     event = first["event"]
     assert event["type"] == "source"
-    assert event["data"]["source"]["name"].startswith("1. valves/zephyr.md")
+    assert event["data"]["source"]["name"] == "valves/zephyr.md > Zephyr valve > Maintenance"
     assert CANARY in event["data"]["document"][0]
     assert event["data"]["metadata"][0]["source"] == event["data"]["source"]["id"]
     assert sum("event" in c for c in chunks) == 1  # one passage, one event
@@ -93,3 +93,14 @@ def test_own_footnote_in_the_history_is_not_sent_back(proxy: str, upstream_log: 
     assistant = [m for m in sent["body"]["messages"] if m["role"] == "assistant"]
     assert assistant == [{"role": "assistant", "content": f"The code is {CANARY} [1]."}]
     assert "300 hours" in json.dumps(sent["body"]["messages"])  # the follow-up found the passage
+
+
+def test_two_passages_of_one_section_get_two_chips() -> None:
+    """Open WebUI merges sources of one id; the [2] the model cites must have a chip of its own."""
+    from proxy.pipeline.retrieval import Passage, source_events
+
+    def passage(number: int) -> Passage:
+        return Passage(number, "docs", "a.md", 0, 1, "Intro", None, 0.9, f"text {number}", (number,))
+
+    names = [event["data"]["source"]["id"] for event in source_events([passage(1), passage(2)])]
+    assert names == ["a.md > Intro #1", "a.md > Intro #2"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from proxy.errors import ConfigError
+from proxy.index import textsearch
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer
 from proxy.index.store import Hit, Store, embedding_text
 from proxy.index.vectors import Background, is_cjk
@@ -154,7 +155,7 @@ class IndexService:
                 hits.append(hit)
         if reranker is not None and len(hits) > 1:
             hits = _reranked(reranker, query, hits)
-        return Ranking(hits, similarity, strength, background)
+        return Ranking(hits, similarity, strength, background, len(textsearch.query_terms(query)))
 
     def _searchable_by_vector(self, strict: bool) -> bool:
         if strict:
@@ -175,6 +176,7 @@ class Ranking:
     similarity: dict[int, float]  # cosine of the query to each hit that has a vector
     strength: dict[int, float]  # keyword strength of each keyword hit, 0..1
     background: Background | None  # the query's similarity to all the chunks searched
+    terms: int = 0  # the query's informative search terms ("thanks!" has one, "早安" one)
 
 
 def _reranked(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
@@ -206,22 +208,23 @@ def fuse(
     min-max scaled like the vector part."""
     scores: dict[int, float] = {}
     hits: dict[int, Hit] = {}
-    for weight, ranking, absolute in (
-        (keyword_weight, keyword, strength),
-        (1.0 - keyword_weight, vector, None),
+    for weight, ranking, scaled in (
+        (keyword_weight, keyword, strength if strength is not None else _min_max(keyword)),
+        (1.0 - keyword_weight, vector, _min_max(vector)),
     ):
-        if not ranking:
-            continue
-        high, low = max(h.score for h in ranking), min(h.score for h in ranking)
         for hit in ranking:
-            if absolute is not None:
-                scaled = absolute.get(hit.chunk_id, 0.0)
-            else:
-                scaled = (hit.score - low) / (high - low) if high > low else 1.0
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight * scaled
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight * scaled.get(hit.chunk_id, 0.0)
             hits.setdefault(hit.chunk_id, hit)
     order = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)
     return [dataclasses.replace(hits[i], score=round(scores[i], 6)) for i in order]
+
+
+def _min_max(ranking: Sequence[Hit]) -> dict[int, float]:
+    """Each hit's score scaled to 0..1 over the list (all 1.0 if they are equal)."""
+    if not ranking:
+        return {}
+    high, low = max(h.score for h in ranking), min(h.score for h in ranking)
+    return {h.chunk_id: (h.score - low) / (high - low) if high > low else 1.0 for h in ranking}
 
 
 def reciprocal_rank_fusion(

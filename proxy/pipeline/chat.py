@@ -318,7 +318,7 @@ async def _rendered(
     chunk if the client asked for one)."""
     renderer = ReasoningRenderer(settings.reasoning_format)
     rag = call.rag
-    events = [retrieval.source_event(p) for p in rag.passages] if rag.events else []
+    events = retrieval.source_events(rag.passages) if rag.events else []
     async for chunk in chunks:
         choices = chunk.get("choices")
         if not choices:

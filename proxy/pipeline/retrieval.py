@@ -308,13 +308,17 @@ class Gate:
     background, its similarity to every chunk of the collection in the query's script (``z``,
     in standard deviations): far enough on meaning alone, or less far with keyword evidence for
     most of the query's informative terms (BM25 over the query's total IDF, language-neutral).
+    A query of one or two terms ("thanks!", "hi", "what model are you") has no such evidence to
+    give and an embedding that lands anywhere: it needs to stand out further, on meaning alone.
     Where the background says nothing (fewer than 50 chunks in the query's script, or a chunk in
     another script) the embedder's own cosine thresholds per script apply; an embedder without
     them is not gated there. Calibrated with bench/relevance_eval.py (BENCHMARKS.md)."""
 
-    z_alone: float = 4.8
+    z_alone: float = 5.0
     z_with_words: float = 3.0
     strength: float = 0.45
+    few_terms: int = 3  # a query with fewer informative terms ...
+    z_few_terms: float = 6.0  # ... needs this, on meaning alone
     fallback: tuple[float, float] | None = None  # cosine for (Latin, CJK) queries
     cosine: float | None = None  # a plain cosine cut instead (--min-score)
 
@@ -329,6 +333,8 @@ class Gate:
         same_script = is_cjk(len(hit.text.encode()), len(hit.text)) == cjk
         if background is not None and background.same_script and same_script:
             z = background.z(similarity)
+            if ranking.terms < self.few_terms:
+                return z >= self.z_few_terms
             return z >= self.z_alone or (z >= self.z_with_words and strength >= self.strength)
         return self.fallback is None or similarity >= self.fallback[cjk]
 
@@ -455,19 +461,26 @@ def context_block(passages: Sequence[Passage]) -> str:
     return f"{CONTEXT_INTRO}\n\n{_FENCE_OPEN}\n" + "\n\n".join(entries) + f"\n{_FENCE_CLOSE}"
 
 
-def source_event(passage: Passage) -> dict[str, Any]:
-    """The passage as an Open WebUI source event (a chunk's ``event`` field), shown as a chip
-    with the passage text; its id, unique per passage, is the label the inline [n] shows."""
-    label = f"{passage.number}. {passage.label()}"
-    return {
-        "type": "source",
-        "data": {
-            "source": {"id": label, "name": label},
-            "document": [passage.text],
-            "metadata": [{"source": label, "name": label}],
-            "distances": [round(passage.score, 4)],
-        },
-    }
+def source_events(passages: Sequence[Passage]) -> list[dict[str, Any]]:
+    """The passages as Open WebUI source events (a chunk's ``event`` field), each shown as a chip
+    with its text. Open WebUI merges sources of one id and numbers them in order, so each passage
+    gets an id of its own (its label, with its number only where two labels are the same)."""
+    labels = [passage.label() for passage in passages]
+    events = []
+    for passage, label in zip(passages, labels, strict=True):
+        name = label if labels.count(label) == 1 else f"{label} #{passage.number}"
+        events.append(
+            {
+                "type": "source",
+                "data": {
+                    "source": {"id": name, "name": name},
+                    "document": [passage.text],
+                    "metadata": [{"source": name, "name": name}],
+                    "distances": [round(passage.score, 4)],
+                },
+            }
+        )
+    return events
 
 
 FOOTNOTE_HEADING = "Sources:"
