@@ -88,6 +88,7 @@ def test_a_weak_keyword_list_cannot_outvote_a_strong_vector_list() -> None:
     vector = [hit(1, ENGLISH, 0.82), hit(7, "stray 2019", 0.70), hit(8, "other", 0.69)]
     assert fuse(keyword, vector)[0].chunk_id == 7  # min-max: the stray number wins
     assert fuse(keyword, vector, {7: 0.05, 8: 0.02})[0].chunk_id == 1
+    assert fuse(keyword, vector, {7: 0.6, 8: 0.2})[0].chunk_id == 7  # a strong list counts in full
 
 
 def test_one_letter_and_short_number_terms_are_left_out() -> None:
