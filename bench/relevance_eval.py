@@ -26,6 +26,7 @@ Sets:
     .venv/bin/python bench/relevance_eval.py build
     .venv/bin/python bench/relevance_eval.py run [--limit N]
     .venv/bin/python bench/relevance_eval.py fusion
+    .venv/bin/python bench/relevance_eval.py timing
 """
 
 from __future__ import annotations
@@ -377,6 +378,46 @@ def fusion(args: argparse.Namespace) -> None:
         print(f"| {name} | {sum(values) / len(values):.4f} |")
 
 
+def timing(args: argparse.Namespace) -> None:
+    """What retrieval costs a chat: 100 related questions per collection through
+    ``retrieve`` as chats call it, e5 embedding included; then each as a follow-up."""
+    from proxy.pipeline.retrieval import retrieve, search_queries
+
+    print("| collection | e5 query embedding alone | one question | follow-up (three searches) |")
+    print("|---|---|---|---|")
+    for name, db in (("cmrc", EVAL / "cmrc.db"), ("scifact sample", SCIFACT_DB)):
+        service = IndexService(Settings(db=str(db)))
+        items = (cmrc_related(args.data, 10) if name == "cmrc" else scifact_related(args.data))[:100]
+        times: dict[str, list[float]] = {"embedding": [], "question": [], "follow-up": []}
+        for item in items:
+            started = time.perf_counter()
+            service.embedder.embed_query(item["text"])
+            times["embedding"].append(time.perf_counter() - started)
+            for kind, messages in (
+                ("question", [{"role": "user", "content": item["text"]}]),
+                (
+                    "follow-up",
+                    [
+                        {"role": "user", "content": item["text"]},
+                        {"role": "assistant", "content": "ok"},
+                        {"role": "user", "content": "Tell me more."},
+                    ],
+                ),
+            ):
+                started = time.perf_counter()
+                retrieve(service, search_queries(messages), top_k=5, collections=None)
+                times[kind].append(time.perf_counter() - started)
+        chunks = service.store.status()["collections"][0]["chunks"]
+        service.close()
+
+        def p50_p95(values: list[float]) -> str:
+            values = sorted(values)
+            return f"{1000 * values[len(values) // 2]:.1f} / {1000 * values[int(0.95 * len(values))]:.1f}"
+
+        cells = " | ".join(p50_p95(v) for v in times.values())
+        print(f"| {name} ({chunks:,} chunks) | {cells} |")
+
+
 def ndcg(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
     gains = sum(relevant.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
     ideal = sum(g / math.log2(i + 2) for i, g in enumerate(sorted(relevant.values(), reverse=True)[:k]))
@@ -387,12 +428,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("step", choices=("build", "run", "fusion"))
+    parser.add_argument("step", choices=("build", "run", "fusion", "timing"))
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=0, help="at most N related questions per set")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    {"build": build, "run": run, "fusion": fusion}[args.step](args)
+    {"build": build, "run": run, "fusion": fusion, "timing": timing}[args.step](args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from proxy.index.service import Ranking, fuse
@@ -115,3 +117,44 @@ def test_follow_ups_search_the_conversation_not_a_length_rule() -> None:
         Query("How is the Zephyr-9 valve maintained?", 0.85),
     ]
     assert search_queries(messages[:1]) == [Query("How is the Zephyr-9 valve maintained?", 1.0)]
+
+
+class CountingEmbedder:
+    """The real e5 embedder, counting the queries it embeds."""
+
+    def __init__(self) -> None:
+        from plugins.embedders.e5 import E5Embedder
+
+        self.real = E5Embedder()
+        self.name, self.dim, self.max_tokens = self.real.name, self.real.dim, self.real.max_tokens
+        self.queries: list[str] = []
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.real.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        self.queries.append(text)
+        return self.real.embed_query(text)
+
+
+def test_a_follow_up_embeds_the_previous_question_only_once(docs_index: tuple[Path, Path]) -> None:
+    from proxy.index.service import IndexService
+    from proxy.pipeline.retrieval import retrieve
+    from proxy.settings import Settings
+    from tests.ragdocs import CANARY, QUESTION
+
+    embedder = CountingEmbedder()
+    service = IndexService(Settings(db=str(docs_index[1])), embedder=embedder)  # type: ignore[arg-type]
+    try:
+        first = [{"role": "user", "content": QUESTION}]
+        retrieve(service, search_queries(first), top_k=5, collections=None)
+        follow_up = [
+            *first,
+            {"role": "assistant", "content": "It is QX."},
+            {"role": "user", "content": "Why?"},
+        ]
+        found = retrieve(service, search_queries(follow_up), top_k=5, collections=None)
+    finally:
+        service.close()
+    assert embedder.queries == [QUESTION, "Why?", f"{QUESTION}\nWhy?"]
+    assert CANARY in found.passages[0].text

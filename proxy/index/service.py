@@ -4,6 +4,7 @@ settings, and the search functions (keyword, vector, and both fused)."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,8 @@ class IndexService:
         )
         self._worker: EmbeddingWorker | None = None
         self._mismatch_logged = False
+        self._recent_queries: dict[str, list[float]] = {}
+        self._recent_lock = threading.Lock()
 
     @property
     def embedder(self) -> Embedder:
@@ -138,7 +141,7 @@ class IndexService:
         background: Background | None = None
         similarity: dict[int, float] = {}
         if mode != "keyword" and self._searchable_by_vector(strict):
-            query_vector = self.embedder.embed_query(query)
+            query_vector = self._query_vector(query)
             cjk = is_cjk(len(query.encode()), len(query))
             vector, background = self.store.scan_vectors(query_vector, pool, collections, cjk)
             similarity = {hit.chunk_id: hit.score for hit in vector}
@@ -156,6 +159,19 @@ class IndexService:
         if reranker is not None and len(hits) > 1:
             hits = _reranked(reranker, query, hits)
         return Ranking(hits, similarity, strength, background, len(textsearch.query_terms(query)))
+
+    def _query_vector(self, query: str) -> list[float]:
+        """The query's embedding, from a small cache of recent ones: a follow-up searches the
+        previous question again, which the previous request embedded."""
+        with self._recent_lock:
+            vector = self._recent_queries.pop(query, None)
+        if vector is None:
+            vector = self.embedder.embed_query(query)
+        with self._recent_lock:
+            self._recent_queries[query] = vector  # most recent last
+            while len(self._recent_queries) > RECENT_QUERIES:
+                self._recent_queries.pop(next(iter(self._recent_queries)))
+        return vector
 
     def _searchable_by_vector(self, strict: bool) -> bool:
         if strict:
@@ -191,6 +207,7 @@ def _reranked(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
     return [hits[i] for i in order]
 
 
+RECENT_QUERIES = 256  # query embeddings kept (1.5 KB each at 384 dimensions)
 POOL = 50  # candidates from each list: fusion and the gate need a view beyond the top few
 KEYWORD_WEIGHT = 0.5  # chosen on SciFact's training queries (BENCHMARKS.md)
 
