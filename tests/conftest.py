@@ -75,6 +75,22 @@ def docs_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def rag_proxy(ollama: Server, docs_index: tuple[Path, Path]) -> Iterator[str]:
+    """ragproxy over the documents' index, in front of the Ollama-behaving server, its window
+    that of one llama.cpp slot in the tests."""
+    folder, db = docs_index
+    with ragproxy(
+        upstream=ollama.url,
+        upstream_api="ollama",
+        model=CHAT_MODEL,
+        docs=(f"manuals={folder}",),
+        db=str(db),
+        num_ctx_max=2048,
+    ) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def proxy_ollama(ollama: Server) -> Iterator[str]:
     with ragproxy(upstream=ollama.url, upstream_api="ollama", model=CHAT_MODEL) as url:
         yield url

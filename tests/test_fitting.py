@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,15 +98,6 @@ def open_webui_tools() -> list[dict[str, Any]]:
     return tools
 
 
-@pytest.fixture(scope="module")
-def webui_proxy(ollama: Server, docs_index: tuple[Path, Path]) -> Iterator[str]:
-    folder, db = docs_index
-    with ragproxy(
-        upstream=ollama.url, upstream_api="ollama", docs=(f"manuals={folder}",), db=str(db), num_ctx_max=2048
-    ) as url:
-        yield url
-
-
 def chat(url: str, api: str, model: str, tools: list[dict[str, Any]]) -> httpx.Response:
     messages = [{"role": "user", "content": QUESTION}]
     if api == "ollama":
@@ -120,12 +110,12 @@ def chat(url: str, api: str, model: str, tools: list[dict[str, Any]]) -> httpx.R
 @pytest.mark.parametrize("api", ["ollama", "openai"])
 @pytest.mark.parametrize("model", [TOOLS_NO, TOOLS_YES])
 def test_open_webui_tools_leave_room_for_the_passage(
-    webui_proxy: str, upstream_log: UpstreamLog, api: str, model: str
+    rag_proxy: str, upstream_log: UpstreamLog, api: str, model: str
 ) -> None:
     """A 2048-token window cannot hold the tools (~7,000 tokens) and a passage: for a model
     without tools they are dropped before fitting; for one with tools, not yet used in the chat,
     they give way to the best passage. Either way the passage reaches the upstream."""
-    reply = chat(webui_proxy, api, model, open_webui_tools())
+    reply = chat(rag_proxy, api, model, open_webui_tools())
     assert reply.status_code == 200, reply.text
     (sent,) = upstream_log.requests("/api/chat")
     body = sent["body"]

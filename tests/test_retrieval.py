@@ -20,20 +20,6 @@ from tests.ragdocs import CANARY, DOCS, QUESTION
 from tests.servers import Server, llama_server, ragproxy
 
 
-@pytest.fixture(scope="module")
-def rag_proxy(ollama: Server, docs_index: tuple[Path, Path]) -> Iterator[str]:
-    folder, db = docs_index
-    with ragproxy(
-        upstream=ollama.url,
-        upstream_api="ollama",
-        model=CHAT_MODEL,
-        docs=(f"manuals={folder}",),
-        db=str(db),
-        num_ctx_max=2048,  # the window of one llama.cpp slot in the tests
-    ) as url:
-        yield url
-
-
 def sent_text(upstream_log: UpstreamLog) -> str:
     (sent,) = upstream_log.requests("/api/chat")
     return "\n".join(str(m.get("content")) for m in sent["body"]["messages"])

@@ -5,27 +5,14 @@ next turn."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import CHAT_MODEL, UpstreamLog, sdk
 from tests.ragdocs import CANARY, QUESTION
-from tests.servers import Server, ragproxy
 
 OPEN_WEBUI_AGENT = "Python/3.12 aiohttp/3.14.5"  # the aiohttp session Open WebUI sends chats with
-
-
-@pytest.fixture(scope="module")
-def proxy(ollama: Server, docs_index: tuple[Path, Path]) -> Iterator[str]:
-    folder, db = docs_index
-    with ragproxy(
-        upstream=ollama.url, upstream_api="ollama", docs=(f"manuals={folder}",), db=str(db), num_ctx_max=2048
-    ) as url:
-        yield url
 
 
 def stream(url: str, agent: str) -> list[dict[str, Any]]:
@@ -50,8 +37,8 @@ def content(chunks: list[dict[str, Any]]) -> str:
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
 
-def test_open_webui_gets_source_events_and_no_footnote(proxy: str) -> None:
-    chunks = stream(proxy, OPEN_WEBUI_AGENT)
+def test_open_webui_gets_source_events_and_no_footnote(rag_proxy: str) -> None:
+    chunks = stream(rag_proxy, OPEN_WEBUI_AGENT)
     first = chunks[0]
     assert first["choices"][0]["delta"]["role"] == "assistant"
     event = first["event"]
@@ -65,11 +52,11 @@ def test_open_webui_gets_source_events_and_no_footnote(proxy: str) -> None:
     assert chunks[-1]["sources"][0]["file"] == "valves/zephyr.md"
 
 
-def test_other_clients_get_the_footnote_and_the_sdk_clean_content(proxy: str) -> None:
-    chunks = stream(proxy, "curl/8.5.0")
+def test_other_clients_get_the_footnote_and_the_sdk_clean_content(rag_proxy: str) -> None:
+    chunks = stream(rag_proxy, "curl/8.5.0")
     assert "Sources:\n[1] valves/zephyr.md" in content(chunks)
     assert not any("event" in c for c in chunks)
-    reply = sdk(proxy).chat.completions.create(
+    reply = sdk(rag_proxy).chat.completions.create(
         model=CHAT_MODEL, messages=[{"role": "user", "content": QUESTION}], max_tokens=8
     )
     assert "Sources:" not in (reply.choices[0].message.content or "")
@@ -77,7 +64,7 @@ def test_other_clients_get_the_footnote_and_the_sdk_clean_content(proxy: str) ->
     assert (reply.model_extra or {})["rag"] == {"found": 1, "sent": 1, "gated": 2}  # tomatoes, panda
 
 
-def test_own_footnote_in_the_history_is_not_sent_back(proxy: str, upstream_log: UpstreamLog) -> None:
+def test_own_footnote_in_the_history_is_not_sent_back(rag_proxy: str, upstream_log: UpstreamLog) -> None:
     """Open WebUI stores the footnote with the answer and sends it in the next turn."""
     earlier = f"The code is {CANARY} [1].\n\nSources:\n[1] valves/zephyr.md > Maintenance"
     messages = [
@@ -86,7 +73,7 @@ def test_own_footnote_in_the_history_is_not_sent_back(proxy: str, upstream_log: 
         {"role": "user", "content": "How often is it inspected?"},
     ]
     reply = httpx.post(
-        proxy + "/api/chat", json={"model": CHAT_MODEL, "messages": messages, "stream": False}, timeout=60
+        rag_proxy + "/api/chat", json={"model": CHAT_MODEL, "messages": messages, "stream": False}, timeout=60
     )
     assert reply.status_code == 200, reply.text
     (sent,) = upstream_log.requests("/api/chat")
