@@ -61,7 +61,7 @@ class RagInfo:
         return [passage.source() for passage in self.passages]
 
     def cut(self) -> str | None:
-        """ "3/5 passages fit" when passages were found but not all could be sent."""
+        """The note "3/5 passages fit" when passages were found but not all could be sent."""
         if self.found > len(self.passages):
             return f"{len(self.passages)}/{self.found} passages fit"
         return None

@@ -257,8 +257,7 @@ def search_query(messages: Sequence[Mapping[str, Any]]) -> str:
 @dataclass(frozen=True, slots=True)
 class Retrieved:
     passages: list[Passage]
-    candidates: int  # chunks the searches found before the relevance gate
-    gated: int  # of those, left out as unrelated to the question
+    gated: int  # chunks the searches found but the gate left out as unrelated to the question
 
 
 def retrieve(
@@ -272,7 +271,7 @@ def retrieve(
 ) -> Retrieved:
     """For each query, the chunks ``IndexService.rank`` orders and the relevance gate lets
     through; the rankings merged (a chunk's best weighted score), the best ``top_k``, adjacent
-    chunks of a document merged. ``min_score`` None: the embedder's own threshold."""
+    chunks of a document merged. ``min_score``: a plain cosine cut instead of the gate."""
     if isinstance(queries, str):
         queries = [Query(queries, 1.0)]
     gate = relevance_gate(service, min_score)
@@ -295,7 +294,7 @@ def retrieve(
     ordered = sorted(best.values(), key=lambda entry: -entry[0])[:top_k]
     chosen = [hit for _, hit, _ in ordered]
     scores = {hit.chunk_id: similarity for _, hit, similarity in ordered}
-    return Retrieved(_merge(chosen, scores), len(seen), len(seen) - len(best))
+    return Retrieved(_merge(chosen, scores), len(seen) - len(best))
 
 
 @dataclass(frozen=True, slots=True)
