@@ -27,47 +27,48 @@ def hit(chunk_id: int, text: str, score: float = 1.0) -> Hit:
 def ranking(
     similarity: float, strength: float, background: Background | None, text: str = CHINESE, terms: int = 6
 ) -> Ranking:
-    return Ranking([hit(1, text)], {1: similarity}, {1: strength}, background, terms)
+    """A ranking for a question in the script of ``text``."""
+    return Ranking([hit(1, text)], {1: similarity}, {1: strength}, background, terms, text == CHINESE)
 
 
 def test_a_chinese_chunk_must_stand_out_from_the_chinese_background() -> None:
     """e5 scores any Chinese text ~0.86 against any Chinese prompt: 0.87 is noise there."""
     chinese = Background(mean=0.82, std=0.013, count=2000, same_script=True)
-    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.87, 0.1, chinese), cjk=True)  # z 3.8
-    assert E5_GATE.passes(hit(1, CHINESE), ranking(0.89, 0.1, chinese), cjk=True)  # z 5.4
+    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.87, 0.1, chinese))  # z 3.8
+    assert E5_GATE.passes(hit(1, CHINESE), ranking(0.89, 0.1, chinese))  # z 5.4
     # less far above it, with most of the question's words
-    assert E5_GATE.passes(hit(1, CHINESE), ranking(0.865, 0.6, chinese), cjk=True)
-    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.85, 0.6, chinese), cjk=True)  # z 2.3
+    assert E5_GATE.passes(hit(1, CHINESE), ranking(0.865, 0.6, chinese))
+    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.85, 0.6, chinese))  # z 2.3
 
 
 def test_the_same_cosine_means_more_in_english() -> None:
     english = Background(mean=0.74, std=0.02, count=2000, same_script=True)
-    assert E5_GATE.passes(hit(1, ENGLISH), ranking(0.845, 0.0, english, ENGLISH), cjk=False)  # z 5.25
+    assert E5_GATE.passes(hit(1, ENGLISH), ranking(0.845, 0.0, english, ENGLISH))  # z 5.25
 
 
 def test_a_query_of_one_or_two_terms_must_stand_out_further() -> None:
     """ "thanks!", "hi": nothing for the words to confirm, and short texts embed anywhere."""
     english = Background(mean=0.77, std=0.012, count=2000, same_script=True)
     few = ranking(0.84, 1.0, english, ENGLISH, terms=1)  # z 5.8, every word matched
-    assert not E5_GATE.passes(hit(1, ENGLISH), few, cjk=False)
-    assert E5_GATE.passes(hit(1, ENGLISH), ranking(0.85, 0.0, english, ENGLISH, terms=2), cjk=False)  # z 6.7
+    assert not E5_GATE.passes(hit(1, ENGLISH), few)
+    assert E5_GATE.passes(hit(1, ENGLISH), ranking(0.85, 0.0, english, ENGLISH, terms=2))  # z 6.7
 
 
 def test_without_a_background_in_the_query_script_the_embedder_thresholds_apply() -> None:
     """An English greeting against a Chinese collection's few English chunks, or a tiny
     collection: the background says nothing, the per-script cosine decides."""
     mixed = Background(mean=0.72, std=0.012, count=2000, same_script=False)
-    assert not E5_GATE.passes(hit(1, ENGLISH), ranking(0.86, 0.0, mixed, ENGLISH), cjk=False)
-    assert E5_GATE.passes(hit(1, ENGLISH), ranking(0.88, 0.0, mixed, ENGLISH), cjk=False)
-    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.89, 0.0, None), cjk=True)
-    assert Gate().passes(hit(1, CHINESE), ranking(0.5, 0.0, None), cjk=True)  # no calibration: no cut
+    assert not E5_GATE.passes(hit(1, ENGLISH), ranking(0.86, 0.0, mixed, ENGLISH))
+    assert E5_GATE.passes(hit(1, ENGLISH), ranking(0.88, 0.0, mixed, ENGLISH))
+    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.89, 0.0, None))
+    assert Gate().passes(hit(1, CHINESE), ranking(0.5, 0.0, None))  # no calibration: no cut
 
 
 def test_chunks_without_vectors_need_the_words_and_min_score_is_a_plain_cut() -> None:
     bare = Ranking([hit(1, ENGLISH)], {}, {1: 0.9}, None)
-    assert E5_GATE.passes(hit(1, ENGLISH), bare, cjk=False)
-    assert not E5_GATE.passes(hit(1, ENGLISH), Ranking([hit(1, ENGLISH)], {}, {1: 0.2}, None), cjk=False)
-    assert Gate(cosine=0.5).passes(hit(1, CHINESE), ranking(0.6, 0.0, None), cjk=True)
+    assert E5_GATE.passes(hit(1, ENGLISH), bare)
+    assert not E5_GATE.passes(hit(1, ENGLISH), Ranking([hit(1, ENGLISH)], {}, {1: 0.2}, None))
+    assert Gate(cosine=0.5).passes(hit(1, CHINESE), ranking(0.6, 0.0, None))
 
 
 def test_background_is_taken_in_the_query_script_when_there_is_enough() -> None:

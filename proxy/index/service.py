@@ -132,6 +132,7 @@ class IndexService:
         there is one. ``strict``: an index built with another embedder is an error (else it is
         searched by keyword only, and logged)."""
         pool = max(POOL, 2 * k)
+        cjk = is_cjk(len(query.encode()), len(query))
         keyword = self.store.search_keyword(query, pool, collections) if mode != "vector" else []
         idf = sum(self.store.keyword_idf(query).values()) if keyword else 0.0
         # BM25 over the sum of the query terms' IDF: ~1 for a chunk holding every term once,
@@ -142,7 +143,6 @@ class IndexService:
         similarity: dict[int, float] = {}
         if mode != "keyword" and self._searchable_by_vector(strict):
             query_vector = self._query_vector(query)
-            cjk = is_cjk(len(query.encode()), len(query))
             vector, background = self.store.scan_vectors(query_vector, pool, collections, cjk)
             similarity = {hit.chunk_id: hit.score for hit in vector}
             missing = [hit.chunk_id for hit in keyword if hit.chunk_id not in similarity]
@@ -158,7 +158,7 @@ class IndexService:
                 hits.append(hit)
         if reranker is not None and len(hits) > 1:
             hits = _reranked(reranker, query, hits)
-        return Ranking(hits, similarity, strength, background, len(textsearch.query_terms(query)))
+        return Ranking(hits, similarity, strength, background, len(textsearch.query_terms(query)), cjk)
 
     def _query_vector(self, query: str) -> list[float]:
         """The query's embedding, from a small cache of recent ones: a follow-up searches the
@@ -193,6 +193,7 @@ class Ranking:
     strength: dict[int, float]  # keyword strength of each keyword hit, 0..1
     background: Background | None  # the query's similarity to all the chunks searched
     terms: int = 0  # the query's informative search terms ("thanks!" has one, "早安" one)
+    cjk: bool = False  # the query is mostly in a CJK script
 
 
 def _reranked(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:

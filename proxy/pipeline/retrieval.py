@@ -282,9 +282,8 @@ def retrieve(
             continue
         ranking = service.rank(query.text, top_k, collections, reranker=reranker)
         seen.update(hit.chunk_id for hit in ranking.hits)
-        cjk = is_cjk(len(query.text.encode()), len(query.text))
         for position, hit in enumerate(ranking.hits):
-            if not gate.passes(hit, ranking, cjk):
+            if not gate.passes(hit, ranking):
                 continue
             # a reranker's order is kept through its position; otherwise the fused score counts
             score = (1.0 / (1 + position) if reranker is not None else hit.score) * query.weight
@@ -321,7 +320,7 @@ class Gate:
     fallback: tuple[float, float] | None = None  # cosine for (Latin, CJK) queries
     cosine: float | None = None  # a plain cosine cut instead (--min-score)
 
-    def passes(self, hit: Hit, ranking: Ranking, cjk: bool) -> bool:
+    def passes(self, hit: Hit, ranking: Ranking) -> bool:
         similarity = ranking.similarity.get(hit.chunk_id)
         strength = ranking.strength.get(hit.chunk_id, 0.0)
         if similarity is None:  # no vector yet (or a keyword-only index): the words decide
@@ -329,6 +328,7 @@ class Gate:
         if self.cosine is not None:
             return similarity >= self.cosine
         background = ranking.background
+        cjk = ranking.cjk
         same_script = is_cjk(len(hit.text.encode()), len(hit.text)) == cjk
         if background is not None and background.same_script and same_script:
             z = background.z(similarity)
