@@ -34,16 +34,18 @@ def ranking(
 def test_a_chinese_chunk_must_stand_out_from_the_chinese_background() -> None:
     """e5 scores any Chinese text ~0.86 against any Chinese prompt: 0.87 is noise there."""
     chinese = Background(mean=0.82, std=0.013, count=2000, same_script=True)
-    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.87, 0.1, chinese))  # z 3.8
-    assert E5_GATE.passes(hit(1, CHINESE), ranking(0.89, 0.1, chinese))  # z 5.4
-    # less far above it, with most of the question's words
-    assert E5_GATE.passes(hit(1, CHINESE), ranking(0.865, 0.6, chinese))
-    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.85, 0.6, chinese))  # z 2.3
+    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.87, 0.1, chinese))  # z 3.8 + 0.5
+    assert E5_GATE.passes(hit(1, CHINESE), ranking(0.90, 0.0, chinese))  # z 6.2 on meaning alone
+    # less far above it, with most of the question's words: evidence adds up
+    assert E5_GATE.passes(hit(1, CHINESE), ranking(0.865, 0.6, chinese))  # z 3.5 + 3
+    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.865, 0.3, chinese))  # z 3.5 + 1.5
+    # but words alone never carry a chunk the meaning puts near the background
+    assert not E5_GATE.passes(hit(1, CHINESE), ranking(0.845, 1.0, chinese))  # z 1.9 + 5
 
 
 def test_the_same_cosine_means_more_in_english() -> None:
     english = Background(mean=0.74, std=0.02, count=2000, same_script=True)
-    assert E5_GATE.passes(hit(1, ENGLISH), ranking(0.845, 0.0, english, ENGLISH))  # z 5.25
+    assert E5_GATE.passes(hit(1, ENGLISH), ranking(0.86, 0.0, english, ENGLISH))  # z 6
 
 
 def test_a_query_of_one_or_two_terms_must_stand_out_further() -> None:

@@ -304,17 +304,21 @@ class Gate:
     Chinese prompt, English far lower), so one cosine threshold cannot serve both languages nor
     every collection. What tells a related chunk is how far it stands above the query's own
     background, its similarity to every chunk of the collection in the query's script (``z``,
-    in standard deviations): far enough on meaning alone, or less far with keyword evidence for
-    most of the query's informative terms (BM25 over the query's total IDF, language-neutral).
+    in standard deviations). Keyword evidence adds to it: the share of the query's informative
+    terms the chunk matches (``strength``, BM25 over the query's total IDF, language-neutral)
+    is worth up to ``words_weight`` deviations, so a chunk passes far enough above the
+    background on meaning alone, or less far with the words confirming it, but never closer
+    than ``z_floor``: evidence adds up rather than each kind needing its own bar.
     A query of one or two terms ("thanks!", "hi", "what model are you") has no such evidence to
     give and an embedding that lands anywhere: it needs to stand out further, on meaning alone.
     Where the background says nothing (fewer than 50 chunks in the query's script, or a chunk in
     another script) the embedder's own cosine thresholds per script apply; an embedder without
     them is not gated there. Calibrated with bench/relevance_eval.py (BENCHMARKS.md)."""
 
-    z_alone: float = 5.0
-    z_with_words: float = 3.0
-    strength: float = 0.45
+    z_alone: float = 5.75  # meaning alone
+    words_weight: float = 5.0  # what every informative term matched adds, in deviations
+    z_floor: float = 2.0  # however strong the words
+    strength: float = 0.45  # a chunk without a vector yet: the words alone
     few_terms: int = 3  # a query with fewer informative terms ...
     z_few_terms: float = 6.0  # ... needs this, on meaning alone
     fallback: tuple[float, float] | None = None  # cosine for (Latin, CJK) queries
@@ -334,7 +338,7 @@ class Gate:
             z = background.z(similarity)
             if ranking.terms < self.few_terms:
                 return z >= self.z_few_terms
-            return z >= self.z_alone or (z >= self.z_with_words and strength >= self.strength)
+            return z >= self.z_floor and z + self.words_weight * strength >= self.z_alone
         return self.fallback is None or similarity >= self.fallback[cjk]
 
 
