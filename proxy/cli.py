@@ -85,7 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = _command(commands, "serve", "Run the proxy server (indexing and watching --docs folders).")
     index = _command(commands, "index", "Index folders once (new, changed and deleted files), then embed.")
     index.add_argument("dirs", nargs="+", metavar="DIR", help="Folders to index.")
-    index.add_argument("--collection", help="Collection name (default: each folder's name).")
+    index.add_argument(
+        "--collection",
+        help="Collection name for the one folder given (default: the name the index knows the folder "
+        "by, else the folder's name, with its parents' names in front if another folder holds it).",
+    )
+    index.add_argument(
+        "--move",
+        action="store_true",
+        help="Let --collection move to this folder (its files are matched again under the new root).",
+    )
     search = _command(commands, "search", "Search the index.")
     search.add_argument("query")
     search.add_argument("-k", type=int, default=5, help="How many chunks (default 5).")
@@ -127,9 +136,13 @@ def serve(settings: Settings) -> None:
     from proxy.logging import configure_logging, get_logger
 
     check_bind(settings)
-    for name, folder in settings.doc_folders():
+    for _, folder in settings.doc_folders():
         if not folder.is_dir():
-            raise ConfigError(f"--docs {name}={folder}: not a directory")
+            raise ConfigError(f"--docs {folder}: not a directory")
+    if settings.docs:  # names that clash with the index's collections fail here, not in the server
+        from proxy.index.service import check_folders
+
+        check_folders(settings)
     configure_logging(settings.log_level)
     get_logger("ragproxy").info(
         "starting",

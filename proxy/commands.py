@@ -41,13 +41,16 @@ def index(settings: Settings, args: argparse.Namespace) -> int:
     service = IndexService(settings)
     progress = Progress()
     try:
+        if args.collection and len(args.dirs) > 1:
+            print("ragproxy: error: --collection names one folder's collection", file=sys.stderr)
+            return 2
         for directory in args.dirs:
             path = Path(directory)
             if not path.is_dir():
                 print(f"ragproxy: error: {directory} is not a directory", file=sys.stderr)
                 return 2
-            name = args.collection or path.resolve().name
-            collection = service.indexer.add_collection(name, path)
+            (collection,) = service.add_folders([(args.collection or "", path)], move=args.move)
+            name = collection.name
 
             def shown(report: ScanReport, name: str = name) -> None:
                 progress.show(_scanned(name, report))

@@ -145,7 +145,8 @@ def config_toml(settings: Settings, *, user: bool) -> str:
             value = tuple(stored_form(entry) for entry in value)
         elif f.name == "docs":  # absolute: the service does not start where this command ran
             value = tuple(
-                f"{name}={folder.expanduser().resolve()}" for name, folder in settings.doc_folders()
+                f"{name}={folder.resolve()}" if name else str(folder.resolve())
+                for name, folder in settings.doc_folders()
             )
         lines.append(f"{f.name} = {_toml(value)}")
     return "\n".join(lines) + "\n"

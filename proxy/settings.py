@@ -213,14 +213,14 @@ class Settings:
         return Path(data) / "ragproxy" / "index.db"
 
     def doc_folders(self) -> list[tuple[str, Path]]:
-        """(collection name, folder) for each ``docs`` entry."""
+        """(collection name, folder) for each ``docs`` entry; '' where the entry names none (the
+        index derives one that no other folder holds: ``IndexService.add_folders``)."""
         folders = []
         for entry in self.docs:
             name, sep, folder = entry.partition("=")
-            if not sep:
+            if not sep or os.sep in name or "/" in name:  # "a=b/c" names; "/x/a=b" is a folder
                 name, folder = "", entry
-            path = Path(folder).expanduser()
-            folders.append((name or path.resolve().name or "docs", path))
+            folders.append((name.strip(), Path(folder).expanduser()))
         return folders
 
 

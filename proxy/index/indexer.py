@@ -3,7 +3,9 @@ transaction as soon as the file is read; vectors are filled in later by ``Embedd
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ from typing import Any
 
 import pathspec
 
+from proxy.errors import ConfigError
 from proxy.index.chunker import chunk_document
 from proxy.index.store import NewDocument, PendingChunk, Store, content_hash, pack
 from proxy.logging import get_logger
@@ -47,11 +50,31 @@ IGNORED_FILES = (
 )
 
 
+GITIGNORE_BYTES = 1024 * 1024
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file, at most ``limit``. Anything else (a FIFO, socket or device,
+    even one named ``.gitignore``) is refused without waiting on it: opening a FIFO blocks
+    until a writer comes, and reading a device may never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read(limit)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class Collection:
     name: str
     root: Path  # resolved: symlinks and ".." cannot lead outside it
     id: int
+    # the folders of other collections inside this one's root: theirs, not this one's
+    nested: tuple[str, ...] = ()
     _gitignores: dict[str, tuple[float, Any]] = field(default_factory=dict, repr=False)
 
     def relative(self, path: Path) -> str | None:
@@ -64,6 +87,8 @@ class Collection:
     def ignores(self, rel: str, is_dir: bool = False) -> bool:
         """Hidden files and folders (``.git``, ``.env``, editors' temporary files), dependency and
         cache folders, editor backups, and what ``.gitignore`` files exclude."""
+        if any(rel == inner or rel.startswith(inner + "/") for inner in self.nested):
+            return True
         parts = rel.split("/")
         if any(part.startswith(".") or part in IGNORED_DIRS for part in parts[:-1]):
             return True
@@ -97,7 +122,7 @@ class Collection:
         if cached is not None and cached[0] == mtime:
             return cached[1]
         try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            lines = read_regular(path, GITIGNORE_BYTES).decode("utf-8", "replace").splitlines()
         except OSError:
             return None
         spec = pathspec.GitIgnoreSpec.from_lines(lines)
@@ -130,19 +155,37 @@ class Indexer:
         self.on_change = on_change or (lambda: None)
         self.collections: dict[str, Collection] = {}
 
-    def add_collection(self, name: str, root: str | Path) -> Collection:
+    def add_collection(self, name: str, root: str | Path, *, move: bool = False) -> Collection:
+        """Indexes the folder ``root`` as the collection ``name``. A folder inside another
+        collection's folder is its own collection and is left out of the outer one, so a key
+        scoped to the outer collection never reads it."""
         resolved = Path(os.path.realpath(root))
         if not resolved.is_dir():
             raise NotADirectoryError(f"{root} is not a directory")
-        collection = Collection(name, resolved, self.store.collection_id(name, str(resolved)))
+        for other in self.collections.values():
+            if other.name == name and other.root != resolved:
+                raise ConfigError(f"two folders are named {name!r}: {other.root} and {resolved}")
+            if other.root == resolved and other.name != name:
+                raise ConfigError(f"{resolved} is given twice, as {other.name!r} and {name!r}")
+        collection = Collection(name, resolved, self.store.collection_id(name, str(resolved), move=move))
         self.collections[name] = collection
+        for outer in self.collections.values():
+            outer.nested = tuple(
+                inner.root.relative_to(outer.root).as_posix()
+                for inner in self.collections.values()
+                if inner.root != outer.root and inner.root.is_relative_to(outer.root)
+            )
         return collection
 
     def collection_for(self, path: Path) -> Collection | None:
+        """The collection a path belongs to: that of the innermost folder holding it."""
+        best = None
         for collection in self.collections.values():
-            if collection.relative(path) is not None:
-                return collection
-        return None
+            if collection.relative(path) is not None and (
+                best is None or len(collection.root.parts) > len(best.root.parts)
+            ):
+                best = collection
+        return best
 
     # -- one file ---------------------------------------------------------------------------------
     def index_file(self, collection: Collection, path: Path) -> str:
@@ -169,28 +212,28 @@ class Indexer:
         try:
             if path.is_symlink() and collection.relative(Path(os.path.realpath(path))) is None:
                 return self._forget(collection, rel)  # a link out of the root is not followed
-            stat = path.stat()
+            info = path.stat()
         except OSError:
             return self._forget(collection, rel)
         if not path.is_file():
             return self._forget(collection, rel)
-        if stat.st_size > self.max_file_bytes:
+        if info.st_size > self.max_file_bytes:
             return self._skip(
-                collection, rel, f"{stat.st_size} bytes, over the {self.max_file_bytes}-byte cap"
+                collection, rel, f"{info.st_size} bytes, over the {self.max_file_bytes}-byte cap"
             )
         state = self.store.document_state(collection.id, rel)
-        if state and state.size == stat.st_size and state.mtime == stat.st_mtime:
+        if state and state.size == info.st_size and state.mtime == info.st_mtime:
             return "unchanged"
         loader = loader_for(path)
         if loader is None:
             return self._skip(collection, rel, f"no loader for {path.suffix or 'files without a suffix'}")
         try:
-            data = path.read_bytes()
+            data = read_regular(path, self.max_file_bytes)
         except OSError as exc:
             return self._skip(collection, rel, f"unreadable: {exc.strerror}")
         digest = content_hash(data)
         if state and state.content_hash == digest:
-            self.store.touch_document(state.id, stat.st_size, stat.st_mtime)
+            self.store.touch_document(state.id, info.st_size, info.st_mtime)
             return "unchanged"
         try:
             document = loader(path)
@@ -202,7 +245,7 @@ class Indexer:
         if not chunks:
             return self._skip(collection, rel, "no text")
         return NewDocument(
-            rel, digest, stat.st_size, stat.st_mtime, getattr(loader, "__module__", "?"), chunks
+            rel, digest, info.st_size, info.st_mtime, getattr(loader, "__module__", "?"), chunks
         )
 
     def _skip(self, collection: Collection, rel: str, reason: str) -> str:

@@ -4,6 +4,7 @@ settings, and the search functions (keyword, vector, and both fused)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Literal
 from proxy.errors import ConfigError
 from proxy.index import textsearch
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer
-from proxy.index.store import Hit, Store, embedding_text
+from proxy.index.store import Hit, Store, embedding_text, moved_message
 from proxy.index.vectors import Background, is_cjk
 from proxy.logging import get_logger
 from proxy.plugins import embedders, factory
@@ -78,8 +79,10 @@ class IndexService:
         if self._worker is not None:
             self._worker.notify()
 
-    def add_folders(self, folders: Sequence[tuple[str, Path]]) -> list[Collection]:
-        return [self.indexer.add_collection(name, str(path)) for name, path in folders]
+    def add_folders(self, folders: Sequence[tuple[str, Path]], *, move: bool = False) -> list[Collection]:
+        """Each (name, folder) as a collection, named as ``plan_folders`` says."""
+        planned = plan_folders(self.store.collection_roots(), folders, move=move)
+        return [self.indexer.add_collection(name, root, move=move) for name, root in planned]
 
     def close(self) -> None:
         if self._worker is not None:
@@ -263,3 +266,55 @@ def reciprocal_rank_fusion(
             hits.setdefault(hit.chunk_id, hit)
     order = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)
     return [dataclasses.replace(hits[i], score=round(scores[i], 6)) for i in order]
+
+
+def check_folders(settings: Settings) -> None:
+    """``plan_folders`` against the index as it is: a clash is told before the server starts."""
+    roots: dict[str, str] = {}
+    if settings.db_path.exists():
+        store = Store(settings.db_path)
+        try:
+            roots = store.collection_roots()
+        finally:
+            store.close()
+    plan_folders(roots, settings.doc_folders())
+
+
+def plan_folders(
+    roots: Mapping[str, str], folders: Sequence[tuple[str, Path]], *, move: bool = False
+) -> list[tuple[str, Path]]:
+    """(collection name, resolved folder) for each (name, folder), given the folders the index
+    already holds (``roots``, by name). A folder given without a name keeps the one the index
+    knows it by; a new one is named after the folder, with its parents' names in front if
+    another folder holds that name ("notes", then "work-notes"). A name the index holds for
+    another folder is refused unless ``move``: nothing is replaced because two folders share a
+    name. Checked before serving starts, and again as each collection is added."""
+    known = {root: name for name, root in roots.items()}
+    taken = set(roots) | {name for name, _ in folders if name}
+    planned: list[tuple[str, Path]] = []
+    for name, folder in folders:
+        root = Path(os.path.realpath(folder))
+        if not name:
+            name = known.get(str(root)) or _free_name(root, taken)
+            taken.add(name)
+        elif roots.get(name, str(root)) != str(root) and not move:
+            raise ConfigError(moved_message(name, roots[name], str(root)))
+        for other, other_root in planned:
+            if other == name:
+                raise ConfigError(f"two folders are named {name!r}: {other_root} and {root}")
+            if other_root == root:
+                raise ConfigError(f"{root} is given twice, as {other!r} and {name!r}")
+        planned.append((name, root))
+    return planned
+
+
+def _free_name(folder: Path, taken: set[str]) -> str:
+    parts = [part for part in folder.parts if part not in ("/", "")] or ["docs"]
+    for depth in range(1, len(parts) + 1):
+        name = "-".join(parts[-depth:])
+        if name not in taken:
+            return name
+    number = 2
+    while f"{parts[-1]}-{number}" in taken:
+        number += 1
+    return f"{parts[-1]}-{number}"

@@ -7,6 +7,7 @@ import hashlib
 import math
 import threading
 import time
+import weakref
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -94,6 +95,22 @@ _HIT_JOIN = (
 )
 
 
+class _Reader:
+    """A thread's read connection, held only by that thread's locals (and weakly by the store):
+    when the thread ends, the holder goes and closes it."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __del__(self) -> None:
+        self.conn.close()
+
+
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -101,15 +118,14 @@ class Store:
         migrate(self._writer)
         self._lock = threading.RLock()
         self._local = threading.local()
-        self._readers: list[Connection] = []
+        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
         self._vectors: VectorMatrix | None = None  # loaded on the first vector search
         self._vectors_version = -1
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+            for reader in list(self._readers):
+                reader.close()
             self._writer.close()
 
     # -- connections ---------------------------------------------------------------------------
@@ -127,24 +143,38 @@ class Store:
                 raise
 
     def reader(self) -> Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = connect(self.path)
+        """This thread's read connection. It is closed when the thread ends: the server's worker
+        threads come and go, and connections kept past them would exhaust file descriptors."""
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = _Reader(connect(self.path))
             with self._lock:
-                self._readers.append(conn)
-        return conn
+                self._readers.add(reader)
+        return reader.conn
 
     # -- collections and documents --------------------------------------------------------------
-    def collection_id(self, name: str, root: str) -> int:
+    def collection_id(self, name: str, root: str, *, move: bool = False) -> int:
+        """The collection ``name`` over the folder ``root``, created if new. A collection never
+        changes folder unless ``move`` says so: a second folder of the same name would otherwise
+        replace the first one's documents."""
         with self.write() as db:
-            db.execute(
-                "INSERT INTO collections(name, root) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET root = ?",
-                (name, root, root),
-            )
-            return int(db.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()[0])
+            row = db.execute("SELECT id, root FROM collections WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                cursor = db.execute("INSERT INTO collections(name, root) VALUES (?, ?)", (name, root))
+                return int(cursor.lastrowid)
+            if row["root"] != root:
+                if not move:
+                    raise ConfigError(moved_message(name, row["root"], root))
+                db.execute("UPDATE collections SET root = ? WHERE id = ?", (root, row["id"]))
+            return int(row["id"])
 
     def collections(self) -> dict[str, int]:
         return {row["name"]: row["id"] for row in self.reader().execute("SELECT id, name FROM collections")}
+
+    def collection_roots(self) -> dict[str, str]:
+        """Each collection's folder, by name."""
+        rows = self.reader().execute("SELECT name, root FROM collections")
+        return {row["name"]: row["root"] for row in rows}
 
     def document_state(self, collection_id: int, path: str) -> DocumentState | None:
         row = (
@@ -569,4 +599,11 @@ def _hit(row: Any, score: float) -> Hit:
         document_id=row["document_id"],
         ordinal=row["ordinal"],
         content_hash=row["content_hash"],
+    )
+
+
+def moved_message(name: str, root: str, new_root: str) -> str:
+    return (
+        f"the collection {name!r} is the folder {root}, not {new_root}: give this folder another "
+        f"name, or move the collection to it with `ragproxy index {new_root} --collection {name} --move`"
     )

@@ -51,16 +51,21 @@ class FolderWatcher:
     def _observe(self, observer: BaseObserver) -> BaseObserver:
         handler = _Handler(self)
         try:
-            for collection in self.indexer.collections.values():
-                observer.schedule(handler, str(collection.root), recursive=True)
+            for root in self._roots():
+                observer.schedule(handler, str(root), recursive=True)
             observer.start()
         except OSError as exc:  # e.g. the inotify watch limit: fall back to polling
             log.warning("watch.polling", reason=str(exc))
             observer = PollingObserver(timeout=2)
-            for collection in self.indexer.collections.values():
-                observer.schedule(handler, str(collection.root), recursive=True)
+            for root in self._roots():
+                observer.schedule(handler, str(root), recursive=True)
             observer.start()
         return observer
+
+    def _roots(self) -> list[Path]:
+        """The folders to watch: a collection's folder inside another's is watched with it."""
+        roots = {collection.root for collection in self.indexer.collections.values()}
+        return sorted(r for r in roots if not any(r != o and r.is_relative_to(o) for o in roots))
 
     def stop(self) -> None:
         with self._cond:
