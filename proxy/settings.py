@@ -70,7 +70,9 @@ class Settings:
         120.0, "Seconds allowed between two chunks of a streamed reply. There is no total-duration limit."
     )
     max_body_size: int = _setting(10 * 1024 * 1024, "Largest request body accepted, in bytes (413 above).")
-    db: str = _setting("", "Index database file [default: $XDG_DATA_HOME/ragproxy/index.db].")
+    db: str = _setting(
+        "", "The index file (SQLite), a path, not a URL [default: $XDG_DATA_HOME/ragproxy/index.db]."
+    )
     api_keys: tuple[str, ...] = _setting(
         (),
         "API key clients must send (Authorization: Bearer or x-api-key), repeatable; KEY@A:B limits "
@@ -178,6 +180,11 @@ class Settings:
             raise ConfigError("embed_threads must be 0 (all cores) or more")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:
             raise ConfigError("chunk_overlap must be at least 0 and below chunk_tokens")
+        if "://" in self.db:  # only the scheme is shown: a database URL may carry a password
+            raise ConfigError(
+                "db must be a file path: the index is one SQLite file (e.g. --db ~/ragproxy/index.db); "
+                f"database URLs are not supported, got a {self.db.partition('://')[0]}:// URL"
+            )
         if not self.upstream.startswith(("http://", "https://")):
             raise ConfigError(f"upstream must be an http:// or https:// URL, got {self.upstream!r}")
         for name in (

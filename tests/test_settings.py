@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,22 @@ def test_bad_flag_exits_with_a_clear_message() -> None:
     )
     assert result.returncode == 2
     assert "upstream must be an http:// or https:// URL" in result.stderr
+
+
+@pytest.mark.parametrize("db", ["postgresql://rag:hunter2@db.example/rag", "sqlite:///index.db"])
+def test_database_url_is_refused_and_creates_nothing(tmp_path: Path, db: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_DATA_HOME": str(tmp_path / "data")}
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "status", "--db", db],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "db must be a file path" in result.stderr and "database URLs are not supported" in result.stderr
+    assert "hunter2" not in result.stderr  # a URL's password is not echoed
+    assert list(tmp_path.iterdir()) == []  # no folder named after the URL
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"]])
