@@ -21,10 +21,9 @@ PROXY_VARIABLES = "http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_P
 SYSTEM_UNIT = """\
 # ragproxy as a system service, sandboxed: `systemd-analyze security --offline=yes` rates this
 # unit 1.1 (OK; 2.0 or less is the goal). Written by `ragproxy service install`: change the
-# settings in /etc/ragproxy/config.toml, not here.
+# settings in /etc/ragproxy/config.toml, not here; `ragproxy serve --help` describes them all.
 [Unit]
 Description=ragproxy: retrieval proxy in front of Ollama (OpenAI and Ollama APIs)
-Documentation=https://pypi.org/project/ragproxy/
 After=network-online.target ollama.service
 Wants=network-online.target
 
