@@ -7,10 +7,14 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
+
+import tomli_w
 
 from proxy.errors import ConfigError
-from proxy.settings import Settings
+from proxy.settings import Settings, env_name, setting_fields
 
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 SYSTEM_CONFIG = Path("/etc/ragproxy/config.toml")
@@ -21,7 +25,8 @@ PROXY_VARIABLES = "http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_P
 SYSTEM_UNIT = """\
 # ragproxy as a system service, sandboxed: `systemd-analyze security --offline=yes` rates this
 # unit 1.1 (OK; 2.0 or less is the goal). Written by `ragproxy service install`: change the
-# settings in /etc/ragproxy/config.toml, not here; `ragproxy serve --help` describes them all.
+# settings in /etc/ragproxy/config.toml and the secrets in /etc/ragproxy/ragproxy.env, not here;
+# `ragproxy serve --help` describes them all.
 [Unit]
 Description=ragproxy: retrieval proxy in front of Ollama (OpenAI and Ollama APIs)
 After=network-online.target ollama.service
@@ -89,7 +94,8 @@ USER_UNIT = """\
 # ragproxy as a user service (no root needed). systemd applies fewer sandboxing options to user
 # services: those that need privileges (capabilities, devices, IP filters, a dynamic user) are
 # not available, so this unit is weaker than the system one. Written by
-# `ragproxy service install --user`; edit ~/.config/ragproxy/config.toml, not this.
+# `ragproxy service install --user`; edit ~/.config/ragproxy/config.toml, and the secrets in
+# ~/.config/ragproxy/ragproxy.env, not this.
 [Unit]
 Description=ragproxy: retrieval proxy in front of Ollama (OpenAI and Ollama APIs)
 After=network-online.target
@@ -127,39 +133,74 @@ def executable() -> str:
     raise ConfigError("cannot find the installed 'ragproxy' command; install the package first")
 
 
-def config_toml(settings: Settings, *, user: bool) -> str:
-    """The settings that differ from the defaults, as the TOML the unit reads (API keys are
-    stored hashed)."""
-    import dataclasses
-
+def installed_values(settings: Settings, *, user: bool) -> dict[str, Any]:
+    """The settings that differ from the defaults, as the service reads them: API keys hashed,
+    folders absolute (the service does not start where this command ran)."""
     from proxy.api.security import stored_form
 
     defaults = Settings()
-    lines = ["# ragproxy settings (keys as the flag names); see `ragproxy serve --help`."]
-    for f in dataclasses.fields(Settings):
+    values: dict[str, Any] = {}
+    for f in setting_fields():
         value = getattr(settings, f.name)
         if value == getattr(defaults, f.name) or f.name == "db" and not user:
             continue
         if f.name == "api_keys":
-            value = tuple(stored_form(entry) for entry in value)
-        elif f.name == "docs":  # absolute: the service does not start where this command ran
-            value = tuple(
+            value = [stored_form(entry) for entry in value]
+        elif f.name == "docs":
+            value = [  # absolute: the service does not start where this command ran
                 f"{name}={folder.resolve()}" if name else str(folder.resolve())
                 for name, folder in settings.doc_folders()
-            )
-        lines.append(f"{f.name} = {_toml(value)}")
+            ]
+        elif isinstance(value, tuple):
+            value = list(value)
+        values[f.name] = value
+    return values
+
+
+def config_toml(settings: Settings, *, user: bool) -> str:
+    """The settings the unit reads from its config file: all but the secrets."""
+    secret = {f.name for f in setting_fields() if f.metadata["secret"]}
+    values = {k: v for k, v in installed_values(settings, user=user).items() if k not in secret}
+    header = (
+        "# ragproxy settings (keys as the flag names); see `ragproxy serve --help`.\n"
+        "# Secrets are in ragproxy.env beside this file.\n"
+    )
+    return header + tomli_w.dumps(values)
+
+
+def environment_file(settings: Settings, *, user: bool) -> str:
+    """The secret settings as ``RAGPROXY_<NAME>="value"`` lines for systemd's ``EnvironmentFile=``.
+    Inside double quotes systemd, like a POSIX shell, takes \\ " $ ` after a backslash literally
+    and everything else (newlines included) as it stands."""
+    values = installed_values(settings, user=user)
+    lines = ["# ragproxy's secret settings, read by its systemd unit; readable only by the owner."]
+    for f in setting_fields():
+        if not f.metadata["secret"] or f.name not in values:
+            continue
+        value = values[f.name]
+        if isinstance(value, list):  # the environment holds a list comma-separated
+            if any("," in item for item in value):
+                raise ConfigError(f"{f.name}: an entry with a comma cannot be stored in the environment")
+            value = ",".join(value)
+        quoted = "".join("\\" + c if c in '\\"$`' else c for c in value)
+        lines.append(f'{env_name(f.name)}="{quoted}"')
     return "\n".join(lines) + "\n"
 
 
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+def write_file(path: Path, text: str, mode: int) -> None:
+    """Replaces ``path`` at once by a file with ``mode``. It is written under a temporary name
+    created readable by its owner only, so a secret is never in a file others could open."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fchmod(out.fileno(), mode)
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 def render_unit(settings: Settings, *, user: bool, exec_start: str, config: Path, env_file: Path) -> str:
@@ -203,13 +244,15 @@ def install(settings: Settings, *, user: bool, dest: Path | None, dry_run: bool)
         return unit
     unit_dir.mkdir(parents=True, exist_ok=True)
     config.parent.mkdir(parents=True, exist_ok=True)
-    (unit_dir / "ragproxy.service").write_text(unit, encoding="utf-8")
-    config.write_text(config_toml(settings, user=user), encoding="utf-8")
-    os.chmod(config, 0o600 if user else 0o644)
+    # The system service's dynamic user reads the config file itself; systemd reads the
+    # environment file, as root, before it starts the service.
+    write_file(config, config_toml(settings, user=user), 0o600 if user else 0o644)
+    write_file(env_file, environment_file(settings, user=user), 0o600)
+    write_file(unit_dir / "ragproxy.service", unit, 0o644)
     systemctl = "systemctl --user" if user else "sudo systemctl"
     return "\n".join(
         [
-            f"wrote {unit_dir / 'ragproxy.service'} and {config}",
+            f"wrote {unit_dir / 'ragproxy.service'}, {config} and {env_file} (secrets, owner only)",
             "next:",
             f"  {systemctl} daemon-reload",
             f"  {systemctl} enable --now ragproxy",

@@ -30,11 +30,12 @@ def _setting(
     choices: tuple[str, ...] | None = None,
     metavar: str | None = None,
     alias: str | None = None,
+    secret: bool = False,
 ) -> Any:
-    """``alias``: a second flag name (``--api-key`` for ``api_keys``)."""
-    return field(
-        default=default, metadata={"help": help, "choices": choices, "metavar": metavar, "alias": alias}
-    )
+    """``alias``: a second flag name (``--api-key`` for ``api_keys``). ``secret``: never written to
+    a config file others can read (``service install`` puts it in an environment file instead)."""
+    metadata = {"help": help, "choices": choices, "metavar": metavar, "alias": alias, "secret": secret}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,9 @@ class Settings:
         choices=get_args(UpstreamApi),
     )
     upstream_api_key: str = _setting(
-        "", "Bearer token sent to an OpenAI-compatible upstream that requires one (never logged)."
+        "",
+        "Bearer token sent to an OpenAI-compatible upstream that requires one (never logged).",
+        secret=True,
     )
     model: str = _setting("deepseek-r1:1.5b", "Model used when a request names none (or names 'default').")
     reasoning_format: ReasoningFormat = _setting(
@@ -80,6 +83,7 @@ class Settings:
         "Required when listening on a non-loopback address.",
         metavar="KEY[@COLLECTION:...]",
         alias="--api-key",
+        secret=True,
     )
     allowed_hosts: tuple[str, ...] = _setting(
         (),
@@ -235,6 +239,11 @@ def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
     return dataclasses.fields(Settings)
 
 
+def env_name(name: str) -> str:
+    """The environment variable a setting is read from: ``RAGPROXY_<NAME>``."""
+    return ENV_PREFIX + name.upper()
+
+
 def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
     kind: type = type(f.default)
     if kind is tuple:
@@ -288,9 +297,9 @@ def load_settings(
             values[name] = _coerce(by_name[name], value, f"config file {path}")
 
     for name, f in by_name.items():
-        raw = env.get(ENV_PREFIX + name.upper())
+        raw = env.get(env_name(name))
         if raw is not None:
-            values[name] = _coerce(f, raw, f"environment {ENV_PREFIX + name.upper()}")
+            values[name] = _coerce(f, raw, f"environment {env_name(name)}")
 
     for name, value in (cli or {}).items():
         if value is not None:

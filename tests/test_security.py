@@ -298,8 +298,8 @@ def test_system_unit_verifies_and_scores_at_most_2(
     unit = tmp_path / "ragproxy.service"
     text = unit.read_text()
     assert f"BindReadOnlyPaths={alpha}" in text and "ExecStart=" in text
-    config = (tmp_path / "config.toml").read_text()
-    assert KEY_A not in config and "sha256:" in config  # keys are stored hashed
+    config, secrets = (tmp_path / "config.toml").read_text(), (tmp_path / "ragproxy.env").read_text()
+    assert KEY_A not in config + secrets and "sha256:" in secrets  # keys are stored hashed, apart
     verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
     security = subprocess.run(
