@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,7 +68,8 @@ def test_bad_files_are_skipped_with_reasons(service: IndexService, tmp_path: Pat
     root.mkdir()
     (root / "good.md").write_text("# Good\n\nThe good file mentions zeppelins.\n")
     (root / "blob.txt").write_bytes(b"\x00\x01\x02binary\x00")
-    (root / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    noise = random.Random(7)
+    (root / "noise.txt").write_bytes(bytes(noise.randrange(1, 256) for _ in range(4096)))  # no NUL
     (root / "empty.md").write_text("")
     (root / "huge.txt").write_text("word " * 50_000)
     (root / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj <<\ngarbage")
@@ -75,14 +78,50 @@ def test_bad_files_are_skipped_with_reasons(service: IndexService, tmp_path: Pat
     skipped = {s["path"]: s["reason"] for s in service.store.status()["collections"][0]["skipped"]}
     assert skipped == {
         "blob.txt": "binary file",
-        "latin1.txt": "not valid UTF-8 (byte 3)",
+        "noise.txt": skipped["noise.txt"],
         "empty.md": "empty file",
         "huge.txt": "250000 bytes, over the 100000-byte cap",
         "broken.pdf": skipped["broken.pdf"],
         "image.png": "no loader for .png",
     }
     assert skipped["broken.pdf"].startswith("unreadable PDF")
+    assert re.fullmatch(
+        r"binary file: not UTF-8 \(byte \d+\), and no other encoding fits", skipped["noise.txt"]
+    )
     assert paths(service.store.search_keyword("zeppelins")) == ["good.md"]
+
+
+LEGACY = {
+    "gbk.txt": ("gbk", "大熊猫主要以竹子为食，每天要吃十几公斤竹子。它们生活在四川的山区森林中。\n"),
+    "big5.md": ("big5", "# 高山茶\n\n臺灣的高山茶生長在海拔一千公尺以上的山區，氣候涼爽，雲霧繚繞。\n"),
+    "gb18030.txt": ("gb18030", "数据库备份应当每天执行一次，并保存在另一台服务器上。𠀀\n"),
+    "cp1252.html": ("cp1252", "<p>The café serves crème brûlée, “fancy” quotes — and a naïve façade.</p>\n"),
+    "utf16.txt": ("utf-16", "Notepad saved this note about lighthouses in UTF-16.\n"),
+    "bom.txt": ("utf-8-sig", "A UTF-8 file with a BOM mentions hovercraft.\n"),
+}
+
+
+def test_legacy_encodings_are_detected_and_indexed(service: IndexService, tmp_path: Path) -> None:
+    root = tmp_path / "legacy"
+    root.mkdir()
+    for name, (encoding, text) in LEGACY.items():
+        (root / name).write_bytes(text.encode(encoding))
+    indexed(service, root)
+    assert service.store.status()["collections"][0]["skipped"] == []
+    search = service.store.search_keyword
+    gbk = search("竹子")[0]
+    assert gbk.path == "gbk.txt" and gbk.text == LEGACY["gbk.txt"][1].strip()
+    assert paths(search("四川")) == ["gbk.txt"]
+    assert paths(service.search("大熊猫吃什么", 1)) == ["gbk.txt"]
+    assert search("高山茶")[0].text.endswith(LEGACY["big5.md"][1].split("\n\n")[1].strip())
+    assert search("数据库")[0].text == LEGACY["gb18030.txt"][1].strip()
+    cafe = search("brûlée")[0]
+    assert (cafe.path, cafe.text) == (
+        "cp1252.html",
+        "The café serves crème brûlée, “fancy” quotes — and a naïve façade.",
+    )
+    assert paths(search("lighthouses")) == ["utf16.txt"]
+    assert search("hovercraft")[0].text.startswith("A UTF-8 file")  # the BOM is not part of the text
 
 
 def count(service: IndexService, table: str) -> int:
