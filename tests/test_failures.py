@@ -76,6 +76,66 @@ def test_unknown_model_is_404(proxy_ollama: str) -> None:
         client.chat.completions.create(model="nope:1b", messages=PROMPT)
 
 
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+HI = b'{"role": "user", "content": "hi"}'
+
+
+def deep_bodies(depth: int) -> list[tuple[str, bytes]]:
+    """(path, body) pairs, each nesting ``depth`` levels where its API lets a client put JSON."""
+    chat_body = b'{"messages": [' + HI + b'], "max_tokens": 2, "metadata": ' + nested(depth) + b"}"
+    return [
+        ("/v1/chat/completions", chat_body),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "hi", "x": ' + nested(depth) + b"}]}",
+        ),
+        ("/v1/rag/preview", chat_body),
+        ("/v1/embeddings", b'{"model": "smollm2", "input": "hi", "x": ' + nested(depth) + b"}"),
+        (
+            "/api/chat",
+            b'{"model": "smollm2:135m", "messages": [' + HI + b'], "format": ' + nested(depth) + b"}",
+        ),
+        (
+            "/api/generate",
+            b'{"model": "smollm2:135m", "prompt": "hi", "options": {"stop": ' + nested(depth) + b"}}",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("depth", [300, 500, 2000])
+def test_deeply_nested_json_is_400_in_the_apis_shape(proxy_any: str, depth: int) -> None:
+    expected = "depth limit exceeded" if depth > 1024 else "nested deeper than 100 levels"
+    for path, body in deep_bodies(depth):
+        response = httpx.post(proxy_any + path, content=body, timeout=60)
+        if path.startswith("/api/"):
+            assert response.status_code == 400, (path, response.text)
+            assert set(response.json()) == {"error"}
+            message = response.json()["error"]
+        else:
+            message = assert_error(response, 400, "invalid_request_error")["message"]
+        assert expected in message, (path, message)
+
+
+def test_tool_call_arguments_nested_too_deep_are_400(proxy_ollama: str) -> None:
+    """The arguments of an earlier tool call are a JSON string, parsed for an Ollama upstream."""
+    arguments = orjson.dumps(nested(300).decode())
+    body = (
+        b'{"messages": [' + HI + b', {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", '
+        b'"type": "function", "function": {"name": "f", "arguments": ' + arguments + b"}}]}, "
+        b'{"role": "tool", "tool_call_id": "c1", "content": "ok"}, ' + HI + b"]}"
+    )
+    error = assert_error(chat(proxy_ollama, body), 400, "invalid_request_error", param="messages")
+    assert error["message"] == "tool call arguments is nested deeper than 100 levels"
+
+
+def test_nesting_up_to_the_limit_is_served(proxy_any: str) -> None:
+    body = b'{"messages": [' + HI + b'], "metadata": ' + nested(99) + b"}"  # 100 levels with the body
+    assert httpx.post(proxy_any + "/v1/rag/preview", content=body, timeout=60).status_code == 200
+
+
 def test_body_too_large_is_413(make_proxy: Any, ollama: Server) -> None:
     with make_proxy(upstream=ollama.url, max_body_size=1000) as base:
         big = {"messages": [{"role": "user", "content": "x" * 2000}]}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from proxy.client_json import loads_json
 from proxy.errors import BadRequest
 from proxy.settings import Settings
 
@@ -14,10 +13,7 @@ DEFAULT_MODEL_NAMES = frozenset({"", "default"})
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    body = loads_json(raw)
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body

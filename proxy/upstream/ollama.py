@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from proxy.client_json import loads_json
 from proxy.errors import BadRequest, UpstreamError
 from proxy.upstream.frames import ndjson_lines
 from proxy.upstream.reasoning import ThinkSplitter
@@ -120,10 +121,7 @@ def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
     function = call.get("function") or {}
     arguments = function.get("arguments")
     if isinstance(arguments, str):
-        try:
-            arguments = orjson.loads(arguments) if arguments.strip() else {}
-        except orjson.JSONDecodeError:
-            raise BadRequest("tool call arguments must be a JSON object", param="messages") from None
+        arguments = loads_json(arguments, "tool call arguments", "messages") if arguments.strip() else {}
     out: dict[str, Any] = {"function": {"name": function.get("name"), "arguments": arguments or {}}}
     if call.get("id"):
         out["id"] = call["id"]
