@@ -132,6 +132,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from proxy.api.security import check_bind
+    from proxy.api.server import uvicorn_config
     from proxy.app import create_asgi
     from proxy.logging import configure_logging, get_logger
 
@@ -164,16 +165,7 @@ def serve(settings: Settings) -> None:
             notify("STOPPING=1")
             await super().shutdown(sockets)
 
-    config = uvicorn.Config(
-        create_asgi(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    config = uvicorn_config(create_asgi(settings), settings, timeout_graceful_shutdown=30)
     Server(config).run()
 
 

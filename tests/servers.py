@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from proxy.api.server import uvicorn_config
 from proxy.app import create_asgi
 from proxy.settings import Settings
 
@@ -106,11 +107,8 @@ def fake_ollama(llama_url: str) -> Iterator[Server]:
 def ragproxy(**settings: Any) -> Iterator[str]:
     """ragproxy served by uvicorn on a real socket, in a thread of the test process."""
     port = free_port()
-    app = create_asgi(Settings(host="127.0.0.1", port=port, **settings))
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-    )
-    server = uvicorn.Server(config)
+    served = Settings(host="127.0.0.1", port=port, **settings)
+    server = uvicorn.Server(uvicorn_config(create_asgi(served), served))  # as ``ragproxy serve`` does
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

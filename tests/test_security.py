@@ -4,16 +4,21 @@ systemd unit."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import ollama
 import openai
+import orjson
 import pytest
 
 from proxy.index.service import IndexService
@@ -84,6 +89,43 @@ def test_host_header_outside_the_allow_list_is_refused(guarded: str) -> None:
         httpx.get(guarded + "/v1/models", headers={"Host": "localhost:1234", **bearer(KEY_ALL)}).status_code
         == 200
     )
+
+
+def raw_get(base: str, target: str, *headers: str) -> tuple[int, Any]:
+    """A request written byte by byte on a socket: HTTP clients normalise away absolute-form
+    targets and repeated Host headers."""
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        head = [f"GET {target} HTTP/1.1", *headers, "Connection: close"]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, orjson.loads(response.read())
+
+
+def test_absolute_form_target_must_name_an_allowed_host(proxy_ollama: str) -> None:
+    port = urlsplit(proxy_ollama).port
+    status, body = raw_get(proxy_ollama, "http://evil.com/v1/models", "Host: localhost")
+    assert status == 400 and body["error"]["message"] == "Host 'evil.com' is not allowed"
+    assert body["error"]["type"] == "invalid_request_error"
+    status, body = raw_get(proxy_ollama, "http://evil.com:80/api/tags", "Host: localhost")
+    assert (status, body) == (400, {"error": "Host 'evil.com' is not allowed"})
+    status, body = raw_get(proxy_ollama, "http://localhost@evil.com/v1/models", "Host: localhost")
+    assert status == 400
+    # The target's authority is the request's host; the Host header is ignored (RFC 9112 3.2.2).
+    status, body = raw_get(proxy_ollama, f"http://localhost:{port}/v1/models", "Host: evil.com")
+    assert status == 200 and body["object"] == "list"
+    assert raw_get(proxy_ollama, f"http://127.0.0.1:{port}/api/tags", "Host: 127.0.0.1")[0] == 200
+    assert raw_get(proxy_ollama, "/v1/models", f"Host: 127.0.0.1:{port}")[0] == 200
+
+
+def test_more_than_one_host_header_is_400(proxy_ollama: str) -> None:
+    for hosts in (("evil.com", "localhost"), ("localhost", "evil.com"), ("localhost", "localhost")):
+        lines = [f"Host: {host}" for host in hosts]
+        status, body = raw_get(proxy_ollama, "/v1/models", *lines)
+        assert status == 400 and body["error"]["message"] == "more than one Host header", hosts
+        assert raw_get(proxy_ollama, "/api/tags", *lines) == (400, {"error": "more than one Host header"})
+    assert raw_get(proxy_ollama, "/v1/models", "Host: localhost")[0] == 200
 
 
 def test_cors_only_for_configured_origins(guarded: str) -> None:

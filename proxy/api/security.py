@@ -19,6 +19,7 @@ SCOPE_KEY = "ragproxy_collections"  # in scope["state"]: the collections a key m
 HASH_PREFIX = "sha256:"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 OPEN_PATHS = ("/healthz",)  # liveness probes need no key
+TARGET_AUTHORITY = "ragproxy.target_authority"  # in scope["extensions"], set by server.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +114,10 @@ class SecurityMiddleware:
         headers = {name.lower(): value for name, value in scope["headers"]}
         path = scope["path"]
         ollama = path == "/" or path.startswith("/api/")
-        host = _host_name(headers.get(b"host", b"").decode("latin-1"))
+        if sum(name.lower() == b"host" for name, _ in scope["headers"]) > 1:  # RFC 9112 section 3.2
+            await _reject(send, 400, "more than one Host header", "invalid_request_error", ollama)
+            return
+        host = _host_name(_requested_host(scope, headers))
         if not self.any_host and host not in self.hosts:
             await _reject(send, 400, f"Host {host!r} is not allowed", "invalid_request_error", ollama)
             return
@@ -159,6 +163,15 @@ class SecurityMiddleware:
             if hmac.compare_digest(candidate.digest, digest):
                 found = candidate
         return found
+
+
+def _requested_host(scope: Scope, headers: dict[bytes, bytes]) -> str:
+    """The authority of an absolute-form target (``GET http://host/path``), which overrides the
+    Host header (RFC 9112 section 3.2.2), or else the Host header."""
+    target = (scope.get("extensions") or {}).get(TARGET_AUTHORITY)
+    if target is not None:
+        return str(target["authority"])
+    return headers.get(b"host", b"").decode("latin-1")
 
 
 def _host_name(host: str) -> str:
