@@ -188,20 +188,21 @@ def test_read_connections_end_with_their_threads(tmp_path: Path) -> None:
     store = Store(db)
     try:
         store.reader().execute("SELECT count(*) FROM chunks").fetchone()
-        levels = []
+        baseline = open_files(db)
+        threads_per_burst = 20
         for _ in range(6):  # bursts of searches, each from threads that then end
             threads = [
-                threading.Thread(target=lambda: store.search_keyword("anything at all", 5)) for _ in range(20)
+                threading.Thread(target=lambda: store.search_keyword("anything at all", 5))
+                for _ in range(threads_per_burst)
             ]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
-            levels.append(open_files(db))
         # SQLite keeps a closed connection's descriptors for reuse while other connections of
-        # the process hold locks on the file: a few, never one set per thread that ever read
-        eventually(lambda: open_files(db) <= levels[0], 5)
-        assert len(set(levels)) == 1, levels
+        # the process hold locks on the file, as many as closed at once: fewer than one burst's
+        # connections (two descriptors each), where kept connections would hold six bursts'
+        eventually(lambda: open_files(db) < baseline + 2 * threads_per_burst, 5)
     finally:
         store.close()
     assert open_files(db) == 0
