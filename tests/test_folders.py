@@ -4,6 +4,8 @@ index's read connections, on real folders, a real SQLite file and a real server.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.cli import main
 from proxy.index.service import IndexService
 from proxy.index.store import Store
 from proxy.index.watcher import FolderWatcher
@@ -54,28 +55,29 @@ def test_same_name_folders_become_two_collections_whatever_the_order(tmp_path: P
         assert documents(db) == {"notes": ["otter.md"], "b-notes": ["heron.md"]}
 
 
-def test_a_name_held_by_another_folder_is_refused_and_moves_only_when_asked(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def ragproxy_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_a_name_held_by_another_folder_is_refused_and_moves_only_when_asked(tmp_path: Path) -> None:
     a = notes(tmp_path / "a", ("otter.md", "The otter floats on its back.\n"))
     b = notes(tmp_path / "b", ("heron.md", "The heron stands in the reeds.\n"))
     db = str(tmp_path / "index.db")
-    common = ["--db", db]
-    assert main(["index", str(a), "--collection", "x", *common]) == 0
-    assert main(["index", str(b), "--collection", "x", *common]) == 2
-    err = capsys.readouterr().err
-    assert "'x' is the folder" in err and "--move" in err
+    assert ragproxy_cli("index", str(a), "--collection", "x", "--db", db).returncode == 0
+    refused = ragproxy_cli("index", str(b), "--collection", "x", "--db", db)
+    assert refused.returncode == 2
+    assert "'x' is the folder" in refused.stderr and "--move" in refused.stderr
     assert documents(Path(db)) == {"x": ["otter.md"]}  # nothing removed
     # two folders into one collection: refused before anything is read
-    assert main(["index", str(a), str(b), "--collection", "y", *common]) == 2
+    assert ragproxy_cli("index", str(a), str(b), "--collection", "y", "--db", db).returncode == 2
     assert "y" not in documents(Path(db))
     # serving: the clash is told before the server starts
-    assert main(["serve", "--docs", f"x={b}", "--port", "1", *common]) == 2
-    assert "'x' is the folder" in capsys.readouterr().err
-    assert main(["serve", "--docs", f"z={a}", "--docs", f"z={b}", "--port", "1", *common]) == 2
-    assert "two folders are named 'z'" in capsys.readouterr().err
+    serve = ragproxy_cli("serve", "--docs", f"x={b}", "--port", "1", "--db", db)
+    assert serve.returncode == 2 and "'x' is the folder" in serve.stderr
+    serve = ragproxy_cli("serve", "--docs", f"z={a}", "--docs", f"z={b}", "--port", "1", "--db", db)
+    assert serve.returncode == 2 and "two folders are named 'z'" in serve.stderr
     # asked for: the collection moves, and its documents follow the folder
-    assert main(["index", str(b), "--collection", "x", "--move", *common]) == 0
+    assert ragproxy_cli("index", str(b), "--collection", "x", "--move", "--db", db).returncode == 0
     assert documents(Path(db)) == {"x": ["heron.md"]}
 
 
