@@ -168,9 +168,10 @@ async def ps(request: AnyRequest) -> Any:
     return {"models": []}
 
 
-async def _require_model(upstream: Upstream, model: str) -> None:
-    """An OpenAI-compatible server may answer for any name; Ollama clients expect a 404."""
-    listing = await upstream.get_json("/v1/models")
+async def _require_model(upstream: Upstream, model: str, deadline: float | None = None) -> None:
+    """An OpenAI-compatible server may answer for any name; Ollama clients expect a 404.
+    ``deadline``: a chat's first-byte deadline, which this shares."""
+    listing = await upstream.get_json("/v1/models", deadline=deadline)
     if model not in {entry.get("id") for entry in listing.get("data") or []}:
         raise NotFound(f"model '{model}' not found")
 
@@ -211,7 +212,7 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
             else:
                 if body.get("raw") or body.get("suffix"):
                     raise ProxyError("raw and suffix prompts need an Ollama upstream", status=501)
-                await _require_model(upstream, call.body["model"])
+                await _require_model(upstream, call.body["model"], call.deadline(upstream))
                 async with ollama_api.translated(upstream, settings, call, kind) as lines:
                     yield lines
         finally:

@@ -103,6 +103,12 @@ class ChatCall:
     include_usage: bool
     stats: ChatStats = field(default_factory=ChatStats)
     rag: RagInfo = field(default_factory=RagInfo)
+    # When the request arrived (time.monotonic()): its one first_byte_timeout counts from here,
+    # shared by the window probe and the wait for the reply's first byte.
+    arrived: float = field(default_factory=time.monotonic)
+
+    def deadline(self, upstream: Upstream) -> float:
+        return upstream.first_byte_deadline(self.arrived)
 
 
 def prepare_chat(body: dict[str, Any]) -> ChatCall:
@@ -221,7 +227,7 @@ async def _fit(
     if body.get("tools") and body.get("tool_choice") == "none":
         body.pop("tools")  # never forwarded (the translations drop them too)
     if body.get("tools") and upstream.api == "ollama":
-        capabilities = (await windows.info(upstream, body["model"])).capabilities
+        capabilities = (await windows.info(upstream, body["model"], call.deadline(upstream))).capabilities
         if capabilities is not None and "tools" not in capabilities:
             log.info("context.tools_dropped", model=body["model"], reason="capability")
             body.pop("tools")
@@ -233,7 +239,9 @@ async def _fit(
         window = client_num_ctx  # the client chose: respected, and fitted into
     else:
         client_num_ctx = None
-        learned = settings.context_window or await windows.window(upstream, body["model"])
+        learned = settings.context_window or await windows.window(
+            upstream, body["model"], call.deadline(upstream)
+        )
         # A window nobody reported is a guess: passages are fitted to it, the history is not cut.
         trim_history = bool(learned)
         window = learned or context.FALLBACK_WINDOW
@@ -299,7 +307,7 @@ async def open_chat(
             return openai.chat_chunks(raw, split)
 
     sent = time.perf_counter()
-    async with upstream.stream(path, request) as raw:
+    async with upstream.stream(path, request, deadline=call.deadline(upstream)) as raw:
         yield _rendered(parse(_timed_first(raw, sent, call.stats)), settings, call)
 
 

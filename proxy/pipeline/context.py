@@ -22,6 +22,11 @@ log = get_logger("ragproxy.context")
 
 FALLBACK_WINDOW = 4096
 WINDOW_TTL = 300.0  # seconds a learned window is trusted
+# A window probe waits at most this long, and at most this share of what is left of the request's
+# first-byte budget, so the chat keeps the rest. A healthy server answers in milliseconds (Ollama
+# reads /api/show from the model's file, without loading the model).
+PROBE_TIMEOUT = 10.0
+PROBE_SHARE = 0.25
 # The token estimate (one per CJK character, one per four other characters) is scaled by this
 # margin, and each message costs its chat-template tokens on top.
 ESTIMATE_MARGIN = 1.15
@@ -70,31 +75,37 @@ class WindowCache:
         self._infos: dict[str, tuple[float, ModelInfo]] = {}
         self.num_ctx: dict[str, int] = {}  # the largest num_ctx each model was given so far
 
-    async def info(self, upstream: Upstream, model: str) -> ModelInfo:
+    async def info(self, upstream: Upstream, model: str, deadline: float | None = None) -> ModelInfo:
+        """``deadline``: the request's first-byte deadline, which the probe shares with the chat
+        (``Upstream.first_byte_deadline``); the probe takes at most a small part of what is left."""
         cached = self._infos.get(model)
-        if cached and time.monotonic() - cached[0] < WINDOW_TTL:
+        now = time.monotonic()
+        if cached and now - cached[0] < WINDOW_TTL:
             return cached[1]
-        info = await _ask(upstream, model)
+        left = (upstream.first_byte_deadline() if deadline is None else deadline) - now
+        if left <= 0:  # no time to ask: the chat reports the timeout
+            return ModelInfo(None, None)
+        info = await _ask(upstream, model, now + min(PROBE_TIMEOUT, left * PROBE_SHARE))
         if info is None:  # not cached: the next request asks again
             return ModelInfo(None, None)
         self._infos[model] = (time.monotonic(), info)
         return info
 
-    async def window(self, upstream: Upstream, model: str) -> int | None:
-        return (await self.info(upstream, model)).window
+    async def window(self, upstream: Upstream, model: str, deadline: float | None = None) -> int | None:
+        return (await self.info(upstream, model, deadline)).window
 
 
-async def _ask(upstream: Upstream, model: str) -> ModelInfo | None:
+async def _ask(upstream: Upstream, model: str, deadline: float) -> ModelInfo | None:
     try:
         if upstream.api == "ollama":
-            show = await upstream.post_json("/api/show", {"model": model})
+            show = await upstream.post_json("/api/show", {"model": model}, deadline=deadline)
             window = None
             for key, value in (show.get("model_info") or {}).items():
                 if key.endswith(".context_length") and isinstance(value, int):
                     window = value
             capabilities = show.get("capabilities")
             return ModelInfo(window, tuple(capabilities) if isinstance(capabilities, list) else None)
-        props = await upstream.get_json("/props")  # llama.cpp's server: the context of one slot
+        props = await upstream.get_json("/props", deadline=deadline)  # llama.cpp's server: one slot's context
         n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
         return ModelInfo(n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None, None)
     except NotFound:  # a server without the endpoint: a lasting answer

@@ -106,7 +106,7 @@ async def relay(
     upstream: Upstream, path: str, body: dict[str, Any], call: ChatCall, kind: str
 ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
     """The upstream's lines, the footnote added as one more line before the ``done`` line."""
-    async with upstream.stream(path, {**body, "stream": True}) as raw:
+    async with upstream.stream(path, {**body, "stream": True}, deadline=call.deadline(upstream)) as raw:
         yield _relayed(raw, call, kind)
 
 
@@ -185,7 +185,7 @@ async def translated(
 ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
     model = call.body["model"]
     translated_call = ChatCall(
-        body=openai_body(call.body), include_usage=True, stats=call.stats, rag=call.rag
+        body=openai_body(call.body), include_usage=True, stats=call.stats, rag=call.rag, arrived=call.arrived
     )
     started = time.perf_counter_ns()
     async with open_chat(upstream, settings, translated_call) as chunks:

@@ -50,23 +50,30 @@ class Upstream:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def get_json(self, path: str) -> Any:
-        return await self._json_request("GET", path, None)
+    def first_byte_deadline(self, since: float | None = None) -> float:
+        """When the first byte must have come back for a request that arrived at ``since``
+        (``time.monotonic()``; now if None): one ``first_byte_timeout`` for all it asks upstream."""
+        return (time.monotonic() if since is None else since) + self.settings.first_byte_timeout
 
-    async def post_json(self, path: str, body: Any) -> Any:
-        return await self._json_request("POST", path, body)
+    async def get_json(self, path: str, *, deadline: float | None = None) -> Any:
+        return await self._json_request("GET", path, None, deadline)
 
-    async def _json_request(self, method: str, path: str, body: Any) -> Any:
+    async def post_json(self, path: str, body: Any, *, deadline: float | None = None) -> Any:
+        return await self._json_request("POST", path, body, deadline)
+
+    async def _json_request(self, method: str, path: str, body: Any, deadline: float | None) -> Any:
+        """``deadline``: when the whole reply must have come (``first_byte_deadline()`` if None)."""
+        if deadline is None:
+            deadline = self.first_byte_deadline()
+        limit = max(deadline - time.monotonic(), 0.0)
         content = None if body is None else orjson.dumps(body)
         try:
-            with anyio.fail_after(self.settings.first_byte_timeout):
+            with anyio.fail_after(limit):
                 response = await self.http.request(
                     method, path, content=content, headers=_JSON if content is not None else None
                 )
         except TimeoutError:
-            raise UpstreamTimeout(
-                f"upstream did not answer {path} in {self.settings.first_byte_timeout:g} s"
-            ) from None
+            raise UpstreamTimeout(f"upstream did not answer {path} in {round(limit, 2):g} s") from None
         except httpx.HTTPError as exc:
             raise map_transport_error(exc, self.settings.upstream_base) from None
         if response.status_code >= 400:
@@ -77,21 +84,28 @@ class Upstream:
             raise UpstreamError(f"upstream sent invalid JSON for {path}") from None
 
     @asynccontextmanager
-    async def stream(self, path: str, body: Any) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def stream(
+        self, path: str, body: Any, *, deadline: float | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         """Opens a streamed POST; errors before the first byte raise as mapped ``ProxyError``s.
-        Leaving the block, normally or by cancellation, closes the upstream connection."""
-        started = time.monotonic()
-        deadline = started + self.settings.first_byte_timeout
+        ``deadline``: when the first byte must have come (``first_byte_deadline()``; the request's,
+        so what was asked upstream before this counts too). Leaving the block, normally or by
+        cancellation, closes the upstream connection."""
+        if deadline is None:
+            deadline = self.first_byte_deadline()
+        timed_out = UpstreamTimeout(
+            f"upstream sent nothing within {self.settings.first_byte_timeout:g} s (first_byte_timeout)"
+        )
+        if deadline <= time.monotonic():  # the budget went on what was asked upstream before
+            raise timed_out
         request = self.http.build_request(
             "POST", path, content=orjson.dumps(body), headers={**_JSON, "accept-encoding": "identity"}
         )
         try:
-            with anyio.fail_after(self.settings.first_byte_timeout):
+            with anyio.fail_after(deadline - time.monotonic()):
                 response = await self.http.send(request, stream=True)
         except TimeoutError:
-            raise UpstreamTimeout(
-                f"upstream sent nothing within {self.settings.first_byte_timeout:g} s (first_byte_timeout)"
-            ) from None
+            raise timed_out from None
         except httpx.HTTPError as exc:
             raise map_transport_error(exc, self.settings.upstream_base) from None
         try:
