@@ -22,6 +22,7 @@ log = get_logger("ragproxy.context")
 
 FALLBACK_WINDOW = 4096
 WINDOW_TTL = 300.0  # seconds a learned window is trusted
+FAILED_PROBE_TTL = 30.0  # seconds the fallback is used after a probe failed, before asking again
 # A window probe waits at most this long, and at most this share of what is left of the request's
 # first-byte budget, so the chat keeps the rest. A healthy server answers in milliseconds (Ollama
 # reads /api/show from the model's file, without loading the model).
@@ -67,12 +68,16 @@ class ModelInfo:
     capabilities: tuple[str, ...] | None  # Ollama's /api/show capabilities; None if unknown
 
 
+UNKNOWN = ModelInfo(None, None)
+
+
 class WindowCache:
     """Each model's window and capabilities as the upstream reports them, cached for a few
-    minutes (Ollama /api/show, llama.cpp /props)."""
+    minutes (Ollama /api/show, llama.cpp /props). A probe that failed is remembered briefly, so
+    the chats that follow use the fallback at once instead of each waiting on it again."""
 
     def __init__(self) -> None:
-        self._infos: dict[str, tuple[float, ModelInfo]] = {}
+        self._infos: dict[str, tuple[float, ModelInfo]] = {}  # model: (until, info)
         self.num_ctx: dict[str, int] = {}  # the largest num_ctx each model was given so far
 
     async def info(self, upstream: Upstream, model: str, deadline: float | None = None) -> ModelInfo:
@@ -80,39 +85,44 @@ class WindowCache:
         (``Upstream.first_byte_deadline``); the probe takes at most a small part of what is left."""
         cached = self._infos.get(model)
         now = time.monotonic()
-        if cached and now - cached[0] < WINDOW_TTL:
+        if cached and now < cached[0]:
             return cached[1]
         left = (upstream.first_byte_deadline() if deadline is None else deadline) - now
         if left <= 0:  # no time to ask: the chat reports the timeout
-            return ModelInfo(None, None)
-        info = await _ask(upstream, model, now + min(PROBE_TIMEOUT, left * PROBE_SHARE))
-        if info is None:  # not cached: the next request asks again
-            return ModelInfo(None, None)
-        self._infos[model] = (time.monotonic(), info)
+            return UNKNOWN
+        try:
+            until = now + min(PROBE_TIMEOUT, left * PROBE_SHARE)
+            info, ttl = await _ask(upstream, model, until), WINDOW_TTL
+        except NotFound:  # a server without the endpoint (or Ollama's unknown model): lasting
+            info, ttl = UNKNOWN, WINDOW_TTL
+        except Exception as exc:  # down, silent or failing: the fallback applies for a while
+            info, ttl = UNKNOWN, FAILED_PROBE_TTL
+            log.warning(
+                "context.window_probe_failed",
+                model=model,
+                error=str(exc)[:200],
+                window=upstream.settings.context_window or FALLBACK_WINDOW,
+                retry_in_s=FAILED_PROBE_TTL,
+            )
+        self._infos[model] = (time.monotonic() + ttl, info)
         return info
 
     async def window(self, upstream: Upstream, model: str, deadline: float | None = None) -> int | None:
         return (await self.info(upstream, model, deadline)).window
 
 
-async def _ask(upstream: Upstream, model: str, deadline: float) -> ModelInfo | None:
-    try:
-        if upstream.api == "ollama":
-            show = await upstream.post_json("/api/show", {"model": model}, deadline=deadline)
-            window = None
-            for key, value in (show.get("model_info") or {}).items():
-                if key.endswith(".context_length") and isinstance(value, int):
-                    window = value
-            capabilities = show.get("capabilities")
-            return ModelInfo(window, tuple(capabilities) if isinstance(capabilities, list) else None)
-        props = await upstream.get_json("/props", deadline=deadline)  # llama.cpp's server: one slot's context
-        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
-        return ModelInfo(n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None, None)
-    except NotFound:  # a server without the endpoint: a lasting answer
-        return ModelInfo(None, None)
-    except Exception as exc:  # down or failing: the fallback applies this time
-        log.info("context.window_unknown", model=model, error=str(exc)[:200])
-        return None
+async def _ask(upstream: Upstream, model: str, deadline: float) -> ModelInfo:
+    if upstream.api == "ollama":
+        show = await upstream.post_json("/api/show", {"model": model}, deadline=deadline)
+        window = None
+        for key, value in (show.get("model_info") or {}).items():
+            if key.endswith(".context_length") and isinstance(value, int):
+                window = value
+        capabilities = show.get("capabilities")
+        return ModelInfo(window, tuple(capabilities) if isinstance(capabilities, list) else None)
+    props = await upstream.get_json("/props", deadline=deadline)  # llama.cpp's server: one slot's context
+    n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+    return ModelInfo(n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None, None)
 
 
 # Passages may take this share of the room the required messages leave before older history
