@@ -18,8 +18,9 @@ leaks OpenAI-only fields into Ollama requests fails its tests. It records every 
 a model-name suffix: ``name@delay=1.5``, ``@die-after=3`` (cut the connection after 3 lines),
 ``@hang-after=2``, ``@error-after=2`` (an ``{"error"}`` line, as Ollama sends mid-stream),
 ``@status=503`` (the faults work for the streamed replies of /api/chat, /api/generate and
-/api/pull). It also serves ``/v1/*`` by passing it to llama.cpp, with the same faults and
-recording, as Ollama serves its OpenAI-compatible API beside the native one.
+/api/pull), and ``@show-delay=30`` (/api/show answers after 30 s, the chat at once). It also
+serves ``/v1/*`` by passing it to llama.cpp, with the same faults and recording, as Ollama serves
+its OpenAI-compatible API beside the native one.
 
 Run: python tests/fake_ollama.py --port P --llama URL
 """
@@ -222,7 +223,11 @@ class FakeOllama:
         elif method == "GET" and path == "/api/tags":
             await self.send_json(send, 200, {"models": [self.tag(name) for name in self.models]})
         elif method == "POST" and path == "/api/show":
-            name, _ = self.model(data)
+            name, faults = self.model(data)
+            if "show-delay" in faults:  # silent until then, or until the client gives up
+                await self.watching(receive, record, anyio.sleep(float(faults["show-delay"])))
+                if record["disconnected_at"]:
+                    return
             await self.send_json(
                 send,
                 200,
