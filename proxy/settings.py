@@ -67,7 +67,8 @@ class Settings:
     connect_timeout: float = _setting(10.0, "Seconds allowed to connect to the upstream.")
     first_byte_timeout: float = _setting(
         600.0,
-        "Seconds allowed from sending a request upstream to its first token (long: models load on demand).",
+        "Seconds allowed from a request's arrival to the upstream's first token, the window probe "
+        "included (long: models load on demand).",
     )
     idle_timeout: float = _setting(
         120.0, "Seconds allowed between two chunks of a streamed reply. There is no total-duration limit."
