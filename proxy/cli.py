@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Let --collection move to this folder (its files are matched again under the new root).",
     )
+    index.add_argument(
+        "--verify",
+        action="store_true",
+        help="Also read every indexed file and re-index those whose content differs from the index's "
+        "(an edit that kept the size and modification time); unchanged files are not re-embedded.",
+    )
     search = _command(commands, "search", "Search the index.")
     search.add_argument("query")
     search.add_argument("-k", type=int, default=5, help="How many chunks (default 5).")

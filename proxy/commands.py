@@ -55,8 +55,9 @@ def index(settings: Settings, args: argparse.Namespace) -> int:
             def shown(report: ScanReport, name: str = name) -> None:
                 progress.show(_scanned(name, report))
 
-            report = service.indexer.scan(collection, progress=shown)
-            progress.show(f"{_scanned(name, report)}, {report.deleted} removed", final=True)
+            report = service.indexer.scan(collection, progress=shown, verify=args.verify)
+            verified = f"; {report.verified} verified, {report.changed} changed" if args.verify else ""
+            progress.show(f"{_scanned(name, report)}, {report.deleted} removed{verified}", final=True)
         pending = sum(c["pending_vectors"] for c in service.store.status()["collections"])
         if pending:
             started = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,31 @@ def test_serve_docs_indexes_and_watches(tmp_path: Path) -> None:
 def test_serve_refuses_a_missing_docs_folder(tmp_path: Path) -> None:
     result = ragproxy("serve", "--docs", str(tmp_path / "nowhere"), "--db", str(tmp_path / "i.db"))
     assert result.returncode == 2 and "not a directory" in result.stderr
+
+
+def test_verify_finds_an_edit_that_kept_size_and_mtime(tmp_path: Path) -> None:
+    root, db = tmp_path / "notes", str(tmp_path / "index.db")
+    root.mkdir()
+    note = root / "note.md"
+    note.write_text("The ferry leaves from pier QUOKKA.\n")
+    (root / "other.md").write_text("Nothing changes here.\n")
+    assert ragproxy("index", str(root), "--db", db).returncode == 0
+    before = note.stat()
+    note.write_text("The ferry leaves from pier WOMBAT.\n")  # same length, different text
+    os.utime(note, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert note.stat().st_size == before.st_size and note.stat().st_mtime_ns == before.st_mtime_ns
+
+    def found(word: str) -> list[str]:
+        result = ragproxy("search", word, "--json", "--mode", "keyword", "--db", db)
+        return [h["path"] for h in json.loads(result.stdout)]
+
+    plain = ragproxy("index", str(root), "--db", db)
+    assert "notes: 0 indexed, 2 unchanged" in plain.stderr
+    assert (found("QUOKKA"), found("WOMBAT")) == (["note.md"], [])
+
+    verified = ragproxy("index", "--verify", str(root), "--db", db)
+    assert verified.returncode == 0, verified.stderr
+    assert "notes: 1 indexed, 1 unchanged, 0 skipped, 0 removed; 2 verified, 1 changed" in verified.stderr
+    assert (found("QUOKKA"), found("WOMBAT")) == ([], ["note.md"])
+    again = ragproxy("index", "--verify", str(root), "--db", db)
+    assert "; 2 verified, 0 changed" in again.stderr

@@ -136,6 +136,8 @@ class ScanReport:
     unchanged: int = 0
     skipped: int = 0
     deleted: int = 0
+    verified: int = 0  # indexed files read and hashed by a verifying scan
+    changed: int = 0  # ... whose content differed from the index's
 
 
 class Indexer:
@@ -204,8 +206,10 @@ class Indexer:
             )
         self.on_change()
 
-    def _prepare(self, collection: Collection, path: Path) -> str | NewDocument:
-        """Everything but the write: an outcome if there is nothing to write, or the document."""
+    def _prepare(self, collection: Collection, path: Path, *, verify: bool = False) -> str | NewDocument:
+        """Everything but the write: an outcome if there is nothing to write, or the document.
+        A file whose size and mtime are those indexed is taken as unchanged without reading it,
+        unless ``verify``: then it is read and its content hash compared."""
         rel = collection.relative(path)
         if rel is None or rel == "." or collection.ignores(rel):
             return "ignored"
@@ -222,7 +226,8 @@ class Indexer:
                 collection, rel, f"{info.st_size} bytes, over the {self.max_file_bytes}-byte cap"
             )
         state = self.store.document_state(collection.id, rel)
-        if state and state.size == info.st_size and state.mtime == info.st_mtime:
+        same_stat = state is not None and state.size == info.st_size and state.mtime == info.st_mtime
+        if same_stat and not verify:
             return "unchanged"
         loader = loader_for(path)
         if loader is None:
@@ -233,7 +238,8 @@ class Indexer:
             return self._skip(collection, rel, f"unreadable: {exc.strerror}")
         digest = content_hash(data)
         if state and state.content_hash == digest:
-            self.store.touch_document(state.id, info.st_size, info.st_mtime)
+            if not same_stat:
+                self.store.touch_document(state.id, info.st_size, info.st_mtime)
             return "unchanged"
         try:
             document = loader(path)
@@ -325,10 +331,15 @@ class Indexer:
         collection: Collection,
         start: Path | None = None,
         progress: Callable[[ScanReport], None] | None = None,
+        *,
+        verify: bool = False,
     ) -> ScanReport:
         """Reconciles the index with the folder: new and changed files indexed, vanished ones
-        removed. Run at start-up, it catches what changed while the proxy was down."""
+        removed. Run at start-up, it catches what changed while the proxy was down. ``verify``
+        also reads every indexed file and re-indexes those whose content hash differs, which
+        catches an edit that kept the size and mtime; unchanged files are only read and hashed."""
         report = ScanReport()
+        indexed = set(self.store.document_states(collection.id)) if verify else set()
         seen: set[str] = set()
         batch: list[NewDocument] = []
         batch_chars = 0
@@ -347,7 +358,10 @@ class Indexer:
             rel = collection.relative(path)
             if rel is not None:
                 seen.add(rel)
-            outcome = self._prepare(collection, path)
+            outcome = self._prepare(collection, path, verify=verify)
+            if rel in indexed and (outcome == "unchanged" or isinstance(outcome, NewDocument)):
+                report.verified += 1
+                report.changed += outcome != "unchanged"
             if isinstance(outcome, str):
                 _count(report, outcome)
                 if progress:
