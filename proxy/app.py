@@ -90,7 +90,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             if settings.docs:
                 service.add_folders(settings.doc_folders())
                 service.worker.start()
-                watcher = FolderWatcher(service.indexer)
+                watcher = FolderWatcher(service.indexer, verify_every=settings.verify_interval * 3600)
                 watcher.start()
             else:
                 await anyio.to_thread.run_sync(service.has_vectors)  # loads the embedder before any question

@@ -130,6 +130,12 @@ class Settings:
     chunk_tokens: int = _setting(256, "Target chunk size in tokens (the embedders read up to 512).")
     chunk_overlap: int = _setting(32, "Tokens repeated between consecutive chunks of a section.")
     max_file_size: int = _setting(20 * 1024 * 1024, "Files larger than this many bytes are skipped.")
+    verify_interval: float = _setting(
+        24.0,
+        "Hours between two verifications of the --docs folders while serving: every indexed file is "
+        "read and re-indexed if its content hash differs (an edit that kept the size and modification "
+        "time); 0: never.",
+    )
     rag: bool = _setting(
         True,
         "Retrieve from the index for every chat request (per request: the 'rag' body field, the "
@@ -181,6 +187,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.context_window < 0:
             raise ConfigError("context_window must be 0 (ask the upstream) or more")
+        if self.verify_interval < 0:
+            raise ConfigError("verify_interval must be 0 (never) or more hours")
         if self.embed_threads < 0:
             raise ConfigError("embed_threads must be 0 (all cores) or more")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:

@@ -22,13 +22,13 @@ def eventually(check: Callable[[], bool], timeout: float = 15) -> None:
 
 
 class Live:
-    def __init__(self, tmp_path: Path, storm: int = 5000) -> None:
+    def __init__(self, tmp_path: Path, storm: int = 5000, verify_every: float = 0) -> None:
         self.root = tmp_path / "docs"
         self.root.mkdir(exist_ok=True)
         self.service = IndexService(Settings(db=str(tmp_path / "index.db")))
         self.service.add_folders([("docs", self.root)])
         self.service.worker.start()
-        self.watcher = FolderWatcher(self.service.indexer, storm=storm)
+        self.watcher = FolderWatcher(self.service.indexer, storm=storm, verify_every=verify_every)
         self.watcher.start()
         self.settle()
 
@@ -49,6 +49,26 @@ def live(tmp_path: Path) -> Iterator[Live]:
     running = Live(tmp_path)
     yield running
     running.close()
+
+
+def test_periodic_verification_finds_an_edit_that_kept_size_and_mtime(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    note = root / "note.md"
+    note.write_text("The ferry leaves from pier QUOKKA.\n")
+    before = IndexService(Settings(db=str(tmp_path / "index.db")))
+    before.indexer.scan(before.add_folders([("docs", root)])[0])
+    before.close()
+    stat = note.stat()
+    note.write_text("The ferry leaves from pier WOMBAT.\n")  # same length
+    os.utime(note, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    live = Live(tmp_path, verify_every=2)
+    try:
+        assert live.found("QUOKKA") == ["note.md"]  # the start-up reconciliation trusts size and mtime
+        eventually(lambda: live.found("WOMBAT") == ["note.md"])
+        assert live.found("QUOKKA") == []
+    finally:
+        live.close()
 
 
 def test_create_modify_delete(live: Live) -> None:

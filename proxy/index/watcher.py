@@ -1,7 +1,8 @@
 """Keeps the index current while ragproxy runs: a watchdog observer over each collection's
 folder, events debounced per path, applied by one thread. At start it reconciles the index
 with the folders (catching what changed while ragproxy was down); an event storm larger than
-the queue can usefully hold degrades to another reconciliation scan."""
+the queue can usefully hold degrades to another reconciliation scan. Every ``verify_every``
+seconds a verifying scan reads every indexed file, for edits no event or mtime told of."""
 
 from __future__ import annotations
 
@@ -29,10 +30,15 @@ class _Change:
 
 
 class FolderWatcher:
-    def __init__(self, indexer: Indexer, *, debounce: float = 0.1, storm: int = 5000) -> None:
+    def __init__(
+        self, indexer: Indexer, *, debounce: float = 0.1, storm: int = 5000, verify_every: float = 0
+    ) -> None:
+        """``verify_every``: seconds between verifying scans (0: none)."""
         self.indexer = indexer
         self.debounce = debounce
         self.storm = storm
+        self.verify_every = verify_every
+        self._verify_at = time.monotonic() + verify_every if verify_every > 0 else None
         self._pending: dict[Path, _Change] = {}
         self._rescan: set[str] = set(indexer.collections)  # reconcile everything at start
         self._cond = threading.Condition()
@@ -105,13 +111,19 @@ class FolderWatcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not self._rescan and not self._due():
+                while not self._stopping and not self._rescan and not self._due() and not self._verify_due():
                     if not self._pending:
                         self.idle.set()
-                    timeout = min((c.due for c in self._pending.values()), default=None)
+                    dues = [c.due for c in self._pending.values()]
+                    timeout = min([*dues, self._verify_at] if self._verify_at else dues, default=None)
                     self._cond.wait(None if timeout is None else max(timeout - time.monotonic(), 0.001))
                 if self._stopping:
                     return
+                verify = self._verify_due()
+                if verify:  # every collection, and the queued changes with them
+                    self._verify_at = time.monotonic() + self.verify_every
+                    self.idle.clear()
+                    self._rescan.update(self.indexer.collections)
                 rescan, self._rescan = self._rescan, set()
                 if rescan:  # a rescan covers every queued change of the collections it scans
                     for path in self._pending:
@@ -123,12 +135,15 @@ class FolderWatcher:
             try:
                 for name in sorted(rescan):
                     collection = self.indexer.collections[name]
-                    report = self.indexer.scan(collection)
-                    log.info("watch.scanned", collection=name, **vars(report))
+                    report = self.indexer.scan(collection, verify=verify)
+                    log.info("watch.verified" if verify else "watch.scanned", collection=name, **vars(report))
                 for path, change in ready:
                     self._apply(path, change)
             except Exception:  # the watcher must outlive any one bad event
                 log.exception("watch.failed")
+
+    def _verify_due(self) -> bool:
+        return self._verify_at is not None and self._verify_at <= time.monotonic()
 
     def _due(self) -> bool:
         now = time.monotonic()
