@@ -47,7 +47,7 @@ def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
         if not isinstance(message, dict):
             raise BadRequest(f"'{param}' must be an object", param=param)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a dict is unhashable: no set lookup
             raise BadRequest(
                 f"'{param}.role' must be one of {', '.join(sorted(ROLES))}", param=f"{param}.role"
             )
