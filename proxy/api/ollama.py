@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -20,7 +21,7 @@ from proxy.api.requestlog import request_record
 from proxy.api.responders import ExchangeResponder, as_proxy_error
 from proxy.api.schemas import parse_json_object
 from proxy.api.security import key_collections
-from proxy.errors import NotFound, ProxyError
+from proxy.errors import BadRequest, NotFound, ProxyError
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.logging import get_logger
@@ -317,13 +318,22 @@ class ForwardResponder:
 
     def __init__(self, upstream: Upstream, request: AnyRequest, body: bytes) -> None:
         self._upstream, self._method, self._body = upstream, request.method, body
-        self._path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # the path as the client encoded it: decoded, "%09" or "%2F" would not survive the trip
+        raw_path = request.scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else quote(request.url.path)
+        self._path = path + (f"?{request.url.query}" if request.url.query else "")
         self._content_type = request.headers.get("content-type")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {"content-type": self._content_type} if self._content_type else {}
         http = self._upstream.http
-        request = http.build_request(self._method, self._path, content=self._body or None, headers=headers)
+        try:
+            request = http.build_request(
+                self._method, self._path, content=self._body or None, headers=headers
+            )
+        except httpx.InvalidURL as exc:
+            await self._send_error(send, BadRequest(f"the path cannot be forwarded: {exc}"))
+            return
         async with anyio.create_task_group() as tasks:
 
             async def watch() -> None:
@@ -335,11 +345,7 @@ class ForwardResponder:
             try:
                 response = await http.send(request, stream=True)
             except httpx.HTTPError as exc:
-                error = map_transport_error(exc, self._upstream.settings.upstream_base)
-                await send({"type": "http.response.start", "status": error.status, "headers": JSON})
-                await send(
-                    {"type": "http.response.body", "body": orjson.dumps(_error(error)), "more_body": False}
-                )
+                await self._send_error(send, map_transport_error(exc, self._upstream.settings.upstream_base))
                 tasks.cancel_scope.cancel()
                 return
             try:
@@ -356,6 +362,11 @@ class ForwardResponder:
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
                 tasks.cancel_scope.cancel()
+
+    @staticmethod
+    async def _send_error(send: Send, error: ProxyError) -> None:
+        await send({"type": "http.response.start", "status": error.status, "headers": JSON})
+        await send({"type": "http.response.body", "body": orjson.dumps(_error(error)), "more_body": False})
 
 
 @route("/api/{rest:path}", http_method=["GET", "POST", "PUT", "DELETE", "HEAD"])
