@@ -49,13 +49,24 @@ def validate(body: dict[str, Any], kind: str) -> dict[str, Any]:
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise BadRequest("messages must be an array of objects")
         for message in messages:
+            if not isinstance(message.get("role", ""), str):
+                raise BadRequest("message role must be a string")
             if not isinstance(message.get("content", ""), str):
                 raise BadRequest("message content must be a string")
-    elif not isinstance(body.get("prompt", ""), str):
-        raise BadRequest("prompt must be a string")
+            _check_images(message.get("images"))
+    else:
+        if not isinstance(body.get("prompt", ""), str):
+            raise BadRequest("prompt must be a string")
+        _check_images(body.get("images"))
     if body.get("options") is not None and not isinstance(body["options"], dict):
         raise BadRequest("options must be an object")
     return body
+
+
+def _check_images(images: Any) -> None:
+    """Images are base64 strings; anything else would fail later, in the token estimate."""
+    if images is not None and not (isinstance(images, list) and all(isinstance(i, str) for i in images)):
+        raise BadRequest("images must be an array of base64 strings")
 
 
 def as_chat(body: dict[str, Any]) -> dict[str, Any]:
