@@ -11,6 +11,8 @@ import httpx
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp
 
 from proxy.api import health, ollama, openai, rag
@@ -121,7 +123,9 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             Exception: _unexpected_error,
         },
         request_max_body_size=settings.max_body_size,
-        openapi_config=None,
+        openapi_config=OpenAPIConfig(
+            title="ragproxy", version="1", path="/schema", render_plugins=[JsonRenderPlugin()]
+        ),
         logging_config=None,
     )
 

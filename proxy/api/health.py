@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Request, get
 from litestar.response import Response
 
+from proxy.api.openapi import documented
 from proxy.errors import ProxyError, UpstreamOverloaded
 from proxy.upstream.client import Upstream
 
@@ -17,7 +18,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz")
+@get("/readyz", operation_class=documented(upstream=False, errors={503: "The upstream does not answer."}))
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """The upstream answers."""
     upstream: Upstream = request.app.state.upstream

@@ -17,6 +17,14 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from proxy.api.openai import augment_request, sources_header
+from proxy.api.openapi import (
+    OLLAMA_CHAT,
+    OLLAMA_EMBED,
+    OLLAMA_EMBEDDINGS,
+    OLLAMA_GENERATE,
+    OLLAMA_SHOW,
+    documented,
+)
 from proxy.api.requestlog import request_record
 from proxy.api.responders import ExchangeResponder, as_proxy_error
 from proxy.api.schemas import parse_json_object
@@ -109,7 +117,7 @@ async def root() -> str:
     return "Ollama is running"
 
 
-@get("/api/version")
+@get("/api/version", operation_class=documented())
 async def version(request: AnyRequest) -> Any:
     _, upstream, _ = _parts(request)
     if upstream.api == "ollama":
@@ -124,7 +132,7 @@ async def _upstream_tags(upstream: Upstream) -> dict[str, Any]:
     return ollama_api.tags_from_openai(await upstream.get_json("/v1/models"))
 
 
-@get("/api/tags")
+@get("/api/tags", operation_class=documented())
 async def tags(request: AnyRequest) -> dict[str, Any]:
     """The upstream's models, each followed by its retrieval aliases."""
     _, upstream, index = _parts(request)
@@ -137,7 +145,7 @@ def _base_model(name: str, index: IndexService | None, allowed: tuple[str, ...] 
     return split_alias(name, visible_collections(index, allowed))[0]
 
 
-@post("/api/show", status_code=200)
+@post("/api/show", status_code=200, operation_class=documented(OLLAMA_SHOW))
 async def show(request: AnyRequest) -> Any:
     """Passed through (an alias shows its model), so ``model_info`` and ``capabilities`` reach
     the client intact. With an OpenAI-compatible upstream, what can be known is reported."""
@@ -161,7 +169,7 @@ async def show(request: AnyRequest) -> Any:
     }
 
 
-@get("/api/ps")
+@get("/api/ps", operation_class=documented())
 async def ps(request: AnyRequest) -> Any:
     _, upstream, _ = _parts(request)
     if upstream.api == "ollama":
@@ -235,13 +243,13 @@ async def _one(line: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     yield line
 
 
-@post("/api/chat")
+@post("/api/chat", status_code=200, operation_class=documented(OLLAMA_CHAT))
 async def chat(request: AnyRequest) -> ASGIApp:
     body = ollama_api.validate(parse_json_object(await request.body()), "chat")
     return _lines_app(request, body, "chat")
 
 
-@post("/api/generate")
+@post("/api/generate", status_code=200, operation_class=documented(OLLAMA_GENERATE))
 async def generate(request: AnyRequest) -> ASGIApp:
     body = ollama_api.validate(parse_json_object(await request.body()), "generate")
     return _lines_app(request, body, "generate")
@@ -255,7 +263,7 @@ async def _local_embedder(request: AnyRequest, model: str) -> Any:
     return await anyio.to_thread.run_sync(lambda: index.embedder)
 
 
-@post("/api/embed", status_code=200)
+@post("/api/embed", status_code=200, operation_class=documented(OLLAMA_EMBED))
 async def embed(request: AnyRequest) -> Any:
     _, upstream, _ = _parts(request)
     body = parse_json_object(await request.body())
@@ -289,7 +297,7 @@ async def embed(request: AnyRequest) -> Any:
     }
 
 
-@post("/api/embeddings", status_code=200)
+@post("/api/embeddings", status_code=200, operation_class=documented(OLLAMA_EMBEDDINGS))
 async def embeddings(request: AnyRequest) -> Any:
     """The legacy endpoint (Open WebUI still calls it): ``prompt`` in, ``embedding`` out."""
     _, upstream, _ = _parts(request)
@@ -369,7 +377,12 @@ class ForwardResponder:
         await send({"type": "http.response.body", "body": orjson.dumps(_error(error)), "more_body": False})
 
 
-@route("/api/{rest:path}", http_method=["GET", "POST", "PUT", "DELETE", "HEAD"])
+@route(
+    "/api/{rest:path}",
+    http_method=["GET", "POST", "PUT", "DELETE", "HEAD"],
+    status_code=200,
+    operation_class=documented(errors={501: "The upstream is not Ollama."}),
+)
 async def forward(request: AnyRequest, rest: FromPath[str]) -> ASGIApp:
     _, upstream, _ = _parts(request)
     if upstream.api != "ollama":

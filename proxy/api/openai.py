@@ -14,6 +14,7 @@ from litestar import Request, get, post
 from litestar.params import FromPath
 from litestar.types import ASGIApp
 
+from proxy.api.openapi import OPENAI_CHAT, OPENAI_EMBEDDINGS, documented
 from proxy.api.requestlog import request_record
 from proxy.api.responders import ChatResponder
 from proxy.api.schemas import parse_json_object, validate_chat, validate_embeddings
@@ -91,7 +92,7 @@ def footnote_default(settings: Settings, api: str, client: str) -> bool:
     return api == "ollama" or client == "other"
 
 
-@post("/v1/chat/completions")
+@post("/v1/chat/completions", status_code=200, operation_class=documented(OPENAI_CHAT))
 async def chat_completions(request: AnyRequest) -> ASGIApp:
     settings, upstream = _parts(request)
     body = validate_chat(parse_json_object(await request.body()), settings)
@@ -139,7 +140,7 @@ def _record_stats(record: dict[str, Any], call: ChatCall) -> None:
     )
 
 
-@get("/v1/models")
+@get("/v1/models", operation_class=documented())
 async def list_models(request: AnyRequest) -> dict[str, Any]:
     """The upstream's models, each followed by its retrieval aliases (``model+<collection>``,
     ``model+norag``) when there is an index."""
@@ -163,7 +164,7 @@ async def list_models(request: AnyRequest) -> dict[str, Any]:
     return listing
 
 
-@get("/v1/models/{model:path}")
+@get("/v1/models/{model:path}", operation_class=documented())
 async def retrieve_model(request: AnyRequest, model: FromPath[str]) -> dict[str, Any]:
     _, upstream = _parts(request)
     alias = model.lstrip("/")
@@ -179,7 +180,7 @@ async def _model_entry(upstream: Upstream, name: str) -> dict[str, Any]:
     return await upstream.get_json(upstream.model_path(name))  # type: ignore[no-any-return]
 
 
-@post("/v1/embeddings", status_code=200)
+@post("/v1/embeddings", status_code=200, operation_class=documented(OPENAI_EMBEDDINGS))
 async def embeddings(request: AnyRequest) -> dict[str, Any]:
     settings, upstream = _parts(request)
     body = validate_embeddings(parse_json_object(await request.body()), settings)

@@ -9,6 +9,7 @@ import anyio
 from litestar import Request, post
 
 from proxy.api.openai import augment_request
+from proxy.api.openapi import OPENAI_CHAT, RAG_SEARCH, documented
 from proxy.api.requestlog import request_record
 from proxy.api.schemas import parse_json_object, validate_chat
 from proxy.api.security import key_collections
@@ -21,6 +22,11 @@ from proxy.upstream import ollama, openai
 
 AnyRequest = Request[Any, Any, Any]
 MODES = ("hybrid", "keyword", "vector")
+INDEX_ERRORS = {
+    403: "A collection the API key may not read.",
+    404: "There is no index, or no such collection.",
+    409: "The index holds another embedder's vectors (keyword mode still works).",
+}
 
 
 def _index(request: AnyRequest) -> IndexService:
@@ -30,7 +36,11 @@ def _index(request: AnyRequest) -> IndexService:
     return index
 
 
-@post("/v1/rag/search", status_code=200)
+@post(
+    "/v1/rag/search",
+    status_code=200,
+    operation_class=documented(RAG_SEARCH, upstream=False, errors=INDEX_ERRORS),
+)
 async def rag_search(request: AnyRequest) -> dict[str, Any]:
     """Body: ``query`` (text), optional ``collections`` (names), ``k`` (default: the top_k
     setting), ``mode`` (hybrid, keyword or vector). No relevance cut: every chunk found, best
@@ -79,7 +89,7 @@ async def rag_search(request: AnyRequest) -> dict[str, Any]:
     }
 
 
-@post("/v1/rag/preview", status_code=200)
+@post("/v1/rag/preview", status_code=200, operation_class=documented(OPENAI_CHAT))
 async def rag_preview(request: AnyRequest) -> dict[str, Any]:
     """A chat body in; out, the request exactly as it would go upstream (after retrieval, context
     fitting and translation for the upstream's API), token estimates per message, and sources.
