@@ -13,7 +13,10 @@ hookimpl = pluggy.HookimplMarker("ragproxy")
 
 @hookspec
 def register_loaders(register: Callable[..., None]) -> None:
-    """``register(suffixes, load)``: ``load(path) -> Document`` for files with those suffixes."""
+    """``register(suffixes, load)``: ``load(path) -> Document`` for files with those suffixes.
+    ``load`` runs in a separate reader process with memory and time limits (it must be a
+    module-level function); ``register(..., isolated=False)`` runs it in the server's process,
+    for formats that cannot expand beyond the file size."""
 
 
 @hookspec

@@ -42,17 +42,31 @@ def plugin_manager() -> pluggy.PluginManager:
 
 
 @cache
-def loaders() -> dict[str, Loader]:
-    """Loader per lower-case file suffix (``".md"``); a later plugin overrides an earlier one."""
+def _loader_table() -> tuple[dict[str, Loader], frozenset[Loader]]:
     found: dict[str, Loader] = {}
+    in_process: set[Loader] = set()
 
-    def register(suffixes: str | tuple[str, ...], load: Loader) -> None:
+    def register(suffixes: str | tuple[str, ...], load: Loader, *, isolated: bool = True) -> None:
         for suffix in (suffixes,) if isinstance(suffixes, str) else suffixes:
             found[suffix.lower()] = load
+        if not isolated:
+            in_process.add(load)
 
     for impl in plugin_manager().hook.register_loaders.get_hookimpls():  # registration order
         impl.function(register=register)
-    return found
+    return found, frozenset(in_process)
+
+
+def loaders() -> dict[str, Loader]:
+    """Loader per lower-case file suffix (``".md"``); a later plugin overrides an earlier one."""
+    return _loader_table()[0]
+
+
+def isolated(loader: Loader) -> bool:
+    """Whether the loader runs in the reader process, with its memory and time limits: every
+    loader but those registered with ``isolated=False`` (plain text and Markdown, which only
+    decode and split what the file size cap already bounds)."""
+    return loader not in _loader_table()[1]
 
 
 def _named(hook: str) -> dict[str, Any]:

@@ -136,6 +136,18 @@ class Settings:
         "read and re-indexed if its content hash differs (an edit that kept the size and modification "
         "time); 0: never.",
     )
+    max_file_text: int = _setting(
+        10_000_000, "Files whose extracted text is longer than this many characters are skipped."
+    )
+    max_file_chunks: int = _setting(10_000, "Files that would make more chunks than this are skipped.")
+    reader_memory: int = _setting(
+        512,
+        "Megabytes of memory the process that reads PDF, Word, HTML and plugin formats may use; a "
+        "file that needs more is skipped.",
+    )
+    reader_timeout: float = _setting(
+        120.0, "Seconds the reader process may spend on one file; a file that takes longer is skipped."
+    )
     rag: bool = _setting(
         True,
         "Retrieve from the index for every chat request (per request: the 'rag' body field, the "
@@ -208,6 +220,10 @@ class Settings:
             "port",
             "chunk_tokens",
             "max_file_size",
+            "max_file_text",
+            "max_file_chunks",
+            "reader_memory",
+            "reader_timeout",
             "top_k",
             "num_ctx_max",
             "answer_tokens",

@@ -50,4 +50,4 @@ def load_markdown(path: Path) -> Document:
 
 @hookimpl
 def register_loaders(register: Callable[..., None]) -> None:
-    register((".md", ".markdown", ".mdx"), load_markdown)
+    register((".md", ".markdown", ".mdx"), load_markdown, isolated=False)

@@ -118,4 +118,4 @@ def load_text(path: Path) -> Document:
 
 @hookimpl
 def register_loaders(register: Callable[..., None]) -> None:
-    register(SUFFIXES, load_text)
+    register(SUFFIXES, load_text, isolated=False)

@@ -17,9 +17,10 @@ import pathspec
 
 from proxy.errors import ConfigError
 from proxy.index.chunker import chunk_document
+from proxy.index.extract import Extractor, Limits, check_size
 from proxy.index.store import NewDocument, PendingChunk, Store, content_hash, pack
 from proxy.logging import get_logger
-from proxy.plugins import loader_for
+from proxy.plugins import isolated, loader_for
 from proxy.types import Embedder, SkipFile
 
 log = get_logger("ragproxy.index")
@@ -146,12 +147,17 @@ class Indexer:
         store: Store,
         *,
         max_file_bytes: int = 20 * 1024 * 1024,
+        max_file_chunks: int = 10_000,
+        limits: Limits | None = None,
         chunk_tokens: int = 256,
         chunk_overlap: int = 32,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.max_file_bytes = max_file_bytes
+        self.max_file_chunks = max_file_chunks
+        self.limits = limits or Limits()
+        self.extractor = Extractor(self.limits)
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
         self.on_change = on_change or (lambda: None)
@@ -188,6 +194,9 @@ class Indexer:
             ):
                 best = collection
         return best
+
+    def close(self) -> None:
+        self.extractor.close()
 
     # -- one file ---------------------------------------------------------------------------------
     def index_file(self, collection: Collection, path: Path) -> str:
@@ -242,7 +251,10 @@ class Indexer:
                 self.store.touch_document(state.id, info.st_size, info.st_mtime)
             return "unchanged"
         try:
-            document = loader(path)
+            if isolated(loader):
+                document = self.extractor.load(loader, path)
+            else:
+                document = check_size(loader(path), self.limits.characters)
         except SkipFile as exc:
             return self._skip(collection, rel, str(exc))
         except Exception as exc:  # one bad file never stops the indexer
@@ -250,6 +262,10 @@ class Indexer:
         chunks = chunk_document(document, self.chunk_tokens, self.chunk_overlap)
         if not chunks:
             return self._skip(collection, rel, "no text")
+        if len(chunks) > self.max_file_chunks:
+            return self._skip(
+                collection, rel, f"{len(chunks)} chunks, over the {self.max_file_chunks}-chunk limit"
+            )
         return NewDocument(
             rel, digest, info.st_size, info.st_mtime, getattr(loader, "__module__", "?"), chunks
         )

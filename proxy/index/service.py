@@ -13,6 +13,7 @@ from typing import Literal
 
 from proxy.errors import ConfigError
 from proxy.index import textsearch
+from proxy.index.extract import Limits
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer
 from proxy.index.store import Hit, Store, embedding_text, moved_message
 from proxy.index.vectors import Background, is_cjk
@@ -42,6 +43,8 @@ class IndexService:
         self.indexer = Indexer(
             self.store,
             max_file_bytes=settings.max_file_size,
+            max_file_chunks=settings.max_file_chunks,
+            limits=Limits(settings.reader_memory << 20, settings.reader_timeout, settings.max_file_text),
             chunk_tokens=settings.chunk_tokens,
             chunk_overlap=settings.chunk_overlap,
             on_change=self._changed,
@@ -90,6 +93,7 @@ class IndexService:
         close_embedder = getattr(self._embedder, "close", None)
         if close_embedder is not None:
             close_embedder()
+        self.indexer.close()
         self.store.close()
 
     def serves_model(self, model: str) -> bool:

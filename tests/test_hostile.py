@@ -1,0 +1,155 @@
+"""Files made to hurt: a decompression bomb, a loader that never returns, text and chunks past the
+limits. Each is skipped with its reason, the server's own memory stays where it was, and the
+files after it are indexed. The files are made on the fly."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from proxy.index.service import IndexService
+from proxy.settings import Settings
+from tests.docs import write_docx, write_pdf
+
+PARAGRAPH = b"<w:p><w:r><w:t>The quick brown fox jumps over the lazy dog.</w:t></w:r></w:p>"
+
+
+def write_docx_bomb(path: Path, inflated: int) -> None:
+    """A valid .docx whose document.xml inflates to ``inflated`` bytes (a few hundred KB packed):
+    parsed whole, it takes many times that in memory."""
+    plain = path.with_suffix(".plain.docx")
+    write_docx(plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for item in source.infolist():
+            if item.filename != "word/document.xml":
+                bomb.writestr(item, source.read(item))
+                continue
+            xml = source.read(item)
+            head, tail = xml.split(b"<w:body>", 1)
+            with bomb.open("word/document.xml", "w") as out:
+                out.write(head + b"<w:body>")
+                block = PARAGRAPH * (1024 * 1024 // len(PARAGRAPH))
+                for _ in range(inflated // len(block)):
+                    out.write(block)
+                out.write(tail)
+    plain.unlink()
+
+
+def skipped(service: IndexService) -> dict[str, str]:
+    (collection,) = service.store.status()["collections"]
+    return {entry["path"]: entry["reason"] for entry in collection["skipped"]}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_a_decompression_bomb_is_skipped_without_touching_the_server_memory(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_docx_bomb(docs / "bomb.docx", 80 * 1024 * 1024)
+    assert (docs / "bomb.docx").stat().st_size < 2 * 1024 * 1024
+    write_docx(docs / "garden.docx")
+    (docs / "note.md").write_text("The heron waits in the reeds.\n", encoding="utf-8")
+    service = IndexService(Settings(db=str(tmp_path / "index.db"), reader_memory=256))
+    before = peak_rss_mb()
+    try:
+        (collection,) = service.add_folders([("docs", docs)])
+        report = service.indexer.scan(collection)
+        assert (report.indexed, report.skipped) == (2, 1)
+        reason = skipped(service)["bomb.docx"]
+        assert "256 MB memory limit" in reason, reason
+        # the reader was replaced: the next Word file is read as usual
+        assert [h.path for h in service.store.search_keyword("tomatoes", 5)] == ["garden.docx"]
+    finally:
+        service.close()
+    assert peak_rss_mb() - before < 150  # parsed in this process, it would take gigabytes
+
+
+def test_text_and_chunks_past_the_limits_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_pdf(docs / "long.pdf", ["Page of a very long report. " * 4] * 40)
+    (docs / "long.txt").write_text("A line of a very long log.\n" * 2000, encoding="utf-8")
+    (docs / "short.txt").write_text("The swift never lands.\n", encoding="utf-8")
+    service = IndexService(Settings(db=str(tmp_path / "index.db"), max_file_text=4000, max_file_chunks=4))
+    try:
+        (collection,) = service.add_folders([("docs", docs)])
+        service.indexer.scan(collection)
+        reasons = skipped(service)
+        assert "over the 4000-character limit" in reasons["long.pdf"]  # read in the reader process
+        assert "over the 4000-character limit" in reasons["long.txt"]  # read in this one
+        assert [h.path for h in service.store.search_keyword("swift", 5)] == ["short.txt"]
+    finally:
+        service.close()
+    service = IndexService(Settings(db=str(tmp_path / "chunks.db"), max_file_chunks=4))
+    try:
+        (collection,) = service.add_folders([("docs", docs)])
+        service.indexer.scan(collection)
+        assert "chunks, over the 4-chunk limit" in skipped(service)["long.txt"]
+    finally:
+        service.close()
+
+
+PLUGIN = """
+import time
+
+from proxy.hookspecs import hookimpl
+from proxy.types import Document
+
+
+def load_slow(path):
+    time.sleep(3600)
+    return Document("never")
+
+
+def load_greedy(path):
+    hoard = [bytearray(64 * 1024 * 1024) for _ in range(64)]
+    return Document(str(len(hoard)))
+
+
+@hookimpl
+def register_loaders(register):
+    register(".slow", load_slow)
+    register(".greedy", load_greedy)
+"""
+
+
+def test_a_plugin_loader_that_hangs_or_hoards_is_stopped_and_the_next_file_read(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "hostile_loader.py").write_text(PLUGIN)
+    info = site / "hostile_loader-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hostile-loader\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[ragproxy]\nhostile = hostile_loader\n")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.slow").write_text("x")
+    (docs / "b.greedy").write_text("x")
+    write_docx(docs / "garden.docx")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    db = str(tmp_path / "i.db")
+    run = [sys.executable, "-m", "proxy"]
+    index = subprocess.run(
+        [*run, "index", str(docs), "--db", db, "--reader-timeout", "2", "--reader-memory", "256"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert index.returncode == 0, index.stderr
+    assert "1 indexed" in index.stderr and "2 skipped" in index.stderr
+    status = json.loads(
+        subprocess.run(
+            [*run, "status", "--json", "--db", db], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    reasons = {entry["path"]: entry["reason"] for entry in status["collections"][0]["skipped"]}
+    assert "took over 2 s" in reasons["a.slow"]
+    assert "256 MB memory limit" in reasons["b.greedy"]
