@@ -1,8 +1,23 @@
-"""Real documents of each kind, written by the tests: Markdown, HTML, text, PDF and DOCX."""
+"""Real documents of each kind, written by the tests: Markdown, HTML, text, PDF and DOCX; and
+third-party plugins installed the usual way."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def installed_plugin(site: Path, module: str, source: str) -> dict[str, str]:
+    """``source`` as the module ``module``, installed in ``site`` with an entry point in the
+    ``ragproxy`` group, as pip would; the environment under which a process finds it."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir()
+    name = module.replace("_", "-")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[ragproxy]\n{module} = {module}\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
 def write_pdf(path: Path, pages: list[str]) -> None:

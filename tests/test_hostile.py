@@ -5,7 +5,6 @@ files after it are indexed. The files are made on the fly."""
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from proxy.index.chunker import estimate_tokens, excerpt
 from proxy.index.service import QUERY_TOKENS, IndexService
 from proxy.settings import Settings
 from tests.conftest import CHAT_MODEL
-from tests.docs import write_docx, write_pdf
+from tests.docs import installed_plugin, write_docx, write_pdf
 
 PARAGRAPH = b"<w:p><w:r><w:t>The quick brown fox jumps over the lazy dog.</w:t></w:r></w:p>"
 
@@ -128,19 +127,12 @@ def register_loaders(register):
 
 
 def test_a_plugin_loader_that_hangs_or_hoards_is_stopped_and_the_next_file_read(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "hostile_loader.py").write_text(PLUGIN)
-    info = site / "hostile_loader-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hostile-loader\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[ragproxy]\nhostile = hostile_loader\n")
+    env = installed_plugin(tmp_path / "site", "hostile_loader", PLUGIN)
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.slow").write_text("x")
     (docs / "b.greedy").write_text("x")
     write_docx(docs / "garden.docx")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     db = str(tmp_path / "i.db")
     run = [sys.executable, "-m", "proxy"]
     index = subprocess.run(

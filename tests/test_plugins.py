@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from proxy.plugins import describe
+from tests.docs import installed_plugin
 
 PLUGIN = """
 from proxy.hookspecs import hookimpl
@@ -35,17 +35,10 @@ def test_builtin_plugins() -> None:
 
 
 def test_third_party_plugin_from_an_entry_point(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "recipe_loader.py").write_text(PLUGIN)
-    info = site / "recipe_loader-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: recipe-loader\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[ragproxy]\nrecipe = recipe_loader\n")
+    env = installed_plugin(tmp_path / "site", "recipe_loader", PLUGIN)
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "soup.recipe").write_text("Pumpkin soup. INGREDIENT: nutmeg\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     db = str(tmp_path / "i.db")
     run = [sys.executable, "-m", "proxy"]
     subprocess.run([*run, "index", str(docs), "--db", db], env=env, check=True, capture_output=True)
