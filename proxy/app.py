@@ -15,7 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp
 
-from proxy.api import health, ollama, openai, rag
+from proxy.api import health, ollama, openai, rag, responses
 from proxy.api.requestlog import RequestLogMiddleware
 from proxy.api.security import SecurityMiddleware, check_bind
 from proxy.errors import ProxyError, error_body
@@ -106,6 +106,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
     return Litestar(
         route_handlers=[
             openai.chat_completions,
+            responses.create_response,
             openai.list_models,
             openai.retrieve_model,
             openai.embeddings,

@@ -63,6 +63,19 @@ OPENAI_CHAT = _object(
     },
     ["messages"],
 )
+OPENAI_RESPONSES = _object(
+    {
+        "model": STRING,
+        "input": _one_of(STRING, _array(OBJECT)),
+        "instructions": STRING,
+        "tools": _array(OBJECT),
+        "stream": BOOLEAN,
+        "max_output_tokens": INTEGER,
+        "temperature": NUMBER,
+        "top_p": NUMBER,
+    },
+    ["input"],
+)
 OPENAI_EMBEDDINGS = _object(
     {
         "model": STRING,

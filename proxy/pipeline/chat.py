@@ -106,6 +106,9 @@ class ChatCall:
     # When the request arrived (time.monotonic()): its one first_byte_timeout counts from here,
     # shared by the window probe and the wait for the reply's first byte.
     arrived: float = field(default_factory=time.monotonic)
+    # An agent's tools are its hands (Codex, Claude Code): passages give way to them, not the
+    # reverse as in a chat UI whose built-in tools the conversation may never use.
+    keep_tools: bool = False
 
     def deadline(self, upstream: Upstream) -> float:
         return upstream.first_byte_deadline(self.arrived)
@@ -258,7 +261,7 @@ async def _fit(
         placement=settings.context_placement,
         extra=context.tools_tokens(body),
         trim_history=trim_history,
-        extra_droppable=not in_use,  # tools a conversation already uses are never taken away
+        extra_droppable=not in_use and not call.keep_tools,  # tools in use are never taken away
     )
     body["messages"] = fitted.messages
     info.passages, info.history_dropped = fitted.passages, fitted.history_dropped
