@@ -4,6 +4,7 @@ third-party plugins installed the usual way."""
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 
@@ -60,6 +61,31 @@ def write_docx(path: Path) -> None:
     document.add_heading("Compost", level=2)
     document.add_paragraph("Turn the compost heap once a week with a fork.")
     document.save(str(path))
+
+
+PARAGRAPH = b"<w:p><w:r><w:t>The quick brown fox jumps over the lazy dog.</w:t></w:r></w:p>"
+
+
+def write_docx_bomb(path: Path, inflated: int) -> None:
+    """A valid .docx whose document.xml inflates to ``inflated`` bytes (a few hundred KB packed):
+    parsed whole, it takes many times that in memory. Written a megabyte at a time: a gigabyte
+    costs no memory to make."""
+    plain = path.with_suffix(".plain.docx")
+    write_docx(plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for item in source.infolist():
+            if item.filename != "word/document.xml":
+                bomb.writestr(item, source.read(item))
+                continue
+            xml = source.read(item)
+            head, tail = xml.split(b"<w:body>", 1)
+            with bomb.open("word/document.xml", "w") as out:
+                out.write(head + b"<w:body>")
+                block = PARAGRAPH * (1024 * 1024 // len(PARAGRAPH))
+                for _ in range(inflated // len(block)):
+                    out.write(block)
+                out.write(tail)
+    plain.unlink()
 
 
 MARKDOWN = """# Lighthouse Handbook

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import httpx
@@ -20,30 +19,7 @@ from proxy.index.chunker import estimate_tokens, excerpt
 from proxy.index.service import QUERY_TOKENS, IndexService
 from proxy.settings import Settings
 from tests.conftest import CHAT_MODEL
-from tests.docs import installed_plugin, write_docx, write_pdf
-
-PARAGRAPH = b"<w:p><w:r><w:t>The quick brown fox jumps over the lazy dog.</w:t></w:r></w:p>"
-
-
-def write_docx_bomb(path: Path, inflated: int) -> None:
-    """A valid .docx whose document.xml inflates to ``inflated`` bytes (a few hundred KB packed):
-    parsed whole, it takes many times that in memory."""
-    plain = path.with_suffix(".plain.docx")
-    write_docx(plain)
-    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bomb:
-        for item in source.infolist():
-            if item.filename != "word/document.xml":
-                bomb.writestr(item, source.read(item))
-                continue
-            xml = source.read(item)
-            head, tail = xml.split(b"<w:body>", 1)
-            with bomb.open("word/document.xml", "w") as out:
-                out.write(head + b"<w:body>")
-                block = PARAGRAPH * (1024 * 1024 // len(PARAGRAPH))
-                for _ in range(inflated // len(block)):
-                    out.write(block)
-                out.write(tail)
-    plain.unlink()
+from tests.docs import installed_plugin, write_docx, write_docx_bomb, write_pdf
 
 
 def skipped(service: IndexService) -> dict[str, str]:
