@@ -124,10 +124,12 @@ def main() -> None:
         )
     (collection,) = status["collections"]
     main_mb = peaks.pop(process.pid, 0) / 1024
-    readers = sorted(kb / 1024 for kb in peaks.values())
+    readers = [kb / 1024 for kb in peaks.values()]  # in the order they were first seen
     print(err.strip())
     print(f"exit code {process.returncode}, wall time {wall:.1f} s")
-    print(f"peak RSS: ragproxy {main_mb:.0f} MB; readers {', '.join(f'{mb:.0f}' for mb in readers)} MB")
+    shown = ", ".join(f"{mb:.0f}" for mb in readers)
+    print(f"peak RSS: ragproxy {main_mb:.0f} MB; readers, in order of start, {shown} MB")
+    print("(a reader killed at its memory limit may die between two samples: the line below bounds it)")
     print(f"largest peak RSS of any process (getrusage RUSAGE_CHILDREN): {largest / 1024:.0f} MB")
     print(f"indexed: {collection['documents']} documents, {collection['chunks']} chunks")
     for entry in collection["skipped"]:
