@@ -15,10 +15,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp
 
-from proxy.api import health, ollama, openai, rag, responses
+from proxy.api import anthropic, health, ollama, openai, rag, responses
 from proxy.api.requestlog import RequestLogMiddleware
 from proxy.api.security import SecurityMiddleware, check_bind
-from proxy.errors import ProxyError, error_body
+from proxy.errors import ProxyError, anthropic_error, error_body, is_anthropic_path
 from proxy.index.service import IndexService
 from proxy.index.watcher import FolderWatcher
 from proxy.logging import get_logger
@@ -39,12 +39,18 @@ _TYPES = {
 }
 
 
-def _proxy_error(_: Request[Any, Any, Any], exc: ProxyError) -> Response[Any]:
+def _proxy_error(request: Request[Any, Any, Any], exc: ProxyError) -> Response[Any]:
+    if is_anthropic_path(request.url.path):
+        status, body = anthropic_error(exc.status, exc.message)
+        return Response(body, status_code=status)
     return Response(exc.body(), status_code=exc.status)
 
 
-def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
+    if is_anthropic_path(request.url.path):
+        status, body = anthropic_error(status, str(exc.detail))
+        return Response(body, status_code=status, headers=exc.headers)
     code = "request_too_large" if status == 413 else None
     return Response(
         error_body(str(exc.detail), _TYPES.get(status, "api_error"), code=code),
@@ -53,12 +59,13 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     )
 
 
-def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("request.failed", exc_info=exc)
-    return Response(
-        error_body(f"internal error: {type(exc).__name__}", "api_error", code="internal_error"),
-        status_code=500,
-    )
+    message = f"internal error: {type(exc).__name__}"
+    if is_anthropic_path(request.url.path):
+        status, body = anthropic_error(500, message)
+        return Response(body, status_code=status)
+    return Response(error_body(message, "api_error", code="internal_error"), status_code=500)
 
 
 def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Litestar:
@@ -107,6 +114,8 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
         route_handlers=[
             openai.chat_completions,
             responses.create_response,
+            anthropic.create_message,
+            anthropic.count_tokens,
             openai.list_models,
             openai.retrieve_model,
             openai.embeddings,

@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import ollama as ollama_sdk
 import openai
@@ -26,12 +27,19 @@ os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ragproxy-test-data-")
 configure_logging("warning", sys.stderr)
 
 
-_clients: list[openai.OpenAI | ollama_sdk.Client] = []
+_clients: list[openai.OpenAI | ollama_sdk.Client | anthropic.Anthropic] = []
 
 
 def sdk(base: str, **options: Any) -> openai.OpenAI:
     """The official client pointed at ``base``/v1, closed when the test ends."""
     client = openai.OpenAI(base_url=base + "/v1", api_key="unused", **options)
+    _clients.append(client)
+    return client
+
+
+def claude_client(base: str, api_key: str = "unused", **options: Any) -> anthropic.Anthropic:
+    """The official ``anthropic`` client pointed at ``base``, closed when the test ends."""
+    client = anthropic.Anthropic(base_url=base, api_key=api_key, max_retries=0, **options)
     _clients.append(client)
     return client
 

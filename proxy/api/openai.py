@@ -74,10 +74,10 @@ async def augment_request(request: AnyRequest, call: ChatCall, api: str) -> None
 
 def client_kind(user_agent: str) -> str:
     """ "open-webui" (its aiohttp session sends aiohttp's own User-Agent), "sdk" (the official
-    OpenAI libraries: scripts and apps that read ``sources``), or "other"."""
+    OpenAI and Anthropic libraries: scripts and apps that read ``sources``), or "other"."""
     if "aiohttp/" in user_agent:
         return "open-webui"
-    if user_agent.startswith(("OpenAI/", "AsyncOpenAI/")):
+    if user_agent.startswith(("OpenAI/", "AsyncOpenAI/", "Anthropic/", "AsyncAnthropic/")):
         return "sdk"
     return "other"
 

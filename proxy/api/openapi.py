@@ -76,6 +76,17 @@ OPENAI_RESPONSES = _object(
     },
     ["input"],
 )
+ANTHROPIC_MESSAGES = _object(
+    {
+        "model": STRING,
+        "messages": _array(_object({"role": STRING, "content": _one_of(STRING, _array(OBJECT))}, ["role"])),
+        "system": _one_of(STRING, _array(OBJECT)),
+        "max_tokens": INTEGER,
+        "tools": _array(OBJECT),
+        "stream": BOOLEAN,
+    },
+    ["model", "messages"],
+)
 OPENAI_EMBEDDINGS = _object(
     {
         "model": STRING,

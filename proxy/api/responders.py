@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import orjson
@@ -186,3 +186,71 @@ def _merge_call(into: dict[str, Any], part: dict[str, Any]) -> None:
         value = (part.get("function") or {}).get(key)
         if value:
             function[key] += value
+
+
+class Frames(Protocol):
+    """A wire's reply, told from the chat's chunks: the stream's frames, and the whole reply."""
+
+    def start(self) -> bytes: ...
+    def feed(self, chunk: dict[str, Any]) -> bytes: ...
+    def end(self) -> bytes: ...
+    def fail(self, error: ProxyError) -> bytes: ...
+    def whole(self) -> Any: ...  # after end(): the reply of a request that did not stream
+    def error(self, error: ProxyError) -> tuple[int, Any]: ...  # before anything was sent
+
+
+class FramesResponder(ExchangeResponder):
+    """A reply in another wire's events (Responses, Anthropic Messages), with the chat's
+    semantics: errors before the upstream answers as HTTP errors, later ones as the wire's own
+    failure event; a client that leaves cancels the exchange."""
+
+    def __init__(
+        self,
+        open_chunks: OpenChunks,
+        frames: Frames,
+        *,
+        stream: bool,
+        record: dict[str, Any],
+        extra_headers: Callable[[], list[tuple[bytes, bytes]]] = list,
+    ) -> None:
+        super().__init__(stream=stream, record=record, content_type=b"application/json")
+        self._open = open_chunks
+        self._frames = frames
+        self._extra_headers = extra_headers
+
+    async def _send_stream(self, send: Send) -> None:
+        frames = self._frames
+        try:
+            async with self._open() as chunks:
+                headers = SSE_HEADERS + self._extra_headers()
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                self._started = True
+                await send({"type": "http.response.body", "body": frames.start(), "more_body": True})
+                async for chunk in chunks:
+                    if body := frames.feed(chunk):
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+            last = frames.end()
+        except Exception as exc:
+            error = as_proxy_error(exc)
+            self._record["error"] = error.code or error.type
+            if not self._started:
+                await self._send_json(send, *frames.error(error))
+                return
+            last = frames.fail(error)
+        self._complete = True
+        await send({"type": "http.response.body", "body": last, "more_body": False})
+
+    async def _send_one(self, send: Send) -> None:
+        frames = self._frames
+        try:
+            async with self._open() as chunks:
+                frames.start()
+                async for chunk in chunks:
+                    frames.feed(chunk)
+            frames.end()
+        except Exception as exc:
+            error = as_proxy_error(exc)
+            self._record["error"] = error.code or error.type
+            await self._send_json(send, *frames.error(error))
+            return
+        await self._send_json(send, 200, frames.whole(), self._extra_headers())

@@ -5,20 +5,21 @@ translates)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from litestar import post
-from litestar.types import ASGIApp, Send
+from litestar.types import ASGIApp
 
 from proxy.api.openai import AnyRequest, _record_stats, augment_request, sources_header
 from proxy.api.openapi import OPENAI_RESPONSES, documented
 from proxy.api.requestlog import request_record
-from proxy.api.responders import SSE_HEADERS, ExchangeResponder, OpenChunks, as_proxy_error
+from proxy.api.responders import FramesResponder
 from proxy.api.responses_wire import Encoder, to_chat
 from proxy.api.schemas import parse_json_object, validate_chat
+from proxy.errors import ProxyError
 from proxy.pipeline.chat import open_chat, prepare_chat
 
 
@@ -50,70 +51,43 @@ async def create_response(request: AnyRequest) -> ASGIApp:
         finally:
             _record_stats(record, call)
 
-    return ResponsesResponder(
+    return FramesResponder(
         open_chunks,
-        Encoder(wire, body["model"]),
+        ResponsesFrames(Encoder(wire, body["model"])),
         stream=stream,
         record=record,
         extra_headers=lambda: sources_header(call),
     )
 
 
-class ResponsesResponder(ExchangeResponder):
-    def __init__(
-        self,
-        open_chunks: OpenChunks,
-        encoder: Encoder,
-        *,
-        stream: bool,
-        record: dict[str, Any],
-        extra_headers: Callable[[], list[tuple[bytes, bytes]]],
-    ) -> None:
-        super().__init__(stream=stream, record=record, content_type=b"application/json")
-        self._open = open_chunks
-        self._encoder = encoder
-        self._extra_headers = extra_headers
+class ResponsesFrames:
+    """The Responses encoder's events as server-sent events (``event:`` and ``data:`` lines)."""
 
-    async def _send_stream(self, send: Send) -> None:
-        encoder = self._encoder
-        try:
-            async with self._open() as chunks:
-                headers = SSE_HEADERS + self._extra_headers()
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                self._started = True
-                await self._write(send, encoder.start())
-                async for chunk in chunks:
-                    if events := encoder.feed(chunk):
-                        await self._write(send, events)
-            last = encoder.end()
-        except Exception as exc:
-            error = as_proxy_error(exc)
-            self._record["error"] = error.code or error.type
-            if not self._started:
-                await self._send_json(send, error.status, error.body())
-                return
-            last = encoder.fail(error.code or error.type, error.message)
-        self._complete = True
-        await self._write(send, last, more=False)
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self._last: list[dict[str, Any]] = []
 
-    async def _send_one(self, send: Send) -> None:
-        encoder = self._encoder
-        try:
-            async with self._open() as chunks:
-                encoder.start()
-                async for chunk in chunks:
-                    encoder.feed(chunk)
-            final = encoder.end()[-1]["response"]
-        except Exception as exc:
-            error = as_proxy_error(exc)
-            self._record["error"] = error.code or error.type
-            await self._send_json(send, error.status, error.body())
-            return
-        await self._send_json(send, 200, final, self._extra_headers())
+    def start(self) -> bytes:
+        return _sse(self.encoder.start())
 
-    async def _write(self, send: Send, events: list[dict[str, Any]], *, more: bool = True) -> None:
-        body = b"".join(
-            b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-            for event in events
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": more})
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        return _sse(self.encoder.feed(chunk))
+
+    def end(self) -> bytes:
+        self._last = self.encoder.end()
+        return _sse(self._last)
+
+    def fail(self, error: ProxyError) -> bytes:
+        return _sse(self.encoder.fail(error.code or error.type, error.message))
+
+    def whole(self) -> Any:
+        return self._last[-1]["response"]
+
+    def error(self, error: ProxyError) -> tuple[int, Any]:
+        return error.status, error.body()
+
+
+def _sse(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(
+        b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n" for event in events
+    )

@@ -8,11 +8,12 @@ import hashlib
 import hmac
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import ConfigError, error_body
+from proxy.errors import ConfigError, anthropic_error, error_body, is_anthropic_path
 from proxy.settings import Settings
 
 SCOPE_KEY = "ragproxy_collections"  # in scope["state"]: the collections a key may read, or None
@@ -113,7 +114,9 @@ class SecurityMiddleware:
             return
         headers = {name.lower(): value for name, value in scope["headers"]}
         path = scope["path"]
-        ollama = path == "/" or path.startswith("/api/")
+        ollama: bool | None = path == "/" or path.startswith("/api/")
+        if is_anthropic_path(path):
+            ollama = None  # the Anthropic shape
         if sum(name.lower() == b"host" for name, _ in scope["headers"]) > 1:  # RFC 9112 section 3.2
             await _reject(send, 400, "more than one Host header", "invalid_request_error", ollama)
             return
@@ -190,9 +193,13 @@ def _presented_key(headers: dict[bytes, bytes]) -> str | None:
 
 
 async def _reject(
-    send: Send, status: int, message: str, kind: str, ollama: bool, code: str | None = None
+    send: Send, status: int, message: str, kind: str, ollama: bool | None, code: str | None = None
 ) -> None:
-    body = {"error": message} if ollama else error_body(message, kind, code=code)
+    """The error in the shape of the request's API: Ollama's, OpenAI's, or (``ollama`` None)
+    Anthropic's."""
+    body: dict[str, Any] = {"error": message} if ollama else error_body(message, kind, code=code)
+    if ollama is None:
+        status, body = anthropic_error(status, message)
     headers = [(b"content-type", b"application/json")]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="ragproxy"'))

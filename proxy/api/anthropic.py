@@ -1,0 +1,112 @@
+"""``POST /v1/messages`` and ``POST /v1/messages/count_tokens``: the Anthropic Messages API
+(Claude Code, Claude Desktop, the ``anthropic`` SDK), through the same retrieval, fitting and
+upstream as chat completions (``anthropic_wire`` translates). Keys come as ``x-api-key`` or
+``Authorization: Bearer``; errors are in Anthropic's shape."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from litestar import post
+from litestar.types import ASGIApp
+
+from proxy.api.anthropic_wire import Encoder, to_chat
+from proxy.api.openai import AnyRequest, _record_stats, augment_request, sources_header
+from proxy.api.openapi import ANTHROPIC_MESSAGES, documented
+from proxy.api.requestlog import request_record
+from proxy.api.responders import FramesResponder
+from proxy.api.schemas import parse_json_object, validate_chat
+from proxy.errors import ProxyError, anthropic_error
+from proxy.pipeline import context
+from proxy.pipeline.chat import open_chat, prepare_chat
+from proxy.pipeline.retrieval import strip_own_additions
+
+
+@post("/v1/messages", status_code=200, operation_class=documented(ANTHROPIC_MESSAGES))
+async def create_message(request: AnyRequest) -> ASGIApp:
+    settings, upstream = request.app.state.settings, request.app.state.upstream
+    raw = parse_json_object(await request.body())
+    chat, wire = to_chat(raw, settings.model)
+    body = validate_chat(chat, settings)
+    call = prepare_chat(body)
+    call.keep_tools = True  # the API of agents (Claude Code): their tools are never traded for passages
+    stream = raw.get("stream") is True
+    record = request_record(request.scope)
+    record.update(model=body["model"], stream=stream)
+    if wire.dropped_tools:
+        record["tools_not_offered"] = wire.dropped_tools
+    if settings.log_content:
+        record["messages"] = body["messages"]
+    split = dataclasses.replace(settings, reasoning_format="reasoning_content")
+    encoder = Encoder(wire)
+
+    @asynccontextmanager
+    async def open_chunks() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        try:
+            await augment_request(request, call, "anthropic")
+            record["model"] = call.body["model"]
+            encoder.input_tokens = call.rag.prompt_estimate or context.estimate(call.body["messages"])
+            async with open_chat(upstream, split, call) as chunks:
+                yield chunks
+        finally:
+            _record_stats(record, call)
+
+    return FramesResponder(
+        open_chunks,
+        MessagesFrames(encoder),
+        stream=stream,
+        record=record,
+        extra_headers=lambda: sources_header(call),
+    )
+
+
+@post(
+    "/v1/messages/count_tokens",
+    status_code=200,
+    operation_class=documented(ANTHROPIC_MESSAGES, upstream=False),
+)
+async def count_tokens(request: AnyRequest) -> dict[str, int]:
+    """An estimate of the prompt's tokens (the messages, system and tools, as ragproxy counts
+    them when fitting the window); the model is not called."""
+    settings = request.app.state.settings
+    raw = parse_json_object(await request.body())
+    chat, _ = to_chat({"max_tokens": 1, **raw}, settings.model)
+    messages = strip_own_additions(validate_chat(chat, settings)["messages"])
+    return {"input_tokens": context.estimate(messages, context.tools_tokens(chat))}
+
+
+class MessagesFrames:
+    """The Messages encoder's events as server-sent events (``event:`` and ``data:`` lines: the
+    SDK reads the event name)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+
+    def start(self) -> bytes:
+        return _sse(self.encoder.start())
+
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        return _sse(self.encoder.feed(chunk))
+
+    def end(self) -> bytes:
+        return _sse(self.encoder.end())
+
+    def fail(self, error: ProxyError) -> bytes:
+        _, body = anthropic_error(error.status, error.message)
+        return _sse(self.encoder.fail(body["error"]["type"], error.message))
+
+    def whole(self) -> Any:
+        return self.encoder.message()
+
+    def error(self, error: ProxyError) -> tuple[int, Any]:
+        return anthropic_error(error.status, error.message)
+
+
+def _sse(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+    return b"".join(
+        b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n" for name, data in events
+    )
