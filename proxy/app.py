@@ -15,7 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp
 
-from proxy.api import anthropic, health, ollama, openai, rag, responses
+from proxy.api import anthropic, completions, health, ollama, openai, rag, responses
 from proxy.api.requestlog import RequestLogMiddleware
 from proxy.api.security import SecurityMiddleware, check_bind
 from proxy.errors import ProxyError, anthropic_error, error_body, is_anthropic_path
@@ -114,6 +114,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
         route_handlers=[
             openai.chat_completions,
             responses.create_response,
+            completions.completions,
             anthropic.create_message,
             anthropic.count_tokens,
             openai.list_models,

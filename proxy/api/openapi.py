@@ -87,6 +87,18 @@ ANTHROPIC_MESSAGES = _object(
     },
     ["model", "messages"],
 )
+OPENAI_COMPLETIONS = _object(
+    {
+        "model": STRING,
+        "prompt": TEXTS,
+        "suffix": STRING,
+        "max_tokens": INTEGER,
+        "stream": BOOLEAN,
+        "temperature": NUMBER,
+        "stop": TEXTS,
+    },
+    ["prompt"],
+)
 OPENAI_EMBEDDINGS = _object(
     {
         "model": STRING,

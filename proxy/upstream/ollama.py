@@ -275,3 +275,48 @@ def embed_vectors(response: dict[str, Any]) -> tuple[list[list[float]], int]:
     if not isinstance(vectors, list):
         raise UpstreamError("upstream embed response has no 'embeddings'")
     return vectors, int(response.get("prompt_eval_count") or 0)
+
+
+# -- legacy completions -----------------------------------------------------------------------------
+def generate_request(body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI ``/v1/completions`` body as an Ollama ``/api/generate`` body (streamed): the
+    prompt and ``suffix`` (fill in the middle) as they are, sampling fields as options."""
+    request: dict[str, Any] = {"model": body["model"], "prompt": body["prompt"], "stream": True}
+    if body.get("suffix"):
+        request["suffix"] = body["suffix"]
+    chat_like = chat_request({**body, "messages": []})
+    if "options" in chat_like:
+        request["options"] = chat_like["options"]
+    return request
+
+
+async def completion_chunks(raw: AsyncIterator[bytes], model: str) -> AsyncIterator[dict[str, Any]]:
+    """Ollama ``/api/generate`` lines as OpenAI ``text_completion`` chunks: the text (a thinking
+    model's thinking left out), the finish reason on a chunk of its own, usage last."""
+    base = {
+        "id": "cmpl-" + secrets.token_hex(12),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fp_ollama",
+    }
+
+    def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+
+    async for data in json_lines(raw):
+        if "error" in data:
+            raise UpstreamError(f"upstream error: {data['error']}")
+        if text := data.get("response") or "":
+            yield chunk(text)
+        if data.get("done"):
+            yield chunk("", "length" if data.get("done_reason") == "length" else "stop")
+            prompt, completion = int(data.get("prompt_eval_count") or 0), int(data.get("eval_count") or 0)
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+            yield {**base, "choices": [], "usage": usage}
+            return
+    raise UpstreamError("upstream closed the stream before it was done")

@@ -124,3 +124,20 @@ async def chat_chunks(raw: AsyncIterator[bytes], split_inline_think: bool) -> As
 def embed_request(body: dict[str, Any]) -> dict[str, Any]:
     """Floats are always asked for: not every server can encode base64; the proxy does it."""
     return {**body, "encoding_format": "float"}
+
+
+async def completion_chunks(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """The upstream's ``/v1/completions`` events as they are, up to ``[DONE]``."""
+    async for data in sse_data(raw):
+        if data.strip() == b"[DONE]":
+            return
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("upstream sent an event that is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise UpstreamError("upstream sent an event that is not a JSON object")
+        if "error" in chunk:
+            raise _upstream_error(chunk)
+        yield chunk
+    raise UpstreamError("upstream closed the stream before [DONE]")

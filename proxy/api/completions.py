@@ -1,0 +1,139 @@
+"""``POST /v1/completions``: the legacy text completions editors use for code completion (a
+prompt, and a ``suffix`` to fill in the middle). Passed through to the upstream, Ollama's
+``/api/generate`` or the server's own ``/v1/completions``, streamed or not. Never retrieval: a
+completion continues the text it is given, and fill-in-the-middle must not be disturbed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import post
+from litestar.types import ASGIApp
+
+from proxy.api.openai import AnyRequest
+from proxy.api.openapi import OPENAI_COMPLETIONS, documented
+from proxy.api.requestlog import request_record
+from proxy.api.responders import FramesResponder
+from proxy.api.schemas import parse_json_object, resolve_model
+from proxy.api.security import key_collections
+from proxy.errors import BadRequest, ProxyError
+from proxy.pipeline.chat import visible_collections
+from proxy.pipeline.retrieval import split_alias
+from proxy.upstream import ollama, openai
+from proxy.upstream.frames import DONE, sse_event, sse_events
+
+
+@post("/v1/completions", status_code=200, operation_class=documented(OPENAI_COMPLETIONS))
+async def completions(request: AnyRequest) -> ASGIApp:
+    settings, upstream = request.app.state.settings, request.app.state.upstream
+    body = parse_json_object(await request.body())
+    model = resolve_model(body.get("model"), settings)
+    index = request.app.state.index
+    if index is not None:  # "model+notes" in an editor's list: the model itself
+        model = split_alias(model, visible_collections(index, key_collections(request.scope)))[0]
+    body = {**body, "model": model}
+    _check(body, ollama_upstream=upstream.api == "ollama")
+    stream = body.get("stream") is True
+    record = request_record(request.scope)
+    record.update(model=model, stream=stream, rag=False, rag_skipped="completion")
+
+    @asynccontextmanager
+    async def open_chunks() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        deadline = upstream.first_byte_deadline()
+        if upstream.api == "ollama":
+            prompt = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
+            sent = ollama.generate_request({**body, "prompt": prompt})
+            async with upstream.stream("/api/generate", sent, deadline=deadline) as raw:
+                yield ollama.completion_chunks(raw, model)
+        else:
+            sent = {**body, "stream": True, "stream_options": {"include_usage": True}}
+            async with upstream.stream("/v1/completions", sent, deadline=deadline) as raw:
+                yield openai.completion_chunks(raw)
+
+    include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get(
+        "include_usage"
+    )
+    return FramesResponder(
+        open_chunks, CompletionFrames(record, bool(include_usage)), stream=stream, record=record
+    )
+
+
+def _check(body: dict[str, Any], *, ollama_upstream: bool) -> None:
+    prompt = body.get("prompt")
+    texts = isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt))
+    if not texts:
+        if not (isinstance(prompt, list) and prompt and ollama_upstream is False):
+            raise BadRequest("'prompt' must be a string (or an array of strings)", param="prompt")
+    if ollama_upstream and isinstance(prompt, list) and len(prompt) != 1:
+        raise BadRequest("an Ollama upstream completes one prompt at a time", param="prompt")
+    if body.get("suffix") is not None and not isinstance(body["suffix"], str):
+        raise BadRequest("'suffix' must be a string", param="suffix")
+    for name in ("max_tokens", "seed"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise BadRequest(f"'{name}' must be an integer", param=name)
+    if ollama_upstream:
+        if (body.get("n") or 1) != 1 or (body.get("best_of") or 1) != 1:
+            raise BadRequest("'n' and 'best_of' above 1 are not supported by an Ollama upstream", param="n")
+        if body.get("echo"):
+            raise BadRequest("'echo' is not supported by an Ollama upstream", param="echo")
+
+
+class CompletionFrames:
+    """``text_completion`` chunks as server-sent events ending in ``[DONE]``, or one completion."""
+
+    def __init__(self, record: dict[str, Any], include_usage: bool) -> None:
+        self.record = record
+        self.include_usage = include_usage
+        self.text: list[str] = []
+        self.last: dict[str, Any] = {}
+        self.finish: str | None = None
+        self.usage: dict[str, Any] | None = None
+
+    def start(self) -> bytes:
+        return b""
+
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        if usage := chunk.get("usage"):
+            self.usage = usage
+            self.record.update(
+                prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens")
+            )
+            if not chunk.get("choices") and not self.include_usage:
+                return b""
+        for choice in chunk.get("choices") or []:
+            self.text.append(choice.get("text") or "")
+            self.finish = choice.get("finish_reason") or self.finish
+        self.last = chunk
+        return sse_events(chunk)
+
+    def end(self) -> bytes:
+        self.record["finish_reason"] = self.finish
+        return DONE
+
+    def fail(self, error: ProxyError) -> bytes:
+        return sse_event(error.body()) + DONE
+
+    def whole(self) -> Any:
+        choice = {
+            "text": "".join(self.text),
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": self.finish or "stop",
+        }
+        completion = {
+            "id": self.last.get("id") or "cmpl-0",
+            "object": "text_completion",
+            "created": self.last.get("created") or int(time.time()),
+            "model": self.last.get("model"),
+            "choices": [choice],
+        }
+        if self.usage is not None:
+            completion["usage"] = self.usage
+        return completion
+
+    def error(self, error: ProxyError) -> tuple[int, Any]:
+        return error.status, error.body()
