@@ -16,6 +16,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from proxy.api import ollama_wire
 from proxy.api.openai import augment_request, sources_header
 from proxy.api.openapi import (
     OLLAMA_CHAT,
@@ -33,7 +34,6 @@ from proxy.errors import BadRequest, NotFound, ProxyError
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.logging import get_logger
-from proxy.pipeline import ollama_api
 from proxy.pipeline.chat import ChatCall, visible_collections
 from proxy.pipeline.retrieval import split_alias
 from proxy.settings import Settings
@@ -97,7 +97,7 @@ class LinesResponder(ExchangeResponder):
     async def _send_one(self, send: Send) -> None:
         try:
             async with self._open() as lines:
-                reply = await ollama_api.aggregate(lines, self._kind)
+                reply = await ollama_wire.aggregate(lines, self._kind)
         except Exception as exc:
             error = as_proxy_error(exc)
             self._record["error"] = error.code or error.type
@@ -122,14 +122,14 @@ async def version(request: AnyRequest) -> Any:
     _, upstream, _ = _parts(request)
     if upstream.api == "ollama":
         return await upstream.get_json("/api/version")
-    return {"version": ollama_api.OLLAMA_VERSION}
+    return {"version": ollama_wire.OLLAMA_VERSION}
 
 
 async def _upstream_tags(upstream: Upstream) -> dict[str, Any]:
     if upstream.api == "ollama":
         tags: dict[str, Any] = await upstream.get_json("/api/tags")
         return tags
-    return ollama_api.tags_from_openai(await upstream.get_json("/v1/models"))
+    return ollama_wire.tags_from_openai(await upstream.get_json("/v1/models"))
 
 
 @get("/api/tags", operation_class=documented())
@@ -138,7 +138,7 @@ async def tags(request: AnyRequest) -> dict[str, Any]:
     _, upstream, index = _parts(request)
     listing = await _upstream_tags(upstream)
     collections = visible_collections(index, key_collections(request.scope))
-    return ollama_api.tags_with_aliases(listing, collections) if collections else listing
+    return ollama_wire.tags_with_aliases(listing, collections) if collections else listing
 
 
 def _base_model(name: str, index: IndexService | None, allowed: tuple[str, ...] | None) -> str:
@@ -163,7 +163,7 @@ async def show(request: AnyRequest) -> Any:
         "modelfile": "",
         "parameters": "",
         "template": "",
-        "details": ollama_api.tags_from_openai({"data": [{"id": model}]})["models"][0]["details"],
+        "details": ollama_wire.tags_from_openai({"data": [{"id": model}]})["models"][0]["details"],
         "model_info": {"general.architecture": "unknown", "unknown.context_length": info.window or 4096},
         "capabilities": ["completion"],
     }
@@ -190,7 +190,7 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
     settings, upstream, _ = _parts(request)
     original = body
     stream = body.get("stream", True) is not False
-    call = ChatCall(body=ollama_api.as_chat(body) if kind == "generate" else dict(body), include_usage=False)
+    call = ChatCall(body=ollama_wire.as_chat(body) if kind == "generate" else dict(body), include_usage=False)
     call.body.setdefault("messages", [])
     record = request_record(request.scope)
     record.update(model=body["model"], stream=stream, api="ollama")
@@ -205,24 +205,24 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
         try:
             if passthrough:
                 if upstream.api == "ollama":
-                    async with ollama_api.relay(upstream, path, original, call, kind) as lines:
+                    async with ollama_wire.relay(upstream, path, original, call, kind) as lines:
                         yield lines
                     return
                 if not body.get("raw"):  # load or unload: an OpenAI-compatible server has no such step
                     await _require_model(upstream, body["model"])
-                    yield _one(ollama_api.load_reply(body, kind))
+                    yield _one(ollama_wire.load_reply(body, kind))
                     return
             await augment_request(request, call, "ollama")
             record["model"] = call.body["model"]
             if upstream.api == "ollama":
-                sent = ollama_api.back_to_generate(call.body, original) if kind == "generate" else call.body
-                async with ollama_api.relay(upstream, path, sent, call, kind) as lines:
+                sent = ollama_wire.back_to_generate(call.body, original) if kind == "generate" else call.body
+                async with ollama_wire.relay(upstream, path, sent, call, kind) as lines:
                     yield lines
             else:
                 if body.get("raw") or body.get("suffix"):
                     raise ProxyError("raw and suffix prompts need an Ollama upstream", status=501)
                 await _require_model(upstream, call.body["model"], call.deadline(upstream))
-                async with ollama_api.translated(upstream, settings, call, kind) as lines:
+                async with ollama_wire.translated(upstream, settings, call, kind) as lines:
                     yield lines
         finally:
             stats = call.stats
@@ -245,13 +245,13 @@ async def _one(line: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 @post("/api/chat", status_code=200, operation_class=documented(OLLAMA_CHAT))
 async def chat(request: AnyRequest) -> ASGIApp:
-    body = ollama_api.validate(parse_json_object(await request.body()), "chat")
+    body = ollama_wire.validate(parse_json_object(await request.body()), "chat")
     return _lines_app(request, body, "chat")
 
 
 @post("/api/generate", status_code=200, operation_class=documented(OLLAMA_GENERATE))
 async def generate(request: AnyRequest) -> ASGIApp:
-    body = ollama_api.validate(parse_json_object(await request.body()), "generate")
+    body = ollama_wire.validate(parse_json_object(await request.body()), "generate")
     return _lines_app(request, body, "generate")
 
 
