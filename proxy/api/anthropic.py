@@ -5,9 +5,6 @@ upstream as chat completions (``anthropic_wire`` translates). Keys come as ``x-a
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -15,45 +12,26 @@ from litestar import post
 from litestar.types import ASGIApp
 
 from proxy.api.anthropic_wire import Encoder, to_chat
-from proxy.api.openai import AnyRequest, _record_stats, augment_request, sources_header
+from proxy.api.openai import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import ANTHROPIC_MESSAGES, documented
-from proxy.api.requestlog import request_record
 from proxy.api.responders import FramesResponder
 from proxy.api.schemas import parse_json_object, validate_chat
 from proxy.errors import ProxyError, anthropic_error
 from proxy.pipeline import context
-from proxy.pipeline.chat import open_chat, prepare_chat
 from proxy.pipeline.retrieval import strip_own_additions
 
 
 @post("/v1/messages", status_code=200, operation_class=documented(ANTHROPIC_MESSAGES))
 async def create_message(request: AnyRequest) -> ASGIApp:
-    settings, upstream = request.app.state.settings, request.app.state.upstream
+    settings = request.app.state.settings
     raw = parse_json_object(await request.body())
     chat, wire = to_chat(raw, settings.model)
     body = validate_chat(chat, settings)
-    call = prepare_chat(body)
-    call.keep_tools = True  # the API of agents (Claude Code): their tools are never traded for passages
     stream = raw.get("stream") is True
-    record = request_record(request.scope)
-    record.update(model=body["model"], stream=stream)
+    call, record, open_chunks = chat_exchange(request, body, "anthropic", stream=stream, agent=True)
     if wire.dropped_tools:
         record["tools_not_offered"] = wire.dropped_tools
-    if settings.log_content:
-        record["messages"] = body["messages"]
-    split = dataclasses.replace(settings, reasoning_format="reasoning_content")
-    encoder = Encoder(wire)
-
-    @asynccontextmanager
-    async def open_chunks() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        try:
-            await augment_request(request, call, "anthropic")
-            record["model"] = call.body["model"]
-            encoder.input_tokens = call.rag.prompt_estimate or context.estimate(call.body["messages"])
-            async with open_chat(upstream, split, call) as chunks:
-                yield chunks
-        finally:
-            _record_stats(record, call)
+    encoder = Encoder(wire, lambda: call.rag.prompt_estimate or context.estimate(call.body["messages"]))
 
     return FramesResponder(
         open_chunks,

@@ -9,6 +9,7 @@ Claude model names (what Claude Code sends unless told otherwise) mean the defau
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,18 +202,20 @@ class Encoder:
     started, filled and stopped in order (thinking, text, tool use), then ``message_delta``
     with the stop reason and usage, and ``message_stop``."""
 
-    def __init__(self, wire: Wire, input_estimate: int = 0) -> None:
+    def __init__(self, wire: Wire, input_estimate: Callable[[], int] = lambda: 0) -> None:
         self.wire = wire
         self.id = new_id("msg")
         self.content: list[dict[str, Any]] = []
         self._open: dict[str, Any] | None = None
         self._calls: dict[int, dict[str, Any]] = {}
         self.finish: str | None = None
-        self.input_tokens = input_estimate
+        self._input_estimate = input_estimate  # known once retrieval has run
+        self.input_tokens = 0
         self.output_tokens = 0
         self.extra: dict[str, Any] = {}
 
     def start(self) -> list[tuple[str, dict[str, Any]]]:
+        self.input_tokens = self._input_estimate()  # the upstream's count comes at the end
         message = self.message(final=False)
         return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
 

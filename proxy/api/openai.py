@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import sys
 from array import array
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from litestar.types import ASGIApp
 
 from proxy.api.openapi import OPENAI_CHAT, OPENAI_EMBEDDINGS, documented
 from proxy.api.requestlog import request_record
-from proxy.api.responders import ChatResponder
+from proxy.api.responders import ChatResponder, OpenChunks
 from proxy.api.schemas import parse_json_object, validate_chat, validate_embeddings
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, UpstreamError
@@ -96,22 +97,8 @@ def footnote_default(settings: Settings, api: str, client: str) -> bool:
 async def chat_completions(request: AnyRequest) -> ASGIApp:
     settings, upstream = _parts(request)
     body = validate_chat(parse_json_object(await request.body()), settings)
-    call = prepare_chat(body)
     stream = bool(body.get("stream"))
-    record = request_record(request.scope)
-    record.update(model=body["model"], stream=stream)
-    if settings.log_content:
-        record["messages"] = body["messages"]
-
-    @asynccontextmanager
-    async def open_chunks() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        try:
-            await augment_request(request, call, "openai")
-            record["model"] = call.body["model"]
-            async with open_chat(upstream, settings, call) as chunks:
-                yield chunks
-        finally:
-            _record_stats(record, call)
+    call, record, open_chunks = chat_exchange(request, body, "openai", stream=stream)
 
     def usage() -> dict[str, int]:
         prompt = call.stats.prompt_tokens or 0
@@ -126,6 +113,36 @@ async def chat_completions(request: AnyRequest) -> ASGIApp:
         extra_headers=lambda: sources_header(call),
         extra_fields=call.rag.fields,
     )
+
+
+def chat_exchange(
+    request: AnyRequest, body: dict[str, Any], api: str, *, stream: bool, agent: bool = False
+) -> tuple[ChatCall, dict[str, Any], OpenChunks]:
+    """For a validated chat body: its call, its request-log record, and the opener of its
+    chunks (retrieval and fitting for this request, then the upstream). ``api``: the wire it
+    came in on. ``agent``: an agent's wire (Responses, Messages), whose tools are never traded
+    for passages and whose reasoning goes into items of its own, whatever the chat setting."""
+    settings, upstream = _parts(request)
+    call = prepare_chat(body)
+    call.keep_tools = agent
+    record = request_record(request.scope)
+    record.update(model=body["model"], stream=stream)
+    if settings.log_content:
+        record["messages"] = body["messages"]
+    if agent:
+        settings = dataclasses.replace(settings, reasoning_format="reasoning_content")
+
+    @asynccontextmanager
+    async def open_chunks() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        try:
+            await augment_request(request, call, api)
+            record["model"] = call.body["model"]
+            async with open_chat(upstream, settings, call) as chunks:
+                yield chunks
+        finally:
+            _record_stats(record, call)
+
+    return call, record, open_chunks
 
 
 def _record_stats(record: dict[str, Any], call: ChatCall) -> None:

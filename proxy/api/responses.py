@@ -4,53 +4,30 @@ translates)."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from litestar import post
 from litestar.types import ASGIApp
 
-from proxy.api.openai import AnyRequest, _record_stats, augment_request, sources_header
+from proxy.api.openai import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import OPENAI_RESPONSES, documented
-from proxy.api.requestlog import request_record
 from proxy.api.responders import FramesResponder
 from proxy.api.responses_wire import Encoder, to_chat
 from proxy.api.schemas import parse_json_object, validate_chat
 from proxy.errors import ProxyError
-from proxy.pipeline.chat import open_chat, prepare_chat
 
 
 @post("/v1/responses", status_code=200, operation_class=documented(OPENAI_RESPONSES))
 async def create_response(request: AnyRequest) -> ASGIApp:
-    settings, upstream = request.app.state.settings, request.app.state.upstream
+    settings = request.app.state.settings
     raw = parse_json_object(await request.body())
     chat, wire = to_chat(raw)
     body = validate_chat(chat, settings)
-    call = prepare_chat(body)
-    call.keep_tools = True  # the API of agents (Codex): their tools are never traded for passages
     stream = raw.get("stream") is True
-    record = request_record(request.scope)
-    record.update(model=body["model"], stream=stream)
+    call, record, open_chunks = chat_exchange(request, body, "responses", stream=stream, agent=True)
     if wire.dropped_tools:
         record["tools_not_offered"] = wire.dropped_tools
-    if settings.log_content:
-        record["messages"] = body["messages"]
-    # the wire carries reasoning in items of its own, whatever the chat API's setting
-    split = dataclasses.replace(settings, reasoning_format="reasoning_content")
-
-    @asynccontextmanager
-    async def open_chunks() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        try:
-            await augment_request(request, call, "responses")
-            record["model"] = call.body["model"]
-            async with open_chat(upstream, split, call) as chunks:
-                yield chunks
-        finally:
-            _record_stats(record, call)
-
     return FramesResponder(
         open_chunks,
         ResponsesFrames(Encoder(wire, body["model"])),

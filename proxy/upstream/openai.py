@@ -43,18 +43,10 @@ async def chat_chunks(raw: AsyncIterator[bytes], split_inline_think: bool) -> As
     splitter = ThinkSplitter() if split_inline_think else None
     saw_done = False
 
-    async for data in sse_data(raw):
-        if data.strip() == b"[DONE]":
+    async for chunk in _events(raw):
+        if chunk is None:
             saw_done = True
             break
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("upstream sent an event that is not JSON") from None
-        if not isinstance(chunk, dict):
-            raise UpstreamError("upstream sent an event that is not a JSON object")
-        if "error" in chunk:
-            raise _upstream_error(chunk)
         if chunk_id is None:
             chunk_id = chunk.get("id") or "chatcmpl-" + secrets.token_hex(12)
             created = chunk.get("created") or int(time.time())
@@ -128,8 +120,19 @@ def embed_request(body: dict[str, Any]) -> dict[str, Any]:
 
 async def completion_chunks(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
     """The upstream's ``/v1/completions`` events as they are, up to ``[DONE]``."""
+    async for chunk in _events(raw):
+        if chunk is None:
+            return
+        yield chunk
+    raise UpstreamError("upstream closed the stream before [DONE]")
+
+
+async def _events(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any] | None]:
+    """Each event's JSON object; None for ``[DONE]``. An event that is not a JSON object, or
+    that carries an error, raises."""
     async for data in sse_data(raw):
         if data.strip() == b"[DONE]":
+            yield None
             return
         try:
             chunk = orjson.loads(data)
@@ -140,4 +143,3 @@ async def completion_chunks(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str
         if "error" in chunk:
             raise _upstream_error(chunk)
         yield chunk
-    raise UpstreamError("upstream closed the stream before [DONE]")
