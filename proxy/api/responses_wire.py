@@ -321,28 +321,14 @@ class Encoder:
         item = self._open
         if item is None or item["type"] != "reasoning":
             events += self._close()
-            item = self._opened(
-                {"id": new_id("rs"), "type": "reasoning", "status": "in_progress", "summary": []}
-            )
-            events.append(
-                self._event("response.output_item.added", output_index=item["_index"], item=_public(item))
-            )
-            events.append(
-                self._part_event(
-                    "response.reasoning_summary_part.added", item, part={"type": "summary_text", "text": ""}
-                )
-            )
-            item["_text"] = []
+            item, added = self._opened({"id": new_id("rs"), "type": "reasoning", "summary": []})
+            part = {"type": "summary_text", "text": ""}
+            events += [
+                added,
+                self._of("response.reasoning_summary_part.added", item, summary_index=0, part=part),
+            ]
         item["_text"].append(text)
-        events.append(
-            self._event(
-                "response.reasoning_summary_text.delta",
-                item_id=item["id"],
-                output_index=item["_index"],
-                summary_index=0,
-                delta=text,
-            )
-        )
+        events.append(self._of("response.reasoning_summary_text.delta", item, summary_index=0, delta=text))
         return events
 
     def _text(self, text: str) -> list[dict[str, Any]]:
@@ -350,39 +336,13 @@ class Encoder:
         item = self._open
         if item is None or item["type"] != "message":
             events += self._close()
-            item = self._opened(
-                {
-                    "id": new_id("msg"),
-                    "type": "message",
-                    "role": "assistant",
-                    "status": "in_progress",
-                    "content": [],
-                }
+            item, added = self._opened(
+                {"id": new_id("msg"), "type": "message", "role": "assistant", "content": []}
             )
-            events.append(
-                self._event("response.output_item.added", output_index=item["_index"], item=_public(item))
-            )
-            events.append(
-                self._event(
-                    "response.content_part.added",
-                    item_id=item["id"],
-                    output_index=item["_index"],
-                    content_index=0,
-                    part=_output_text(""),
-                )
-            )
-            item["_text"] = []
+            part = _output_text("")
+            events += [added, self._of("response.content_part.added", item, content_index=0, part=part)]
         item["_text"].append(text)
-        events.append(
-            self._event(
-                "response.output_text.delta",
-                item_id=item["id"],
-                output_index=item["_index"],
-                content_index=0,
-                delta=text,
-                logprobs=[],
-            )
-        )
+        events.append(self._of("response.output_text.delta", item, content_index=0, delta=text, logprobs=[]))
         return events
 
     def _call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
@@ -394,116 +354,69 @@ class Encoder:
             events += self._close()
             name = function.get("name") or ""
             custom = name in self.wire.custom_tools
-            item = self._opened(
+            item, added = self._opened(
                 {
                     "id": new_id("ctc" if custom else "fc"),
                     "type": "custom_tool_call" if custom else "function_call",
-                    "status": "in_progress",
                     "call_id": call.get("id") or new_id("call"),
                     "name": name,
                     **({"input": ""} if custom else {"arguments": ""}),
                 }
             )
-            item["_text"] = []
             self._calls[index] = item
-            events.append(
-                self._event("response.output_item.added", output_index=item["_index"], item=_public(item))
-            )
+            events.append(added)
         pieces = function.get("arguments") or ""
         if pieces and item["status"] != "completed":
             item["_text"].append(pieces)
             if item["type"] == "function_call":
-                events.append(
-                    self._event(
-                        "response.function_call_arguments.delta",
-                        item_id=item["id"],
-                        output_index=item["_index"],
-                        delta=pieces,
-                    )
-                )
+                events.append(self._of("response.function_call_arguments.delta", item, delta=pieces))
         return events
 
-    def _opened(self, item: dict[str, Any]) -> dict[str, Any]:
-        item["_index"] = len(self.output)
+    def _opened(self, item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The item, now the open one, and the event that adds it to the output."""
+        item.update(status="in_progress", _index=len(self.output), _text=[])
         self.output.append(item)
         self._open = item
-        return item
+        return item, self._event(
+            "response.output_item.added", output_index=item["_index"], item=_public(item)
+        )
 
-    def _part_event(self, kind: str, item: dict[str, Any], **fields: Any) -> dict[str, Any]:
-        return self._event(kind, item_id=item["id"], output_index=item["_index"], summary_index=0, **fields)
+    def _of(self, kind: str, item: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """An event about one output item."""
+        return self._event(kind, item_id=item["id"], output_index=item["_index"], **fields)
 
     def _close(self) -> list[dict[str, Any]]:
         item, self._open = self._open, None
         if item is None:
             return []
         text = "".join(item.pop("_text", []))
-        index = item["_index"]
         events = []
         if item["type"] == "reasoning":
             part = {"type": "summary_text", "text": text}
             item["summary"] = [part]
-            events.append(
-                self._event(
-                    "response.reasoning_summary_text.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    summary_index=0,
-                    text=text,
-                )
-            )
-            events.append(self._part_event("response.reasoning_summary_part.done", item, part=part))
+            events.append(self._of("response.reasoning_summary_text.done", item, summary_index=0, text=text))
+            events.append(self._of("response.reasoning_summary_part.done", item, summary_index=0, part=part))
         elif item["type"] == "message":
             item["content"] = [_output_text(text)]
             events.append(
-                self._event(
-                    "response.output_text.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    text=text,
-                    logprobs=[],
-                )
+                self._of("response.output_text.done", item, content_index=0, text=text, logprobs=[])
             )
             events.append(
-                self._event(
-                    "response.content_part.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    part=_output_text(text),
-                )
+                self._of("response.content_part.done", item, content_index=0, part=_output_text(text))
             )
         elif item["type"] == "function_call":
             item["arguments"] = text
             events.append(
-                self._event(
-                    "response.function_call_arguments.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    name=item["name"],
-                    arguments=text,
-                )
+                self._of("response.function_call_arguments.done", item, name=item["name"], arguments=text)
             )
         else:  # a free-form tool: its text is the "input" argument of the function it was offered as
             item["input"] = _custom_input(text)
-            events.append(
-                self._event(
-                    "response.custom_tool_call_input.delta",
-                    item_id=item["id"],
-                    output_index=index,
-                    delta=item["input"],
-                )
-            )
-            events.append(
-                self._event(
-                    "response.custom_tool_call_input.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    input=item["input"],
-                )
-            )
+            events.append(self._of("response.custom_tool_call_input.delta", item, delta=item["input"]))
+            events.append(self._of("response.custom_tool_call_input.done", item, input=item["input"]))
         item["status"] = "completed"
-        events.append(self._event("response.output_item.done", output_index=index, item=_public(item)))
+        events.append(
+            self._event("response.output_item.done", output_index=item["_index"], item=_public(item))
+        )
         return events
 
     # the response object
