@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from proxy.errors import ConfigError
+from proxy.index.chunker import chunk_document, join_chunks
 from proxy.index.db import connect
 from proxy.index.service import IndexService
 from proxy.settings import Settings
+from proxy.types import Document
 from tests.docs import write_folder, write_pdf
 
 
@@ -381,3 +383,27 @@ def test_vectors_written_by_another_process_are_seen(tmp_path: Path) -> None:
     assert [h.path for h in reader.search_vector([0.1, 1.0], 5)] == ["east"]
     reader.close()
     writer.close()
+
+
+def test_a_document_is_rebuilt_from_its_overlapping_chunks(tmp_path: Path) -> None:
+    sentence = "The {n}th valve of the Zephyr line is checked every {n}00 hours, and logged."
+    paragraphs = [" ".join(sentence.format(n=p * 10 + s) for s in range(30)) for p in range(4)]
+    text = "# Valves\n\n" + "\n\n".join(paragraphs) + "\n"
+    chunks = chunk_document(Document(text), 256, 32)
+    assert len(chunks) > 3 and any(b.start < a.end for a, b in zip(chunks, chunks[1:], strict=False))
+    assert join_chunks(chunks) == text.strip()
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "valves.md").write_text(text)
+    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    try:
+        service.indexer.scan(service.indexer.add_collection("notes", folder))
+        assert service.document_text("notes", "valves.md") == text.strip()
+        assert service.document_text("notes", "missing.md") is None
+        stored = service.store.document_chunks("notes", "valves.md")
+        assert stored is not None and [c.ordinal for c in stored] == list(range(len(chunks)))
+        assert service.store.chunk(stored[1].chunk_id) == stored[1]
+        assert service.store.chunk(stored[1].chunk_id, ["notes"]) == stored[1]
+        assert service.store.chunk(stored[1].chunk_id, ["other"]) is None  # filtered in the SQL
+    finally:
+        service.close()

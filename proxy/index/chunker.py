@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from proxy.types import Chunk, Document, Section
 
@@ -95,3 +96,49 @@ def chunk_document(document: Document, target_tokens: int = 256, overlap_tokens:
                 carried += units[back][2]
             i = back
     return chunks
+
+
+class Span(Protocol):
+    """A chunk as stored: its (stripped) text and the span of the document's text it came from."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+
+
+def join_chunks(chunks: Sequence[Span]) -> str:
+    """A document's text rebuilt from its chunks, in order (``chunk_document`` undone): the text
+    two chunks share is kept once. Chunk texts are stripped, so the whitespace between two chunks
+    that do not overlap comes back as one space or a blank line; where a long sentence was cut
+    in two, a space may appear that the document did not have."""
+    parts: list[str] = []
+    covered = 0  # the document's text is rebuilt up to this offset
+    previous, previous_stripped = "", 0
+    for chunk in chunks:
+        text = chunk.text
+        stripped = max(0, chunk.end - chunk.start - len(text))  # whitespace cut from its ends
+        if chunk.start < covered:
+            parts.append(text[_shared_length(previous, chunk, covered) :])
+        else:
+            gap = chunk.start - covered
+            if parts and (gap or previous_stripped or stripped):
+                parts.append("\n\n" if gap > 1 else " ")
+            parts.append(text)
+        covered, previous, previous_stripped = max(covered, chunk.end), text, stripped
+    return "".join(parts)
+
+
+def _shared_length(previous: str, chunk: Span, covered: int) -> int:
+    """How much of ``chunk``'s text repeats the end of the previous chunk's text: the overlap
+    (``covered - chunk.start``) less the whitespace stripped from the chunk's front, found by
+    matching, since only the total stripped from both ends is known."""
+    overlap = covered - chunk.start
+    stripped = max(0, chunk.end - chunk.start - len(chunk.text))
+    tail = previous.rstrip()
+    for lead in range(min(stripped, overlap) + 1):
+        if tail.endswith(chunk.text[: overlap - lead].rstrip()):
+            return overlap - lead
+    return min(overlap, len(chunk.text))

@@ -13,7 +13,7 @@ from typing import Literal
 
 from proxy.errors import ConfigError
 from proxy.index import textsearch
-from proxy.index.chunker import excerpt
+from proxy.index.chunker import excerpt, join_chunks
 from proxy.index.extract import Limits
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer
 from proxy.index.store import Hit, Store, embedding_text, moved_message
@@ -101,6 +101,11 @@ class IndexService:
         """True if ``model`` names this index's embedder: its model name (as ``ragproxy status``
         shows it) or its plugin name (``e5``). Nothing is loaded to decide."""
         return model == self.settings.embedder or model == self.store.embedder()[0]
+
+    def document_text(self, collection: str, path: str) -> str | None:
+        """A document's text, rebuilt from its chunks; None if the index has no such document."""
+        chunks = self.store.document_chunks(collection, path)
+        return None if chunks is None else join_chunks(chunks)
 
     # -- search -----------------------------------------------------------------------------------
     def has_vectors(self) -> bool:

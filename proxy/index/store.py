@@ -549,6 +549,36 @@ class Store:
         self._vectors, self._vectors_version = matrix, version
         return matrix
 
+    # -- reading chunks back ----------------------------------------------------------------------
+    def chunk(self, chunk_id: int, collections: Sequence[str] | None = None) -> Hit | None:
+        """The chunk ``chunk_id`` if it is in one of ``collections`` (None: any), with score 0."""
+        where = self._collection_filter(collections)
+        if where is None:
+            return None
+        clause, ids = where
+        row = (
+            self.reader()
+            .execute(f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id = ?{clause}", (chunk_id, *ids))
+            .fetchone()
+        )
+        return _hit(row, 0.0) if row else None
+
+    def document_chunks(self, collection: str, path: str) -> list[Hit] | None:
+        """Every chunk of the document ``path`` of ``collection``, in order; None if there is no
+        such document."""
+        db = self.reader()
+        document = db.execute(
+            "SELECT d.id FROM documents d JOIN collections k ON k.id = d.collection_id "
+            "WHERE k.name = ? AND d.path = ?",
+            (collection, path),
+        ).fetchone()
+        if document is None:
+            return None
+        rows = db.execute(
+            f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.document_id = ? ORDER BY c.ordinal", (document[0],)
+        )
+        return [_hit(row, 0.0) for row in rows]
+
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         db = self.reader()
