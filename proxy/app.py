@@ -15,7 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp
 
-from proxy.api import anthropic, completions, health, ollama, openai, rag, responses
+from proxy.api import anthropic, completions, health, mcp, ollama, openai, rag, responses
 from proxy.api.requestlog import RequestLogMiddleware
 from proxy.api.security import SecurityMiddleware, check_bind
 from proxy.errors import ProxyError, anthropic_error, error_body, is_anthropic_path
@@ -110,6 +110,8 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
                 watcher.stop()
             service.close()
 
+    mcp_endpoint, mcp_sessions = mcp.http_endpoint(settings)  # one per app: its manager runs once
+
     return Litestar(
         route_handlers=[
             openai.chat_completions,
@@ -125,8 +127,9 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             ollama.router,
             health.healthz,
             health.readyz,
+            mcp_endpoint,
         ],
-        lifespan=[upstream_client, live_index],
+        lifespan=[upstream_client, live_index, mcp_sessions],
         state=State({"settings": settings}),
         exception_handlers={
             ProxyError: _proxy_error,

@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--mode", choices=("hybrid", "keyword", "vector"), default="hybrid")
     status = _command(commands, "status", "Show what the index holds and what is pending or skipped.")
     status.add_argument("--json", action="store_true", help="JSON output.")
+    mcp = _command(
+        commands,
+        "mcp",
+        "Serve the index to MCP clients (editors, agents) over stdio: tools search, fetch and "
+        "list_collections. No API key: whoever can start it can read the index file.",
+    )
     service = _command(
         commands, "service", "Install ragproxy as a systemd service from the current settings."
     )
@@ -124,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "hash-key", help="Print the hash of an API key, to store in the config file instead of the key."
     )
     hash_key.add_argument("key", nargs="?", help="The key (default: read from standard input).")
-    for sub in (serve, index, search, status, service):
+    for sub in (serve, index, search, status, mcp, service):
         _add_setting_flags(sub)
     return parser
 
@@ -201,7 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from proxy import commands
 
-        run: dict[str, Any] = {"index": commands.index, "search": commands.search, "status": commands.status}
+        run: dict[str, Any] = {
+            "index": commands.index,
+            "search": commands.search,
+            "status": commands.status,
+            "mcp": commands.mcp,
+        }
         return int(run[args.command](settings, args))
     except ConfigError as exc:
         print(f"ragproxy: error: {exc}", file=sys.stderr)

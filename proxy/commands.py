@@ -1,4 +1,4 @@
-"""``ragproxy index``, ``search`` and ``status``."""
+"""``ragproxy index``, ``search``, ``status`` and ``mcp``."""
 
 from __future__ import annotations
 
@@ -140,4 +140,26 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         )
         for skip in c["skipped"]:
             print(f"  skipped {skip['path']}: {skip['reason']}")
+    return 0
+
+
+def mcp(settings: Settings, args: argparse.Namespace) -> int:
+    """MCP over stdio, for the editor or agent that starts it: the index as it is (no watcher, no
+    embedding), every collection. No API key: whoever can start this process can read the index
+    file itself. Standard output carries the protocol, so logs go to standard error."""
+    from proxy.api.mcp import build_mcp
+
+    configure_logging("warning", sys.stderr)
+    if not settings.db_path.exists():
+        print(
+            f"ragproxy: error: no index at {settings.db_path}; build one with 'ragproxy index DIR'",
+            file=sys.stderr,
+        )
+        return 2
+    service = IndexService(settings)
+    try:
+        service.has_vectors()  # loads the embedder before the first question
+        build_mcp(lambda ctx: (service, None), top_k=settings.top_k).run("stdio")
+    finally:
+        service.close()
     return 0

@@ -214,7 +214,8 @@ async def _preflight(send: Send, origin: str) -> None:
         (
             b"access-control-allow-headers",
             b"authorization, content-type, x-api-key, x-request-id, "
-            b"x-rag, x-rag-collections, x-rag-top-k, x-rag-footnote",
+            b"x-rag, x-rag-collections, x-rag-top-k, x-rag-footnote, "
+            b"mcp-protocol-version, mcp-method, mcp-name",
         ),
         (b"access-control-max-age", b"600"),
         (b"vary", b"Origin"),
