@@ -5,6 +5,7 @@ APIs."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
@@ -93,9 +94,11 @@ class Collections(BaseModel):
 
 def build_mcp(access: Access, *, top_k: int = 5) -> MCPServer:
     """The MCP server with its tools; ``access`` says, per call, what the caller may read."""
-    # log_level: MCPServer configures the root logger; WARNING keeps it as quiet as Python's
-    # default (stdout stays free for the stdio transport, and the server's own log is structlog)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     server = MCPServer("ragproxy", instructions=INSTRUCTIONS, log_level="WARNING")
+    # MCPServer configures the root logger (a handler on stderr); ragproxy's logging is its own
+    root.handlers[:], root.level = handlers, level
 
     @server.tool(annotations=READ_ONLY, structured_output=True)
     def search(
