@@ -48,6 +48,17 @@ def wait_ready(url: str, process: subprocess.Popen[bytes] | None = None, timeout
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 10 s (llama-server finishes the prompt
+    batch it is reading first, which on a long prompt takes longer)."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class Server:
     url: str
@@ -86,8 +97,7 @@ def llama_server(*extra: str, slots: int = 2) -> Iterator[Server]:
         wait_ready(f"http://127.0.0.1:{port}/health", process)
         yield Server(f"http://127.0.0.1:{port}", process)
     finally:
-        process.terminate()
-        process.wait(10)
+        stop(process)
 
 
 @contextmanager
@@ -99,8 +109,7 @@ def fake_ollama(llama_url: str) -> Iterator[Server]:
         wait_ready(f"http://127.0.0.1:{port}/", process)
         yield Server(f"http://127.0.0.1:{port}", process)
     finally:
-        process.terminate()
-        process.wait(10)
+        stop(process)
 
 
 @contextmanager

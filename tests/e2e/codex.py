@@ -52,8 +52,9 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragp
 # on 8192 tokens, so llama-server stretches it with YaRN (without, it caps the slot at 8192).
 CONTEXT = 32768
 LLAMA_ARGS = ("-c", str(CONTEXT), "--rope-scaling", "yarn", "--rope-scale", "4", "--yarn-orig-ctx", "8192")
-# Two shared cores: reading Codex's prompt takes the tiny model a minute or two.
-CODEX_TIMEOUT = 1200.0
+# Two shared cores: reading Codex's prompt (about 9,400 tokens) took the tiny model four minutes
+# on a quiet machine and the answer one or two more; a busy machine takes several times longer.
+CODEX_TIMEOUT = 1800.0
 
 
 @dataclass
@@ -109,7 +110,9 @@ def codex_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_codex(command: str, home: Path, workdir: Path, result: Result) -> list[dict[str, Any]]:
+def run_codex(
+    command: str, home: Path, workdir: Path, timeout: float, result: Result
+) -> list[dict[str, Any]]:
     """``codex exec --json`` with QUESTION: its events (also saved), its answer and exit code."""
     events_file, last_file = OUTPUT / "codex-events.jsonl", OUTPUT / "codex-last-message.txt"
     last_file.unlink(missing_ok=True)
@@ -117,19 +120,23 @@ def run_codex(command: str, home: Path, workdir: Path, result: Result) -> list[d
     args += ["--sandbox", "read-only", "--color", "never", "-o", str(last_file), QUESTION]
     started = time.monotonic()
     with events_file.open("wb") as out, (OUTPUT / "codex-stderr.log").open("wb") as err:
+        # Its own session: the npm launcher runs the real binary as a child, and a timeout must
+        # stop both, so the connection to ragproxy closes and the upstream stops generating.
+        process = subprocess.Popen(
+            args,
+            env=codex_env(home),
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
         try:
-            process = subprocess.run(
-                args,
-                env=codex_env(home),
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                timeout=CODEX_TIMEOUT,
-            )
-            result.exit_code = process.returncode
+            result.exit_code = process.wait(timeout)
         except subprocess.TimeoutExpired:
-            result.notes.append(f"codex exec still running after {CODEX_TIMEOUT:.0f} s: stopped")
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            result.notes.append(f"codex exec still running after {timeout:.0f} s: stopped")
     result.seconds = time.monotonic() - started
     events = []
     for line in events_file.read_bytes().splitlines():
@@ -180,6 +187,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--codex", default=str(CACHE / "npm" / "node_modules" / ".bin" / "codex"))
+    parser.add_argument("--timeout", type=float, default=CODEX_TIMEOUT, help="seconds for codex exec")
     args = parser.parse_args()
     # A plain SIGTERM would skip the clean-ups and leave llama-server running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -211,7 +219,7 @@ def main() -> int:
         home.mkdir()
         workdir.mkdir()
         (home / "config.toml").write_text(codex_config(proxy), encoding="utf-8")
-        events = run_codex(args.codex, home, workdir, result)
+        events = run_codex(args.codex, home, workdir, args.timeout, result)
         read_events(events, result)
         result.canary_upstream = any(CANARY in body for body in upstream_bodies(ollama.url))
     result.responses_logged = responses_records(proxy_log)
