@@ -190,3 +190,137 @@ def test_keys_as_x_api_key_and_errors_in_anthropic_shape(keyed: str, proxy_ollam
         proxy_ollama + "/v1/messages", content=b"{", headers={"content-type": "application/json"}
     )
     assert raw.status_code == 400 and raw.json()["type"] == "error"
+
+
+# -- Claude Code's own request shapes (recorded from Claude Code 2.1 in print mode) -----------------
+CLAUDE_CODE_HEADERS = {
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,"
+    "mid-conversation-system-2026-04-07,effort-2025-11-24,structured-outputs-2025-12-15",
+    "anthropic-dangerous-direct-browser-access": "true",
+    "x-app": "cli",
+    "user-agent": "claude-cli/2.1.197 (external, sdk-cli)",
+    "authorization": "Bearer unused",
+}
+CLAUDE_CODE_SYSTEM = [
+    {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197.d55; cc_entrypoint=sdk-cli;"},
+    {
+        "type": "text",
+        "text": "You are a Claude agent, built on Anthropic's Claude Agent SDK.",
+        "cache_control": {"type": "ephemeral"},
+    },
+]
+REMINDER = (
+    "<system-reminder>\nAs you answer the user's questions, you can use the following context:\n"
+    "# currentDate\nToday's date is 2026-12-02.\n</system-reminder>\n\n"
+)
+TITLE_SCHEMA = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}},
+    "required": ["title"],
+    "additionalProperties": False,
+}
+
+
+def test_claude_codes_session_title_request_sends_its_schema_upstream(
+    proxy_ollama: str, upstream_log: UpstreamLog
+) -> None:
+    """Claude Code asks for its session title as structured output (``output_config.format``):
+    the schema constrains the upstream (Ollama's ``format``), so the reply is the JSON it parses."""
+    body = {
+        "model": CHAT_MODEL,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "<session>\nWhat is 2+2?\n</session>\n\nWrite the title."}
+                ],
+            }
+        ],
+        "system": [*CLAUDE_CODE_SYSTEM, {"type": "text", "text": 'Return JSON with a single "title" field.'}],
+        "tools": [],
+        "metadata": {"user_id": '{"device_id":"0","account_uuid":"","session_id":"0"}'},
+        "max_tokens": 16,
+        "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": TITLE_SCHEMA}},
+        "temperature": 0,
+    }
+    reply = httpx.post(
+        proxy_ollama + "/v1/messages?beta=true", json=body, headers=CLAUDE_CODE_HEADERS, timeout=120
+    )
+    assert reply.status_code == 200, reply.text
+    assert upstream_log.requests("/api/chat")[-1]["body"]["format"] == TITLE_SCHEMA
+    assert reply.json()["content"][0]["text"].lstrip().startswith("{")
+
+
+def test_claude_codes_turn_after_a_tool_call(proxy_ollama: str, upstream_log: UpstreamLog) -> None:
+    """The second request of a turn in which the model called Read: the reminder block, a
+    mid-conversation system message, ragproxy's own thinking block (with its signature) echoed
+    back, and the tool result, each with Claude Code's cache markers."""
+    body = {
+        "model": CHAT_MODEL,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": REMINDER},
+                    {"type": "text", "text": "What is in notes.txt?"},
+                ],
+            },
+            {"role": "system", "content": "Available agent types for the Agent tool: none."},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "I should read it.", "signature": "ragproxy"},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": "Read",
+                        "input": {"file_path": "/w/notes.txt"},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "tool_use_id": "toolu_1",
+                        "type": "tool_result",
+                        "content": "1\tZephyr notes here\n2\t",
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+            },
+        ],
+        "system": CLAUDE_CODE_SYSTEM,
+        "tools": [
+            {
+                "name": "Read",
+                "description": "Reads a file from the local filesystem.",
+                "input_schema": {
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "type": "object",
+                    "properties": {"file_path": {"type": "string"}},
+                    "required": ["file_path"],
+                    "additionalProperties": False,
+                },
+            }
+        ],
+        "metadata": {"user_id": '{"device_id":"0","account_uuid":"","session_id":"0"}'},
+        "max_tokens": 8,
+        "thinking": {"type": "adaptive"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high"},
+        "stream": True,
+        "temperature": 0,
+    }
+    reply = httpx.post(
+        proxy_ollama + "/v1/messages?beta=true", json=body, headers=CLAUDE_CODE_HEADERS, timeout=120
+    )
+    assert reply.status_code == 200, reply.text
+    events = [line[7:] for line in reply.text.splitlines() if line.startswith("event: ")]
+    assert events[0] == "message_start" and events[-1] == "message_stop" and "error" not in events
+    messages = upstream_log.requests("/api/chat")[-1]["body"]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "system", "assistant", "tool"]
+    assert messages[3]["tool_calls"][0]["function"]["name"] == "Read"
+    assert messages[4]["content"] == "1\tZephyr notes here\n2\t"
+    assert "I should read it." not in orjson.dumps(messages).decode()

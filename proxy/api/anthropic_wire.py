@@ -66,6 +66,8 @@ def to_chat(body: dict[str, Any], default_model: str) -> tuple[dict[str, Any], W
         chat["top_k"] = body["top_k"]
     if body.get("stop_sequences") is not None:
         chat["stop"] = body["stop_sequences"]
+    if (response_format := _response_format(body)) is not None:
+        chat["response_format"] = response_format
     tools = _tools(body.get("tools"), wire)
     if tools:
         chat["tools"] = tools
@@ -81,6 +83,18 @@ def to_chat(body: dict[str, Any], default_model: str) -> tuple[dict[str, Any], W
             if choice.get("disable_parallel_tool_use") is True:
                 chat["parallel_tool_calls"] = False
     return chat, wire
+
+
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Structured outputs: ``output_config.format`` (Claude Code's titles and ``--json-schema``)
+    or the beta's ``output_format``, ``{"type": "json_schema", "schema": ...}``."""
+    config = body.get("output_config")
+    form = (config.get("format") if isinstance(config, dict) else None) or body.get("output_format")
+    if not isinstance(form, dict) or form.get("type") != "json_schema":
+        return None
+    if not isinstance(form.get("schema"), dict):
+        raise BadRequest("'output_config.format.schema' must be a JSON schema object")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": form["schema"]}}
 
 
 def _system_text(system: Any, where: str) -> str:
