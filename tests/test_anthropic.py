@@ -214,6 +214,18 @@ REMINDER = (
     "<system-reminder>\nAs you answer the user's questions, you can use the following context:\n"
     "# currentDate\nToday's date is 2026-12-02.\n</system-reminder>\n\n"
 )
+# Claude Code puts the project's CLAUDE.md into the first user message, in such a block
+PROJECT_REMINDER = (
+    "<system-reminder>\nAs you answer the user's questions, you can use the following context:\n"
+    "# claudeMd\nCodebase and user instructions are shown below. Be sure to adhere to these "
+    "instructions.\n\nContents of /home/me/project/CLAUDE.md (project instructions, checked into "
+    "the codebase):\n\n# Project notes\n\n"
+    "- Run the unit tests with `make test` before every commit; keep the linters clean.\n"
+    "- Write commit messages in the imperative mood and keep each commit small.\n"
+    "- Prefer small functions whose names say what they return.\n"
+    "- Never log secrets or personal data; read settings in one place.\n"
+    "# currentDate\nToday's date is 2026-12-02.\n</system-reminder>\n"
+)
 TITLE_SCHEMA = {
     "type": "object",
     "properties": {"title": {"type": "string"}},
@@ -324,3 +336,32 @@ def test_claude_codes_turn_after_a_tool_call(proxy_ollama: str, upstream_log: Up
     assert messages[3]["tool_calls"][0]["function"]["name"] == "Read"
     assert messages[4]["content"] == "1\tZephyr notes here\n2\t"
     assert "I should read it." not in orjson.dumps(messages).decode()
+
+
+def test_claude_codes_reminder_blocks_are_not_searched(rag_proxy: str, upstream_log: UpstreamLog) -> None:
+    """The question is searched without the harness's reminder (the project's CLAUDE.md and the
+    date), which stays in the prompt: searched with it, the question found nothing."""
+    upstream_log.clear()
+    body = {
+        "model": CHAT_MODEL,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": PROJECT_REMINDER},
+                    {"type": "text", "text": QUESTION, "cache_control": {"type": "ephemeral"}},
+                ],
+            }
+        ],
+        "system": CLAUDE_CODE_SYSTEM,
+        "max_tokens": 4,
+        "thinking": {"type": "adaptive"},
+        "stream": True,
+        "temperature": 0,
+    }
+    reply = httpx.post(
+        rag_proxy + "/v1/messages?beta=true", json=body, headers=CLAUDE_CODE_HEADERS, timeout=120
+    )
+    assert reply.status_code == 200, reply.text
+    sent = orjson.dumps(upstream_log.requests("/api/chat")[-1]["body"]["messages"]).decode()
+    assert CANARY in sent and "make test" in sent

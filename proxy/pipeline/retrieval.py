@@ -233,12 +233,18 @@ class Query:
     weight: float  # a chunk's score from this query counts this much
 
 
+# What an agent's harness writes into the user's message for the model, not the user's words:
+# Claude Code's <system-reminder> blocks (the date, the project's CLAUDE.md, open files). A
+# question searched together with a whole CLAUDE.md finds nothing.
+_HARNESS_BLOCK = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+
+
 def search_queries(messages: Sequence[Mapping[str, Any]]) -> list[Query]:
     """What to search for: the last user message; in a conversation also the previous user
     message with it, and the previous one alone, a little lower, so a follow-up of any length
     ("and how long does that last?", "能详细说说吗？") finds what the conversation is about.
     Each is searched and gated on its own and the rankings merged. No extra LLM call."""
-    users = [message_text(m).strip() for m in messages if m.get("role") == "user"]
+    users = [_HARNESS_BLOCK.sub("", message_text(m)).strip() for m in messages if m.get("role") == "user"]
     users = [text for text in users if text]
     if not users:
         return []
