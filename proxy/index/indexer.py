@@ -416,6 +416,7 @@ class EmbeddingWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.embedded = 0  # chunks given vectors since start (read as a throughput counter)
 
     def notify(self) -> None:
         self._wake.set()
@@ -440,6 +441,7 @@ class EmbeddingWorker:
             vectors = self.embedder.embed_documents([p.text for p in missing])
             cached.update((p.content_hash, pack(v)) for p, v in zip(missing, vectors, strict=True))
         written = self.store.store_vectors(model, [(p, cached[p.content_hash]) for p in pending])
+        self.embedded += written
         if written < len(pending):  # chunks replaced meanwhile: skip them next time round
             log.debug("embed.stale", count=len(pending) - written)
         return len(pending)

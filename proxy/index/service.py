@@ -79,6 +79,10 @@ class IndexService:
             self._worker = EmbeddingWorker(self.store, embedder)
         return self._worker
 
+    def embedded_chunks(self) -> int:
+        """Chunks the embedding worker gave vectors since start (0 before it exists)."""
+        return self._worker.embedded if self._worker is not None else 0
+
     def _changed(self) -> None:
         if self._worker is not None:
             self._worker.notify()

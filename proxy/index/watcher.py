@@ -47,6 +47,7 @@ class FolderWatcher:
         self._thread: threading.Thread | None = None
         self.idle = threading.Event()  # set whenever nothing is queued or being applied
         self.storms = 0  # times the queue overflowed into a rescan
+        self.rescans = 0  # collections scanned whole: at start, after a storm or .gitignore change, verifying
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -82,6 +83,11 @@ class FolderWatcher:
             self._observer.join(10)
         if self._thread is not None:
             self._thread.join(30)
+
+    def queue_depth(self) -> int:
+        """Changes waiting for their debounce or for the thread that applies them."""
+        with self._cond:
+            return len(self._pending)
 
     # -- events -----------------------------------------------------------------------------------
     def queue(self, kind: str, path: Path, dest: Path | None = None) -> None:
@@ -136,6 +142,7 @@ class FolderWatcher:
                 for name in sorted(rescan):
                     collection = self.indexer.collections[name]
                     report = self.indexer.scan(collection, verify=verify)
+                    self.rescans += 1
                     log.info("watch.verified" if verify else "watch.scanned", collection=name, **vars(report))
                 for path, change in ready:
                     self._apply(path, change)
