@@ -23,11 +23,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """The upstream answers."""
     upstream: Upstream = request.app.state.upstream
     try:
-        if upstream.api == "ollama":
-            info = await upstream.get_json("/api/version")
-        else:
-            models = await upstream.get_json("/v1/models")
-            info = {"models": len(models.get("data") or ())}
+        info = await upstream.probe()
     except ProxyError as exc:
         body = UpstreamOverloaded(f"not ready: {exc.message}", code=exc.code).body()
         return Response(body, status_code=503)

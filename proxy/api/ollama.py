@@ -230,6 +230,7 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
                 prompt_tokens=stats.prompt_tokens,
                 completion_tokens=stats.completion_tokens,
                 finish_reason=stats.finish_reason,
+                upstream_wait_ms=stats.upstream_wait_ms,
                 truncated=stats.truncated or None,
                 **call.rag.record(),
             )

@@ -15,7 +15,7 @@ import orjson
 
 from proxy.errors import BadRequest, UpstreamError
 from proxy.pipeline import retrieval
-from proxy.pipeline.chat import ChatCall, check_truncation, open_chat
+from proxy.pipeline.chat import ChatCall, check_truncation, open_chat, timed_first
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
 from proxy.upstream.ollama import json_lines
@@ -117,8 +117,9 @@ async def relay(
     upstream: Upstream, path: str, body: dict[str, Any], call: ChatCall, kind: str
 ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
     """The upstream's lines, the footnote added as one more line before the ``done`` line."""
+    sent = time.perf_counter()
     async with upstream.stream(path, {**body, "stream": True}, deadline=call.deadline(upstream)) as raw:
-        yield _relayed(raw, call, kind)
+        yield _relayed(timed_first(raw, sent, call.stats), call, kind)
 
 
 async def _relayed(raw: AsyncIterator[bytes], call: ChatCall, kind: str) -> AsyncIterator[dict[str, Any]]:

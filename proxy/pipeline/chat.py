@@ -311,10 +311,11 @@ async def open_chat(
 
     sent = time.perf_counter()
     async with upstream.stream(path, request, deadline=call.deadline(upstream)) as raw:
-        yield _rendered(parse(_timed_first(raw, sent, call.stats)), settings, call)
+        yield _rendered(parse(timed_first(raw, sent, call.stats)), settings, call)
 
 
-async def _timed_first(raw: AsyncIterator[bytes], sent: float, stats: ChatStats) -> AsyncIterator[bytes]:
+async def timed_first(raw: AsyncIterator[bytes], sent: float, stats: ChatStats) -> AsyncIterator[bytes]:
+    """The upstream's bytes, noting how long after ``sent`` (``time.perf_counter()``) the first came."""
     async for chunk in raw:
         if stats.upstream_wait_ms is None:
             stats.upstream_wait_ms = round((time.perf_counter() - sent) * 1000, 2)

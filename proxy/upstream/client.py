@@ -46,9 +46,32 @@ class Upstream:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=32),
             transport=transport,
         )
+        # What the last exchange said of the upstream: True (it answered), False (no connection,
+        # or HTTP 5xx), None (nothing asked yet); and when, in time.monotonic().
+        self.up: bool | None = None
+        self.seen_at = 0.0
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    def _saw(self, up: bool) -> None:
+        self.up, self.seen_at = up, time.monotonic()
+
+    async def probe(self, deadline: float | None = None) -> dict[str, Any]:
+        """A cheap question (Ollama's version, or the model list) that says whether it answers;
+        no answer by ``deadline`` counts as down."""
+        try:
+            return await self._probe(deadline)
+        except UpstreamTimeout:
+            self._saw(False)
+            raise
+
+    async def _probe(self, deadline: float | None) -> dict[str, Any]:
+        if self.api == "ollama":
+            info: dict[str, Any] = await self.get_json("/api/version", deadline=deadline)
+            return info
+        models = await self.get_json("/v1/models", deadline=deadline)
+        return {"models": len(models.get("data") or ())}
 
     def first_byte_deadline(self, since: float | None = None) -> float:
         """When the first byte must have come back for a request that arrived at ``since``
@@ -75,7 +98,9 @@ class Upstream:
         except TimeoutError:
             raise UpstreamTimeout(f"upstream did not answer {path} in {round(limit, 2):g} s") from None
         except httpx.HTTPError as exc:
+            self._saw(False)
             raise map_transport_error(exc, self.settings.upstream_base) from None
+        self._saw(response.status_code < 500)
         if response.status_code >= 400:
             raise map_status(response.status_code, response.content, response.headers)
         try:
@@ -107,7 +132,9 @@ class Upstream:
         except TimeoutError:
             raise timed_out from None
         except httpx.HTTPError as exc:
+            self._saw(False)
             raise map_transport_error(exc, self.settings.upstream_base) from None
+        self._saw(response.status_code < 500)
         try:
             if response.status_code >= 400:
                 with anyio.move_on_after(self.settings.idle_timeout):
