@@ -15,7 +15,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp
 
-from proxy.api import anthropic, completions, health, mcp, ollama, openai, rag, responses
+from proxy.api import anthropic, completions, health, mcp, metrics, ollama, openai, rag, responses
+from proxy.api.metrics import Metrics
 from proxy.api.requestlog import RequestLogMiddleware
 from proxy.api.security import SecurityMiddleware, check_bind
 from proxy.errors import ProxyError, anthropic_error, error_body, is_anthropic_path
@@ -88,6 +89,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
         """With --docs: index the folders (a reconciliation scan first) and keep them current.
         Without, an index built before (``ragproxy index``) is searched as it is."""
         app.state.index = None
+        app.state.watcher = None
         app.state.windows = WindowCache()
         if not settings.docs and not settings.db_path.exists():
             log.info("index.none", db=str(settings.db_path))
@@ -101,16 +103,20 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
                 service.worker.start()
                 watcher = FolderWatcher(service.indexer, verify_every=settings.verify_interval * 3600)
                 watcher.start()
+                app.state.watcher = watcher
             else:
                 await anyio.to_thread.run_sync(service.has_vectors)  # loads the embedder before any question
             app.state.index = service
             yield
         finally:
+            app.state.index = app.state.watcher = None
             if watcher is not None:
                 watcher.stop()
             service.close()
 
     mcp_endpoint, mcp_sessions = mcp.http_endpoint(settings)  # one per app: its manager runs once
+    state = State({"settings": settings})
+    state.metrics = Metrics(state)
 
     return Litestar(
         route_handlers=[
@@ -127,10 +133,11 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             ollama.router,
             health.healthz,
             health.readyz,
+            metrics.metrics,
             mcp_endpoint,
         ],
         lifespan=[upstream_client, live_index, mcp_sessions],
-        state=State({"settings": settings}),
+        state=state,
         exception_handlers={
             ProxyError: _proxy_error,
             HTTPException: _http_error,
@@ -146,6 +153,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
 
 def create_asgi(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> ASGIApp:
     """The app as served: every request, routed or not, gets its log line and request id, and
-    passes the Host, CORS and API key checks."""
+    passes the Host, CORS and API key checks, and is counted in the app's metrics."""
     check_bind(settings)
-    return RequestLogMiddleware(SecurityMiddleware(create_app(settings, transport), settings))
+    app = create_app(settings, transport)
+    return RequestLogMiddleware(SecurityMiddleware(app, settings), app.state.metrics)

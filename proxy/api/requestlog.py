@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.logging import get_logger
+
+if TYPE_CHECKING:
+    from proxy.api.metrics import Metrics
 
 log = get_logger("ragproxy.request")
 RECORD_KEY = "ragproxy_record"
@@ -21,8 +24,9 @@ def request_record(scope: Scope) -> dict[str, Any]:
 
 
 class RequestLogMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # type: ignore[comparison-overlap]
@@ -59,4 +63,8 @@ class RequestLogMiddleware:
                 fields["first_byte_ms"] = round((first_byte - started) * 1000, 2)
             fields.update(record)
             log.info("request", **fields)
+            if self.metrics is not None:
+                self.metrics.observe(
+                    scope, status, None if first_byte is None else first_byte - started, record
+                )
             structlog.contextvars.unbind_contextvars("request_id")

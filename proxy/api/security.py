@@ -20,6 +20,7 @@ SCOPE_KEY = "ragproxy_collections"  # in scope["state"]: the collections a key m
 HASH_PREFIX = "sha256:"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 OPEN_PATHS = ("/healthz",)  # liveness probes need no key
+LOOPBACK_OPEN_PATHS = ("/metrics",)  # scrapers on the same machine need no key either
 TARGET_AUTHORITY = "ragproxy.target_authority"  # in scope["extensions"], set by server.py
 
 
@@ -88,6 +89,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def key_required(path: str, host: str, has_keys: bool) -> bool:
+    """Whether a request for ``path`` must present a key, on a server listening on ``host``:
+    keys apply everywhere but liveness, and but the metrics while only this machine can connect
+    (a scraper beyond it sends a key like any client)."""
+    if not has_keys or path in OPEN_PATHS:
+        return False
+    return not (path in LOOPBACK_OPEN_PATHS and is_loopback(host))
+
+
 def check_bind(settings: Settings) -> None:
     """Listening beyond this machine without keys would hand the documents to the network."""
     if not is_loopback(settings.host) and not settings.api_keys:
@@ -101,6 +111,7 @@ class SecurityMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.keys = parse_keys(settings.api_keys)
+        self.bound = settings.host
         hosts = {*LOOPBACK_NAMES, *(h.lower() for h in settings.allowed_hosts)}
         if settings.host not in ("0.0.0.0", "::"):
             hosts.add(settings.host.lower())
@@ -133,7 +144,7 @@ class SecurityMiddleware:
         ):
             await _preflight(send, allowed_origin)
             return
-        if self.keys and path not in OPEN_PATHS:
+        if key_required(path, self.bound, bool(self.keys)):
             key = _presented_key(headers)
             if key is None:
                 await _reject(send, 401, "missing API key", "authentication_error", ollama, "missing_api_key")
