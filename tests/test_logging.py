@@ -20,14 +20,14 @@ from proxy.settings import Settings
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    handlers, level, config = list(root.handlers), root.level, structlog.get_config()
     out = io.StringIO()
     configure_logging("info", out)
     try:
         yield out
-    finally:
+    finally:  # the configuration of the other tests, as it was
         root.handlers[:], root.level = handlers, level
-        structlog.reset_defaults()
+        structlog.configure(**config)
 
 
 def lines(out: io.StringIO) -> list[dict[str, Any]]:
