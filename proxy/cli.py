@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy.errors import ConfigError
+from proxy.index.db import Error as DatabaseError
+from proxy.index.db import database_message
 from proxy.settings import ENV_PREFIX, Settings, load_settings, setting_fields
 
 
@@ -216,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(run[args.command](settings, args))
     except ConfigError as exc:
         print(f"ragproxy: error: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseError as exc:  # one line, not a traceback: what is wrong and what to do
+        print(f"ragproxy: error: {database_message(settings.db_path, exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

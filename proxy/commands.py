@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from proxy.index.indexer import ScanReport
-from proxy.index.service import IndexService
+from proxy.index.service import IndexService, open_index
 from proxy.logging import configure_logging
 from proxy.settings import Settings
 
@@ -79,7 +79,7 @@ def _scanned(name: str, report: ScanReport) -> str:
 
 def search(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging("warning", sys.stderr)
-    service = IndexService(settings)
+    service = open_index(settings)
     try:
         hits = service.search(args.query, args.k, args.collection, args.mode)
     finally:
@@ -114,7 +114,7 @@ def _hit_json(hit: Any) -> dict[str, Any]:
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging("warning", sys.stderr)
-    service = IndexService(settings)
+    service = open_index(settings)
     try:
         info = service.store.status()
     finally:
@@ -150,13 +150,7 @@ def mcp(settings: Settings, args: argparse.Namespace) -> int:
     from proxy.api.mcp import build_mcp
 
     configure_logging("warning", sys.stderr)
-    if not settings.db_path.exists():
-        print(
-            f"ragproxy: error: no index at {settings.db_path}; build one with 'ragproxy index DIR'",
-            file=sys.stderr,
-        )
-        return 2
-    service = IndexService(settings)
+    service = open_index(settings)
     try:
         service.has_vectors()  # loads the embedder before the first question
         build_mcp(lambda ctx: (service, None), top_k=settings.top_k).run("stdio")

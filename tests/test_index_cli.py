@@ -87,3 +87,24 @@ def test_verify_finds_an_edit_that_kept_size_and_mtime(tmp_path: Path) -> None:
     assert (found("QUOKKA"), found("WOMBAT")) == ([], ["note.md"])
     again = ragproxy("index", "--verify", str(root), "--db", db)
     assert "; 2 verified, 0 changed" in again.stderr
+
+
+def test_status_and_search_never_create_an_index(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "index.db"
+    for args in (["status"], ["search", "anything"], ["status", "--json"]):
+        result = ragproxy(*args, "--db", str(db))
+        assert result.returncode == 2, result.stderr
+        assert f"no index at {db}" in result.stderr and "ragproxy index" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_status_and_search_on_a_corrupt_index(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    db.write_bytes(b"garbage, not SQLite " * 500)
+    for args in (["status"], ["search", "anything"]):
+        result = ragproxy(*args, "--db", str(db))
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+        assert f"the index at {db} cannot be read (file is not a database)" in result.stderr
+        assert "ragproxy index" in result.stderr

@@ -39,3 +39,12 @@ def connect(path: str | Path, *, readonly: bool = False) -> Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def database_message(path: Path, exc: Exception) -> str:
+    """What is wrong with the index file and what to do, in one line."""
+    return (
+        f"the index at {path} cannot be read ({str(exc) or type(exc).__name__}): check that this user "
+        "may read and write it; if it is damaged, move it aside and rebuild it with "
+        "'ragproxy index DIR' (or 'ragproxy serve --docs DIR')"
+    )

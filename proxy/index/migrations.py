@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from proxy.errors import ConfigError
 from proxy.index.db import Connection
 
 
@@ -100,3 +101,19 @@ def migrate(db: Connection) -> list[str]:
             raise
         done.append(name)
     return done
+
+
+def check_schema(db: Connection, path: object) -> None:
+    """For a read-only open: the file is a ragproxy index with every migration applied."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "_migrations" not in tables:
+        raise ConfigError(
+            f"{path} is not a ragproxy index: point --db at the index file, or build one with "
+            "'ragproxy index DIR'"
+        )
+    applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    if any(name not in applied for name, _ in MIGRATIONS):
+        raise ConfigError(
+            f"the index at {path} was made by an older ragproxy: update it with 'ragproxy index DIR' "
+            "or 'ragproxy serve --docs DIR'"
+        )

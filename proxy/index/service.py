@@ -37,9 +37,12 @@ def make_embedder(settings: Settings) -> Embedder:
 
 
 class IndexService:
-    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, settings: Settings, embedder: Embedder | None = None, *, readonly: bool = False
+    ) -> None:
+        """``readonly``: search an index that exists as it is (``open_index``)."""
         self.settings = settings
-        self.store = Store(settings.db_path)
+        self.store = Store(settings.db_path, readonly=readonly)
         self._embedder = embedder
         self.indexer = Indexer(
             self.store,
@@ -282,6 +285,18 @@ def reciprocal_rank_fusion(
             hits.setdefault(hit.chunk_id, hit)
     order = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)
     return [dataclasses.replace(hits[i], score=round(scores[i], 6)) for i in order]
+
+
+def open_index(settings: Settings) -> IndexService:
+    """The index as it is, read-only, for ``search``, ``status`` and ``mcp``: a missing file is
+    an error that says how to make one, never an empty index created in its place."""
+    path = settings.db_path
+    if not path.is_file():
+        raise ConfigError(
+            f"no index at {path}: build one with 'ragproxy index DIR' or 'ragproxy serve --docs DIR', "
+            "or point --db at an existing one"
+        )
+    return IndexService(settings, readonly=True)
 
 
 def check_folders(settings: Settings) -> None:

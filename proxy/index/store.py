@@ -18,7 +18,7 @@ from typing import Any
 from proxy.errors import ConfigError
 from proxy.index import textsearch
 from proxy.index.db import Connection, connect
-from proxy.index.migrations import migrate
+from proxy.index.migrations import check_schema, migrate
 from proxy.index.vectors import Background, VectorMatrix, is_cjk
 from proxy.types import Chunk
 
@@ -112,10 +112,17 @@ class _Reader:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        """``readonly``: the file must exist and be current; nothing is created or migrated
+        (``status`` and ``search`` read an index, they never make one)."""
         self.path = Path(path)
-        self._writer = connect(self.path)
-        migrate(self._writer)
+        self.readonly = readonly
+        self._writer = connect(self.path, readonly=readonly)
+        try:
+            check_schema(self._writer, self.path) if readonly else migrate(self._writer)
+        except BaseException:
+            self._writer.close()
+            raise
         self._lock = threading.RLock()
         self._local = threading.local()
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
@@ -147,7 +154,7 @@ class Store:
         threads come and go, and connections kept past them would exhaust file descriptors."""
         reader = getattr(self._local, "reader", None)
         if reader is None:
-            reader = self._local.reader = _Reader(connect(self.path))
+            reader = self._local.reader = _Reader(connect(self.path, readonly=self.readonly))
             with self._lock:
                 self._readers.add(reader)
         return reader.conn
