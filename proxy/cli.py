@@ -12,7 +12,7 @@ from typing import Any
 from proxy.errors import ConfigError
 from proxy.index.db import Error as DatabaseError
 from proxy.index.db import database_message
-from proxy.settings import ENV_PREFIX, Settings, load_settings, setting_fields
+from proxy.settings import ENV_PREFIX, Settings, load_settings, sample_config, setting_fields
 
 
 def _version() -> str:
@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument(
         "--print", action="store_true", dest="dry_run", help="Print the unit; write nothing."
     )
+    commands.add_parser(
+        "sample-config", help="Print a config file holding every setting at its default, each described."
+    )
     hash_key = commands.add_parser(
         "hash-key", help="Print the hash of an API key, to store in the config file instead of the key."
     )
@@ -197,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not key:
                 raise ConfigError("no key given")
             print(hash_key(key))
+            return 0
+        if args.command == "sample-config":
+            sys.stdout.write(sample_config())
             return 0
         settings = settings_from_args(args)
         if args.command == "service":

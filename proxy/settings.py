@@ -264,6 +264,33 @@ def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
     return dataclasses.fields(Settings)
 
 
+def sample_config() -> str:
+    """A config file holding every setting at its default, each under its help text: what
+    ``config.sample.toml`` is, and what ``ragproxy sample-config`` prints."""
+    import textwrap
+
+    import tomli_w
+
+    lines = [
+        "# ragproxy settings: every one, at its default. Keep the lines you change, delete the rest.",
+        "# Keys are the flag names (--upstream-api is upstream_api or upstream-api). Precedence:",
+        f"# flag > environment ({ENV_PREFIX}<NAME>) > this file (--config FILE, {ENV_PREFIX}CONFIG)",
+        "# > default.",
+        "# Secrets (api_keys, upstream_api_key) are better kept in the environment: this file is often",
+        "# readable by others (`ragproxy service install` puts them in an environment file).",
+        "# Written by `ragproxy sample-config`.",
+    ]
+    for f in setting_fields():
+        lines.append("")
+        lines += textwrap.wrap(f.metadata["help"], 98, initial_indent="# ", subsequent_indent="# ")
+        if f.metadata["choices"]:
+            lines.append("# One of: " + ", ".join(f.metadata["choices"]) + ".")
+        lines.append(f"# Environment: {env_name(f.name)}; flag: --{f.name.replace('_', '-')}.")
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        lines.append(tomli_w.dumps({f.name: default}).rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
 def env_name(name: str) -> str:
     """The environment variable a setting is read from: ``RAGPROXY_<NAME>``."""
     return ENV_PREFIX + name.upper()

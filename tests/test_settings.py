@@ -106,3 +106,19 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     for f in dataclasses.fields(Settings):
         assert f"`--{f.name.replace('_', '-')}`" in readme, f.name
+
+
+def test_sample_config_holds_every_setting_at_its_default(tmp_path: Path) -> None:
+    import tomllib
+
+    from proxy.settings import sample_config
+
+    sample = ROOT / "config.sample.toml"
+    assert sample.read_text() == sample_config(), "regenerate: ragproxy sample-config > config.sample.toml"
+    keys = set(tomllib.loads(sample.read_text()))
+    names = {f.name for f in setting_fields()}
+    assert keys - names == set(), "keys in the sample that are no setting"
+    assert names - keys == set(), "settings missing from the sample"
+    for f in setting_fields():
+        assert f.metadata["help"].split()[0] in sample.read_text()
+    assert load_settings(env={}, config_file=sample) == Settings()
