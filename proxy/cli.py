@@ -128,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument(
         "--print", action="store_true", dest="dry_run", help="Print the unit; write nothing."
     )
+    doctor = _command(
+        commands,
+        "doctor",
+        "Check the set-up (upstream, model, embedder, index, folders, port, keys): one line per "
+        "check, OK, WARN or FAIL, with what to do; exit status 1 if any check fails.",
+    )
+    doctor.add_argument(
+        "--json", action="store_true", help="JSON output: a list of {check, status, detail, fix}."
+    )
     commands.add_parser(
         "sample-config", help="Print a config file holding every setting at its default, each described."
     )
@@ -135,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "hash-key", help="Print the hash of an API key, to store in the config file instead of the key."
     )
     hash_key.add_argument("key", nargs="?", help="The key (default: read from standard input).")
-    for sub in (serve, index, search, status, mcp, service):
+    for sub in (serve, index, search, status, mcp, service, doctor):
         _add_setting_flags(sub)
     return parser
 
@@ -205,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(sample_config())
             return 0
         settings = settings_from_args(args)
+        if args.command == "doctor":
+            from proxy import doctor
+
+            return doctor.run(settings, as_json=args.json)
         if args.command == "service":
             from proxy.service import install
 

@@ -1,0 +1,412 @@
+"""``ragproxy doctor``: checks the set-up a server would run with, one line per finding, each
+with what to do about it. Nothing is written: the index is opened read-only, the port is only
+bound for a moment, and the embedder embeds one probe sentence, never the index."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from proxy.api.security import is_loopback
+from proxy.index.db import Error as DatabaseError
+from proxy.index.db import connect
+from proxy.settings import Settings
+
+Status = Literal["OK", "WARN", "FAIL"]
+
+NETWORK_TIMEOUT = 3.0  # seconds for each request to the upstream or the port
+EMBEDDER_TIMEOUT = 60.0  # loading the in-process model, or Ollama loading the embedding model
+LOW_DISK_BYTES = 1 << 30
+LOW_DISK_SHARE = 0.05
+INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
+SYSTEM_UNIT = Path("/etc/systemd/system/ragproxy.service")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    check: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        return f"{self.status:<4}  {self.check}: {self.detail}" + (f" — {self.fix}" if self.fix else "")
+
+    def as_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def diagnose(settings: Settings) -> list[Finding]:
+    """Every check, in the order a request meets what it checks."""
+    findings: list[Finding] = []
+    with httpx.Client(
+        base_url=settings.upstream_base,
+        timeout=NETWORK_TIMEOUT,
+        trust_env=False,
+        headers={"authorization": f"Bearer {settings.upstream_api_key}"} if settings.upstream_api_key else {},
+    ) as http:
+        speaks = check_upstream(settings, http, findings)
+        if speaks is not None:
+            findings += check_model(settings, http, speaks)
+    findings.append(check_database(settings))
+    findings.append(check_disk(settings))
+    findings.append(check_embedder(settings))
+    findings += check_folders(settings)
+    findings.append(check_inotify(settings))
+    findings.append(check_port(settings))
+    findings.append(check_keys(settings))
+    return findings
+
+
+def _get(http: httpx.Client, path: str) -> Any:
+    response = http.get(path)
+    response.raise_for_status()
+    return response.json()
+
+
+def check_upstream(settings: Settings, http: httpx.Client, findings: list[Finding]) -> str | None:
+    """Which API the upstream speaks ('ollama' or 'openai'), None if it does not answer."""
+    name, where = "upstream", settings.upstream_base
+    try:
+        version = _get(http, "/api/version").get("version")
+        speaks = "ollama"
+    except (httpx.HTTPStatusError, ValueError, AttributeError):
+        version, speaks = None, "openai"
+    except httpx.HTTPError as exc:
+        findings.append(
+            Finding(
+                name,
+                "FAIL",
+                f"{where} does not answer ({exc or type(exc).__name__})",
+                "start the model server (e.g. 'ollama serve'), or set --upstream to where it listens",
+            )
+        )
+        return None
+    if speaks == "openai":
+        try:
+            _get(http, "/v1/models")
+        except (httpx.HTTPError, ValueError) as exc:
+            findings.append(
+                Finding(
+                    name,
+                    "FAIL",
+                    f"{where} answers, but neither as Ollama (/api/version) nor as an OpenAI-compatible "
+                    f"server (/v1/models: {exc or type(exc).__name__})",
+                    "point --upstream at the model server's base URL (no /v1 at the end)",
+                )
+            )
+            return None
+    what = f"Ollama {version}" if speaks == "ollama" else "an OpenAI-compatible server"
+    if speaks == settings.upstream_api:
+        findings.append(Finding(name, "OK", f"{where} is {what}, as --upstream-api {speaks} expects"))
+    elif speaks == "ollama":  # Ollama serves /v1 too: it works, without num_ctx, keep_alive, think
+        findings.append(
+            Finding(
+                name,
+                "WARN",
+                f"{where} is {what}, used through its OpenAI-compatible /v1",
+                "set --upstream-api ollama to size the context (num_ctx) and control thinking",
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                name,
+                "FAIL",
+                f"{where} is {what}, but --upstream-api is ollama (it has no /api/chat)",
+                "set --upstream-api openai",
+            )
+        )
+    return speaks
+
+
+def check_model(settings: Settings, http: httpx.Client, speaks: str) -> list[Finding]:
+    model = settings.model
+    try:
+        if speaks == "ollama":
+            names = {m.get("name") for m in _get(http, "/api/tags").get("models") or ()}
+            present = model in names or (":" not in model.rpartition("/")[2] and f"{model}:latest" in names)
+        else:
+            names = {m.get("id") for m in _get(http, "/v1/models").get("data") or ()}
+            present = model in names
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        return [
+            Finding("model", "FAIL", f"cannot list the upstream's models ({exc})", "see the upstream line")
+        ]
+    listed = ", ".join(sorted(str(n) for n in names)[:5]) or "none"
+    if not present and speaks == "openai" and len(names) == 1:
+        # llama.cpp's server holds one model and answers to any name
+        return [
+            Finding(
+                "model",
+                "WARN",
+                f"{model!r} is not the name the upstream lists ({listed}); a one-model server such "
+                "as llama.cpp's answers anyway",
+                f"set --model to {listed!r} to be sure",
+            )
+        ]
+    if not present:
+        fix = f"'ollama pull {model}'" if speaks == "ollama" else "load it on the upstream"
+        return [
+            Finding(
+                "model",
+                "FAIL",
+                f"{model!r} is not on the upstream (it has: {listed})",
+                f"{fix}, or set --model",
+            )
+        ]
+    return [Finding("model", "OK", f"{model!r} is on the upstream"), _model_info(settings, http, speaks)]
+
+
+def _model_info(settings: Settings, http: httpx.Client, speaks: str) -> Finding:
+    """Capabilities and context window, as the chat pipeline learns them (``WindowCache``)."""
+    window: int | None = None
+    capabilities: list[str] | None = None
+    try:
+        if speaks == "ollama":
+            response = http.post("/api/show", json={"model": settings.model})
+            response.raise_for_status()
+            show = response.json()
+            for key, value in (show.get("model_info") or {}).items():
+                if key.endswith(".context_length") and isinstance(value, int):
+                    window = value
+            found = show.get("capabilities")
+            capabilities = [str(c) for c in found] if isinstance(found, list) else None
+        else:
+            n_ctx = (_get(http, "/props").get("default_generation_settings") or {}).get("n_ctx")
+            window = n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        pass
+    if settings.context_window:
+        said = f"context window {settings.context_window} tokens (--context-window)"
+    elif window:
+        said = f"context window {window} tokens"
+    else:
+        said = "context window unknown, 4096 tokens assumed"
+    said += "; capabilities " + (", ".join(capabilities) if capabilities else "not reported")
+    if capabilities is not None and "completion" not in capabilities:
+        return Finding("model capabilities", "FAIL", said, "--model must name a chat model")
+    if not settings.context_window and not window:
+        return Finding("model capabilities", "WARN", said, "set --context-window to the model's window")
+    return Finding("model capabilities", "OK", said)
+
+
+def check_database(settings: Settings) -> Finding:
+    path = settings.db_path
+    if not path.exists():
+        return Finding(
+            "index",
+            "WARN",
+            f"no index at {path} yet",
+            "'ragproxy serve --docs DIR' or 'ragproxy index DIR' builds it",
+        )
+    try:
+        conn = connect(path, readonly=True)
+        try:
+            result = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        finally:
+            conn.close()
+    except DatabaseError as exc:
+        result = [str(exc) or type(exc).__name__]
+    if result == ["ok"]:
+        return Finding("index", "OK", f"{path} passes SQLite's quick_check")
+    return Finding(
+        "index",
+        "FAIL",
+        f"{path} is damaged or unreadable: {'; '.join(result[:3])}",
+        "check its owner and permissions; if damaged, move it aside and rebuild with 'ragproxy index DIR'",
+    )
+
+
+def check_disk(settings: Settings) -> Finding:
+    where = settings.db_path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    usage = shutil.disk_usage(where)
+    detail = f"{usage.free / 1e9:.1f} GB free of {usage.total / 1e9:.1f} GB where the index lives ({where})"
+    if usage.free < LOW_DISK_BYTES or usage.free < usage.total * LOW_DISK_SHARE:
+        return Finding("disk", "WARN", detail, "free some space: indexing stops when the disk is full")
+    return Finding("disk", "OK", detail)
+
+
+def check_embedder(settings: Settings) -> Finding:
+    """Loads the embedder (one probe sentence for Ollama's) in a thread, so a slow one is
+    reported, not waited on forever, and compares it with the vectors the index holds."""
+    from proxy.index.service import make_embedder
+
+    result: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            embedder = make_embedder(settings)
+            result["name"], result["dim"] = embedder.name, embedder.dim
+            close = getattr(embedder, "close", None)
+            if close is not None:
+                close()
+        except Exception as exc:
+            result["error"] = str(exc) or type(exc).__name__
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(EMBEDDER_TIMEOUT)
+    name = f"embedder {settings.embedder}"
+    if thread.is_alive():
+        return Finding(name, "FAIL", f"did not load in {EMBEDDER_TIMEOUT:g} s", "see the upstream line")
+    if "error" in result:
+        fix = f"'ollama pull {settings.embed_model}'" if settings.embedder == "ollama" else "check --embedder"
+        return Finding(name, "FAIL", f"does not load: {result['error'][:300]}", fix)
+    loaded = f"{result['name']} loads ({result['dim']} dimensions)"
+    indexed, dim = _indexed_embedder(settings.db_path)
+    if indexed is None:
+        return Finding(name, "OK", f"{loaded}; the index holds no vectors yet")
+    if (indexed, dim) == (result["name"], result["dim"]):
+        return Finding(name, "OK", f"{loaded}, as the index's vectors")
+    detail = f"{loaded}, but the index holds vectors of {indexed} ({dim} dimensions)"
+    if settings.on_embedder_change == "refuse":
+        return Finding(name, "FAIL", detail, "use the embedder the index was built with")
+    return Finding(
+        name, "WARN", detail + "; serve re-embeds everything", "use the embedder it was built with"
+    )
+
+
+def _indexed_embedder(path: Path) -> tuple[str | None, int | None]:
+    if not path.is_file():
+        return None, None
+    try:
+        conn = connect(path, readonly=True)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('embedder', 'dim')"))
+        finally:
+            conn.close()
+    except DatabaseError:
+        return None, None  # the index line says what is wrong with it
+    return meta.get("embedder"), int(meta["dim"]) if "dim" in meta else None
+
+
+def check_folders(settings: Settings) -> list[Finding]:
+    """Each --docs folder exists and this user can list it. When the system service is installed,
+    its dynamic user is nobody in particular: it reads only what everyone may read."""
+    if not settings.docs:
+        return [Finding("docs", "OK", "no --docs folders (serve searches the index as it is)")]
+    findings = []
+    service = SYSTEM_UNIT.exists()
+    for name, folder in settings.doc_folders():
+        what = f"docs {name + '=' if name else ''}{folder}"
+        if not folder.is_dir():
+            findings.append(
+                Finding(what, "FAIL", "not a directory", "create it, or fix the path given to --docs")
+            )
+        elif not os.access(folder, os.R_OK | os.X_OK):
+            findings.append(
+                Finding(
+                    what, "FAIL", "this user cannot list it", f"'chmod u+rx {folder}' or run as its owner"
+                )
+            )
+        elif service and folder.stat().st_mode & (stat.S_IROTH | stat.S_IXOTH) != (
+            stat.S_IROTH | stat.S_IXOTH
+        ):
+            findings.append(
+                Finding(
+                    what,
+                    "WARN",
+                    "readable here, but not by everyone: the system service's dynamic user cannot list it",
+                    f"'chmod -R o+rX {folder}', or run ragproxy as a user service",
+                )
+            )
+        else:
+            findings.append(Finding(what, "OK", "exists and is readable"))
+    return findings
+
+
+def _directories(folder: Path) -> Iterator[str]:
+    for root, _, _ in os.walk(folder):
+        yield root
+
+
+def check_inotify(settings: Settings, limit_file: Path = INOTIFY_LIMIT) -> Finding:
+    """The watcher needs one inotify watch per directory (Linux)."""
+    folders = [folder for _, folder in settings.doc_folders() if folder.is_dir()]
+    try:
+        limit = int(limit_file.read_text().strip())
+    except (OSError, ValueError):
+        return Finding("inotify", "OK", "no inotify watch limit to check on this system")
+    needed = sum(1 for folder in folders for _ in _directories(folder))
+    detail = f"{needed} directories to watch, limit {limit} per user (fs.inotify.max_user_watches)"
+    fix = (
+        f"'sudo sysctl fs.inotify.max_user_watches={max(needed * 2, 524288)}', and the same line in "
+        "/etc/sysctl.d/90-ragproxy.conf to keep it"
+    )
+    if needed > limit:
+        return Finding("inotify", "FAIL", detail + ": changes in the rest go unseen", fix)
+    if needed > limit * 0.8:
+        return Finding("inotify", "WARN", detail + ": close to the limit", fix)
+    return Finding("inotify", "OK", detail)
+
+
+def check_port(settings: Settings) -> Finding:
+    address = f"{settings.host}:{settings.port}"
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return Finding("port", "FAIL", f"cannot listen on {address}: {exc.strerror}", "check --host")
+        if _is_ragproxy(settings):
+            return Finding(
+                "port",
+                "WARN",
+                f"{address} is taken by a ragproxy already running",
+                "fine if that is the one you meant; else stop it or set --port",
+            )
+        return Finding("port", "FAIL", f"{address} is taken by another program", "set --port to a free one")
+    return Finding("port", "OK", f"{address} is free")
+
+
+def _is_ragproxy(settings: Settings) -> bool:
+    """ragproxy's /healthz answers without a key, with a request id header."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    host = f"[{host}]" if ":" in host else host
+    try:
+        response = httpx.get(
+            f"http://{host}:{settings.port}/healthz", timeout=NETWORK_TIMEOUT, trust_env=False
+        )
+        return response.json() == {"status": "ok"} and "x-request-id" in response.headers
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def check_keys(settings: Settings) -> Finding:
+    if is_loopback(settings.host):
+        keys = f"{len(settings.api_keys)} API keys" if settings.api_keys else "no API key needed"
+        return Finding("access", "OK", f"listening on {settings.host}, this machine only: {keys}")
+    if not settings.api_keys:
+        return Finding(
+            "access",
+            "FAIL",
+            f"{settings.host} is reachable from the network and no API key is set: serve refuses to start",
+            "set --api-key (or RAGPROXY_API_KEYS), or --host 127.0.0.1",
+        )
+    return Finding("access", "OK", f"listening on {settings.host} with {len(settings.api_keys)} API keys")
+
+
+def run(settings: Settings, *, as_json: bool, write: Callable[[str], Any] = print) -> int:
+    import orjson
+
+    findings = diagnose(settings)
+    if as_json:
+        write(orjson.dumps([f.as_json() for f in findings], option=orjson.OPT_INDENT_2).decode())
+    else:
+        for finding in findings:
+            write(finding.line())
+    return 1 if any(f.status == "FAIL" for f in findings) else 0
