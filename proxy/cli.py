@@ -179,6 +179,16 @@ def serve(settings: Settings) -> None:
         upstream_api=settings.upstream_api,
         model=settings.model,
     )
+    from proxy.doctor import upstream_failure
+
+    failure = upstream_failure(settings)  # the server starts anyway: the upstream may come later
+    if failure is not None:
+        get_logger("ragproxy").warning(
+            "upstream.not_ready",
+            problem=failure.detail,
+            fix=failure.fix,
+            effect="chats fail until it answers; 'ragproxy doctor' checks the whole set-up",
+        )
     from proxy.service import notify
 
     class Server(uvicorn.Server):

@@ -46,21 +46,40 @@ class Finding:
         return asdict(self)
 
 
+def _upstream_client(settings: Settings) -> httpx.Client:
+    key = settings.upstream_api_key
+    return httpx.Client(
+        base_url=settings.upstream_base,
+        timeout=NETWORK_TIMEOUT,
+        trust_env=False,  # as the proxy itself: proxy variables do not reroute it
+        headers={"authorization": f"Bearer {key}"} if key else {},
+    )
+
+
+def upstream_failure(settings: Settings) -> Finding | None:
+    """What ``serve`` warns about as it starts: the upstream down, or speaking another API."""
+    findings: list[Finding] = []
+    with _upstream_client(settings) as http:
+        check_upstream(settings, http, findings)
+    return next((f for f in findings if f.status == "FAIL"), None)
+
+
 def diagnose(settings: Settings) -> list[Finding]:
     """Every check, in the order a request meets what it checks."""
     findings: list[Finding] = []
-    with httpx.Client(
-        base_url=settings.upstream_base,
-        timeout=NETWORK_TIMEOUT,
-        trust_env=False,
-        headers={"authorization": f"Bearer {settings.upstream_api_key}"} if settings.upstream_api_key else {},
-    ) as http:
+    speaks = None
+    with _upstream_client(settings) as http:
         speaks = check_upstream(settings, http, findings)
         if speaks is not None:
             findings += check_model(settings, http, speaks)
     findings.append(check_database(settings))
     findings.append(check_disk(settings))
-    findings.append(check_embedder(settings))
+    if speaks is None and settings.embedder == "ollama":
+        findings.append(
+            Finding(f"embedder {settings.embedder}", "WARN", "not checked: the upstream does not answer")
+        )
+    else:
+        findings.append(check_embedder(settings))
     findings += check_folders(settings)
     findings.append(check_inotify(settings))
     findings.append(check_port(settings))
