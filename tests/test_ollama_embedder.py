@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from plugins.embedders.ollama import OllamaEmbedder, prefixes_for
+from proxy.errors import ConfigError
 from tests.conftest import UpstreamLog
-from tests.servers import Server
+from tests.servers import Server, free_port
 
 
 def test_task_prefixes_per_model() -> None:
@@ -23,3 +28,15 @@ def test_batches_and_dimension(ollama: Server, upstream_log: UpstreamLog) -> Non
     embedder.close()
     bodies = [r["body"] for r in upstream_log.requests("/api/embed")]
     assert [b["input"] for b in bodies] == [["dimension probe"], ["one", "two"], ["three"], ["one"]]
+
+
+def test_an_upstream_that_is_not_up_is_one_clear_error() -> None:
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"does not answer .*start Ollama"):
+        OllamaEmbedder(f"http://127.0.0.1:{free_port()}", "nomic-embed-text", startup_waits=(0.1, 0.2))
+    assert 0.3 <= time.monotonic() - started < 10  # tried again after each wait, then gave up
+
+
+def test_a_missing_model_says_to_pull_it(ollama: Server) -> None:
+    with pytest.raises(ConfigError, match="'ollama pull nosuch-embed'"):
+        OllamaEmbedder(ollama.url, "nosuch-embed", startup_waits=(0.1,))

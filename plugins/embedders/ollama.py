@@ -3,12 +3,18 @@ was trained with (nomic ``search_document:``/``search_query:``, e5 ``passage:``/
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
+from proxy.errors import ConfigError
 from proxy.hookspecs import hookimpl
+
+# Waits before each new try of the first request while Ollama is still starting (about 30 s in
+# all): a service started with the machine may come up before Ollama does.
+STARTUP_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 # model name prefix -> (document prefix, query prefix)
 PREFIXES = {
@@ -38,13 +44,44 @@ class OllamaEmbedder:
         model: str = "nomic-embed-text",
         batch: int = 64,
         timeout: float = 300,
+        startup_waits: Sequence[float] = STARTUP_RETRIES,
     ) -> None:
         self.model = model
         self.name = f"ollama:{model}"
         self._documents, self._queries = prefixes_for(model)
         self._batch = batch
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, trust_env=False)
-        self.dim = len(self._embed(["dimension probe"])[0])
+        try:
+            self.dim = len(self._first_embedding(url, startup_waits)[0])
+        except BaseException:
+            self._http.close()
+            raise
+
+    def _first_embedding(self, url: str, waits: Sequence[float]) -> list[list[float]]:
+        """The dimension probe, tried again with growing waits while Ollama is not up yet (no
+        connection, or 503 while it loads); then one clear error, not a traceback."""
+        for wait in (*waits, None):
+            try:
+                return self._embed(["dimension probe"])
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == 404:
+                    raise ConfigError(
+                        f"the ollama embedder's model {self.model!r} is not on {url}: "
+                        f"'ollama pull {self.model}', or set --embed-model"
+                    ) from None
+                if exc.response.status_code != 503 or wait is None:
+                    raise ConfigError(
+                        f"the ollama embedder at {url} failed (HTTP {exc.response.status_code}): "
+                        f"{exc.response.text[:200]}"
+                    ) from None
+            except (httpx.TransportError, ValueError) as exc:
+                if wait is None:
+                    raise ConfigError(
+                        f"the ollama embedder at {url} does not answer ({exc or type(exc).__name__}): "
+                        "start Ollama, or set --upstream, or use --embedder e5"
+                    ) from None
+            time.sleep(wait)
+        raise AssertionError("unreachable")
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
         response = self._http.post("/api/embed", json={"model": self.model, "input": texts})
