@@ -158,7 +158,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from proxy.api.security import check_bind
-    from proxy.api.server import uvicorn_config
+    from proxy.api.server import one_line_startup_errors, uvicorn_config
     from proxy.app import create_asgi
     from proxy.logging import configure_logging, get_logger
 
@@ -201,7 +201,9 @@ def serve(settings: Settings) -> None:
             notify("STOPPING=1")
             await super().shutdown(sockets)
 
-    config = uvicorn_config(create_asgi(settings), settings, timeout_graceful_shutdown=30)
+    config = uvicorn_config(
+        one_line_startup_errors(create_asgi(settings)), settings, timeout_graceful_shutdown=30
+    )
     Server(config).run()
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.docs import write_folder
+from tests.servers import Server, free_port
 from tests.test_serve import serve
 from tests.test_watcher import eventually
 
@@ -108,3 +109,14 @@ def test_status_and_search_on_a_corrupt_index(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
         assert f"the index at {db} cannot be read (file is not a database)" in result.stderr
         assert "ragproxy index" in result.stderr
+
+
+def test_serve_with_an_embedder_that_does_not_load_says_why(ollama: Server, tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    result = ragproxy(
+        *("serve", "--port", str(free_port()), "--upstream", ollama.url, "--docs", str(tmp_path / "notes")),
+        *("--db", str(tmp_path / "i.db"), "--embedder", "ollama", "--embed-model", "nosuch-embed"),
+    )
+    assert result.returncode != 0
+    assert "ragproxy: error: the ollama embedder's model 'nosuch-embed'" in result.stderr
+    assert "'ollama pull nosuch-embed'" in result.stderr and "Traceback" not in result.stderr
