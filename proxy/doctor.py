@@ -248,7 +248,7 @@ def check_database(settings: Settings) -> Finding:
 
 
 def check_disk(settings: Settings) -> Finding:
-    where = settings.db_path.parent
+    where = settings.db_path.absolute().parent
     while not where.exists() and where != where.parent:
         where = where.parent
     usage = shutil.disk_usage(where)
