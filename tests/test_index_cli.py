@@ -118,5 +118,6 @@ def test_serve_with_an_embedder_that_does_not_load_says_why(ollama: Server, tmp_
         *("--db", str(tmp_path / "i.db"), "--embedder", "ollama", "--embed-model", "nosuch-embed"),
     )
     assert result.returncode != 0
-    assert "ragproxy: error: the ollama embedder's model 'nosuch-embed'" in result.stderr
-    assert "'ollama pull nosuch-embed'" in result.stderr and "Traceback" not in result.stderr
+    logged = result.stdout + result.stderr  # the server's one log stream
+    assert "ragproxy: error: the ollama embedder's model 'nosuch-embed'" in logged
+    assert "'ollama pull nosuch-embed'" in logged and "Traceback" not in logged
