@@ -139,6 +139,7 @@ class ScanReport:
     deleted: int = 0
     verified: int = 0  # indexed files read and hashed by a verifying scan
     changed: int = 0  # ... whose content differed from the index's
+    visited: int = 0  # files the walk reached so far (what a progress bar counts against its total)
 
 
 class Indexer:
@@ -371,6 +372,7 @@ class Indexer:
                     progress(report)
 
         for path in self.walk(collection, start):
+            report.visited += 1
             rel = collection.relative(path)
             if rel is not None:
                 seen.add(rel)
@@ -380,13 +382,13 @@ class Indexer:
                 report.changed += outcome != "unchanged"
             if isinstance(outcome, str):
                 _count(report, outcome)
-                if progress:
-                    progress(report)
-                continue
-            batch.append(outcome)
-            batch_chars += sum(len(chunk.text) for chunk in outcome.chunks)
-            if len(batch) >= SCAN_BATCH_FILES or batch_chars >= SCAN_BATCH_CHARS:
-                flush()
+            else:
+                batch.append(outcome)
+                batch_chars += sum(len(chunk.text) for chunk in outcome.chunks)
+                if len(batch) >= SCAN_BATCH_FILES or batch_chars >= SCAN_BATCH_CHARS:
+                    flush()
+            if progress:
+                progress(report)  # after every file, so a bar moves with the walk
         flush()
         prefix = collection.relative(start) if start else None
         vanished = [
