@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Also read every indexed file and re-index those whose content differs from the index's "
         "(an edit that kept the size and modification time); unchanged files are not re-embedded.",
     )
+    index.add_argument(
+        "--json",
+        action="store_true",
+        help="No progress; one JSON summary line per folder on standard output (collection, indexed, "
+        "unchanged, skipped, removed, embedded).",
+    )
     search = _command(commands, "search", "Search the index.")
     search.add_argument("query")
     search.add_argument("-k", type=int, default=5, help="How many chunks (default 5).")

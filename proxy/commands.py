@@ -14,63 +14,74 @@ import orjson
 from proxy.index.indexer import ScanReport
 from proxy.index.service import IndexService, open_index
 from proxy.logging import configure_logging
+from proxy.progress import progress_for
 from proxy.settings import Settings
 
 
-class Progress:
-    """One status line on stderr: rewritten in place on a terminal, every few seconds otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-
-    def show(self, text: str, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self.last < (0.1 if self.tty else 5):
-            return
-        self.last = now
-        if self.tty:
-            sys.stderr.write("\r\033[K" + text + ("\n" if final else ""))
-        else:
-            sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-
-
 def index(settings: Settings, args: argparse.Namespace) -> int:
-    configure_logging("warning", sys.stderr)
-    service = IndexService(settings)
-    progress = Progress()
-    try:
-        if args.collection and len(args.dirs) > 1:
-            print("ragproxy: error: --collection names one folder's collection", file=sys.stderr)
+    if args.collection and len(args.dirs) > 1:
+        print("ragproxy: error: --collection names one folder's collection", file=sys.stderr)
+        return 2
+    for directory in args.dirs:
+        if not Path(directory).is_dir():
+            print(f"ragproxy: error: {directory} is not a directory", file=sys.stderr)
             return 2
-        for directory in args.dirs:
-            path = Path(directory)
-            if not path.is_dir():
-                print(f"ragproxy: error: {directory} is not a directory", file=sys.stderr)
-                return 2
-            (collection,) = service.add_folders([(args.collection or "", path)], move=args.move)
-            name = collection.name
+    shown = progress_for(json=args.json)
+    configure_logging("warning", shown.log_stream)
+    service = IndexService(settings)
+    reports: dict[str, ScanReport] = {}
+    try:
+        with shown:
+            for directory in args.dirs:
+                folder = (args.collection or "", Path(directory))
+                (collection,) = service.add_folders([folder], move=args.move)
+                name = collection.name
+                # a cheap walk first (directory listings, no file read), for the bar's total
+                total = sum(1 for _ in service.indexer.walk(collection)) if shown.wants_total else None
+                shown.start(name, total, "files")
 
-            def shown(report: ScanReport, name: str = name) -> None:
-                progress.show(_scanned(name, report))
+                def scanned(report: ScanReport, name: str = name) -> None:
+                    shown.advance(report.visited, _scanned(name, report))
 
-            report = service.indexer.scan(collection, progress=shown, verify=args.verify)
-            verified = f"; {report.verified} verified, {report.changed} changed" if args.verify else ""
-            progress.show(f"{_scanned(name, report)}, {report.deleted} removed{verified}", final=True)
-        pending = sum(c["pending_vectors"] for c in service.store.status()["collections"])
-        if pending:
-            started = time.monotonic()
+                report = service.indexer.scan(collection, progress=scanned, verify=args.verify)
+                reports[name] = report
+                verified = f"; {report.verified} verified, {report.changed} changed" if args.verify else ""
+                shown.finish(f"{_scanned(name, report)}, {report.deleted} removed{verified}")
+            before = _pending_vectors(service)
+            pending = sum(before.values())
+            embedded = dict.fromkeys(reports, 0)
+            if pending:
+                started = time.monotonic()
+                shown.start("embedding", pending, "chunks")
 
-            def embedded(done: int) -> None:
-                rate = done / max(time.monotonic() - started, 1e-9)
-                progress.show(f"embedding: {done}/{pending} chunks ({rate:.1f}/s)")
+                def embedding(done: int) -> None:
+                    rate = done / max(time.monotonic() - started, 1e-9)
+                    shown.advance(done, f"embedding: {done}/{pending} chunks ({rate:.1f}/s)")
 
-            done = service.worker.embed_pending(embedded)
-            progress.show(f"embedding: {done}/{pending} chunks done", final=True)
+                done = service.worker.embed_pending(embedding)
+                shown.finish(f"embedding: {done}/{pending} chunks done")
+                after = _pending_vectors(service)
+                embedded = {name: before.get(name, 0) - after.get(name, 0) for name in reports}
     finally:
         service.close()
+    if args.json:
+        for name, report in reports.items():
+            summary = {
+                "collection": name,
+                "indexed": report.indexed,
+                "unchanged": report.unchanged,
+                "skipped": report.skipped,
+                "removed": report.deleted,
+                "embedded": embedded[name],
+            }
+            if args.verify:
+                summary |= {"verified": report.verified, "changed": report.changed}
+            sys.stdout.write(orjson.dumps(summary).decode() + "\n")
     return 0
+
+
+def _pending_vectors(service: IndexService) -> dict[str, int]:
+    return {c["name"]: c["pending_vectors"] for c in service.store.status()["collections"]}
 
 
 def _scanned(name: str, report: ScanReport) -> str:
