@@ -94,6 +94,7 @@ class Bars(Silent):
             console=console,
             redirect_stdout=False,
             redirect_stderr=False,
+            transient=True,  # finished bars give way to summary lines; nothing is left at the end
         )
         self.task: TaskID | None = None
         self._lines = _ConsoleLines(console)
@@ -121,6 +122,7 @@ class Bars(Silent):
     def finish(self, text: str) -> None:
         if self.task is not None:  # the finished bar gives way to its summary line
             self.bars.remove_task(self.task)
+            self.bars.refresh()
             self.task = None
         self._lines.write(text + "\n")
 
