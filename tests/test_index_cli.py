@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,88 @@ def test_index_search_status(tmp_path: Path) -> None:
     text = ragproxy("search", "winch", "--db", db, "--mode", "keyword").stdout
     assert "manuals:manual.pdf p.2" in text
     assert ragproxy("search", "winch", "--db", db, "--collection", "other").stdout.strip() == "no results"
+
+
+def small_folder(root: Path) -> Path:
+    root.mkdir()
+    (root / "otter.md").write_text("Sea otters hold hands while they sleep.\n")
+    (root / "heron.md").write_text("A heron waits in the shallows for fish.\n")
+    (root / "blob.txt").write_bytes(b"\x00binary")
+    return root
+
+
+def test_index_without_a_terminal_prints_plain_lines(tmp_path: Path) -> None:
+    root = small_folder(tmp_path / "notes")
+    done = ragproxy("index", str(root), "--db", str(tmp_path / "index.db"))
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr and "\r" not in done.stderr and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert json.loads(lines[0])["event"] == "index.skipped"  # the warning, a JSON log line
+    assert lines[1:] == ["notes: 2 indexed, 0 unchanged, 1 skipped, 0 removed", "embedding: 2/2 chunks done"]
+
+
+def test_index_json_prints_a_summary_per_folder(tmp_path: Path) -> None:
+    root, db = small_folder(tmp_path / "notes"), str(tmp_path / "index.db")
+    other = tmp_path / "more"
+    other.mkdir()
+    (other / "wren.md").write_text("The wren is small and loud.\n")
+    done = ragproxy("index", str(root), str(other), "--json", "--db", db)
+    assert done.returncode == 0, done.stderr
+    summaries = [json.loads(line) for line in done.stdout.splitlines()]
+    assert summaries == [
+        {"collection": "notes", "indexed": 2, "unchanged": 0, "skipped": 1, "removed": 0, "embedded": 2},
+        {"collection": "more", "indexed": 1, "unchanged": 0, "skipped": 0, "removed": 0, "embedded": 1},
+    ]
+    (skipped,) = [json.loads(line) for line in done.stderr.splitlines()]  # no progress, only logs
+    assert (skipped["event"], skipped["path"]) == ("index.skipped", "blob.txt")
+
+    (root / "heron.md").unlink()
+    again = ragproxy("index", str(root), "--json", "--db", db)
+    assert json.loads(again.stdout) == {
+        "collection": "notes",
+        "indexed": 0,
+        "unchanged": 1,
+        "skipped": 1,
+        "removed": 1,
+        "embedded": 0,
+    }
+
+
+def test_index_on_a_terminal_shows_bars_and_warnings_intact(tmp_path: Path) -> None:
+    root = small_folder(tmp_path / "notes")
+    controller, terminal = os.openpty()  # standard error is a terminal, as when a user runs it
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "index", str(root), "--db", str(tmp_path / "index.db")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+        env={**env, "TERM": "xterm-256color", "COLUMNS": "120"},
+    )
+    os.close(terminal)
+    received = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process has exited
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(controller)
+    assert process.wait(60) == 0
+    shown = received.decode()
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
+    assert re.search(r"notes .*0/3 files .*ETA", plain), plain  # the scan's bar, with its total
+    assert re.search(r"embedding .*/2 chunks .*%", plain), plain
+    # the warning: a whole line of its own, with no escape code or bar inside it
+    warning = re.search(r"\x1b\[2K(\{[^\r\n\x1b]*\})\r\n", shown)
+    assert warning is not None, shown
+    logged = json.loads(warning.group(1))
+    assert (logged["event"], logged["path"], logged["reason"]) == ("index.skipped", "blob.txt", "binary file")
+    # each finished bar gives way to its summary line, which stays
+    assert "\x1b[2Knotes: 2 indexed, 0 unchanged, 1 skipped, 0 removed\r\n" in shown
+    assert "\x1b[2Kembedding: 2/2 chunks done\r\n" in shown
 
 
 def test_serve_docs_indexes_and_watches(tmp_path: Path) -> None:
