@@ -15,9 +15,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp
 
-from proxy.api import anthropic, completions, health, mcp, metrics, ollama, openai, rag, responses
+from proxy.api import anthropic, completions, health, mcp, metrics, ollama, openai, rag, responses, ui
 from proxy.api.metrics import Metrics
-from proxy.api.requestlog import RequestLogMiddleware
+from proxy.api.requestlog import RecentRequests, RequestLogMiddleware
 from proxy.api.security import SecurityMiddleware, check_bind
 from proxy.errors import ProxyError, anthropic_error, error_body, is_anthropic_path
 from proxy.index.service import IndexService
@@ -117,6 +117,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
     mcp_endpoint, mcp_sessions = mcp.http_endpoint(settings)  # one per app: its manager runs once
     state = State({"settings": settings})
     state.metrics = Metrics(state)
+    state.recent = RecentRequests()
 
     return Litestar(
         route_handlers=[
@@ -134,6 +135,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             health.healthz,
             health.readyz,
             metrics.metrics,
+            ui.status_page,
             mcp_endpoint,
         ],
         lifespan=[upstream_client, live_index, mcp_sessions],
@@ -153,7 +155,8 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
 
 def create_asgi(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> ASGIApp:
     """The app as served: every request, routed or not, gets its log line and request id, and
-    passes the Host, CORS and API key checks, and is counted in the app's metrics."""
+    passes the Host, CORS and API key checks, and is counted in the app's metrics (and kept
+    among the recent requests of the status page)."""
     check_bind(settings)
     app = create_app(settings, transport)
-    return RequestLogMiddleware(SecurityMiddleware(app, settings), app.state.metrics)
+    return RequestLogMiddleware(SecurityMiddleware(app, settings), app.state.metrics, app.state.recent)

@@ -26,7 +26,7 @@ from proxy.api.openapi import (
     OLLAMA_SHOW,
     documented,
 )
-from proxy.api.requestlog import request_record
+from proxy.api.requestlog import note_sources, request_record
 from proxy.api.responders import ExchangeResponder, as_proxy_error
 from proxy.api.schemas import parse_json_object
 from proxy.api.security import key_collections
@@ -234,6 +234,7 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
                 truncated=stats.truncated or None,
                 **call.rag.record(),
             )
+            note_sources(request.scope, call.rag.sources())
 
     return LinesResponder(
         open_lines, stream=stream, kind=kind, record=record, extra_headers=lambda: sources_header(call)

@@ -16,7 +16,7 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp
 
 from proxy.api.openapi import OPENAI_CHAT, OPENAI_EMBEDDINGS, documented
-from proxy.api.requestlog import request_record
+from proxy.api.requestlog import note_sources, request_record
 from proxy.api.responders import ChatResponder, OpenChunks
 from proxy.api.schemas import parse_json_object, validate_chat, validate_embeddings
 from proxy.api.security import key_collections
@@ -141,6 +141,7 @@ def chat_exchange(
                 yield chunks
         finally:
             _record_stats(record, call)
+            note_sources(request.scope, call.rag.sources())
 
     return call, record, open_chunks
 

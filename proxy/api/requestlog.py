@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
 log = get_logger("ragproxy.request")
 RECORD_KEY = "ragproxy_record"
+SOURCES_KEY = "ragproxy_sources"  # the passages a chat sent: for the status page, never logged
+RECENT_REQUESTS = 50
 
 
 def request_record(scope: Scope) -> dict[str, Any]:
@@ -23,10 +26,31 @@ def request_record(scope: Scope) -> dict[str, Any]:
     return scope.setdefault("state", {}).setdefault(RECORD_KEY, {})  # type: ignore[no-any-return]
 
 
+def note_sources(scope: Scope, sources: list[dict[str, Any]]) -> None:
+    """The passages a chat sent upstream (file, heading, score), kept for the recent requests."""
+    scope.setdefault("state", {})[SOURCES_KEY] = sources
+
+
+class RecentRequests:
+    """The last requests as they ended, newest first: a bounded ring kept in memory only."""
+
+    def __init__(self, size: int = RECENT_REQUESTS) -> None:
+        self._ring: deque[dict[str, Any]] = deque(maxlen=size)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self._ring.append(entry)  # deque.append is atomic: no lock for the event loop's threads
+
+    def newest_first(self) -> list[dict[str, Any]]:
+        return list(reversed(self._ring))
+
+
 class RequestLogMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics | None = None, recent: RecentRequests | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.recent = recent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # type: ignore[comparison-overlap]
@@ -63,6 +87,9 @@ class RequestLogMiddleware:
                 fields["first_byte_ms"] = round((first_byte - started) * 1000, 2)
             fields.update(record)
             log.info("request", **fields)
+            if self.recent is not None and not scope["path"].startswith("/ui"):  # not the page itself
+                sources = scope.get("state", {}).get(SOURCES_KEY) or []
+                self.recent.add({"time": time.time(), **fields, "sources": sources})
             if self.metrics is not None:
                 self.metrics.observe(
                     scope, status, None if first_byte is None else first_byte - started, record

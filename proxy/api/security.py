@@ -4,6 +4,8 @@ error shape of the API asked (OpenAI's, or Ollama's under /api/ and /)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -21,6 +23,7 @@ HASH_PREFIX = "sha256:"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 OPEN_PATHS = ("/healthz",)  # liveness probes need no key
 LOOPBACK_OPEN_PATHS = ("/metrics",)  # scrapers on the same machine need no key either
+UI_PATHS = ("/ui", "/ui/")  # the status page: a browser's own login prompt (HTTP Basic) carries the key
 TARGET_AUTHORITY = "ragproxy.target_authority"  # in scope["extensions"], set by server.py
 
 
@@ -145,13 +148,18 @@ class SecurityMiddleware:
             await _preflight(send, allowed_origin)
             return
         if key_required(path, self.bound, bool(self.keys)):
-            key = _presented_key(headers)
+            page = path in UI_PATHS
+            key = _presented_key(headers, basic=page)
             if key is None:
-                await _reject(send, 401, "missing API key", "authentication_error", ollama, "missing_api_key")
+                await _reject(
+                    send, 401, "missing API key", "authentication_error", ollama, "missing_api_key", page
+                )
                 return
             found = self._match(key)
             if found is None:
-                await _reject(send, 401, "invalid API key", "authentication_error", ollama, "invalid_api_key")
+                await _reject(
+                    send, 401, "invalid API key", "authentication_error", ollama, "invalid_api_key", page
+                )
                 return
             scope.setdefault("state", {})[SCOPE_KEY] = found.collections
         if allowed_origin is None:
@@ -195,25 +203,40 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _presented_key(headers: dict[bytes, bytes]) -> str | None:
+def _presented_key(headers: dict[bytes, bytes], *, basic: bool = False) -> str | None:
+    """The bearer token or ``x-api-key``; with ``basic`` (the status page) also the password
+    of HTTP Basic credentials, the user name being ignored."""
     auth = headers.get(b"authorization", b"").decode("latin-1").strip()
     if auth[:7].lower() == "bearer " and auth[7:].strip():
         return auth[7:].strip()
+    if basic and auth[:6].lower() == "basic ":
+        try:
+            password = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return password or None
     key = headers.get(b"x-api-key", b"").decode("latin-1").strip()
     return key or None
 
 
 async def _reject(
-    send: Send, status: int, message: str, kind: str, ollama: bool | None, code: str | None = None
+    send: Send,
+    status: int,
+    message: str,
+    kind: str,
+    ollama: bool | None,
+    code: str | None = None,
+    page: bool = False,
 ) -> None:
     """The error in the shape of the request's API: Ollama's, OpenAI's, or (``ollama`` None)
-    Anthropic's."""
+    Anthropic's. ``page``: the status page, whose 401 asks the browser for the key."""
     body: dict[str, Any] = {"error": message} if ollama else error_body(message, kind, code=code)
     if ollama is None:
         status, body = anthropic_error(status, message)
     headers = [(b"content-type", b"application/json")]
     if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="ragproxy"'))
+        challenge = b'Basic realm="ragproxy", charset="UTF-8"' if page else b'Bearer realm="ragproxy"'
+        headers.append((b"www-authenticate", challenge))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
 
