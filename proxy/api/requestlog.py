@@ -19,6 +19,9 @@ log = get_logger("ragproxy.request")
 RECORD_KEY = "ragproxy_record"
 SOURCES_KEY = "ragproxy_sources"  # the passages a chat sent: for the status page, never logged
 RECENT_REQUESTS = 50
+# Not kept among the recent requests: the status page itself, and probes and scrapes, which
+# would push the chats out of the ring.
+UNLISTED = ("/ui", "/healthz", "/readyz", "/metrics")
 
 
 def request_record(scope: Scope) -> dict[str, Any]:
@@ -87,7 +90,7 @@ class RequestLogMiddleware:
                 fields["first_byte_ms"] = round((first_byte - started) * 1000, 2)
             fields.update(record)
             log.info("request", **fields)
-            if self.recent is not None and not scope["path"].startswith("/ui"):  # not the page itself
+            if self.recent is not None and not scope["path"].startswith(UNLISTED):
                 sources = scope.get("state", {}).get(SOURCES_KEY) or []
                 self.recent.add({"time": time.time(), **fields, "sources": sources})
             if self.metrics is not None:
