@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (a virtualenv in .venv, the llama.cpp test upstream built
-# once into ~/.cache/ragproxy-test, systemd-analyze) and runs the whole suite with its linters.
+# once into ~/.cache/ragproxy-test, systemd-analyze, Debian's chromium for the status page's
+# browser test, driven by the playwright package of the test extra) and runs the whole suite
+# with its linters.
 # Arguments are passed to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,9 +11,14 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 bash tests/upstream/build.sh
 # systemd-analyze checks the service unit (Debian package systemd; no running systemd needed).
-if ! command -v systemd-analyze >/dev/null; then
+# chromium runs tests/test_ui_browser.py (Playwright drives it; `playwright install` is never run).
+missing=""
+command -v systemd-analyze >/dev/null || missing="$missing systemd"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+if [ -n "$missing" ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends systemd
+    # shellcheck disable=SC2086  # one word per package
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
 fi
 
 .venv/bin/ruff check .
