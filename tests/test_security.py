@@ -299,12 +299,19 @@ def test_secrets_prompts_and_documents_stay_out_of_the_logs(
         lines,
     ):
         chat = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": f"{QUESTION} {prompt_canary}"}]}
+        # generous timeouts: a loaded machine's first chat waits for the model server's queue
         reply = httpx.post(
-            base + "/v1/chat/completions", json={**chat, "max_tokens": 4}, headers=bearer(KEY_ALL), timeout=60
+            base + "/v1/chat/completions",
+            json={**chat, "max_tokens": 4},
+            headers=bearer(KEY_ALL),
+            timeout=300,
         )
         assert reply.status_code == 200 and reply.json()["sources"]
         httpx.post(
-            base + "/api/chat", json={**chat, "stream": False}, headers={"x-api-key": KEY_A}, timeout=60
+            base + "/api/chat",
+            json={**chat, "stream": False, "options": {"num_predict": 4}},
+            headers={"x-api-key": KEY_A},
+            timeout=300,
         )
         httpx.get(base + "/v1/models", headers=bearer("wrong-key-" + KEY_ALL))
     text = b"\n".join(lines).decode()
