@@ -7,7 +7,7 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -67,6 +67,17 @@ def read_regular(path: Path, limit: int) -> bytes:
             return file.read(limit)
     finally:
         os.close(fd)
+
+
+def check_clash(name: str, root: Path, others: Iterable[tuple[str, Path]]) -> None:
+    """A collection (name, resolved folder) may share neither its name nor its folder with
+    another: two folders of one name would replace each other's documents, one folder under
+    two names would be indexed twice."""
+    for other, other_root in others:
+        if other == name:
+            raise ConfigError(f"two folders are named {name!r}: {other_root} and {root}")
+        if other_root == root:
+            raise ConfigError(f"{root} is given twice, as {other!r} and {name!r}")
 
 
 @dataclass
@@ -171,11 +182,8 @@ class Indexer:
         resolved = Path(os.path.realpath(root))
         if not resolved.is_dir():
             raise NotADirectoryError(f"{root} is not a directory")
-        for other in self.collections.values():
-            if other.name == name and other.root != resolved:
-                raise ConfigError(f"two folders are named {name!r}: {other.root} and {resolved}")
-            if other.root == resolved and other.name != name:
-                raise ConfigError(f"{resolved} is given twice, as {other.name!r} and {name!r}")
+        others = [(c.name, c.root) for c in self.collections.values() if (c.name, c.root) != (name, resolved)]
+        check_clash(name, resolved, others)  # the same collection again is no clash
         collection = Collection(name, resolved, self.store.collection_id(name, str(resolved), move=move))
         self.collections[name] = collection
         for outer in self.collections.values():

@@ -15,7 +15,7 @@ from proxy.errors import ConfigError
 from proxy.index import textsearch
 from proxy.index.chunker import excerpt, join_chunks
 from proxy.index.extract import Limits
-from proxy.index.indexer import Collection, EmbeddingWorker, Indexer
+from proxy.index.indexer import Collection, EmbeddingWorker, Indexer, check_clash
 from proxy.index.store import Hit, Store, embedding_text, moved_message
 from proxy.index.vectors import Background, is_cjk
 from proxy.logging import get_logger
@@ -330,11 +330,7 @@ def plan_folders(
             taken.add(name)
         elif roots.get(name, str(root)) != str(root) and not move:
             raise ConfigError(moved_message(name, roots[name], str(root)))
-        for other, other_root in planned:
-            if other == name:
-                raise ConfigError(f"two folders are named {name!r}: {other_root} and {root}")
-            if other_root == root:
-                raise ConfigError(f"{root} is given twice, as {other!r} and {name!r}")
+        check_clash(name, root, planned)
         planned.append((name, root))
     return planned
 
