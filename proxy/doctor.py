@@ -20,6 +20,7 @@ import httpx
 from proxy.api.security import is_loopback
 from proxy.index.db import Error as DatabaseError
 from proxy.index.db import connect
+from proxy.pipeline.context import UNKNOWN, from_props, from_show
 from proxy.settings import Settings
 
 Status = Literal["OK", "WARN", "FAIL"]
@@ -189,23 +190,17 @@ def check_model(settings: Settings, http: httpx.Client, speaks: str) -> list[Fin
 
 def _model_info(settings: Settings, http: httpx.Client, speaks: str) -> Finding:
     """Capabilities and context window, as the chat pipeline learns them (``WindowCache``)."""
-    window: int | None = None
-    capabilities: list[str] | None = None
+    info = UNKNOWN
     try:
         if speaks == "ollama":
             response = http.post("/api/show", json={"model": settings.model})
             response.raise_for_status()
-            show = response.json()
-            for key, value in (show.get("model_info") or {}).items():
-                if key.endswith(".context_length") and isinstance(value, int):
-                    window = value
-            found = show.get("capabilities")
-            capabilities = [str(c) for c in found] if isinstance(found, list) else None
+            info = from_show(response.json())
         else:
-            n_ctx = (_get(http, "/props").get("default_generation_settings") or {}).get("n_ctx")
-            window = n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None
+            info = from_props(_get(http, "/props"))
     except (httpx.HTTPError, ValueError, AttributeError):
         pass
+    window, capabilities = info.window, info.capabilities
     if settings.context_window:
         said = f"context window {settings.context_window} tokens (--context-window)"
     elif window:

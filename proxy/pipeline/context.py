@@ -113,14 +113,22 @@ class WindowCache:
 
 async def _ask(upstream: Upstream, model: str, deadline: float) -> ModelInfo:
     if upstream.api == "ollama":
-        show = await upstream.post_json("/api/show", {"model": model}, deadline=deadline)
-        window = None
-        for key, value in (show.get("model_info") or {}).items():
-            if key.endswith(".context_length") and isinstance(value, int):
-                window = value
-        capabilities = show.get("capabilities")
-        return ModelInfo(window, tuple(capabilities) if isinstance(capabilities, list) else None)
-    props = await upstream.get_json("/props", deadline=deadline)  # llama.cpp's server: one slot's context
+        return from_show(await upstream.post_json("/api/show", {"model": model}, deadline=deadline))
+    return from_props(await upstream.get_json("/props", deadline=deadline))
+
+
+def from_show(show: dict[str, Any]) -> ModelInfo:
+    """The window and capabilities in Ollama's ``/api/show`` reply."""
+    window = None
+    for key, value in (show.get("model_info") or {}).items():
+        if key.endswith(".context_length") and isinstance(value, int):
+            window = value
+    capabilities = show.get("capabilities")
+    return ModelInfo(window, tuple(str(c) for c in capabilities) if isinstance(capabilities, list) else None)
+
+
+def from_props(props: dict[str, Any]) -> ModelInfo:
+    """The window in llama.cpp's ``/props`` reply: one slot's context."""
     n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
     return ModelInfo(n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None, None)
 
