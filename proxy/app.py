@@ -19,7 +19,7 @@ from proxy.api import anthropic, completions, health, mcp, metrics, ollama, open
 from proxy.api.metrics import Metrics
 from proxy.api.requestlog import RecentRequests, RequestLogMiddleware
 from proxy.api.security import SecurityMiddleware, check_bind
-from proxy.errors import ProxyError, anthropic_error, error_body, is_anthropic_path
+from proxy.errors import ErrorShape, ProxyError, error_reply, is_anthropic_path
 from proxy.index.service import IndexService
 from proxy.index.watcher import FolderWatcher
 from proxy.logging import get_logger
@@ -40,33 +40,38 @@ _TYPES = {
 }
 
 
+def _error(
+    request: Request[Any, Any, Any],
+    status: int,
+    message: str,
+    kind: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: Any = None,
+) -> Response[Any]:
+    """An error in OpenAI's shape, or Anthropic's on its API (the Ollama routes have their own
+    handlers)."""
+    shape: ErrorShape = "anthropic" if is_anthropic_path(request.url.path) else "openai"
+    status, body = error_reply(shape, status, message, kind, param=param, code=code)
+    return Response(body, status_code=status, headers=headers)
+
+
 def _proxy_error(request: Request[Any, Any, Any], exc: ProxyError) -> Response[Any]:
-    if is_anthropic_path(request.url.path):
-        status, body = anthropic_error(exc.status, exc.message)
-        return Response(body, status_code=status)
-    return Response(exc.body(), status_code=exc.status)
+    return _error(request, exc.status, exc.message, exc.type, param=exc.param, code=exc.code)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
-    if is_anthropic_path(request.url.path):
-        status, body = anthropic_error(status, str(exc.detail))
-        return Response(body, status_code=status, headers=exc.headers)
     code = "request_too_large" if status == 413 else None
-    return Response(
-        error_body(str(exc.detail), _TYPES.get(status, "api_error"), code=code),
-        status_code=status,
-        headers=exc.headers,
-    )
+    kind = _TYPES.get(status, "api_error")
+    return _error(request, status, str(exc.detail), kind, code=code, headers=exc.headers)
 
 
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("request.failed", exc_info=exc)
     message = f"internal error: {type(exc).__name__}"
-    if is_anthropic_path(request.url.path):
-        status, body = anthropic_error(500, message)
-        return Response(body, status_code=status)
-    return Response(error_body(message, "api_error", code="internal_error"), status_code=500)
+    return _error(request, 500, message, "api_error", code="internal_error")
 
 
 def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Litestar:

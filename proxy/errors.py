@@ -3,7 +3,7 @@ with the HTTP status carried by the exception class."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 
 class ConfigError(Exception):
@@ -108,3 +108,32 @@ def anthropic_error(status: int, message: str) -> tuple[int, dict[str, Any]]:
 
 def is_anthropic_path(path: str) -> bool:
     return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+ErrorShape = Literal["openai", "ollama", "anthropic"]
+
+
+def error_shape(path: str) -> ErrorShape:
+    """Whose error body a request for ``path`` expects: Ollama's under ``/api/`` and at ``/``,
+    Anthropic's under ``/v1/messages``, OpenAI's elsewhere."""
+    if path == "/" or path.startswith("/api/"):
+        return "ollama"
+    return "anthropic" if is_anthropic_path(path) else "openai"
+
+
+def error_reply(
+    shape: ErrorShape,
+    status: int,
+    message: str,
+    kind: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """(status, body) of an error in that API's shape (``kind``, ``param`` and ``code`` are
+    OpenAI's fields)."""
+    if shape == "anthropic":
+        return anthropic_error(status, message)
+    if shape == "ollama":
+        return status, {"error": message}
+    return status, error_body(message, kind, param=param, code=code)

@@ -10,12 +10,11 @@ import hashlib
 import hmac
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import ConfigError, anthropic_error, error_body, is_anthropic_path
+from proxy.errors import ConfigError, ErrorShape, error_reply, error_shape
 from proxy.settings import Settings
 
 SCOPE_KEY = "ragproxy_collections"  # in scope["state"]: the collections a key may read, or None
@@ -128,15 +127,13 @@ class SecurityMiddleware:
             return
         headers = {name.lower(): value for name, value in scope["headers"]}
         path = scope["path"]
-        ollama: bool | None = path == "/" or path.startswith("/api/")
-        if is_anthropic_path(path):
-            ollama = None  # the Anthropic shape
+        shape = error_shape(path)
         if sum(name.lower() == b"host" for name, _ in scope["headers"]) > 1:  # RFC 9112 section 3.2
-            await _reject(send, 400, "more than one Host header", "invalid_request_error", ollama)
+            await _reject(send, 400, "more than one Host header", "invalid_request_error", shape)
             return
         host = _host_name(_requested_host(scope, headers))
         if not self.any_host and host not in self.hosts:
-            await _reject(send, 400, f"Host {host!r} is not allowed", "invalid_request_error", ollama)
+            await _reject(send, 400, f"Host {host!r} is not allowed", "invalid_request_error", shape)
             return
         origin = headers.get(b"origin", b"").decode("latin-1")
         allowed_origin = origin if origin and origin in self.origins else None
@@ -152,13 +149,13 @@ class SecurityMiddleware:
             key = _presented_key(headers, basic=page)
             if key is None:
                 await _reject(
-                    send, 401, "missing API key", "authentication_error", ollama, "missing_api_key", page
+                    send, 401, "missing API key", "authentication_error", shape, "missing_api_key", page
                 )
                 return
             found = self._match(key)
             if found is None:
                 await _reject(
-                    send, 401, "invalid API key", "authentication_error", ollama, "invalid_api_key", page
+                    send, 401, "invalid API key", "authentication_error", shape, "invalid_api_key", page
                 )
                 return
             scope.setdefault("state", {})[SCOPE_KEY] = found.collections
@@ -224,15 +221,13 @@ async def _reject(
     status: int,
     message: str,
     kind: str,
-    ollama: bool | None,
+    shape: ErrorShape,
     code: str | None = None,
     page: bool = False,
 ) -> None:
-    """The error in the shape of the request's API: Ollama's, OpenAI's, or (``ollama`` None)
-    Anthropic's. ``page``: the status page, whose 401 asks the browser for the key."""
-    body: dict[str, Any] = {"error": message} if ollama else error_body(message, kind, code=code)
-    if ollama is None:
-        status, body = anthropic_error(status, message)
+    """The error in the shape of the request's API. ``page``: the status page, whose 401 asks
+    the browser for the key."""
+    status, body = error_reply(shape, status, message, kind, code=code)
     headers = [(b"content-type", b"application/json")]
     if status == 401:
         challenge = b'Basic realm="ragproxy", charset="UTF-8"' if page else b'Bearer realm="ragproxy"'
