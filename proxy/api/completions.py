@@ -64,9 +64,9 @@ async def completions(request: AnyRequest) -> ASGIApp:
 def _check(body: dict[str, Any], *, ollama_upstream: bool) -> None:
     prompt = body.get("prompt")
     texts = isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt))
-    if not texts:
-        if not (isinstance(prompt, list) and prompt and ollama_upstream is False):
-            raise BadRequest("'prompt' must be a string (or an array of strings)", param="prompt")
+    # anything else an OpenAI-compatible upstream judges itself (token arrays), if it is a list
+    if not texts and (ollama_upstream or not isinstance(prompt, list) or not prompt):
+        raise BadRequest("'prompt' must be a string (or an array of strings)", param="prompt")
     if ollama_upstream and isinstance(prompt, list) and len(prompt) != 1:
         raise BadRequest("an Ollama upstream completes one prompt at a time", param="prompt")
     if body.get("suffix") is not None and not isinstance(body["suffix"], str):
