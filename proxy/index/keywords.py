@@ -1,0 +1,106 @@
+"""Which of a question's terms the keyword search runs, so that its cost stays bounded however
+large the index grows.
+
+FTS5 scores every row that matches any term of an ``OR`` query. At 100k chunks a question holding
+a common word ("use", 可以) matched tens of thousands of rows and took 30-80 ms, though such a
+word adds almost nothing to BM25 (its IDF is small). Here each term's document frequency is
+looked up (the index's vocabulary, read in one pass and kept), and terms are taken rarest first
+while the rows they match stay within ``BUDGET``; the rarest ``MIN_TERMS`` are always kept. On an
+index of a few thousand chunks nothing is dropped.
+
+English words are looked up by their stems, made by the index's own tokenizer (a temporary FTS5
+table on the reading connection); a pair of Chinese characters by its rarer character."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from proxy.index.db import Connection
+from proxy.index.textsearch import query_terms
+
+BUDGET = 5_000  # rows the kept terms may match together, counted by document frequency
+MIN_TERMS = 2
+REFRESH_SECONDS = 60.0  # the vocabulary is read again at most this often, after writes
+STEMS_KEPT = 50_000
+TOKENIZER = "porter unicode61 remove_diacritics 2"  # as chunks_fts
+
+
+class Vocabulary:
+    """Document frequencies of the index's tokens. Reading them all takes ~0.3 s at 100k chunks,
+    so they are kept, and read again when this process has written the index since and the copy
+    is older than ``REFRESH_SECONDS`` (ten times that after writes by other processes); a token
+    added since counts as rare, which keeps it."""
+
+    def __init__(self, budget: int = BUDGET) -> None:
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._frequencies: dict[str, int] = {}
+        self._rows = 0
+        self._read_at = -float("inf")
+        self._read_after = -1  # the write count the copy was read after
+        self._stems: dict[str, str] = {}
+
+    def select(self, db: Connection, query: str, writes: int) -> dict[str, int | None]:
+        """The query's search terms (``textsearch.query_terms``) that the keyword search runs,
+        each with its document frequency if it is one token (a Chinese pair's is not known)."""
+        terms = query_terms(query)
+        frequencies = self._current(db, writes)
+        stems = self._stem(db, [t for t in terms if " " not in t])
+        costs = {}
+        for term in terms:
+            tokens = term.split(" ") if " " in term else [stems[term]]
+            counts = [frequencies.get(token, 0) for token in tokens]
+            costs[term] = (min(counts), sum(counts))  # rows it may match; rows FTS5 reads for it
+        kept: set[str] = set()
+        spent = 0
+        for term in sorted(terms, key=lambda t: costs[t][0]):
+            if len(kept) >= MIN_TERMS and spent + costs[term][1] > self.budget:
+                break
+            kept.add(term)
+            spent += costs[term][1]
+        return {t: None if " " in t else costs[t][0] for t in terms if t in kept}
+
+    def rows(self) -> int:
+        """Rows of the keyword index when the frequencies were read."""
+        return self._rows
+
+    def _current(self, db: Connection, writes: int) -> dict[str, int]:
+        with self._lock:
+            age = time.monotonic() - self._read_at
+            # another process may write the file too: its writes are picked up within 10 minutes
+            due = age >= REFRESH_SECONDS and (self._read_after != writes or age >= 10 * REFRESH_SECONDS)
+            if not due:
+                return self._frequencies
+            _ensure_tables(db)
+            self._frequencies = dict(db.execute("SELECT term, doc FROM temp.ragproxy_vocabulary").fetchall())
+            self._rows = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            self._read_at, self._read_after = time.monotonic(), writes
+            return self._frequencies
+
+    def _stem(self, db: Connection, words: Sequence[str]) -> dict[str, str]:
+        """Each word as the index's tokenizer stores it (lower case, stemmed)."""
+        missing = [w for w in dict.fromkeys(words) if w not in self._stems]
+        if missing:
+            _ensure_tables(db)
+            db.execute("DELETE FROM temp.ragproxy_words")
+            db.executemany("INSERT INTO temp.ragproxy_words(rowid, word) VALUES (?, ?)", enumerate(missing))
+            found = dict(db.execute("SELECT doc, term FROM temp.ragproxy_word_stems").fetchall())
+            with self._lock:
+                if len(self._stems) > STEMS_KEPT:
+                    self._stems.clear()
+                self._stems.update((word, found.get(i, word.lower())) for i, word in enumerate(missing))
+        return {w: self._stems.get(w, w.lower()) for w in words}
+
+
+def _ensure_tables(db: Connection) -> None:
+    """Temporary tables of this connection (a read-only one may have them): the vocabulary of
+    chunks_fts, and a scratch FTS5 table whose own vocabulary gives a word's stem."""
+    if db.execute("SELECT 1 FROM temp.sqlite_master WHERE name = 'ragproxy_vocabulary'").fetchone():
+        return
+    db.execute("CREATE VIRTUAL TABLE temp.ragproxy_vocabulary USING fts5vocab(main, chunks_fts, 'row')")
+    db.execute(f"CREATE VIRTUAL TABLE temp.ragproxy_words USING fts5(word, tokenize='{TOKENIZER}')")
+    db.execute(
+        "CREATE VIRTUAL TABLE temp.ragproxy_word_stems USING fts5vocab(temp, ragproxy_words, 'instance')"
+    )
