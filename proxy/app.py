@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +39,14 @@ _TYPES = {
     405: "invalid_request_error",
     413: "invalid_request_error",
 }
+
+
+def _warm(service: IndexService) -> None:
+    """The index read into memory after start, so the first question does not wait for it."""
+    try:
+        service.store.warm()
+    except Exception as exc:  # closed meanwhile, or unreadable: the first search reports it
+        log.debug("index.warm_failed", error=str(exc))
 
 
 def _error(
@@ -112,6 +121,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             else:
                 await anyio.to_thread.run_sync(service.has_vectors)  # loads the embedder before any question
             app.state.index = service
+            threading.Thread(target=_warm, args=(service,), name="ragproxy-warm", daemon=True).start()
             yield
         finally:
             app.state.index = app.state.watcher = None
