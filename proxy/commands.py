@@ -158,7 +158,7 @@ def mcp(settings: Settings, args: argparse.Namespace) -> int:
     """MCP over stdio, for the editor or agent that starts it: the index as it is (no watcher, no
     embedding), every collection. No API key: whoever can start this process can read the index
     file itself. Standard output carries the protocol, so logs go to standard error."""
-    from proxy.api.mcp import build_mcp
+    from proxy.api.mcp_tools import build_mcp
 
     configure_logging("warning", sys.stderr)
     service = open_index(settings)

@@ -3,6 +3,7 @@ SQLite file. One writer connection behind a lock; each reading thread has its ow
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 import threading
@@ -618,6 +619,7 @@ class Store:
         finally:
             db.execute("COMMIT")
         self._vectors, self._vectors_version = matrix, version
+        _release_freed_memory()  # the rows read to load it: ~40 MB at 100k chunks
         return matrix
 
     # -- reading chunks back ----------------------------------------------------------------------
@@ -684,6 +686,15 @@ class Store:
             "dim": dim,
             "collections": collections,
         }
+
+
+def _release_freed_memory() -> None:
+    """Hands memory freed by Python back to the system (glibc keeps it otherwise, in the gaps
+    between objects still alive). Elsewhere, nothing to do."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _hit(row: Any, score: float) -> Hit:

@@ -28,6 +28,7 @@ SCALE = 32767.0  # int16 per unit of a component; components of a unit vector li
 FIRST_PASS_FROM = 8192  # rows: below this every row is scored
 MIN_CANDIDATES = 2048
 CANDIDATE_SHARE = 16  # past MIN_CANDIDATES, one row in this many is scored
+BLOCK = 1024  # rows scored at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,14 +250,22 @@ class VectorMatrix:
         return np.flatnonzero(distance <= cut)
 
     def _score(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """Cosine similarity of the query to these rows (ascending row numbers)."""
-        codes, floats = self._scratch.second_pass(len(rows), self.dim)
-        if len(rows) == self.size:
-            np.copyto(floats, self._codes[: self.size], casting="unsafe")
-        else:
-            np.take(self._codes, rows, axis=0, out=codes, mode="clip")  # "raise" copies twice
-            np.copyto(floats, codes, casting="unsafe")
-        return floats @ (q / SCALE)
+        """Cosine similarity of the query to these rows (ascending row numbers), a block at a
+        time: the block's float32 copy stays in the CPU's cache, and the buffers stay small."""
+        scores = np.empty(len(rows), dtype=np.float32)
+        scaled = q / SCALE
+        codes, floats = self._scratch.second_pass(min(len(rows), BLOCK), self.dim)
+        everything = len(rows) == self.size
+        for start in range(0, len(rows), BLOCK):
+            end = min(start + BLOCK, len(rows))
+            block = floats[: end - start]
+            if everything:
+                np.copyto(block, self._codes[start:end], casting="unsafe")
+            else:
+                np.take(self._codes, rows[start:end], axis=0, out=codes[: end - start], mode="clip")
+                np.copyto(block, codes[: end - start], casting="unsafe")  # ("raise" copies twice)
+            np.dot(block, scaled, out=scores[start:end])
+        return scores
 
     def _background(self, q: np.ndarray, chosen: set[int] | None, cjk: bool | None) -> Background | None:
         groups = [(key, m) for key, m in self._moments.items() if chosen is None or key[0] in chosen]
