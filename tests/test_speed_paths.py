@@ -101,12 +101,12 @@ def test_common_words_are_left_out_of_the_keyword_search_past_the_budget(tmp_pat
     )
     db = store.reader()
     question = "which turbine zeppelins moored at the aurora mast"
-    everything = Vocabulary(budget=10**9).select(db, question, 0)
+    everything = Vocabulary(budget=10**9).select(db, question)
     assert list(everything) == ["turbine", "zeppelins", "moored", "aurora", "mast"]
     assert everything["turbine"] == 121 and everything["zeppelins"] == 1  # by stem: "zeppelin"
-    assert list(Vocabulary(budget=50).select(db, question, 0)) == ["zeppelins", "moored", "aurora", "mast"]
+    assert list(Vocabulary(budget=50).select(db, question)) == ["zeppelins", "moored", "aurora", "mast"]
     # the rarest two are kept whatever they cost
-    assert list(Vocabulary(budget=0).select(db, "turbine manual zeppelins", 0)) == ["manual", "zeppelins"]
+    assert list(Vocabulary(budget=0).select(db, "turbine manual zeppelins")) == ["manual", "zeppelins"]
     assert [h.path for h in store.search_keyword(question, 3)][:1] == ["rare.md"]
     store.close()
 
@@ -124,4 +124,24 @@ def test_a_word_saved_after_the_frequencies_were_read_is_found(tmp_path: Path) -
         chunks=[Chunk(0, "the turbine gasket of the kestrel line", 0, 9)],
     )
     assert [h.path for h in store.search_keyword("turbine kestrel gasket", 1)] == ["new.md"]
+    store.close()
+
+
+def test_frequencies_read_from_an_empty_index_follow_it_as_it_fills(tmp_path: Path) -> None:
+    store = Store(tmp_path / "k.db")
+    store.warm()  # as serve does at start, before its first scan
+    collection = store.collection_id("c", str(tmp_path))
+    for n in range(40):
+        store.replace_document(
+            collection,
+            f"p{n}.md",
+            digest=str(n),
+            size=1,
+            mtime=1,
+            loader="t",
+            chunks=[Chunk(0, f"turbine gasket marker{n} of the kestrel line", 0, 9)],
+        )
+    weights = store.keyword_idf("turbine kestrel 熊猫")  # counts newer than the frequencies
+    assert set(weights) == {"turbine", "kestrel", "熊 猫"} and all(w > 0 for w in weights.values())
+    assert [h.path for h in store.search_keyword("gasket marker17", 1)] == ["p17.md"]
     store.close()

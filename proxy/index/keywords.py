@@ -9,7 +9,8 @@ while the rows they match stay within ``BUDGET``; the rarest ``MIN_TERMS`` are a
 index of a few thousand chunks nothing is dropped.
 
 English words are looked up by their stems, made by the index's own tokenizer (a temporary FTS5
-table on the reading connection); a pair of Chinese characters by its rarer character."""
+table on the reading connection). A pair of Chinese characters matches at most the rows of its
+rarer character; FTS5 reads both characters' lists to find it."""
 
 from __future__ import annotations
 
@@ -22,31 +23,31 @@ from proxy.index.textsearch import query_terms
 
 BUDGET = 5_000  # rows the kept terms may match together, counted by document frequency
 MIN_TERMS = 2
-REFRESH_SECONDS = 60.0  # the vocabulary is read again at most this often, after writes
+REFRESH_SECONDS = 60.0  # the vocabulary is read again this often while the index changes
+GROWTH = 0.25  # ... and at once (5 s apart at most) when its size changed by more than this share
 STEMS_KEPT = 50_000
 TOKENIZER = "porter unicode61 remove_diacritics 2"  # as chunks_fts
 
 
 class Vocabulary:
     """Document frequencies of the index's tokens. Reading them all takes ~0.3 s at 100k chunks,
-    so they are kept, and read again when this process has written the index since and the copy
-    is older than ``REFRESH_SECONDS`` (ten times that after writes by other processes); a token
-    added since counts as rare, which keeps it."""
+    so they are kept, and read again when the number of chunks (a cheap count) has changed: after
+    ``REFRESH_SECONDS``, or within 5 s when it changed by more than ``GROWTH`` (a folder being
+    indexed). A token added since counts as rare, which keeps it."""
 
     def __init__(self, budget: int = BUDGET) -> None:
         self.budget = budget
         self._lock = threading.Lock()
         self._frequencies: dict[str, int] = {}
-        self._rows = 0
+        self._rows = -1  # chunks when the frequencies were read
         self._read_at = -float("inf")
-        self._read_after = -1  # the write count the copy was read after
         self._stems: dict[str, str] = {}
 
-    def select(self, db: Connection, query: str, writes: int) -> dict[str, int | None]:
+    def select(self, db: Connection, query: str) -> dict[str, int | None]:
         """The query's search terms (``textsearch.query_terms``) that the keyword search runs,
         each with its document frequency if it is one token (a Chinese pair's is not known)."""
         terms = query_terms(query)
-        frequencies = self._current(db, writes)
+        frequencies = self._current(db)
         stems = self._stem(db, [t for t in terms if " " not in t])
         costs = {}
         for term in terms:
@@ -62,21 +63,19 @@ class Vocabulary:
             spent += costs[term][1]
         return {t: None if " " in t else costs[t][0] for t in terms if t in kept}
 
-    def rows(self) -> int:
-        """Rows of the keyword index when the frequencies were read."""
-        return self._rows
-
-    def _current(self, db: Connection, writes: int) -> dict[str, int]:
+    def _current(self, db: Connection) -> dict[str, int]:
         with self._lock:
+            rows = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
             age = time.monotonic() - self._read_at
-            # another process may write the file too: its writes are picked up within 10 minutes
-            due = age >= REFRESH_SECONDS and (self._read_after != writes or age >= 10 * REFRESH_SECONDS)
-            if not due:
-                return self._frequencies
-            _ensure_tables(db)
-            self._frequencies = dict(db.execute("SELECT term, doc FROM temp.ragproxy_vocabulary").fetchall())
-            self._rows = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-            self._read_at, self._read_after = time.monotonic(), writes
+            changed = abs(rows - self._rows)
+            due = self._rows < 0 or (
+                changed and (age >= REFRESH_SECONDS or (age >= 5 and changed > GROWTH * self._rows))
+            )
+            if due:
+                _ensure_tables(db)
+                vocabulary = db.execute("SELECT term, doc FROM temp.ragproxy_vocabulary")
+                self._frequencies = dict(vocabulary.fetchall())
+                self._rows, self._read_at = rows, time.monotonic()
             return self._frequencies
 
     def _stem(self, db: Connection, words: Sequence[str]) -> dict[str, str]:

@@ -152,7 +152,6 @@ class Store:
         self._vectors: VectorMatrix | None = None  # loaded on the first vector search
         self._vectors_version = -1
         self._vocabulary = Vocabulary()  # document frequencies, to choose a query's search terms
-        self._writes = 0  # write transactions committed by this store
 
     def close(self) -> None:
         with self._lock:
@@ -169,7 +168,6 @@ class Store:
             try:
                 yield self._writer
                 self._writer.execute("COMMIT")
-                self._writes += 1
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 self._vectors = None  # it may hold changes that were just undone
@@ -494,7 +492,7 @@ class Store:
         """The query's search terms the keyword search runs (the rarer ones, when matching them
         all would score too many rows: ``keywords``), with the document frequency of each single
         token."""
-        return self._vocabulary.select(self.reader(), query, self._writes)
+        return self._vocabulary.select(self.reader(), query)
 
     def search_keyword(self, query: str, k: int = 10, collections: Sequence[str] | None = None) -> list[Hit]:
         """FTS5 BM25 over chunk text (English stemmed, Chinese by adjacent characters)."""
@@ -529,13 +527,14 @@ class Store:
         as FTS5's BM25 computes it (over the whole table): what a match on that term is worth."""
         db = self.reader()
         terms = self.keyword_terms(query)
-        total = self._vocabulary.rows()
+        total = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
         weights = {}
         for term, hits in terms.items():
             if hits is None:  # a phrase: counted
                 hits = db.execute(
                     "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (textsearch.quote(term),)
                 ).fetchone()[0]
+            hits = min(hits, total)  # a token's frequency may be a few seconds old
             weights[term] = max(math.log((total - hits + 0.5) / (hits + 0.5)), 1e-6)
         return weights
 
@@ -587,7 +586,7 @@ class Store:
         at 100k chunks) and the keyword vocabulary."""
         with self._lock:
             self._current_vectors()
-        self._vocabulary.select(self.reader(), "", self._writes)
+        self._vocabulary.select(self.reader(), "")
 
     def _current_vectors(self) -> VectorMatrix | None:
         """The matrix, (re)loaded from sqlite-vec's table if another process changed the vectors."""
