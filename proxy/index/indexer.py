@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
+from fnmatch import translate
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,15 @@ import pathspec
 from proxy.errors import ConfigError
 from proxy.index.chunker import chunk_document
 from proxy.index.extract import Extractor, Limits, check_size
-from proxy.index.store import NewDocument, PendingChunk, Store, content_hash, pack
+from proxy.index.store import (
+    DocumentState,
+    NewDocument,
+    PendingChunk,
+    Store,
+    content_hash,
+    new_document,
+    pack,
+)
 from proxy.logging import get_logger
 from proxy.plugins import isolated, loader_for
 from proxy.types import Embedder, SkipFile
@@ -49,6 +58,7 @@ IGNORED_FILES = (
     "*___jb_old___",
     ".~lock.*#",
 )
+_IGNORED_FILE = re.compile("|".join(translate(pattern) for pattern in IGNORED_FILES))
 
 
 GITIGNORE_BYTES = 1024 * 1024
@@ -96,9 +106,11 @@ class Collection:
         except ValueError:
             return None
 
-    def ignores(self, rel: str, is_dir: bool = False) -> bool:
+    def ignores(self, rel: str, is_dir: bool = False, specs: dict[str, Any] | None = None) -> bool:
         """Hidden files and folders (``.git``, ``.env``, editors' temporary files), dependency and
-        cache folders, editor backups, and what ``.gitignore`` files exclude."""
+        cache folders, editor backups, and what ``.gitignore`` files exclude. ``specs``: the
+        ``.gitignore`` files already looked up by this walk, by folder (a walk looks each up once,
+        not once for every file under it)."""
         if any(rel == inner or rel.startswith(inner + "/") for inner in self.nested):
             return True
         parts = rel.split("/")
@@ -106,16 +118,22 @@ class Collection:
             return True
         if parts[-1].startswith(".") or (is_dir and parts[-1] in IGNORED_DIRS):
             return True
-        if not is_dir and any(fnmatch(parts[-1], pattern) for pattern in IGNORED_FILES):
+        if not is_dir and _IGNORED_FILE.match(parts[-1]):
             return True
-        return self.gitignored(parts, is_dir)
+        return self.gitignored(parts, is_dir, specs)
 
-    def gitignored(self, parts: list[str], is_dir: bool) -> bool:
+    def gitignored(self, parts: list[str], is_dir: bool, specs: dict[str, Any] | None = None) -> bool:
         """As git decides: the ``.gitignore`` of the root and of each folder on the way, patterns
         relative to their folder; the deepest matching pattern wins (``!`` re-includes)."""
         decision = None
         for depth in range(len(parts)):
-            spec = self._gitignore_in("/".join(parts[:depth]))
+            folder = "/".join(parts[:depth])
+            if specs is None:
+                spec = self._gitignore_in(folder)
+            elif folder in specs:
+                spec = specs[folder]
+            else:
+                spec = specs[folder] = self._gitignore_in(folder)
             if spec is not None:
                 result = spec.check_file("/".join(parts[depth:]) + ("/" if is_dir else ""))
                 if result.include is not None:
@@ -231,19 +249,27 @@ class Indexer:
         rel = collection.relative(path)
         if rel is None or rel == "." or collection.ignores(rel):
             return "ignored"
+        state = self.store.document_state(collection.id, rel)
+        return self._prepare_file(collection, path, rel, state, verify=verify)
+
+    def _prepare_file(
+        self, collection: Collection, path: Path, rel: str, state: DocumentState | None, *, verify: bool
+    ) -> str | NewDocument:
+        """``_prepare`` of a path known not to be ignored, given what the index holds of it."""
         try:
-            if path.is_symlink() and collection.relative(Path(os.path.realpath(path))) is None:
-                return self._forget(collection, rel)  # a link out of the root is not followed
-            info = path.stat()
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                if collection.relative(Path(os.path.realpath(path))) is None:
+                    return self._forget(collection, rel)  # a link out of the root is not followed
+                info = os.stat(path)
         except OSError:
             return self._forget(collection, rel)
-        if not path.is_file():
+        if not stat.S_ISREG(info.st_mode):
             return self._forget(collection, rel)
         if info.st_size > self.max_file_bytes:
             return self._skip(
                 collection, rel, f"{info.st_size} bytes, over the {self.max_file_bytes}-byte cap"
             )
-        state = self.store.document_state(collection.id, rel)
         same_stat = state is not None and state.size == info.st_size and state.mtime == info.st_mtime
         if same_stat and not verify:
             return "unchanged"
@@ -275,7 +301,7 @@ class Indexer:
             return self._skip(
                 collection, rel, f"{len(chunks)} chunks, over the {self.max_file_chunks}-chunk limit"
             )
-        return NewDocument(
+        return new_document(
             rel, digest, info.st_size, info.st_mtime, getattr(loader, "__module__", "?"), chunks
         )
 
@@ -326,23 +352,30 @@ class Indexer:
     def walk(self, collection: Collection, start: Path | None = None) -> Iterator[Path]:
         """Files under ``start`` (default: the root), not entering ignored directories or
         directory symlinks."""
-        stack = [start or collection.root]
+        return (path for path, _ in self._walk(collection, start))
+
+    def _walk(self, collection: Collection, start: Path | None) -> Iterator[tuple[Path, str]]:
+        """``walk``'s files with their paths inside the root."""
+        top = start or collection.root
+        top_rel = collection.relative(top)
+        if top_rel is None:
+            return
+        specs: dict[str, Any] = {}
+        stack = [(top, top_rel)]
         while stack:
-            directory = stack.pop()
+            directory, folder = stack.pop()
             try:
                 entries = list(os.scandir(directory))
             except OSError:
                 continue
             for entry in entries:
-                path = Path(entry.path)
-                rel = collection.relative(path)
-                if rel is None:
-                    continue
+                path = directory / entry.name
+                rel = entry.name if folder == "." else f"{folder}/{entry.name}"
                 if entry.is_dir(follow_symlinks=False):
-                    if not collection.ignores(rel, is_dir=True):
-                        stack.append(path)
-                elif not collection.ignores(rel):
-                    yield path
+                    if not collection.ignores(rel, is_dir=True, specs=specs):
+                        stack.append((path, rel))
+                elif not collection.ignores(rel, specs=specs):
+                    yield path, rel
 
     def scan_path(self, collection: Collection, path: Path) -> ScanReport:
         if path.is_dir() and not path.is_symlink():
@@ -364,7 +397,10 @@ class Indexer:
         also reads every indexed file and re-indexes those whose content hash differs, which
         catches an edit that kept the size and mtime; unchanged files are only read and hashed."""
         report = ScanReport()
-        indexed = set(self.store.document_states(collection.id)) if verify else set()
+        # read once: the state of each file the watcher writes meanwhile is at worst out of date,
+        # which makes the scan read that file again
+        states = self.store.document_states(collection.id)
+        indexed = set(states) if verify else set()
         seen: set[str] = set()
         batch: list[NewDocument] = []
         batch_chars = 0
@@ -379,12 +415,10 @@ class Indexer:
                 if progress:
                     progress(report)
 
-        for path in self.walk(collection, start):
+        for path, rel in self._walk(collection, start):
             report.visited += 1
-            rel = collection.relative(path)
-            if rel is not None:
-                seen.add(rel)
-            outcome = self._prepare(collection, path, verify=verify)
+            seen.add(rel)
+            outcome = self._prepare_file(collection, path, rel, states.get(rel), verify=verify)
             if rel in indexed and (outcome == "unchanged" or isinstance(outcome, NewDocument)):
                 report.verified += 1
                 report.changed += outcome != "unchanged"

@@ -39,6 +39,11 @@ def pack(vector: Sequence[float]) -> bytes:
     return array("f", (v / norm for v in values)).tobytes()
 
 
+def embedding_text(text: str, heading: str | None) -> str:
+    """What is embedded and keyword-indexed: the heading path gives a chunk its context."""
+    return f"{heading}\n\n{text}" if heading else text
+
+
 @dataclass(frozen=True, slots=True)
 class DocumentState:
     id: int
@@ -85,7 +90,7 @@ class Hit:
 
 @dataclass(frozen=True, slots=True)
 class NewDocument:
-    """A loaded and chunked file, ready to be written."""
+    """A loaded and chunked file, ready to be written (made by ``new_document``)."""
 
     path: str
     digest: str
@@ -93,6 +98,26 @@ class NewDocument:
     mtime: float
     loader: str
     chunks: Sequence[Chunk]
+    hashes: Sequence[str]  # each chunk's content hash (of its ``embedding_text``)
+    keyword_texts: Sequence[str]  # what FTS5 indexes for each chunk
+
+
+def new_document(
+    path: str, digest: str, size: int, mtime: float, loader: str, chunks: Sequence[Chunk]
+) -> NewDocument:
+    """The document with its chunks' hashes and keyword texts, computed here, outside the write
+    lock, so that a scan prepares the next files while the last ones are written."""
+    bodies = [embedding_text(chunk.text, chunk.heading) for chunk in chunks]
+    return NewDocument(
+        path,
+        digest,
+        size,
+        mtime,
+        loader,
+        chunks,
+        [content_hash(b) for b in bodies],
+        textsearch.index_texts(bodies),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +126,6 @@ class PendingChunk:
     collection_id: int
     content_hash: str
     text: str
-
-
-def embedding_text(text: str, heading: str | None) -> str:
-    """What is embedded and keyword-indexed: the heading path gives a chunk its context."""
-    return f"{heading}\n\n{text}" if heading else text
 
 
 LOAD_BATCH = 4096  # vectors read per step when the matrix loads
@@ -239,71 +259,86 @@ class Store:
         """The document's rows, chunks and keyword index in one transaction: searchable by
         keyword the moment it commits. Vectors follow from the embedding worker."""
         return self.replace_documents(
-            collection_id, [NewDocument(path, digest, size, mtime, loader, chunks)]
+            collection_id, [new_document(path, digest, size, mtime, loader, chunks)]
         )[0]
 
     def replace_documents(self, collection_id: int, documents: Sequence[NewDocument]) -> list[int]:
         """Several documents in one transaction (a scan writes in batches: fewer commits and
-        larger FTS5 segments). Returns their ids."""
+        larger FTS5 segments). Returns their ids, in order; of a path given twice, the last wins."""
+        latest = {document.path: document for document in documents}
         with self.write() as db:
-            return [self._replace(db, collection_id, document) for document in documents]
+            # The FTS5 rows go last, all in one statement: FTS5 keeps inserted rows in memory until
+            # the commit, but writes them out as a new segment whenever another statement of the
+            # transaction opens a savepoint (an INSERT into a table with a foreign key does).
+            # Interleaved per document, that was one tiny segment per file, merged over and over.
+            ids = {
+                path: self._replace_document_row(db, collection_id, path, document)
+                for path, document in latest.items()
+            }
+            row = db.execute("SELECT value FROM meta WHERE key = 'next_chunk_id'").fetchone()
+            first = max(
+                int(row[0]) if row else 0,
+                int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM chunks").fetchone()[0]),
+            )
+            # Ids chosen here (we hold the only write lock), so each table gets one executemany.
+            # Ids are never reused (a counter in meta), so an id a search just read cannot name
+            # new text.
+            chunk_rows: list[tuple[Any, ...]] = []
+            fts_rows: list[tuple[int, str]] = []
+            for path, document in latest.items():
+                for chunk, digest, keywords in zip(
+                    document.chunks, document.hashes, document.keyword_texts, strict=True
+                ):
+                    chunk_id = first + len(chunk_rows)
+                    chunk_rows.append(
+                        (
+                            chunk_id,
+                            ids[path],
+                            chunk.ordinal,
+                            chunk.text,
+                            chunk.start,
+                            chunk.end,
+                            chunk.heading,
+                            chunk.page,
+                            digest,
+                        )
+                    )
+                    fts_rows.append((chunk_id, keywords))
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('next_chunk_id', ?)", (str(first + len(chunk_rows)),)
+            )
+            db.executemany(
+                "INSERT INTO chunks(id, document_id, ordinal, text, start, end, heading, page, "
+                "content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                chunk_rows,
+            )
+            db.executemany("INSERT INTO chunks_fts(rowid, body) VALUES (?, ?)", fts_rows)
+        return [ids[document.path] for document in documents]
 
-    def _replace(self, db: Connection, collection_id: int, document: NewDocument) -> int:
-        path, chunks = document.path, document.chunks
+    def _replace_document_row(
+        self, db: Connection, collection_id: int, path: str, document: NewDocument
+    ) -> int:
+        """The document's row, inserted or updated, its old chunks gone; its id."""
         fields = (document.digest, document.size, document.mtime, document.loader, time.time())
         old = db.execute(
             "SELECT id FROM documents WHERE collection_id = ? AND path = ?", (collection_id, path)
         ).fetchone()
-        if old:
-            self._delete_chunks(db, "document_id = ?", (old[0],))
-            db.execute(
-                "UPDATE documents SET content_hash = ?, size = ?, mtime = ?, loader = ?, indexed_at = ? "
-                "WHERE id = ?",
-                (*fields, old[0]),
-            )
-            document_id = int(old[0])
-        else:
-            document_id = int(
+        db.execute("DELETE FROM skipped WHERE collection_id = ? AND path = ?", (collection_id, path))
+        if old is None:
+            return int(
                 db.execute(
                     "INSERT INTO documents(collection_id, path, content_hash, size, mtime, loader, "
                     "indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (collection_id, path, *fields),
                 ).fetchone()[0]
             )
-        db.execute("DELETE FROM skipped WHERE collection_id = ? AND path = ?", (collection_id, path))
-        # Ids chosen here (we hold the only write lock), so each table gets one executemany:
-        # interleaving chunk and FTS5 inserts row by row costs 2.5x as much. Ids are never
-        # reused (a counter in meta), so an id a search just read cannot name new text.
-        row = db.execute("SELECT value FROM meta WHERE key = 'next_chunk_id'").fetchone()
-        first = max(
-            int(row[0]) if row else 0,
-            int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM chunks").fetchone()[0]),
+        self._delete_chunks(db, "document_id = ?", (old[0],))
+        db.execute(
+            "UPDATE documents SET content_hash = ?, size = ?, mtime = ?, loader = ?, indexed_at = ? "
+            "WHERE id = ?",
+            (*fields, old[0]),
         )
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('next_chunk_id', ?)", (str(first + len(chunks)),))
-        bodies = [embedding_text(chunk.text, chunk.heading) for chunk in chunks]
-        db.executemany(
-            "INSERT INTO chunks(id, document_id, ordinal, text, start, end, heading, page, content_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    first + i,
-                    document_id,
-                    chunk.ordinal,
-                    chunk.text,
-                    chunk.start,
-                    chunk.end,
-                    chunk.heading,
-                    chunk.page,
-                    content_hash(body),
-                )
-                for i, (chunk, body) in enumerate(zip(chunks, bodies, strict=True))
-            ],
-        )
-        db.executemany(
-            "INSERT INTO chunks_fts(rowid, body) VALUES (?, ?)",
-            [(first + i, textsearch.index_text(body)) for i, body in enumerate(bodies)],
-        )
-        return document_id
+        return int(old[0])
 
     def touch_document(self, document_id: int, size: int, mtime: float) -> None:
         with self.write() as db:

@@ -14,14 +14,25 @@ no dictionary to load or keep in step (BENCHMARKS.md).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
 
 # Scripts written without spaces between words: CJK Unified Ideographs (basic, extensions A-H),
 # compatibility ideographs, 々〆〇, hiragana and katakana. Hangul is written with spaces; CJK
 # punctuation already separates tokens in unicode61.
-CJK_CLASS = (
-    "\u3005-\u3007\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-    "\U00020000-\U0002fa1f\U00030000-\U000323af"
+CJK_RANGES = (
+    (0x3005, 0x3007),
+    (0x3040, 0x30FF),
+    (0x31F0, 0x31FF),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF),
+    (0x20000, 0x2FA1F),
+    (0x30000, 0x323AF),
 )
+CJK_CLASS = "".join(f"{chr(low)}-{chr(high)}" for low, high in CJK_RANGES)
 _CJK_RUN = re.compile(f"[{CJK_CLASS}]+")
 _QUERY_PIECE = re.compile(f"(?P<cjk>[{CJK_CLASS}]+)|(?P<word>[^\\W_{CJK_CLASS}]+)")
 # Query side only: particles and question words (什么/怎么 → 什, 么); pairs with them match anywhere.
@@ -47,6 +58,38 @@ def index_text(text: str) -> str:
     """The text as indexed: a space between CJK characters and around each run of them. One
     call per run, not per character: 2x faster."""
     return _CJK_RUN.sub(_spaced, text)
+
+
+def index_texts(texts: Sequence[str]) -> list[str]:
+    """``index_text`` of each text, computed for all of them at once with numpy: 3x faster on
+    Chinese. Each CJK character gets a space on each side (two between neighbours), which
+    FTS5 tokenises exactly as ``index_text``'s single spaces."""
+    joined = "".join(texts)
+    if joined.isascii():
+        return list(texts)
+    codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    cjk = _cjk_table()[codes]
+    if not cjk.any():
+        return list(texts)
+    spaced = np.full((len(codes), 3), ord(" "), dtype=np.uint32)
+    spaced[:, 1] = codes
+    keep = np.ones((len(codes), 3), dtype=bool)
+    keep[:, 0] = keep[:, 2] = cjk
+    text = spaced[keep].tobytes().decode("utf-32-le", "surrogatepass")
+    # where each text starts in the result: two characters more for each CJK character before it
+    starts = np.cumsum([0, *(len(t) for t in texts)])
+    added = np.concatenate(([0], np.cumsum(cjk, dtype=np.int64)))[starts] * 2 + starts
+    bounds = added.tolist()
+    return [text[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
+
+
+@cache
+def _cjk_table() -> np.ndarray:
+    """For every code point, whether it is in ``CJK_RANGES`` (1.1 MB)."""
+    table = np.zeros(0x110000, dtype=bool)
+    for low, high in CJK_RANGES:
+        table[low : high + 1] = True
+    return table
 
 
 def quote(term: str) -> str:
