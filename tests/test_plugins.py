@@ -57,3 +57,16 @@ def test_third_party_plugin_from_an_entry_point(tmp_path: Path) -> None:
         [*run, "index", str(docs), "--db", str(tmp_path / "j.db")], capture_output=True, text=True
     )
     assert "1 skipped" in plain.stderr
+
+
+def test_markdown_sections_skip_fences_and_follow_every_line_break() -> None:
+    from plugins.loaders.markdown import parse_markdown
+    from proxy.types import Section
+
+    text = "# Title { #t }\nintro\n```\n# not a heading\n```\n## Part\n\n## Empty\n###\tDeep #\ntext\n"
+    assert parse_markdown(text).sections == [Section(0, 45, "Title"), Section(63, 79, "Title > Empty > Deep")]
+    crlf = "before\r\n# One\r\nbody\r\n  ~~~\r\n# fenced\r\n~~~\r\n"
+    assert parse_markdown(crlf).sections == [Section(0, 8), Section(8, 43, "One")]
+    # a line separator other than "\n" starts a line too (as str.splitlines says)
+    assert parse_markdown("x\u2028# Two\nbody").sections == [Section(0, 2), Section(2, 12, "Two")]
+    assert parse_markdown("#NoSpace\n").sections == [Section(0, 9)]
