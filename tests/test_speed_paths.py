@@ -57,7 +57,7 @@ def test_two_pass_search_finds_what_exact_search_finds() -> None:
         assert background is not None and background.same_script and background.count == int(same.sum())
         assert abs(background.mean - float(exact[same].mean())) < 1e-4
         assert abs(background.std - float(exact[same].std())) < 1e-4
-    # a first pass that picked its candidates at random would find ~17% (2,048 of 12,192 rows);
+    # a first pass that picked its candidates at random would find ~17% (4,096 of 24,000 rows);
     # neighbours here are nearly tied within their cluster, harder than real text (bench/speed.py)
     assert hits10 / (10 * len(queries)) >= 0.9
     assert hits_in_one / (10 * len(queries)) >= 0.9
