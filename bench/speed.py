@@ -9,7 +9,8 @@ Parts (``--part``, all by default):
     through the product's retrieval step (``retrieve`` + ``context.fit``, the query embedding
     excluded: the embedder hands out the question's cached vector) and, alternating, through the
     old exact vector scan (a float32 matrix, one BLAS product) as the baseline. Also: the vector
-    part alone (``Store.scan_vectors``) and the keyword part alone; recall@10 and recall@50 of the
+    part alone (``Store.scan_vectors``) and the keyword part alone, the latter beside the keyword
+    search as it was (every term, matching rows joined before the sort); recall@10 and recall@50 of the
     vector part against exact float32 search over the same vectors, on this index and on the real
     e5 vectors alone.
 ``embed``
@@ -64,7 +65,9 @@ import numpy as np  # noqa: E402
 import sqlean  # noqa: E402
 import sqlite_vec  # noqa: E402
 
+from proxy.index import textsearch  # noqa: E402
 from proxy.index.service import IndexService  # noqa: E402
+from proxy.index.store import _HIT_COLUMNS  # noqa: E402
 from proxy.index.vectors import VectorMatrix, candidates, is_cjk  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
 
@@ -217,6 +220,26 @@ def part_retrieval(args: argparse.Namespace) -> None:
         top = np.argpartition(-scores, k - 1)[:k]
         return [int(id_array[i]) for i in top[np.argsort(-scores[top])]]
 
+    reader = store.reader()
+
+    def keyword_before(text: str) -> None:
+        """The keyword part as it was: every term, each matching row joined before the sort, and
+        each term's frequency counted."""
+        expression = textsearch.match_query(text)
+        if expression is None:
+            return
+        reader.execute(
+            f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score FROM chunks_fts f "
+            "JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id "
+            "JOIN collections k ON k.id = d.collection_id WHERE chunks_fts MATCH ? "
+            "ORDER BY bm25(chunks_fts) LIMIT ?",
+            (expression, POOL),
+        ).fetchall()
+        for term in textsearch.query_terms(text):
+            reader.execute(
+                "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (textsearch.quote(term),)
+            )
+
     measured: dict[str, dict[str, list[float]]] = {}
 
     def timed(name: str, script: str, fn: Callable[[], Any]) -> Any:
@@ -250,6 +273,7 @@ def part_retrieval(args: argparse.Namespace) -> None:
             found = timed(
                 "vector part (product)", script, lambda q=q: store.scan_vectors(q.tolist(), POOL)[0]
             )
+            timed("baseline: keyword part as before", script, lambda text=text: keyword_before(text))
             timed(
                 "keyword part (product)",
                 script,

@@ -92,7 +92,9 @@ class VectorMatrix:
         self._ids = np.zeros(0, dtype=np.int64)
         self._collections = np.zeros(0, dtype=np.int64)
         self._cjk = np.zeros(0, dtype=bool)
-        self._rows: dict[int, int] = {}
+        # each chunk id's row (-1: none), by id: ids are never reused, so 4 bytes for every id
+        # given so far, against ~100 bytes a chunk in a dict
+        self._row_of = np.full(0, -1, dtype=np.int32)
         self._moments: dict[tuple[int, bool], _Moments] = {}
         self._words = (dim + 63) // 64
         self._bits = np.zeros((self._words, 0), dtype=np.uint64)  # one array per word: fast scans
@@ -112,7 +114,7 @@ class VectorMatrix:
         cjk: Sequence[bool],
     ) -> None:
         """Rows for these chunks (replacing any they had); ``vectors`` is float32, one per row."""
-        self.remove([chunk_id for chunk_id in chunk_ids if chunk_id in self._rows])
+        self.remove([chunk_id for chunk_id in chunk_ids if self._row(chunk_id) >= 0])
         count = len(chunk_ids)
         if count == 0:
             return
@@ -124,7 +126,12 @@ class VectorMatrix:
         self._ids[start:end] = chunk_ids
         self._collections[start:end] = collection_ids
         self._cjk[start:end] = cjk
-        self._rows.update(zip(chunk_ids, range(start, end), strict=True))
+        ids = np.asarray(chunk_ids, dtype=np.int64)
+        if int(ids.max()) >= len(self._row_of):
+            grown = np.full(max(int(ids.max()) + 1, 2 * len(self._row_of)), -1, dtype=np.int32)
+            grown[: len(self._row_of)] = self._row_of
+            self._row_of = grown
+        self._row_of[ids] = np.arange(start, end, dtype=np.int32)
         self.size = end
         for key in set(zip(collection_ids, cjk, strict=True)):
             group = (self._collections[start:end] == key[0]) & (self._cjk[start:end] == key[1])
@@ -137,9 +144,10 @@ class VectorMatrix:
     def remove(self, chunk_ids: Iterable[int]) -> None:
         """Each removed row is filled by the last one."""
         for chunk_id in chunk_ids:
-            row = self._rows.pop(chunk_id, None)
-            if row is None:
+            row = self._row(chunk_id)
+            if row < 0:
                 continue
+            self._row_of[chunk_id] = -1
             key = (int(self._collections[row]), bool(self._cjk[row]))
             self._moments[key].change(self._codes[row : row + 1], -1)
             if self._moments[key].count == 0:
@@ -152,8 +160,11 @@ class VectorMatrix:
                 self._collections[row] = self._collections[last]
                 self._cjk[row] = self._cjk[last]
                 self._bits[:, row] = self._bits[:, last]
-                self._rows[moved] = row
+                self._row_of[moved] = row
             self.size = last
+
+    def _row(self, chunk_id: int) -> int:
+        return int(self._row_of[chunk_id]) if 0 <= chunk_id < len(self._row_of) else -1
 
     def _reserve(self, rows: int) -> None:
         if rows <= len(self._ids):
@@ -282,7 +293,7 @@ class VectorMatrix:
         return Background(mean, max(square - mean * mean, 0.0) ** 0.5, count, same_script)
 
     def similarities(self, query: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
-        rows = {chunk_id: self._rows[chunk_id] for chunk_id in chunk_ids if chunk_id in self._rows}
+        rows = {chunk_id: row for chunk_id in chunk_ids if (row := self._row(chunk_id)) >= 0}
         if not rows:
             return {}
         scores = self._codes[list(rows.values())].astype(np.float32) @ (_unit(query) / SCALE)
