@@ -374,29 +374,20 @@ def rss_mb(pid: int) -> float:
 
 
 def part_memory(args: argparse.Namespace) -> None:
-    from tests.servers import free_port, wait_ready
+    from tests.servers import ragproxy_process
 
     path = e5like_index()
-    port = free_port()
     with tempfile.TemporaryDirectory() as scratch:
         db = Path(scratch) / "index.db"
         shutil.copy(path, db)
-        proxy = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--db", str(db)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_ready(base + "/healthz", proxy)
+        with ragproxy_process("--db", str(db)) as proxy:
+            time.sleep(10)  # serve reads the vectors in after start (~4 s at 100k)
+            started = rss_mb(proxy.process.pid)
+            httpx.post(
+                proxy.url + "/v1/rag/search", json={"query": "how do I tune memory usage"}, timeout=120
+            )
             time.sleep(2)
-            started = rss_mb(proxy.pid)
-            httpx.post(base + "/v1/rag/search", json={"query": "how do I tune memory usage"}, timeout=120)
-            time.sleep(2)
-            searched = rss_mb(proxy.pid)
-        finally:
-            proxy.terminate()
-            proxy.wait(10)
+            searched = rss_mb(proxy.process.pid)
     probe = (
         "import os, resource; from plugins.embedders.e5 import E5Embedder; e = E5Embedder(); "
         "e.embed_query('how do I tune memory usage'); "
@@ -419,40 +410,20 @@ def part_memory(args: argparse.Namespace) -> None:
 
 # -- time to first token ---------------------------------------------------------------------------
 def part_ttft(args: argparse.Namespace) -> None:
-    from tests.servers import free_port, llama_server, wait_ready
+    from tests.servers import llama_server, ragproxy_process
 
     path = e5like_index()
     texts = questions(args.queries)[:: max(1, args.queries // args.rounds)][: args.rounds]
-    with llama_server(slots=1) as llama, tempfile.TemporaryDirectory() as scratch:
+    log = tempfile.TemporaryFile()
+    with tempfile.TemporaryDirectory() as scratch, llama_server(slots=1) as llama:
         db = Path(scratch) / "index.db"
         shutil.copy(path, db)
-        port = free_port()
-        log = tempfile.TemporaryFile()
-        proxy = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "proxy",
-                "serve",
-                "--port",
-                str(port),
-                "--db",
-                str(db),
-                "--upstream",
-                llama.url,
-                "--upstream-api",
-                "openai",
-            ],
-            cwd=ROOT,
-            stdout=log,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_ready(base + "/healthz", proxy)
+        serve = ("--db", str(db), "--upstream", llama.url, "--upstream-api", "openai")
+        with ragproxy_process(*serve, stdout=log) as proxy:
             paths = {
                 "direct to llama.cpp": (llama.url, {}),
-                "ragproxy, retrieval off": (base, {"X-RAG": "off"}),
-                "ragproxy, retrieval on": (base, {}),
+                "ragproxy, retrieval off": (proxy.url, {"X-RAG": "off"}),
+                "ragproxy, retrieval on": (proxy.url, {}),
             }
             runs: dict[str, list[float]] = {name: [] for name in paths}
             with httpx.Client(timeout=300) as client:
@@ -463,9 +434,6 @@ def part_ttft(args: argparse.Namespace) -> None:
                     for name in names[i % 3 :] + names[: i % 3]:
                         url, headers = paths[name]
                         runs[name].append(first_token(client, url, headers, text))
-        finally:
-            proxy.terminate()
-            proxy.wait(10)
     log.seek(0)
     chats = [e for e in map(json.loads, log.read().splitlines()) if e.get("path") == "/v1/chat/completions"]
     chats = chats[2:]  # without the warm-ups

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import free_port, llama_server, wait_ready  # noqa: E402
+from tests.servers import llama_server, ragproxy_process  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Tell me about the history of lighthouses."}]
 
@@ -81,49 +79,27 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
 
-    with llama_server(slots=1) as llama:
-        port = free_port()
-        log = tempfile.TemporaryFile()
-        proxy = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "proxy",
-                "serve",
-                "--port",
-                str(port),
-                "--upstream",
-                llama.url,
-                "--upstream-api",
-                "openai",
-            ],
-            cwd=ROOT,
-            env={**os.environ},
-            stdout=log,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_ready(base + "/healthz", proxy)
-            paths = {"direct": llama.url, "proxy": base}
-            runs: dict[str, list[tuple[float, list[float]]]] = {"direct": [], "proxy": []}
-            with httpx.Client(timeout=120) as client:
-                for url in paths.values():  # warm-up: prompt cache, connections
-                    one_stream(client, url, args.max_tokens)
-                for i in range(args.rounds):
-                    order = ["direct", "proxy"] if i % 2 == 0 else ["proxy", "direct"]
-                    for name in order:
-                        runs[name].append(one_stream(client, paths[name], args.max_tokens))
-                round_trips = {
-                    "ragproxy GET /healthz (no upstream call)": round_trip(client, base + "/healthz"),
-                    "llama.cpp GET /health": round_trip(client, llama.url + "/health"),
-                    "ragproxy GET /readyz (one upstream call)": round_trip(client, base + "/readyz"),
-                    "llama.cpp GET /v1/models (that call, direct)": round_trip(
-                        client, llama.url + "/v1/models"
-                    ),
-                }
-        finally:
-            proxy.terminate()
-            proxy.wait(10)
+    log = tempfile.TemporaryFile()
+    with (
+        llama_server(slots=1) as llama,
+        ragproxy_process("--upstream", llama.url, "--upstream-api", "openai", stdout=log) as proxy,
+    ):
+        base = proxy.url
+        paths = {"direct": llama.url, "proxy": base}
+        runs: dict[str, list[tuple[float, list[float]]]] = {"direct": [], "proxy": []}
+        with httpx.Client(timeout=120) as client:
+            for url in paths.values():  # warm-up: prompt cache, connections
+                one_stream(client, url, args.max_tokens)
+            for i in range(args.rounds):
+                order = ["direct", "proxy"] if i % 2 == 0 else ["proxy", "direct"]
+                for name in order:
+                    runs[name].append(one_stream(client, paths[name], args.max_tokens))
+            round_trips = {
+                "ragproxy GET /healthz (no upstream call)": round_trip(client, base + "/healthz"),
+                "llama.cpp GET /health": round_trip(client, llama.url + "/health"),
+                "ragproxy GET /readyz (one upstream call)": round_trip(client, base + "/readyz"),
+                "llama.cpp GET /v1/models (that call, direct)": round_trip(client, llama.url + "/v1/models"),
+            }
 
     log.seek(0)
     chats = [e for e in map(json.loads, log.read().splitlines()) if e.get("path") == "/v1/chat/completions"][

@@ -126,3 +126,17 @@ def ragproxy(**settings: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def ragproxy_process(*args: str, stdout: Any = subprocess.DEVNULL) -> Iterator[Server]:
+    """``ragproxy serve`` in its own process, as a user runs it (``args``: its flags)."""
+    port = free_port()
+    command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), *args]
+    process = subprocess.Popen(command, cwd=HERE.parent, stdout=stdout)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+        yield Server(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.terminate()
+        process.wait(10)

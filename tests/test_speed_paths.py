@@ -77,28 +77,26 @@ def test_a_small_matrix_scores_every_row() -> None:
         assert [score for _, score in found] == sorted((score for _, score in found), reverse=True)
 
 
+def write(store: Store, collection: int, path: str, text: str) -> None:
+    """A one-chunk document."""
+    store.replace_document(
+        collection, path, digest=path, size=1, mtime=1, loader="t", chunks=[Chunk(0, text, 0, 9)]
+    )
+
+
 def keyword_store(tmp_path: Path) -> tuple[Store, int]:
     store = Store(tmp_path / "k.db")
     collection = store.collection_id("c", str(tmp_path))
     for n in range(120):  # a word in every chunk
-        text = f"the turbine manual, page {n}: check the turbine before each run"
-        store.replace_document(
-            collection, f"p{n}.md", digest=str(n), size=1, mtime=1, loader="t", chunks=[Chunk(0, text, 0, 9)]
+        write(
+            store, collection, f"p{n}.md", f"the turbine manual, page {n}: check the turbine before each run"
         )
     return store, collection
 
 
 def test_common_words_are_left_out_of_the_keyword_search_past_the_budget(tmp_path: Path) -> None:
     store, collection = keyword_store(tmp_path)
-    store.replace_document(
-        collection,
-        "rare.md",
-        digest="rare",
-        size=1,
-        mtime=1,
-        loader="t",
-        chunks=[Chunk(0, "Zeppelins moored at the aurora mast; no turbine here", 0, 9)],
-    )
+    write(store, collection, "rare.md", "Zeppelins moored at the aurora mast; no turbine here")
     db = store.reader()
     question = "which turbine zeppelins moored at the aurora mast"
     everything = Vocabulary(budget=10**9).select(db, question)
@@ -114,15 +112,7 @@ def test_common_words_are_left_out_of_the_keyword_search_past_the_budget(tmp_pat
 def test_a_word_saved_after_the_frequencies_were_read_is_found(tmp_path: Path) -> None:
     store, collection = keyword_store(tmp_path)
     assert [h.path for h in store.search_keyword("turbine manual", 1)]  # reads the frequencies
-    store.replace_document(
-        collection,
-        "new.md",
-        digest="new",
-        size=1,
-        mtime=1,
-        loader="t",
-        chunks=[Chunk(0, "the turbine gasket of the kestrel line", 0, 9)],
-    )
+    write(store, collection, "new.md", "the turbine gasket of the kestrel line")
     assert [h.path for h in store.search_keyword("turbine kestrel gasket", 1)] == ["new.md"]
     store.close()
 
@@ -132,15 +122,7 @@ def test_frequencies_read_from_an_empty_index_follow_it_as_it_fills(tmp_path: Pa
     store.warm()  # as serve does at start, before its first scan
     collection = store.collection_id("c", str(tmp_path))
     for n in range(40):
-        store.replace_document(
-            collection,
-            f"p{n}.md",
-            digest=str(n),
-            size=1,
-            mtime=1,
-            loader="t",
-            chunks=[Chunk(0, f"turbine gasket marker{n} of the kestrel line", 0, 9)],
-        )
+        write(store, collection, f"p{n}.md", f"turbine gasket marker{n} of the kestrel line")
     weights = store.keyword_idf("turbine kestrel 熊猫")  # counts newer than the frequencies
     assert set(weights) == {"turbine", "kestrel", "熊 猫"} and all(w > 0 for w in weights.values())
     assert [h.path for h in store.search_keyword("gasket marker17", 1)] == ["p17.md"]
