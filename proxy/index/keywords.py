@@ -47,7 +47,7 @@ class Vocabulary:
         """The query's search terms (``textsearch.query_terms``) that the keyword search runs,
         each with its document frequency if it is one token (a Chinese pair's is not known)."""
         terms = query_terms(query)
-        frequencies = self._current(db)
+        frequencies = self.frequencies(db)
         stems = self._stem(db, [t for t in terms if " " not in t])
         costs = {}
         for term in terms:
@@ -63,7 +63,8 @@ class Vocabulary:
             spent += costs[term][1]
         return {t: None if " " in t else costs[t][0] for t in terms if t in kept}
 
-    def _current(self, db: Connection) -> dict[str, int]:
+    def frequencies(self, db: Connection) -> dict[str, int]:
+        """Each token's document frequency, read again if the index's size has changed."""
         with self._lock:
             rows = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
             age = time.monotonic() - self._read_at

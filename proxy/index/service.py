@@ -159,8 +159,9 @@ class IndexService:
         cjk = is_cjk(len(query.encode()), len(query))
 
         def search_keyword() -> tuple[list[Hit], float]:
-            hits = self.store.search_keyword(query, pool, collections)
-            return hits, sum(self.store.keyword_idf(query).values()) if hits else 0.0
+            terms = self.store.keyword_terms(query)  # chosen once for the search and its weights
+            hits = self.store.search_keyword(query, pool, collections, terms)
+            return hits, sum(self.store.keyword_idf(query, terms).values()) if hits else 0.0
 
         by_vector = mode != "keyword" and self._searchable_by_vector(strict)
         keyword: list[Hit] = []

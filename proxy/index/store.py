@@ -10,7 +10,7 @@ import threading
 import time
 import weakref
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -529,9 +529,17 @@ class Store:
         token."""
         return self._vocabulary.select(self.reader(), query)
 
-    def search_keyword(self, query: str, k: int = 10, collections: Sequence[str] | None = None) -> list[Hit]:
-        """FTS5 BM25 over chunk text (English stemmed, Chinese by adjacent characters)."""
-        expression = " OR ".join(textsearch.quote(t) for t in self.keyword_terms(query))
+    def search_keyword(
+        self,
+        query: str,
+        k: int = 10,
+        collections: Sequence[str] | None = None,
+        terms: Mapping[str, int | None] | None = None,
+    ) -> list[Hit]:
+        """FTS5 BM25 over chunk text (English stemmed, Chinese by adjacent characters).
+        ``terms``: ``keyword_terms(query)``, if the caller has them already."""
+        terms = self.keyword_terms(query) if terms is None else terms
+        expression = " OR ".join(textsearch.quote(t) for t in terms)
         where = self._collection_filter(collections)
         if not expression or where is None:
             return []
@@ -557,11 +565,12 @@ class Store:
         by_id = {row["id"]: row for row in rows}
         return [_hit(by_id[i], score) for i, score in scores.items() if i in by_id]
 
-    def keyword_idf(self, query: str) -> dict[str, float]:
-        """Each term the keyword search runs for ``query``, with its inverse document frequency
-        as FTS5's BM25 computes it (over the whole table): what a match on that term is worth."""
+    def keyword_idf(self, query: str, terms: Mapping[str, int | None] | None = None) -> dict[str, float]:
+        """Each term the keyword search runs for ``query`` (``terms``, if the caller has them),
+        with its inverse document frequency as FTS5's BM25 computes it (over the whole table):
+        what a match on that term is worth."""
         db = self.reader()
-        terms = self.keyword_terms(query)
+        terms = self.keyword_terms(query) if terms is None else terms
         total = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
         weights = {}
         for term, hits in terms.items():
@@ -621,7 +630,7 @@ class Store:
         at 100k chunks) and the keyword vocabulary."""
         with self._lock:
             self._current_vectors()
-        self._vocabulary.select(self.reader(), "")
+        self._vocabulary.frequencies(self.reader())
 
     def _current_vectors(self) -> VectorMatrix | None:
         """The matrix, (re)loaded from sqlite-vec's table if another process changed the vectors."""
