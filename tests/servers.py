@@ -48,12 +48,12 @@ def wait_ready(url: str, process: subprocess.Popen[bytes] | None = None, timeout
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it is still there after 10 s (llama-server finishes the prompt
-    batch it is reading first, which on a long prompt takes longer)."""
+def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout`` s (llama-server finishes the
+    prompt batch it is reading first, which on a long prompt takes longer)."""
     process.terminate()
     try:
-        process.wait(10)
+        process.wait(timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
@@ -138,5 +138,4 @@ def ragproxy_process(*args: str, stdout: Any = subprocess.DEVNULL) -> Iterator[S
         wait_ready(f"http://127.0.0.1:{port}/healthz", process)
         yield Server(f"http://127.0.0.1:{port}", process)
     finally:
-        process.terminate()
-        process.wait(10)
+        stop(process)

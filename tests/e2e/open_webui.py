@@ -40,7 +40,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
 from proxy.logging import configure_logging  # noqa: E402
 from tests.ragdocs import CANARY, QUESTION, build_docs_index  # noqa: E402
-from tests.servers import HERE, fake_ollama, free_port, llama_server, ragproxy, wait_ready  # noqa: E402
+from tests.servers import HERE, fake_ollama, free_port, llama_server, ragproxy, stop, wait_ready  # noqa: E402
 
 MODEL = "smollm2:135m"
 SOURCE_FILE = "valves/zephyr.md"
@@ -129,12 +129,7 @@ def open_webui(command: str, env: dict[str, str], workdir: Path, log: Path) -> I
             wait_ready(f"http://127.0.0.1:{port}/health", process, timeout=START_TIMEOUT)
             yield f"http://127.0.0.1:{port}"
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout=30)
 
 
 def upstream_prompts(ollama_url: str) -> list[str]:
