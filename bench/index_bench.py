@@ -87,7 +87,7 @@ import sqlite_vec  # noqa: E402
 from proxy.index.chunker import chunk_document, estimate_tokens  # noqa: E402
 from proxy.index.indexer import Indexer  # noqa: E402
 from proxy.index.service import IndexService, make_embedder  # noqa: E402
-from proxy.index.store import Store, content_hash, embedding_text, new_document, pack  # noqa: E402
+from proxy.index.store import SqliteStore, content_hash, embedding_text, new_document, pack  # noqa: E402
 from proxy.index.textsearch import CJK_CLASS, match_query  # noqa: E402
 from proxy.logging import configure_logging  # noqa: E402
 from proxy.plugins import loader_for  # noqa: E402
@@ -192,7 +192,7 @@ class SourceDoc:
 
 def corpus_files(folder: Path) -> list[Path]:
     """The files ``Indexer.scan`` reads: its own walk (ignored names skipped), those with a loader."""
-    store = Store(":memory:")
+    store = SqliteStore(":memory:")
     try:
         indexer = Indexer(store)
         collection = indexer.add_collection(folder.name, folder)
@@ -261,7 +261,7 @@ def unit_vectors(count: int, seed: Sequence[int]) -> np.ndarray:
 
 
 # -- part 1: throughput ---------------------------------------------------------------------------
-def db_counts(store: Store) -> tuple[int, int, int]:
+def db_counts(store: SqliteStore) -> tuple[int, int, int]:
     db = store.reader()
     documents, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM documents").fetchone()
     chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
@@ -475,7 +475,7 @@ def build_index(path: Path, size: int, docs: list[SourceDoc], data: Path, seed: 
     """REAL chunk texts, cycled with a suffix past the real ones; RANDOM unit vectors."""
     remove_db(path)
     started = time.perf_counter()
-    store = Store(path)
+    store = SqliteStore(path)
     ids = {name: store.collection_id(name, str(data / name)) for name in CORPORA}
     store.bind_embedder(RANDOM_MODEL, DIM)
     rows = cycle = 0
@@ -612,7 +612,7 @@ def search_size(
             f"{info['total_s'] - info['text_s']:.1f} s); passes over the real texts: {info['copies']} "
             "(pass N > 1 adds the suffix ' (copy N-1)')"
         )
-    store = Store(path)
+    store = SqliteStore(path)
     try:
         return measure_search(args, size, path, store, warm, queries)
     finally:
@@ -624,7 +624,7 @@ def measure_search(
     args: argparse.Namespace,
     size: int,
     path: Path,
-    store: Store,
+    store: SqliteStore,
     warm: list[tuple[str, str]],
     queries: list[tuple[str, str]],
 ) -> dict[str, float]:

@@ -105,7 +105,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
         app.state.index = None
         app.state.watcher = None
         app.state.windows = WindowCache()
-        if not settings.docs and not settings.db_path.exists():
+        if not settings.docs and not settings.index_exists():
             log.info("index.none", db=str(settings.db_path))
             yield
             return

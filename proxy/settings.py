@@ -75,7 +75,9 @@ class Settings:
     )
     max_body_size: int = _setting(10 * 1024 * 1024, "Largest request body accepted, in bytes (413 above).")
     db: str = _setting(
-        "", "The index file (SQLite), a path, not a URL [default: $XDG_DATA_HOME/ragproxy/index.db]."
+        "",
+        "The index: a SQLite file's path, or a PostgreSQL URL (postgresql://user@host/dbname, with "
+        "pgvector) that several replicas share [default: $XDG_DATA_HOME/ragproxy/index.db].",
     )
     api_keys: tuple[str, ...] = _setting(
         (),
@@ -205,10 +207,10 @@ class Settings:
             raise ConfigError("embed_threads must be 0 (all cores) or more")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:
             raise ConfigError("chunk_overlap must be at least 0 and below chunk_tokens")
-        if "://" in self.db:  # only the scheme is shown: a database URL may carry a password
+        if "://" in self.db and self.db_url is None:  # only the scheme is shown: it may carry a password
             raise ConfigError(
-                "db must be a file path: the index is one SQLite file (e.g. --db ~/ragproxy/index.db); "
-                f"database URLs are not supported, got a {self.db.partition('://')[0]}:// URL"
+                "db must be a SQLite file's path (e.g. --db ~/ragproxy/index.db) or a postgresql:// URL; "
+                f"got a {self.db.partition('://')[0]}:// URL"
             )
         if not self.upstream.startswith(("http://", "https://")):
             raise ConfigError(f"upstream must be an http:// or https:// URL, got {self.upstream!r}")
@@ -240,6 +242,20 @@ class Settings:
     @property
     def upstream_base(self) -> str:
         return self.upstream.rstrip("/")
+
+    @property
+    def db_url(self) -> str | None:
+        """The PostgreSQL server's URL, if the index lives in one (else None: a SQLite file)."""
+        return self.db if self.db.startswith(("postgresql://", "postgres://")) else None
+
+    @property
+    def database(self) -> str | Path:
+        """What the store opens: the PostgreSQL URL, or the SQLite file's path."""
+        return self.db_url or self.db_path
+
+    def index_exists(self) -> bool:
+        """A database server is taken to hold the index; a file must exist."""
+        return self.db_url is not None or self.db_path.exists()
 
     @property
     def db_path(self) -> Path:

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from proxy.logging import configure_logging
+from tests.postgres import fresh_database, postgres_server
 from tests.ragdocs import build_docs_index
 from tests.servers import HERE, Server, fake_ollama, llama_server, ragproxy
 
@@ -140,3 +141,16 @@ def upstream_log(ollama: Server) -> UpstreamLog:
     log = UpstreamLog(ollama.url)
     log.clear()
     return log
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server with pgvector, for the session: its URL."""
+    with postgres_server(tmp_path_factory.mktemp("postgres") / "data") as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(postgres: str) -> str:
+    """A fresh database on the test server."""
+    return fresh_database(postgres)

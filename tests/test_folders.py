@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from proxy.index.service import IndexService
-from proxy.index.store import Store
+from proxy.index.store import SqliteStore
 from proxy.index.watcher import FolderWatcher
 from proxy.settings import Settings
 from tests.conftest import CHAT_MODEL
@@ -33,7 +33,7 @@ def notes(root: Path, *files: tuple[str, str]) -> Path:
 
 def documents(db: Path) -> dict[str, list[str]]:
     """Each collection's documents, by name."""
-    store = Store(db)
+    store = SqliteStore(db)
     try:
         ids = store.collections()
         return {name: sorted(store.document_states(ids[name])) for name in ids}
@@ -116,7 +116,7 @@ def test_a_folder_inside_another_is_its_own_collection(nested: tuple[str, Path],
     (inner / "canary.md").write_text("The vault code is basalt-heron-12.\n", encoding="utf-8")
     (inner / "second.md").write_text("A second private note.\n", encoding="utf-8")
     eventually(lambda: documents(db) == {"outer": ["public.md"], "inner": ["canary.md", "second.md"]}, 30)
-    store = Store(db)
+    store = SqliteStore(db)
     try:
         eventually(lambda: [h.path for h in store.search_keyword("basalt heron", 5)] == ["canary.md"], 30)
         assert store.search_keyword("quartz falcon", 5) == []
@@ -187,7 +187,7 @@ def open_files(path: Path) -> int:
 def test_read_connections_end_with_their_threads(tmp_path: Path) -> None:
     """Servers read from short-lived worker threads; each one's connection must go with it."""
     db = tmp_path / "index.db"
-    store = Store(db)
+    store = SqliteStore(db)
     try:
         store.reader().execute("SELECT count(*) FROM chunks").fetchone()
         baseline = open_files(db)

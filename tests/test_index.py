@@ -281,10 +281,10 @@ def test_store_opens_read_only_copy(tmp_path: Path) -> None:
 def test_vector_scores_are_cosine_similarities(tmp_path: Path) -> None:
     import math
 
-    from proxy.index.store import Store, pack
+    from proxy.index.store import SqliteStore, pack
     from proxy.types import Chunk
 
-    store = Store(tmp_path / "v.db")
+    store = SqliteStore(tmp_path / "v.db")
     store.bind_embedder("toy", 3)
     collection = store.collection_id("c", str(tmp_path))
     vectors = {"a": [3.0, 0.0, 0.0], "b": [1.0, 1.0, 0.0], "c": [0.0, 0.0, 2.0]}
@@ -360,11 +360,14 @@ def test_vector_matrix_is_exact_and_follows_changes() -> None:
 
 
 def test_vectors_written_by_another_process_are_seen(tmp_path: Path) -> None:
-    from proxy.index.store import Store, pack
+    from proxy.index.store import SqliteStore, pack
     from proxy.types import Chunk
 
     path = tmp_path / "shared.db"
-    reader, writer = Store(path), Store(path)  # two stores on one file, as serve and `ragproxy index`
+    reader, writer = (
+        SqliteStore(path),
+        SqliteStore(path),
+    )  # two stores on one file, as serve and `ragproxy index`
     writer.bind_embedder("toy", 2)
     collection = writer.collection_id("c", str(tmp_path))
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from proxy.index.db import connect
-from proxy.index.store import Store, new_document
+from proxy.index.store import SqliteStore, new_document
 from proxy.index.textsearch import CJK_CLASS, index_texts
 from proxy.types import Chunk
 
@@ -52,13 +52,13 @@ def chunks(*texts: str) -> list[Chunk]:
     return [Chunk(i, text, 0, len(text)) for i, text in enumerate(texts)]
 
 
-def segments(store: Store) -> int:
+def segments(store: SqliteStore) -> int:
     row = store.reader().execute("SELECT COUNT(DISTINCT segid) FROM chunks_fts_idx").fetchone()
     return int(row[0])
 
 
 def test_a_batch_is_one_transaction_and_one_fts_segment(tmp_path: Path) -> None:
-    store = Store(tmp_path / "index.db")
+    store = SqliteStore(tmp_path / "index.db")
     collection = store.collection_id("docs", str(tmp_path))
     documents = [
         new_document(
@@ -84,7 +84,7 @@ def test_a_batch_is_one_transaction_and_one_fts_segment(tmp_path: Path) -> None:
 
 
 def test_a_path_given_twice_in_a_batch_keeps_the_last(tmp_path: Path) -> None:
-    store = Store(tmp_path / "index.db")
+    store = SqliteStore(tmp_path / "index.db")
     collection = store.collection_id("docs", str(tmp_path))
     first = new_document("a.md", "1", 1, 1.0, "t", chunks("first version"))
     second = new_document("a.md", "2", 1, 1.0, "t", chunks("second version", "more"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from proxy.index.keywords import Vocabulary
-from proxy.index.store import Store
+from proxy.index.store import SqliteStore
 from proxy.index.vectors import FIRST_PASS_FROM, VectorMatrix
 from proxy.types import Chunk
 
@@ -77,15 +77,15 @@ def test_a_small_matrix_scores_every_row() -> None:
         assert [score for _, score in found] == sorted((score for _, score in found), reverse=True)
 
 
-def write(store: Store, collection: int, path: str, text: str) -> None:
+def write(store: SqliteStore, collection: int, path: str, text: str) -> None:
     """A one-chunk document."""
     store.replace_document(
         collection, path, digest=path, size=1, mtime=1, loader="t", chunks=[Chunk(0, text, 0, 9)]
     )
 
 
-def keyword_store(tmp_path: Path) -> tuple[Store, int]:
-    store = Store(tmp_path / "k.db")
+def keyword_store(tmp_path: Path) -> tuple[SqliteStore, int]:
+    store = SqliteStore(tmp_path / "k.db")
     collection = store.collection_id("c", str(tmp_path))
     for n in range(120):  # a word in every chunk
         write(
@@ -118,7 +118,7 @@ def test_a_word_saved_after_the_frequencies_were_read_is_found(tmp_path: Path) -
 
 
 def test_frequencies_read_from_an_empty_index_follow_it_as_it_fills(tmp_path: Path) -> None:
-    store = Store(tmp_path / "k.db")
+    store = SqliteStore(tmp_path / "k.db")
     store.warm()  # as serve does at start, before its first scan
     collection = store.collection_id("c", str(tmp_path))
     for n in range(40):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from proxy.index.db import Connection
 from proxy.index.textsearch import query_terms
@@ -49,19 +49,7 @@ class Vocabulary:
         terms = query_terms(query)
         frequencies = self.frequencies(db)
         stems = self._stem(db, [t for t in terms if " " not in t])
-        costs = {}
-        for term in terms:
-            tokens = term.split(" ") if " " in term else [stems[term]]
-            counts = [frequencies.get(token, 0) for token in tokens]
-            costs[term] = (min(counts), cost(counts))
-        kept: set[str] = set()
-        spent = 0
-        for term in sorted(terms, key=lambda t: costs[t][0]):
-            if len(kept) >= MIN_TERMS and spent + costs[term][1] > self.budget:
-                break
-            kept.add(term)
-            spent += costs[term][1]
-        return {t: None if " " in t else costs[t][0] for t in terms if t in kept}
+        return choose_terms(terms, frequencies, stems, self.budget)
 
     def frequencies(self, db: Connection) -> dict[str, int]:
         """Each token's document frequency, read again if the index's size has changed."""
@@ -92,6 +80,28 @@ class Vocabulary:
                     self._stems.clear()
                 self._stems.update((word, found.get(i, word.lower())) for i, word in enumerate(missing))
         return {w: self._stems.get(w, w.lower()) for w in words}
+
+
+def choose_terms(
+    terms: Sequence[str], frequencies: Mapping[str, int], stems: Mapping[str, str], budget: int = BUDGET
+) -> dict[str, int | None]:
+    """Of a query's ``terms``, those the keyword search runs: rarest first while the rows they
+    match stay within ``budget`` (the rarest ``MIN_TERMS`` always), each with its document
+    frequency if it is one token (a Chinese pair's is not known). ``stems``: each single word's
+    token as the index stores it."""
+    costs = {}
+    for term in terms:
+        tokens = term.split(" ") if " " in term else [stems[term]]
+        counts = [frequencies.get(token, 0) for token in tokens]
+        costs[term] = (min(counts), cost(counts))
+    kept: set[str] = set()
+    spent = 0
+    for term in sorted(terms, key=lambda t: costs[t][0]):
+        if len(kept) >= MIN_TERMS and spent + costs[term][1] > budget:
+            break
+        kept.add(term)
+        spent += costs[term][1]
+    return {t: None if " " in t else costs[t][0] for t in terms if t in kept}
 
 
 def cost(counts: list[int]) -> int:

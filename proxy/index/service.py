@@ -16,7 +16,7 @@ from proxy.index import textsearch
 from proxy.index.chunker import excerpt, join_chunks
 from proxy.index.extract import Limits
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer, check_clash
-from proxy.index.store import Hit, Store, embedding_text, moved_message
+from proxy.index.store import Hit, embedding_text, moved_message, open_store
 from proxy.index.vectors import Background, is_cjk
 from proxy.logging import get_logger
 from proxy.plugins import embedders, factory
@@ -42,7 +42,7 @@ class IndexService:
     ) -> None:
         """``readonly``: search an index that exists as it is (``open_index``)."""
         self.settings = settings
-        self.store = Store(settings.db_path, readonly=readonly)
+        self.store = open_store(settings.database, readonly=readonly)
         self._embedder = embedder
         self.indexer = Indexer(
             self.store,
@@ -315,7 +315,7 @@ def open_index(settings: Settings) -> IndexService:
     """The index as it is, read-only, for ``search``, ``status`` and ``mcp``: a missing file is
     an error that says how to make one, never an empty index created in its place."""
     path = settings.db_path
-    if not path.is_file():
+    if settings.db_url is None and not path.is_file():
         raise ConfigError(
             f"no index at {path}: build one with 'ragproxy index DIR' or 'ragproxy serve --docs DIR', "
             "or point --db at an existing one"
@@ -326,8 +326,8 @@ def open_index(settings: Settings) -> IndexService:
 def check_folders(settings: Settings) -> None:
     """``plan_folders`` against the index as it is: a clash is told before the server starts."""
     roots: dict[str, str] = {}
-    if settings.db_path.exists():
-        store = Store(settings.db_path)
+    if settings.index_exists():
+        store = open_store(settings.database)
         try:
             roots = store.collection_roots()
         finally:

@@ -14,6 +14,7 @@ no dictionary to load or keep in step (BENCHMARKS.md).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from functools import cache
 
@@ -127,3 +128,18 @@ def query_terms(query: str, stop_chars: frozenset[str] = STOP_CHARS) -> list[str
 def match_query(query: str, stop_chars: frozenset[str] = STOP_CHARS) -> str | None:
     """An FTS5 MATCH expression, terms OR-ed (rank with bm25), or None if nothing is searchable."""
     return " OR ".join(quote(t) for t in query_terms(query, stop_chars)) or None
+
+
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def tokens(text: str) -> list[str]:
+    """The text's tokens as FTS5's ``unicode61 remove_diacritics 2`` makes them from
+    ``index_text``: lower case, without diacritics, split at everything but letters and digits,
+    each CJK character a token of its own. The PostgreSQL store indexes these (its own parser
+    splits text otherwise, and keeps a run of Chinese characters as one word)."""
+    spaced = index_text(text).lower()
+    if not spaced.isascii():
+        decomposed = unicodedata.normalize("NFKD", spaced)
+        spaced = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _TOKEN.findall(spaced)

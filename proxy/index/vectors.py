@@ -19,7 +19,7 @@ Measured in BENCHMARKS.md ("Index: throughput and query latency")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +63,7 @@ def candidates(rows: int, k: int, first_pass_from: int = FIRST_PASS_FROM) -> int
     return min(rows, max(k, MIN_CANDIDATES, rows // CANDIDATE_SHARE))
 
 
-class _Moments:
+class Moments:
     """Sums over a group of rows: the count, the vectors and their outer products. A query's mean
     similarity to the group is q·Σv/n, its mean square qᵀ(Σvvᵀ)q/n."""
 
@@ -95,7 +95,7 @@ class VectorMatrix:
         # each chunk id's row (-1: none), by id: ids are never reused, so 4 bytes for every id
         # given so far, against ~100 bytes a chunk in a dict
         self._row_of = np.full(0, -1, dtype=np.int32)
-        self._moments: dict[tuple[int, bool], _Moments] = {}
+        self._moments: dict[tuple[int, bool], Moments] = {}
         self._words = (dim + 63) // 64
         self._bits = np.zeros((self._words, 0), dtype=np.uint64)  # one array per word: fast scans
         self._centre: np.ndarray | None = None  # the mean code when the bits were made
@@ -118,8 +118,7 @@ class VectorMatrix:
         count = len(chunk_ids)
         if count == 0:
             return
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        codes = np.rint(vectors / np.where(norms > 0, norms, 1.0) * SCALE).astype(np.int16)
+        codes = codes_of(vectors)
         self._reserve(self.size + count)
         start, end = self.size, self.size + count
         self._codes[start:end] = codes
@@ -135,7 +134,7 @@ class VectorMatrix:
         self.size = end
         for key in set(zip(collection_ids, cjk, strict=True)):
             group = (self._collections[start:end] == key[0]) & (self._cjk[start:end] == key[1])
-            self._moments.setdefault(key, _Moments(self.dim)).change(codes[group], +1)
+            self._moments.setdefault(key, Moments(self.dim)).change(codes[group], +1)
         if self._centre is not None and self.size < 2 * self._fitted_at:
             self._bits[:, start:end] = self._signs(codes)
         elif self.size >= self.first_pass_from:
@@ -218,7 +217,7 @@ class VectorMatrix:
         another language lower across the board."""
         if self.size == 0 or k <= 0:
             return [], None
-        q = _unit(query)
+        q = unit(query)
         chosen = set(collection_ids) if collection_ids is not None else None
         inside = np.isin(self._collections[: self.size], list(chosen)) if chosen is not None else None
         rows = self._candidates(q, k, inside)
@@ -228,11 +227,11 @@ class VectorMatrix:
             rows, scores = rows[kept], scores[kept]
         k = min(k, len(rows))
         if k == 0:
-            return [], self._background(q, chosen, cjk)
+            return [], background(self._moments, q, chosen, cjk)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         found = [(int(self._ids[rows[i]]), float(scores[i])) for i in top]
-        return found, self._background(q, chosen, cjk)
+        return found, background(self._moments, q, chosen, cjk)
 
     def _candidates(self, q: np.ndarray, k: int, inside: np.ndarray | None) -> np.ndarray:
         """Rows worth scoring: all of them, or those whose sign bits differ least from the query's,
@@ -283,25 +282,37 @@ class VectorMatrix:
             np.dot(block, scaled, out=scores[start:end])
         return scores
 
-    def _background(self, q: np.ndarray, chosen: set[int] | None, cjk: bool | None) -> Background | None:
-        groups = [(key, m) for key, m in self._moments.items() if chosen is None or key[0] in chosen]
-        same = [m for key, m in groups if key[1] == cjk]
-        same_script = cjk is not None and sum(m.count for m in same) >= MIN_BACKGROUND
-        searched = same if same_script else [m for _, m in groups]
-        count = sum(m.count for m in searched)
-        if count == 0:
-            return None
-        q64 = q.astype(np.float64)
-        mean = sum(float(q64 @ m.first) for m in searched) / count
-        square = sum(float(q64 @ m.second @ q64) for m in searched) / count
-        return Background(mean, max(square - mean * mean, 0.0) ** 0.5, count, same_script)
-
     def similarities(self, query: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
         rows = {chunk_id: row for chunk_id in chunk_ids if (row := self._row(chunk_id)) >= 0}
         if not rows:
             return {}
-        scores = self._codes[list(rows.values())].astype(np.float32) @ (_unit(query) / SCALE)
+        scores = self._codes[list(rows.values())].astype(np.float32) @ (unit(query) / SCALE)
         return {chunk_id: float(score) for chunk_id, score in zip(rows, scores, strict=True)}
+
+
+def background(
+    moments: Mapping[tuple[int, bool], Moments], q: np.ndarray, chosen: set[int] | None, cjk: bool | None
+) -> Background | None:
+    """The unit query ``q``'s similarity to the groups (collection id, CJK) of ``chosen``
+    collections (None: all): to those in its script when they hold ``MIN_BACKGROUND`` rows."""
+    groups = [(key, m) for key, m in moments.items() if chosen is None or key[0] in chosen]
+    same = [m for key, m in groups if key[1] == cjk]
+    same_script = cjk is not None and sum(m.count for m in same) >= MIN_BACKGROUND
+    searched = same if same_script else [m for _, m in groups]
+    count = sum(m.count for m in searched)
+    if count == 0:
+        return None
+    q64 = q.astype(np.float64)
+    mean = sum(float(q64 @ m.first) for m in searched) / count
+    square = sum(float(q64 @ m.second @ q64) for m in searched) / count
+    return Background(mean, max(square - mean * mean, 0.0) ** 0.5, count, same_script)
+
+
+def codes_of(vectors: np.ndarray) -> np.ndarray:
+    """Float vectors (rows) as the int16 codes of their unit vectors: what the matrix stores and
+    the moments sum."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.rint(vectors / np.where(norms > 0, norms, 1.0) * SCALE).astype(np.int16)
 
 
 class _Scratch:
@@ -327,7 +338,7 @@ class _Scratch:
         return self._codes[:rows], self._floats[:rows]
 
 
-def _unit(vector: Sequence[float]) -> np.ndarray:
+def unit(vector: Sequence[float]) -> np.ndarray:
     q = np.asarray(vector, dtype=np.float32).copy()
     q /= float(np.linalg.norm(q)) or 1.0
     return q

@@ -1,0 +1,121 @@
+"""What every store backend shares: the rows a search returns, a document ready to be written,
+and the hashes and vector packing both engines store alike."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from proxy.index import textsearch
+from proxy.types import Chunk
+
+
+def content_hash(data: bytes | str) -> str:
+    return hashlib.blake2b(data.encode() if isinstance(data, str) else data, digest_size=16).hexdigest()
+
+
+def pack(vector: Sequence[float]) -> bytes:
+    """Float32 bytes of the vector scaled to unit length: then L2 distance ranks exactly like
+    cosine similarity (cos = 1 - d²/2), and sqlite-vec computes L2 faster than cosine."""
+    values = array("f", vector)
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return array("f", (v / norm for v in values)).tobytes()
+
+
+def embedding_text(text: str, heading: str | None) -> str:
+    """What is embedded and keyword-indexed: the heading path gives a chunk its context."""
+    return f"{heading}\n\n{text}" if heading else text
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentState:
+    id: int
+    content_hash: str
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A chunk found by a search, with where it comes from. ``score``: higher is better."""
+
+    chunk_id: int
+    score: float
+    text: str
+    collection: str
+    path: str
+    start: int
+    end: int
+    heading: str | None
+    page: int | None
+    document_id: int = 0
+    ordinal: int = 0
+    content_hash: str = ""
+
+    def scored(self, score: float) -> Hit:
+        """The same hit with another score (``dataclasses.replace`` took 10x as long: fusion
+        re-scores ~100 hits a question)."""
+        return Hit(
+            self.chunk_id,
+            score,
+            self.text,
+            self.collection,
+            self.path,
+            self.start,
+            self.end,
+            self.heading,
+            self.page,
+            self.document_id,
+            self.ordinal,
+            self.content_hash,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewDocument:
+    """A loaded and chunked file, ready to be written (made by ``new_document``)."""
+
+    path: str
+    digest: str
+    size: int
+    mtime: float
+    loader: str
+    chunks: Sequence[Chunk]
+    hashes: Sequence[str]  # each chunk's content hash (of its ``embedding_text``)
+    keyword_texts: Sequence[str]  # what FTS5 indexes for each chunk
+
+
+def new_document(
+    path: str, digest: str, size: int, mtime: float, loader: str, chunks: Sequence[Chunk]
+) -> NewDocument:
+    """The document with its chunks' hashes and keyword texts, computed here, outside the write
+    lock, so that a scan prepares the next files while the last ones are written."""
+    bodies = [embedding_text(chunk.text, chunk.heading) for chunk in chunks]
+    return NewDocument(
+        path,
+        digest,
+        size,
+        mtime,
+        loader,
+        chunks,
+        [content_hash(b) for b in bodies],
+        textsearch.index_texts(bodies),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChunk:
+    chunk_id: int
+    collection_id: int
+    content_hash: str
+    text: str
+
+
+def moved_message(name: str, root: str, new_root: str) -> str:
+    return (
+        f"the collection {name!r} is the folder {root}, not {new_root}: give this folder another "
+        f"name, or move the collection to it with `ragproxy index {new_root} --collection {name} --move`"
+    )

@@ -1,0 +1,1016 @@
+"""The index in PostgreSQL with pgvector, shared by several ragproxy replicas.
+
+The same store as the SQLite file, on a server: documents, chunks, the embedding cache, keyword
+search (PostgreSQL full-text search: a ``tsvector`` per chunk with a GIN index) and vector search
+(a ``vector`` column with an HNSW index). What differs, and why:
+
+- **Keywords.** PostgreSQL's parser keeps a run of Chinese characters as one word, so chunks are
+  split here exactly as the SQLite path splits them (``textsearch.tokens``: each CJK character a
+  token, English stemmed by PostgreSQL's snowball stemmer) and stored as a ``tsvector`` with
+  positions; a Chinese pair is a phrase (``'熊' <-> '猫'``). Matching rows are found through the
+  GIN index and scored with BM25 as FTS5 scores them (k1 1.2, b 0.75, IDF over the whole index),
+  so both engines rank alike.
+- **Replicas.** Exactly one process indexes a collection at a time: it holds the collection's
+  advisory lock (``claim_collection``), which PostgreSQL frees when its session ends, so another
+  replica takes over. Every change to the vectors is logged (a trigger, in the same transaction)
+  and announced (``NOTIFY ragproxy_vectors``); each replica keeps the relevance gate's statistics
+  (the moments of its vectors, per collection and script) current from that log.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import psycopg
+from psycopg.rows import dict_row
+
+from proxy.errors import ConfigError
+from proxy.index import textsearch
+from proxy.index.keywords import BUDGET, GROWTH, REFRESH_SECONDS, choose_terms
+from proxy.index.store.common import (
+    DocumentState,
+    Hit,
+    NewDocument,
+    PendingChunk,
+    embedding_text,
+    moved_message,
+    new_document,
+)
+from proxy.index.vectors import Background, Moments, background, codes_of, is_cjk, unit
+from proxy.logging import get_logger
+from proxy.types import Chunk
+
+log = get_logger("ragproxy.index")
+
+LOCK_SPACE = 0x52505859  # advisory locks (space, collection id): "RPXY"
+VECTOR_LOG_LOCK = 0x52505856  # held by a transaction that changes vectors: the log's order is the commits'
+CHANNEL = "ragproxy_vectors"
+EF_SEARCH = 200  # HNSW candidates per search: recall@50 ~0.99 (the default, 40, is below the pool)
+LOG_KEPT_SECONDS = 600  # vector changes kept for replicas to read; one further behind reloads
+LOAD_BATCH = 4096
+BM25_K1, BM25_B = 1.2, 0.75  # FTS5's
+MAX_POSITION = 16383  # PostgreSQL's largest tsvector position
+MAX_POSITIONS = 256  # ... and positions kept per lexeme
+STEMS_KEPT = 200_000
+
+_HIT_COLUMNS = (
+    'c.id, c.text, c.start, c."end", c.heading, c.page, c.ordinal, c.document_id, c.content_hash, '
+    "d.path, k.name"
+)
+_HIT_JOIN = (
+    "FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = c.collection_id"
+)
+
+
+def m001_create_tables(db: psycopg.Connection[Any]) -> None:
+    db.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    # snowball's English stemmer without its stop words: FTS5's porter keeps every word too
+    db.execute("CREATE TEXT SEARCH DICTIONARY ragproxy_stem (TEMPLATE = snowball, Language = english)")
+    db.execute("CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)")
+    db.execute("""CREATE TABLE collections (
+        id bigserial PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        root text NOT NULL)""")
+    db.execute("""CREATE TABLE documents (
+        id bigserial PRIMARY KEY,
+        collection_id bigint NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+        path text NOT NULL,
+        content_hash text NOT NULL,
+        size bigint NOT NULL,
+        mtime double precision NOT NULL,
+        loader text NOT NULL,
+        indexed_at double precision NOT NULL,
+        UNIQUE (collection_id, path))""")
+    db.execute("""CREATE TABLE chunks (
+        id bigserial PRIMARY KEY,
+        document_id bigint NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+        collection_id bigint NOT NULL,
+        ordinal integer NOT NULL,
+        text text NOT NULL,
+        start integer NOT NULL,
+        "end" integer NOT NULL,
+        heading text,
+        page integer,
+        content_hash text NOT NULL,
+        embedded boolean NOT NULL DEFAULT false,
+        cjk boolean NOT NULL,
+        tokens integer NOT NULL,
+        keywords tsvector NOT NULL)""")
+    db.execute("CREATE INDEX chunks_by_document ON chunks(document_id)")
+    db.execute("CREATE INDEX chunks_pending ON chunks(collection_id, id) WHERE NOT embedded")
+    db.execute("CREATE INDEX chunks_by_content_hash ON chunks(content_hash)")
+    db.execute("CREATE INDEX chunks_keywords ON chunks USING gin(keywords)")
+    # BM25 needs the number of chunks and their mean length: kept by triggers, not counted
+    db.execute("""CREATE TABLE totals (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        chunks bigint NOT NULL,
+        tokens bigint NOT NULL)""")
+    db.execute("INSERT INTO totals VALUES (true, 0, 0)")
+    db.execute("""CREATE FUNCTION ragproxy_count_chunks() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                UPDATE totals SET chunks = chunks + n, tokens = tokens + t
+                FROM (SELECT count(*) AS n, coalesce(sum(tokens), 0) AS t FROM changed) s;
+            ELSE
+                UPDATE totals SET chunks = chunks - n, tokens = tokens - t
+                FROM (SELECT count(*) AS n, coalesce(sum(tokens), 0) AS t FROM changed) s;
+            END IF;
+            RETURN NULL;
+        END $$""")
+    db.execute("""CREATE TRIGGER chunks_added AFTER INSERT ON chunks REFERENCING NEW TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION ragproxy_count_chunks()""")
+    db.execute("""CREATE TRIGGER chunks_removed AFTER DELETE ON chunks REFERENCING OLD TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION ragproxy_count_chunks()""")
+    db.execute("""CREATE TABLE embedding_cache (
+        model text NOT NULL,
+        content_hash text NOT NULL,
+        vector bytea NOT NULL,
+        PRIMARY KEY (model, content_hash))""")
+    db.execute("""CREATE TABLE skipped (
+        collection_id bigint NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+        path text NOT NULL,
+        reason text NOT NULL,
+        at double precision NOT NULL,
+        PRIMARY KEY (collection_id, path))""")
+    # Each vector added (+1) or removed (-1), for the replicas' statistics. The lock taken first
+    # makes the log's order the order of commits, so a reader that saw seq N has missed nothing
+    # below it.
+    db.execute("""CREATE TABLE vector_changes (
+        seq bigserial PRIMARY KEY,
+        collection_id bigint NOT NULL,
+        cjk boolean NOT NULL,
+        sign smallint NOT NULL,
+        embedding vector NOT NULL,
+        at double precision NOT NULL DEFAULT extract(epoch FROM clock_timestamp()))""")
+    db.execute(f"""CREATE FUNCTION ragproxy_log_vectors() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_advisory_xact_lock({VECTOR_LOG_LOCK});
+            INSERT INTO vector_changes(collection_id, cjk, sign, embedding)
+            SELECT collection_id, cjk, CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE -1 END, embedding
+            FROM changed;
+            PERFORM pg_notify('{CHANNEL}', '');
+            RETURN NULL;
+        END $$""")
+
+
+MIGRATIONS = [("m001_create_tables", m001_create_tables)]
+
+
+class _Reader:
+    """A thread's connection, closed when the thread ends (see ``SqliteStore.reader``)."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __del__(self) -> None:
+        self.conn.close()
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
+        """``readonly``: the schema must exist and be current; nothing is created or migrated."""
+        self.url = url
+        self.readonly = readonly
+        self._writer = self._connect(autocommit=False)
+        try:
+            self._check_schema() if readonly else self._migrate()
+        except BaseException:
+            self._writer.close()
+            raise
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
+        self._claims: psycopg.Connection[Any] | None = None  # the session holding our advisory locks
+        self._claimed: set[int] = set()
+        self._stems: dict[str, str] = {}
+        self._frequencies: dict[str, int] = {}
+        self._frequencies_rows = -1
+        self._frequencies_at = -float("inf")
+        self._frequencies_lock = threading.Lock()
+        self._stats = _VectorStats(self)
+        self._closed = threading.Event()
+
+    @property
+    def where(self) -> str:
+        """The URL without its password, for messages and ``status``."""
+        return masked(self.url)
+
+    def _connect(self, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self.url, autocommit=autocommit, row_factory=dict_row)
+        except psycopg.OperationalError as exc:
+            raise ConfigError(f"cannot connect to the index database {self.where}: {exc}".strip()) from exc
+        return conn
+
+    def _migrate(self) -> None:
+        db = self._writer
+        with db.transaction():
+            # one replica migrates; the others wait here, then find it done
+            db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
+            db.execute("CREATE TABLE IF NOT EXISTS _migrations (name text PRIMARY KEY, applied_at float8)")
+            applied = {row["name"] for row in db.execute("SELECT name FROM _migrations")}
+            for name, step in MIGRATIONS:
+                if name not in applied:
+                    step(db)
+                    db.execute("INSERT INTO _migrations VALUES (%s, %s)", (name, time.time()))
+
+    def _check_schema(self) -> None:
+        db = self._writer
+        with db.transaction():
+            found = db.execute("SELECT to_regclass('_migrations') AS t").fetchone()
+            if found is None or found["t"] is None:
+                raise ConfigError(
+                    f"the database {self.where} holds no ragproxy index: build one with "
+                    "'ragproxy index DIR --db URL'"
+                )
+            applied = {row["name"] for row in db.execute("SELECT name FROM _migrations")}
+        if any(name not in applied for name, _ in MIGRATIONS):
+            raise ConfigError(
+                f"the index in {self.where} was made by an older ragproxy: update it with "
+                "'ragproxy index DIR' or 'ragproxy serve --docs DIR'"
+            )
+
+    def close(self) -> None:
+        self._closed.set()
+        self._stats.stop()
+        with self._lock:
+            for reader in list(self._readers):
+                reader.close()
+            if self._claims is not None:
+                self._claims.close()  # frees the advisory locks
+            self._writer.close()
+
+    # -- connections ---------------------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock, self._writer.transaction():
+            yield self._writer
+
+    def reader(self) -> psycopg.Connection[Any]:
+        reader = getattr(self._local, "reader", None)
+        if reader is None or reader.conn.closed:
+            conn = self._connect()
+            conn.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
+            conn.execute("SET hnsw.iterative_scan = relaxed_order")  # a collection filter still finds k
+            reader = self._local.reader = _Reader(conn)
+            with self._lock:
+                self._readers.add(reader)
+        held: psycopg.Connection[Any] = reader.conn
+        return held
+
+    # -- collections and documents --------------------------------------------------------------
+    def collection_id(self, name: str, root: str, *, move: bool = False) -> int:
+        with self.write() as db:
+            db.execute(
+                "INSERT INTO collections(name, root) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                (name, root),
+            )
+            row = db.execute(
+                "SELECT id, root FROM collections WHERE name = %s FOR UPDATE", (name,)
+            ).fetchone()
+            assert row is not None
+            if row["root"] != root:
+                if not move:
+                    raise ConfigError(moved_message(name, row["root"], root))
+                db.execute("UPDATE collections SET root = %s WHERE id = %s", (root, row["id"]))
+            return int(row["id"])
+
+    def collections(self) -> dict[str, int]:
+        return {row["name"]: row["id"] for row in self.reader().execute("SELECT id, name FROM collections")}
+
+    def collection_roots(self) -> dict[str, str]:
+        return {
+            row["name"]: row["root"] for row in self.reader().execute("SELECT name, root FROM collections")
+        }
+
+    def document_state(self, collection_id: int, path: str) -> DocumentState | None:
+        row = (
+            self.reader()
+            .execute(
+                "SELECT id, content_hash, size, mtime FROM documents WHERE collection_id = %s AND path = %s",
+                (collection_id, path),
+            )
+            .fetchone()
+        )
+        return DocumentState(row["id"], row["content_hash"], row["size"], row["mtime"]) if row else None
+
+    def document_states(self, collection_id: int) -> dict[str, DocumentState]:
+        rows = self.reader().execute(
+            "SELECT path, id, content_hash, size, mtime FROM documents WHERE collection_id = %s",
+            (collection_id,),
+        )
+        return {r["path"]: DocumentState(r["id"], r["content_hash"], r["size"], r["mtime"]) for r in rows}
+
+    def replace_document(
+        self,
+        collection_id: int,
+        path: str,
+        *,
+        digest: str,
+        size: int,
+        mtime: float,
+        loader: str,
+        chunks: Sequence[Chunk],
+    ) -> int:
+        return self.replace_documents(
+            collection_id, [new_document(path, digest, size, mtime, loader, chunks)]
+        )[0]
+
+    def replace_documents(self, collection_id: int, documents: Sequence[NewDocument]) -> list[int]:
+        """Several documents in one transaction; their chunks go in with one COPY."""
+        latest = {document.path: document for document in documents}
+        rows: list[tuple[Any, ...]] = []
+        for document in latest.values():
+            for chunk, digest in zip(document.chunks, document.hashes, strict=True):
+                body = embedding_text(chunk.text, chunk.heading)
+                length, keywords = self._keywords(body)
+                cjk = is_cjk(len(chunk.text.encode()), len(chunk.text))
+                rows.append((document.path, chunk, digest, cjk, length, keywords))
+        with self.write() as db:
+            ids = {
+                path: self._replace_document_row(db, collection_id, path, document)
+                for path, document in latest.items()
+            }
+            with db.cursor().copy(
+                'COPY chunks (document_id, collection_id, ordinal, text, start, "end", heading, page, '
+                "content_hash, cjk, tokens, keywords) FROM STDIN"
+            ) as copy:
+                for path, chunk, digest, cjk, length, keywords in rows:
+                    copy.write_row(
+                        (
+                            ids[path],
+                            collection_id,
+                            chunk.ordinal,
+                            chunk.text,
+                            chunk.start,
+                            chunk.end,
+                            chunk.heading,
+                            chunk.page,
+                            digest,
+                            cjk,
+                            length,
+                            keywords,
+                        )
+                    )
+        return [ids[document.path] for document in documents]
+
+    def _replace_document_row(
+        self, db: psycopg.Connection[Any], collection_id: int, path: str, document: NewDocument
+    ) -> int:
+        fields = (document.digest, document.size, document.mtime, document.loader, time.time())
+        db.execute("DELETE FROM skipped WHERE collection_id = %s AND path = %s", (collection_id, path))
+        row = db.execute(
+            "INSERT INTO documents(collection_id, path, content_hash, size, mtime, loader, indexed_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (collection_id, path) DO UPDATE SET "
+            "content_hash = excluded.content_hash, size = excluded.size, mtime = excluded.mtime, "
+            "loader = excluded.loader, indexed_at = excluded.indexed_at RETURNING id",
+            (collection_id, path, *fields),
+        ).fetchone()
+        assert row is not None
+        db.execute("DELETE FROM chunks WHERE document_id = %s", (row["id"],))
+        return int(row["id"])
+
+    def _keywords(self, text: str) -> tuple[int, str]:
+        """The text's token count and its ``tsvector`` (as text): each token's lexeme (English
+        words stemmed) with its positions."""
+        tokens = textsearch.tokens(text)
+        stems = self._stem(tokens)
+        positions: dict[str, list[str]] = defaultdict(list)
+        for position, token in enumerate(tokens, start=1):
+            kept = positions[stems.get(token, token)]
+            if len(kept) < MAX_POSITIONS:
+                kept.append(str(min(position, MAX_POSITION)))
+        return len(tokens), " ".join(f"'{lexeme}':{','.join(p)}" for lexeme, p in positions.items())
+
+    def _stem(self, words: Iterable[str]) -> dict[str, str]:
+        """Each English word as PostgreSQL's snowball stemmer makes it (cached); other tokens, as
+        they are."""
+        wanted = {w for w in words if w.isascii() and not w.isdigit()}
+        missing = [w for w in wanted if w not in self._stems]
+        if missing:
+            rows = self.reader().execute(
+                "SELECT w, ts_lexize('ragproxy_stem', w) AS s FROM unnest(%s::text[]) w", (missing,)
+            )
+            found = {row["w"]: (row["s"] or [row["w"]])[0] for row in rows}
+            if len(self._stems) > STEMS_KEPT:
+                self._stems.clear()
+            self._stems.update(found)
+        return {w: self._stems.get(w, w) for w in wanted}
+
+    def touch_document(self, document_id: int, size: int, mtime: float) -> None:
+        with self.write() as db:
+            db.execute("UPDATE documents SET size = %s, mtime = %s WHERE id = %s", (size, mtime, document_id))
+
+    def move_document(self, collection_id: int, old: str, new: str) -> bool:
+        with self.write() as db:
+            db.execute("DELETE FROM skipped WHERE collection_id = %s AND path = %s", (collection_id, new))
+            db.execute("DELETE FROM documents WHERE collection_id = %s AND path = %s", (collection_id, new))
+            moved = db.execute(
+                "UPDATE documents SET path = %s WHERE collection_id = %s AND path = %s",
+                (new, collection_id, old),
+            ).rowcount
+            return bool(moved)
+
+    def delete_documents(self, collection_id: int, paths: Iterable[str]) -> int:
+        """The documents, their chunks and vectors (by cascade), and their skip records."""
+        wanted = list(paths)
+        if not wanted:
+            return 0
+        with self.write() as db:
+            db.execute(
+                "DELETE FROM skipped WHERE collection_id = %s AND path = ANY(%s)", (collection_id, wanted)
+            )
+            return int(
+                db.execute(
+                    "DELETE FROM documents WHERE collection_id = %s AND path = ANY(%s)",
+                    (collection_id, wanted),
+                ).rowcount
+            )
+
+    def record_skip(self, collection_id: int, path: str, reason: str) -> None:
+        with self.write() as db:
+            db.execute("DELETE FROM documents WHERE collection_id = %s AND path = %s", (collection_id, path))
+            db.execute(
+                "INSERT INTO skipped VALUES (%s, %s, %s, %s) ON CONFLICT (collection_id, path) DO UPDATE "
+                "SET reason = excluded.reason, at = excluded.at",
+                (collection_id, path, reason, time.time()),
+            )
+
+    # -- who indexes ----------------------------------------------------------------------------
+    def claim_collection(self, collection_id: int) -> bool:
+        """True if this process holds the collection's advisory lock (taken now, or before and
+        still held). The lock lives with one session: if this process dies, PostgreSQL frees it
+        and another replica's claim succeeds."""
+        with self._lock:
+            if self._claims is not None:
+                try:
+                    self._claims.execute("SELECT 1")
+                except psycopg.Error:  # the session is gone, and our locks with it
+                    self._claims.close()
+                    self._claims, self._claimed = None, set()
+            if collection_id in self._claimed:
+                return True
+            if self._claims is None:
+                self._claims = self._connect()
+            row = self._claims.execute(
+                "SELECT pg_try_advisory_lock(%s, %s) AS held", (LOCK_SPACE, collection_id)
+            ).fetchone()
+            if row is not None and row["held"]:
+                self._claimed.add(collection_id)
+                return True
+            return False
+
+    def release_collection(self, collection_id: int) -> None:
+        with self._lock:
+            if collection_id in self._claimed and self._claims is not None:
+                self._claims.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, collection_id))
+                self._claimed.discard(collection_id)
+
+    # -- embeddings -----------------------------------------------------------------------------
+    def bind_embedder(self, name: str, dim: int, *, on_change: str = "reembed") -> bool:
+        with self.write() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (VECTOR_LOG_LOCK,))
+            meta = {
+                r["key"]: r["value"]
+                for r in db.execute("SELECT key, value FROM meta WHERE key IN ('embedder', 'dim')")
+            }
+            if meta.get("embedder") == name and meta.get("dim") == str(dim) and _has_vectors(db):
+                return False
+            changed = "embedder" in meta
+            if changed and on_change == "refuse":
+                raise ConfigError(
+                    f"the index in {self.where} holds vectors from embedder {meta['embedder']!r} "
+                    f"({meta['dim']} dimensions); starting with {name!r} would mix them. Use the same "
+                    "embedder, or allow re-embedding everything (--on-embedder-change reembed)."
+                )
+            db.execute("DROP TABLE IF EXISTS chunk_vectors")
+            db.execute(f"""CREATE TABLE chunk_vectors (
+                chunk_id bigint PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,
+                collection_id bigint NOT NULL,
+                cjk boolean NOT NULL,
+                embedding vector({int(dim)}) NOT NULL)""")
+            db.execute(
+                "CREATE INDEX chunk_vectors_hnsw ON chunk_vectors USING hnsw (embedding vector_cosine_ops)"
+            )
+            for event, table in (("INSERT", "NEW"), ("DELETE", "OLD")):
+                db.execute(f"""CREATE TRIGGER chunk_vectors_{event.lower()} AFTER {event} ON chunk_vectors
+                    REFERENCING {table} TABLE AS changed FOR EACH STATEMENT
+                    EXECUTE FUNCTION ragproxy_log_vectors()""")
+            db.execute("UPDATE chunks SET embedded = false")
+            db.execute("DELETE FROM vector_changes")
+            epoch = int(_meta(db, "vectors_epoch") or 0) + 1
+            for key, value in (("embedder", name), ("dim", str(dim)), ("vectors_epoch", str(epoch))):
+                db.execute(
+                    "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+            db.execute(f"NOTIFY {CHANNEL}")
+            return changed
+
+    def embedder(self) -> tuple[str | None, int | None]:
+        rows = self.reader().execute("SELECT key, value FROM meta WHERE key IN ('embedder', 'dim')")
+        meta = {row["key"]: row["value"] for row in rows}
+        return meta.get("embedder"), int(meta["dim"]) if "dim" in meta else None
+
+    def pending_chunks(self, limit: int) -> list[PendingChunk]:
+        """Chunks without vectors in the collections this process indexes (the replica holding a
+        collection embeds it; two embedding the same text would only waste the work)."""
+        if not self._claimed:
+            return []
+        rows = self.reader().execute(
+            "SELECT id, collection_id, content_hash, text, heading FROM chunks "
+            "WHERE NOT embedded AND collection_id = ANY(%s) ORDER BY id LIMIT %s",
+            (sorted(self._claimed), limit),
+        )
+        return [
+            PendingChunk(
+                r["id"], r["collection_id"], r["content_hash"], embedding_text(r["text"], r["heading"])
+            )
+            for r in rows
+        ]
+
+    def cached_vectors(self, model: str, hashes: Iterable[str]) -> dict[str, bytes]:
+        rows = self.reader().execute(
+            "SELECT content_hash, vector FROM embedding_cache WHERE model = %s AND content_hash = ANY(%s)",
+            (model, list(set(hashes))),
+        )
+        return {row["content_hash"]: bytes(row["vector"]) for row in rows}
+
+    def store_vectors(self, model: str, items: Sequence[tuple[PendingChunk, bytes]]) -> int:
+        """Vectors for the chunks that still exist unchanged, in one statement."""
+        if not items:
+            return 0
+        with self.write() as db:
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO embedding_cache VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    [(model, chunk.content_hash, vector) for chunk, vector in items],
+                )
+            written = db.execute(
+                """WITH fresh AS (
+                    UPDATE chunks c SET embedded = true
+                    FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS x(id, hash, collection_id)
+                    WHERE c.id = x.id AND c.content_hash = x.hash AND c.collection_id = x.collection_id
+                      AND NOT c.embedded
+                    RETURNING c.id, c.collection_id, c.cjk)
+                INSERT INTO chunk_vectors(chunk_id, collection_id, cjk, embedding)
+                SELECT fresh.id, fresh.collection_id, fresh.cjk, v.embedding::vector
+                FROM fresh JOIN unnest(%s::bigint[], %s::text[]) AS v(id, embedding) ON v.id = fresh.id""",
+                (
+                    [chunk.chunk_id for chunk, _ in items],
+                    [chunk.content_hash for chunk, _ in items],
+                    [chunk.collection_id for chunk, _ in items],
+                    [chunk.chunk_id for chunk, _ in items],
+                    [vector_text(vector) for _, vector in items],
+                ),
+            ).rowcount
+            if written:  # readers keep up from the log; what is older than they can be is dropped
+                db.execute(
+                    "DELETE FROM vector_changes WHERE at < extract(epoch FROM clock_timestamp()) - %s",
+                    (LOG_KEPT_SECONDS,),
+                )
+        return int(written)
+
+    def prune_embedding_cache(self) -> int:
+        with self.write() as db:
+            return int(
+                db.execute(
+                    "DELETE FROM embedding_cache e WHERE NOT EXISTS "
+                    "(SELECT 1 FROM chunks c WHERE c.content_hash = e.content_hash)"
+                ).rowcount
+            )
+
+    # -- keyword search ---------------------------------------------------------------------------
+    def keyword_terms(self, query: str) -> dict[str, int | None]:
+        terms = textsearch.query_terms(query)
+        words = [t for t in terms if " " not in t]
+        stems = self._stem([w.lower() for w in words])
+        lexemes = {w: stems.get(w.lower(), w.lower()) for w in words}
+        return choose_terms(terms, self._document_frequencies(), lexemes, BUDGET)
+
+    def _document_frequencies(self) -> dict[str, int]:
+        """Each lexeme's document frequency (``ts_stat``), read again as ``keywords.Vocabulary``
+        reads FTS5's."""
+        db = self.reader()
+        with self._frequencies_lock:
+            rows = self._totals(db)[0]
+            age = time.monotonic() - self._frequencies_at
+            changed = abs(rows - self._frequencies_rows)
+            due = self._frequencies_rows < 0 or (
+                changed
+                and (age >= REFRESH_SECONDS or (age >= 5 and changed > GROWTH * self._frequencies_rows))
+            )
+            if due:
+                stats = db.execute("SELECT word, ndoc FROM ts_stat('SELECT keywords FROM chunks')")
+                self._frequencies = {row["word"]: row["ndoc"] for row in stats}
+                self._frequencies_rows, self._frequencies_at = rows, time.monotonic()
+            return self._frequencies
+
+    @staticmethod
+    def _totals(db: psycopg.Connection[Any]) -> tuple[int, int]:
+        row = db.execute("SELECT chunks, tokens FROM totals").fetchone()
+        return (int(row["chunks"]), int(row["tokens"])) if row else (0, 0)
+
+    def _lexemes(self, term: str) -> list[str]:
+        """The lexemes of a search term: a word's stem, or a Chinese pair's two characters."""
+        if " " in term:
+            return term.split(" ")
+        word = term.lower()
+        return [self._stem([word]).get(word, word)]
+
+    def search_keyword(
+        self,
+        query: str,
+        k: int = 10,
+        collections: Sequence[str] | None = None,
+        terms: Mapping[str, int | None] | None = None,
+    ) -> list[Hit]:
+        """BM25 as FTS5 computes it, over the rows the GIN index finds."""
+        terms = self.keyword_terms(query) if terms is None else terms
+        chosen = self._collection_ids(collections)
+        if not terms or chosen == []:
+            return []
+        plan = {term: [textsearch_token(lexeme) for lexeme in self._lexemes(term)] for term in terms}
+        expression = " | ".join(f"({phrase(lexemes)})" for lexemes in plan.values())
+        db = self.reader()
+        rows = db.execute(
+            "SELECT c.id, c.collection_id, c.tokens, u.lexeme, u.positions "
+            "FROM chunks c CROSS JOIN LATERAL unnest(c.keywords) u "
+            "WHERE c.keywords @@ %s::tsquery AND u.lexeme = ANY(%s)",
+            (expression, sorted({x for lexemes in plan.values() for x in lexemes})),
+        ).fetchall()
+        found: dict[int, tuple[int, int, dict[str, list[int]]]] = {}
+        for row in rows:
+            entry = found.setdefault(row["id"], (row["collection_id"], row["tokens"], {}))
+            entry[2][row["lexeme"]] = row["positions"]
+        frequencies = {term: _term_frequencies(lexemes, found) for term, lexemes in plan.items()}
+        count, tokens = self._totals(db)
+        count = max(count, len(found), 1)
+        mean_length = max(tokens / count, 1e-9)
+        scores: dict[int, float] = {}
+        for hits in frequencies.values():
+            idf = max(math.log((count - len(hits) + 0.5) / (len(hits) + 0.5)), 1e-6)
+            for chunk_id, tf in hits.items():
+                length = found[chunk_id][1]
+                norm = tf + BM25_K1 * (1 - BM25_B + BM25_B * length / mean_length)
+                scores[chunk_id] = scores.get(chunk_id, 0.0) + idf * tf * (BM25_K1 + 1) / norm
+        if chosen is not None:
+            allowed = set(chosen)
+            scores = {i: s for i, s in scores.items() if found[i][0] in allowed}
+        best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
+        return self._hits({i: scores[i] for i in best})
+
+    def keyword_idf(self, query: str, terms: Mapping[str, int | None] | None = None) -> dict[str, float]:
+        terms = self.keyword_terms(query) if terms is None else terms
+        db = self.reader()
+        total = self._totals(db)[0]
+        weights = {}
+        for term, hits in terms.items():
+            if hits is None:  # a phrase: counted
+                lexemes = [textsearch_token(x) for x in self._lexemes(term)]
+                row = db.execute(
+                    "SELECT count(*) AS n FROM chunks WHERE keywords @@ %s::tsquery",
+                    (phrase(lexemes),),
+                ).fetchone()
+                hits = int(row["n"]) if row else 0
+            hits = min(hits, total)
+            weights[term] = max(math.log((total - hits + 0.5) / (hits + 0.5)), 1e-6)
+        return weights
+
+    # -- vector search ----------------------------------------------------------------------------
+    def search_vector(
+        self, vector: Sequence[float], k: int = 10, collections: Sequence[str] | None = None
+    ) -> list[Hit]:
+        return self.scan_vectors(vector, k, collections)[0]
+
+    def scan_vectors(
+        self,
+        vector: Sequence[float],
+        k: int = 10,
+        collections: Sequence[str] | None = None,
+        cjk: bool | None = None,
+    ) -> tuple[list[Hit], Background | None]:
+        """Nearest neighbours through the HNSW index (cosine), and the query's similarity to the
+        chunks searched, from this replica's statistics."""
+        chosen = self._collection_ids(collections)
+        db = self.reader()
+        if chosen == [] or not _has_vectors(db):
+            return [], None
+        q = unit(vector)
+        literal = vector_text(q.tobytes())
+        rows = db.execute(
+            "SELECT chunk_id, 1 - (embedding <=> %s::vector) AS score FROM chunk_vectors "
+            + ("WHERE collection_id = ANY(%s) " if chosen is not None else "")
+            + "ORDER BY embedding <=> %s::vector LIMIT %s",
+            (literal, *([chosen] if chosen is not None else []), literal, k),
+        ).fetchall()
+        scores = {row["chunk_id"]: float(row["score"]) for row in rows}
+        hits = sorted(self._hits(scores), key=lambda hit: -hit.score)
+        return hits, self._stats.background(q, set(chosen) if chosen is not None else None, cjk)
+
+    def similarities(self, vector: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
+        wanted = list(chunk_ids)
+        db = self.reader()
+        if not wanted or not _has_vectors(db):
+            return {}
+        rows = db.execute(
+            "SELECT chunk_id, 1 - (embedding <=> %s::vector) AS score FROM chunk_vectors "
+            "WHERE chunk_id = ANY(%s)",
+            (vector_text(unit(vector).tobytes()), wanted),
+        )
+        return {row["chunk_id"]: float(row["score"]) for row in rows}
+
+    def warm(self) -> None:
+        """Reads the vector statistics and the keyword frequencies, and starts following the
+        other replicas' changes."""
+        self._stats.current()
+        self._document_frequencies()
+
+    # -- reading chunks back ----------------------------------------------------------------------
+    def _collection_ids(self, collections: Sequence[str] | None) -> list[int] | None:
+        """The ids of these collections (None: all); [] if none of them exists."""
+        if collections is None:
+            return None
+        wanted = set(collections)
+        return [i for name, i in self.collections().items() if name in wanted]
+
+    def _hits(self, scores: Mapping[int, float]) -> list[Hit]:
+        """The chunks, in the order of ``scores``, with those scores."""
+        if not scores:
+            return []
+        rows = (
+            self.reader()
+            .execute(f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id = ANY(%s)", (list(scores),))
+            .fetchall()
+        )
+        by_id = {row["id"]: row for row in rows}
+        return [_hit(by_id[i], score) for i, score in scores.items() if i in by_id]
+
+    def chunk(self, chunk_id: int, collections: Sequence[str] | None = None) -> Hit | None:
+        chosen = self._collection_ids(collections)
+        if chosen == []:
+            return None
+        row = (
+            self.reader()
+            .execute(
+                f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id = %s"
+                + (" AND c.collection_id = ANY(%s)" if chosen is not None else ""),
+                (chunk_id, *([chosen] if chosen is not None else [])),
+            )
+            .fetchone()
+        )
+        return _hit(row, 0.0) if row else None
+
+    def document_chunks(self, collection: str, path: str) -> list[Hit] | None:
+        db = self.reader()
+        document = db.execute(
+            "SELECT d.id FROM documents d JOIN collections k ON k.id = d.collection_id "
+            "WHERE k.name = %s AND d.path = %s",
+            (collection, path),
+        ).fetchone()
+        if document is None:
+            return None
+        rows = db.execute(
+            f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.document_id = %s ORDER BY c.ordinal",
+            (document["id"],),
+        )
+        return [_hit(row, 0.0) for row in rows]
+
+    # -- status -----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        db = self.reader()
+        embedder, dim = self.embedder()
+        collections = []
+        for row in db.execute("SELECT id, name, root FROM collections ORDER BY name").fetchall():
+            counts = db.execute(
+                "SELECT count(DISTINCT d.id) AS documents, count(c.id) AS chunks, "
+                "count(c.id) FILTER (WHERE NOT c.embedded) AS pending, max(d.indexed_at) AS last "
+                "FROM documents d LEFT JOIN chunks c ON c.document_id = d.id WHERE d.collection_id = %s",
+                (row["id"],),
+            ).fetchone()
+            assert counts is not None
+            skipped = db.execute(
+                "SELECT path, reason FROM skipped WHERE collection_id = %s ORDER BY path", (row["id"],)
+            ).fetchall()
+            collections.append(
+                {
+                    "name": row["name"],
+                    "root": row["root"],
+                    "documents": counts["documents"],
+                    "chunks": counts["chunks"],
+                    "pending_vectors": counts["pending"],
+                    "last_update": counts["last"],
+                    "skipped": [{"path": s["path"], "reason": s["reason"]} for s in skipped],
+                    "indexed_here": row["id"] in self._claimed,
+                }
+            )
+        size = db.execute("SELECT pg_database_size(current_database()) AS n").fetchone()
+        return {
+            "db": self.where,
+            "db_bytes": int(size["n"]) if size else 0,
+            "embedder": embedder,
+            "dim": dim,
+            "collections": collections,
+        }
+
+
+class _VectorStats:
+    """This replica's sums over the vectors (count, Σv, Σvvᵀ per collection and script) that the
+    relevance gate's background is computed from. Read once, then kept current from the vector
+    log: a listening connection wakes a thread at each ``NOTIFY``, which reads the new entries."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._moments: dict[tuple[int, bool], Moments] | None = None
+        self._epoch = ""
+        self._seq = 0
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(5)
+
+    def background(self, q: np.ndarray, chosen: set[int] | None, cjk: bool | None) -> Background | None:
+        moments = self.current()
+        with self._lock:
+            return background(moments, q, chosen, cjk) if moments else None
+
+    def current(self) -> dict[tuple[int, bool], Moments]:
+        with self._lock:
+            if self._moments is None:
+                self._load()
+            self._follow()
+            assert self._moments is not None
+            return self._moments
+
+    def _load(self) -> None:
+        """Every vector, read in one snapshot with the log position it is current to."""
+        db = self.store._connect(autocommit=False)
+        try:
+            with db.transaction():
+                db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                self._epoch = _meta(db, "vectors_epoch") or ""
+                row = db.execute("SELECT coalesce(max(seq), 0) AS seq FROM vector_changes").fetchone()
+                self._seq = int(row["seq"]) if row else 0
+                moments: dict[tuple[int, bool], Moments] = {}
+                dim_text = _meta(db, "dim")
+                if dim_text and _has_vectors(db):
+                    dim = int(dim_text)
+                    with db.cursor(name="ragproxy_vectors_load", binary=True) as cursor:
+                        cursor.itersize = LOAD_BATCH
+                        cursor.execute("SELECT collection_id, cjk, embedding FROM chunk_vectors")
+                        while batch := cursor.fetchmany(LOAD_BATCH):
+                            _add_rows(moments, dim, batch, +1)
+                self._moments = moments
+        finally:
+            db.close()
+
+    def _follow(self) -> None:
+        """Applies the log's entries past the last one seen (a reload if the embedder changed,
+        or if entries were dropped before this replica read them)."""
+        db = self.store.reader()
+        epoch = _meta(db, "vectors_epoch") or ""
+        oldest = db.execute("SELECT min(seq) AS seq FROM vector_changes").fetchone()
+        if epoch != self._epoch or (oldest and oldest["seq"] is not None and oldest["seq"] > self._seq + 1):
+            self._load()
+            return
+        dim_text = _meta(db, "dim")
+        if not dim_text:
+            return
+        with db.cursor(binary=True) as cursor:
+            cursor.execute(
+                "SELECT seq, collection_id, cjk, sign, embedding FROM vector_changes "
+                "WHERE seq > %s ORDER BY seq",
+                (self._seq,),
+            )
+            rows = cursor.fetchall()
+        assert self._moments is not None
+        for sign in (+1, -1):
+            _add_rows(self._moments, int(dim_text), [r for r in rows if r["sign"] == sign], sign)
+        if rows:
+            self._seq = int(rows[-1]["seq"])
+        self._start_listening()
+
+    def _start_listening(self) -> None:
+        if self._listener is None and not self._stop.is_set():
+            self._listener = threading.Thread(target=self._listen, name="ragproxy-vector-log", daemon=True)
+            self._listener.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = self.store._connect()
+                try:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.current()  # what changed before LISTEN took effect
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self.current()
+                finally:
+                    conn.close()
+            except Exception as exc:  # the server restarted, or the store closed: try again
+                if self._stop.is_set():
+                    return
+                log.warning("index.vector_log_failed", error=str(exc)[:200])
+                self._stop.wait(2)
+
+
+def _add_rows(
+    moments: dict[tuple[int, bool], Moments], dim: int, rows: Sequence[Mapping[str, Any]], sign: int
+) -> None:
+    """Adds (or takes away) vectors in pgvector's binary form to the groups' sums."""
+    if not rows:
+        return
+    vectors = np.stack([np.frombuffer(bytes(r["embedding"]), dtype=">f4", offset=4) for r in rows])
+    codes = codes_of(vectors.astype(np.float32))
+    keys = [(int(r["collection_id"]), bool(r["cjk"])) for r in rows]
+    for key in set(keys):
+        group = np.array([k == key for k in keys])
+        moments.setdefault(key, Moments(dim)).change(codes[group], sign)
+        if moments[key].count <= 0:
+            del moments[key]
+
+
+def _term_frequencies(
+    lexemes: Sequence[str], found: Mapping[int, tuple[int, int, dict[str, list[int]]]]
+) -> dict[int, int]:
+    """Each chunk's count of the term: a word's positions, or where a pair's characters stand
+    one after the other."""
+    frequencies = {}
+    for chunk_id, (_, _, positions) in found.items():
+        if len(lexemes) == 1:
+            tf = len(positions.get(lexemes[0], ()))
+        else:
+            first, second = positions.get(lexemes[0]), positions.get(lexemes[1])
+            tf = len(set(first) & {p - 1 for p in second}) if first and second else 0
+        if tf:
+            frequencies[chunk_id] = tf
+    return frequencies
+
+
+def textsearch_token(lexeme: str) -> str:
+    """A lexeme as a ``tsquery`` operand: quotes doubled (tokens are letters and digits only)."""
+    return lexeme.replace("'", "''").replace("\\", "\\\\")
+
+
+def phrase(lexemes: Sequence[str]) -> str:
+    """A ``tsquery`` of lexemes standing one after the other (one lexeme: itself)."""
+    return " <-> ".join(f"'{lexeme}'" for lexeme in lexemes)
+
+
+def vector_text(vector: bytes) -> str:
+    """Float32 bytes as pgvector's text form."""
+    return "[" + ",".join(repr(x) for x in np.frombuffer(vector, dtype=np.float32).tolist()) + "]"
+
+
+def _has_vectors(db: psycopg.Connection[Any]) -> bool:
+    row = db.execute("SELECT to_regclass('chunk_vectors') AS t").fetchone()
+    return row is not None and row["t"] is not None
+
+
+def _meta(db: psycopg.Connection[Any], key: str) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+    return str(row["value"]) if row else None
+
+
+def _hit(row: Mapping[str, Any], score: float) -> Hit:
+    return Hit(
+        chunk_id=row["id"],
+        score=float(score),
+        text=row["text"],
+        collection=row["name"],
+        path=row["path"],
+        start=row["start"],
+        end=row["end"],
+        heading=row["heading"],
+        page=row["page"],
+        document_id=row["document_id"],
+        ordinal=row["ordinal"],
+        content_hash=row["content_hash"],
+    )
+
+
+def masked(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
