@@ -21,6 +21,7 @@ from proxy.api.metrics import Metrics
 from proxy.api.requestlog import RecentRequests, RequestLogMiddleware
 from proxy.api.security import SecurityMiddleware, check_bind
 from proxy.errors import ErrorShape, ProxyError, error_reply, is_anthropic_path
+from proxy.index.replicas import Claims
 from proxy.index.service import IndexService
 from proxy.index.watcher import FolderWatcher
 from proxy.logging import get_logger
@@ -111,13 +112,23 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             return
         service = IndexService(settings)
         watcher = None
+        claims: Claims | None = None
         try:
             if settings.docs:
                 service.add_folders(settings.doc_folders())
                 service.worker.start()
-                watcher = FolderWatcher(service.indexer, verify_every=settings.verify_interval * 3600)
+                shared = settings.db_url is not None  # replicas share it: index what this one claims
+                watcher = FolderWatcher(
+                    service.indexer,
+                    verify_every=settings.verify_interval * 3600,
+                    held=set() if shared else None,
+                )
                 watcher.start()
                 app.state.watcher = watcher
+                if shared:
+                    claims = Claims(service.store, service.indexer, watcher)
+                    await anyio.to_thread.run_sync(claims.claim)  # the first round before serving
+                    claims.start()
             else:
                 await anyio.to_thread.run_sync(service.has_vectors)  # loads the embedder before any question
             app.state.index = service
@@ -125,6 +136,8 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             yield
         finally:
             app.state.index = app.state.watcher = None
+            if claims is not None:
+                claims.stop()
             if watcher is not None:
                 watcher.stop()
             service.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from proxy.errors import ConfigError
 from proxy.index.indexer import ScanReport
 from proxy.index.service import IndexService, open_index
 from proxy.logging import configure_logging
@@ -36,6 +37,11 @@ def index(settings: Settings, args: argparse.Namespace) -> int:
                 folder = (args.collection or "", Path(directory))
                 (collection,) = service.add_folders([folder], move=args.move)
                 name = collection.name
+                if not service.store.claim_collection(collection.id):
+                    raise ConfigError(
+                        f"the collection {name!r} is being indexed by a ragproxy serving it, which "
+                        "keeps it current; run this again once that one stops, or let it do the work"
+                    )
                 # a cheap walk first (directory listings, no file read), for the bar's total
                 total = sum(1 for _ in service.indexer.walk(collection)) if shown.wants_total else None
                 shown.start(name, total, "files")

@@ -1,4 +1,5 @@
-"""The index on real files, real SQLite and the real embedded embedder."""
+"""The index on real files, the real embedded embedder, and both stores: a real SQLite file and a
+real PostgreSQL server with pgvector."""
 
 from __future__ import annotations
 
@@ -19,9 +20,17 @@ from proxy.types import Document
 from tests.docs import write_folder, write_pdf
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The index's database setting: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "index.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[IndexService]:
-    svc = IndexService(Settings(db=str(tmp_path / "index.db"), max_file_size=100_000))
+def service(database: str) -> Iterator[IndexService]:
+    svc = IndexService(Settings(db=database, max_file_size=100_000))
     yield svc
     svc.close()
 
@@ -32,6 +41,7 @@ def paths(hits: list) -> list[str]:  # type: ignore[type-arg]
 
 def indexed(service: IndexService, root: Path, name: str = "docs") -> None:
     collection = service.indexer.add_collection(name, root)
+    assert service.store.claim_collection(collection.id)  # this process indexes it
     service.indexer.scan(collection)
     service.worker.embed_pending()
 
@@ -126,8 +136,14 @@ def test_legacy_encodings_are_detected_and_indexed(service: IndexService, tmp_pa
     assert search("hovercraft")[0].text.startswith("A UTF-8 file")  # the BOM is not part of the text
 
 
+POSTGRES_TABLES = {"chunks_vec": "chunk_vectors", "chunks_fts_docsize": "chunks"}  # keywords live in chunks
+
+
 def count(service: IndexService, table: str) -> int:
-    return int(service.store.reader().execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    if service.settings.db_url:
+        table = POSTGRES_TABLES.get(table, table)
+    row = service.store.reader().execute(f"SELECT COUNT(*) AS n FROM {table}").fetchone()  # type: ignore[attr-defined]
+    return int(row["n"])
 
 
 def test_changes_deletes_and_unchanged_files(service: IndexService, tmp_path: Path) -> None:
@@ -226,7 +242,7 @@ def test_nested_gitignore_files(service: IndexService, tmp_path: Path) -> None:
     ]
 
 
-def test_a_different_embedder_reembeds_or_refuses(tmp_path: Path) -> None:
+def test_a_different_embedder_reembeds_or_refuses(tmp_path: Path, database: str) -> None:
     class Tiny:
         name, dim, max_tokens = "tiny", 3, 512
 
@@ -239,7 +255,7 @@ def test_a_different_embedder_reembeds_or_refuses(tmp_path: Path) -> None:
     root = tmp_path / "e"
     root.mkdir()
     (root / "a.md").write_text("Some text.\n")
-    db = str(tmp_path / "e.db")
+    db = database
     first = IndexService(Settings(db=db))
     indexed(first, root)
     first.close()

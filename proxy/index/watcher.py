@@ -16,7 +16,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from proxy.index.indexer import Indexer
+from proxy.index.indexer import Collection, Indexer
 from proxy.logging import get_logger
 
 log = get_logger("ragproxy.watch")
@@ -31,16 +31,25 @@ class _Change:
 
 class FolderWatcher:
     def __init__(
-        self, indexer: Indexer, *, debounce: float = 0.1, storm: int = 5000, verify_every: float = 0
+        self,
+        indexer: Indexer,
+        *,
+        debounce: float = 0.1,
+        storm: int = 5000,
+        verify_every: float = 0,
+        held: set[str] | None = None,
     ) -> None:
-        """``verify_every``: seconds between verifying scans (0: none)."""
+        """``verify_every``: seconds between verifying scans (0: none). ``held``: the collections
+        this process indexes (None: all of the indexer's); more are taken on with ``hold``."""
         self.indexer = indexer
+        self.held = set(indexer.collections) if held is None else set(held)
+        self._watched: set[Path] = set()
         self.debounce = debounce
         self.storm = storm
         self.verify_every = verify_every
         self._verify_at = time.monotonic() + verify_every if verify_every > 0 else None
         self._pending: dict[Path, _Change] = {}
-        self._rescan: set[str] = set(indexer.collections)  # reconcile everything at start
+        self._rescan: set[str] = set(self.held)  # reconcile everything at start
         self._cond = threading.Condition()
         self._stopping = False
         self._observer: BaseObserver | None = None
@@ -56,23 +65,48 @@ class FolderWatcher:
         self._thread.start()
 
     def _observe(self, observer: BaseObserver) -> BaseObserver:
-        handler = _Handler(self)
+        self._handler = _Handler(self)
         try:
-            for root in self._roots():
-                observer.schedule(handler, str(root), recursive=True)
+            self._schedule(observer)
             observer.start()
         except OSError as exc:  # e.g. the inotify watch limit: fall back to polling
             log.warning("watch.polling", reason=str(exc))
             observer = PollingObserver(timeout=2)
-            for root in self._roots():
-                observer.schedule(handler, str(root), recursive=True)
+            self._watched.clear()
+            self._schedule(observer)
             observer.start()
         return observer
 
+    def _schedule(self, observer: BaseObserver) -> None:
+        for root in self._roots():
+            if root not in self._watched and not any(root.is_relative_to(w) for w in self._watched):
+                observer.schedule(self._handler, str(root), recursive=True)
+                self._watched.add(root)
+
     def _roots(self) -> list[Path]:
         """The folders to watch: a collection's folder inside another's is watched with it."""
-        roots = {collection.root for collection in self.indexer.collections.values()}
+        roots = {c.root for name, c in self.indexer.collections.items() if name in self.held}
         return sorted(r for r in roots if not any(r != o and r.is_relative_to(o) for o in roots))
+
+    def hold(self, names: set[str]) -> None:
+        """Takes on more collections (another replica indexed them until now): watched from now
+        on, and reconciled with their folders at once, which catches what changed meanwhile."""
+        with self._cond:
+            new = names - self.held
+            if not new:
+                return
+            self.held |= new
+            self._rescan |= new
+            self.idle.clear()
+            if self._observer is not None:
+                self._schedule(self._observer)
+            self._cond.notify()
+
+    def release(self, names: set[str]) -> None:
+        """Stops indexing these collections (another process holds them now)."""
+        with self._cond:
+            self.held -= names
+            self._rescan -= names
 
     def stop(self) -> None:
         with self._cond:
@@ -92,15 +126,18 @@ class FolderWatcher:
     # -- events -----------------------------------------------------------------------------------
     def queue(self, kind: str, path: Path, dest: Path | None = None) -> None:
         with self._cond:
+            owner = self._held_collection(path)
+            if owner is None and (dest is None or self._held_collection(dest) is None):
+                return  # outside the collections this process indexes
             self.idle.clear()
             if ".gitignore" in (path.name, dest.name if dest else None):  # reconcile the whole folder
-                collection = self.indexer.collection_for(path)
+                collection = owner
                 if collection is not None:
                     self._rescan.add(collection.name)
                     self._cond.notify()
                 return
             if len(self._pending) >= self.storm:
-                collection = self.indexer.collection_for(path)
+                collection = owner
                 if collection is not None and collection.name not in self._rescan:
                     log.warning("watch.storm", collection=collection.name, queued=len(self._pending))
                     self._rescan.add(collection.name)
@@ -129,11 +166,11 @@ class FolderWatcher:
                 if verify:  # every collection, and the queued changes with them
                     self._verify_at = time.monotonic() + self.verify_every
                     self.idle.clear()
-                    self._rescan.update(self.indexer.collections)
+                    self._rescan.update(self.held)
                 rescan, self._rescan = self._rescan, set()
                 if rescan:  # a rescan covers every queued change of the collections it scans
                     for path in self._pending:
-                        collection = self.indexer.collection_for(path)
+                        collection = self._held_collection(path)
                         if collection is not None:
                             rescan.add(collection.name)
                     self._pending.clear()
@@ -163,11 +200,16 @@ class FolderWatcher:
             del self._pending[path]
         return ready
 
-    def _apply(self, path: Path, change: _Change) -> None:
+    def _held_collection(self, path: Path) -> Collection | None:
+        """The collection the path belongs to, if this process indexes it."""
         collection = self.indexer.collection_for(path)
+        return collection if collection is not None and collection.name in self.held else None
+
+    def _apply(self, path: Path, change: _Change) -> None:
+        collection = self._held_collection(path)
         if change.kind == "move" and change.dest is not None:
             if collection is None:
-                target = self.indexer.collection_for(change.dest)
+                target = self._held_collection(change.dest)
                 if target is not None:
                     self.indexer.scan_path(target, change.dest)
             else:

@@ -527,14 +527,13 @@ class PostgresStore:
         return meta.get("embedder"), int(meta["dim"]) if "dim" in meta else None
 
     def pending_chunks(self, limit: int) -> list[PendingChunk]:
-        """Chunks without vectors in the collections this process indexes (the replica holding a
-        collection embeds it; two embedding the same text would only waste the work)."""
-        if not self._claimed:
-            return []
-        rows = self.reader().execute(
+        """Chunks without vectors, but for collections another process indexes: the replica that
+        holds a collection embeds it (two embedding the same text would only waste the work)."""
+        db = self.reader()
+        rows = db.execute(
             "SELECT id, collection_id, content_hash, text, heading FROM chunks "
-            "WHERE NOT embedded AND collection_id = ANY(%s) ORDER BY id LIMIT %s",
-            (sorted(self._claimed), limit),
+            "WHERE NOT embedded AND NOT collection_id = ANY(%s) ORDER BY id LIMIT %s",
+            (self._claimed_elsewhere(db), limit),
         )
         return [
             PendingChunk(
@@ -542,6 +541,17 @@ class PostgresStore:
             )
             for r in rows
         ]
+
+    def _claimed_elsewhere(self, db: psycopg.Connection[Any]) -> list[int]:
+        """The collections whose advisory lock another session holds."""
+        with self._lock:
+            ours = self._claims.info.backend_pid if self._claims is not None else 0
+        rows = db.execute(
+            "SELECT objid::bigint AS id FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = %s::bigint::oid AND objsubid = 2 AND pid <> %s",
+            (LOCK_SPACE, ours),
+        )
+        return [int(row["id"]) for row in rows]
 
     def cached_vectors(self, model: str, hashes: Iterable[str]) -> dict[str, bytes]:
         rows = self.reader().execute(
@@ -597,9 +607,9 @@ class PostgresStore:
     # -- keyword search ---------------------------------------------------------------------------
     def keyword_terms(self, query: str) -> dict[str, int | None]:
         terms = textsearch.query_terms(query)
-        words = [t for t in terms if " " not in t]
-        stems = self._stem([w.lower() for w in words])
-        lexemes = {w: stems.get(w.lower(), w.lower()) for w in words}
+        words = {t: _token(t) for t in terms if " " not in t}
+        stems = self._stem(words.values())
+        lexemes = {w: stems.get(token, token) for w, token in words.items()}
         return choose_terms(terms, self._document_frequencies(), lexemes, BUDGET)
 
     def _document_frequencies(self) -> dict[str, int]:
@@ -629,8 +639,8 @@ class PostgresStore:
         """The lexemes of a search term: a word's stem, or a Chinese pair's two characters."""
         if " " in term:
             return term.split(" ")
-        word = term.lower()
-        return [self._stem([word]).get(word, word)]
+        token = _token(term)
+        return [self._stem([token]).get(token, token)]
 
     def search_keyword(
         self,
@@ -963,6 +973,11 @@ def _term_frequencies(
         if tf:
             frequencies[chunk_id] = tf
     return frequencies
+
+
+def _token(word: str) -> str:
+    """A query's word as documents' tokens are made (lower case, no diacritics)."""
+    return "".join(textsearch.tokens(word)) or word.lower()
 
 
 def textsearch_token(lexeme: str) -> str:
