@@ -207,6 +207,11 @@ def _index_metrics(index: IndexService) -> Iterator[Metric]:
             "When a document of the collection last changed, Unix time.",
             labels=["collection"],
         ),
+        "indexed_here": GaugeMetricFamily(
+            "ragproxy_index_indexed_here",
+            "1 if this process indexes the collection (on a shared PostgreSQL index, one replica does).",
+            labels=["collection"],
+        ),
     }
     for collection in index.store.status()["collections"]:
         name = collection["name"]

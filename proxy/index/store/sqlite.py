@@ -631,6 +631,7 @@ class SqliteStore:
                     "pending_vectors": counts[2],
                     "last_update": counts[3],
                     "skipped": [{"path": s[0], "reason": s[1]} for s in skipped],
+                    "indexed_here": True,  # one machine's file: whoever opens it indexes
                 }
             )
         size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
