@@ -18,8 +18,10 @@ from typing import Any, Literal
 import httpx
 
 from proxy.api.security import is_loopback
+from proxy.errors import ConfigError
 from proxy.index.db import Error as DatabaseError
 from proxy.index.db import connect
+from proxy.index.store import open_store
 from proxy.pipeline.context import UNKNOWN, from_props, from_show
 from proxy.settings import Settings
 
@@ -215,7 +217,27 @@ def _model_info(settings: Settings, http: httpx.Client, speaks: str) -> Finding:
     return Finding("model capabilities", "OK", said)
 
 
+def check_server_database(url: str) -> Finding:
+    """A PostgreSQL index: reachable, with ragproxy's tables current, read without changing it."""
+    try:
+        store = open_store(url, readonly=True)
+    except ConfigError as exc:
+        fix = "check the URL, the server and the user's rights; 'ragproxy index DIR --db URL' builds it"
+        return Finding("index", "FAIL", str(exc), fix)
+    try:
+        status = store.status()
+    finally:
+        store.close()
+    return Finding(
+        "index",
+        "OK",
+        f"{status['db']}: {len(status['collections'])} collections, {status['db_bytes'] / 1e6:.1f} MB",
+    )
+
+
 def check_database(settings: Settings) -> Finding:
+    if settings.db_url is not None:
+        return check_server_database(settings.db_url)
     path = settings.db_path
     if not path.exists():
         return Finding(
@@ -243,6 +265,8 @@ def check_database(settings: Settings) -> Finding:
 
 
 def check_disk(settings: Settings) -> Finding:
+    if settings.db_url is not None:
+        return Finding("disk", "OK", "the index lives on the database server; its disk is watched there")
     where = settings.db_path.absolute().parent
     while not where.exists() and where != where.parent:
         where = where.parent
@@ -280,7 +304,7 @@ def check_embedder(settings: Settings) -> Finding:
         fix = f"'ollama pull {settings.embed_model}'" if settings.embedder == "ollama" else "check --embedder"
         return Finding(name, "FAIL", f"does not load: {result['error'][:300]}", fix)
     loaded = f"{result['name']} loads ({result['dim']} dimensions)"
-    indexed, dim = _indexed_embedder(settings.db_path)
+    indexed, dim = _indexed_embedder(settings.database)
     if indexed is None:
         return Finding(name, "OK", f"{loaded}; the index holds no vectors yet")
     if (indexed, dim) == (result["name"], result["dim"]):
@@ -293,7 +317,16 @@ def check_embedder(settings: Settings) -> Finding:
     )
 
 
-def _indexed_embedder(path: Path) -> tuple[str | None, int | None]:
+def _indexed_embedder(path: str | Path) -> tuple[str | None, int | None]:
+    if isinstance(path, str):  # a database server's URL
+        try:
+            store = open_store(path, readonly=True)
+        except ConfigError:
+            return None, None  # the index line says what is wrong with it
+        try:
+            return store.embedder()
+        finally:
+            store.close()
     if not path.is_file():
         return None, None
     try:

@@ -234,3 +234,14 @@ def test_the_index_command_refuses_a_collection_a_server_indexes(pg_url: str, tm
         assert run.returncode == 2 and "is being indexed by a ragproxy serving it" in run.stderr
     finally:
         holder.close()
+
+
+def test_doctor_checks_a_postgresql_index(pg_url: str) -> None:
+    from proxy.doctor import check_database, check_disk
+
+    missing = check_database(Settings(db=pg_url))
+    assert missing.status == "FAIL" and "holds no ragproxy index" in missing.detail
+    PostgresStore(pg_url).close()  # creates the tables
+    found = check_database(Settings(db=pg_url))
+    assert found.status == "OK" and "0 collections" in found.detail
+    assert check_disk(Settings(db=pg_url)).status == "OK"
