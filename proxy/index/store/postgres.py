@@ -862,11 +862,15 @@ class _VectorStats:
         with self._lock:
             return background(moments, q, chosen, cjk) if moments else None
 
-    def current(self) -> dict[tuple[int, bool], Moments]:
+    def current(self, *, follow: bool = False) -> dict[tuple[int, bool], Moments]:
+        """The sums, read if they never were. ``follow``: brought up to date with the log first
+        (the listening thread does it at each notification, so a search need not ask)."""
         with self._lock:
             if self._moments is None:
                 self._load()
-            self._follow()
+                follow = True
+            if follow or self._listener is None or not self._listener.is_alive():
+                self._follow()
             assert self._moments is not None
             return self._moments
 
@@ -929,10 +933,10 @@ class _VectorStats:
                 conn = self.store._connect()
                 try:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self.current()  # what changed before LISTEN took effect
+                    self.current(follow=True)  # what changed before LISTEN took effect
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            self.current()
+                            self.current(follow=True)
                 finally:
                     conn.close()
             except Exception as exc:  # the server restarted, or the store closed: try again
