@@ -55,7 +55,7 @@ LOCK_SPACE = 0x52505859  # advisory locks (space, collection id): "RPXY"
 VECTOR_LOG_LOCK = 0x52505856  # held by a transaction that changes vectors: the log's order is the commits'
 CHANNEL = "ragproxy_vectors"
 EF_SEARCH = 200  # HNSW candidates per search: recall@50 ~0.99 (the default, 40, is below the pool)
-LOG_KEPT_SECONDS = 600  # vector changes kept for replicas to read; one further behind reloads
+LOG_KEPT_SECONDS = 60  # vector changes kept for replicas to read; one further behind reloads
 LOAD_BATCH = 4096
 BM25_K1, BM25_B = 1.2, 0.75  # FTS5's
 MAX_POSITION = 16383  # PostgreSQL's largest tsvector position
@@ -434,12 +434,11 @@ class PostgresStore:
             db.execute(
                 "DELETE FROM skipped WHERE collection_id = %s AND path = ANY(%s)", (collection_id, wanted)
             )
-            return int(
-                db.execute(
-                    "DELETE FROM documents WHERE collection_id = %s AND path = ANY(%s)",
-                    (collection_id, wanted),
-                ).rowcount
-            )
+            deleted = db.execute(
+                "DELETE FROM documents WHERE collection_id = %s AND path = ANY(%s)", (collection_id, wanted)
+            ).rowcount
+            _prune_log(db)
+            return int(deleted)
 
     def record_skip(self, collection_id: int, path: str, reason: str) -> None:
         with self.write() as db:
@@ -588,11 +587,8 @@ class PostgresStore:
                     [vector_text(vector) for _, vector in items],
                 ),
             ).rowcount
-            if written:  # readers keep up from the log; what is older than they can be is dropped
-                db.execute(
-                    "DELETE FROM vector_changes WHERE at < extract(epoch FROM clock_timestamp()) - %s",
-                    (LOG_KEPT_SECONDS,),
-                )
+            if written:
+                _prune_log(db)
         return int(written)
 
     def prune_embedding_cache(self) -> int:
@@ -944,6 +940,17 @@ class _VectorStats:
                     return
                 log.warning("index.vector_log_failed", error=str(exc)[:200])
                 self._stop.wait(2)
+
+
+def _prune_log(db: psycopg.Connection[Any]) -> None:
+    """Drops the vector log's entries older than replicas need (they follow within milliseconds;
+    one that was away longer reloads). The newest entry stays: a replica finding the oldest one
+    past what it read knows it missed some."""
+    db.execute(
+        "DELETE FROM vector_changes WHERE at < extract(epoch FROM clock_timestamp()) - %s "
+        "AND seq < (SELECT max(seq) FROM vector_changes)",
+        (LOG_KEPT_SECONDS,),
+    )
 
 
 def _add_rows(
