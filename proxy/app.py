@@ -28,7 +28,7 @@ from proxy.logging import get_logger
 from proxy.pipeline.context import WindowCache
 from proxy.pipeline.retrieval import make_reranker
 from proxy.settings import Settings
-from proxy.upstream.client import Upstream
+from proxy.upstream.pool import UpstreamPool
 
 log = get_logger("ragproxy.app")
 
@@ -85,16 +85,22 @@ def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
 
 
 def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Litestar:
-    """``transport`` replaces the network under the upstream client (fault injection only)."""
+    """``transport`` replaces the network under the upstream clients (fault injection only)."""
 
     @asynccontextmanager
-    async def upstream_client(app: Litestar) -> AsyncIterator[None]:
-        app.state.upstream = Upstream(settings, transport)
+    async def upstream_pool(app: Litestar) -> AsyncIterator[None]:
+        """The upstreams' clients, and their health checks running beside the app."""
+        app.state.pool = pool = UpstreamPool(settings, transport)
         app.state.reranker = make_reranker(settings)
         try:
-            yield
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(pool.watch)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
         finally:
-            await app.state.upstream.aclose()
+            await pool.aclose()
             close = getattr(app.state.reranker, "close", None)
             if close is not None:
                 close()
@@ -166,7 +172,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             ui.status_page,
             mcp_endpoint,
         ],
-        lifespan=[upstream_client, live_index, mcp_sessions],
+        lifespan=[upstream_pool, live_index, mcp_sessions],
         state=state,
         exception_handlers={
             ProxyError: _proxy_error,

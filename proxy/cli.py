@@ -42,7 +42,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
-        elif isinstance(default, tuple):
+        elif isinstance(default, tuple) or f.metadata.get("repeatable"):
             flags = [flag, f.metadata["alias"]] if f.metadata.get("alias") else [flag]
             parser.add_argument(
                 *flags,

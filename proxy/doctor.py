@@ -23,7 +23,7 @@ from proxy.index.db import Error as DatabaseError
 from proxy.index.db import connect
 from proxy.index.store import open_store
 from proxy.pipeline.context import UNKNOWN, from_props, from_show
-from proxy.settings import Settings
+from proxy.settings import Settings, UpstreamSpec
 
 Status = Literal["OK", "WARN", "FAIL"]
 
@@ -49,10 +49,10 @@ class Finding:
         return asdict(self)
 
 
-def _upstream_client(settings: Settings) -> httpx.Client:
+def _upstream_client(settings: Settings, spec: UpstreamSpec) -> httpx.Client:
     key = settings.upstream_api_key
     return httpx.Client(
-        base_url=settings.upstream_base,
+        base_url=spec.url,
         timeout=NETWORK_TIMEOUT,
         trust_env=False,  # as the proxy itself: proxy variables do not reroute it
         headers={"authorization": f"Bearer {key}"} if key else {},
@@ -60,21 +60,28 @@ def _upstream_client(settings: Settings) -> httpx.Client:
 
 
 def upstream_failure(settings: Settings) -> Finding | None:
-    """What ``serve`` warns about as it starts: the upstream down, or speaking another API."""
+    """What ``serve`` warns about as it starts: an upstream down, or speaking another API."""
     findings: list[Finding] = []
-    with _upstream_client(settings) as http:
-        check_upstream(settings, http, findings)
+    for spec in settings.upstreams():
+        with _upstream_client(settings, spec) as http:
+            check_upstream(settings, http, findings, spec)
     return next((f for f in findings if f.status == "FAIL"), None)
 
 
 def diagnose(settings: Settings) -> list[Finding]:
-    """Every check, in the order a request meets what it checks."""
+    """Every check, in the order a request meets what it checks. With a pool, each upstream is
+    checked, and the model must be on one of them."""
     findings: list[Finding] = []
     speaks = None
-    with _upstream_client(settings) as http:
-        speaks = check_upstream(settings, http, findings)
-        if speaks is not None:
-            findings += check_model(settings, http, speaks)
+    models: list[list[Finding]] = []
+    for spec in settings.upstreams():
+        with _upstream_client(settings, spec) as http:
+            answered = check_upstream(settings, http, findings, spec)
+            if answered is not None:
+                speaks = answered
+                models.append(check_model(settings, http, answered))
+    if models:  # where the model is, if anywhere
+        findings += next((found for found in models if found[0].status == "OK"), models[0])
     findings.append(check_database(settings))
     findings.append(check_disk(settings))
     if speaks is None and settings.embedder == "ollama":
@@ -96,9 +103,12 @@ def _get(http: httpx.Client, path: str) -> Any:
     return response.json()
 
 
-def check_upstream(settings: Settings, http: httpx.Client, findings: list[Finding]) -> str | None:
+def check_upstream(
+    settings: Settings, http: httpx.Client, findings: list[Finding], spec: UpstreamSpec
+) -> str | None:
     """Which API the upstream speaks ('ollama' or 'openai'), None if it does not answer."""
-    name, where = "upstream", settings.upstream_base
+    where = spec.url
+    name = "upstream" if len(settings.upstreams()) == 1 else f"upstream {where}"
     try:
         version = _get(http, "/api/version").get("version")
         speaks = "ollama"
@@ -129,7 +139,7 @@ def check_upstream(settings: Settings, http: httpx.Client, findings: list[Findin
             )
             return None
     what = f"Ollama {version}" if speaks == "ollama" else "an OpenAI-compatible server"
-    if speaks == settings.upstream_api:
+    if speaks == spec.api:
         findings.append(Finding(name, "OK", f"{where} is {what}, as --upstream-api {speaks} expects"))
     elif speaks == "ollama":  # Ollama serves /v1 too: it works, without num_ctx, keep_alive, think
         findings.append(
@@ -137,7 +147,8 @@ def check_upstream(settings: Settings, http: httpx.Client, findings: list[Findin
                 name,
                 "WARN",
                 f"{where} is {what}, used through its OpenAI-compatible /v1",
-                "set --upstream-api ollama to size the context (num_ctx) and control thinking",
+                "set --upstream-api ollama (or write it ollama+URL) to size the context (num_ctx) and "
+                "control thinking",
             )
         )
     else:
@@ -146,7 +157,7 @@ def check_upstream(settings: Settings, http: httpx.Client, findings: list[Findin
                 name,
                 "FAIL",
                 f"{where} is {what}, but --upstream-api is ollama (it has no /api/chat)",
-                "set --upstream-api openai",
+                "set --upstream-api openai (or write it openai+URL)",
             )
         )
     return speaks

@@ -64,6 +64,11 @@ class UpstreamError(ProxyError):
     code = "upstream_error"
 
 
+class UpstreamFailed(UpstreamError):
+    """The upstream itself failed (HTTP 5xx, or it closed the connection): before the first byte
+    of a reply, another upstream of the pool may be asked instead."""
+
+
 class UpstreamUnavailable(UpstreamError):
     status = 502
     code = "upstream_unreachable"

@@ -31,11 +31,53 @@ def _setting(
     metavar: str | None = None,
     alias: str | None = None,
     secret: bool = False,
+    repeatable: bool = False,
 ) -> Any:
     """``alias``: a second flag name (``--api-key`` for ``api_keys``). ``secret``: never written to
-    a config file others can read (``service install`` puts it in an environment file instead)."""
-    metadata = {"help": help, "choices": choices, "metavar": metavar, "alias": alias, "secret": secret}
+    a config file others can read (``service install`` puts it in an environment file instead).
+    ``repeatable``: a string setting that may be given several times (a list in the config file,
+    comma-separated in the environment), kept as one comma-separated string."""
+    metadata = {
+        "help": help,
+        "choices": choices,
+        "metavar": metavar,
+        "alias": alias,
+        "secret": secret,
+        "repeatable": repeatable,
+    }
     return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    """One model server of the pool: its base URL (no trailing slash) and the API it speaks."""
+
+    url: str
+    api: UpstreamApi
+
+
+def parse_upstreams(value: str, default_api: UpstreamApi) -> tuple[UpstreamSpec, ...]:
+    """``--upstream`` entries, comma-separated: ``URL``, or ``openai+URL`` / ``ollama+URL`` to
+    choose the API of that one server (``default_api`` otherwise). Duplicates are kept once."""
+    specs: list[UpstreamSpec] = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        api: UpstreamApi = default_api
+        prefix, plus, rest = entry.partition("+")
+        if plus and prefix in get_args(UpstreamApi):
+            api, entry = ("openai" if prefix == "openai" else "ollama"), rest
+        if not entry.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"upstream must be an http:// or https:// URL (optionally openai+ or ollama+ in front), "
+                f"got {entry!r}"
+            )
+        spec = UpstreamSpec(entry.rstrip("/"), api)
+        if spec.url not in {s.url for s in specs}:
+            specs.append(spec)
+    if not specs:
+        raise ConfigError("upstream must name at least one http:// or https:// URL")
+    return tuple(specs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +86,12 @@ class Settings:
     port: int = _setting(11435, "Port to listen on.")
     upstream: str = _setting(
         "http://127.0.0.1:11434",
-        "Base URL of the model server (Ollama, or any OpenAI-compatible server with --upstream-api openai).",
+        "Base URL of the model server (Ollama, or any OpenAI-compatible server with --upstream-api "
+        "openai); repeatable for a pool (comma-separated in the environment, a list in the config "
+        "file), each request going to a healthy server that has its model; 'openai+URL' or "
+        "'ollama+URL' sets the API of that one server.",
+        metavar="URL",
+        repeatable=True,
     )
     upstream_api: UpstreamApi = _setting(
         "ollama",
@@ -63,6 +110,11 @@ class Settings:
         "How a reasoning model's thinking reaches OpenAI clients: as delta 'reasoning_content', as "
         "'reasoning', 'inline' in the content between <think> tags, or 'drop'ped.",
         choices=get_args(ReasoningFormat),
+    )
+    upstream_check_interval: float = _setting(
+        5.0,
+        "Seconds between two health checks of each upstream of a pool (whether it answers, and its "
+        "model list); 0: none (requests alone tell). A single upstream is not polled.",
     )
     connect_timeout: float = _setting(10.0, "Seconds allowed to connect to the upstream.")
     first_byte_timeout: float = _setting(
@@ -212,8 +264,9 @@ class Settings:
                 "db must be a SQLite file's path (e.g. --db ~/ragproxy/index.db) or a postgresql:// URL; "
                 f"got a {self.db.partition('://')[0]}:// URL"
             )
-        if not self.upstream.startswith(("http://", "https://")):
-            raise ConfigError(f"upstream must be an http:// or https:// URL, got {self.upstream!r}")
+        if self.upstream_check_interval < 0:
+            raise ConfigError("upstream_check_interval must be 0 (no checks) or more seconds")
+        self.upstreams()  # each URL checked
         for name in (
             "connect_timeout",
             "first_byte_timeout",
@@ -239,9 +292,14 @@ class Settings:
                     f"{f.name} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}"
                 )
 
+    def upstreams(self) -> tuple[UpstreamSpec, ...]:
+        """The pool: each ``--upstream`` with the API it speaks."""
+        return parse_upstreams(self.upstream, self.upstream_api)
+
     @property
     def upstream_base(self) -> str:
-        return self.upstream.rstrip("/")
+        """The first upstream's base URL (the default of ``--rerank-url``)."""
+        return self.upstreams()[0].url
 
     @property
     def db_url(self) -> str | None:
@@ -314,11 +372,12 @@ def env_name(name: str) -> str:
 
 def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
     kind: type = type(f.default)
-    if kind is tuple:
+    if kind is tuple or (f.metadata.get("repeatable") and isinstance(value, list | tuple)):
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
             raise ConfigError(f"{source}: {f.name} must be a list of strings, got {value!r}")
-        return tuple(i.strip() for i in items if i.strip())
+        kept = tuple(i.strip() for i in items if i.strip())
+        return kept if kind is tuple else ",".join(kept)
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -11,6 +11,7 @@ import httpx
 
 from proxy.errors import ConfigError
 from proxy.hookspecs import hookimpl
+from proxy.settings import parse_upstreams
 
 # Waits before each new try of the first request while Ollama is still starting (about 30 s in
 # all): a service started with the machine may come up before Ollama does.
@@ -107,6 +108,8 @@ def register_embedders(register: Callable[..., None]) -> None:
     def factory(
         *, upstream: str = "http://127.0.0.1:11434", model: str = "nomic-embed-text", **_: Any
     ) -> OllamaEmbedder:
-        return OllamaEmbedder(upstream, model)
+        # ``upstream`` is the setting as given: with a pool, the first server not marked openai+
+        pool = parse_upstreams(upstream, "ollama")
+        return OllamaEmbedder(next((s.url for s in pool if s.api == "ollama"), pool[0].url), model)
 
     register("ollama", factory)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from litestar import post
@@ -23,26 +23,29 @@ from proxy.errors import BadRequest, ProxyError
 from proxy.pipeline.chat import visible_collections
 from proxy.pipeline.retrieval import split_alias
 from proxy.upstream import ollama, openai
+from proxy.upstream.client import Upstream
 from proxy.upstream.frames import DONE, sse_event, sse_events
+from proxy.upstream.pool import UpstreamPool
 
 
 @post("/v1/completions", status_code=200, operation_class=documented(OPENAI_COMPLETIONS))
 async def completions(request: AnyRequest) -> ASGIApp:
-    settings, upstream = request.app.state.settings, request.app.state.upstream
+    settings = request.app.state.settings
+    pool: UpstreamPool = request.app.state.pool
     body = parse_json_object(await request.body())
     model = resolve_model(body.get("model"), settings)
     index = request.app.state.index
     if index is not None:  # "model+notes" in an editor's list: the model itself
         model = split_alias(model, visible_collections(index, key_collections(request.scope)))[0]
     body = {**body, "model": model}
-    _check(body, ollama_upstream=upstream.api == "ollama")
+    _check(body, ollama_upstream=pool.preferred(model).api == "ollama")
     stream = body.get("stream") is True
     record = request_record(request.scope)
     record.update(model=model, stream=stream, rag=False, rag_skipped="completion")
+    deadline = pool.first_byte_deadline()
 
     @asynccontextmanager
-    async def open_chunks() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        deadline = upstream.first_byte_deadline()
+    async def completed(upstream: Upstream) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         if upstream.api == "ollama":
             prompt = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
             sent = ollama.generate_request({**body, "prompt": prompt})
@@ -52,6 +55,9 @@ async def completions(request: AnyRequest) -> ASGIApp:
             sent = {**body, "stream": True, "stream_options": {"include_usage": True}}
             async with upstream.stream("/v1/completions", sent, deadline=deadline) as raw:
                 yield openai.completion_chunks(raw)
+
+    def open_chunks() -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        return pool.open(model, completed)
 
     include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get(
         "include_usage"

@@ -9,7 +9,7 @@ from litestar.response import Response
 
 from proxy.api.openapi import documented
 from proxy.errors import ProxyError, UpstreamOverloaded
-from proxy.upstream.client import Upstream
+from proxy.upstream.pool import UpstreamPool
 
 
 @get("/healthz", sync_to_thread=False)
@@ -20,11 +20,19 @@ def healthz() -> dict[str, str]:
 
 @get("/readyz", operation_class=documented(upstream=False, errors={503: "The upstream does not answer."}))
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    """The upstream answers."""
-    upstream: Upstream = request.app.state.upstream
-    try:
-        info = await upstream.probe()
-    except ProxyError as exc:
-        body = UpstreamOverloaded(f"not ready: {exc.message}", code=exc.code).body()
+    """An upstream answers (with a pool, each one is asked; ``upstreams`` lists them)."""
+    pool: UpstreamPool = request.app.state.pool
+    answers = await pool.probe_all()
+    ready = [
+        (member, info) for member, info in zip(pool.members, answers, strict=True) if isinstance(info, dict)
+    ]
+    if not ready:
+        first = answers[0]
+        assert isinstance(first, ProxyError)
+        body = UpstreamOverloaded(f"not ready: {first.message}", code=first.code).body()
         return Response(body, status_code=503)
-    return Response({"status": "ready", "upstream": {"api": upstream.api, **info}})
+    member, info = ready[0]
+    reply: dict[str, Any] = {"status": "ready", "upstream": {"api": member.api, **info}}
+    if len(pool.members) > 1:
+        reply["upstreams"] = pool.state()
+    return Response(reply)

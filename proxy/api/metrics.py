@@ -18,10 +18,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from proxy.api.openapi import documented
-from proxy.errors import ProxyError
 from proxy.index.service import IndexService
 from proxy.index.watcher import FolderWatcher
-from proxy.upstream.client import Upstream
+from proxy.upstream.pool import UpstreamPool
 
 # An upstream nothing was asked of for this long is probed by the scrape (PROBE_TIMEOUT at most).
 PROBE_AFTER = 30.0
@@ -156,14 +155,9 @@ class StateCollector(Collector):
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
-        upstream: Upstream | None = self.state.get("upstream")
-        if upstream is not None and upstream.up is not None:
-            yield GaugeMetricFamily(
-                "ragproxy_upstream_up",
-                "1 if the upstream answered the last request or probe, 0 if it "
-                "could not be reached or failed with HTTP 5xx.",
-                value=int(upstream.up),
-            )
+        pool: UpstreamPool | None = self.state.get("pool")
+        if pool is not None:
+            yield from _pool_metrics(pool)
         index: IndexService | None = self.state.get("index")
         if index is not None:
             yield from _index_metrics(index)
@@ -184,6 +178,32 @@ class StateCollector(Collector):
                 "Event storms that overflowed the queue into a rescan.",
                 value=watcher.storms,
             )
+
+
+def _pool_metrics(pool: UpstreamPool) -> Iterator[Metric]:
+    known = [m.up for m in pool.members if m.up is not None]
+    if known:
+        yield GaugeMetricFamily(
+            "ragproxy_upstream_up",
+            "1 if an upstream answered the last request or probe asked of it, 0 if none could be "
+            "reached (or each failed with HTTP 5xx).",
+            value=int(any(known)),
+        )
+    up = GaugeMetricFamily(
+        "ragproxy_upstream_member_up",
+        "Per upstream of the pool: 1 if it answered the last request, probe or health check, 0 if "
+        "it could not be reached or failed with HTTP 5xx.",
+        labels=["upstream"],
+    )
+    busy = GaugeMetricFamily(
+        "ragproxy_upstream_in_flight", "Per upstream: requests it is serving now.", labels=["upstream"]
+    )
+    for member in pool.members:
+        if member.up is not None:
+            up.add_metric([member.base], int(member.up))
+        busy.add_metric([member.base], member.in_flight)
+    yield up
+    yield busy
 
 
 def _index_metrics(index: IndexService) -> Iterator[Metric]:
@@ -234,11 +254,8 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The Prometheus text format. An upstream nothing asked of lately is probed first, so an
     idle proxy still tells when its upstream went away."""
     state = request.app.state
-    upstream: Upstream = state.upstream
-    if time.monotonic() - upstream.seen_at > PROBE_AFTER:
-        try:
-            await upstream.probe(time.monotonic() + PROBE_TIMEOUT)
-        except ProxyError:
-            pass  # the gauge says so
+    pool: UpstreamPool = state.pool
+    if any(time.monotonic() - member.seen_at > PROBE_AFTER for member in pool.members):
+        await pool.probe_all(time.monotonic() + PROBE_TIMEOUT)  # the gauges say what failed
     body = await anyio.to_thread.run_sync(generate_latest, state.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -39,6 +39,7 @@ from proxy.pipeline.retrieval import split_alias
 from proxy.settings import Settings
 from proxy.upstream import openai
 from proxy.upstream.client import Upstream, map_transport_error
+from proxy.upstream.pool import UpstreamPool
 
 log = get_logger("ragproxy.ollama")
 
@@ -106,9 +107,9 @@ class LinesResponder(ExchangeResponder):
         await self._send_json(send, 200, reply, self._extra_headers())
 
 
-def _parts(request: AnyRequest) -> tuple[Settings, Upstream, IndexService | None]:
+def _parts(request: AnyRequest) -> tuple[Settings, UpstreamPool, IndexService | None]:
     state = request.app.state
-    return state.settings, state.upstream, state.index
+    return state.settings, state.pool, state.index
 
 
 # -- probes and models ---------------------------------------------------------------------------------
@@ -119,9 +120,9 @@ async def root() -> str:
 
 @get("/api/version", operation_class=documented())
 async def version(request: AnyRequest) -> Any:
-    _, upstream, _ = _parts(request)
-    if upstream.api == "ollama":
-        return await upstream.get_json("/api/version")
+    _, pool, _ = _parts(request)
+    if pool.speaks("ollama"):
+        return await pool.call(None, lambda upstream: upstream.get_json("/api/version"), api="ollama")
     return {"version": ollama_wire.OLLAMA_VERSION}
 
 
@@ -135,8 +136,15 @@ async def _upstream_tags(upstream: Upstream) -> dict[str, Any]:
 @get("/api/tags", operation_class=documented())
 async def tags(request: AnyRequest) -> dict[str, Any]:
     """The upstream's models, each followed by its retrieval aliases."""
-    _, upstream, index = _parts(request)
-    listing = await _upstream_tags(upstream)
+    _, pool, index = _parts(request)
+    listing: dict[str, Any] = {"models": []}
+    seen: set[str] = set()
+    for tags in await pool.gather(_upstream_tags):  # the pool's models, each once
+        for entry in tags.get("models") or []:
+            name = entry.get("name") or entry.get("model")
+            if name not in seen:
+                seen.add(name)
+                listing["models"].append(entry)
     collections = visible_collections(index, key_collections(request.scope))
     return ollama_wire.tags_with_aliases(listing, collections) if collections else listing
 
@@ -149,16 +157,18 @@ def _base_model(name: str, index: IndexService | None, allowed: tuple[str, ...] 
 async def show(request: AnyRequest) -> Any:
     """Passed through (an alias shows its model), so ``model_info`` and ``capabilities`` reach
     the client intact. With an OpenAI-compatible upstream, what can be known is reported."""
-    _, upstream, index = _parts(request)
+    _, pool, index = _parts(request)
     body = parse_json_object(await request.body())
     name = body.get("model") or body.get("name")
     if not isinstance(name, str) or not name:
         raise ProxyError("model is required", status=400)
     model = _base_model(name, index, key_collections(request.scope))
-    if upstream.api == "ollama":
-        return await upstream.post_json("/api/show", {**body, "model": model})
-    await _require_model(upstream, model)
-    info = await request.app.state.windows.info(upstream, model)
+    if pool.preferred(model).api == "ollama":
+        return await pool.call(
+            model, lambda upstream: upstream.post_json("/api/show", {**body, "model": model})
+        )
+    await pool.call(model, lambda upstream: _require_model(upstream, model))
+    info = await request.app.state.windows.info(pool, model)
     return {
         "modelfile": "",
         "parameters": "",
@@ -171,10 +181,11 @@ async def show(request: AnyRequest) -> Any:
 
 @get("/api/ps", operation_class=documented())
 async def ps(request: AnyRequest) -> Any:
-    _, upstream, _ = _parts(request)
-    if upstream.api == "ollama":
-        return await upstream.get_json("/api/ps")
-    return {"models": []}
+    _, pool, _ = _parts(request)
+    if not pool.speaks("ollama"):
+        return {"models": []}
+    running = await pool.gather(lambda upstream: upstream.get_json("/api/ps"), api="ollama")
+    return {"models": [model for ps in running for model in ps.get("models") or []]}
 
 
 async def _require_model(upstream: Upstream, model: str, deadline: float | None = None) -> None:
@@ -187,7 +198,7 @@ async def _require_model(upstream: Upstream, model: str, deadline: float | None 
 
 # -- chat and generate -------------------------------------------------------------------------------------
 def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
-    settings, upstream, _ = _parts(request)
+    settings, pool, _ = _parts(request)
     original = body
     stream = body.get("stream", True) is not False
     call = ChatCall(body=ollama_wire.as_chat(body) if kind == "generate" else dict(body), include_usage=False)
@@ -201,29 +212,41 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
     )
 
     @asynccontextmanager
+    async def passed(upstream: Upstream) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        if upstream.api == "ollama":
+            async with ollama_wire.relay(upstream, path, original, call, kind) as lines:
+                yield lines
+            return
+        if body.get("raw"):
+            raise ProxyError("raw and suffix prompts need an Ollama upstream", status=501)
+        # load or unload: an OpenAI-compatible server has no such step
+        await _require_model(upstream, body["model"])
+        yield _one(ollama_wire.load_reply(body, kind))
+
+    @asynccontextmanager
+    async def answered(upstream: Upstream) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        if upstream.api == "ollama":
+            sent = ollama_wire.back_to_generate(call.body, original) if kind == "generate" else call.body
+            async with ollama_wire.relay(upstream, path, sent, call, kind) as lines:
+                yield lines
+            return
+        if body.get("raw") or body.get("suffix"):
+            raise ProxyError("raw and suffix prompts need an Ollama upstream", status=501)
+        await _require_model(upstream, call.body["model"], call.deadline(upstream))
+        async with ollama_wire.translated(upstream, settings, call, kind) as lines:
+            yield lines
+
+    @asynccontextmanager
     async def open_lines() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         try:
             if passthrough:
-                if upstream.api == "ollama":
-                    async with ollama_wire.relay(upstream, path, original, call, kind) as lines:
-                        yield lines
-                    return
-                if not body.get("raw"):  # load or unload: an OpenAI-compatible server has no such step
-                    await _require_model(upstream, body["model"])
-                    yield _one(ollama_wire.load_reply(body, kind))
-                    return
+                async with pool.open(body["model"], passed) as lines:
+                    yield lines
+                return
             await augment_request(request, call, "ollama")
             record["model"] = call.body["model"]
-            if upstream.api == "ollama":
-                sent = ollama_wire.back_to_generate(call.body, original) if kind == "generate" else call.body
-                async with ollama_wire.relay(upstream, path, sent, call, kind) as lines:
-                    yield lines
-            else:
-                if body.get("raw") or body.get("suffix"):
-                    raise ProxyError("raw and suffix prompts need an Ollama upstream", status=501)
-                await _require_model(upstream, call.body["model"], call.deadline(upstream))
-                async with ollama_wire.translated(upstream, settings, call, kind) as lines:
-                    yield lines
+            async with pool.open(call.body["model"], answered) as lines:
+                yield lines
         finally:
             stats = call.stats
             record.update(
@@ -267,7 +290,7 @@ async def _local_embedder(request: AnyRequest, model: str) -> Any:
 
 @post("/api/embed", status_code=200, operation_class=documented(OLLAMA_EMBED))
 async def embed(request: AnyRequest) -> Any:
-    _, upstream, _ = _parts(request)
+    _, pool, _ = _parts(request)
     body = parse_json_object(await request.body())
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -286,6 +309,10 @@ async def embed(request: AnyRequest) -> Any:
             "load_duration": 0,
             "prompt_eval_count": sum(estimate_tokens(t) for t in texts),
         }
+    return await pool.call(model, lambda upstream: _embed_upstream(upstream, body, model, texts))
+
+
+async def _embed_upstream(upstream: Upstream, body: dict[str, Any], model: str, texts: list[str]) -> Any:
     if upstream.api == "ollama":
         return await upstream.post_json("/api/embed", body)
     reply = await upstream.post_json("/v1/embeddings", openai.embed_request({"model": model, "input": texts}))
@@ -302,7 +329,7 @@ async def embed(request: AnyRequest) -> Any:
 @post("/api/embeddings", status_code=200, operation_class=documented(OLLAMA_EMBEDDINGS))
 async def embeddings(request: AnyRequest) -> Any:
     """The legacy endpoint (Open WebUI still calls it): ``prompt`` in, ``embedding`` out."""
-    _, upstream, _ = _parts(request)
+    _, pool, _ = _parts(request)
     body = parse_json_object(await request.body())
     model, prompt = body.get("model"), body.get("prompt", "")
     if not isinstance(model, str) or not model:
@@ -313,6 +340,10 @@ async def embeddings(request: AnyRequest) -> Any:
     if embedder is not None:
         vector = await anyio.to_thread.run_sync(lambda: embedder.embed_documents([prompt])[0])
         return {"embedding": vector}
+    return await pool.call(model, lambda upstream: _legacy_embedding(upstream, body, model, prompt))
+
+
+async def _legacy_embedding(upstream: Upstream, body: dict[str, Any], model: str, prompt: str) -> Any:
     if upstream.api == "ollama":
         return await upstream.post_json("/api/embeddings", body)
     reply = await upstream.post_json(
@@ -355,7 +386,7 @@ class ForwardResponder:
             try:
                 response = await http.send(request, stream=True)
             except httpx.HTTPError as exc:
-                await self._send_error(send, map_transport_error(exc, self._upstream.settings.upstream_base))
+                await self._send_error(send, map_transport_error(exc, self._upstream.base))
                 tasks.cancel_scope.cancel()
                 return
             try:
@@ -386,13 +417,24 @@ class ForwardResponder:
     operation_class=documented(errors={501: "The upstream is not Ollama."}),
 )
 async def forward(request: AnyRequest, rest: FromPath[str]) -> ASGIApp:
-    _, upstream, _ = _parts(request)
-    if upstream.api != "ollama":
+    _, pool, _ = _parts(request)
+    if not pool.speaks("ollama"):
         raise ProxyError(
             f"/api{rest} is not available: the upstream is an OpenAI-compatible server, not Ollama",
             status=501,
         )
-    return ForwardResponder(upstream, request, await request.body())
+    body = await request.body()
+    return ForwardResponder(pool.candidates(_named_model(body), api="ollama")[0], request, body)
+
+
+def _named_model(body: bytes) -> str | None:
+    """The model a model-management request names (it goes to an upstream that has it)."""
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+    name = data.get("model") or data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 # -- errors in Ollama's shape -----------------------------------------------------------------------

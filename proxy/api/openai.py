@@ -23,17 +23,18 @@ from proxy.api.security import key_collections
 from proxy.errors import BadRequest, UpstreamError
 from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
-from proxy.pipeline.chat import ChatCall, augment, open_chat, prepare_chat, visible_collections
+from proxy.pipeline.chat import ChatCall, augment, open_reply, prepare_chat, visible_collections
 from proxy.pipeline.retrieval import aliases, split_alias
 from proxy.settings import Settings
 from proxy.upstream import ollama, openai
 from proxy.upstream.client import Upstream
+from proxy.upstream.pool import UpstreamPool
 
 AnyRequest = Request[Any, Any, Any]
 
 
-def _parts(request: AnyRequest) -> tuple[Settings, Upstream]:
-    return request.app.state.settings, request.app.state.upstream
+def _parts(request: AnyRequest) -> tuple[Settings, UpstreamPool]:
+    return request.app.state.settings, request.app.state.pool
 
 
 def rag_headers(request: AnyRequest) -> dict[str, str]:
@@ -63,7 +64,7 @@ async def augment_request(request: AnyRequest, call: ChatCall, api: str) -> None
         call,
         headers=rag_headers(request),
         index=state.index,
-        upstream=state.upstream,
+        pool=state.pool,
         settings=state.settings,
         windows=state.windows,
         footnote_default=footnote_default(state.settings, api, client),
@@ -95,7 +96,7 @@ def footnote_default(settings: Settings, api: str, client: str) -> bool:
 
 @post("/v1/chat/completions", status_code=200, operation_class=documented(OPENAI_CHAT))
 async def chat_completions(request: AnyRequest) -> ASGIApp:
-    settings, upstream = _parts(request)
+    settings, _ = _parts(request)
     body = validate_chat(parse_json_object(await request.body()), settings)
     stream = bool(body.get("stream"))
     call, record, open_chunks = chat_exchange(request, body, "openai", stream=stream)
@@ -122,7 +123,7 @@ def chat_exchange(
     chunks (retrieval and fitting for this request, then the upstream). ``api``: the wire it
     came in on. ``agent``: an agent's wire (Responses, Messages), whose tools are never traded
     for passages and whose reasoning goes into items of its own, whatever the chat setting."""
-    settings, upstream = _parts(request)
+    settings, pool = _parts(request)
     call = prepare_chat(body)
     call.keep_tools = agent
     record = request_record(request.scope)
@@ -137,7 +138,7 @@ def chat_exchange(
         try:
             await augment_request(request, call, api)
             record["model"] = call.body["model"]
-            async with open_chat(upstream, settings, call) as chunks:
+            async with open_reply(pool, settings, call) as chunks:
                 yield chunks
         finally:
             _record_stats(record, call)
@@ -162,11 +163,14 @@ def _record_stats(record: dict[str, Any], call: ChatCall) -> None:
 async def list_models(request: AnyRequest) -> dict[str, Any]:
     """The upstream's models, each followed by its retrieval aliases (``model+<collection>``,
     ``model+norag``) when there is an index."""
-    _, upstream = _parts(request)
-    if upstream.api == "ollama":
-        listing = ollama.models_list(await upstream.get_json("/api/tags"))
-    else:
-        listing = {"object": "list", "data": (await upstream.get_json("/v1/models")).get("data") or []}
+    _, pool = _parts(request)
+    listing: dict[str, Any] = {"object": "list", "data": []}
+    seen: set[Any] = set()
+    for models in await pool.gather(_models):  # the pool's models, each once
+        for entry in models:
+            if entry.get("id") not in seen:
+                seen.add(entry.get("id"))
+                listing["data"].append(entry)
     index = request.app.state.index
     if index is not None:
         collections = visible_collections(index, key_collections(request.scope))
@@ -182,13 +186,20 @@ async def list_models(request: AnyRequest) -> dict[str, Any]:
     return listing
 
 
+async def _models(upstream: Upstream) -> list[dict[str, Any]]:
+    if upstream.api == "ollama":
+        entries: list[dict[str, Any]] = ollama.models_list(await upstream.get_json("/api/tags"))["data"]
+        return entries
+    return (await upstream.get_json("/v1/models")).get("data") or []
+
+
 @get("/v1/models/{model:path}", operation_class=documented())
 async def retrieve_model(request: AnyRequest, model: FromPath[str]) -> dict[str, Any]:
-    _, upstream = _parts(request)
+    _, pool = _parts(request)
     alias = model.lstrip("/")
     index = request.app.state.index
     name = split_alias(alias, visible_collections(index, key_collections(request.scope)))[0]
-    entry = await _model_entry(upstream, name)
+    entry = await pool.call(name, lambda upstream: _model_entry(upstream, name))
     return {**entry, "id": alias} if name != alias else entry
 
 
@@ -200,23 +211,14 @@ async def _model_entry(upstream: Upstream, name: str) -> dict[str, Any]:
 
 @post("/v1/embeddings", status_code=200, operation_class=documented(OPENAI_EMBEDDINGS))
 async def embeddings(request: AnyRequest) -> dict[str, Any]:
-    settings, upstream = _parts(request)
+    settings, pool = _parts(request)
     body = validate_embeddings(parse_json_object(await request.body()), settings)
     request_record(request.scope).update(model=body["model"])
     index = request.app.state.index
     if index is not None and index.serves_model(body["model"]):
         vectors, tokens = await anyio.to_thread.run_sync(lambda: _embed_locally(index, body))
-    elif upstream.api == "ollama":
-        vectors, tokens = ollama.embed_vectors(
-            await upstream.post_json("/api/embed", ollama.embed_request(body))
-        )
     else:
-        reply = await upstream.post_json("/v1/embeddings", openai.embed_request(body))
-        try:
-            vectors = [item["embedding"] for item in sorted(reply["data"], key=lambda item: item["index"])]
-        except (KeyError, TypeError):
-            raise UpstreamError("upstream embeddings response has no 'data'") from None
-        tokens = int((reply.get("usage") or {}).get("prompt_tokens") or 0)
+        vectors, tokens = await pool.call(body["model"], lambda upstream: _embed_upstream(upstream, body))
     as_base64 = body.get("encoding_format") == "base64"
     data = [
         {"object": "embedding", "index": i, "embedding": _base64(v) if as_base64 else v}
@@ -228,6 +230,17 @@ async def embeddings(request: AnyRequest) -> dict[str, Any]:
         "model": body["model"],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+async def _embed_upstream(upstream: Upstream, body: dict[str, Any]) -> tuple[list[list[float]], int]:
+    if upstream.api == "ollama":
+        return ollama.embed_vectors(await upstream.post_json("/api/embed", ollama.embed_request(body)))
+    reply = await upstream.post_json("/v1/embeddings", openai.embed_request(body))
+    try:
+        vectors = [item["embedding"] for item in sorted(reply["data"], key=lambda item: item["index"])]
+    except (KeyError, TypeError):
+        raise UpstreamError("upstream embeddings response has no 'data'") from None
+    return vectors, int((reply.get("usage") or {}).get("prompt_tokens") or 0)
 
 
 def _embed_locally(index: IndexService, body: dict[str, Any]) -> tuple[list[list[float]], int]:

@@ -95,10 +95,11 @@ async def rag_preview(request: AnyRequest) -> dict[str, Any]:
     fitting and translation for the upstream's API), token estimates per message, and sources.
     The upstream may be asked for the model's window; the model is not called."""
     state = request.app.state
-    settings, upstream = state.settings, state.upstream
+    settings, pool = state.settings, state.pool
     call = prepare_chat(validate_chat(parse_json_object(await request.body()), settings))
     await augment_request(request, call, "openai")
     body, rag = call.body, call.rag
+    upstream = pool.preferred(body["model"])
     if upstream.api == "ollama":
         path, sent = "/api/chat", ollama.chat_request(body)
     else:
@@ -106,7 +107,7 @@ async def rag_preview(request: AnyRequest) -> dict[str, Any]:
     return {
         "object": "rag.preview",
         "model": body["model"],
-        "upstream": {"api": upstream.api, "path": path, "body": sent},
+        "upstream": {"api": upstream.api, "url": upstream.base, "path": path, "body": sent},
         "messages": body["messages"],
         "tokens": {
             "estimator": "1 per CJK character + 1 per 4 other characters, +6 per message, x1.15",

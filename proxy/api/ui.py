@@ -23,6 +23,7 @@ from proxy.index.service import IndexService
 from proxy.pipeline.chat import ChatCall, prepare_chat
 from proxy.pipeline.retrieval import message_text
 from proxy.upstream.client import Upstream
+from proxy.upstream.pool import UpstreamPool, model_names
 
 AnyRequest = Request[Any, Any, Any]
 UPSTREAM_WAIT = 2.0  # the page never waits longer than this for the upstream's models
@@ -142,19 +143,23 @@ async def _collections_section(index: IndexService | None, allowed: tuple[str, .
 
 
 async def _upstream_section(request: AnyRequest) -> str:
-    upstream: Upstream = request.app.state.upstream
-    head = (
-        f"<h2>Upstream</h2><p><code>{escape(upstream.settings.upstream_base)}</code> "
-        f"({escape(upstream.api)} API)"
-    )
+    pool: UpstreamPool = request.app.state.pool
     deadline = time.monotonic() + UPSTREAM_WAIT
+    title = "<h2>Upstream</h2>" if len(pool.members) == 1 else f"<h2>Upstreams ({len(pool.members)})</h2>"
+    sections = [await _one_upstream(request, pool, upstream, deadline) for upstream in pool.members]
+    return title + "".join(sections)
+
+
+async def _one_upstream(request: AnyRequest, pool: UpstreamPool, upstream: Upstream, deadline: float) -> str:
+    busy = f", {upstream.in_flight} in flight" if len(pool.members) > 1 else ""
+    head = f"<p><code>{escape(upstream.base)}</code> ({escape(upstream.api)} API{busy})"
     try:
-        names = await _model_names(upstream, deadline)
+        names = await model_names(upstream, deadline)
     except ProxyError as exc:
         return f'{head}: <span class="bad">unreachable</span> ({escape(exc.message)})</p>'
     rows = []
     for name in names[:MAX_MODELS]:
-        info = await request.app.state.windows.info(upstream, name, deadline)
+        info = await request.app.state.windows.info(pool, name, deadline)
         window = f"{info.window:,}" if info.window else "?"
         rows.append(f"<tr><td><code>{escape(name)}</code></td><td class=num>{window}</td></tr>")
     more = f"<p class=muted>and {len(names) - MAX_MODELS} more</p>" if len(names) > MAX_MODELS else ""
@@ -163,14 +168,6 @@ async def _upstream_section(request: AnyRequest) -> str:
         "<table><tr><th>Model</th><th class=num>Context window (tokens)</th></tr>"
         f"{''.join(rows)}</table>{more}"
     )
-
-
-async def _model_names(upstream: Upstream, deadline: float) -> list[str]:
-    if upstream.api == "ollama":
-        tags = await upstream.get_json("/api/tags", deadline=deadline)
-        return [str(m.get("name") or m.get("model")) for m in tags.get("models") or []]
-    listing = await upstream.get_json("/v1/models", deadline=deadline)
-    return [str(m.get("id")) for m in listing.get("data") or []]
 
 
 def _recent_section(recent: RecentRequests, log_content: bool) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from proxy.settings import Settings
 from proxy.types import Reranker
 from proxy.upstream import ollama, openai
 from proxy.upstream.client import Upstream
+from proxy.upstream.pool import UpstreamPool
 from proxy.upstream.reasoning import ReasoningRenderer, strip_reasoning_from_history
 
 log = get_logger("ragproxy.chat")
@@ -110,7 +111,7 @@ class ChatCall:
     # reverse as in a chat UI whose built-in tools the conversation may never use.
     keep_tools: bool = False
 
-    def deadline(self, upstream: Upstream) -> float:
+    def deadline(self, upstream: Upstream | UpstreamPool) -> float:
         return upstream.first_byte_deadline(self.arrived)
 
 
@@ -129,7 +130,7 @@ async def augment(
     *,
     headers: dict[str, str],
     index: IndexService | None,
-    upstream: Upstream,
+    pool: UpstreamPool,
     settings: Settings,
     windows: context.WindowCache,
     footnote_default: bool,
@@ -139,8 +140,8 @@ async def augment(
 ) -> None:
     """Retrieval and context fitting, in place on ``call.body``: the model alias resolved, the
     ``rag`` field removed, the context added, the oldest history dropped if the window needs it,
-    and Ollama's ``num_ctx`` set. ``allowed``: the only collections the caller's key may read
-    (None: all); the search filters on them in SQL."""
+    and Ollama's ``num_ctx`` set (as the upstream the model goes to first speaks). ``allowed``:
+    the only collections the caller's key may read (None: all); the search filters on them in SQL."""
     body, info = call.body, call.rag
     collections = visible_collections(index, allowed)
     model, alias = retrieval.split_alias(body["model"], collections)
@@ -189,7 +190,7 @@ async def augment(
             ]
         info.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         info.found = len(passages)
-    await _fit(call, passages, upstream, settings, windows)
+    await _fit(call, passages, pool, settings, windows)
 
 
 def check_collections(
@@ -220,17 +221,18 @@ def visible_collections(index: IndexService | None, allowed: tuple[str, ...] | N
 async def _fit(
     call: ChatCall,
     passages: list[Passage],
-    upstream: Upstream,
+    pool: UpstreamPool,
     settings: Settings,
     windows: context.WindowCache,
 ) -> None:
     """Counts only what will be forwarded: tools a model cannot use are dropped first (Open WebUI
     sends its ~36 built-in tools with every chat, ~7,000 tokens)."""
     body, info = call.body, call.rag
+    ollama_api = pool.preferred(body["model"]).api == "ollama"
     if body.get("tools") and body.get("tool_choice") == "none":
         body.pop("tools")  # never forwarded (the translations drop them too)
-    if body.get("tools") and upstream.api == "ollama":
-        capabilities = (await windows.info(upstream, body["model"], call.deadline(upstream))).capabilities
+    if body.get("tools") and ollama_api:
+        capabilities = (await windows.info(pool, body["model"], call.deadline(pool))).capabilities
         if capabilities is not None and "tools" not in capabilities:
             log.info("context.tools_dropped", model=body["model"], reason="capability")
             body.pop("tools")
@@ -242,13 +244,11 @@ async def _fit(
         window = client_num_ctx  # the client chose: respected, and fitted into
     else:
         client_num_ctx = None
-        learned = settings.context_window or await windows.window(
-            upstream, body["model"], call.deadline(upstream)
-        )
+        learned = settings.context_window or await windows.window(pool, body["model"], call.deadline(pool))
         # A window nobody reported is a guess: passages are fitted to it, the history is not cut.
         trim_history = bool(learned)
         window = learned or context.FALLBACK_WINDOW
-        if upstream.api == "ollama":
+        if ollama_api:
             window = min(window, settings.num_ctx_max)
     info.window = window
     info.reserve = context.answer_reserve(body, settings)
@@ -282,7 +282,7 @@ async def _fit(
             prompt_estimate=fitted.prompt_estimate,
             shortened=fitted.shortened or None,
         )
-    if upstream.api == "ollama" and client_num_ctx is None:
+    if ollama_api and client_num_ctx is None:
         model = body["model"]
         info.num_ctx = context.num_ctx_for(
             info.prompt_estimate + min(info.reserve, window // 2), window, floor=windows.num_ctx.get(model, 0)
@@ -312,6 +312,14 @@ async def open_chat(
     sent = time.perf_counter()
     async with upstream.stream(path, request, deadline=call.deadline(upstream)) as raw:
         yield _rendered(parse(timed_first(raw, sent, call.stats)), settings, call)
+
+
+def open_reply(
+    pool: UpstreamPool, settings: Settings, call: ChatCall
+) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+    """``open_chat`` on the best upstream for the call's model, the next ones tried until one
+    answers (``UpstreamPool.open``)."""
+    return pool.open(call.body["model"], lambda upstream: open_chat(upstream, settings, call))
 
 
 async def timed_first(raw: AsyncIterator[bytes], sent: float, stats: ChatStats) -> AsyncIterator[bytes]:

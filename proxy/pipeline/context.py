@@ -17,6 +17,7 @@ from proxy.logging import get_logger
 from proxy.pipeline.retrieval import Passage, context_block, message_text
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
+from proxy.upstream.pool import UpstreamPool
 
 log = get_logger("ragproxy.context")
 
@@ -80,19 +81,20 @@ class WindowCache:
         self._infos: dict[str, tuple[float, ModelInfo]] = {}  # model: (until, info)
         self.num_ctx: dict[str, int] = {}  # the largest num_ctx each model was given so far
 
-    async def info(self, upstream: Upstream, model: str, deadline: float | None = None) -> ModelInfo:
-        """``deadline``: the request's first-byte deadline, which the probe shares with the chat
-        (``Upstream.first_byte_deadline``); the probe takes at most a small part of what is left."""
+    async def info(self, pool: UpstreamPool, model: str, deadline: float | None = None) -> ModelInfo:
+        """Asked of an upstream that has the model. ``deadline``: the request's first-byte
+        deadline, which the probe shares with the chat (``Upstream.first_byte_deadline``); the
+        probe takes at most a small part of what is left."""
         cached = self._infos.get(model)
         now = time.monotonic()
         if cached and now < cached[0]:
             return cached[1]
-        left = (upstream.first_byte_deadline() if deadline is None else deadline) - now
+        left = (pool.first_byte_deadline() if deadline is None else deadline) - now
         if left <= 0:  # no time to ask: the chat reports the timeout
             return UNKNOWN
         try:
             until = now + min(PROBE_TIMEOUT, left * PROBE_SHARE)
-            info, ttl = await _ask(upstream, model, until), WINDOW_TTL
+            info, ttl = await pool.call(model, lambda upstream: _ask(upstream, model, until)), WINDOW_TTL
         except NotFound:  # a server without the endpoint (or Ollama's unknown model): lasting
             info, ttl = UNKNOWN, WINDOW_TTL
         except Exception as exc:  # down, silent or failing: the fallback applies for a while
@@ -101,14 +103,14 @@ class WindowCache:
                 "context.window_probe_failed",
                 model=model,
                 error=str(exc)[:200],
-                window=upstream.settings.context_window or FALLBACK_WINDOW,
+                window=pool.settings.context_window or FALLBACK_WINDOW,
                 retry_in_s=FAILED_PROBE_TTL,
             )
         self._infos[model] = (time.monotonic() + ttl, info)
         return info
 
-    async def window(self, upstream: Upstream, model: str, deadline: float | None = None) -> int | None:
-        return (await self.info(upstream, model, deadline)).window
+    async def window(self, pool: UpstreamPool, model: str, deadline: float | None = None) -> int | None:
+        return (await self.info(pool, model, deadline)).window
 
 
 async def _ask(upstream: Upstream, model: str, deadline: float) -> ModelInfo:

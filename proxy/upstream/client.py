@@ -18,27 +18,38 @@ from proxy.errors import (
     NotFound,
     ProxyError,
     UpstreamError,
+    UpstreamFailed,
     UpstreamOverloaded,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.settings import Settings
+from proxy.settings import Settings, UpstreamApi
 
 _JSON = {"content-type": "application/json"}
 
 
 class Upstream:
-    """Owns the httpx client. Paths are fixed by the proxy; nothing a client sends picks the host."""
+    """One model server: owns its httpx client. Paths are fixed by the proxy; nothing a client
+    sends picks the host (``base``, ``api``: one of the settings' upstreams; the first if None)."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        base: str | None = None,
+        api: UpstreamApi | None = None,
+    ) -> None:
+        first = settings.upstreams()[0]
         self.settings = settings
-        self.api = settings.upstream_api
+        self.base = base or first.url
+        self.api: UpstreamApi = api or first.api
         headers = {"user-agent": "ragproxy"}
         if settings.upstream_api_key:
             headers["authorization"] = f"Bearer {settings.upstream_api_key}"
         backstop = max(settings.first_byte_timeout, settings.idle_timeout) + 5
         self.http = httpx.AsyncClient(
-            base_url=settings.upstream_base,
+            base_url=self.base,
             headers=headers,
             trust_env=False,  # proxy variables must not reroute private prompts
             follow_redirects=False,
@@ -50,11 +61,15 @@ class Upstream:
         # or HTTP 5xx), None (nothing asked yet); and when, in time.monotonic().
         self.up: bool | None = None
         self.seen_at = 0.0
+        # What the pool knows of it: the model names its last health check listed (None: not
+        # listed yet), and how many requests it is serving now.
+        self.models: frozenset[str] | None = None
+        self.in_flight = 0
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    def _saw(self, up: bool) -> None:
+    def saw(self, up: bool) -> None:
         self.up, self.seen_at = up, time.monotonic()
 
     async def probe(self, deadline: float | None = None) -> dict[str, Any]:
@@ -63,7 +78,7 @@ class Upstream:
         try:
             return await self._probe(deadline)
         except UpstreamTimeout:
-            self._saw(False)
+            self.saw(False)
             raise
 
     async def _probe(self, deadline: float | None) -> dict[str, Any]:
@@ -98,9 +113,9 @@ class Upstream:
         except TimeoutError:
             raise UpstreamTimeout(f"upstream did not answer {path} in {round(limit, 2):g} s") from None
         except httpx.HTTPError as exc:
-            self._saw(False)
-            raise map_transport_error(exc, self.settings.upstream_base) from None
-        self._saw(response.status_code < 500)
+            self.saw(False)
+            raise map_transport_error(exc, self.base) from None
+        self.saw(response.status_code < 500)
         if response.status_code >= 400:
             raise map_status(response.status_code, response.content, response.headers)
         try:
@@ -132,9 +147,9 @@ class Upstream:
         except TimeoutError:
             raise timed_out from None
         except httpx.HTTPError as exc:
-            self._saw(False)
-            raise map_transport_error(exc, self.settings.upstream_base) from None
-        self._saw(response.status_code < 500)
+            self.saw(False)
+            raise map_transport_error(exc, self.base) from None
+        self.saw(response.status_code < 500)
         try:
             if response.status_code >= 400:
                 with anyio.move_on_after(self.settings.idle_timeout):
@@ -181,7 +196,7 @@ def map_transport_error(exc: httpx.HTTPError, where: str) -> ProxyError:
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"upstream timed out: {exc or type(exc).__name__}")
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        return UpstreamError(f"upstream closed the connection: {exc or type(exc).__name__}")
+        return UpstreamFailed(f"upstream closed the connection: {exc or type(exc).__name__}")
     return UpstreamError(f"upstream request failed: {exc or type(exc).__name__}")
 
 
@@ -214,5 +229,5 @@ def map_status(status: int, content: bytes, headers: httpx.Headers | None = None
     if status in (401, 403):
         return UpstreamError(f"upstream refused the proxy (HTTP {status}): {message}")
     if status >= 500:
-        return UpstreamError(f"upstream failed (HTTP {status}): {message}")
+        return UpstreamFailed(f"upstream failed (HTTP {status}): {message}")
     return BadRequest(message, status=status)

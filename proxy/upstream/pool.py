@@ -1,0 +1,233 @@
+"""The upstreams as one pool: which one serves a request (it has the model, it answers, it is the
+least busy), the next one tried when it fails before the reply's first byte, and the health checks
+that keep what the pool knows (up or down, model lists) fresh."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+
+from proxy.errors import ProxyError, UpstreamFailed, UpstreamOverloaded, UpstreamTimeout, UpstreamUnavailable
+from proxy.logging import get_logger
+from proxy.settings import Settings, UpstreamApi
+from proxy.upstream.client import Upstream
+
+log = get_logger("ragproxy.upstream")
+
+T = TypeVar("T")
+
+# Failures that say nothing about the request, only about that upstream: another may answer.
+FAILOVER = (UpstreamUnavailable, UpstreamFailed, UpstreamOverloaded, UpstreamTimeout)
+CHECK_TIMEOUT = 5.0  # seconds a health check waits for a model list
+CHECK_GAP = 0.5  # at least this long between two rounds of checks, however many failures wake them
+
+
+def model_key(name: str, api: UpstreamApi) -> str:
+    """A model name as the server compares it: Ollama ignores case and reads no tag as
+    ``:latest`` (``llama3`` is ``llama3:latest``); OpenAI-compatible servers match exactly."""
+    if api != "ollama":
+        return name
+    name = name.casefold()
+    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+
+
+async def model_names(upstream: Upstream, deadline: float) -> list[str]:
+    """The models the upstream lists (Ollama ``/api/tags``, else ``/v1/models``)."""
+    if upstream.api == "ollama":
+        tags = await upstream.get_json("/api/tags", deadline=deadline)
+        return [str(m.get("name") or m.get("model")) for m in tags.get("models") or [] if isinstance(m, dict)]
+    listing = await upstream.get_json("/v1/models", deadline=deadline)
+    return [str(m.get("id")) for m in listing.get("data") or [] if isinstance(m, dict)]
+
+
+class UpstreamPool:
+    """Every ``--upstream``, each with its own client. With one, everything goes to it as before;
+    with several, requests are routed by model and spread by load."""
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.members = tuple(
+            Upstream(settings, transport, base=spec.url, api=spec.api) for spec in settings.upstreams()
+        )
+        self._turn = 0  # rotates the order among equally busy upstreams
+        self._wake = anyio.Event()
+
+    async def aclose(self) -> None:
+        for member in self.members:
+            await member.aclose()
+
+    def first_byte_deadline(self, since: float | None = None) -> float:
+        return self.members[0].first_byte_deadline(since)
+
+    # -- choosing --------------------------------------------------------------------------------
+    def candidates(
+        self, model: str | None = None, *, api: UpstreamApi | None = None, rotate: bool = True
+    ) -> list[Upstream]:
+        """The upstreams to try for ``model``, best first: those whose model list has it (all, if
+        none lists it: the one asked then answers 404 as a single upstream would), the ones known
+        to be down last, the least busy first, ties taken in turn. ``api``: only those speaking it."""
+        members = [m for m in self.members if api is None or m.api == api]
+        if model is not None:
+            holders = [m for m in members if m.models is not None and model_key(model, m.api) in m.models]
+            members = holders or members
+        turn = self._turn
+        if rotate:
+            self._turn += 1
+        count = len(self.members)
+        position = {id(m): (i - turn) % count for i, m in enumerate(self.members)}
+        return sorted(members, key=lambda m: (m.up is False, m.in_flight, position[id(m)]))
+
+    def preferred(self, model: str | None = None) -> Upstream:
+        """The upstream a request for ``model`` would go to first (for what depends on it before
+        the request is sent: its API, the model's window)."""
+        return self.candidates(model, rotate=False)[0]
+
+    def speaks(self, api: UpstreamApi) -> bool:
+        return any(m.api == api for m in self.members)
+
+    # -- asking, with failover -----------------------------------------------------------------------
+    async def call(
+        self, model: str | None, ask: Callable[[Upstream], Awaitable[T]], *, api: UpstreamApi | None = None
+    ) -> T:
+        """``ask`` of the best upstream for ``model``; of the next if that one cannot answer."""
+        members = self.candidates(model, api=api)
+        for i, member in enumerate(members):
+            member.in_flight += 1
+            try:
+                return await ask(member)
+            except FAILOVER as exc:
+                if i == len(members) - 1:
+                    raise
+                self._failed(member, exc, members[i + 1])
+            finally:
+                member.in_flight -= 1
+        raise ProxyError(f"no upstream speaks the {api} API", status=501)
+
+    @asynccontextmanager
+    async def open(
+        self, model: str | None, opener: Callable[[Upstream], AbstractAsyncContextManager[AsyncIterator[T]]]
+    ) -> AsyncIterator[AsyncIterator[T]]:
+        """A streamed reply from the best upstream for ``model`` (``opener``: what opens it on one
+        upstream). Until its first item the next upstream is tried on failure; after it, nothing
+        is retried: the failure raises from the iterator, for the client's wire to report."""
+        members = self.candidates(model)
+        for i, member in enumerate(members):
+            answered = False
+            member.in_flight += 1
+            try:
+                async with opener(member) as items:
+                    head: list[T] = []
+                    async for item in items:  # the first item: the upstream has answered
+                        head.append(item)
+                        break
+                    answered = True
+                    yield _chained(head, items)
+                    return
+            except FAILOVER as exc:
+                if answered or i == len(members) - 1:
+                    raise
+                self._failed(member, exc, members[i + 1])
+            finally:
+                member.in_flight -= 1
+
+    async def gather(
+        self, ask: Callable[[Upstream], Awaitable[T]], *, api: UpstreamApi | None = None
+    ) -> list[T]:
+        """``ask`` of every upstream at once (those known to be down left out while others are
+        not), the answers in the pool's order; the first one's error if none answered."""
+        members = [m for m in self.members if api is None or m.api == api]
+        members = [m for m in members if m.up is not False] or members
+        answers: list[tuple[T] | ProxyError] = [ProxyError("not asked")] * len(members)
+
+        async def one(i: int, member: Upstream) -> None:
+            try:
+                answers[i] = (await ask(member),)
+            except ProxyError as exc:
+                answers[i] = exc
+
+        async with anyio.create_task_group() as tasks:
+            for i, member in enumerate(members):
+                tasks.start_soon(one, i, member)
+        answered = [a[0] for a in answers if isinstance(a, tuple)]
+        if not answered and answers:
+            first = answers[0]
+            assert isinstance(first, ProxyError)
+            raise first
+        return answered
+
+    async def probe_all(self, deadline: float | None = None) -> list[dict[str, Any] | ProxyError]:
+        """Each upstream's answer to a cheap question (``Upstream.probe``), or its error."""
+        answers: list[dict[str, Any] | ProxyError] = [ProxyError("not asked")] * len(self.members)
+
+        async def one(i: int, member: Upstream) -> None:
+            try:
+                answers[i] = await member.probe(deadline)
+            except ProxyError as exc:
+                answers[i] = exc
+
+        async with anyio.create_task_group() as tasks:
+            for i, member in enumerate(self.members):
+                tasks.start_soon(one, i, member)
+        return answers
+
+    def _failed(self, member: Upstream, exc: ProxyError, then: Upstream) -> None:
+        log.warning("upstream.failover", upstream=member.base, error=str(exc)[:200], next=then.base)
+        if not isinstance(exc, UpstreamOverloaded):  # busy is not down
+            member.saw(False)
+        self._wake.set()  # the health checks look again now
+
+    # -- health checks ---------------------------------------------------------------------------------
+    async def watch(self) -> None:
+        """For the app's life: every upstream's health and model list, checked now, then every
+        ``upstream_check_interval`` s, and at once when a request found one failing. A single
+        upstream is not polled: there is nothing to choose."""
+        interval = self.settings.upstream_check_interval
+        if len(self.members) < 2 or interval <= 0:
+            return
+        while True:
+            self._wake = anyio.Event()
+            async with anyio.create_task_group() as tasks:
+                for member in self.members:
+                    tasks.start_soon(self.check, member)
+            await anyio.sleep(min(CHECK_GAP, interval))
+            with anyio.move_on_after(max(interval - CHECK_GAP, 0)):
+                await self._wake.wait()
+
+    async def check(self, member: Upstream) -> None:
+        was = member.up
+        try:
+            names = await model_names(member, time.monotonic() + CHECK_TIMEOUT)
+        except ProxyError as exc:
+            if isinstance(exc, FAILOVER):
+                member.saw(False)
+                if was is not False:
+                    log.warning("upstream.down", upstream=member.base, error=str(exc)[:200])
+            return
+        member.models = frozenset(model_key(name, member.api) for name in names)
+        if was is False:
+            log.info("upstream.up", upstream=member.base, models=len(names))
+
+    def state(self) -> list[dict[str, Any]]:
+        """What the pool knows of each upstream (the status page, /readyz)."""
+        return [
+            {
+                "url": m.base,
+                "api": m.api,
+                "up": m.up,
+                "in_flight": m.in_flight,
+                "models": None if m.models is None else sorted(m.models),
+            }
+            for m in self.members
+        ]
+
+
+async def _chained(head: list[T], rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    for item in head:
+        yield item
+    async for item in rest:
+        yield item
