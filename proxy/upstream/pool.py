@@ -37,12 +37,18 @@ def model_key(name: str, api: UpstreamApi) -> str:
 
 
 async def model_names(upstream: Upstream, deadline: float) -> list[str]:
-    """The models the upstream lists (Ollama ``/api/tags``, else ``/v1/models``)."""
+    """The models the upstream lists (Ollama ``/api/tags``, else ``/v1/models``, where llama.cpp's
+    server adds the other names it answers to as ``aliases``)."""
     if upstream.api == "ollama":
         tags = await upstream.get_json("/api/tags", deadline=deadline)
         return [str(m.get("name") or m.get("model")) for m in tags.get("models") or [] if isinstance(m, dict)]
     listing = await upstream.get_json("/v1/models", deadline=deadline)
-    return [str(m.get("id")) for m in listing.get("data") or [] if isinstance(m, dict)]
+    names = []
+    for entry in listing.get("data") or []:
+        if isinstance(entry, dict):
+            aliases = entry.get("aliases")
+            names += [str(entry.get("id"))] + ([str(a) for a in aliases] if isinstance(aliases, list) else [])
+    return list(dict.fromkeys(names))
 
 
 class UpstreamPool:
