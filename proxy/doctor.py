@@ -107,8 +107,8 @@ def check_upstream(
     settings: Settings, http: httpx.Client, findings: list[Finding], spec: UpstreamSpec
 ) -> str | None:
     """Which API the upstream speaks ('ollama' or 'openai'), None if it does not answer."""
-    where = spec.url
-    name = "upstream" if len(settings.upstreams()) == 1 else f"upstream {where}"
+    where, pool = spec.url, settings.upstreams()
+    name = "upstream" if len(pool) == 1 else f"upstream {pool.index(spec) + 1}"
     try:
         version = _get(http, "/api/version").get("version")
         speaks = "ollama"

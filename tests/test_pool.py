@@ -19,8 +19,9 @@ from proxy.errors import ConfigError
 from proxy.settings import UpstreamSpec, load_settings
 from proxy.upstream.pool import model_key
 from tests.conftest import CHAT_MODEL, UpstreamLog
-from tests.servers import Server, fake_ollama, llama_server, ragproxy, stop
+from tests.servers import Server, fake_ollama, free_port, llama_server, ragproxy, stop
 from tests.test_chat_wire import PROMPT, sse_events
+from tests.test_doctor import doctor, lines
 from tests.test_failures import stream_error
 
 
@@ -283,3 +284,12 @@ def test_ollama_routing_and_merged_tags(ollamas: tuple[UpstreamLog, UpstreamLog]
     assert len(names) == len(set(names)) and "mine:latest" in names and CHAT_MODEL in names
     assert len(ids) == len(set(ids)) and "mine:latest" in ids
     assert shown.status_code == 200
+
+
+def test_doctor_checks_each_upstream(ollama: Server, tmp_path: Path) -> None:
+    refused = f"http://127.0.0.1:{free_port()}"
+    pool = ("--upstream", ollama.url, "--upstream", refused, "--model", CHAT_MODEL)
+    found = lines(doctor(*pool, "--db", str(tmp_path / "i.db")))
+    assert found["upstream 1"].startswith("OK") and ollama.url in found["upstream 1"]
+    assert found["upstream 2"].startswith("FAIL") and refused in found["upstream 2"]
+    assert found["model"].startswith("OK")  # on one of them
