@@ -135,7 +135,10 @@ class UpstreamPool:
                     yield _chained(head, items)
                     return
             except FAILOVER as exc:
-                if answered or i == len(members) - 1:
+                if answered:  # too late for another: the client has part of this reply
+                    self._wake.set()
+                    raise
+                if i == len(members) - 1:
                     raise
                 self._failed(member, exc, members[i + 1])
             finally:
@@ -213,6 +216,10 @@ class UpstreamPool:
                 member.saw(False)
                 if was is not False:
                     log.warning("upstream.down", upstream=member.base, error=str(exc)[:200])
+            return
+        except Exception as exc:  # a model list of another shape: it answers, what it has is unknown
+            log.warning("upstream.models_unreadable", upstream=member.base, error=repr(exc)[:200])
+            member.models = None
             return
         member.models = frozenset(model_key(name, member.api) for name in names)
         if was is False:
