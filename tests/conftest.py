@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import logging
 import os
 import sys
 import tempfile
@@ -13,6 +15,7 @@ import httpx
 import ollama as ollama_sdk
 import openai
 import pytest
+import structlog
 
 from proxy.logging import configure_logging
 from tests.postgres import fresh_database, postgres_server
@@ -115,6 +118,20 @@ def proxy_openai(llama: Server) -> Iterator[str]:
 def proxy_any(request: pytest.FixtureRequest) -> str:
     """Each test using this runs once per upstream mode."""
     return str(request.getfixturevalue(f"proxy_{request.param}"))
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """ragproxy's log lines (JSON, from info up) while the test runs."""
+    root = logging.getLogger()
+    handlers, level, config = list(root.handlers), root.level, structlog.get_config()
+    out = io.StringIO()
+    configure_logging("info", out)
+    try:
+        yield out
+    finally:  # the configuration of the other tests, as it was
+        root.handlers[:], root.level = handlers, level
+        structlog.configure(**config)
 
 
 @pytest.fixture

@@ -5,29 +5,13 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import pytest
-import structlog
 
 from proxy.api.server import uvicorn_config
 from proxy.logging import configure_logging, get_logger
 from proxy.settings import Settings
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level, config = list(root.handlers), root.level, structlog.get_config()
-    out = io.StringIO()
-    configure_logging("info", out)
-    try:
-        yield out
-    finally:  # the configuration of the other tests, as it was
-        root.handlers[:], root.level = handlers, level
-        structlog.configure(**config)
 
 
 def lines(out: io.StringIO) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ async def completions(request: AnyRequest) -> ASGIApp:
 
     @asynccontextmanager
     async def completed(upstream: Upstream) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        record["upstream"] = upstream.base
         if upstream.api == "ollama":
             prompt = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
             sent = ollama.generate_request({**body, "prompt": prompt})

@@ -254,6 +254,7 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
                 completion_tokens=stats.completion_tokens,
                 finish_reason=stats.finish_reason,
                 upstream_wait_ms=stats.upstream_wait_ms,
+                upstream=stats.upstream,
                 truncated=stats.truncated or None,
                 **call.rag.record(),
             )

@@ -117,7 +117,7 @@ async def relay(
     upstream: Upstream, path: str, body: dict[str, Any], call: ChatCall, kind: str
 ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
     """The upstream's lines, the footnote added as one more line before the ``done`` line."""
-    sent = time.perf_counter()
+    call.stats.upstream, sent = upstream.base, time.perf_counter()
     async with upstream.stream(path, {**body, "stream": True}, deadline=call.deadline(upstream)) as raw:
         yield _relayed(timed_first(raw, sent, call.stats), call, kind)
 

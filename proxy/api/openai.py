@@ -154,6 +154,7 @@ def _record_stats(record: dict[str, Any], call: ChatCall) -> None:
         completion_tokens=stats.completion_tokens,
         finish_reason=stats.finish_reason,
         upstream_wait_ms=stats.upstream_wait_ms,
+        upstream=stats.upstream,
         truncated=stats.truncated or None,
         **call.rag.record(),
     )

@@ -34,6 +34,7 @@ class ChatStats:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     upstream_wait_ms: float | None = None  # from sending upstream to its first body bytes
+    upstream: str | None = None  # the base URL of the upstream asked (the last one, after a failover)
     truncated: bool = False
 
 
@@ -309,7 +310,7 @@ async def open_chat(
         def parse(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
             return openai.chat_chunks(raw, split)
 
-    sent = time.perf_counter()
+    call.stats.upstream, sent = upstream.base, time.perf_counter()
     async with upstream.stream(path, request, deadline=call.deadline(upstream)) as raw:
         yield _rendered(parse(timed_first(raw, sent, call.stats)), settings, call)
 
