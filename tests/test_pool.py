@@ -299,3 +299,27 @@ def test_doctor_checks_each_upstream(ollama: Server, tmp_path: Path) -> None:
     assert found["upstream 1"].startswith("OK") and ollama.url in found["upstream 1"]
     assert found["upstream 2"].startswith("FAIL") and refused in found["upstream 2"]
     assert found["model"].startswith("OK")  # on one of them
+
+
+def test_a_pool_of_both_apis(ollamas: tuple[UpstreamLog, UpstreamLog], llama: Server) -> None:
+    """An Ollama server and a llama.cpp server (``openai+URL``): each model goes to the server
+    that has it, in that server's API, whichever API the client speaks."""
+    fake = ollamas[0]
+    fake.clear()
+    with ragproxy(
+        upstream=f"{fake.url},openai+{llama.url}", model=CHAT_MODEL, upstream_check_interval=0.5
+    ) as base:
+        upstreams = known(base, 2)
+        assert [u["api"] for u in upstreams] == ["ollama", "openai"]
+        names = [m["name"] for m in httpx.get(base + "/api/tags", timeout=10).json()["models"]]
+        assert CHAT_MODEL in names and "smollm2" in names
+        for path in ("/v1/chat/completions", "/api/chat"):
+            for model in (CHAT_MODEL, "smollm2"):
+                body = {"model": model, "messages": PROMPT, "stream": False, "max_tokens": 3}
+                if path == "/api/chat":
+                    body = {**body, "options": {"num_predict": 3}}
+                    del body["max_tokens"]
+                assert httpx.post(base + path, json=body, timeout=60).status_code == 200, (path, model)
+    chat_paths = ("/api/chat", "/v1/chat/completions")
+    asked = [(r["path"], r["body"]["model"]) for r in fake.requests() if r["path"] in chat_paths]
+    assert asked == [("/api/chat", CHAT_MODEL), ("/api/chat", CHAT_MODEL)]  # never smollm2

@@ -163,20 +163,23 @@ async def show(request: AnyRequest) -> Any:
     if not isinstance(name, str) or not name:
         raise ProxyError("model is required", status=400)
     model = _base_model(name, index, key_collections(request.scope))
-    if pool.preferred(model).api == "ollama":
-        return await pool.call(
-            model, lambda upstream: upstream.post_json("/api/show", {**body, "model": model})
-        )
-    await pool.call(model, lambda upstream: _require_model(upstream, model))
-    info = await request.app.state.windows.info(pool, model)
-    return {
-        "modelfile": "",
-        "parameters": "",
-        "template": "",
-        "details": ollama_wire.tags_from_openai({"data": [{"id": model}]})["models"][0]["details"],
-        "model_info": {"general.architecture": "unknown", "unknown.context_length": info.window or 4096},
-        "capabilities": ["completion"],
-    }
+    windows = request.app.state.windows
+
+    async def shown(upstream: Upstream) -> Any:
+        if upstream.api == "ollama":
+            return await upstream.post_json("/api/show", {**body, "model": model})
+        await _require_model(upstream, model)
+        info = await windows.info(pool, model)
+        return {
+            "modelfile": "",
+            "parameters": "",
+            "template": "",
+            "details": ollama_wire.tags_from_openai({"data": [{"id": model}]})["models"][0]["details"],
+            "model_info": {"general.architecture": "unknown", "unknown.context_length": info.window or 4096},
+            "capabilities": ["completion"],
+        }
+
+    return await pool.call(model, shown)
 
 
 @get("/api/ps", operation_class=documented())
