@@ -202,7 +202,6 @@ class PostgresStore:
         self._frequencies_at = -float("inf")
         self._frequencies_lock = threading.Lock()
         self._stats = _VectorStats(self)
-        self._closed = threading.Event()
 
     @property
     def where(self) -> str:
@@ -245,7 +244,6 @@ class PostgresStore:
             )
 
     def close(self) -> None:
-        self._closed.set()
         self._stats.stop()
         with self._lock:
             for reader in list(self._readers):
