@@ -112,10 +112,13 @@ MODES = ("keyword", "vector", "hybrid")
 
 
 def open_index(args: argparse.Namespace, name: str) -> IndexService:
+    """The set's index: the cache's SQLite file, or ``--db`` with ``{set}`` replaced by its name."""
+    override = getattr(args, "db", None)
     db = args.cache_dir / f"{name}.db"
-    if not db.exists():
+    if override is None and not db.exists():
         raise SystemExit(f"{db} is missing: run the 'build' step first")
-    service = IndexService(Settings(db=str(db)))
+    location = str(db) if override is None else override.replace("{set}", name)
+    service = IndexService(Settings(db=location), embedder=getattr(args, "embedder", None))
     pending = sum(c["pending_vectors"] for c in service.store.status()["collections"])
     if pending:
         print(f"WARNING: {name}: {pending} chunks still without vectors (build not finished)", flush=True)
@@ -486,6 +489,11 @@ def main() -> None:
         help="for the chat retrieval row (default: the embedder's own)",
     )
     parser.add_argument("--limit", type=int, default=0, help="CMRC: only the first N questions")
+    parser.add_argument(
+        "--db",
+        help="eval: the index here instead of the cache's file, {set} standing for scifact or cmrc "
+        "(e.g. postgresql://.../ragproxy_bench_{set}, the copies of bench/postgres.py)",
+    )
     args = parser.parse_args()
     if args.step == "build":
         build(args)
