@@ -77,6 +77,10 @@ COPIES = {  # database name: the SQLite index it copies
     "ragproxy_bench_scifact": CACHE / "eval" / "scifact.db",
     "ragproxy_bench_cmrc": CACHE / "eval" / "cmrc.db",
     "ragproxy_bench_100k": CACHE / "index-100000-e5like.db",
+    # an experiment: the store's stemming dictionary switched to Snowball's "porter" (the original
+    # Porter stemmer, as FTS5's) before anything is written; see part_quality
+    "ragproxy_bench_scifact_porter": CACHE / "eval" / "scifact.db",
+    "ragproxy_bench_cmrc_porter": CACHE / "eval" / "cmrc.db",
 }
 DOCUMENTS_PER_WRITE = 200
 VECTORS_PER_WRITE = 2000
@@ -128,20 +132,30 @@ def ensure_copies(names: Sequence[str] | None = None) -> tuple[str, dict[str, di
             conn.execute(f"DROP DATABASE IF EXISTS {name}")
             conn.execute(f"CREATE DATABASE {name}")
         print(f"copying {source} into {name}", flush=True)
-        done[name] = copy_index(source, database_url(server, name))
-        (HERE / "copies.json").write_text(json.dumps(done, indent=1))
+        porter = name.endswith("_porter")
+        done[name] = copy_index(source, database_url(server, name), stemmer="porter" if porter else None)
+        marker = HERE / "copies.json"  # read again: another run may have written it meanwhile
+        (HERE / "copies.json").write_text(
+            json.dumps(
+                {**(json.loads(marker.read_text()) if marker.exists() else {}), name: done[name]}, indent=1
+            )
+        )
     return server, done
 
 
 # -- copy -------------------------------------------------------------------------------------------
-def copy_index(source: Path, url: str) -> dict[str, Any]:
+def copy_index(source: Path, url: str, stemmer: str | None = None) -> dict[str, Any]:
     """The SQLite index at ``source`` written into the (empty) database at ``url`` through the store
-    API, with the vectors it holds (nothing embedded)."""
+    API, with the vectors it holds (nothing embedded). ``stemmer``: the Snowball language of the
+    store's dictionary (``ragproxy_stem``), changed before anything is stemmed."""
     sqlite = SqliteStore(source, readonly=True)
     model, dim = sqlite.embedder()
     assert model and dim, f"{source} has no embedder"
     src = sqlite.reader()
     target = PostgresStore(url)
+    if stemmer is not None:
+        with target.write() as db:
+            db.execute(f"ALTER TEXT SEARCH DICTIONARY ragproxy_stem (Language = {stemmer})")
     started = time.perf_counter()
     target.bind_embedder(model, dim)
     chunks = documents = mismatched = 0
@@ -277,9 +291,19 @@ class MemoEmbedder:
 
 
 def part_quality(args: argparse.Namespace) -> None:
+    """``retrieval_eval.py eval`` on each backend asked for; each one's figures are kept in
+    ``quality-<backend>.json``, and a backend not run now is compared from there."""
     import retrieval_eval
 
-    server, _ = ensure_copies(["ragproxy_bench_scifact", "ragproxy_bench_cmrc"])
+    backends = args.backends.split(",")
+    wanted = [f"ragproxy_bench_{s}" for s in ("scifact", "cmrc") if "postgresql" in backends]
+    wanted += [f"ragproxy_bench_{s}_porter" for s in ("scifact", "cmrc") if "porter" in backends]
+    server, _ = ensure_copies(wanted)
+    locations = {
+        "sqlite": None,
+        "postgresql": database_url(server, "ragproxy_bench_{set}"),
+        "porter": database_url(server, "ragproxy_bench_{set}_porter"),
+    }
     options = argparse.Namespace(
         data=retrieval_eval.DATA,
         cache_dir=retrieval_eval.CACHE,
@@ -290,29 +314,43 @@ def part_quality(args: argparse.Namespace) -> None:
         embedder=MemoEmbedder(),
     )
     results: dict[str, dict[str, Any]] = {}
-    for backend, db in (("SQLite", None), ("PostgreSQL", database_url(server, "ragproxy_bench_{set}"))):
+    for backend in backends:
         print(f"\n## {backend}", flush=True)
-        options.db = db
+        options.db = locations[backend]
         results[backend] = {}
         started = time.perf_counter()
         retrieval_eval.eval_scifact(options, results[backend])
         retrieval_eval.eval_cmrc(options, results[backend])
         print(f"({backend}: {time.perf_counter() - started:.0f} s)", flush=True)
+        (HERE / f"quality-{backend}.json").write_text(json.dumps(results[backend]))
+    for backend in ("sqlite", "postgresql", "porter"):
+        saved = HERE / f"quality-{backend}.json"
+        if backend not in results and saved.exists():
+            results[backend] = json.loads(saved.read_text())
+            print(f"({backend}: figures of an earlier run, {saved})")
+    if "sqlite" not in results:
+        return
     names = {
         "scifact": ("nDCG@10", "recall@10", "recall@100"),
         "cmrc": ("recall@1", "recall@5", "answer in top-5"),
         "cmrc-chat": ("answer in context", "no context"),
     }
-    print("\n| figure | SQLite | PostgreSQL | difference |")
-    print("|---|---|---|---|")
-    worst = 0.0
-    for key, left in results["SQLite"].items():
-        right = results["PostgreSQL"][key]
+    others = [b for b in ("postgresql", "porter") if b in results]
+    print("\n| figure | sqlite | " + " | ".join(f"{b} | difference" for b in others) + " |")
+    print("|---|---|" + "---|---|" * len(others))
+    worst = dict.fromkeys(others, 0.0)
+    for key, left in results["sqlite"].items():
         labels = names["cmrc-chat" if key == "cmrc-chat" else key.split("-")[0]]
-        for label, a, b in zip(labels, left, right, strict=True):
-            worst = max(worst, abs(b - a))
-            print(f"| {key} {label} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
-    print(f"\nlargest difference: {worst:.3f} ({'within' if worst <= 0.01 else 'NOT within'} 0.01)")
+        for i, (label, a) in enumerate(zip(labels, left, strict=True)):
+            cells = []
+            for backend in others:
+                b = results[backend][key][i]
+                worst[backend] = max(worst[backend], abs(b - a))
+                cells.append(f"{b:.3f} | {b - a:+.3f}")
+            print(f"| {key} {label} | {a:.3f} | " + " | ".join(cells) + " |")
+    for backend, largest in worst.items():
+        verdict = "within" if largest <= 0.01 else "NOT within"
+        print(f"{backend}: largest difference from sqlite {largest:.3f} ({verdict} 0.01)")
 
 
 # -- latency ----------------------------------------------------------------------------------------
@@ -547,6 +585,11 @@ def main() -> None:
     parser.add_argument("--part", choices=sorted(PARTS), action="append")
     parser.add_argument("--queries", type=int, default=200, help="latency: questions")
     parser.add_argument("--limit", type=int, default=0, help="quality: only the first N CMRC questions")
+    parser.add_argument(
+        "--backends",
+        default="sqlite,postgresql",
+        help="quality: of sqlite, postgresql, porter (the PostgreSQL copy stemmed as FTS5 stems)",
+    )
     parser.add_argument("--clients", type=int, default=8, help="replicas: concurrent clients")
     parser.add_argument("--seconds", type=float, default=30, help="replicas: seconds per setup")
     parser.add_argument("--stop", action="store_true", help="stop the PostgreSQL server at the end")
