@@ -462,6 +462,53 @@ def part_latency(args: argparse.Namespace) -> None:
         )
 
 
+def part_ef_search(args: argparse.Namespace) -> None:
+    """The HNSW search's recall at 100k chunks by ``hnsw.ef_search`` (the store sets
+    ``EF_SEARCH``), against exact search over the same vectors, and the vector part's time."""
+    import speed
+
+    from proxy.index.store import postgres as postgres_store
+
+    server, _ = ensure_copies(["ragproxy_bench_100k"])
+    path = COPIES["ragproxy_bench_100k"]
+    texts = speed.questions(args.queries)
+    vectors = speed.query_vectors(texts)
+    db = connect(path, readonly=True)
+    rows = db.execute(
+        "SELECT d.path, c.ordinal, v.embedding FROM chunks_vec v JOIN chunks c ON c.id = v.chunk_id "
+        "JOIN documents d ON d.id = c.document_id"
+    ).fetchall()
+    db.close()
+    exact = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    exact_keys = [(r["path"], r["ordinal"]) for r in rows]
+    truths = []
+    for q in vectors:
+        scores = exact @ (q / np.linalg.norm(q))
+        top = np.argpartition(-scores, POOL - 1)[:POOL]
+        truths.append([exact_keys[i] for i in top[np.argsort(-scores[top])]])
+    print(
+        f"\nHNSW at {len(rows):,} chunks: recall against exact search by hnsw.ef_search "
+        f"({len(texts)} questions)"
+    )
+    print("| ef_search | recall@10 | recall@50 | vector part p50 ms | p95 |")
+    print("|---|---|---|---|---|")
+    for ef in (100, 200, 400, 800):
+        postgres_store.EF_SEARCH = ef  # read when the store opens a reading connection
+        store = PostgresStore(database_url(server, "ragproxy_bench_100k"), readonly=True)
+        store.scan_vectors(vectors[0].tolist(), POOL)
+        at10, at50, times = [], [], []
+        for q, truth in zip(vectors, truths, strict=True):
+            started = time.perf_counter()
+            found = store.scan_vectors(q.tolist(), POOL)[0]
+            times.append(time.perf_counter() - started)
+            got = [(h.path, h.ordinal) for h in found]
+            at10.append(speed.recall(got[:10], truth[:10]))
+            at50.append(speed.recall(got, truth))
+        store.close()
+        p50, p95 = speed.percentiles(times)
+        print(f"| {ef} | {statistics.mean(at10):.4f} | {statistics.mean(at50):.4f} | {p50:.2f} | {p95:.2f} |")
+
+
 # -- replicas ---------------------------------------------------------------------------------------
 def free_port() -> int:
     import socket
@@ -577,12 +624,18 @@ def part_replicas(args: argparse.Namespace) -> None:
     print(f"2 replicas / 1 replica on PostgreSQL: {rows[2][1] / rows[1][1]:.2f}x")
 
 
-PARTS = {"copy": part_copy, "quality": part_quality, "latency": part_latency, "replicas": part_replicas}
+PARTS = {
+    "copy": part_copy,
+    "quality": part_quality,
+    "latency": part_latency,
+    "replicas": part_replicas,
+    "ef_search": part_ef_search,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=sorted(PARTS), action="append")
+    parser.add_argument("--part", choices=sorted(PARTS), action="append")  # ef_search: not by default
     parser.add_argument("--queries", type=int, default=200, help="latency: questions")
     parser.add_argument("--limit", type=int, default=0, help="quality: only the first N CMRC questions")
     parser.add_argument(
@@ -596,7 +649,7 @@ def main() -> None:
     args = parser.parse_args()
     HERE.mkdir(parents=True, exist_ok=True)
     try:
-        for part in args.part or list(PARTS):
+        for part in args.part or [p for p in PARTS if p != "ef_search"]:
             PARTS[part](args)
     finally:
         if args.stop:
