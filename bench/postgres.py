@@ -583,6 +583,35 @@ async def drive(
     return len(times), times, errors
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of these processes so far (0 for one that is gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes: the postmaster and its children (the connections')."""
+    with open(HERE / "server" / "postmaster.pid", encoding="utf-8") as f:
+        postmaster = int(f.readline())
+    pids = [postmaster]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == postmaster:
+                        pids.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
+
+
 def part_replicas(args: argparse.Namespace) -> None:
     from retrieval_eval import DATA
 
@@ -598,29 +627,41 @@ def part_replicas(args: argparse.Namespace) -> None:
             ("SQLite file, 1 replica", str(sqlite), 1),
             ("PostgreSQL, 1 replica", pg, 1),
             ("PostgreSQL, 2 replicas", pg, 2),
+            ("SQLite file, 1 replica, again", str(sqlite), 1),  # the machine's load may have changed
         ):
             processes, urls = start_replicas(db, count)
             try:
+                replicas = [p.pid for p in processes]
+                cpu_before = (cpu_seconds(replicas), cpu_seconds(postgres_pids()), time.perf_counter())
                 done, times, errors = asyncio.run(drive(urls, queries, args.clients, args.seconds))
+                pg_pids = postgres_pids()  # its connections' processes were started by now
+                cpu = (cpu_seconds(replicas) - cpu_before[0], cpu_seconds(pg_pids) - cpu_before[1])
+                wall = time.perf_counter() - cpu_before[2]  # warm-up included, as in the CPU times
             finally:
                 stop_replicas(processes)
             p50, p95 = (1000 * x for x in np.percentile(times, [50, 95]))
-            rows.append((label, done / args.seconds, p50, p95, errors))
+            rows.append((label, done / args.seconds, p50, p95, errors, cpu[0] / wall, cpu[1] / wall))
             print(
                 f"{label}: {done / args.seconds:.1f} req/s, p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
                 f"{errors} errors",
                 flush=True,
             )
-    base = rows[0][1]
+    base = (rows[0][1] + rows[3][1]) / 2
     print(
         f"\nPOST /v1/rag/search (hybrid, k 5), {args.clients} concurrent clients, "
         f"{args.seconds:.0f} s each, SciFact index"
     )
     print(f"({os.cpu_count()} cores shared by the replicas, PostgreSQL and the load generator)")
-    print("| setup | req/s | p50 ms | p95 ms | errors | req/s vs SQLite |")
-    print("|---|---|---|---|---|---|")
-    for label, rate, p50, p95, errors in rows:
-        print(f"| {label} | {rate:.1f} | {p50:.0f} | {p95:.0f} | {errors} | {rate / base:.2f}x |")
+    print(
+        "| setup | req/s | p50 ms | p95 ms | errors | req/s vs SQLite (mean of its two runs) "
+        "| cores busy: replicas | PostgreSQL |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for label, rate, p50, p95, errors, serving, database in rows:
+        print(
+            f"| {label} | {rate:.1f} | {p50:.0f} | {p95:.0f} | {errors} | {rate / base:.2f}x "
+            f"| {serving:.2f} | {database:.2f} |"
+        )
     print(f"2 replicas / 1 replica on PostgreSQL: {rows[2][1] / rows[1][1]:.2f}x")
 
 
