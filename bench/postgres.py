@@ -583,17 +583,23 @@ async def drive(
     return len(times), times, errors
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU time of these processes so far (0 for one that is gone)."""
-    total = 0
+def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    """User + system CPU time of each of these processes so far (those still there)."""
+    times = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            times[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except (OSError, IndexError, ValueError):
             pass
-    return total / os.sysconf("SC_CLK_TCK")
+    return times
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between the two readings by the processes of the second (one started
+    in between counts from 0; one that ended in between is lost)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
 def postgres_pids() -> list[int]:
@@ -635,7 +641,10 @@ def part_replicas(args: argparse.Namespace) -> None:
                 cpu_before = (cpu_seconds(replicas), cpu_seconds(postgres_pids()), time.perf_counter())
                 done, times, errors = asyncio.run(drive(urls, queries, args.clients, args.seconds))
                 pg_pids = postgres_pids()  # its connections' processes were started by now
-                cpu = (cpu_seconds(replicas) - cpu_before[0], cpu_seconds(pg_pids) - cpu_before[1])
+                cpu = (
+                    cpu_used(cpu_before[0], cpu_seconds(replicas)),
+                    cpu_used(cpu_before[1], cpu_seconds(pg_pids)),
+                )
                 wall = time.perf_counter() - cpu_before[2]  # warm-up included, as in the CPU times
             finally:
                 stop_replicas(processes)
