@@ -143,3 +143,14 @@ def tokens(text: str) -> list[str]:
         decomposed = unicodedata.normalize("NFKD", spaced)
         spaced = "".join(c for c in decomposed if not unicodedata.combining(c))
     return _TOKEN.findall(spaced)
+
+
+def cjk_characters(tokens: Sequence[str]) -> list[bool]:
+    """For each token, whether it is one CJK character (as ``tokens`` makes them)."""
+    table = _cjk_table()
+    return [len(token) == 1 and bool(table[ord(token)]) for token in tokens]
+
+
+def is_cjk_pair(word: str) -> bool:
+    """Two CJK characters: a pair's lexeme in the PostgreSQL store."""
+    return len(word) == 2 and all(_cjk_table()[ord(c)] for c in word)
