@@ -245,3 +245,31 @@ def test_doctor_checks_a_postgresql_index(pg_url: str) -> None:
     found = check_database(Settings(db=pg_url))
     assert found.status == "OK" and "0 collections" in found.detail
     assert check_disk(Settings(db=pg_url)).status == "OK"
+
+
+def test_collections_scope_every_search(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    try:
+        store.bind_embedder("test", 4)
+        ids = {name: store.collection_id(name, f"/{name}") for name in ("a", "b")}
+        for name, collection in ids.items():
+            text = f"The lighthouse keeper of {name} logs storms. 灯塔看守人"
+            store.replace_document(
+                collection, "log.md", digest=name, size=1, mtime=1, loader="t", chunks=[text_chunk(text)]
+            )
+        for pending in store.pending_chunks(10):
+            store.store_vectors("test", [(pending, pack([1.0, 0.1 * pending.collection_id, 0.0, 0.0]))])
+        for search in (
+            lambda c: store.search_keyword("lighthouse keeper", 10, c),
+            lambda c: store.search_keyword("灯塔看守", 10, c),
+            lambda c: store.search_vector([1.0, 0.0, 0.0, 0.0], 10, c),
+        ):
+            assert sorted(h.collection for h in search(None)) == ["a", "b"]
+            assert [h.collection for h in search(["b"])] == ["b"]
+            assert search(["nope"]) == []
+        first = store.search_keyword("storms", 1, ["a"])[0]
+        assert store.chunk(first.chunk_id, ["a"]) is not None and store.chunk(first.chunk_id, ["b"]) is None
+        hits, background = store.scan_vectors([1.0, 0.0, 0.0, 0.0], 10, ["a"])
+        assert [h.collection for h in hits] == ["a"] and background is not None and background.count == 1
+    finally:
+        store.close()
