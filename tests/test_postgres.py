@@ -196,7 +196,9 @@ def test_two_replicas_share_the_index_and_one_takes_over(pg_url: str, tmp_path: 
         saved = time.monotonic()
         for url in replicas:
             eventually(lambda url=url: search(url, "zeppelin hangar") == ["zeppelin.md"], 5)
-        assert time.monotonic() - saved <= 1.0
+        took = time.monotonic() - saved
+        print(f"saved to searchable through both replicas: {took:.3f} s")
+        assert took <= 1.0
         # the replica that indexes dies; what changes meanwhile is taken up by the other
         indexer = first if _holds(first.url) else second
         survivor = second if indexer is first else first
