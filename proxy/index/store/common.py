@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.index import textsearch
 from proxy.types import Chunk
@@ -119,3 +120,26 @@ def moved_message(name: str, root: str, new_root: str) -> str:
         f"the collection {name!r} is the folder {root}, not {new_root}: give this folder another "
         f"name, or move the collection to it with `ragproxy index {new_root} --collection {name} --move`"
     )
+
+
+def hit_from_row(row: Mapping[str, Any], score: float) -> Hit:
+    """A hit from a row of the chunk, document and collection columns both stores select."""
+    return Hit(
+        chunk_id=row["id"],
+        score=float(score),
+        text=row["text"],
+        collection=row["name"],
+        path=row["path"],
+        start=row["start"],
+        end=row["end"],
+        heading=row["heading"],
+        page=row["page"],
+        document_id=row["document_id"],
+        ordinal=row["ordinal"],
+        content_hash=row["content_hash"],
+    )
+
+
+def bm25_idf(total: int, hits: int) -> float:
+    """A term's inverse document frequency as FTS5's BM25 computes it (never below 1e-6)."""
+    return max(math.log((total - hits + 0.5) / (hits + 0.5)), 1e-6)

@@ -19,7 +19,6 @@ search (PostgreSQL full-text search: a ``tsvector`` per chunk with a GIN index) 
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import weakref
@@ -41,7 +40,9 @@ from proxy.index.store.common import (
     Hit,
     NewDocument,
     PendingChunk,
+    bm25_idf,
     embedding_text,
+    hit_from_row,
     moved_message,
     new_document,
 )
@@ -682,7 +683,7 @@ class PostgresStore:
         for i in range(len(lexemes)):
             counts = [(row, _count_of_rank(row[f"r{i}"])) for row in rows]
             found = [(row, tf) for row, tf in counts if tf]
-            idf = max(math.log((count - len(found) + 0.5) / (len(found) + 0.5)), 1e-6)
+            idf = bm25_idf(count, len(found))
             for row, tf in found:
                 norm = tf + BM25_K1 * (1 - BM25_B + BM25_B * row["tokens"] / mean_length)
                 scores[row["id"]] = scores.get(row["id"], 0.0) + idf * tf * (BM25_K1 + 1) / norm
@@ -706,7 +707,7 @@ class PostgresStore:
                 ).fetchone()
                 hits = int(row["n"]) if row else 0
             hits = min(hits, total)
-            weights[term] = max(math.log((total - hits + 0.5) / (hits + 0.5)), 1e-6)
+            weights[term] = bm25_idf(total, hits)
         return weights
 
     # -- vector search ----------------------------------------------------------------------------
@@ -776,7 +777,7 @@ class PostgresStore:
             .fetchall()
         )
         by_id = {row["id"]: row for row in rows}
-        return [_hit(by_id[i], score) for i, score in scores.items() if i in by_id]
+        return [hit_from_row(by_id[i], score) for i, score in scores.items() if i in by_id]
 
     def chunk(self, chunk_id: int, collections: Sequence[str] | None = None) -> Hit | None:
         chosen = self._collection_ids(collections)
@@ -791,7 +792,7 @@ class PostgresStore:
             )
             .fetchone()
         )
-        return _hit(row, 0.0) if row else None
+        return hit_from_row(row, 0.0) if row else None
 
     def document_chunks(self, collection: str, path: str) -> list[Hit] | None:
         db = self.reader()
@@ -806,7 +807,7 @@ class PostgresStore:
             f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.document_id = %s ORDER BY c.ordinal",
             (document["id"],),
         )
-        return [_hit(row, 0.0) for row in rows]
+        return [hit_from_row(row, 0.0) for row in rows]
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -1031,23 +1032,6 @@ def _has_vectors(db: psycopg.Connection[Any]) -> bool:
 def _meta(db: psycopg.Connection[Any], key: str) -> str | None:
     row = db.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
     return str(row["value"]) if row else None
-
-
-def _hit(row: Mapping[str, Any], score: float) -> Hit:
-    return Hit(
-        chunk_id=row["id"],
-        score=float(score),
-        text=row["text"],
-        collection=row["name"],
-        path=row["path"],
-        start=row["start"],
-        end=row["end"],
-        heading=row["heading"],
-        page=row["page"],
-        document_id=row["document_id"],
-        ordinal=row["ordinal"],
-        content_hash=row["content_hash"],
-    )
 
 
 def masked(url: str) -> str:

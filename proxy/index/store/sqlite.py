@@ -4,7 +4,6 @@ SQLite file. One writer connection behind a lock; each reading thread has its ow
 from __future__ import annotations
 
 import ctypes
-import math
 import threading
 import time
 import weakref
@@ -25,7 +24,9 @@ from proxy.index.store.common import (
     Hit,
     NewDocument,
     PendingChunk,
+    bm25_idf,
     embedding_text,
+    hit_from_row,
     moved_message,
     new_document,
 )
@@ -475,7 +476,7 @@ class SqliteStore:
             f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id IN ({','.join('?' * len(scores))})", list(scores)
         ).fetchall()
         by_id = {row["id"]: row for row in rows}
-        return [_hit(by_id[i], score) for i, score in scores.items() if i in by_id]
+        return [hit_from_row(by_id[i], score) for i, score in scores.items() if i in by_id]
 
     def keyword_idf(self, query: str, terms: Mapping[str, int | None] | None = None) -> dict[str, float]:
         """Each term the keyword search runs for ``query`` (``terms``, if the caller has them),
@@ -491,7 +492,7 @@ class SqliteStore:
                     "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (textsearch.quote(term),)
                 ).fetchone()[0]
             hits = min(hits, total)  # a token's frequency may be a few seconds old
-            weights[term] = max(math.log((total - hits + 0.5) / (hits + 0.5)), 1e-6)
+            weights[term] = bm25_idf(total, hits)
         return weights
 
     def search_vector(
@@ -528,7 +529,7 @@ class SqliteStore:
             )
             .fetchall()
         )
-        hits = [_hit(row, scores[row["id"]]) for row in rows]
+        hits = [hit_from_row(row, scores[row["id"]]) for row in rows]
         return sorted(hits, key=lambda hit: -hit.score), background
 
     def similarities(self, vector: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
@@ -589,7 +590,7 @@ class SqliteStore:
             .execute(f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id = ?{clause}", (chunk_id, *ids))
             .fetchone()
         )
-        return _hit(row, 0.0) if row else None
+        return hit_from_row(row, 0.0) if row else None
 
     def document_chunks(self, collection: str, path: str) -> list[Hit] | None:
         """Every chunk of the document ``path`` of ``collection``, in order; None if there is no
@@ -605,7 +606,7 @@ class SqliteStore:
         rows = db.execute(
             f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.document_id = ? ORDER BY c.ordinal", (document[0],)
         )
-        return [_hit(row, 0.0) for row in rows]
+        return [hit_from_row(row, 0.0) for row in rows]
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -651,20 +652,3 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def _hit(row: Any, score: float) -> Hit:
-    return Hit(
-        chunk_id=row["id"],
-        score=float(score),
-        text=row["text"],
-        collection=row["name"],
-        path=row["path"],
-        start=row["start"],
-        end=row["end"],
-        heading=row["heading"],
-        page=row["page"],
-        document_id=row["document_id"],
-        ordinal=row["ordinal"],
-        content_hash=row["content_hash"],
-    )
