@@ -517,21 +517,32 @@ def part_ef_search(args: argparse.Namespace) -> None:
     )
     print("| ef_search | recall@10 | recall@50 | vector part p50 ms | p95 |")
     print("|---|---|---|---|---|")
-    for ef in (100, 200, 400, 800):
-        postgres_store.EF_SEARCH = ef  # read when the store opens a reading connection
-        store = PostgresStore(database_url(server, "ragproxy_bench_100k"), readonly=True)
-        store.scan_vectors(vectors[0].tolist(), POOL)
-        at10, at50, times = [], [], []
-        for q, truth in zip(vectors, truths, strict=True):
-            started = time.perf_counter()
-            found = store.scan_vectors(q.tolist(), POOL)[0]
-            times.append(time.perf_counter() - started)
-            got = [(h.path, h.ordinal) for h in found]
-            at10.append(speed.recall(got[:10], truth[:10]))
-            at50.append(speed.recall(got, truth))
-        store.close()
-        p50, p95 = speed.percentiles(times)
-        print(f"| {ef} | {statistics.mean(at10):.4f} | {statistics.mean(at50):.4f} | {p50:.2f} | {p95:.2f} |")
+    product = postgres_store.EF_SEARCH
+    try:
+        for ef in (100, 200, 400, 800):
+            measure_ef(server, ef, vectors, truths)
+    finally:
+        postgres_store.EF_SEARCH = product  # the parts run after this one measure the product's
+
+
+def measure_ef(server: str, ef: int, vectors: Sequence[np.ndarray], truths: Sequence[list[Any]]) -> None:
+    """One ``ef_search``'s row of ``part_ef_search``."""
+    import speed
+
+    postgres_store.EF_SEARCH = ef  # read when the store opens a reading connection
+    store = PostgresStore(database_url(server, "ragproxy_bench_100k"), readonly=True)
+    store.scan_vectors(vectors[0].tolist(), POOL)
+    at10, at50, times = [], [], []
+    for q, truth in zip(vectors, truths, strict=True):
+        started = time.perf_counter()
+        found = store.scan_vectors(q.tolist(), POOL)[0]
+        times.append(time.perf_counter() - started)
+        got = [(h.path, h.ordinal) for h in found]
+        at10.append(speed.recall(got[:10], truth[:10]))
+        at50.append(speed.recall(got, truth))
+    store.close()
+    p50, p95 = speed.percentiles(times)
+    print(f"| {ef} | {statistics.mean(at10):.4f} | {statistics.mean(at50):.4f} | {p50:.2f} | {p95:.2f} |")
 
 
 # -- replicas ---------------------------------------------------------------------------------------
