@@ -208,6 +208,7 @@ def test_two_replicas_share_the_index_and_one_takes_over(pg_url: str, tmp_path: 
         (docs / "kayak.md").write_text("Kayaks are stored under the pier.\n")
         (docs / "boiler.md").unlink()
         took = eventually(lambda: search(survivor.url, "kayaks pier") == ["kayak.md"], 10)
+        print(f"killed to taken over, the new file found: {took:.3f} s")
         assert search(survivor.url, "boiler key") == []
         assert took <= 10 and _holds(survivor.url)
 
