@@ -26,6 +26,7 @@ BAD_BODIES = [
     ("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi", "images": 5}]}),
     ("/api/chat", {"model": "m", "messages": [{"role": ["user"], "content": "hi"}]}),
     ("/api/generate", {"model": "m", "prompt": "hi", "images": [1]}),
+    ("/api/generate", {"model": "m", "prompt": "hi", "system": 3.0e16, "stream": None}),
 ]
 
 

@@ -55,8 +55,9 @@ def validate(body: dict[str, Any], kind: str) -> dict[str, Any]:
                 raise BadRequest("message content must be a string")
             _check_images(message.get("images"))
     else:
-        if not isinstance(body.get("prompt", ""), str):
-            raise BadRequest("prompt must be a string")
+        for field in ("prompt", "system", "suffix", "template"):
+            if not isinstance(body.get(field) or "", str):
+                raise BadRequest(f"{field} must be a string")
         _check_images(body.get("images"))
     if body.get("options") is not None and not isinstance(body["options"], dict):
         raise BadRequest("options must be an object")
