@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from proxy.index.db import Connection
 from proxy.index.textsearch import query_terms
@@ -38,9 +38,7 @@ class Vocabulary:
     def __init__(self, budget: int = BUDGET) -> None:
         self.budget = budget
         self._lock = threading.Lock()
-        self._frequencies: dict[str, int] = {}
-        self._rows = -1  # chunks when the frequencies were read
-        self._read_at = -float("inf")
+        self._kept = KeptFrequencies()
         self._stems: dict[str, str] = {}
 
     def select(self, db: Connection, query: str) -> dict[str, int | None]:
@@ -53,19 +51,12 @@ class Vocabulary:
 
     def frequencies(self, db: Connection) -> dict[str, int]:
         """Each token's document frequency, read again if the index's size has changed."""
-        with self._lock:
-            rows = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-            age = time.monotonic() - self._read_at
-            changed = abs(rows - self._rows)
-            due = self._rows < 0 or (
-                changed and (age >= REFRESH_SECONDS or (age >= 5 and changed > GROWTH * self._rows))
-            )
-            if due:
-                _ensure_tables(db)
-                vocabulary = db.execute("SELECT term, doc FROM temp.ragproxy_vocabulary")
-                self._frequencies = dict(vocabulary.fetchall())
-                self._rows, self._read_at = rows, time.monotonic()
-            return self._frequencies
+
+        def read() -> dict[str, int]:
+            _ensure_tables(db)
+            return dict(db.execute("SELECT term, doc FROM temp.ragproxy_vocabulary").fetchall())
+
+        return self._kept.get(db.execute("SELECT count(*) FROM chunks").fetchone()[0], read)
 
     def _stem(self, db: Connection, words: Sequence[str]) -> dict[str, str]:
         """Each word as the index's tokenizer stores it (lower case, stemmed)."""
@@ -80,6 +71,31 @@ class Vocabulary:
                     self._stems.clear()
                 self._stems.update((word, found.get(i, word.lower())) for i, word in enumerate(missing))
         return {w: self._stems.get(w, w.lower()) for w in words}
+
+
+class KeptFrequencies:
+    """Document frequencies read in one pass and kept (both stores' keyword search). Read again
+    when the number of chunks has changed: after ``REFRESH_SECONDS``, or within 5 s when it
+    changed by more than ``GROWTH``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frequencies: dict[str, int] = {}
+        self._rows = -1  # chunks when the frequencies were read
+        self._read_at = -float("inf")
+
+    def get(self, rows: int, read: Callable[[], dict[str, int]]) -> dict[str, int]:
+        """The frequencies, from ``read()`` if they are due for it, the index holding ``rows``."""
+        with self._lock:
+            age = time.monotonic() - self._read_at
+            changed = abs(rows - self._rows)
+            due = self._rows < 0 or (
+                changed and (age >= REFRESH_SECONDS or (age >= 5 and changed > GROWTH * self._rows))
+            )
+            if due:
+                self._frequencies = read()
+                self._rows, self._read_at = rows, time.monotonic()
+            return self._frequencies
 
 
 def choose_terms(

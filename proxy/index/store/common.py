@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import math
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +122,22 @@ def moved_message(name: str, root: str, new_root: str) -> str:
     )
 
 
+class ThreadReader:
+    """A thread's read connection, held only by that thread's locals (and weakly by the store):
+    when the thread ends, the holder goes and closes it."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __del__(self) -> None:
+        self.conn.close()
+
+
 def hit_from_row(row: Mapping[str, Any], score: float) -> Hit:
     """A hit from a row of the chunk, document and collection columns both stores select."""
     return Hit(
@@ -143,3 +159,16 @@ def hit_from_row(row: Mapping[str, Any], score: float) -> Hit:
 def bm25_idf(total: int, hits: int) -> float:
     """A term's inverse document frequency as FTS5's BM25 computes it (never below 1e-6)."""
     return max(math.log((total - hits + 0.5) / (hits + 0.5)), 1e-6)
+
+
+def keyword_weights(
+    terms: Mapping[str, int | None], total: int, phrase_hits: Callable[[str], int]
+) -> dict[str, float]:
+    """Each search term's IDF over ``total`` chunks: from its document frequency, or, for a phrase
+    (a Chinese pair, whose frequency is not kept), from ``phrase_hits(term)``, a count."""
+    weights = {}
+    for term, hits in terms.items():
+        if hits is None:
+            hits = phrase_hits(term)
+        weights[term] = bm25_idf(total, min(hits, total))  # a token's frequency may be seconds old
+    return weights

@@ -34,15 +34,17 @@ from psycopg.rows import dict_row
 
 from proxy.errors import ConfigError
 from proxy.index import textsearch
-from proxy.index.keywords import BUDGET, GROWTH, REFRESH_SECONDS, choose_terms
+from proxy.index.keywords import BUDGET, KeptFrequencies, choose_terms
 from proxy.index.store.common import (
     DocumentState,
     Hit,
     NewDocument,
     PendingChunk,
+    ThreadReader,
     bm25_idf,
     embedding_text,
     hit_from_row,
+    keyword_weights,
     moved_message,
     new_document,
 )
@@ -171,21 +173,6 @@ def m001_create_tables(db: psycopg.Connection[Any]) -> None:
 MIGRATIONS = [("m001_create_tables", m001_create_tables)]
 
 
-class _Reader:
-    """A thread's connection, closed when the thread ends (see ``SqliteStore.reader``)."""
-
-    __slots__ = ("__weakref__", "conn")
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __del__(self) -> None:
-        self.conn.close()
-
-
 class PostgresStore:
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         """``readonly``: the schema must exist and be current; nothing is created or migrated."""
@@ -199,14 +186,11 @@ class PostgresStore:
             raise
         self._lock = threading.RLock()
         self._local = threading.local()
-        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
+        self._readers: weakref.WeakSet[ThreadReader] = weakref.WeakSet()
         self._claims: psycopg.Connection[Any] | None = None  # the session holding our advisory locks
         self._claimed: set[int] = set()
         self._stems: dict[str, str] = {}
-        self._frequencies: dict[str, int] = {}
-        self._frequencies_rows = -1
-        self._frequencies_at = -float("inf")
-        self._frequencies_lock = threading.Lock()
+        self._frequencies = KeptFrequencies()
         self._stats = _VectorStats(self)
 
     @property
@@ -270,7 +254,7 @@ class PostgresStore:
             conn = self._connect()
             conn.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
             conn.execute("SET hnsw.iterative_scan = relaxed_order")  # a collection filter still finds k
-            reader = self._local.reader = _Reader(conn)
+            reader = self._local.reader = ThreadReader(conn)
             with self._lock:
                 self._readers.add(reader)
         held: psycopg.Connection[Any] = reader.conn
@@ -621,24 +605,15 @@ class PostgresStore:
         return choose_terms(terms, self._document_frequencies(), lexemes, BUDGET)
 
     def _document_frequencies(self) -> dict[str, int]:
-        """Each lexeme's document frequency (``ts_stat``), read again as ``keywords.Vocabulary``
-        reads FTS5's."""
+        """Each lexeme's document frequency (``ts_stat``), kept as the SQLite store keeps FTS5's."""
         db = self.reader()
-        with self._frequencies_lock:
-            rows = self._totals(db)[0]
-            age = time.monotonic() - self._frequencies_at
-            changed = abs(rows - self._frequencies_rows)
-            due = self._frequencies_rows < 0 or (
-                changed
-                and (age >= REFRESH_SECONDS or (age >= 5 and changed > GROWTH * self._frequencies_rows))
-            )
-            if due:
-                stats = db.execute("SELECT word, ndoc FROM ts_stat('SELECT keywords FROM chunks')")
-                self._frequencies = {  # a pair's lexeme is not looked up (its characters are)
-                    row["word"]: row["ndoc"] for row in stats if not textsearch.is_cjk_pair(row["word"])
-                }
-                self._frequencies_rows, self._frequencies_at = rows, time.monotonic()
-            return self._frequencies
+
+        def read() -> dict[str, int]:
+            stats = db.execute("SELECT word, ndoc FROM ts_stat('SELECT keywords FROM chunks')")
+            # a pair's lexeme is not looked up (its characters are)
+            return {row["word"]: row["ndoc"] for row in stats if not textsearch.is_cjk_pair(row["word"])}
+
+        return self._frequencies.get(self._totals(db)[0], read)
 
     @staticmethod
     def _totals(db: psycopg.Connection[Any]) -> tuple[int, int]:
@@ -697,18 +672,13 @@ class PostgresStore:
     def keyword_idf(self, query: str, terms: Mapping[str, int | None] | None = None) -> dict[str, float]:
         terms = self.keyword_terms(query) if terms is None else terms
         db = self.reader()
-        total = self._totals(db)[0]
-        weights = {}
-        for term, hits in terms.items():
-            if hits is None:  # a phrase: counted
-                row = db.execute(
-                    "SELECT count(*) AS n FROM chunks WHERE keywords @@ %s::tsquery",
-                    (f"'{textsearch_token(self._lexeme(term))}'",),
-                ).fetchone()
-                hits = int(row["n"]) if row else 0
-            hits = min(hits, total)
-            weights[term] = bm25_idf(total, hits)
-        return weights
+
+        def phrase_hits(term: str) -> int:
+            query = "SELECT count(*) AS n FROM chunks WHERE keywords @@ %s::tsquery"
+            row = db.execute(query, (f"'{textsearch_token(self._lexeme(term))}'",)).fetchone()
+            return int(row["n"]) if row else 0
+
+        return keyword_weights(terms, self._totals(db)[0], phrase_hits)
 
     # -- vector search ----------------------------------------------------------------------------
     def search_vector(

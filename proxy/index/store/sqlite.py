@@ -24,9 +24,10 @@ from proxy.index.store.common import (
     Hit,
     NewDocument,
     PendingChunk,
-    bm25_idf,
+    ThreadReader,
     embedding_text,
     hit_from_row,
+    keyword_weights,
     moved_message,
     new_document,
 )
@@ -43,22 +44,6 @@ _HIT_JOIN = (
 )
 
 
-class _Reader:
-    """A thread's read connection, held only by that thread's locals (and weakly by the store):
-    when the thread ends, the holder goes and closes it."""
-
-    __slots__ = ("__weakref__", "conn")
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __del__(self) -> None:
-        self.conn.close()
-
-
 class SqliteStore:
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         """``readonly``: the file must exist and be current; nothing is created or migrated
@@ -73,7 +58,7 @@ class SqliteStore:
             raise
         self._lock = threading.RLock()
         self._local = threading.local()
-        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
+        self._readers: weakref.WeakSet[ThreadReader] = weakref.WeakSet()
         self._vectors: VectorMatrix | None = None  # loaded on the first vector search
         self._vectors_version = -1
         self._vocabulary = Vocabulary()  # document frequencies, to choose a query's search terms
@@ -103,7 +88,7 @@ class SqliteStore:
         threads come and go, and connections kept past them would exhaust file descriptors."""
         reader = getattr(self._local, "reader", None)
         if reader is None:
-            reader = self._local.reader = _Reader(connect(self.path, readonly=self.readonly))
+            reader = self._local.reader = ThreadReader(connect(self.path, readonly=self.readonly))
             with self._lock:
                 self._readers.add(reader)
         return reader.conn
@@ -485,15 +470,12 @@ class SqliteStore:
         db = self.reader()
         terms = self.keyword_terms(query) if terms is None else terms
         total = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        weights = {}
-        for term, hits in terms.items():
-            if hits is None:  # a phrase: counted
-                hits = db.execute(
-                    "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (textsearch.quote(term),)
-                ).fetchone()[0]
-            hits = min(hits, total)  # a token's frequency may be a few seconds old
-            weights[term] = bm25_idf(total, hits)
-        return weights
+
+        def phrase_hits(term: str) -> int:
+            query = "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?"
+            return int(db.execute(query, (textsearch.quote(term),)).fetchone()[0])
+
+        return keyword_weights(terms, total, phrase_hits)
 
     def search_vector(
         self, vector: Sequence[float], k: int = 10, collections: Sequence[str] | None = None
