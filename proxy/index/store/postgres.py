@@ -192,6 +192,7 @@ class PostgresStore:
         self._stems: dict[str, str] = {}
         self._frequencies = KeptFrequencies()
         self._stats = _VectorStats(self)
+        self._vector_table = False  # chunk_vectors seen: it exists from the first embedder on
 
     @property
     def where(self) -> str:
@@ -697,7 +698,7 @@ class PostgresStore:
         chunks searched, from this replica's statistics."""
         chosen = self._collection_ids(collections)
         db = self.reader()
-        if chosen == [] or not _has_vectors(db):
+        if chosen == [] or not self._vectors_exist(db):
             return [], None
         q = unit(vector)
         literal = vector_text(q.tobytes())
@@ -714,7 +715,7 @@ class PostgresStore:
     def similarities(self, vector: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
         wanted = list(chunk_ids)
         db = self.reader()
-        if not wanted or not _has_vectors(db):
+        if not wanted or not self._vectors_exist(db):
             return {}
         rows = db.execute(
             "SELECT chunk_id, 1 - (embedding <=> %s::vector) AS score FROM chunk_vectors "
@@ -722,6 +723,13 @@ class PostgresStore:
             (vector_text(unit(vector).tobytes()), wanted),
         )
         return {row["chunk_id"]: float(row["score"]) for row in rows}
+
+    def _vectors_exist(self, db: psycopg.Connection[Any]) -> bool:
+        """True once the vector table exists. It is made when an embedder is first bound, and a
+        new embedder replaces it in one transaction, so a search need not ask again."""
+        if not self._vector_table:
+            self._vector_table = _has_vectors(db)
+        return self._vector_table
 
     def warm(self) -> None:
         """Reads the vector statistics and the keyword frequencies, and starts following the
