@@ -5,7 +5,7 @@ that keep what the pool knows (up or down, model lists) fresh."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
@@ -151,18 +151,8 @@ class UpstreamPool:
         not), the answers in the pool's order; the first one's error if none answered."""
         members = [m for m in self.members if api is None or m.api == api]
         members = [m for m in members if m.up is not False] or members
-        answers: list[tuple[T] | ProxyError] = [ProxyError("not asked")] * len(members)
-
-        async def one(i: int, member: Upstream) -> None:
-            try:
-                answers[i] = (await ask(member),)
-            except ProxyError as exc:
-                answers[i] = exc
-
-        async with anyio.create_task_group() as tasks:
-            for i, member in enumerate(members):
-                tasks.start_soon(one, i, member)
-        answered = [a[0] for a in answers if isinstance(a, tuple)]
+        answers = await _each(members, ask)
+        answered = [a for a in answers if not isinstance(a, ProxyError)]
         if not answered and answers:
             first = answers[0]
             assert isinstance(first, ProxyError)
@@ -171,18 +161,7 @@ class UpstreamPool:
 
     async def probe_all(self, deadline: float | None = None) -> list[dict[str, Any] | ProxyError]:
         """Each upstream's answer to a cheap question (``Upstream.probe``), or its error."""
-        answers: list[dict[str, Any] | ProxyError] = [ProxyError("not asked")] * len(self.members)
-
-        async def one(i: int, member: Upstream) -> None:
-            try:
-                answers[i] = await member.probe(deadline)
-            except ProxyError as exc:
-                answers[i] = exc
-
-        async with anyio.create_task_group() as tasks:
-            for i, member in enumerate(self.members):
-                tasks.start_soon(one, i, member)
-        return answers
+        return await _each(self.members, lambda member: member.probe(deadline))
 
     def _failed(self, member: Upstream, exc: ProxyError, then: Upstream) -> None:
         log.warning("upstream.failover", upstream=member.base, error=str(exc)[:200], next=then.base)
@@ -237,6 +216,22 @@ class UpstreamPool:
             }
             for m in self.members
         ]
+
+
+async def _each(members: Sequence[Upstream], ask: Callable[[Upstream], Awaitable[T]]) -> list[T | ProxyError]:
+    """``ask`` of each upstream at once: the answers, or the errors, in ``members``' order."""
+    answers: list[T | ProxyError] = [ProxyError("not asked")] * len(members)
+
+    async def one(i: int, member: Upstream) -> None:
+        try:
+            answers[i] = await ask(member)
+        except ProxyError as exc:
+            answers[i] = exc
+
+    async with anyio.create_task_group() as tasks:
+        for i, member in enumerate(members):
+            tasks.start_soon(one, i, member)
+    return answers
 
 
 async def _chained(head: list[T], rest: AsyncIterator[T]) -> AsyncIterator[T]:
