@@ -80,6 +80,11 @@ def parse_upstreams(value: str, default_api: UpstreamApi) -> tuple[UpstreamSpec,
     return tuple(specs)
 
 
+def is_database_url(db: str | Path) -> bool:
+    """True if the database setting names a PostgreSQL server rather than a SQLite file."""
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = _setting("127.0.0.1", "Address to listen on.")
@@ -304,7 +309,7 @@ class Settings:
     @property
     def db_url(self) -> str | None:
         """The PostgreSQL server's URL, if the index lives in one (else None: a SQLite file)."""
-        return self.db if self.db.startswith(("postgresql://", "postgres://")) else None
+        return self.db if is_database_url(self.db) else None
 
     @property
     def database(self) -> str | Path:

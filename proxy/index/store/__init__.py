@@ -22,6 +22,7 @@ from proxy.index.store.common import (
 )
 from proxy.index.store.sqlite import SqliteStore
 from proxy.index.vectors import Background
+from proxy.settings import is_database_url
 from proxy.types import Chunk
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "Store",
     "content_hash",
     "embedding_text",
-    "is_database_url",
     "moved_message",
     "new_document",
     "open_store",
@@ -110,11 +110,6 @@ class Store(Protocol):
     def chunk(self, chunk_id: int, collections: Sequence[str] | None = None) -> Hit | None: ...
     def document_chunks(self, collection: str, path: str) -> list[Hit] | None: ...
     def status(self) -> dict[str, Any]: ...
-
-
-def is_database_url(db: str | Path) -> bool:
-    """True if the database setting names a PostgreSQL server rather than a SQLite file."""
-    return str(db).startswith(("postgresql://", "postgres://"))
 
 
 def open_store(db: str | Path, *, readonly: bool = False) -> Store:
