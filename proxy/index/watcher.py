@@ -79,7 +79,7 @@ class FolderWatcher:
 
     def _schedule(self, observer: BaseObserver) -> None:
         for root in self._roots():
-            if root not in self._watched and not any(root.is_relative_to(w) for w in self._watched):
+            if not any(root.is_relative_to(watched) for watched in self._watched):  # itself, or inside one
                 observer.schedule(self._handler, str(root), recursive=True)
                 self._watched.add(root)
 
