@@ -66,10 +66,11 @@ class Server:
 
 
 @contextmanager
-def llama_server(*extra: str, slots: int = 2) -> Iterator[Server]:
+def llama_server(*extra: str, slots: int = 2, port: int | None = None) -> Iterator[Server]:
+    """``port``: a given one, to start a server again where the last one was."""
     if not LLAMA_SERVER.exists() or not MODEL.exists():
         subprocess.run(["bash", str(HERE / "upstream" / "build.sh")], check=True)
-    port = free_port()
+    port = port or free_port()
     command = [
         str(LLAMA_SERVER),
         "-m",
@@ -139,3 +140,39 @@ def ragproxy_process(*args: str, stdout: Any = subprocess.DEVNULL) -> Iterator[S
         yield Server(f"http://127.0.0.1:{port}", process)
     finally:
         stop(process)
+
+
+class HealthProbe:
+    """Asks /healthz every 20 ms in a thread, on a connection of its own, and keeps how long
+    each answer took."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.seconds: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=30) as client:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                try:
+                    status = client.get("/healthz").status_code
+                except httpx.HTTPError:
+                    status = 0
+                self.seconds.append(time.perf_counter() - started)
+                self.failures += status != 200
+                self._stop.wait(0.02)
+
+    def p99(self) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]

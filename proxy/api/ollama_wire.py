@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from proxy.api.schemas import check_message_count
 from proxy.errors import BadRequest, UpstreamError
 from proxy.pipeline import retrieval
 from proxy.pipeline.chat import ChatCall, check_truncation, open_chat, timed_first
@@ -48,6 +49,7 @@ def validate(body: dict[str, Any], kind: str) -> dict[str, Any]:
         messages = body.get("messages", [])
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise BadRequest("messages must be an array of objects")
+        check_message_count(messages)
         for message in messages:
             if not isinstance(message.get("role", ""), str):
                 raise BadRequest("message role must be a string")

@@ -10,6 +10,18 @@ from proxy.settings import Settings
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 DEFAULT_MODEL_NAMES = frozenset({"", "default"})
+# Far above any real conversation (agents' long sessions are a few thousand messages), low enough
+# that checking and fitting one never holds the server for long.
+MAX_MESSAGES = 10_000
+
+
+def check_message_count(messages: list[Any], param: str = "messages") -> None:
+    if len(messages) > MAX_MESSAGES:
+        raise BadRequest(
+            f"a chat may have at most {MAX_MESSAGES:,} messages; this one has {len(messages):,}",
+            param=param,
+            code="too_many_messages",
+        )
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -42,6 +54,7 @@ def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty array", param="messages")
+    check_message_count(messages)
     for i, message in enumerate(messages):
         param = f"messages[{i}]"
         if not isinstance(message, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -158,7 +159,8 @@ async def augment(
     info.footnote = control.footnote if control.footnote is not None else footnote_default
     info.events = source_events
     # ragproxy's own footnotes and context blocks, echoed back by the client, are not the user's
-    body["messages"] = retrieval.strip_own_additions(body["messages"])
+    # Work over every message (thousands, from agents) runs in a thread: the loop keeps serving.
+    body["messages"] = await anyio.to_thread.run_sync(retrieval.strip_own_additions, body["messages"])
     messages: list[dict[str, Any]] = body["messages"]
     if index is None:
         info.skipped = "no index"
@@ -254,15 +256,18 @@ async def _fit(
     info.window = window
     info.reserve = context.answer_reserve(body, settings)
     in_use = any(m.get("role") == "tool" or m.get("tool_calls") for m in body["messages"])
-    fitted = context.fit(
-        body["messages"],
-        passages,
-        window=window,
-        reserve=info.reserve,
-        placement=settings.context_placement,
-        extra=context.tools_tokens(body),
-        trim_history=trim_history,
-        extra_droppable=not in_use and not call.keep_tools,  # tools in use are never taken away
+    fitted = await anyio.to_thread.run_sync(
+        functools.partial(
+            context.fit,
+            body["messages"],
+            passages,
+            window=window,
+            reserve=info.reserve,
+            placement=settings.context_placement,
+            extra=context.tools_tokens(body),
+            trim_history=trim_history,
+            extra_droppable=not in_use and not call.keep_tools,  # tools in use are never taken away
+        )
     )
     body["messages"] = fitted.messages
     info.passages, info.history_dropped = fitted.passages, fitted.history_dropped

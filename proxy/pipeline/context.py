@@ -41,20 +41,24 @@ SYSTEM_ROLES = ("system", "developer")
 IMAGE_TOKENS = 768  # a fixed allowance per image: vision models spend hundreds of tokens on one
 
 
+def _raw(message: dict[str, Any]) -> int:
+    """One message's share of ``estimate`` before the margin."""
+    raw = estimate_tokens(message_text(message)) + MESSAGE_OVERHEAD
+    if message.get("tool_calls"):
+        raw += estimate_tokens(orjson.dumps(message["tool_calls"]).decode())
+    content = message.get("content")
+    if isinstance(content, list):
+        raw += IMAGE_TOKENS * sum(1 for p in content if isinstance(p, dict) and p.get("type") == "image_url")
+    return raw + IMAGE_TOKENS * len(message.get("images") or ())
+
+
 def estimate(messages: Sequence[dict[str, Any]], extra: int = 0) -> int:
     """Prompt tokens of these messages (text, tool calls, images), plus ``extra`` (the tool
     definitions), estimated on the safe side."""
-    raw = extra + 3
-    for message in messages:
-        raw += estimate_tokens(message_text(message)) + MESSAGE_OVERHEAD
-        if message.get("tool_calls"):
-            raw += estimate_tokens(orjson.dumps(message["tool_calls"]).decode())
-        content = message.get("content")
-        if isinstance(content, list):
-            raw += IMAGE_TOKENS * sum(
-                1 for p in content if isinstance(p, dict) and p.get("type") == "image_url"
-            )
-        raw += IMAGE_TOKENS * len(message.get("images") or ())
+    return _with_margin(extra + 3 + sum(_raw(message) for message in messages))
+
+
+def _with_margin(raw: int) -> int:
     return int(raw * ESTIMATE_MARGIN) + 1
 
 
@@ -204,38 +208,74 @@ def fit(
     def kept_messages(kept: Sequence[list[int]]) -> list[dict[str, Any]]:
         return [messages[i] for i in sorted([*required, *(i for turn in kept for i in turn)])]
 
-    def prompt(kept: Sequence[list[int]], chosen: Sequence[Passage], tools: int) -> int:
-        return estimate(with_context(kept_messages(kept), _numbered(chosen), placement), tools)
+    # Each message is estimated once. The estimate is a sum over the messages, and the context
+    # changes one message only, so dropping a turn costs a subtraction and trying a passage one
+    # block's estimate, never a new pass over the history (agents send thousands of messages).
+    raw = [_raw(message) for message in messages]
+    target = _context_target(messages, placement)
+    required_raw = sum(raw[i] for i in required if i != target)
+    turn_raw = [sum(raw[i] for i in turn) for turn in turns]
+
+    def context_raw(chosen: Sequence[Passage]) -> int:
+        """The target message's share with the context in it (a new system message's, if none)."""
+        if target is None:
+            return _raw({"role": "system", "content": context_block(_numbered(chosen))}) if chosen else 0
+        if target == NO_TARGET:
+            return 0
+        if not chosen:
+            return raw[target]
+        message = _with_text(
+            messages[target], context_block(_numbered(chosen)), before=placement == "user-prefix"
+        )
+        return _raw(message)
+
+    def prompt(history_raw: int, chosen: Sequence[Passage], tools: int) -> int:
+        return _with_margin(tools + 3 + required_raw + history_raw + context_raw(chosen))
 
     result = Fitted(messages=[], passages=[], history_dropped=0, prompt_estimate=0)
     chosen: list[Passage] = []
     if passages:
         best = passages[0]
-        if extra and extra_droppable and prompt([], [best], extra) > budget >= prompt([], [best], 0):
+        if extra and extra_droppable and prompt(0, [best], extra) > budget >= prompt(0, [best], 0):
             extra, result.extra_dropped = 0, True
-        if prompt([], [best], extra) > budget:
-            room = budget - prompt([], [replace(best, text="")], extra)
+        if prompt(0, [best], extra) > budget:
+            room = budget - prompt(0, [replace(best, text="")], extra)
             if room >= MIN_PASSAGE_TOKENS:
                 best, result.shortened = _shortened(best, room), True
-        if prompt([], [best], extra) <= budget:
+        if prompt(0, [best], extra) <= budget:
             chosen.append(best)
-            floor = prompt([], [], extra)
+            floor = prompt(0, [], extra)
             share = floor + PASSAGE_SHARE * (budget - floor)
             for passage in passages[1:]:
-                if prompt([], [*chosen, passage], extra) <= share:
+                if prompt(0, [*chosen, passage], extra) <= share:
                     chosen.append(passage)
-    kept = list(turns)
-    while kept and prompt(kept, chosen, extra) > budget:
-        result.history_dropped += len(kept.pop(0))
+    history_raw, first = sum(turn_raw), 0  # turns[first:] are kept
+    fixed = extra + 3 + required_raw + context_raw(chosen)
+    while first < len(turns) and _with_margin(fixed + history_raw) > budget:
+        history_raw -= turn_raw[first]
+        result.history_dropped += len(turns[first])
+        first += 1
+    kept = turns[first:]
     for passage in passages:
         taken = {c.number for c in chosen}
-        if passage.number not in taken and prompt(kept, [*chosen, passage], extra) <= budget:
+        if passage.number not in taken and prompt(history_raw, [*chosen, passage], extra) <= budget:
             chosen.append(passage)
     rank = {p.number: n for n, p in enumerate(passages)}
     result.passages = _numbered(sorted(chosen, key=lambda p: rank[p.number]))
     result.messages = with_context(kept_messages(kept), result.passages, placement)
     result.prompt_estimate = estimate(result.messages, extra)
     return result
+
+
+NO_TARGET = -1  # the context joins no message (no user message to prefix)
+
+
+def _context_target(messages: Sequence[dict[str, Any]], placement: str) -> int | None:
+    """The index of the message the context joins; None: a new system message is inserted. An
+    over-estimate where a dropped turn would let it join a later system message instead."""
+    if placement == "user-prefix":
+        return max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=NO_TARGET)
+    return 0 if messages and messages[0].get("role") in SYSTEM_ROLES else None
 
 
 def _numbered(passages: Sequence[Passage]) -> list[Passage]:

@@ -34,9 +34,10 @@ def chat_request(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat completion body as an Ollama ``/api/chat`` body (always streamed).
     Unlike Ollama's own /v1 layer, unset sampling fields stay unset, so the model's own defaults hold."""
     messages = body["messages"]
+    names = _tool_names(messages)
     request: dict[str, Any] = {
         "model": body["model"],
-        "messages": [_message(m, messages) for m in messages],
+        "messages": [_message(m, names) for m in messages],
         "stream": True,
     }
     options: dict[str, Any] = {}
@@ -78,7 +79,7 @@ def chat_request(body: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def _message(message: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+def _message(message: dict[str, Any], tool_names: dict[Any, Any]) -> dict[str, Any]:
     role = message["role"]
     out: dict[str, Any] = {"role": "system" if role == "developer" else role}
     content = message.get("content")
@@ -100,7 +101,8 @@ def _message(message: dict[str, Any], history: list[dict[str, Any]]) -> dict[str
     if message.get("tool_calls"):
         out["tool_calls"] = [_tool_call(call) for call in message["tool_calls"]]
     if role == "tool":
-        name = message.get("name") or _tool_name(history, message.get("tool_call_id"))
+        call_id = message.get("tool_call_id")
+        name = message.get("name") or (tool_names.get(call_id) if isinstance(call_id, str) else None)
         if name:
             out["tool_name"] = name
     return out
@@ -128,12 +130,15 @@ def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _tool_name(history: list[dict[str, Any]], call_id: Any) -> str | None:
-    for message in reversed(history):
+def _tool_names(messages: list[dict[str, Any]]) -> dict[Any, Any]:
+    """Each tool call's function name by call id (a later call with the same id wins), gathered
+    once: a tool result names the function Ollama ran, and agents send thousands of messages."""
+    names: dict[Any, Any] = {}
+    for message in messages:
         for call in message.get("tool_calls") or ():
-            if call.get("id") == call_id:
-                return (call.get("function") or {}).get("name")
-    return None
+            if isinstance(call, dict) and isinstance(call.get("id"), str):
+                names[call["id"]] = (call.get("function") or {}).get("name")
+    return names
 
 
 async def json_lines(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:

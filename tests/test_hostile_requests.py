@@ -1,0 +1,94 @@
+"""Requests made to hurt the server: each is answered or refused, bounded in time and memory,
+and the server keeps answering everyone else meanwhile."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.api.schemas import MAX_MESSAGES
+from tests.conftest import CHAT_MODEL, UpstreamLog
+from tests.ragdocs import CANARY, QUESTION
+from tests.servers import HealthProbe, Server, ragproxy_process
+
+
+def long_history(messages: int) -> list[dict[str, Any]]:
+    """``messages`` short turns, ending with the question about the documents."""
+    history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}: nothing to see here"}
+        for i in range(messages - 1)
+    ]
+    if history and history[-1]["role"] == "user":
+        history.append({"role": "assistant", "content": "ok"})
+        history.pop(0)
+    return [*history, {"role": "user", "content": QUESTION}]
+
+
+def agent_history(messages: int) -> list[dict[str, Any]]:
+    """An agent's session of ``messages``: tool calls and their results, then a question."""
+    history: list[dict[str, Any]] = [{"role": "user", "content": "Look it up, step by step."}]
+    for i in range((messages - 2) // 2):
+        call = {
+            "id": f"call_{i}",
+            "type": "function",
+            "function": {"name": f"tool_{i % 7}", "arguments": "{}"},
+        }
+        history += [
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"call_{i}", "content": "nothing"},
+        ]
+    return [*history, {"role": "user", "content": QUESTION}]
+
+
+@pytest.mark.parametrize("api", ["openai", "ollama"])
+def test_a_history_of_the_most_messages_is_fitted_while_the_server_keeps_answering(
+    api: str, llama: Server, ollama: Server, docs_index: tuple[Path, Path], upstream_log: UpstreamLog
+) -> None:
+    """A chat UI's long history to a llama.cpp server, an agent's to Ollama (whose tool results
+    are named after their calls, looked up across the whole history)."""
+    folder, db = docs_index
+    upstream = llama.url if api == "openai" else ollama.url
+    flags = ("--upstream", upstream, "--upstream-api", api, "--model", CHAT_MODEL, "--num-ctx-max", "2048")
+    messages = long_history(MAX_MESSAGES) if api == "openai" else agent_history(MAX_MESSAGES)
+    assert MAX_MESSAGES - 1 <= len(messages) <= MAX_MESSAGES
+    body = {"model": CHAT_MODEL, "messages": messages, "max_tokens": 8, "temperature": 0}
+    with ragproxy_process(*flags, "--db", str(db), "--docs", f"manuals={folder}") as proxy:
+        with httpx.Client(base_url=proxy.url, timeout=120) as client, HealthProbe(proxy.url) as probe:
+            time.sleep(0.2)  # the probe has its connection up before the long request starts
+            started = time.perf_counter()
+            reply = client.post("/v1/chat/completions", json=body)
+            took = time.perf_counter() - started
+            time.sleep(0.1)
+    assert reply.status_code == 200, reply.text
+    assert probe.failures == 0
+    during = sorted(probe.seconds)
+    print(f"{len(messages)} messages answered in {took:.2f} s; /healthz max {during[-1] * 1000:.0f} ms")
+    assert len(during) >= 5
+    # Fitting runs in linear time, in a thread: /healthz is never held up behind it.
+    assert during[-1] < 0.1, during[-5:]
+    if api == "ollama":
+        (sent,) = upstream_log.requests("/api/chat")
+        kept = sent["body"]["messages"]
+        assert 2 < len(kept) < len(messages) / 10  # the oldest history gave way to the window
+        assert CANARY in kept[0]["content"]  # the passage did not
+        assert {m.get("tool_name") for m in kept if m["role"] == "tool"} <= {f"tool_{i}" for i in range(7)}
+
+
+def test_more_than_the_most_messages_is_refused_on_both_wires(proxy_ollama: str) -> None:
+    messages = long_history(MAX_MESSAGES + 1)
+    reply = httpx.post(
+        f"{proxy_ollama}/v1/chat/completions", json={"model": CHAT_MODEL, "messages": messages}, timeout=30
+    )
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert (error["param"], error["code"]) == ("messages", "too_many_messages")
+    assert f"{MAX_MESSAGES:,}" in error["message"]
+    reply = httpx.post(
+        f"{proxy_ollama}/api/chat", json={"model": CHAT_MODEL, "messages": messages}, timeout=30
+    )
+    assert reply.status_code == 400
+    assert "at most" in reply.json()["error"]
