@@ -4,7 +4,6 @@ Open WebUI's captured tool array through both APIs against the Ollama-behaving u
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +87,12 @@ def test_own_footnote_and_context_are_taken_out_of_the_history() -> None:
 
 # -- Open WebUI's tools through both APIs ---------------------------------------------------------------
 def open_webui_tools() -> list[dict[str, Any]]:
-    """The 36 tool definitions Open WebUI 0.12.4 sends with every chat from its UI (captured from
-    its requests; kept with the evaluation data beside the repository, not copied into it)."""
-    shared = Path(os.environ.get("RAGPROXY_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
-    path = shared / "clients" / "open-webui-0.12.4-tools.json"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: set RAGPROXY_SHARED_DATA to the evaluation data folder")
-    tools: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+    """The built-in tool definitions Open WebUI sends with every chat from its UI, with its
+    default settings (captured from a real Open WebUI: ``tests/e2e/open_webui.sh --capture-tools``)."""
+    captured = json.loads(
+        (Path(__file__).parent / "data" / "open-webui-tools.json").read_text(encoding="utf-8")
+    )
+    tools: list[dict[str, Any]] = captured["tools"]
     return tools
 
 
@@ -145,7 +143,7 @@ def test_with_room_the_tools_and_the_passage_both_go(
         }
         preview = httpx.post(url + "/v1/rag/preview", json=body, timeout=60).json()
     sent = preview["upstream"]["body"]
-    assert len(sent["tools"]) == 36 and CANARY in json.dumps(sent["messages"])
+    assert len(sent["tools"]) == len(open_webui_tools()) and CANARY in json.dumps(sent["messages"])
     assert sent["options"]["num_ctx"] == 16384
     assert preview["rag"]["found"] == preview["rag"]["sent"] == 1
 
@@ -170,4 +168,4 @@ def test_a_cut_is_reported(ollama: Server, docs_index: tuple[Path, Path]) -> Non
         body = {"model": TOOLS_YES, "messages": messages, "tools": open_webui_tools(), "max_tokens": 4}
         reply = httpx.post(url + "/v1/rag/preview", json=body, timeout=60).json()
         assert reply["rag"] == {**reply["rag"], "found": 1, "sent": 0, "cut": "window"}
-        assert len(reply["upstream"]["body"]["tools"]) == 36
+        assert len(reply["upstream"]["body"]["tools"]) == len(open_webui_tools())

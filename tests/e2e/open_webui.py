@@ -12,6 +12,11 @@ connection. Each run asks tests/ragdocs.py's QUESTION in the browser and checks:
 (iii) whether the reply states the fact (reported only: a 135M model may not).
 
 Exits 1 if (i) or (ii) fails in any run. Screenshots and logs go to tests/e2e/output/.
+
+With ``--capture-tools FILE``, instead: Open WebUI talks to the Ollama-behaving server directly
+(no ragproxy between them), QUESTION is asked once, and the ``tools`` array Open WebUI attached to
+that chat is written to FILE, with its version, for the tests that replay it
+(tests/data/open-webui-tools.json).
 """
 
 from __future__ import annotations
@@ -314,12 +319,60 @@ def proxy_sse_evidence(proxy: str) -> str:
     return json.dumps(events, ensure_ascii=False)[:2000]
 
 
+def capture_tools(command: str, ollama_url: str, work: Path, target: Path) -> int:
+    """Ask once through a real Open WebUI connected straight to the Ollama-behaving server, and
+    keep the tool definitions it sent with the chat."""
+    data_dir = work / "open-webui-capture"
+    data_dir.mkdir()
+    httpx.delete(ollama_url + "/_test/requests", timeout=10)
+    env = open_webui_env("ollama", ollama_url, data_dir)
+    result = RunResult("capture")
+    with open_webui(command, env, data_dir, OUTPUT / "open-webui-capture.log") as base:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(120_000)
+            try:
+                chat(page, base, result)
+            finally:
+                page.screenshot(path=str(OUTPUT / "capture.png"), full_page=True)
+                browser.close()
+    asked = [
+        r["body"]
+        for r in httpx.get(ollama_url + "/_test/requests", timeout=10).json()
+        if r.get("path") == "/api/chat"
+        and isinstance(r.get("body"), dict)
+        and any(QUESTION in str(m.get("content")) for m in r["body"].get("messages") or [])
+    ]
+    tools = next((body["tools"] for body in asked if body.get("tools")), None)
+    if not tools:
+        print(f"Open WebUI sent no tools with the chat ({len(asked)} chat requests seen)")
+        return 1
+    version = subprocess.run(
+        [
+            str(Path(command).with_name("python")),
+            "-c",
+            "import importlib.metadata as m; print(m.version('open-webui'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    target.write_text(
+        json.dumps({"client": f"open-webui {version}", "tools": tools}, indent=1, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    print(f"{len(tools)} tool definitions from Open WebUI {version} written to {target}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--open-webui", default=str(CACHE / "venv" / "bin" / "open-webui"))
     parser.add_argument("--only", choices=["openai", "ollama"], help="one connection instead of both")
+    parser.add_argument("--capture-tools", type=Path, help="write the tools Open WebUI sends to this file")
     args = parser.parse_args()
     # A plain SIGTERM would skip the clean-ups and leave llama-server and Open WebUI running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -337,6 +390,8 @@ def main() -> int:
         template = HERE / "upstream" / "chatml-tools.jinja"
         llama = stack.enter_context(llama_server("--jinja", "--chat-template-file", str(template)))
         ollama = stack.enter_context(fake_ollama(llama.url))
+        if args.capture_tools:
+            return capture_tools(args.open_webui, ollama.url, work, args.capture_tools.resolve())
         proxy = stack.enter_context(
             ragproxy(
                 upstream=ollama.url,
