@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.docs import write_folder
+from tests.docs import installed_plugin, write_folder
 from tests.servers import Server, free_port
 from tests.test_serve import serve
 from tests.test_watcher import eventually
@@ -204,3 +204,81 @@ def test_serve_with_an_embedder_that_does_not_load_says_why(ollama: Server, tmp_
     logged = result.stdout + result.stderr  # the server's one log stream
     assert "ragproxy: error: the ollama embedder's model 'nosuch-embed'" in logged
     assert "'ollama pull nosuch-embed'" in logged and "Traceback" not in logged
+
+
+def write_named(folder: Path, name: bytes, text: str) -> None:
+    """A file whose name is these bytes (not UTF-8, as unpacked from a Windows zip)."""
+    with open(os.path.join(os.fsencode(folder), name), "wb") as file:
+        file.write(text.encode())
+
+
+def keyword_paths(word: str, db: str) -> list[str]:
+    result = ragproxy("search", word, "--json", "--mode", "keyword", "--db", db)
+    return [h["path"] for h in json.loads(result.stdout)] if result.returncode == 0 else []
+
+
+def test_index_with_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    root, db = tmp_path / "unzipped", str(tmp_path / "index.db")
+    root.mkdir()
+    write_named(root, b"\xb2\xe2\xca\xd4.txt", "The GBK-named note mentions ocelots.\n")
+    write_named(root, b"caf\xe9.md", "The cp1252-named note mentions tapirs.\n")
+    done = ragproxy("index", str(root), "--db", db)
+    assert done.returncode == 0, done.stderr
+    assert "unzipped: 2 indexed, 0 unchanged, 0 skipped, 0 removed" in done.stderr
+    assert keyword_paths("ocelots", db) == ["\\xb2\\xe2\\xca\\xd4.txt"]
+    assert "unzipped:caf\\xe9.md" in ragproxy("search", "tapirs", "--mode", "keyword", "--db", db).stdout
+
+    os.unlink(os.path.join(os.fsencode(root), b"caf\xe9.md"))
+    write_named(root, b"na\xefve.md", "The naive note mentions quolls.\n")
+    again = ragproxy("index", str(root), "--db", db)
+    assert "unzipped: 1 indexed, 1 unchanged, 0 skipped, 1 removed" in again.stderr, again.stderr
+    assert (keyword_paths("tapirs", db), keyword_paths("quolls", db)) == ([], ["na\\xefve.md"])
+
+
+def test_serve_catches_up_with_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    root, db = tmp_path / "unzipped", str(tmp_path / "index.db")
+    root.mkdir()
+    write_named(root, b"caf\xe9.md", "The cp1252-named note mentions tapirs.\n")
+    with serve("--docs", f"notes={root}", "--db", db, env={}):
+        eventually(lambda: keyword_paths("tapirs", db) == ["caf\\xe9.md"], 60)
+    os.unlink(os.path.join(os.fsencode(root), b"caf\xe9.md"))  # while the server is down
+    write_named(root, b"\xb2\xe2\xca\xd4.txt", "The GBK-named note mentions ocelots.\n")
+    with serve("--docs", f"notes={root}", "--db", db, env={}):
+        eventually(lambda: keyword_paths("ocelots", db) == ["\\xb2\\xe2\\xca\\xd4.txt"], 60)
+        assert keyword_paths("tapirs", db) == []
+
+
+GARBAGE_LOADER = """
+from proxy.hookspecs import hookimpl
+from proxy.types import Document
+
+
+def load_odd(path):
+    return Document([path.read_text()])  # not text: nothing catches it before the chunker
+
+
+@hookimpl
+def register_loaders(register):
+    register(".odd", load_odd, isolated=False)
+"""
+
+
+def test_a_file_that_fails_unexpectedly_is_skipped_and_the_scan_goes_on(tmp_path: Path) -> None:
+    env = installed_plugin(tmp_path / "site", "odd_loader", GARBAGE_LOADER)
+    root, db = tmp_path / "notes", str(tmp_path / "index.db")
+    root.mkdir()
+    (root / "a.odd").write_text("Whatever the loader makes of it.\n")
+    (root / "b.md").write_text("The good file mentions zeppelins.\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "index", str(root), "--db", db],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "notes: 1 indexed, 0 unchanged, 1 skipped, 0 removed" in done.stderr
+    (collection,) = json.loads(ragproxy("status", "--json", "--db", db).stdout)["collections"]
+    (skipped,) = collection["skipped"]
+    assert skipped["path"] == "a.odd" and skipped["reason"].startswith("failed: TypeError: ")
+    assert keyword_paths("zeppelins", db) == ["b.md"]

@@ -106,6 +106,28 @@ def test_rename_and_directory_move(live: Live) -> None:
     assert live.service.store.status()["collections"][0]["documents"] == 3
 
 
+def test_file_names_that_are_not_utf8(live: Live) -> None:
+    folder = os.fsencode(live.root)
+
+    def write(name: bytes, text: str) -> None:
+        with open(os.path.join(folder, name), "wb") as file:
+            file.write(text.encode())
+
+    write(b"\xb2\xe2\xca\xd4.txt", "The GBK-named note mentions ocelots.\n")  # 测试 in GBK
+    write(b"caf\xe9.md", "The cp1252-named note mentions tapirs.\n")
+    eventually(lambda: live.found("ocelots") == ["\\xb2\\xe2\\xca\\xd4.txt"])
+    eventually(lambda: live.found("tapirs") == ["caf\\xe9.md"])
+    write(b"caf\xe9.md", "The cp1252-named note now mentions llamas.\n")
+    eventually(lambda: live.found("llamas") == ["caf\\xe9.md"] and live.found("tapirs") == [])
+    os.rename(os.path.join(folder, b"caf\xe9.md"), os.path.join(folder, b"caf\xe8.md"))
+    eventually(lambda: live.found("llamas") == ["caf\\xe8.md"])
+    os.unlink(os.path.join(folder, b"\xb2\xe2\xca\xd4.txt"))
+    eventually(lambda: live.found("ocelots") == [])
+    live.settle()
+    collection = live.service.store.status()["collections"][0]
+    assert (collection["documents"], collection["skipped"]) == (1, [])
+
+
 def test_atomic_save_and_editor_files(live: Live) -> None:
     target = live.root / "doc.md"
     target.write_text("Version one mentions lemmings.\n")

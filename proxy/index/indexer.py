@@ -19,6 +19,7 @@ import pathspec
 from proxy.errors import ConfigError
 from proxy.index.chunker import chunk_document
 from proxy.index.extract import Extractor, Limits, check_size
+from proxy.index.names import path_text, readable
 from proxy.index.store import (
     DocumentState,
     NewDocument,
@@ -100,9 +101,10 @@ class Collection:
     _gitignores: dict[str, tuple[float, Any]] = field(default_factory=dict, repr=False)
 
     def relative(self, path: Path) -> str | None:
-        """The path inside the root (POSIX form), or None if it is outside."""
+        """The path inside the root (POSIX form, as the index stores it: ``path_text``), or None
+        if it is outside."""
         try:
-            return path.relative_to(self.root).as_posix()
+            return path_text(path.relative_to(self.root).as_posix())
         except ValueError:
             return None
 
@@ -202,7 +204,8 @@ class Indexer:
             raise NotADirectoryError(f"{root} is not a directory")
         others = [(c.name, c.root) for c in self.collections.values() if (c.name, c.root) != (name, resolved)]
         check_clash(name, resolved, others)  # the same collection again is no clash
-        collection = Collection(name, resolved, self.store.collection_id(name, str(resolved), move=move))
+        stored = self.store.collection_id(name, path_text(str(resolved)), move=move)
+        collection = Collection(name, resolved, stored)
         self.collections[name] = collection
         for outer in self.collections.values():
             outer.nested = tuple(
@@ -231,16 +234,24 @@ class Indexer:
         outcome = self._prepare(collection, path)
         if isinstance(outcome, str):
             return outcome
-        self._write(collection, [outcome])
-        return "indexed"
+        return "indexed" if self._write(collection, [outcome]) else "skipped"
 
-    def _write(self, collection: Collection, documents: list[NewDocument]) -> None:
-        self.store.replace_documents(collection.id, documents)
+    def _write(self, collection: Collection, documents: list[NewDocument]) -> int:
+        """Writes the documents; how many were written. If the batch fails, each is written alone,
+        and one that fails alone is skipped with the reason."""
+        try:
+            self.store.replace_documents(collection.id, documents)
+        except Exception as exc:
+            if len(documents) == 1:
+                self._failed(collection, documents[0].path, exc)
+                return 0
+            return sum(self._write(collection, [document]) for document in documents)
         for document in documents:
             log.info(
                 "index.indexed", collection=collection.name, path=document.path, chunks=len(document.chunks)
             )
         self.on_change()
+        return len(documents)
 
     def _prepare(self, collection: Collection, path: Path, *, verify: bool = False) -> str | NewDocument:
         """Everything but the write: an outcome if there is nothing to write, or the document.
@@ -250,7 +261,17 @@ class Indexer:
         if rel is None or rel == "." or collection.ignores(rel):
             return "ignored"
         state = self.store.document_state(collection.id, rel)
-        return self._prepare_file(collection, path, rel, state, verify=verify)
+        return self._prepare_checked(collection, path, rel, state, verify=verify)
+
+    def _prepare_checked(
+        self, collection: Collection, path: Path, rel: str, state: DocumentState | None, *, verify: bool
+    ) -> str | NewDocument:
+        """``_prepare_file``, a file it fails on skipped with the reason (a loader's odd result, a
+        store's refusal): one file never stops a scan."""
+        try:
+            return self._prepare_file(collection, path, rel, state, verify=verify)
+        except Exception as exc:
+            return self._failed(collection, rel, exc)
 
     def _prepare_file(
         self, collection: Collection, path: Path, rel: str, state: DocumentState | None, *, verify: bool
@@ -275,7 +296,9 @@ class Indexer:
             return "unchanged"
         loader = loader_for(path)
         if loader is None:
-            return self._skip(collection, rel, f"no loader for {path.suffix or 'files without a suffix'}")
+            return self._skip(
+                collection, rel, f"no loader for {path_text(path.suffix) or 'files without a suffix'}"
+            )
         try:
             data = read_regular(path, self.max_file_bytes)
         except OSError as exc:
@@ -306,9 +329,19 @@ class Indexer:
         )
 
     def _skip(self, collection: Collection, rel: str, reason: str) -> str:
+        reason = readable(reason)  # a loader's message may quote the name as it is on disk
         log.warning("index.skipped", collection=collection.name, path=rel, reason=reason)
         self.store.record_skip(collection.id, rel, reason)
         return "skipped"
+
+    def _failed(self, collection: Collection, rel: str, exc: Exception) -> str:
+        """An unexpected error on one file: logged with its traceback and recorded as the file's
+        skip reason."""
+        log.error("index.failed", collection=collection.name, path=rel, exc_info=exc)
+        try:
+            return self._skip(collection, rel, f"failed: {type(exc).__name__}: {exc}"[:300])
+        except Exception:  # the store refuses even that: the log line is all there is
+            return "skipped"
 
     def _forget(self, collection: Collection, rel: str) -> str:
         return "deleted" if self.store.delete_documents(collection.id, [rel]) else "ignored"
@@ -370,7 +403,8 @@ class Indexer:
                 continue
             for entry in entries:
                 path = directory / entry.name
-                rel = entry.name if folder == "." else f"{folder}/{entry.name}"
+                name = path_text(entry.name)
+                rel = name if folder == "." else f"{folder}/{name}"
                 if entry.is_dir(follow_symlinks=False):
                     if not collection.ignores(rel, is_dir=True, specs=specs):
                         stack.append((path, rel))
@@ -408,8 +442,9 @@ class Indexer:
         def flush() -> None:
             nonlocal batch_chars
             if batch:
-                self._write(collection, batch)
-                report.indexed += len(batch)
+                written = self._write(collection, batch)
+                report.indexed += written
+                report.skipped += len(batch) - written
                 batch.clear()
                 batch_chars = 0
                 if progress:
@@ -418,7 +453,7 @@ class Indexer:
         for path, rel in self._walk(collection, start):
             report.visited += 1
             seen.add(rel)
-            outcome = self._prepare_file(collection, path, rel, states.get(rel), verify=verify)
+            outcome = self._prepare_checked(collection, path, rel, states.get(rel), verify=verify)
             if rel in indexed and (outcome == "unchanged" or isinstance(outcome, NewDocument)):
                 report.verified += 1
                 report.changed += outcome != "unchanged"

@@ -16,6 +16,7 @@ from proxy.index import textsearch
 from proxy.index.chunker import excerpt, join_chunks
 from proxy.index.extract import Limits
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer, check_clash
+from proxy.index.names import path_text
 from proxy.index.store import Hit, embedding_text, moved_message, open_store
 from proxy.index.vectors import Background, is_cjk
 from proxy.logging import get_logger
@@ -349,18 +350,19 @@ def plan_folders(
     planned: list[tuple[str, Path]] = []
     for name, folder in folders:
         root = Path(os.path.realpath(folder))
+        stored = path_text(str(root))  # as the index holds folders
         if not name:
-            name = known.get(str(root)) or _free_name(root, taken)
+            name = known.get(stored) or _free_name(root, taken)
             taken.add(name)
-        elif roots.get(name, str(root)) != str(root) and not move:
-            raise ConfigError(moved_message(name, roots[name], str(root)))
+        elif roots.get(name, stored) != stored and not move:
+            raise ConfigError(moved_message(name, roots[name], stored))
         check_clash(name, root, planned)
         planned.append((name, root))
     return planned
 
 
 def _free_name(folder: Path, taken: set[str]) -> str:
-    parts = [part for part in folder.parts if part not in ("/", "")] or ["docs"]
+    parts = [path_text(part) for part in folder.parts if part not in ("/", "")] or ["docs"]
     for depth in range(1, len(parts) + 1):
         name = "-".join(parts[-depth:])
         if name not in taken:

@@ -6,6 +6,7 @@ seconds a verifying scan reads every indexed file, for edits no event or mtime t
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from proxy.index.indexer import Collection, Indexer
+from proxy.index.names import path_text
 from proxy.logging import get_logger
 
 log = get_logger("ragproxy.watch")
@@ -175,16 +177,19 @@ class FolderWatcher:
                             rescan.add(collection.name)
                     self._pending.clear()
                 ready = [] if rescan else self._take_due()
-            try:
-                for name in sorted(rescan):
-                    collection = self.indexer.collections[name]
-                    report = self.indexer.scan(collection, verify=verify)
+            # the watcher must outlive any one bad event, and one never costs the others
+            for name in sorted(rescan):
+                try:
+                    report = self.indexer.scan(self.indexer.collections[name], verify=verify)
                     self.rescans += 1
                     log.info("watch.verified" if verify else "watch.scanned", collection=name, **vars(report))
-                for path, change in ready:
+                except Exception:
+                    log.exception("watch.failed", collection=name)
+            for path, change in ready:
+                try:
                     self._apply(path, change)
-            except Exception:  # the watcher must outlive any one bad event
-                log.exception("watch.failed")
+                except Exception:
+                    log.exception("watch.failed", path=path_text(str(path)))
 
     def _verify_due(self) -> bool:
         return self._verify_at is not None and self._verify_at <= time.monotonic()
@@ -240,4 +245,4 @@ class _Handler(FileSystemEventHandler):
 
 
 def _text(path: str | bytes) -> str:
-    return path.decode() if isinstance(path, bytes) else path
+    return os.fsdecode(path)  # a name that is not UTF-8 as the indexer's walk sees it
