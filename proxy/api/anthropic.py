@@ -15,7 +15,7 @@ from proxy.api.anthropic_wire import Encoder, to_chat
 from proxy.api.openai import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import ANTHROPIC_MESSAGES, documented
 from proxy.api.responders import FramesResponder
-from proxy.api.schemas import parse_json_object, validate_chat
+from proxy.api.schemas import read_json_object, validate_chat
 from proxy.errors import ProxyError, anthropic_error
 from proxy.pipeline import context
 from proxy.pipeline.retrieval import strip_own_additions
@@ -24,7 +24,7 @@ from proxy.pipeline.retrieval import strip_own_additions
 @post("/v1/messages", status_code=200, operation_class=documented(ANTHROPIC_MESSAGES))
 async def create_message(request: AnyRequest) -> ASGIApp:
     settings = request.app.state.settings
-    raw = parse_json_object(await request.body())
+    raw = await read_json_object(request)
     chat, wire = to_chat(raw, settings.model)
     body = validate_chat(chat, settings)
     stream = raw.get("stream") is True
@@ -51,7 +51,7 @@ async def count_tokens(request: AnyRequest) -> dict[str, int]:
     """An estimate of the prompt's tokens (the messages, system and tools, as ragproxy counts
     them when fitting the window); the model is not called."""
     settings = request.app.state.settings
-    raw = parse_json_object(await request.body())
+    raw = await read_json_object(request)
     chat, _ = to_chat({"max_tokens": 1, **raw}, settings.model)
     messages = strip_own_additions(validate_chat(chat, settings)["messages"])
     return {"input_tokens": context.estimate(messages, context.tools_tokens(chat))}

@@ -17,7 +17,7 @@ from proxy.api.openai import AnyRequest
 from proxy.api.openapi import OPENAI_COMPLETIONS, documented
 from proxy.api.requestlog import request_record
 from proxy.api.responders import FramesResponder
-from proxy.api.schemas import parse_json_object, resolve_model
+from proxy.api.schemas import read_json_object, resolve_model
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ProxyError
 from proxy.pipeline.chat import visible_collections
@@ -32,7 +32,7 @@ from proxy.upstream.pool import UpstreamPool
 async def completions(request: AnyRequest) -> ASGIApp:
     settings = request.app.state.settings
     pool: UpstreamPool = request.app.state.pool
-    body = parse_json_object(await request.body())
+    body = await read_json_object(request)
     model = resolve_model(body.get("model"), settings)
     index = request.app.state.index
     if index is not None:  # "model+notes" in an editor's list: the model itself

@@ -26,7 +26,7 @@ from proxy.api.openapi import (
 )
 from proxy.api.requestlog import note_sources, request_record
 from proxy.api.responders import ExchangeResponder, as_proxy_error
-from proxy.api.schemas import parse_json_object
+from proxy.api.schemas import read_checked, read_json_object
 from proxy.api.security import key_collections
 from proxy.errors import NotFound, ProxyError
 from proxy.index.chunker import estimate_tokens
@@ -156,7 +156,7 @@ async def show(request: AnyRequest) -> Any:
     """Passed through (an alias shows its model), so ``model_info`` and ``capabilities`` reach
     the client intact. With an OpenAI-compatible upstream, what can be known is reported."""
     _, pool, index = _parts(request)
-    body = parse_json_object(await request.body())
+    body = await read_json_object(request)
     name = body.get("model") or body.get("name")
     if not isinstance(name, str) or not name:
         raise ProxyError("model is required", status=400)
@@ -272,13 +272,13 @@ async def _one(line: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 @post("/api/chat", status_code=200, operation_class=documented(OLLAMA_CHAT))
 async def chat(request: AnyRequest) -> ASGIApp:
-    body = ollama_wire.validate(parse_json_object(await request.body()), "chat")
+    body = await read_checked(request, lambda raw: ollama_wire.validate(raw, "chat"))
     return _lines_app(request, body, "chat")
 
 
 @post("/api/generate", status_code=200, operation_class=documented(OLLAMA_GENERATE))
 async def generate(request: AnyRequest) -> ASGIApp:
-    body = ollama_wire.validate(parse_json_object(await request.body()), "generate")
+    body = await read_checked(request, lambda raw: ollama_wire.validate(raw, "generate"))
     return _lines_app(request, body, "generate")
 
 
@@ -293,7 +293,7 @@ async def _local_embedder(request: AnyRequest, model: str) -> Any:
 @post("/api/embed", status_code=200, operation_class=documented(OLLAMA_EMBED))
 async def embed(request: AnyRequest) -> Any:
     _, pool, _ = _parts(request)
-    body = parse_json_object(await request.body())
+    body = await read_json_object(request)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ProxyError("model is required", status=400)
@@ -332,7 +332,7 @@ async def _embed_upstream(upstream: Upstream, body: dict[str, Any], model: str, 
 async def embeddings(request: AnyRequest) -> Any:
     """The legacy endpoint (Open WebUI still calls it): ``prompt`` in, ``embedding`` out."""
     _, pool, _ = _parts(request)
-    body = parse_json_object(await request.body())
+    body = await read_json_object(request)
     model, prompt = body.get("model"), body.get("prompt", "")
     if not isinstance(model, str) or not model:
         raise ProxyError("model is required", status=400)

@@ -18,7 +18,7 @@ from litestar.types import ASGIApp
 from proxy.api.openapi import OPENAI_CHAT, OPENAI_EMBEDDINGS, documented
 from proxy.api.requestlog import note_sources, request_record
 from proxy.api.responders import ChatResponder, OpenChunks
-from proxy.api.schemas import parse_json_object, validate_chat, validate_embeddings
+from proxy.api.schemas import read_checked, validate_chat, validate_embeddings
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, UpstreamError
 from proxy.index.chunker import estimate_tokens
@@ -97,7 +97,7 @@ def footnote_default(settings: Settings, api: str, client: str) -> bool:
 @post("/v1/chat/completions", status_code=200, operation_class=documented(OPENAI_CHAT))
 async def chat_completions(request: AnyRequest) -> ASGIApp:
     settings, _ = _parts(request)
-    body = validate_chat(parse_json_object(await request.body()), settings)
+    body = await read_checked(request, lambda raw: validate_chat(raw, settings))
     stream = bool(body.get("stream"))
     call, record, open_chunks = chat_exchange(request, body, "openai", stream=stream)
 
@@ -213,7 +213,7 @@ async def _model_entry(upstream: Upstream, name: str) -> dict[str, Any]:
 @post("/v1/embeddings", status_code=200, operation_class=documented(OPENAI_EMBEDDINGS))
 async def embeddings(request: AnyRequest) -> dict[str, Any]:
     settings, pool = _parts(request)
-    body = validate_embeddings(parse_json_object(await request.body()), settings)
+    body = await read_checked(request, lambda raw: validate_embeddings(raw, settings))
     request_record(request.scope).update(model=body["model"])
     index = request.app.state.index
     if index is not None and index.serves_model(body["model"]):

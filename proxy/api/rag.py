@@ -11,7 +11,7 @@ from litestar import Request, post
 from proxy.api.openai import augment_request
 from proxy.api.openapi import OPENAI_CHAT, RAG_SEARCH, documented
 from proxy.api.requestlog import request_record
-from proxy.api.schemas import parse_json_object, validate_chat
+from proxy.api.schemas import read_checked, read_json_object, validate_chat
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ConfigError, NotFound, ProxyError
 from proxy.index.chunker import estimate_tokens
@@ -46,7 +46,7 @@ async def rag_search(request: AnyRequest) -> dict[str, Any]:
     setting), ``mode`` (hybrid, keyword or vector). No relevance cut: every chunk found, best
     first, with its score (fused 0..1 for hybrid, cosine similarity for vector, BM25 for keyword)."""
     index = _index(request)
-    body = parse_json_object(await request.body())
+    body = await read_json_object(request)
     query = body.get("query")
     if not isinstance(query, str) or not query.strip():
         raise BadRequest("'query' must be a non-empty string", param="query")
@@ -96,7 +96,7 @@ async def rag_preview(request: AnyRequest) -> dict[str, Any]:
     The upstream may be asked for the model's window; the model is not called."""
     state = request.app.state
     settings, pool = state.settings, state.pool
-    call = prepare_chat(validate_chat(parse_json_object(await request.body()), settings))
+    call = prepare_chat(await read_checked(request, lambda raw: validate_chat(raw, settings)))
     await augment_request(request, call, "openai")
     body, rag = call.body, call.rag
     upstream = pool.preferred(body["model"])

@@ -14,14 +14,14 @@ from proxy.api.openai import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import OPENAI_RESPONSES, documented
 from proxy.api.responders import FramesResponder
 from proxy.api.responses_wire import Encoder, to_chat
-from proxy.api.schemas import parse_json_object, validate_chat
+from proxy.api.schemas import read_json_object, validate_chat
 from proxy.errors import ProxyError
 
 
 @post("/v1/responses", status_code=200, operation_class=documented(OPENAI_RESPONSES))
 async def create_response(request: AnyRequest) -> ASGIApp:
     settings = request.app.state.settings
-    raw = parse_json_object(await request.body())
+    raw = await read_json_object(request)
     chat, wire = to_chat(raw)
     body = validate_chat(chat, settings)
     stream = raw.get("stream") is True
