@@ -14,10 +14,10 @@ from proxy.api.requestlog import request_record
 from proxy.api.schemas import parse_json_object, validate_chat
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ConfigError, NotFound, ProxyError
-from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.pipeline.chat import check_collections, prepare_chat, visible_collections
 from proxy.pipeline.retrieval import MAX_TOP_K, message_text
+from proxy.text import estimate_tokens
 from proxy.upstream import ollama, openai
 
 AnyRequest = Request[Any, Any, Any]

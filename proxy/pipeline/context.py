@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 
 from proxy.errors import NotFound
-from proxy.index.chunker import estimate_tokens
 from proxy.logging import get_logger
 from proxy.pipeline.retrieval import Passage, context_block, message_text
 from proxy.settings import Settings
+from proxy.text import estimate_tokens
 from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool
 
@@ -29,9 +29,10 @@ FAILED_PROBE_TTL = 30.0  # seconds the fallback is used after a probe failed, be
 # reads /api/show from the model's file, without loading the model).
 PROBE_TIMEOUT = 10.0
 PROBE_SHARE = 0.25
-# The token estimate (one per CJK character, one per four other characters) is scaled by this
-# margin, and each message costs its chat-template tokens on top.
-ESTIMATE_MARGIN = 1.15
+# The token estimate (proxy.text: priced by script, already on the safe side for Qwen 2 and
+# Llama 3) is scaled by this margin, and each message costs its chat-template tokens on top. A
+# model whose tokenizer counts more gets its own scale (``WindowCache.scale``).
+ESTIMATE_MARGIN = 1.0
 MESSAGE_OVERHEAD = 6
 # num_ctx comes in steps, because Ollama reloads a model whenever num_ctx changes.
 NUM_CTX_STEPS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
