@@ -110,7 +110,8 @@ async def rag_preview(request: AnyRequest) -> dict[str, Any]:
         "upstream": {"api": upstream.api, "url": upstream.base, "path": path, "body": sent},
         "messages": body["messages"],
         "tokens": {
-            "estimator": "1 per CJK character + 1 per 4 other characters, +6 per message, x1.15",
+            "estimator": "priced by script (Qwen 2, Llama 3), +6 per message, x the model's scale",
+            "scale": round(rag.scale, 3),
             "messages": [estimate_tokens(message_text(m)) for m in body["messages"]],
             "prompt_estimate": rag.prompt_estimate,
             "context": sum(estimate_tokens(p.text) for p in rag.passages),
