@@ -12,7 +12,7 @@ import pytest
 
 from proxy.pipeline.context import estimate, fit
 from proxy.pipeline.retrieval import Passage, footnote, strip_own_additions
-from tests.conftest import UpstreamLog
+from tests.conftest import CHAT_MODEL, UpstreamLog
 from tests.ragdocs import CANARY, QUESTION
 from tests.servers import Server, ragproxy
 
@@ -169,3 +169,52 @@ def test_a_cut_is_reported(ollama: Server, docs_index: tuple[Path, Path]) -> Non
         reply = httpx.post(url + "/v1/rag/preview", json=body, timeout=60).json()
         assert reply["rag"] == {**reply["rag"], "found": 1, "sent": 0, "cut": "window"}
         assert len(reply["upstream"]["body"]["tools"]) == len(open_webui_tools())
+
+
+# -- the model's own count ------------------------------------------------------------------------------
+# SmolLM2's English vocabulary spends about 1.7x the estimate on Chinese and emoji (the estimate is
+# priced for Qwen 2 and Llama 3): only its own count tells.
+CHINESE = (
+    "长江是中国第一大河，全长约六千三百公里，流经青海、西藏、四川、云南、重庆、湖北、湖南、江西、"
+    "安徽、江苏和上海。😀🎉"
+)
+
+
+def chinese_chat(turns: int) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for turn in range(turns):
+        messages += [
+            {"role": "user", "content": f"第{turn}个问题：{CHINESE}"},
+            {"role": "assistant", "content": f"第{turn}个回答：{CHINESE}"},
+        ]
+    return [*messages, {"role": "user", "content": "请用一句话总结。"}]
+
+
+def test_a_chat_estimated_to_fit_but_counted_over_the_window_is_fitted_by_the_count(llama: Server) -> None:
+    """llama.cpp refuses a prompt over its window (400, "exceeds the available context size").
+    This chat's estimate fits a 2048-token slot but SmolLM2 counts it over: the proxy asks the
+    server's own count, drops the oldest turns until the count fits, and the reply is 200."""
+    messages = chinese_chat(10)
+    body = {"model": "smollm2", "messages": messages, "max_tokens": 8}
+    assert estimate(messages) < 2048 - 8
+    refused = httpx.post(llama.url + "/v1/chat/completions", json=body, timeout=120)
+    assert refused.status_code == 400 and "context" in refused.text  # the chat as it was forwarded
+    with ragproxy(upstream=llama.url, upstream_api="openai", model="smollm2") as url:
+        reply = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+        assert reply.status_code == 200, reply.text
+        assert 0 < reply.json()["usage"]["prompt_tokens"] <= 2048 - 8
+        tokens = httpx.post(url + "/v1/rag/preview", json=body, timeout=60).json()["tokens"]
+    assert tokens["history_dropped"] > 0 and tokens["scale"] > 1.5  # learned: the next is estimated so
+
+
+def test_the_prompt_tokens_ollama_reports_raise_the_models_estimate(ollama: Server) -> None:
+    """Ollama cannot count a prompt before it runs it, and cuts one over num_ctx silently: the
+    prompt_eval_count of each reply teaches the model's scale, so the next estimate holds it."""
+    body = {"model": CHAT_MODEL, "messages": chinese_chat(3), "max_tokens": 4}
+    with ragproxy(upstream=ollama.url, upstream_api="ollama", model=CHAT_MODEL, num_ctx_max=2048) as url:
+        before = httpx.post(url + "/v1/rag/preview", json=body, timeout=60).json()["tokens"]
+        reply = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+        assert reply.status_code == 200, reply.text
+        counted = reply.json()["usage"]["prompt_tokens"]
+        after = httpx.post(url + "/v1/rag/preview", json=body, timeout=60).json()["tokens"]
+    assert before["prompt_estimate"] < counted <= after["prompt_estimate"] < 1.2 * counted

@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 
 from plugins.embedders.e5 import E5Embedder
-from proxy.index.chunker import estimate_tokens, excerpt
+from proxy.index.chunker import excerpt
 from proxy.index.service import QUERY_TOKENS, IndexService
 from proxy.settings import Settings
+from proxy.text import chunk_tokens
 from tests.conftest import CHAT_MODEL
 from tests.docs import installed_plugin, write_docx, write_docx_bomb, write_pdf
 
@@ -137,7 +138,7 @@ def test_a_huge_message_is_searched_by_its_two_ends(rag_proxy: str) -> None:
     question = pasted + "\n\nWhat does the Zephyr-9 valve need to be torqued to?"
     assert len(question) > 100_000
     excerpt_ = excerpt(question, QUERY_TOKENS, ends=True)
-    assert estimate_tokens(excerpt_) <= QUERY_TOKENS + 2 and excerpt_.endswith("torqued to?")
+    assert chunk_tokens(excerpt_) <= QUERY_TOKENS + 2 and excerpt_.endswith("torqued to?")
     reply = httpx.post(
         rag_proxy + "/v1/rag/preview",
         json={"model": CHAT_MODEL, "messages": [{"role": "user", "content": question}]},
@@ -159,4 +160,4 @@ def test_questions_go_before_bulk_embedding() -> None:
     finally:
         bulk.join()
     # the model never reads past 512 tokens: a huge text costs what its first 512 tokens do
-    assert estimate_tokens(embedder._fit("word " * 100_000)) <= embedder.max_tokens
+    assert chunk_tokens(embedder._fit("word " * 100_000)) <= embedder.max_tokens

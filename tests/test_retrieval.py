@@ -11,10 +11,10 @@ import httpx
 import openai
 import pytest
 
-from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.index.store import embedding_text
 from proxy.settings import Settings
+from proxy.text import estimate_tokens
 from tests.conftest import CHAT_MODEL, UpstreamLog, sdk
 from tests.ragdocs import CANARY, DOCS, QUESTION
 from tests.servers import Server, llama_server, ragproxy

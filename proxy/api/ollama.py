@@ -29,12 +29,12 @@ from proxy.api.responders import ExchangeResponder, as_proxy_error
 from proxy.api.schemas import read_checked, read_json_object
 from proxy.api.security import key_collections
 from proxy.errors import NotFound, ProxyError
-from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.logging import get_logger
 from proxy.pipeline.chat import ChatCall, visible_collections
 from proxy.pipeline.retrieval import split_alias
 from proxy.settings import Settings
+from proxy.text import estimate_tokens
 from proxy.upstream import openai
 from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool

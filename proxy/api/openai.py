@@ -21,11 +21,11 @@ from proxy.api.responders import ChatResponder, OpenChunks
 from proxy.api.schemas import read_checked, validate_chat, validate_embeddings
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, UpstreamError
-from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.pipeline.chat import ChatCall, augment, open_reply, prepare_chat, visible_collections
 from proxy.pipeline.retrieval import aliases, split_alias
 from proxy.settings import Settings
+from proxy.text import estimate_tokens
 from proxy.upstream import ollama, openai
 from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool

@@ -14,10 +14,10 @@ from proxy.api.requestlog import request_record
 from proxy.api.schemas import read_checked, read_json_object, validate_chat
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ConfigError, NotFound, ProxyError
-from proxy.index.chunker import estimate_tokens
 from proxy.index.service import IndexService
 from proxy.pipeline.chat import check_collections, prepare_chat, visible_collections
 from proxy.pipeline.retrieval import MAX_TOP_K, message_text
+from proxy.text import estimate_tokens
 from proxy.upstream import ollama, openai
 
 AnyRequest = Request[Any, Any, Any]
@@ -110,7 +110,8 @@ async def rag_preview(request: AnyRequest) -> dict[str, Any]:
         "upstream": {"api": upstream.api, "url": upstream.base, "path": path, "body": sent},
         "messages": body["messages"],
         "tokens": {
-            "estimator": "1 per CJK character + 1 per 4 other characters, +6 per message, x1.15",
+            "estimator": "priced by script (Qwen 2, Llama 3), +6 per message, x the model's scale",
+            "scale": round(rag.scale, 3),
             "messages": [estimate_tokens(message_text(m)) for m in body["messages"]],
             "prompt_estimate": rag.prompt_estimate,
             "context": sum(estimate_tokens(p.text) for p in rag.passages),

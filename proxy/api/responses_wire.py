@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import BadRequest
-from proxy.index.chunker import estimate_tokens
+from proxy.text import estimate_tokens
 
 FUNCTION_TYPES = ("function", "custom")
 ECHOED = ("instructions", "max_output_tokens", "metadata", "parallel_tool_calls", "temperature", "top_p")

@@ -7,28 +7,18 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from proxy.text import chunk_tokens
 from proxy.types import Chunk, Document, Section
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+(?=\S)|(?<=[。！？；])")
 
 
-def estimate_tokens(text: str) -> int:
-    """A cheap token estimate: one per CJK character, one per four other characters. Close to
-    what BERT-style tokenizers count for Chinese and slightly over for English prose; under for
-    code, digits and hex. "CJK" is counted from the UTF-8 length, which is 10x faster than
-    matching characters: every three-byte character counts as one token (CJK, but also curly
-    quotes, dashes, Thai, Devanagari), two-byte letters as half, four-byte ones (emoji) as 1.5."""
-    length = len(text)
-    cjk = (len(text.encode("utf-8", "surrogatepass")) - length) // 2
-    return cjk + (max(length - cjk, 0) + 3) // 4
-
-
 def excerpt(text: str, max_tokens: int, *, ends: bool = False) -> str:
-    """About ``max_tokens`` (``estimate_tokens``) of the text: its beginning, or with ``ends``
+    """About ``max_tokens`` (``chunk_tokens``) of the text: its beginning, or with ``ends``
     half from the beginning and half from the end (a pasted document's question is often
     last). Text within the limit is returned as it is."""
-    tokens = estimate_tokens(text)
+    tokens = chunk_tokens(text)
     if tokens <= max_tokens:
         return text
     keep = max(2, len(text) * max_tokens // tokens)
@@ -52,7 +42,7 @@ def _units(text: str, section: Section, target: int) -> Iterator[tuple[int, int,
     sentences, else hard cuts. Blank spans are left out."""
     for p_start, p_end in _pieces(text, section.start, section.end, _PARAGRAPH):
         piece = text[p_start:p_end]
-        tokens = estimate_tokens(piece)
+        tokens = chunk_tokens(piece)
         if tokens <= target:
             if piece.strip():
                 yield p_start, p_end, tokens
@@ -60,7 +50,7 @@ def _units(text: str, section: Section, target: int) -> Iterator[tuple[int, int,
         for s_start, s_end in _pieces(text, p_start, p_end, _SENTENCE):
             while s_end > s_start:
                 piece = text[s_start:s_end]
-                tokens = estimate_tokens(piece)
+                tokens = chunk_tokens(piece)
                 if tokens <= target:
                     if piece.strip():
                         yield s_start, s_end, tokens
@@ -68,7 +58,7 @@ def _units(text: str, section: Section, target: int) -> Iterator[tuple[int, int,
                 cut = s_start + max(1, (s_end - s_start) * target // tokens)
                 piece = text[s_start:cut]
                 if piece.strip():
-                    yield s_start, cut, estimate_tokens(piece)
+                    yield s_start, cut, chunk_tokens(piece)
                 s_start = cut
 
 

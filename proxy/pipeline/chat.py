@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -53,7 +54,9 @@ class RagInfo:
     retrieval_ms: float | None = None
     window: int | None = None
     reserve: int = 0
-    prompt_estimate: int = 0
+    prompt_estimate: int = 0  # the prompt's tokens as counted by the upstream, else as estimated
+    estimated: int = 0  # the prompt's estimate before the model's scale
+    scale: float = 1.0  # what the estimate was scaled by for the model (WindowCache.scale)
     num_ctx: int | None = None
     history_dropped: int = 0
     tools_dropped: str | None = None  # why the request's tool definitions were not forwarded
@@ -112,6 +115,8 @@ class ChatCall:
     # An agent's tools are its hands (Codex, Claude Code): passages give way to them, not the
     # reverse as in a chat UI whose built-in tools the conversation may never use.
     keep_tools: bool = False
+    # Where the model's scale is learned from the prompt tokens the reply reports (set by augment).
+    windows: context.WindowCache | None = None
 
     def deadline(self, upstream: Upstream | UpstreamPool) -> float:
         return upstream.first_byte_deadline(self.arrived)
@@ -145,6 +150,7 @@ async def augment(
     and Ollama's ``num_ctx`` set (as the upstream the model goes to first speaks). ``allowed``:
     the only collections the caller's key may read (None: all); the search filters on them in SQL."""
     body, info = call.body, call.rag
+    call.windows = windows
     collections = visible_collections(index, allowed)
     model, alias = retrieval.split_alias(body["model"], collections)
     if index is not None and index.serves_model(model):
@@ -255,23 +261,9 @@ async def _fit(
             window = min(window, settings.num_ctx_max)
     info.window = window
     info.reserve = context.answer_reserve(body, settings)
-    in_use = any(m.get("role") == "tool" or m.get("tool_calls") for m in body["messages"])
-    fitted = await anyio.to_thread.run_sync(
-        functools.partial(
-            context.fit,
-            body["messages"],
-            passages,
-            window=window,
-            reserve=info.reserve,
-            placement=settings.context_placement,
-            extra=context.tools_tokens(body),
-            trim_history=trim_history,
-            extra_droppable=not in_use and not call.keep_tools,  # tools in use are never taken away
-        )
-    )
+    fitted = await _fit_counted(call, passages, pool, windows, window, trim_history, settings)
     body["messages"] = fitted.messages
     info.passages, info.history_dropped = fitted.passages, fitted.history_dropped
-    info.prompt_estimate = fitted.prompt_estimate
     if fitted.extra_dropped:
         body.pop("tools", None)
         info.tools_dropped = "no room beside the best passage"
@@ -295,6 +287,56 @@ async def _fit(
         )
         windows.num_ctx[model] = info.num_ctx
         body["options"] = {**(options or {}), "num_ctx": info.num_ctx}
+
+
+async def _fit_counted(
+    call: ChatCall,
+    passages: list[Passage],
+    pool: UpstreamPool,
+    windows: context.WindowCache,
+    window: int,
+    trim_history: bool,
+    settings: Settings,
+) -> context.Fitted:
+    """``context.fit`` into the room the answer's reserve leaves, the estimate scaled for the
+    model. A prompt estimated near the room's end is counted by the upstream where it can count
+    (llama.cpp, which refuses a prompt over its window): a count over the room raises the model's
+    scale and the prompt is fitted again. ``call.rag.prompt_estimate``: the count, else the
+    scaled estimate."""
+    body, info, model = call.body, call.rag, call.body["model"]
+    room = window - min(info.reserve, window // 2)
+    in_use = any(m.get("role") == "tool" or m.get("tool_calls") for m in body["messages"])
+    for attempt in range(3):
+        info.scale = windows.scale(model)
+        fitted = await anyio.to_thread.run_sync(  # a thread: agents send thousands of messages
+            functools.partial(
+                context.fit,  # into the room measured in unscaled estimate tokens
+                body["messages"],
+                passages,
+                window=int(room / info.scale),
+                reserve=0,
+                placement=settings.context_placement,
+                extra=context.tools_tokens(body),
+                trim_history=trim_history,
+                extra_droppable=not in_use and not call.keep_tools,  # tools in use are never taken away
+            )
+        )
+        info.estimated = fitted.prompt_estimate
+        info.prompt_estimate = math.ceil(fitted.prompt_estimate * info.scale)
+        if attempt == 2 or not windows.worth_counting(model, info.prompt_estimate, room):
+            break
+        sent: dict[str, Any] = {"messages": fitted.messages}
+        if body.get("tools") and not fitted.extra_dropped:
+            sent["tools"] = body["tools"]
+        real = await windows.count(pool, model, sent, call.deadline(pool))
+        if real is None:
+            break
+        windows.learn(model, real, fitted.prompt_estimate)
+        if real <= room or windows.scale(model) == info.scale:  # it fits, or nothing more to drop by
+            info.prompt_estimate = real
+            break
+        log.info("context.counted_over", model=model, counted=real, room=room, estimate=info.prompt_estimate)
+    return fitted
 
 
 @asynccontextmanager
@@ -390,10 +432,12 @@ def _event_carriers(chunk: dict[str, Any], events: list[dict[str, Any]]) -> list
 
 def check_truncation(call: ChatCall) -> None:
     """Ollama cuts a prompt longer than num_ctx without an error: a prompt that filled the
-    window, or outgrew the estimate, is logged."""
+    window, or outgrew the estimate, is logged. The count teaches the model's scale."""
     prompt, rag = call.stats.prompt_tokens, call.rag
     if prompt is None or not rag.prompt_estimate:
         return
+    if call.windows is not None:
+        call.windows.learn(call.body["model"], prompt, rag.estimated)
     limit = rag.num_ctx or rag.window
     if limit and prompt >= limit - 1:
         log.warning("context.truncated", prompt_tokens=prompt, num_ctx=limit, estimate=rag.prompt_estimate)

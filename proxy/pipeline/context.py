@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import NotFound
-from proxy.index.chunker import estimate_tokens
+from proxy.errors import BadRequest, NotFound
 from proxy.logging import get_logger
 from proxy.pipeline.retrieval import Passage, context_block, message_text
 from proxy.settings import Settings
+from proxy.text import estimate_tokens
 from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool
 
@@ -29,10 +29,22 @@ FAILED_PROBE_TTL = 30.0  # seconds the fallback is used after a probe failed, be
 # reads /api/show from the model's file, without loading the model).
 PROBE_TIMEOUT = 10.0
 PROBE_SHARE = 0.25
-# The token estimate (one per CJK character, one per four other characters) is scaled by this
-# margin, and each message costs its chat-template tokens on top.
-ESTIMATE_MARGIN = 1.15
+# The token estimate (proxy.text: priced by script, already on the safe side for Qwen 2 and
+# Llama 3) is scaled by this margin, and each message costs its chat-template tokens on top. A
+# model whose tokenizer counts more gets its own scale (``WindowCache.scale``).
+ESTIMATE_MARGIN = 1.0
 MESSAGE_OVERHEAD = 6
+# Near the window the estimate is checked: a prompt estimated past this share of the room (or
+# any long one while the model's tokenizer is unknown) is counted by the upstream itself where
+# it can (llama.cpp's /tokenize), within a small part of the first-byte budget. A model whose
+# tokenizer counts more than the estimate (learned from those counts and from the prompt tokens
+# every reply reports) gets its estimates scaled up, with some headroom, never down, and at most
+# by MAX_SCALE.
+COUNT_SHARE = 0.8
+COUNT_TIMEOUT = 2.0
+LEARN_FROM = 128  # prompts shorter than this say more about the chat template than the tokenizer
+SCALE_HEADROOM = 1.05
+MAX_SCALE = 4.0
 # num_ctx comes in steps, because Ollama reloads a model whenever num_ctx changes.
 NUM_CTX_STEPS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
@@ -84,6 +96,9 @@ class WindowCache:
     def __init__(self) -> None:
         self._infos: dict[str, tuple[float, ModelInfo]] = {}  # model: (until, info)
         self.num_ctx: dict[str, int] = {}  # the largest num_ctx each model was given so far
+        self._scales: dict[str, float] = {}  # model: what its tokenizer counts per token estimated
+        self._uncounted: dict[str, float] = {}  # model: until when its upstream is not asked to count
+        self._measured: set[str] = set()  # models whose tokenizer was seen counting a long prompt
 
     async def info(self, pool: UpstreamPool, model: str, deadline: float | None = None) -> ModelInfo:
         """Asked of an upstream that has the model. ``deadline``: the request's first-byte
@@ -115,6 +130,48 @@ class WindowCache:
 
     async def window(self, pool: UpstreamPool, model: str, deadline: float | None = None) -> int | None:
         return (await self.info(pool, model, deadline)).window
+
+    def scale(self, model: str) -> float:
+        """What ``estimate`` is multiplied by for this model (1 until its tokenizer was seen to
+        count more)."""
+        return self._scales.get(model, 1.0)
+
+    def learn(self, model: str, real: int, estimated: float) -> None:
+        """A real prompt count beside the unscaled estimate of the same prompt: the model's scale
+        rises if its tokenizer counted more (lower counts are ignored: Ollama reports only the
+        tokens it did not have cached, and a cut prompt as the window's length)."""
+        if real < LEARN_FROM or estimated <= 0:
+            return
+        self._measured.add(model)
+        scale = min(real / estimated * SCALE_HEADROOM, MAX_SCALE)
+        if real > estimated * self.scale(model) and scale > self.scale(model):
+            log.info("context.scale_learned", model=model, scale=round(scale, 3), was=self.scale(model))
+            self._scales[model] = scale
+
+    def worth_counting(self, model: str, estimate: int, room: int) -> bool:
+        """Whether a prompt of this (scaled) estimate should be counted before it is sent: near
+        the room's end; or, while the model's tokenizer is unknown, wherever the most it could
+        count (``MAX_SCALE`` times the estimate) would not fit."""
+        if estimate >= COUNT_SHARE * room:
+            return True
+        return model not in self._measured and estimate * MAX_SCALE >= room
+
+    async def count(
+        self, pool: UpstreamPool, model: str, body: dict[str, Any], deadline: float
+    ) -> int | None:
+        """The prompt tokens of this chat body as the upstream the model goes to counts them;
+        None if it cannot count (then it is not asked again for a while) or not in time."""
+        now = time.monotonic()
+        if now < self._uncounted.get(model, 0.0) or deadline <= now:
+            return None
+        until = now + min(COUNT_TIMEOUT, (deadline - now) * PROBE_SHARE)
+        try:
+            return await pool.preferred(model).count_prompt(body, deadline=until)
+        except Exception as exc:  # no such endpoint, down, slow: the estimate decides
+            retry = WINDOW_TTL if isinstance(exc, NotFound | BadRequest) else FAILED_PROBE_TTL
+            self._uncounted[model] = time.monotonic() + retry
+            log.info("context.count_failed", model=model, error=str(exc)[:200], retry_in_s=retry)
+            return None
 
 
 async def _ask(upstream: Upstream, model: str, deadline: float) -> ModelInfo:

@@ -166,6 +166,22 @@ class Upstream:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
 
+    async def count_prompt(self, body: dict[str, Any], *, deadline: float) -> int:
+        """The prompt tokens of an OpenAI chat body, counted by the server itself: llama.cpp's
+        ``/apply-template`` (its chat template, tools included) then ``/tokenize``. NotFound from
+        a server that cannot count (Ollama, or an OpenAI-compatible server without these)."""
+        if self.api == "ollama":
+            raise NotFound("Ollama has no endpoint that counts a prompt's tokens")
+        chat = {key: body[key] for key in ("messages", "tools") if body.get(key)}
+        prompt = (await self.post_json("/apply-template", chat, deadline=deadline)).get("prompt")
+        if not isinstance(prompt, str):
+            raise NotFound("/apply-template gave no prompt")
+        counted = {"content": prompt, "add_special": True, "parse_special": True}
+        tokens = (await self.post_json("/tokenize", counted, deadline=deadline)).get("tokens")
+        if not isinstance(tokens, list):
+            raise NotFound("/tokenize gave no tokens")
+        return len(tokens)
+
     def model_path(self, model: str) -> str:
         return "/v1/models/" + quote(model, safe="")
 
