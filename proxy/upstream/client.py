@@ -64,8 +64,9 @@ class Upstream:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=KEEPALIVE),
             transport=transport,
         )
-        # What the last exchange said of the upstream: True (it answered), False (no connection,
-        # or HTTP 5xx), None (nothing asked yet); and when, in time.monotonic().
+        # What the last exchange said of the upstream: True (it answered, whatever the HTTP
+        # status: a 500 to one request says nothing of the next), False (no answer), None
+        # (nothing asked yet); and when, in time.monotonic().
         self.up: bool | None = None
         self.seen_at = 0.0
         # What the pool knows of it: the model names its last health check listed (None: not
@@ -123,7 +124,7 @@ class Upstream:
         except httpx.HTTPError as exc:
             self.saw(False)
             raise map_transport_error(exc, self.base) from None
-        self.saw(response.status_code < 500)
+        self.saw(True)
         if response.status_code >= 400:
             raise map_status(response.status_code, response.content, response.headers)
         try:
@@ -157,7 +158,7 @@ class Upstream:
         except httpx.HTTPError as exc:
             self.saw(False)
             raise map_transport_error(exc, self.base) from None
-        self.saw(response.status_code < 500)
+        self.saw(True)
         try:
             if response.status_code >= 400:
                 with anyio.move_on_after(self.settings.idle_timeout):
@@ -255,7 +256,12 @@ def upstream_message(content: bytes) -> str:
 
 
 def map_status(status: int, content: bytes, headers: httpx.Headers | None = None) -> ProxyError:
-    message = upstream_message(content) or f"upstream answered HTTP {status}"
+    error = _status_error(status, upstream_message(content) or f"upstream answered HTTP {status}")
+    error.upstream_status = status
+    return error
+
+
+def _status_error(status: int, message: str) -> ProxyError:
     if status in (400, 422):
         return BadRequest(message)
     if status == 404:
