@@ -10,18 +10,21 @@ from typing import Any
 import orjson
 
 
-def _chat_events(model: str) -> bytes:
+def _chat_events(model: str, n: int = 1) -> bytes:
+    """A streamed chat reply: "Hello there"; with ``n`` above 1, choice ``i`` says "Answer i.",
+    each choice's first delta in a chunk of its own, then one chunk with every choice's last
+    words and finish reason (a chunk may carry several choices)."""
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
-    deltas = [
-        ({"role": "assistant", "content": "Hello"}, None),
-        ({"content": " there"}, None),
-        ({}, "stop"),
-    ]
+    texts = [["Hello", " there"]] if n == 1 else [["Answer", f" {i}."] for i in range(n)]
     events = [
-        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-        for delta, finish in deltas
+        {**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": text[0]}}]}
+        for i, text in enumerate(texts)
     ]
-    events.append({**base, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+    last = [
+        {"index": i, "delta": {"content": text[1]}, "finish_reason": "stop"} for i, text in enumerate(texts)
+    ]
+    events.append({**base, "choices": last})
+    events.append({**base, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2 * n}})
     return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
 
 
@@ -66,6 +69,7 @@ class StubUpstream:
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.paths: list[str] = []
         self.unanswered: list[str] = []
+        self.bodies: list[dict[str, Any]] = []  # the JSON body of each request ({} if none)
         self.connections = 0
         self._open: list[socket.socket] = []
         self._stop = threading.Event()
@@ -95,13 +99,17 @@ class StubUpstream:
     def _serve(self, connection: socket.socket) -> None:
         with contextlib.suppress(OSError), connection, connection.makefile("rb") as reader:
             answered = 0
-            while path := _read_request(reader):
+            while request := _read_request(reader):
+                path, sent = request
                 self.paths.append(path)
+                self.bodies.append(sent)
                 if answered == self.answers:
                     self.unanswered.append(path)
                     return  # closed with the request read and nothing sent
                 content_type, body = REPLIES.get(path, (b"application/json", b'{"error": "not found"}'))
                 status = b"200 OK" if path in REPLIES else b"404 Not Found"
+                if path == "/v1/chat/completions" and isinstance(sent.get("n"), int):
+                    body = _chat_events("tiny", sent["n"])
                 if path.endswith("/completions") and self.chat_status != 200:
                     content_type = b"application/json"
                     body = b'{"error": {"message": "the model failed", "type": "server_error"}}'
@@ -115,8 +123,8 @@ class StubUpstream:
                 answered += 1
 
 
-def _read_request(reader: Any) -> str | None:
-    """The path of the next request on the connection (its body read too), None at its end."""
+def _read_request(reader: Any) -> tuple[str, dict[str, Any]] | None:
+    """The path and JSON body of the next request on the connection, None at its end."""
     line = reader.readline()
     if not line:
         return None
@@ -125,5 +133,6 @@ def _read_request(reader: Any) -> str | None:
         name, _, value = header.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
-    reader.read(length)
-    return str(line.split()[1].decode())
+    content = reader.read(length)
+    body = orjson.loads(content) if content else {}
+    return str(line.split()[1].decode()), body if isinstance(body, dict) else {}

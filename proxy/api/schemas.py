@@ -70,8 +70,6 @@ def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
     _check_type(body, "response_format", dict, "an object")
     for name in ("logprobs", "parallel_tool_calls"):
         _check_type(body, name, bool, "a boolean")
-    if (body.get("n") or 1) != 1 and settings.upstream_api == "ollama":
-        raise BadRequest("'n' above 1 is not supported by an Ollama upstream", param="n")
     return {**body, "model": resolve_model(body.get("model"), settings)}
 
 
