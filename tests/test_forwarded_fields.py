@@ -62,6 +62,11 @@ OPENAI_CASES = [
     ("/v1/responses", {**RESPONSES, "tools": [1]}, "tools[0]"),
     (
         "/v1/responses",
+        {**RESPONSES, "tools": [{"type": "custom", "name": "f", "description": 5}]},
+        "tools[0].description",
+    ),
+    (
+        "/v1/responses",
         {**RESPONSES, "tools": [{"type": "function", "name": "f", "parameters": "x"}]},
         "tools[0].parameters",
     ),

@@ -207,6 +207,8 @@ def _tools(tools: Any, wire: Wire) -> list[dict[str, Any]]:
         if not isinstance(name, str) or not name:
             raise BadRequest(f"'tools[{i}].name' must be a string", param=f"tools[{i}].name")
         description = tool.get("description") or ""
+        if not isinstance(description, str):
+            raise BadRequest(f"'tools[{i}].description' must be a string", param=f"tools[{i}].description")
         if kind == "custom":
             wire.custom_tools.add(name)
             parameters: Any = {
