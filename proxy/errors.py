@@ -14,6 +14,7 @@ class ProxyError(Exception):
     status = 500
     type = "api_error"
     code: str | None = None
+    upstream_status: int | None = None  # the HTTP status of the upstream's answer it stands for
 
     def __init__(
         self, message: str, *, param: str | None = None, code: str | None = None, status: int | None = None
@@ -65,8 +66,8 @@ class UpstreamError(ProxyError):
 
 
 class UpstreamFailed(UpstreamError):
-    """The upstream itself failed (HTTP 5xx, or it closed the connection): before the first byte
-    of a reply, another upstream of the pool may be asked instead."""
+    """The upstream failed (HTTP 5xx, or it closed the connection): before the first byte of a
+    reply, another upstream of the pool may be asked instead."""
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -46,6 +46,7 @@ def agent_history(messages: int) -> list[dict[str, Any]]:
             {"role": "tool", "tool_call_id": f"call_{i}", "content": "nothing"},
         ]
         i += 1
+    history += [{"role": "user", "content": "And one more thing."}] * (messages - 1 - len(history))
     return [*history, {"role": "user", "content": QUESTION}]
 
 
@@ -59,7 +60,7 @@ def test_a_history_of_the_most_messages_is_fitted_while_the_server_keeps_answeri
     upstream = llama.url if api == "openai" else ollama.url
     flags = ("--upstream", upstream, "--upstream-api", api, "--model", CHAT_MODEL, "--num-ctx-max", "2048")
     messages = long_history(MAX_MESSAGES) if api == "openai" else agent_history(MAX_MESSAGES)
-    assert MAX_MESSAGES - 1 <= len(messages) <= MAX_MESSAGES
+    assert len(messages) == MAX_MESSAGES
     body = {"model": CHAT_MODEL, "messages": messages, "max_tokens": 8, "temperature": 0}
     with ragproxy_process(*flags, "--db", str(db), "--docs", f"manuals={folder}") as proxy:
         with httpx.Client(base_url=proxy.url, timeout=120) as client, HealthProbe(proxy.url) as probe:

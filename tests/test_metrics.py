@@ -13,6 +13,7 @@ from proxy.api.security import key_required
 from tests.conftest import CHAT_MODEL, sdk
 from tests.ragdocs import QUESTION
 from tests.servers import free_port, ragproxy
+from tests.stub_upstream import StubUpstream
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -140,3 +141,28 @@ def test_labels_stay_bounded() -> None:
     assert retrieval_outcome({"rag": False, "rag_skipped": "off (x-rag: off)"}) == "off"
     assert retrieval_outcome({"rag": False, "rag_skipped": "no index"}) == "off"
     assert retrieval_outcome({"model": "m"}) is None
+
+
+def test_a_bad_request_leaves_the_upstream_up(proxy_openai: str) -> None:
+    """A malformed tool is refused before llama.cpp sees it (it answers such a body with 500)."""
+    reply = httpx.post(
+        proxy_openai + "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "tools": [1]},
+        timeout=30,
+    )
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "tools[0]"
+    assert value(scrape(proxy_openai), "ragproxy_upstream_up") == 1
+
+
+def test_an_upstream_that_answers_500_is_still_up() -> None:
+    """Its answer proves it is there: the 500 is that request's, passed on as 502."""
+    with (
+        StubUpstream(chat_status=500) as upstream,
+        ragproxy(upstream=upstream.url, upstream_api="openai") as base,
+    ):
+        for stream in (False, True):
+            body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+            reply = httpx.post(base + "/v1/chat/completions", json=body, timeout=30)
+            assert reply.status_code == 502, reply.text
+            assert value(scrape(base), "ragproxy_upstream_up") == 1
+        assert upstream.paths.count("/v1/chat/completions") == 2

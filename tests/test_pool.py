@@ -4,6 +4,7 @@ one answered), and Ollama-behaving servers that fail on demand."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -21,6 +22,7 @@ from proxy.settings import UpstreamSpec, load_settings
 from proxy.upstream.pool import model_key
 from tests.conftest import CHAT_MODEL, UpstreamLog
 from tests.servers import Server, fake_ollama, free_port, llama_server, ragproxy, stop
+from tests.stub_upstream import StubUpstream
 from tests.test_chat_wire import PROMPT, sse_events
 from tests.test_doctor import doctor, lines
 from tests.test_failures import stream_error
@@ -323,3 +325,25 @@ def test_a_pool_of_both_apis(ollamas: tuple[UpstreamLog, UpstreamLog], llama: Se
     chat_paths = ("/api/chat", "/v1/chat/completions")
     asked = [(r["path"], r["body"]["model"]) for r in fake.requests() if r["path"] in chat_paths]
     assert asked == [("/api/chat", CHAT_MODEL), ("/api/chat", CHAT_MODEL)]  # never smollm2
+
+
+# -- servers that answer every chat with HTTP 500 ---------------------------------------------------------
+def test_a_chat_every_server_fails_reaches_two_and_marks_none_down() -> None:
+    """An error status answers that request, not the server's health: the request goes to one
+    more server (not to every one), and all three stay up for the next. (No health checks here:
+    what the metrics show is what the chats said.)"""
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(StubUpstream(chat_status=500)) for _ in range(3)]
+        upstream = ",".join(server.url for server in servers)
+        no_checks = {"upstream_check_interval": 0}
+        with ragproxy(upstream=upstream, upstream_api="openai", model="tiny", **no_checks) as base:
+            for stream in (False, True):
+                before = sum(s.paths.count("/v1/chat/completions") for s in servers)
+                body = {"model": "tiny", "messages": PROMPT, "max_tokens": 3, "stream": stream}
+                reply = httpx.post(base + "/v1/chat/completions", json=body, timeout=30)
+                assert reply.status_code == 502 and "the model failed" in reply.json()["error"]["message"]
+                assert sum(s.paths.count("/v1/chat/completions") for s in servers) - before == 2
+            metrics = httpx.get(base + "/metrics", timeout=10).text
+    assert "ragproxy_upstream_up 1.0" in metrics
+    members = [line for line in metrics.splitlines() if line.startswith("ragproxy_upstream_member_up{")]
+    assert len(members) == 3 and all(line.endswith(" 1.0") for line in members), members

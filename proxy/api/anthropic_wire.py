@@ -194,6 +194,8 @@ def _tools(tools: Any, wire: Wire) -> list[dict[str, Any]]:
         if tool.get("type") not in (None, "custom") or "input_schema" not in tool:
             wire.dropped_tools.append(str(tool.get("type") or tool["name"]))  # a server tool
             continue
+        if not isinstance(tool["input_schema"], dict):
+            raise BadRequest(f"'tools.{i}.input_schema' must be a JSON schema object")
         chat.append(
             {
                 "type": "function",

@@ -17,7 +17,7 @@ from proxy.api.openai import AnyRequest
 from proxy.api.openapi import OPENAI_COMPLETIONS, documented
 from proxy.api.requestlog import request_record
 from proxy.api.responders import FramesResponder
-from proxy.api.schemas import read_json_object, resolve_model
+from proxy.api.schemas import check_sampling, read_json_object, resolve_model
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ProxyError
 from proxy.pipeline.chat import visible_collections
@@ -69,24 +69,43 @@ async def completions(request: AnyRequest) -> ASGIApp:
 
 
 def _check(body: dict[str, Any], *, ollama_upstream: bool) -> None:
+    """The fields forwarded, of the types OpenAI documents (a server may fail with 500 on others)."""
     prompt = body.get("prompt")
-    texts = isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt))
-    # anything else an OpenAI-compatible upstream judges itself (token arrays), if it is a list
-    if not texts and (ollama_upstream or not isinstance(prompt, list) or not prompt):
+    texts = isinstance(prompt, str) or (
+        isinstance(prompt, list) and bool(prompt) and all(isinstance(p, str) for p in prompt)
+    )
+    tokens = _tokens(prompt) or (isinstance(prompt, list) and bool(prompt) and all(map(_tokens, prompt)))
+    if not texts and (ollama_upstream or not tokens):
         raise BadRequest("'prompt' must be a string (or an array of strings)", param="prompt")
     if ollama_upstream and isinstance(prompt, list) and len(prompt) != 1:
         raise BadRequest("an Ollama upstream completes one prompt at a time", param="prompt")
     if body.get("suffix") is not None and not isinstance(body["suffix"], str):
         raise BadRequest("'suffix' must be a string", param="suffix")
-    for name in ("max_tokens", "seed"):
+    check_sampling(body)
+    for name, kind, what in (
+        ("best_of", int, "an integer"),
+        ("logprobs", int, "an integer"),
+        ("echo", bool, "a boolean"),
+        ("stream", bool, "a boolean"),
+        ("stream_options", dict, "an object"),
+    ):
         value = body.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise BadRequest(f"'{name}' must be an integer", param=name)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise BadRequest(f"'{name}' must be {what}", param=name)
     if ollama_upstream:
         if (body.get("n") or 1) != 1 or (body.get("best_of") or 1) != 1:
             raise BadRequest("'n' and 'best_of' above 1 are not supported by an Ollama upstream", param="n")
         if body.get("echo"):
             raise BadRequest("'echo' is not supported by an Ollama upstream", param="echo")
+
+
+def _tokens(value: Any) -> bool:
+    """A non-empty array of token ids."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+    )
 
 
 class CompletionFrames:

@@ -185,14 +185,14 @@ def _pool_metrics(pool: UpstreamPool) -> Iterator[Metric]:
     if known:
         yield GaugeMetricFamily(
             "ragproxy_upstream_up",
-            "1 if an upstream answered the last request or probe asked of it, 0 if none could be "
-            "reached (or each failed with HTTP 5xx).",
+            "1 if an upstream answered the last request or probe asked of it (whatever the HTTP "
+            "status), 0 if none could be reached.",
             value=int(any(known)),
         )
     up = GaugeMetricFamily(
         "ragproxy_upstream_member_up",
-        "Per upstream of the pool: 1 if it answered the last request, probe or health check, 0 if "
-        "it could not be reached or failed with HTTP 5xx.",
+        "Per upstream of the pool: 1 if it answered the last request, probe or health check "
+        "(whatever the HTTP status), 0 if it could not be reached.",
         labels=["upstream"],
     )
     busy = GaugeMetricFamily(

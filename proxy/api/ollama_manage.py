@@ -54,7 +54,7 @@ class ForwardResponder:
 
             tasks.start_soon(watch)
             try:
-                response = await http.send(request, stream=True)
+                response = await self._upstream.send(request, stream=True)
             except httpx.HTTPError as exc:
                 await self._send_error(send, map_transport_error(exc, self._upstream.base))
                 tasks.cancel_scope.cancel()

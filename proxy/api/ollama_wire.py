@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from proxy.api.schemas import check_message_count
+from proxy.api.schemas import check_images, check_message_count, check_tools
 from proxy.errors import BadRequest, UpstreamError
 from proxy.pipeline import retrieval
 from proxy.pipeline.chat import ChatCall, check_truncation, open_chat, timed_first
@@ -55,21 +55,16 @@ def validate(body: dict[str, Any], kind: str) -> dict[str, Any]:
                 raise BadRequest("message role must be a string")
             if not isinstance(message.get("content", ""), str):
                 raise BadRequest("message content must be a string")
-            _check_images(message.get("images"))
+            check_images(message.get("images"))
+        check_tools(body.get("tools"))
     else:
         for field in ("prompt", "system", "suffix", "template"):
             if not isinstance(body.get(field) or "", str):
                 raise BadRequest(f"{field} must be a string")
-        _check_images(body.get("images"))
+        check_images(body.get("images"))
     if body.get("options") is not None and not isinstance(body["options"], dict):
         raise BadRequest("options must be an object")
     return body
-
-
-def _check_images(images: Any) -> None:
-    """Images are base64 strings; anything else would fail later, in the token estimate."""
-    if images is not None and not (isinstance(images, list) and all(isinstance(i, str) for i in images)):
-        raise BadRequest("images must be an array of base64 strings")
 
 
 def as_chat(body: dict[str, Any]) -> dict[str, Any]:

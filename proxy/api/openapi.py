@@ -39,6 +39,15 @@ def _one_of(*schemas: Schema) -> Schema:
 
 
 TEXTS = _one_of(STRING, _array(STRING))
+TOKENS = _array(INTEGER, min_items=1)
+# OpenAI's (and Ollama's) function tool
+TOOL = _object(
+    {
+        "type": Schema(type=OpenAPIType.STRING, enum=["function"]),
+        "function": _object({"name": STRING, "description": STRING, "parameters": OBJECT}, ["name"]),
+    },
+    ["type", "function"],
+)
 
 OPENAI_MESSAGE = _object(
     {
@@ -58,7 +67,9 @@ OPENAI_CHAT = _object(
         "temperature": NUMBER,
         "top_p": NUMBER,
         "stop": TEXTS,
-        "tools": _array(OBJECT),
+        "tools": _array(TOOL),
+        "tool_choice": _one_of(Schema(type=OpenAPIType.STRING, enum=["none", "auto", "required"]), OBJECT),
+        "n": INTEGER,
         "rag": BOOLEAN,
     },
     ["messages"],
@@ -90,7 +101,7 @@ ANTHROPIC_MESSAGES = _object(
 OPENAI_COMPLETIONS = _object(
     {
         "model": STRING,
-        "prompt": TEXTS,
+        "prompt": _one_of(STRING, _array(STRING, min_items=1), TOKENS, _array(TOKENS, min_items=1)),
         "suffix": STRING,
         "max_tokens": INTEGER,
         "stream": BOOLEAN,
@@ -127,9 +138,7 @@ OLLAMA_COMMON = {
     "keep_alive": _one_of(STRING, NUMBER),
     "format": _one_of(STRING, OBJECT),
 }
-OLLAMA_CHAT = _object(
-    {**OLLAMA_COMMON, "messages": _array(OLLAMA_MESSAGE), "tools": _array(OBJECT)}, ["model"]
-)
+OLLAMA_CHAT = _object({**OLLAMA_COMMON, "messages": _array(OLLAMA_MESSAGE), "tools": _array(TOOL)}, ["model"])
 OLLAMA_GENERATE = _object(
     {**OLLAMA_COMMON, "prompt": STRING, "system": STRING, "raw": BOOLEAN, "suffix": STRING}, ["model"]
 )

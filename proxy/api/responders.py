@@ -132,13 +132,9 @@ def as_proxy_error(exc: Exception) -> ProxyError:
 
 
 async def aggregate(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
-    """A whole ``chat.completion`` from the stream of chunks."""
+    """A whole ``chat.completion`` from the stream of chunks: one choice per index seen."""
     completion: dict[str, Any] = {}
-    message: dict[str, Any] = {"role": "assistant", "content": None}
-    texts: dict[str, list[str]] = {}
-    calls: dict[int, dict[str, Any]] = {}
-    logprobs: list[Any] = []
-    finish = None
+    choices: dict[int, _Aggregate] = {}
     async for chunk in chunks:
         if not completion:
             completion = {
@@ -149,32 +145,46 @@ async def aggregate(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
                 "system_fingerprint": chunk.get("system_fingerprint"),
             }
         for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            for key, value in (choice.get("delta") or {}).items():
-                if key == "tool_calls":
-                    for call in value:
-                        _merge_call(calls.setdefault(call.get("index", len(calls)), {}), call)
-                elif key != "role" and isinstance(value, str):
-                    texts.setdefault(key, []).append(value)
-                elif key != "role" and value is not None:
-                    message.setdefault(key, value)
-            if isinstance(choice.get("logprobs"), dict):
-                logprobs.extend(choice["logprobs"].get("content") or ())
-            finish = choice.get("finish_reason") or finish
-    for key, parts in texts.items():
-        message[key] = "".join(parts)
-    if calls:
-        message["tool_calls"] = [calls[i] for i in sorted(calls)]
-    completion["choices"] = [
-        {
-            "index": 0,
-            "message": message,
-            "logprobs": {"content": logprobs} if logprobs else None,
-            "finish_reason": finish or "stop",
-        }
-    ]
+            choices.setdefault(choice.get("index", 0), _Aggregate()).add(choice)
+    completion["choices"] = [choices[i].choice(i) for i in sorted(choices)] or [_Aggregate().choice(0)]
     return completion
+
+
+class _Aggregate:
+    """One choice's deltas, gathered into its message."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {"role": "assistant", "content": None}
+        self.texts: dict[str, list[str]] = {}
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.logprobs: list[Any] = []
+        self.finish: str | None = None
+
+    def add(self, choice: dict[str, Any]) -> None:
+        for key, value in (choice.get("delta") or {}).items():
+            if key == "tool_calls":
+                for call in value:
+                    _merge_call(self.calls.setdefault(call.get("index", len(self.calls)), {}), call)
+            elif key != "role" and isinstance(value, str):
+                self.texts.setdefault(key, []).append(value)
+            elif key != "role" and value is not None:
+                self.message.setdefault(key, value)
+        if isinstance(choice.get("logprobs"), dict):
+            self.logprobs.extend(choice["logprobs"].get("content") or ())
+        self.finish = choice.get("finish_reason") or self.finish
+
+    def choice(self, index: int) -> dict[str, Any]:
+        message = dict(self.message)
+        for key, parts in self.texts.items():
+            message[key] = "".join(parts)
+        if self.calls:
+            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+        return {
+            "index": index,
+            "message": message,
+            "logprobs": {"content": self.logprobs} if self.logprobs else None,
+            "finish_reason": self.finish or "stop",
+        }
 
 
 def _merge_call(into: dict[str, Any], part: dict[str, Any]) -> None:

@@ -189,7 +189,9 @@ def _tools(tools: Any, wire: Wire) -> list[dict[str, Any]]:
         raise BadRequest("'tools' must be an array", param="tools")
     chat: list[dict[str, Any]] = []
     for i, tool in enumerate(tools):
-        kind = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict):
+            raise BadRequest(f"'tools[{i}]' must be an object", param=f"tools[{i}]")
+        kind = tool.get("type")
         if kind == "namespace" and isinstance(tool.get("tools"), list):
             members = [
                 {**t, "name": f"{tool.get('name')}.{t.get('name')}"}
@@ -205,6 +207,8 @@ def _tools(tools: Any, wire: Wire) -> list[dict[str, Any]]:
         if not isinstance(name, str) or not name:
             raise BadRequest(f"'tools[{i}].name' must be a string", param=f"tools[{i}].name")
         description = tool.get("description") or ""
+        if not isinstance(description, str):
+            raise BadRequest(f"'tools[{i}].description' must be a string", param=f"tools[{i}].description")
         if kind == "custom":
             wire.custom_tools.add(name)
             parameters: Any = {
@@ -215,6 +219,10 @@ def _tools(tools: Any, wire: Wire) -> list[dict[str, Any]]:
             description = (description + "\n\nPass the whole text as `input`.").strip()
         else:
             parameters = tool.get("parameters") or {"type": "object", "properties": {}}
+            if not isinstance(parameters, dict):
+                raise BadRequest(
+                    f"'tools[{i}].parameters' must be a JSON schema object", param=f"tools[{i}].parameters"
+                )
         chat.append(
             {
                 "type": "function",

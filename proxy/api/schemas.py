@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -94,18 +96,24 @@ def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
             if role != "assistant":
                 raise BadRequest(f"'{param}.content' is required", param=f"{param}.content")
         elif isinstance(content, list):
-            for part in content:
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise BadRequest(
-                        f"'{param}.content' parts must be objects with a 'type'", param=f"{param}.content"
-                    )
+            for j, part in enumerate(content):
+                _check_part(part, f"{param}.content[{j}]")
         elif not isinstance(content, str):
             raise BadRequest(f"'{param}.content' must be a string or an array", param=f"{param}.content")
     _check_type(body, "stream", bool, "a boolean")
     _check_type(body, "stream_options", dict, "an object")
-    _check_type(body, "tools", list, "an array")
-    _check_type(body, "n", int, "an integer")
-    for name in ("max_tokens", "max_completion_tokens", "seed"):
+    check_tools(body.get("tools"))
+    _check_tool_choice(body.get("tool_choice"))
+    check_sampling(body)
+    _check_type(body, "response_format", dict, "an object")
+    for name in ("logprobs", "parallel_tool_calls"):
+        _check_type(body, name, bool, "a boolean")
+    return {**body, "model": resolve_model(body.get("model"), settings)}
+
+
+def check_sampling(body: dict[str, Any]) -> None:
+    """The sampling fields chats and completions share: numbers where numbers are meant."""
+    for name in ("n", "max_tokens", "max_completion_tokens", "seed", "top_logprobs"):
         _check_type(body, name, int, "an integer")
     for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty"):
         _check_type(body, name, (int, float), "a number")
@@ -114,9 +122,78 @@ def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
         raise BadRequest("'stop' must be a string or an array of strings", param="stop")
-    if (body.get("n") or 1) != 1 and settings.upstream_api == "ollama":
-        raise BadRequest("'n' above 1 is not supported by an Ollama upstream", param="n")
-    return {**body, "model": resolve_model(body.get("model"), settings)}
+
+
+def _check_part(part: Any, param: str) -> None:
+    """A content part: text is a string, an image's ``image_url`` an object with a ``url``."""
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        raise BadRequest(f"'{param}' must be an object with a 'type'", param=param)
+    if part["type"] == "text" and not isinstance(part.get("text"), str):
+        raise BadRequest(f"'{param}.text' must be a string", param=f"{param}.text")
+    if part["type"] == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image  # a bare string: some clients
+        if not isinstance(url, str) or not url:
+            raise BadRequest(f"'{param}.image_url.url' must be a string", param=f"{param}.image_url.url")
+
+
+def check_tools(tools: Any, param: str = "tools") -> None:
+    """Function tools as OpenAI and Ollama define them: ``{"type": "function", "function":
+    {"name", "description"?, "parameters"?}}`` (anything else makes some servers fail with 500)."""
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise BadRequest(f"'{param}' must be an array", param=param)
+    for i, tool in enumerate(tools):
+        where = f"{param}[{i}]"
+        if not isinstance(tool, dict):
+            raise BadRequest(f"'{where}' must be an object", param=where)
+        if tool.get("type") != "function":
+            raise BadRequest(f"'{where}.type' must be 'function'", param=f"{where}.type")
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            raise BadRequest(f"'{where}.function' must be an object", param=f"{where}.function")
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            raise BadRequest(f"'{where}.function.name' must be a string", param=f"{where}.function.name")
+        if function.get("description") is not None and not isinstance(function["description"], str):
+            raise BadRequest(
+                f"'{where}.function.description' must be a string", param=f"{where}.function.description"
+            )
+        if function.get("parameters") is not None and not isinstance(function["parameters"], dict):
+            raise BadRequest(
+                f"'{where}.function.parameters' must be a JSON schema object",
+                param=f"{where}.function.parameters",
+            )
+
+
+def _check_tool_choice(choice: Any) -> None:
+    """``none``, ``auto``, ``required``, or an object naming its type (a function by name)."""
+    if choice is None or choice in ("none", "auto", "required"):
+        return
+    if isinstance(choice, dict) and isinstance(choice.get("type"), str):
+        function = choice.get("function")
+        if choice["type"] != "function" or (
+            isinstance(function, dict) and isinstance(function.get("name"), str)
+        ):
+            return
+    raise BadRequest(
+        "'tool_choice' must be 'none', 'auto', 'required' or {\"type\": \"function\", "
+        '"function": {"name": ...}}',
+        param="tool_choice",
+    )
+
+
+def check_images(images: Any, param: str = "images") -> None:
+    """Ollama's images: an array of base64 strings."""
+    if images is None:
+        return
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise BadRequest(f"{param} must be an array of base64 strings", param=param)
+    for image in images:
+        try:
+            base64.b64decode(image, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"{param} must be an array of base64 strings", param=param) from None
 
 
 def validate_embeddings(body: dict[str, Any], settings: Settings) -> dict[str, Any]:

@@ -382,9 +382,9 @@ async def _rendered(
     chunks: AsyncIterator[dict[str, Any]], settings: Settings, call: ChatCall
 ) -> AsyncIterator[dict[str, Any]]:
     """The chunks with reasoning rendered, Open WebUI's source events on the first ones (if
-    asked), the sources footnote before the finish, and ``sources`` on the last chunk (the usage
-    chunk if the client asked for one)."""
-    renderer = ReasoningRenderer(settings.reasoning_format)
+    asked), the sources footnote before each choice's finish, and ``sources`` on the last chunk
+    (the usage chunk if the client asked for one). Each chunk carries one choice."""
+    renderers: dict[int, ReasoningRenderer] = {}  # by choice index (``n`` above 1)
     rag = call.rag
     events = retrieval.source_events(rag.passages) if rag.events else []
     async for chunk in chunks:
@@ -398,16 +398,20 @@ async def _rendered(
                 yield {**chunk, **rag.fields()}
             continue
         choice = choices[0]
+        index = choice.get("index", 0)
+        renderer = renderers.setdefault(index, ReasoningRenderer(settings.reasoning_format))
         if choice.get("finish_reason"):
             for carrier in _event_carriers(chunk, events):
                 yield carrier
             events = []
-            call.stats.finish_reason = choice["finish_reason"]
+            if index == 0 or call.stats.finish_reason is None:
+                call.stats.finish_reason = choice["finish_reason"]
             tail = renderer.close()
             if rag.footnote and rag.passages:
                 tail += retrieval.footnote(rag.passages)
             if tail:
-                yield {**chunk, "choices": [{"index": 0, "delta": {"content": tail}, "finish_reason": None}]}
+                tail_choice = {"index": index, "delta": {"content": tail}, "finish_reason": None}
+                yield {**chunk, "choices": [tail_choice]}
             if not call.include_usage:
                 chunk = {**chunk, **rag.fields()}
         else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
@@ -23,9 +23,16 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from proxy.logging import get_logger
 from proxy.settings import Settings, UpstreamApi
 
+log = get_logger("ragproxy.upstream")
+
 _JSON = {"content-type": "application/json"}
+KEEPALIVE = 32  # idle connections kept per upstream
+# How a request fails on a kept-alive connection the upstream closed just as it was reused
+# (llama-server closes some after a streamed reply while advertising keep-alive): nothing read.
+_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class Upstream:
@@ -54,11 +61,12 @@ class Upstream:
             trust_env=False,  # proxy variables must not reroute private prompts
             follow_redirects=False,
             timeout=httpx.Timeout(backstop, connect=settings.connect_timeout),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=32),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=KEEPALIVE),
             transport=transport,
         )
-        # What the last exchange said of the upstream: True (it answered), False (no connection,
-        # or HTTP 5xx), None (nothing asked yet); and when, in time.monotonic().
+        # What the last exchange said of the upstream: True (it answered, whatever the HTTP
+        # status: a 500 to one request says nothing of the next), False (no answer), None
+        # (nothing asked yet); and when, in time.monotonic().
         self.up: bool | None = None
         self.seen_at = 0.0
         # What the pool knows of it: the model names its last health check listed (None: not
@@ -105,17 +113,18 @@ class Upstream:
             deadline = self.first_byte_deadline()
         limit = max(deadline - time.monotonic(), 0.0)
         content = None if body is None else orjson.dumps(body)
+        request = self.http.build_request(
+            method, path, content=content, headers=_JSON if content is not None else None
+        )
         try:
             with anyio.fail_after(limit):
-                response = await self.http.request(
-                    method, path, content=content, headers=_JSON if content is not None else None
-                )
+                response = await self.send(request)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream did not answer {path} in {round(limit, 2):g} s") from None
         except httpx.HTTPError as exc:
             self.saw(False)
             raise map_transport_error(exc, self.base) from None
-        self.saw(response.status_code < 500)
+        self.saw(True)
         if response.status_code >= 400:
             raise map_status(response.status_code, response.content, response.headers)
         try:
@@ -143,13 +152,13 @@ class Upstream:
         )
         try:
             with anyio.fail_after(deadline - time.monotonic()):
-                response = await self.http.send(request, stream=True)
+                response = await self.send(request, stream=True)
         except TimeoutError:
             raise timed_out from None
         except httpx.HTTPError as exc:
             self.saw(False)
             raise map_transport_error(exc, self.base) from None
-        self.saw(response.status_code < 500)
+        self.saw(True)
         try:
             if response.status_code >= 400:
                 with anyio.move_on_after(self.settings.idle_timeout):
@@ -182,8 +191,40 @@ class Upstream:
             raise NotFound("/tokenize gave no tokens")
         return len(tokens)
 
+    async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """``request`` sent; sent again if it failed before any byte of a reply on a reused
+        connection (the upstream had closed it: the request was never read, so sending it again
+        is safe). A failure on a new connection, or after the reply began, raises."""
+        for _ in range(KEEPALIVE):  # each reused connection that fails is dropped from the pool
+            events: list[str] = []
+            request.extensions = {**request.extensions, "trace": _recorder(events)}
+            try:
+                return await self.http.send(request, stream=stream)
+            except _STALE as exc:
+                if not _reused_and_unanswered(events):
+                    raise
+                log.info("upstream.resent", upstream=self.base, path=request.url.path, error=repr(exc))
+        return await self.http.send(request, stream=stream)
+
     def model_path(self, model: str) -> str:
         return "/v1/models/" + quote(model, safe="")
+
+
+def _recorder(events: list[str]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpx ``trace`` callback noting the name of each connection event."""
+
+    async def record(name: str, info: dict[str, Any]) -> None:
+        events.append(name)
+
+    return record
+
+
+def _reused_and_unanswered(events: list[str]) -> bool:
+    """The request went out on a connection already open (no connect event; an injected
+    transport traces nothing, so no request event either) and no reply header came back."""
+    sent = any(name.startswith("http11.send_request") for name in events)
+    opened = any(name.startswith("connection.connect_") for name in events)
+    return sent and not opened and "http11.receive_response_headers.complete" not in events
 
 
 async def _timed_chunks(response: httpx.Response, deadline: float, idle: float) -> AsyncIterator[bytes]:
@@ -231,7 +272,12 @@ def upstream_message(content: bytes) -> str:
 
 
 def map_status(status: int, content: bytes, headers: httpx.Headers | None = None) -> ProxyError:
-    message = upstream_message(content) or f"upstream answered HTTP {status}"
+    error = _status_error(status, upstream_message(content) or f"upstream answered HTTP {status}")
+    error.upstream_status = status
+    return error
+
+
+def _status_error(status: int, message: str) -> ProxyError:
     if status in (400, 422):
         return BadRequest(message)
     if status == 404:

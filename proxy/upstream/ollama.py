@@ -32,7 +32,10 @@ _IMAGE_PREFIXES = (
 
 def chat_request(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat completion body as an Ollama ``/api/chat`` body (always streamed).
-    Unlike Ollama's own /v1 layer, unset sampling fields stay unset, so the model's own defaults hold."""
+    Unlike Ollama's own /v1 layer, unset sampling fields stay unset, so the model's own defaults hold.
+    Ollama makes one reply per request: ``n`` above 1 is refused, not quietly answered with one."""
+    if (body.get("n") or 1) != 1:
+        raise BadRequest("'n' above 1 is not supported by an Ollama upstream", param="n")
     messages = body["messages"]
     names = _tool_names(messages)
     request: dict[str, Any] = {

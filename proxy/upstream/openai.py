@@ -32,15 +32,14 @@ def _upstream_error(chunk: dict[str, Any]) -> UpstreamError:
 
 
 async def chat_chunks(raw: AsyncIterator[bytes], split_inline_think: bool) -> AsyncIterator[dict[str, Any]]:
-    """Upstream SSE as chunk dicts: one id and created, role in the first delta, reasoning in
-    ``reasoning_content``, the finish reason in a chunk of its own, usage last."""
+    """Upstream SSE as chunk dicts, one choice each (``n`` above 1: every choice, by its
+    ``index``): one id and created, role in each choice's first delta, reasoning in
+    ``reasoning_content``, each finish reason in a chunk of its own, usage last."""
     chunk_id: str | None = None
     created = 0
     model = None
-    first = True
-    finished = False
     usage: dict[str, Any] | None = None
-    splitter = ThinkSplitter() if split_inline_think else None
+    choices: dict[int, _Choice] = {}  # by index, in the order they first came
     saw_done = False
 
     async for chunk in _events(raw):
@@ -54,20 +53,48 @@ async def chat_chunks(raw: AsyncIterator[bytes], split_inline_think: bool) -> As
         chunk["id"], chunk["created"], chunk["object"] = chunk_id, created, "chat.completion.chunk"
         if chunk.get("usage"):
             usage = chunk.pop("usage")
-        choices = chunk.get("choices") or []
-        if not choices:
-            continue
-        choice = choices[0]
+        for choice in chunk.get("choices") or []:
+            index = choice.get("index") if isinstance(choice.get("index"), int) else 0
+            state = choices.setdefault(index, _Choice(split_inline_think))
+            for part in state.feed({**choice, "index": index}):
+                yield {**chunk, "choices": [part]}
+
+    base = {
+        "id": chunk_id or "chatcmpl-" + secrets.token_hex(12),
+        "object": "chat.completion.chunk",
+        "created": created or int(time.time()),
+        "model": model,
+    }
+    unfinished = [index for index, state in choices.items() if not state.finished] if choices else [0]
+    if unfinished and not saw_done:
+        raise UpstreamError("upstream ended the reply before it was done")
+    for index in unfinished:
+        yield {**base, "choices": [{"index": index, "delta": {}, "finish_reason": "stop"}]}
+    if usage is not None:
+        yield {**base, "choices": [], "usage": usage}
+
+
+class _Choice:
+    """One choice of the reply as it streams: whether its first delta went out, its inline
+    ``<think>`` split, whether it finished."""
+
+    def __init__(self, split_inline_think: bool) -> None:
+        self.first = True
+        self.finished = False
+        self.splitter = ThinkSplitter() if split_inline_think else None
+
+    def feed(self, choice: dict[str, Any]) -> list[dict[str, Any]]:
+        """The choice's parts to send: none for an empty delta, the finish apart from content."""
         delta = choice.get("delta") or {}
         reasoning = delta.pop("reasoning_content", None) or ""
         reasoning = reasoning or delta.pop("reasoning", None) or ""
         delta.pop("reasoning", None)
         finish = choice.get("finish_reason")
-        if splitter is not None:
+        if self.splitter is not None:
             content = delta.get("content")
-            more, content = splitter.feed(content) if isinstance(content, str) else ("", content)
+            more, content = self.splitter.feed(content) if isinstance(content, str) else ("", content)
             if finish:
-                tail_reasoning, tail_content = splitter.flush()
+                tail_reasoning, tail_content = self.splitter.flush()
                 more += tail_reasoning
                 content = (content or "") + tail_content
             reasoning += more
@@ -77,40 +104,20 @@ async def chat_chunks(raw: AsyncIterator[bytes], split_inline_think: bool) -> As
                 del delta["content"]
         if reasoning:
             delta["reasoning_content"] = reasoning
+        first, self.first = self.first, False
         if first:
             delta = {"role": "assistant", **delta}
             delta.setdefault("content", "")
         choice["delta"] = delta
-        if finish:
-            if first or any(delta.get(k) for k in _CONTENT_KEYS):
-                yield {**chunk, "choices": [{**choice, "finish_reason": None}, *choices[1:]]}
-            choice["delta"] = {}
-            choice.pop("logprobs", None)
-            finished = True
-            yield chunk
-        elif first or any(k != "role" for k in delta) or len(choices) > 1:
-            yield chunk
-        first = False
-
-    if not finished:
-        if not saw_done:
-            raise UpstreamError("upstream ended the reply before it was done")
-        yield {
-            "id": chunk_id or "chatcmpl-" + secrets.token_hex(12),
-            "object": "chat.completion.chunk",
-            "created": created or int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-        }
-    if usage is not None:
-        yield {
-            "id": chunk_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": usage,
-        }
+        if not finish:
+            return [choice] if first or any(k != "role" for k in delta) else []
+        self.finished = True
+        parts = []
+        if first or any(delta.get(k) for k in _CONTENT_KEYS):
+            parts.append({**choice, "finish_reason": None})
+        closing = {**choice, "delta": {}}
+        closing.pop("logprobs", None)
+        return [*parts, closing]
 
 
 def embed_request(body: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The upstreams as one pool: which one serves a request (it has the model, it answers, it is the
 least busy), the next one tried when it fails before the reply's first byte, and the health checks
-that keep what the pool knows (up or down, model lists) fresh."""
+that keep what the pool knows (up or down, model lists) fresh. Up means it answers HTTP: an error
+status to one request is that request's fate, not the server's."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ log = get_logger("ragproxy.upstream")
 
 T = TypeVar("T")
 
-# Failures that say nothing about the request, only about that upstream: another may answer.
+# Failures after which another upstream may answer. One that came as an HTTP answer (5xx, 429)
+# may be the request's own doing (a body the server chokes on): after such an answer the request
+# goes to one more upstream, not to every one.
 FAILOVER = (UpstreamUnavailable, UpstreamFailed, UpstreamOverloaded, UpstreamTimeout)
+ANSWERED_FAILOVERS = 1
 CHECK_TIMEOUT = 5.0  # seconds a health check waits for a model list
 CHECK_GAP = 0.5  # at least this long between two rounds of checks, however many failures wake them
 
@@ -102,12 +106,14 @@ class UpstreamPool:
     ) -> T:
         """``ask`` of the best upstream for ``model``; of the next if that one cannot answer."""
         members = self.candidates(model, api=api)
+        answered = 0  # failures that were HTTP answers
         for i, member in enumerate(members):
             member.in_flight += 1
             try:
                 return await ask(member)
             except FAILOVER as exc:
-                if i == len(members) - 1:
+                answered += exc.upstream_status is not None
+                if i == len(members) - 1 or answered > ANSWERED_FAILOVERS:
                     raise
                 self._failed(member, exc, members[i + 1])
             finally:
@@ -122,6 +128,7 @@ class UpstreamPool:
         upstream). Until its first item the next upstream is tried on failure; after it, nothing
         is retried: the failure raises from the iterator, for the client's wire to report."""
         members = self.candidates(model)
+        failed_answers = 0  # failures that were HTTP answers
         for i, member in enumerate(members):
             answered = False
             member.in_flight += 1
@@ -138,7 +145,8 @@ class UpstreamPool:
                 if answered:  # too late for another: the client has part of this reply
                     self._wake.set()
                     raise
-                if i == len(members) - 1:
+                failed_answers += exc.upstream_status is not None
+                if i == len(members) - 1 or failed_answers > ANSWERED_FAILOVERS:
                     raise
                 self._failed(member, exc, members[i + 1])
             finally:
@@ -164,9 +172,9 @@ class UpstreamPool:
         return await _each(self.members, lambda member: member.probe(deadline))
 
     def _failed(self, member: Upstream, exc: ProxyError, then: Upstream) -> None:
+        """One that could not be reached is already marked down; whether one that timed out or
+        answered with an error still serves is for the health checks to say."""
         log.warning("upstream.failover", upstream=member.base, error=str(exc)[:200], next=then.base)
-        if not isinstance(exc, UpstreamOverloaded):  # busy is not down
-            member.saw(False)
         self._wake.set()  # the health checks look again now
 
     # -- health checks ---------------------------------------------------------------------------------
@@ -191,7 +199,7 @@ class UpstreamPool:
         try:
             names = await model_names(member, time.monotonic() + CHECK_TIMEOUT)
         except ProxyError as exc:
-            if isinstance(exc, FAILOVER):
+            if isinstance(exc, FAILOVER) and exc.upstream_status is None:  # no answer at all
                 member.saw(False)
                 if was is not False:
                     log.warning("upstream.down", upstream=member.base, error=str(exc)[:200])

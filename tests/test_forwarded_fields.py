@@ -1,0 +1,143 @@
+"""What ragproxy forwards is checked first: a malformed tool, image or completion field is a 400
+in the wire's own error shape, naming the field, and the upstream is never asked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import ragproxy
+from tests.stub_upstream import StubUpstream
+from tests.test_chat_wire import PROMPT
+from tests.test_failures import assert_error
+
+FUNCTION = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+CHAT = {"model": "tiny", "messages": PROMPT, "max_tokens": 3}
+COMPLETION = {"model": "tiny", "prompt": "def f(", "max_tokens": 3}
+RESPONSES = {"model": "tiny", "input": "hi"}
+MESSAGES = {"model": "tiny", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}
+OLLAMA_CHAT = {"model": "tiny", "messages": PROMPT}
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[tuple[StubUpstream, str]]:
+    with StubUpstream() as upstream, ragproxy(upstream=upstream.url, upstream_api="openai") as base:
+        yield upstream, base
+
+
+def _image(url: Any) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
+
+
+OPENAI_CASES = [
+    ("/v1/chat/completions", {**CHAT, "tools": [1]}, "tools[0]"),
+    ("/v1/chat/completions", {**CHAT, "tools": [{"type": "function"}]}, "tools[0].function"),
+    ("/v1/chat/completions", {**CHAT, "tools": [{**FUNCTION, "type": "tool"}]}, "tools[0].type"),
+    (
+        "/v1/chat/completions",
+        {**CHAT, "tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}]},
+        "tools[0].function.parameters",
+    ),
+    ("/v1/chat/completions", {**CHAT, "tools": [FUNCTION], "tool_choice": 5}, "tool_choice"),
+    ("/v1/chat/completions", {**CHAT, "tool_choice": {"type": "function"}}, "tool_choice"),
+    ("/v1/chat/completions", {**CHAT, "messages": _image(5)}, "messages[0].content[0].image_url.url"),
+    (
+        "/v1/chat/completions",
+        {**CHAT, "messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}]},
+        "messages[0].content[0].text",
+    ),
+    ("/v1/chat/completions", {**CHAT, "temperature": "hot"}, "temperature"),
+    ("/v1/chat/completions", {**CHAT, "logprobs": "yes"}, "logprobs"),
+    ("/v1/completions", {**COMPLETION, "prompt": [{}]}, "prompt"),
+    ("/v1/completions", {**COMPLETION, "prompt": []}, "prompt"),
+    ("/v1/completions", {**COMPLETION, "prompt": ["a", 1]}, "prompt"),
+    ("/v1/completions", {**COMPLETION, "suffix": 3}, "suffix"),
+    ("/v1/completions", {**COMPLETION, "stop": [1]}, "stop"),
+    ("/v1/completions", {**COMPLETION, "temperature": "hot"}, "temperature"),
+    ("/v1/completions", {**COMPLETION, "max_tokens": 1.5}, "max_tokens"),
+    ("/v1/completions", {**COMPLETION, "echo": "yes"}, "echo"),
+    ("/v1/responses", {**RESPONSES, "tools": [1]}, "tools[0]"),
+    (
+        "/v1/responses",
+        {**RESPONSES, "tools": [{"type": "custom", "name": "f", "description": 5}]},
+        "tools[0].description",
+    ),
+    (
+        "/v1/responses",
+        {**RESPONSES, "tools": [{"type": "function", "name": "f", "parameters": "x"}]},
+        "tools[0].parameters",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "param"), OPENAI_CASES)
+def test_openai_wires_name_the_bad_field(
+    stub: tuple[StubUpstream, str], path: str, body: Any, param: str
+) -> None:
+    upstream, base = stub
+    asked = len(upstream.paths)
+    assert_error(httpx.post(base + path, json=body, timeout=30), 400, "invalid_request_error", param=param)
+    assert upstream.paths[asked:] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({**MESSAGES, "tools": [1]}, "tools.0"),
+        ({**MESSAGES, "tools": [{"name": "f", "input_schema": "x"}]}, "tools.0.input_schema"),
+    ],
+)
+def test_anthropic_wire_names_the_bad_field(stub: tuple[StubUpstream, str], body: Any, named: str) -> None:
+    upstream, base = stub
+    asked = len(upstream.paths)
+    reply = httpx.post(base + "/v1/messages", json=body, timeout=30)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert named in error["error"]["message"]
+    assert upstream.paths[asked:] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "named"),
+    [
+        ("/api/chat", {**OLLAMA_CHAT, "tools": [1]}, "tools[0]"),
+        (
+            "/api/chat",
+            {**OLLAMA_CHAT, "tools": [{"type": "function", "function": {}}]},
+            "tools[0].function.name",
+        ),
+        ("/api/chat", {**OLLAMA_CHAT, "messages": [{**PROMPT[0], "images": ["not base64!"]}]}, "images"),
+        ("/api/generate", {"model": "tiny", "prompt": "hi", "images": [1]}, "images"),
+        ("/api/generate", {"model": "tiny", "prompt": "hi", "images": ["%%%"]}, "images"),
+    ],
+)
+def test_ollama_wire_names_the_bad_field(
+    stub: tuple[StubUpstream, str], path: str, body: Any, named: str
+) -> None:
+    upstream, base = stub
+    asked = len(upstream.paths)
+    reply = httpx.post(base + path, json=body, timeout=30)
+    assert reply.status_code == 400, reply.text
+    assert set(reply.json()) == {"error"} and named in reply.json()["error"]
+    assert upstream.paths[asked:] == []
+
+
+def test_well_formed_fields_still_go_through(stub: tuple[StubUpstream, str]) -> None:
+    _, base = stub
+    good = [
+        ("/v1/chat/completions", {**CHAT, "tools": [FUNCTION], "tool_choice": "auto"}),
+        (
+            "/v1/chat/completions",
+            {**CHAT, "tools": [FUNCTION], "tool_choice": {**FUNCTION, "function": {"name": "f"}}},
+        ),
+        ("/v1/chat/completions", {**CHAT, "messages": _image("data:image/png;base64,iVBORw0KGgo=")}),
+        ("/v1/completions", {**COMPLETION, "prompt": [[1, 2, 3]], "stop": ["\n"], "temperature": 0}),
+        ("/api/chat", {**OLLAMA_CHAT, "stream": False, "tools": [FUNCTION]}),
+    ]
+    for path, body in good:
+        reply = httpx.post(base + path, json=body, timeout=30)
+        assert reply.status_code == 200, (path, reply.text)
