@@ -7,6 +7,7 @@ one kind of line, each with its ``logger`` and ``level``."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any, TextIO
 
@@ -20,8 +21,31 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 _CHATTY = ("httpx", "httpcore")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _dumps(obj: Any, default: Any = None) -> str:
-    return orjson.dumps(obj, default=default).decode()
+    try:
+        return orjson.dumps(obj, default=default).decode()
+    except TypeError:  # a lone surrogate: a file name that is not UTF-8, quoted in a message
+        return orjson.dumps(_printable(obj), default=default).decode()
+
+
+def _printable(obj: Any) -> Any:
+    """``obj`` with each lone surrogate written out: the byte a file name held as ``\\xNN``
+    (as the index shows such names), any other as ``\\uNNNN``."""
+    if isinstance(obj, str):
+        return _SURROGATE.sub(_escaped, obj)
+    if isinstance(obj, dict):
+        return {_printable(key): _printable(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_printable(value) for value in obj]
+    return obj
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:

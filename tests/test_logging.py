@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from typing import Any
 
 import orjson
@@ -50,3 +51,14 @@ def test_uvicorn_access_log_stays_off() -> None:
     uvicorn_config(lambda *_: None, Settings(host="127.0.0.1", port=1))  # type: ignore[arg-type]
     access = logging.getLogger("uvicorn.access")
     assert not access.handlers and access.propagate is False
+
+
+def test_a_file_name_that_is_not_utf8_is_logged_with_its_bytes_written_out(captured: io.StringIO) -> None:
+    """orjson refuses lone surrogates, which is how Python holds such a name: the line is kept."""
+    name = os.fsdecode(b"\xb2\xe2\xca\xd4.txt")  # GBK bytes, as a Windows zip leaves them
+    get_logger("ragproxy.index").warning("index.failed", error=f"cannot read {name}", paths=[name])
+    logging.getLogger("watchdog.observers").error("lost %s", name)
+    events = lines(captured)
+    assert [e["event"] for e in events] == ["index.failed", "lost \\xb2\\xe2\\xca\\xd4.txt"]
+    assert events[0]["error"] == "cannot read \\xb2\\xe2\\xca\\xd4.txt"
+    assert events[0]["paths"] == ["\\xb2\\xe2\\xca\\xd4.txt"]
