@@ -149,8 +149,9 @@ class Settings:
     api_keys: tuple[str, ...] = _setting(
         (),
         "API key clients must send (Authorization: Bearer or x-api-key), repeatable; KEY@A:B limits "
-        "a key to collections A and B; sha256:HEX stores only the key's hash (ragproxy hash-key). "
-        "Required when listening on a non-loopback address.",
+        "a key to collections A and B; sha256:HEX stores only the key's hash (ragproxy hash-key), the "
+        "way to give a key holding characters other than letters, digits and ._~+/=-. Required when "
+        "listening on a non-loopback address.",
         metavar="KEY[@COLLECTION:...]",
         alias="--api-key",
         secret=True,
