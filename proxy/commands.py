@@ -15,6 +15,7 @@ from proxy.errors import ConfigError
 from proxy.index.indexer import ScanReport
 from proxy.index.service import IndexService, open_index
 from proxy.logging import configure_logging
+from proxy.printable import printable
 from proxy.progress import progress_for
 from proxy.settings import Settings
 
@@ -150,13 +151,13 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
             if c["last_update"]
             else "never"
         )
-        print(f"{c['name']}: {c['root']}")
+        print(f"{printable(c['name'])}: {printable(c['root'])}")
         print(
             f"  {c['documents']} documents, {c['chunks']} chunks, "
             f"{c['pending_vectors']} waiting for vectors, last update {updated}"
         )
         for skip in c["skipped"]:
-            print(f"  skipped {skip['path']}: {skip['reason']}")
+            print(f"  skipped {printable(skip['path'])}: {printable(skip['reason'])}")
     return 0
 
 

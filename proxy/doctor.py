@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import httpx
 
-from proxy.api.security import is_loopback
+from proxy.api.security import is_loopback, key_limits
 from proxy.errors import ConfigError
 from proxy.index.db import Error as DatabaseError
 from proxy.index.db import connect
@@ -94,6 +94,7 @@ def diagnose(settings: Settings) -> list[Finding]:
     findings.append(check_inotify(settings))
     findings.append(check_port(settings))
     findings.append(check_keys(settings))
+    findings += check_key_collections(settings)
     return findings
 
 
@@ -456,6 +457,35 @@ def check_keys(settings: Settings) -> Finding:
             "set --api-key (or RAGPROXY_API_KEYS), or --host 127.0.0.1",
         )
     return Finding("access", "OK", f"listening on {settings.host} with {len(settings.api_keys)} API keys")
+
+
+def check_key_collections(settings: Settings) -> list[Finding]:
+    """A key limited to a collection the index does not have (nor a --docs folder makes) reads
+    nothing there: a misspelt name, or a key whose own '@' was taken for the collections."""
+    try:
+        limits = key_limits(settings.api_keys)
+    except ConfigError as exc:
+        return [Finding("api keys", "FAIL", str(exc), "fix the entry: serve refuses to start with it")]
+    known = {name or folder.name for name, folder in settings.doc_folders()}
+    if limits and settings.index_exists():
+        try:
+            store = open_store(settings.database, readonly=True)
+            try:
+                known |= set(store.collections())
+            finally:
+                store.close()
+        except (ConfigError, DatabaseError):
+            return []  # the index check says why it cannot be read
+    return [
+        Finding(
+            "api keys",
+            "WARN",
+            f"key {redacted} is limited to {', '.join(map(repr, missing))}, which the index does not have",
+            "check the names after '@' (ragproxy status lists the collections)",
+        )
+        for redacted, collections in limits
+        if (missing := [name for name in collections if name not in known])
+    ]
 
 
 def run(settings: Settings, *, as_json: bool, write: Callable[[str], Any] = print) -> int:

@@ -131,6 +131,16 @@ class Settings:
         120.0, "Seconds allowed between two chunks of a streamed reply. There is no total-duration limit."
     )
     max_body_size: int = _setting(10 * 1024 * 1024, "Largest request body accepted, in bytes (413 above).")
+    header_timeout: float = _setting(
+        10.0,
+        "Seconds a client may take to send a request's line and headers, from its first byte; past "
+        "it the connection is closed (408).",
+    )
+    keep_alive_timeout: float = _setting(
+        5.0,
+        "Seconds a connection may stay open without sending a request, before its first request and "
+        "between two.",
+    )
     db: str = _setting(
         "",
         "The index: a SQLite file's path, or a PostgreSQL URL (postgresql://user@host/dbname, with "
@@ -139,8 +149,9 @@ class Settings:
     api_keys: tuple[str, ...] = _setting(
         (),
         "API key clients must send (Authorization: Bearer or x-api-key), repeatable; KEY@A:B limits "
-        "a key to collections A and B; sha256:HEX stores only the key's hash (ragproxy hash-key). "
-        "Required when listening on a non-loopback address.",
+        "a key to collections A and B; sha256:HEX stores only the key's hash (ragproxy hash-key), the "
+        "way to give a key holding characters other than letters, digits and ._~+/=-. Required when "
+        "listening on a non-loopback address.",
         metavar="KEY[@COLLECTION:...]",
         alias="--api-key",
         secret=True,
@@ -277,6 +288,8 @@ class Settings:
             "first_byte_timeout",
             "idle_timeout",
             "max_body_size",
+            "header_timeout",
+            "keep_alive_timeout",
             "port",
             "chunk_tokens",
             "max_file_size",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from proxy.doctor import check_inotify
+from proxy.index.service import IndexService
 from proxy.settings import Settings
 from tests.conftest import CHAT_MODEL
 from tests.servers import Server, free_port
@@ -165,3 +166,32 @@ def test_inotify_limit(tmp_path: Path, limit: str, status: str) -> None:
     finding = check_inotify(Settings(docs=(str(tmp_path / "docs"),)), tmp_path / "limit")
     assert finding.status == status and "3 directories" in finding.detail
     assert status == "OK" or "sysctl fs.inotify.max_user_watches=" in finding.fix
+
+
+def test_a_key_limited_to_a_collection_the_index_lacks_is_flagged(tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "more").mkdir()
+    db = tmp_path / "i.db"
+    service = IndexService(Settings(db=str(db)))
+    try:
+        service.add_folders([("notes", tmp_path / "notes")])
+    finally:
+        service.close()
+    base = (
+        "--upstream",
+        f"http://127.0.0.1:{free_port()}",
+        "--db",
+        str(db),
+        "--docs",
+        f"more={tmp_path / 'more'}",
+    )
+    # 'sk-p@ssword' is read as the key 'sk-p' limited to a collection 'ssword'
+    result = doctor(*base, "--api-key", "k-1234@notes:more", "--api-key", "sk-p@ssword")
+    (flagged,) = [line for line in result.stdout.splitlines() if "api keys:" in line]
+    assert flagged.startswith("WARN") and "limited to 'ssword', which the index does not have" in flagged
+    assert "ssword" not in flagged.partition("limited to")[0]  # the entry is shown redacted
+    refused = doctor(*base, "--api-key", "sk-p@ss@notes")
+    assert [line for line in refused.stdout.splitlines() if line.startswith("FAIL  api keys:")], (
+        refused.stdout
+    )
+    assert refused.returncode == 1

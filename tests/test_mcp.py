@@ -4,6 +4,7 @@ collections apply as on the HTTP APIs."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 import anyio
 import httpx
 import httpx2
+import orjson
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -200,3 +202,18 @@ def test_mcp_needs_a_valid_key(guarded_index: str) -> None:
         assert CANARY_A not in reply.text and CANARY_B not in reply.text
     with pytest.raises(Exception):  # the SDK's client gets the 401 too  # noqa: B017
         run_http(base, check_the_manuals)
+
+
+def test_mcp_requests_are_logged_with_their_own_path(tmp_path: Path, captured: io.StringIO) -> None:
+    with ragproxy(db=str(tmp_path / "none.db")) as base:
+
+        async def session(client: Client) -> None:
+            await client.list_tools()
+
+        run_http(base, session)
+        httpx.get(base + "/mcp")
+        httpx.post(base + "/mcp/x", json={})
+    requests = [orjson.loads(line) for line in captured.getvalue().splitlines()]
+    paths = {(r["method"], r["path"], r["status"]) for r in requests if r.get("event") == "request"}
+    assert {("POST", "/mcp", 200), ("GET", "/mcp", 405), ("POST", "/mcp/x", 404)} <= paths, paths
+    assert not [p for p in paths if p[1] == "/"], paths

@@ -4,6 +4,7 @@ systemd unit."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import re
@@ -21,6 +22,8 @@ import openai
 import orjson
 import pytest
 
+from proxy.api.security import hash_key, parse_keys
+from proxy.errors import ConfigError
 from proxy.index.service import IndexService
 from proxy.settings import Settings
 from tests.conftest import CHAT_MODEL, UpstreamLog
@@ -361,3 +364,38 @@ def test_system_unit_verifies_and_scores_at_most_2(
     assert re.sub(r"(?m)^(ExecStart|EnvironmentFile|BindReadOnlyPaths)=.*\n", "", reference) == re.sub(
         r"(?m)^(ExecStart|EnvironmentFile|BindReadOnlyPaths)=.*\n", "", text
     )
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("pass@word-1234@notes", "more than one '@'"),
+        ("pass!word-1234", r"a key may hold letters, digits and \. _ ~ \+ / = - only"),
+        ("pass:word-1234@notes", "a key may hold"),
+        ("password-1234@notes:", "names an empty collection"),
+        ("password-1234@", "names an empty collection"),
+        ("@notes", "an API key is empty"),
+    ],
+)
+def test_an_ambiguous_key_entry_is_refused_naming_it_redacted(entry: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        parse_keys((entry,))
+    assert "word-1234" not in str(refused.value)  # the entry is named, the key not shown
+
+
+def test_a_key_holding_any_character_is_given_by_its_hash() -> None:
+    key = "p@ss:w0rd!-1234"
+    (parsed,) = parse_keys((hash_key(key) + "@notes",))
+    assert parsed.digest == hashlib.sha256(key.encode()).digest() and parsed.collections == ("notes",)
+    plain, limited = parse_keys(("sk-A1b2_c3.d4~e5+f6/g7=", "sk-A1b2@notes:manuals"))
+    assert plain.collections is None and limited.collections == ("notes", "manuals")
+
+
+def test_serve_refuses_an_ambiguous_key_with_a_clear_message() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", "--upstream", "http://127.0.0.1:9", "--api-key", "a@b@c"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "more than one '@'" in result.stderr, result.stderr

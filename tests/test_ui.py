@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -11,7 +13,7 @@ import httpx
 
 from tests.conftest import CHAT_MODEL, sdk
 from tests.ragdocs import DOCS, QUESTION
-from tests.servers import Server
+from tests.servers import Server, ragproxy
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -96,3 +98,24 @@ def test_keys_and_escaped_file_names(
         narrow = httpx.get(url + "/ui/", auth=("", "narrow"), timeout=30).text
         assert "<b>notes</b>" not in narrow  # a collection the key may not read
         assert "<h2>Recent requests</h2>" not in narrow  # nor other people's requests
+
+
+def test_control_and_bidi_characters_in_names_are_shown_escaped(tmp_path: Path) -> None:
+    """U+202E turns 'invoice<RLO>fdp.exe' into 'invoiceexe.pdf' on screen; an ESC in a file
+    name would drive the terminal that runs ``ragproxy status``."""
+    folder = tmp_path / "notes\u202etxt"
+    folder.mkdir()
+    (folder / "invoice\u202efdp.exe.md").write_text("# Invoice\n\nThe otter owes three fish.\n")
+    (folder / "clear\x1b[2J.bin").write_bytes(b"\x00\x01")  # skipped: its name and reason listed
+    db = str(tmp_path / "index.db")
+    command = [sys.executable, "-m", "proxy"]
+    indexed = subprocess.run([*command, "index", str(folder), "--db", db], capture_output=True, timeout=300)
+    assert indexed.returncode == 0, indexed.stderr
+    status = subprocess.run([*command, "status", "--db", db], capture_output=True, text=True, timeout=60)
+    assert "notes\\u202etxt: " in status.stdout and "skipped clear\\x1b[2J.bin" in status.stdout
+    assert "\x1b" not in status.stdout and "\u202e" not in status.stdout, status.stdout
+    with ragproxy(db=db, upstream="http://127.0.0.1:9") as url:
+        page = httpx.get(url + "/ui/", params={"q": "How many fish does the otter owe?"}, timeout=60).text
+    assert "<b>notes\\u202etxt</b>" in page and "clear\\x1b[2J.bin" in page
+    assert "invoice\\u202efdp.exe.md" in page  # the passage found
+    assert "\x1b" not in page and "\u202e" not in page

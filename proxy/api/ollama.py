@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Send
 
 from proxy.api import ollama_wire
+from proxy.api.embedding import LOCAL_STEP, UPSTREAM_STEP, EmbedStep, check_inputs, embed_in_steps
 from proxy.api.ollama_manage import forward
 from proxy.api.openai import augment_request, sources_header
 from proxy.api.openapi import (
@@ -301,31 +302,41 @@ async def embed(request: AnyRequest) -> Any:
     texts = [texts] if isinstance(texts, str) else texts
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise ProxyError("input must be a string or an array of strings", status=400)
+    check_inputs(texts)
     embedder = await _local_embedder(request, model)
+    step: EmbedStep
     if embedder is not None:
-        vectors = await anyio.to_thread.run_sync(lambda: embedder.embed_documents(texts)) if texts else []
-        return {
-            "model": model,
-            "embeddings": vectors,
-            "total_duration": 0,
-            "load_duration": 0,
-            "prompt_eval_count": sum(estimate_tokens(t) for t in texts),
-        }
-    return await pool.call(model, lambda upstream: _embed_upstream(upstream, body, model, texts))
 
+        async def step(batch: list[str]) -> tuple[list[list[float]], int]:
+            vectors = await anyio.to_thread.run_sync(lambda: embedder.embed_documents(batch))
+            return vectors, sum(estimate_tokens(t) for t in batch)
+    else:
 
-async def _embed_upstream(upstream: Upstream, body: dict[str, Any], model: str, texts: list[str]) -> Any:
-    if upstream.api == "ollama":
-        return await upstream.post_json("/api/embed", body)
-    reply = await upstream.post_json("/v1/embeddings", openai.embed_request({"model": model, "input": texts}))
-    data = sorted(reply.get("data") or [], key=lambda item: item.get("index", 0))
+        async def step(batch: list[str]) -> tuple[list[list[float]], int]:
+            return await pool.call(
+                model, lambda upstream: _embed_upstream(upstream, {**body, "input": batch})
+            )
+
+    vectors, tokens = await embed_in_steps(
+        request, texts, step, UPSTREAM_STEP if embedder is None else LOCAL_STEP
+    )
     return {
         "model": model,
-        "embeddings": [item["embedding"] for item in data],
+        "embeddings": vectors,
         "total_duration": 0,
         "load_duration": 0,
-        "prompt_eval_count": int((reply.get("usage") or {}).get("prompt_tokens") or 0),
+        "prompt_eval_count": tokens,
     }
+
+
+async def _embed_upstream(upstream: Upstream, body: dict[str, Any]) -> tuple[list[list[float]], int]:
+    if upstream.api == "ollama":
+        reply = await upstream.post_json("/api/embed", body)
+        return reply.get("embeddings") or [], int(reply.get("prompt_eval_count") or 0)
+    request = openai.embed_request({"model": body["model"], "input": body["input"]})
+    reply = await upstream.post_json("/v1/embeddings", request)
+    data = sorted(reply.get("data") or [], key=lambda item: item.get("index", 0))
+    return [item["embedding"] for item in data], int((reply.get("usage") or {}).get("prompt_tokens") or 0)
 
 
 @post("/api/embeddings", status_code=200, operation_class=documented(OLLAMA_EMBEDDINGS))
@@ -338,20 +349,33 @@ async def embeddings(request: AnyRequest) -> Any:
         raise ProxyError("model is required", status=400)
     if not isinstance(prompt, str):
         raise ProxyError("prompt must be a string", status=400)
+    check_inputs([prompt], param="prompt")
     embedder = await _local_embedder(request, model)
+    step: EmbedStep
     if embedder is not None:
-        vector = await anyio.to_thread.run_sync(lambda: embedder.embed_documents([prompt])[0])
-        return {"embedding": vector}
-    return await pool.call(model, lambda upstream: _legacy_embedding(upstream, body, model, prompt))
+
+        async def step(batch: list[str]) -> tuple[list[list[float]], int]:
+            return await anyio.to_thread.run_sync(lambda: embedder.embed_documents(batch)), 0
+    else:
+
+        async def step(batch: list[str]) -> tuple[list[list[float]], int]:
+            vector = await pool.call(model, lambda upstream: _legacy_embedding(upstream, body, model, prompt))
+            return [vector], 0
+
+    (vector,), _ = await embed_in_steps(request, [prompt], step, 1)
+    return {"embedding": vector}
 
 
-async def _legacy_embedding(upstream: Upstream, body: dict[str, Any], model: str, prompt: str) -> Any:
+async def _legacy_embedding(upstream: Upstream, body: dict[str, Any], model: str, prompt: str) -> list[float]:
     if upstream.api == "ollama":
-        return await upstream.post_json("/api/embeddings", body)
-    reply = await upstream.post_json(
-        "/v1/embeddings", openai.embed_request({"model": model, "input": [prompt]})
-    )
-    return {"embedding": (reply.get("data") or [{}])[0].get("embedding", [])}
+        reply = await upstream.post_json("/api/embeddings", body)
+    else:
+        answer = await upstream.post_json(
+            "/v1/embeddings", openai.embed_request({"model": model, "input": [prompt]})
+        )
+        reply = {"embedding": (answer.get("data") or [{}])[0].get("embedding", [])}
+    vector: list[float] = reply.get("embedding") or []
+    return vector
 
 
 # -- errors in Ollama's shape -----------------------------------------------------------------------

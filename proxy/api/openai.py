@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import sys
 from array import array
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,6 +15,7 @@ from litestar import Request, get, post
 from litestar.params import FromPath
 from litestar.types import ASGIApp
 
+from proxy.api.embedding import LOCAL_STEP, UPSTREAM_STEP, EmbedStep, check_inputs, embed_in_steps
 from proxy.api.openapi import OPENAI_CHAT, OPENAI_EMBEDDINGS, documented
 from proxy.api.requestlog import note_sources, request_record
 from proxy.api.responders import ChatResponder, OpenChunks
@@ -215,11 +216,25 @@ async def embeddings(request: AnyRequest) -> dict[str, Any]:
     settings, pool = _parts(request)
     body = await read_checked(request, lambda raw: validate_embeddings(raw, settings))
     request_record(request.scope).update(model=body["model"])
+    given = body["input"]
+    single = isinstance(given, str) or all(isinstance(t, int) for t in given)  # a text or one token array
+    inputs = [given] if single else given
+    check_inputs(inputs)
     index = request.app.state.index
-    if index is not None and index.serves_model(body["model"]):
-        vectors, tokens = await anyio.to_thread.run_sync(lambda: _embed_locally(index, body))
+    step: EmbedStep
+    local = index is not None and index.serves_model(body["model"])
+    if local:
+        embed = await anyio.to_thread.run_sync(lambda: _local_embedding(index, body, inputs))  # may load it
+
+        async def step(batch: list[Any]) -> tuple[list[list[float]], int]:
+            return await anyio.to_thread.run_sync(lambda: embed(batch))
     else:
-        vectors, tokens = await pool.call(body["model"], lambda upstream: _embed_upstream(upstream, body))
+
+        async def step(batch: list[Any]) -> tuple[list[list[float]], int]:
+            part = {**body, "input": batch}
+            return await pool.call(body["model"], lambda upstream: _embed_upstream(upstream, part))
+
+    vectors, tokens = await embed_in_steps(request, inputs, step, LOCAL_STEP if local else UPSTREAM_STEP)
     as_base64 = body.get("encoding_format") == "base64"
     data = [
         {"object": "embedding", "index": i, "embedding": _base64(v) if as_base64 else v}
@@ -244,20 +259,24 @@ async def _embed_upstream(upstream: Upstream, body: dict[str, Any]) -> tuple[lis
     return vectors, int((reply.get("usage") or {}).get("prompt_tokens") or 0)
 
 
-def _embed_locally(index: IndexService, body: dict[str, Any]) -> tuple[list[list[float]], int]:
-    """``input_type`` (an extension some APIs share): "query" embeds search queries, anything
-    else passages, with the prefixes the model needs."""
-    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
-    if not all(isinstance(text, str) for text in texts):
+def _local_embedding(
+    index: IndexService, body: dict[str, Any], inputs: list[Any]
+) -> Callable[[list[str]], tuple[list[list[float]], int]]:
+    """What embeds a step of ``inputs`` with the index's embedder, once the request is known to
+    suit it. ``input_type`` (an extension some APIs share): "query" embeds search queries,
+    anything else passages, with the prefixes the model needs."""
+    if not all(isinstance(text, str) for text in inputs):
         raise BadRequest("the index's embedder reads text, not token arrays", param="input")
     embedder = index.embedder
     if body.get("dimensions") not in (None, embedder.dim):
         raise BadRequest(f"{embedder.name} has {embedder.dim} dimensions", param="dimensions")
-    if body.get("input_type") == "query":
-        vectors = [embedder.embed_query(text) for text in texts]
-    else:
-        vectors = embedder.embed_documents(texts)
-    return vectors, sum(estimate_tokens(text) for text in texts)
+    as_query = body.get("input_type") == "query"
+
+    def embed(texts: list[str]) -> tuple[list[list[float]], int]:
+        vectors = [embedder.embed_query(t) for t in texts] if as_query else embedder.embed_documents(texts)
+        return vectors, sum(estimate_tokens(text) for text in texts)
+
+    return embed
 
 
 def _base64(vector: list[float]) -> str:

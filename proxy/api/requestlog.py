@@ -62,6 +62,7 @@ class RequestLogMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else secrets.token_hex(8)
         record = request_record(scope)
+        path = scope["path"]  # as asked: a mounted app (/mcp) is handed the path inside the mount
         started = time.perf_counter()
         status = 0
         first_byte: float | None = None
@@ -82,7 +83,7 @@ class RequestLogMiddleware:
             ended = time.perf_counter()
             fields: dict[str, Any] = {
                 "method": scope.get("method"),
-                "path": scope["path"],
+                "path": path,
                 "status": status,
                 "duration_ms": round((ended - started) * 1000, 2),
             }
@@ -90,11 +91,14 @@ class RequestLogMiddleware:
                 fields["first_byte_ms"] = round((first_byte - started) * 1000, 2)
             fields.update(record)
             log.info("request", **fields)
-            if self.recent is not None and not scope["path"].startswith(UNLISTED):
+            if self.recent is not None and not path.startswith(UNLISTED):
                 sources = scope.get("state", {}).get(SOURCES_KEY) or []
                 self.recent.add({"time": time.time(), **fields, "sources": sources})
             if self.metrics is not None:
                 self.metrics.observe(
-                    scope, status, None if first_byte is None else first_byte - started, record
+                    {**scope, "path": path},
+                    status,
+                    None if first_byte is None else first_byte - started,
+                    record,
                 )
             structlog.contextvars.unbind_contextvars("request_id")

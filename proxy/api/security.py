@@ -9,6 +9,7 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import re
 from dataclasses import dataclass
 
 import orjson
@@ -43,33 +44,59 @@ def hash_key(key: str) -> str:
     return HASH_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
+# A key as written in an entry. '@' and ':' separate the collections, so a key holding them
+# (or anything else outside this set) is refused rather than cut: such a key is given by its
+# hash, which ``ragproxy hash-key`` prints from the whole key.
+KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._~+/=-]+")
+
+
 def parse_keys(entries: tuple[str, ...]) -> list[ApiKey]:
     """``KEY``, ``KEY@A:B`` (limited to collections A and B), or the same with ``sha256:HEX``
     in place of the key."""
-    keys = []
-    for entry in entries:
-        secret, sep, names = _split_entry(entry)
-        if not secret:
-            raise ConfigError("an API key is empty")
-        collections = tuple(n.strip() for n in names.split(":") if n.strip()) if sep else None
-        if sep and not collections:
-            raise ConfigError(f"API key entry ending in '@' names no collection: {_redacted(entry)}")
-        if secret.startswith(HASH_PREFIX):
-            try:
-                digest = bytes.fromhex(secret[len(HASH_PREFIX) :])
-            except ValueError:
-                raise ConfigError("an sha256: API key hash is not hexadecimal") from None
-            if len(digest) != 32:
-                raise ConfigError("an sha256: API key hash must have 64 hex digits")
-        else:
-            digest = hashlib.sha256(secret.encode()).digest()
-        keys.append(ApiKey(digest, collections))
-    return keys
+    return [_parse_key(entry) for entry in entries]
+
+
+def _parse_key(entry: str) -> ApiKey:
+    if entry.count("@") > 1:
+        raise ConfigError(
+            f"API key entry {_redacted(entry)} has more than one '@' (KEY@COLLECTION:...): "
+            "give a key holding '@' by its hash ('ragproxy hash-key')"
+        )
+    secret, sep, names = _split_entry(entry)
+    if not secret:
+        raise ConfigError("an API key is empty")
+    collections = tuple(n.strip() for n in names.split(":")) if sep else None
+    if collections is not None and not all(collections):
+        raise ConfigError(f"API key entry {_redacted(entry)} names an empty collection after '@' or ':'")
+    if secret.startswith(HASH_PREFIX):
+        try:
+            digest = bytes.fromhex(secret[len(HASH_PREFIX) :])
+        except ValueError:
+            raise ConfigError("an sha256: API key hash is not hexadecimal") from None
+        if len(digest) != 32:
+            raise ConfigError("an sha256: API key hash must have 64 hex digits")
+    elif not KEY_CHARACTERS.fullmatch(secret):
+        raise ConfigError(
+            f"API key entry {_redacted(entry)}: a key may hold letters, digits and . _ ~ + / = - only; "
+            "give any other key by its hash ('ragproxy hash-key')"
+        )
+    else:
+        digest = hashlib.sha256(secret.encode()).digest()
+    return ApiKey(digest, collections)
 
 
 def _split_entry(entry: str) -> tuple[str, str, str]:
     """``KEY@A:B`` -> (``KEY``, ``@``, ``A:B``); a key alone -> (``KEY``, "", "")."""
-    return entry.rpartition("@") if "@" in entry else (entry, "", "")
+    return entry.partition("@")
+
+
+def key_limits(entries: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
+    """(the entry redacted, its collections) for each key limited to collections."""
+    return [
+        (_redacted(entry), key.collections)
+        for entry, key in zip(entries, parse_keys(entries), strict=True)
+        if key.collections is not None
+    ]
 
 
 def stored_form(entry: str) -> str:

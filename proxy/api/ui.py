@@ -22,6 +22,7 @@ from proxy.errors import ProxyError
 from proxy.index.service import IndexService
 from proxy.pipeline.chat import ChatCall, prepare_chat
 from proxy.pipeline.retrieval import message_text
+from proxy.printable import printable
 from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool, model_names
 
@@ -91,11 +92,11 @@ async def _search_section(request: AnyRequest, query: str) -> str:
     rag = call.rag
     if not rag.attempted:
         return (
-            f"<h2>Search</h2><p>Retrieval did not run: {escape(rag.skipped or rag.control.reason or '')}</p>"
+            f"<h2>Search</h2><p>Retrieval did not run: {_name(rag.skipped or rag.control.reason or '')}</p>"
         )
     rows = "".join(
-        f"<tr><td>{p.number}</td><td><code>{escape(p.collection)}:{escape(p.path)}</code></td>"
-        f"<td>{escape(p.heading or '')}</td><td class=num>{p.score:.4f}</td>"
+        f"<tr><td>{p.number}</td><td><code>{_name(p.collection)}:{_name(p.path)}</code></td>"
+        f"<td>{_name(p.heading or '')}</td><td class=num>{p.score:.4f}</td>"
         f'<td class="ok">sent</td><td>{escape(_clip(p.text, 300))}</td></tr>'
         for p in rag.passages
     )
@@ -125,10 +126,10 @@ async def _collections_section(index: IndexService | None, allowed: tuple[str, .
     rows = []
     for c in collections:
         skipped = "".join(
-            f"<li><code>{escape(s['path'])}</code>: {escape(str(s['reason']))}</li>" for s in c["skipped"]
+            f"<li><code>{_name(s['path'])}</code>: {_name(s['reason'])}</li>" for s in c["skipped"]
         )
         rows.append(
-            f"<tr><td><b>{escape(c['name'])}</b></td><td><code>{escape(c['root'])}</code></td>"
+            f"<tr><td><b>{_name(c['name'])}</b></td><td><code>{_name(c['root'])}</code></td>"
             f"<td class=num>{c['documents']}</td><td class=num>{c['chunks']}</td>"
             f"<td class=num>{c['pending_vectors']}</td><td>{_when(c['last_update'])}</td>"
             f"<td>{f'<ul>{skipped}</ul>' if skipped else '<span class=muted>none</span>'}</td></tr>"
@@ -174,8 +175,8 @@ def _recent_section(recent: RecentRequests, log_content: bool) -> str:
     rows = []
     for r in recent.newest_first():
         sources = "".join(
-            f"<li><code>{escape(str(s.get('collection')))}:{escape(str(s.get('file')))}</code> "
-            f"{escape(str(s.get('heading') or ''))} <span class=muted>{s.get('score')}</span></li>"
+            f"<li><code>{_name(s.get('collection'))}:{_name(s.get('file'))}</code> "
+            f"{_name(s.get('heading') or '')} <span class=muted>{s.get('score')}</span></li>"
             for s in r.get("sources") or []
         )
         retrieval = _retrieval(r)
@@ -185,7 +186,7 @@ def _recent_section(recent: RecentRequests, log_content: bool) -> str:
         status_class = "bad" if r["status"] >= 400 or r["status"] == 0 else ""
         rows.append(
             f"<tr><td>{_when(r['time'], seconds=True)}</td><td>{escape(str(r.get('method')))} "
-            f"<code>{escape(str(r['path']))}</code></td><td>{escape(str(r.get('model') or ''))}</td>"
+            f"<code>{_name(r['path'])}</code></td><td>{_name(r.get('model') or '')}</td>"
             f'<td class="{status_class}">{r["status"]}</td><td class=num>{r["duration_ms"]:.0f} ms</td>'
             f"<td>{escape(_query(r) if log_content else '')}</td><td>{escape(retrieval)}"
             f"{f'<ul>{sources}</ul>' if sources else ''}</td><td>{tokens}</td></tr>"
@@ -222,6 +223,12 @@ def _query(record: dict[str, Any]) -> str:
         if isinstance(message, dict) and message.get("role") == "user":
             return _clip(message_text(message), 200)
     return ""
+
+
+def _name(value: object) -> str:
+    """A name (file, folder, collection, heading, skip reason) escaped for HTML, its control and
+    bidi characters shown as escapes: U+202E would otherwise turn the rest of the cell around."""
+    return escape(printable(str(value)))
 
 
 def _clip(text: str, limit: int) -> str:
