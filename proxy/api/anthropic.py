@@ -12,10 +12,11 @@ from litestar import post
 from litestar.types import ASGIApp
 
 from proxy.api.anthropic_wire import Encoder, to_chat
+from proxy.api.anthropic_wire import Wire as MessagesWire
 from proxy.api.openai import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import ANTHROPIC_MESSAGES, documented
 from proxy.api.responders import FramesResponder
-from proxy.api.schemas import read_json_object, validate_chat
+from proxy.api.schemas import read_checked, read_json_object, validate_chat
 from proxy.errors import ProxyError, anthropic_error
 from proxy.pipeline import context
 from proxy.pipeline.retrieval import strip_own_additions
@@ -24,9 +25,12 @@ from proxy.pipeline.retrieval import strip_own_additions
 @post("/v1/messages", status_code=200, operation_class=documented(ANTHROPIC_MESSAGES))
 async def create_message(request: AnyRequest) -> ASGIApp:
     settings = request.app.state.settings
-    raw = await read_json_object(request)
-    chat, wire = to_chat(raw, settings.model)
-    body = validate_chat(chat, settings)
+
+    def checked(raw: dict[str, Any]) -> tuple[dict[str, Any], MessagesWire, dict[str, Any]]:
+        chat, wire = to_chat(raw, settings.model)
+        return raw, wire, validate_chat(chat, settings)
+
+    raw, wire, body = await read_checked(request, checked)  # a large body: in a worker thread
     stream = raw.get("stream") is True
     call, record, open_chunks = chat_exchange(request, body, "anthropic", stream=stream, agent=True)
     if wire.dropped_tools:

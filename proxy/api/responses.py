@@ -14,16 +14,20 @@ from proxy.api.openai import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import OPENAI_RESPONSES, documented
 from proxy.api.responders import FramesResponder
 from proxy.api.responses_wire import Encoder, to_chat
-from proxy.api.schemas import read_json_object, validate_chat
+from proxy.api.responses_wire import Wire as ResponsesWire
+from proxy.api.schemas import read_checked, validate_chat
 from proxy.errors import ProxyError
 
 
 @post("/v1/responses", status_code=200, operation_class=documented(OPENAI_RESPONSES))
 async def create_response(request: AnyRequest) -> ASGIApp:
     settings = request.app.state.settings
-    raw = await read_json_object(request)
-    chat, wire = to_chat(raw)
-    body = validate_chat(chat, settings)
+
+    def checked(raw: dict[str, Any]) -> tuple[dict[str, Any], ResponsesWire, dict[str, Any]]:
+        chat, wire = to_chat(raw)
+        return raw, wire, validate_chat(chat, settings)
+
+    raw, wire, body = await read_checked(request, checked)  # a large body: in a worker thread
     stream = raw.get("stream") is True
     call, record, open_chunks = chat_exchange(request, body, "responses", stream=stream, agent=True)
     if wire.dropped_tools:
