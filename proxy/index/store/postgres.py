@@ -8,7 +8,8 @@ search (PostgreSQL full-text search: a ``tsvector`` per chunk with a GIN index) 
   split here exactly as the SQLite path splits them (``textsearch.tokens``: each CJK character a
   token, English stemmed by PostgreSQL's snowball stemmer) and stored as a ``tsvector`` with
   positions; a Chinese pair is a phrase (``'熊' <-> '猫'``). Matching rows are found through the
-  GIN index and scored with BM25 as FTS5 scores them (k1 1.2, b 0.75, IDF over the whole index),
+  GIN index and scored with BM25 as FTS5 scores them (k1 1.2, b 0.75; the statistics of the whole
+  index, or of the collections a search is limited to: ``collection_totals``),
   so both engines rank alike.
 - **Replicas.** Exactly one process indexes a collection at a time: it holds the collection's
   advisory lock (``claim_collection``), which PostgreSQL frees when its session ends, so another
