@@ -38,7 +38,21 @@ def connect(path: str | Path, *, readonly: bool = False) -> Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=ON")
+    conn.create_function("fts5_tokens", 1, fts5_tokens, deterministic=True)
     return conn
+
+
+def fts5_tokens(size: bytes | None) -> int:
+    """A row's token count from FTS5's ``docsize`` table (its ``sz``: a varint per column, SQLite's
+    form, big-endian 7 bits a byte; one column here)."""
+    value = 0
+    for i, byte in enumerate((size or b"")[:9]):
+        if i == 8:
+            return (value << 8) | byte
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            break
+    return value
 
 
 def database_message(path: Path, exc: Exception) -> str:

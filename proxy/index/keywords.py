@@ -46,7 +46,7 @@ class Vocabulary:
         each with its document frequency if it is one token (a Chinese pair's is not known)."""
         terms = query_terms(query)
         frequencies = self.frequencies(db)
-        stems = self._stem(db, [t for t in terms if " " not in t])
+        stems = self.stems(db, [t for t in terms if " " not in t])
         return choose_terms(terms, frequencies, stems, self.budget)
 
     def frequencies(self, db: Connection) -> dict[str, int]:
@@ -58,7 +58,7 @@ class Vocabulary:
 
         return self._kept.get(db.execute("SELECT count(*) FROM chunks").fetchone()[0], read)
 
-    def _stem(self, db: Connection, words: Sequence[str]) -> dict[str, str]:
+    def stems(self, db: Connection, words: Sequence[str]) -> dict[str, str]:
         """Each word as the index's tokenizer stores it (lower case, stemmed)."""
         missing = [w for w in dict.fromkeys(words) if w not in self._stems]
         if missing:

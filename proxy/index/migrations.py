@@ -76,10 +76,25 @@ def m003_chunks_by_content_hash(db: Connection) -> None:
     db.execute("CREATE INDEX chunks_by_content_hash ON chunks(content_hash)")
 
 
+def m004_collection_totals(db: Connection) -> None:
+    """Each collection's chunks and their tokens (as FTS5 counts them): BM25 over some collections
+    needs their count and mean length, not the whole table's. Kept by the store as it writes."""
+    db.execute("""CREATE TABLE collection_totals (
+        collection_id INTEGER PRIMARY KEY,
+        chunks INTEGER NOT NULL,
+        tokens INTEGER NOT NULL)""")
+    db.execute("""INSERT INTO collection_totals
+        SELECT d.collection_id, count(*), coalesce(sum(fts5_tokens(s.sz)), 0)
+        FROM chunks c JOIN documents d ON d.id = c.document_id
+        LEFT JOIN chunks_fts_docsize s ON s.id = c.id
+        GROUP BY d.collection_id""")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_create_tables", m001_create_tables),
     ("m002_embedding_cache_rowid", m002_embedding_cache_rowid),
     ("m003_chunks_by_content_hash", m003_chunks_by_content_hash),
+    ("m004_collection_totals", m004_collection_totals),
 ]
 
 

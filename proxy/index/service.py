@@ -162,7 +162,7 @@ class IndexService:
         def search_keyword() -> tuple[list[Hit], float]:
             terms = self.store.keyword_terms(query)  # chosen once for the search and its weights
             hits = self.store.search_keyword(query, pool, collections, terms)
-            return hits, sum(self.store.keyword_idf(query, terms).values()) if hits else 0.0
+            return hits, sum(self.store.keyword_idf(query, terms, collections).values()) if hits else 0.0
 
         by_vector = mode != "keyword" and self._searchable_by_vector(strict)
         keyword: list[Hit] = []

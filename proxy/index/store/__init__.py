@@ -92,7 +92,12 @@ class Store(Protocol):
         collections: Sequence[str] | None = None,
         terms: Mapping[str, int | None] | None = None,
     ) -> list[Hit]: ...
-    def keyword_idf(self, query: str, terms: Mapping[str, int | None] | None = None) -> dict[str, float]: ...
+    def keyword_idf(
+        self,
+        query: str,
+        terms: Mapping[str, int | None] | None = None,
+        collections: Sequence[str] | None = None,
+    ) -> dict[str, float]: ...
     def search_vector(
         self, vector: Sequence[float], k: int = 10, collections: Sequence[str] | None = None
     ) -> list[Hit]: ...

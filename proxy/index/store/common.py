@@ -156,6 +156,26 @@ def hit_from_row(row: Mapping[str, Any], score: float) -> Hit:
     )
 
 
+BM25_K1, BM25_B = 1.2, 0.75  # FTS5's
+
+
+def bm25_scores(
+    counts: Mapping[str, Mapping[int, int]], lengths: Mapping[int, int], total: int, tokens: int
+) -> dict[int, float]:
+    """Each chunk's BM25 as FTS5's ``bm25()`` computes it, in the same order of operations:
+    ``counts``, each term's count in each chunk of those searched that holds it, in the query's
+    order; ``lengths``, those chunks' tokens; ``total`` and ``tokens``, the chunks searched and
+    their tokens (the IDF and the mean length)."""
+    scores: dict[int, float] = {}
+    mean = tokens / total if total and tokens else 1.0
+    for found in counts.values():
+        idf = bm25_idf(total, len(found))
+        for chunk, tf in found.items():
+            norm = tf + BM25_K1 * (1 - BM25_B + BM25_B * lengths[chunk] / mean)
+            scores[chunk] = scores.get(chunk, 0.0) + idf * ((tf * (BM25_K1 + 1.0)) / norm)
+    return scores
+
+
 def bm25_idf(total: int, hits: int) -> float:
     """A term's inverse document frequency as FTS5's BM25 computes it (never below 1e-6)."""
     return max(math.log((total - hits + 0.5) / (hits + 0.5)), 1e-6)

@@ -8,7 +8,8 @@ search (PostgreSQL full-text search: a ``tsvector`` per chunk with a GIN index) 
   split here exactly as the SQLite path splits them (``textsearch.tokens``: each CJK character a
   token, English stemmed by PostgreSQL's snowball stemmer) and stored as a ``tsvector`` with
   positions; a Chinese pair is a phrase (``'熊' <-> '猫'``). Matching rows are found through the
-  GIN index and scored with BM25 as FTS5 scores them (k1 1.2, b 0.75, IDF over the whole index),
+  GIN index and scored with BM25 as FTS5 scores them (k1 1.2, b 0.75; the statistics of the whole
+  index, or of the collections a search is limited to: ``collection_totals``),
   so both engines rank alike.
 - **Replicas.** Exactly one process indexes a collection at a time: it holds the collection's
   advisory lock (``claim_collection``), which PostgreSQL frees when its session ends, so another
@@ -41,7 +42,7 @@ from proxy.index.store.common import (
     NewDocument,
     PendingChunk,
     ThreadReader,
-    bm25_idf,
+    bm25_scores,
     embedding_text,
     hit_from_row,
     keyword_weights,
@@ -63,7 +64,6 @@ CHANNEL = "ragproxy_vectors"
 EF_SEARCH = 400
 LOG_KEPT_SECONDS = 60  # vector changes kept for replicas to read; one further behind reloads
 LOAD_BATCH = 4096
-BM25_K1, BM25_B = 1.2, 0.75  # FTS5's
 MAX_POSITION = 16383  # PostgreSQL's largest tsvector position
 MAX_POSITIONS = 256  # ... and positions kept per lexeme
 STEMS_KEPT = 200_000
@@ -170,7 +170,31 @@ def m001_create_tables(db: psycopg.Connection[Any]) -> None:
         END $$""")
 
 
-MIGRATIONS = [("m001_create_tables", m001_create_tables)]
+def m002_collection_totals(db: psycopg.Connection[Any]) -> None:
+    """Each collection's chunks and tokens: BM25 over some collections needs their count and mean
+    length, not the whole index's. Kept by the same trigger as the index's totals."""
+    db.execute("""CREATE TABLE collection_totals (
+        collection_id bigint PRIMARY KEY,
+        chunks bigint NOT NULL,
+        tokens bigint NOT NULL)""")
+    db.execute("""INSERT INTO collection_totals
+        SELECT collection_id, count(*), coalesce(sum(tokens), 0) FROM chunks GROUP BY collection_id""")
+    db.execute("""CREATE OR REPLACE FUNCTION ragproxy_count_chunks() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            sign bigint := CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE -1 END;
+        BEGIN
+            UPDATE totals SET chunks = chunks + sign * n, tokens = tokens + sign * t
+            FROM (SELECT count(*) AS n, coalesce(sum(tokens), 0) AS t FROM changed) s;
+            INSERT INTO collection_totals AS k
+            SELECT collection_id, sign * count(*), sign * coalesce(sum(tokens), 0)
+            FROM changed GROUP BY collection_id ORDER BY collection_id
+            ON CONFLICT (collection_id) DO UPDATE
+            SET chunks = k.chunks + excluded.chunks, tokens = k.tokens + excluded.tokens;
+            RETURN NULL;
+        END $$""")
+
+
+MIGRATIONS = [("m001_create_tables", m001_create_tables), ("m002_collection_totals", m002_collection_totals)]
 
 
 class PostgresStore:
@@ -617,8 +641,16 @@ class PostgresStore:
         return self._frequencies.get(self._totals(db)[0], read)
 
     @staticmethod
-    def _totals(db: psycopg.Connection[Any]) -> tuple[int, int]:
-        row = db.execute("SELECT chunks, tokens FROM totals").fetchone()
+    def _totals(db: psycopg.Connection[Any], chosen: Sequence[int] | None = None) -> tuple[int, int]:
+        """The chunks and their tokens: of the whole index, or of the ``chosen`` collections."""
+        if chosen is None:
+            row = db.execute("SELECT chunks, tokens FROM totals").fetchone()
+        else:
+            row = db.execute(
+                "SELECT coalesce(sum(chunks), 0) AS chunks, coalesce(sum(tokens), 0) AS tokens "
+                "FROM collection_totals WHERE collection_id = ANY(%s)",
+                (list(chosen),),
+            ).fetchone()
         return (int(row["chunks"]), int(row["tokens"])) if row else (0, 0)
 
     def _lexeme(self, term: str) -> str:
@@ -635,7 +667,8 @@ class PostgresStore:
         collections: Sequence[str] | None = None,
         terms: Mapping[str, int | None] | None = None,
     ) -> list[Hit]:
-        """BM25 as FTS5 computes it, over the rows the GIN index finds."""
+        """BM25 as FTS5 computes it, over the rows the GIN index finds, with the statistics of
+        the whole index, or of ``collections`` if given."""
         terms = self.keyword_terms(query) if terms is None else terms
         chosen = self._collection_ids(collections)
         if not terms or chosen == []:
@@ -648,38 +681,50 @@ class PostgresStore:
             f"ts_rank('{{1,1,1,1}}', c.keywords, %s::tsquery, 0) AS r{i}" for i in range(len(terms))
         )
         db = self.reader()
-        rows = db.execute(
-            f"SELECT c.id, c.collection_id, c.tokens, {ranks} FROM chunks c WHERE c.keywords @@ %s::tsquery",
-            (*(f"'{x}'" for x in lexemes.values()), " | ".join(f"'{x}'" for x in lexemes.values())),
-        ).fetchall()
-        count, tokens = self._totals(db)
-        count = max(count, len(rows), 1)
-        mean_length = max(tokens / count, 1e-9)
-        scores: dict[int, float] = {}
-        for i in range(len(lexemes)):
-            counts = [(row, _count_of_rank(row[f"r{i}"])) for row in rows]
-            found = [(row, tf) for row, tf in counts if tf]
-            idf = bm25_idf(count, len(found))
-            for row, tf in found:
-                norm = tf + BM25_K1 * (1 - BM25_B + BM25_B * row["tokens"] / mean_length)
-                scores[row["id"]] = scores.get(row["id"], 0.0) + idf * tf * (BM25_K1 + 1) / norm
-        collection_of = {row["id"]: row["collection_id"] for row in rows}
-        if chosen is not None:
-            allowed = set(chosen)
-            scores = {i: s for i, s in scores.items() if collection_of[i] in allowed}
+        with db.transaction():  # the rows and the totals of one snapshot
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = db.execute(
+                f"SELECT c.id, c.tokens, {ranks} FROM chunks c WHERE c.keywords @@ %s::tsquery"
+                + (" AND c.collection_id = ANY(%s)" if chosen is not None else ""),
+                (
+                    *(f"'{x}'" for x in lexemes.values()),
+                    " | ".join(f"'{x}'" for x in lexemes.values()),
+                    *([chosen] if chosen is not None else []),
+                ),
+            ).fetchall()
+            count, tokens = self._totals(db, chosen)
+        counts = {
+            term: {row["id"]: tf for row in rows if (tf := _count_of_rank(row[f"r{i}"]))}
+            for i, term in enumerate(lexemes)
+        }
+        lengths = {row["id"]: row["tokens"] for row in rows}
+        scores = bm25_scores(counts, lengths, max(count, len(rows)), tokens)
         best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
         return self._hits({i: scores[i] for i in best})
 
-    def keyword_idf(self, query: str, terms: Mapping[str, int | None] | None = None) -> dict[str, float]:
+    def keyword_idf(
+        self,
+        query: str,
+        terms: Mapping[str, int | None] | None = None,
+        collections: Sequence[str] | None = None,
+    ) -> dict[str, float]:
         terms = self.keyword_terms(query) if terms is None else terms
+        chosen = self._collection_ids(collections)
+        if not terms or chosen == []:
+            return {}
         db = self.reader()
+        if chosen is not None:  # every term counted in the collections (the kept frequencies are global)
+            terms = dict.fromkeys(terms)
 
         def phrase_hits(term: str) -> int:
-            query = "SELECT count(*) AS n FROM chunks WHERE keywords @@ %s::tsquery"
-            row = db.execute(query, (f"'{textsearch_token(self._lexeme(term))}'",)).fetchone()
+            query = "SELECT count(*) AS n FROM chunks WHERE keywords @@ %s::tsquery" + (
+                " AND collection_id = ANY(%s)" if chosen is not None else ""
+            )
+            lexeme = f"'{textsearch_token(self._lexeme(term))}'"
+            row = db.execute(query, (lexeme, *([chosen] if chosen is not None else []))).fetchone()
             return int(row["n"]) if row else 0
 
-        return keyword_weights(terms, self._totals(db)[0], phrase_hits)
+        return keyword_weights(terms, self._totals(db, chosen)[0], phrase_hits)
 
     # -- vector search ----------------------------------------------------------------------------
     def search_vector(

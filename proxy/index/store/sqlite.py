@@ -25,12 +25,14 @@ from proxy.index.store.common import (
     NewDocument,
     PendingChunk,
     ThreadReader,
+    bm25_scores,
     embedding_text,
     hit_from_row,
     keyword_weights,
     moved_message,
     new_document,
 )
+from proxy.index.store.sqlite_bm25 import ScopedCounts, scoped_counts
 from proxy.index.vectors import Background, VectorMatrix, is_cjk
 from proxy.types import Chunk
 
@@ -203,6 +205,10 @@ class SqliteStore:
                 chunk_rows,
             )
             db.executemany("INSERT INTO chunks_fts(rowid, body) VALUES (?, ?)", fts_rows)
+            if chunk_rows:  # last: reading the sizes back would write out FTS5's rows early
+                _count_chunks(
+                    db, collection_id, f"c.id BETWEEN {first} AND {first + len(chunk_rows) - 1}", +1
+                )
         return [ids[document.path] for document in documents]
 
     def _replace_document_row(
@@ -222,7 +228,7 @@ class SqliteStore:
                     (collection_id, path, *fields),
                 ).fetchone()[0]
             )
-        self._delete_chunks(db, "document_id = ?", (old[0],))
+        self._delete_chunks(db, int(old[0]))
         db.execute(
             "UPDATE documents SET content_hash = ?, size = ?, mtime = ?, loader = ?, indexed_at = ? "
             "WHERE id = ?",
@@ -263,17 +269,21 @@ class SqliteStore:
         return count
 
     def _delete_document(self, db: Connection, document_id: int) -> None:
-        self._delete_chunks(db, "document_id = ?", (document_id,))
+        self._delete_chunks(db, document_id)
         db.execute("DELETE FROM documents WHERE id = ?", (document_id,))
 
-    def _delete_chunks(self, db: Connection, where: str, args: tuple[Any, ...]) -> None:
-        ids = [row[0] for row in db.execute(f"SELECT id FROM chunks WHERE {where}", args)]
+    def _delete_chunks(self, db: Connection, document_id: int) -> None:
+        """The document's chunks, from every table and its collection's totals."""
+        ids = [row[0] for row in db.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))]
+        if ids:
+            row = db.execute("SELECT collection_id FROM documents WHERE id = ?", (document_id,)).fetchone()
+            _count_chunks(db, row[0], "c.document_id = ?", -1, (document_id,))
         has_vectors = self._has_vectors(db)
         rows = [(chunk_id,) for chunk_id in ids]
         db.executemany("DELETE FROM chunks_fts WHERE rowid = ?", rows)
         if has_vectors:
             db.executemany("DELETE FROM chunks_vec WHERE chunk_id = ?", rows)
-        db.execute(f"DELETE FROM chunks WHERE {where}", args)
+        db.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
         if has_vectors and ids:
             if self._bump_vectors_version(db) and self._vectors is not None:
                 self._vectors.remove(ids)
@@ -434,41 +444,52 @@ class SqliteStore:
         collections: Sequence[str] | None = None,
         terms: Mapping[str, int | None] | None = None,
     ) -> list[Hit]:
-        """FTS5 BM25 over chunk text (English stemmed, Chinese by adjacent characters).
+        """BM25 over chunk text (English stemmed, Chinese by adjacent characters): FTS5's over the
+        whole index, or over ``collections`` with their own statistics (``sqlite_bm25``).
         ``terms``: ``keyword_terms(query)``, if the caller has them already."""
         terms = self.keyword_terms(query) if terms is None else terms
-        expression = " OR ".join(textsearch.quote(t) for t in terms)
         where = self._collection_filter(collections)
-        if not expression or where is None:
+        if not terms or where is None:
             return []
-        clause, ids = where
         db = self.reader()
-        # Ranked in FTS5 first, the k rows read after: joining every matching row before the
-        # sort doubled the time. A collection filter needs the join.
-        ranked = db.execute(
-            "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f "
-            + (
-                f"JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id "
-                f"WHERE chunks_fts MATCH ?{clause} "
-                if ids
-                else "WHERE chunks_fts MATCH ? "
-            )
-            + "ORDER BY bm25(chunks_fts) LIMIT ?",
-            (expression, *ids, k),
-        ).fetchall()
-        scores = {row[0]: row[1] for row in ranked}
+        if where[1]:
+            found = self._scoped_counts(list(terms), where[1])
+            scored = bm25_scores(found.counts, found.lengths, found.chunks, found.tokens)
+            best = sorted(scored, key=lambda i: (-scored[i], i))[:k]
+            scores = {i: scored[i] for i in best}
+        else:
+            # Ranked in FTS5 first, the k rows read after: joining every matching row before the
+            # sort doubled the time.
+            ranked = db.execute(
+                "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? "
+                "ORDER BY bm25(chunks_fts) LIMIT ?",
+                (" OR ".join(textsearch.quote(t) for t in terms), k),
+            ).fetchall()
+            scores = {row[0]: row[1] for row in ranked}
         rows = db.execute(
             f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id IN ({','.join('?' * len(scores))})", list(scores)
         ).fetchall()
         by_id = {row["id"]: row for row in rows}
         return [hit_from_row(by_id[i], score) for i, score in scores.items() if i in by_id]
 
-    def keyword_idf(self, query: str, terms: Mapping[str, int | None] | None = None) -> dict[str, float]:
+    def keyword_idf(
+        self,
+        query: str,
+        terms: Mapping[str, int | None] | None = None,
+        collections: Sequence[str] | None = None,
+    ) -> dict[str, float]:
         """Each term the keyword search runs for ``query`` (``terms``, if the caller has them),
-        with its inverse document frequency as FTS5's BM25 computes it (over the whole table):
-        what a match on that term is worth."""
+        with its inverse document frequency as BM25 computes it, over the whole index or over
+        ``collections``: what a match on that term is worth."""
         db = self.reader()
         terms = self.keyword_terms(query) if terms is None else terms
+        where = self._collection_filter(collections)
+        if where is None or not terms:
+            return {}
+        if where[1]:
+            found = self._scoped_counts(list(terms), where[1])
+            hits = {term: len(found.counts[term]) for term in terms}
+            return keyword_weights(hits, found.chunks, lambda term: hits[term])
         total = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
 
         def phrase_hits(term: str) -> int:
@@ -476,6 +497,29 @@ class SqliteStore:
             return int(db.execute(query, (textsearch.quote(term),)).fetchone()[0])
 
         return keyword_weights(terms, total, phrase_hits)
+
+    def _scoped_counts(self, terms: Sequence[str], collection_ids: Sequence[int]) -> ScopedCounts:
+        """``sqlite_bm25.scoped_counts`` in one snapshot, kept for the next call of this thread
+        while the file is unchanged (a search and its terms' weights ask alike)."""
+        db = self.reader()
+        db.execute("BEGIN")
+        try:
+            key = (
+                tuple(terms),
+                tuple(sorted(collection_ids)),
+                db.execute("PRAGMA data_version").fetchone()[0],
+            )
+            kept = getattr(self._local, "scoped", None)
+            if kept is not None and kept[0] == key:
+                found: ScopedCounts = kept[1]
+                return found
+            stems = self._vocabulary.stems(db, [t for t in terms if " " not in t])
+            tokens = {t: t.split(" ") if " " in t else [stems[t]] for t in terms}
+            found = scoped_counts(db, tokens, collection_ids)
+            self._local.scoped = (key, found)
+            return found
+        finally:
+            db.execute("COMMIT")
 
     def search_vector(
         self, vector: Sequence[float], k: int = 10, collections: Sequence[str] | None = None
@@ -625,6 +669,20 @@ class SqliteStore:
             "dim": dim,
             "collections": collections,
         }
+
+
+def _count_chunks(
+    db: Connection, collection_id: int, where: str, sign: int, args: tuple[Any, ...] = ()
+) -> None:
+    """Adds (``sign`` +1) or takes away (-1) the chunks ``where`` selects (``c``: chunks) to their
+    collection's totals, tokens as FTS5 counted them."""
+    db.execute(
+        "INSERT INTO collection_totals SELECT ?, ? * count(*), ? * coalesce(sum(fts5_tokens(s.sz)), 0) "
+        f"FROM chunks c LEFT JOIN chunks_fts_docsize s ON s.id = c.id WHERE {where} "
+        "ON CONFLICT (collection_id) DO UPDATE SET chunks = chunks + excluded.chunks, "
+        "tokens = tokens + excluded.tokens",
+        (collection_id, sign, sign, *args),
+    )
 
 
 def _release_freed_memory() -> None:
