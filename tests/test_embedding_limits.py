@@ -72,7 +72,12 @@ def test_an_abandoned_embeddings_request_stops_computing(
     embedding_server: tuple[Server, list[bytes]], path: str
 ) -> None:
     server, lines = embedding_server
+    seen = len(request_lines(lines, path))
     httpx.post(server.url + path, json={"model": "e5", "input": ["warm up"]}, timeout=120)  # the model loaded
+    for _ in range(100):  # its log line comes after its reply: counted before the abandoned one's
+        if len(request_lines(lines, path)) > seen:
+            break
+        time.sleep(0.05)
     sentence = "the heron waits in the reeds by the river for fish "
     texts = [f"Paragraph {i}: " + sentence * 10 for i in range(400)]
     probes: list[float] = []
