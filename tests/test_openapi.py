@@ -56,6 +56,10 @@ def test_no_server_errors_under_schemathesis(tmp_path: Path) -> None:
         assert httpx.get(url + SCHEMA).status_code == 401  # keys apply to the schema too
         # a path forwarded to Ollama as the client encoded it: the refused upstream's 502, not a 500
         assert httpx.get(url + "/api/%09%F2%A2%AC%AB1", headers=key).status_code == 502
+        # embeddings for the refused upstream: its 502, not a 500 (the fuzzer found it)
+        for path in ("/v1/embeddings", "/api/embed", "/api/embeddings"):
+            body = {"model": "other", "input": "hi", "prompt": "hi"}
+            assert httpx.post(url + path, json=body, headers=key).status_code == 502, path
         for path, body in BAD_BODIES:  # what the fuzzer found: each once a 500
             reply = httpx.post(url + path, json=body, headers=key)
             assert reply.status_code == 400 and "error" in reply.json(), (path, reply.text)

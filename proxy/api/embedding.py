@@ -53,21 +53,24 @@ async def embed_in_steps(
     vectors: Vectors = []
     tokens = 0
     left = False
-    async with anyio.create_task_group() as tasks:
+    try:
+        async with anyio.create_task_group() as tasks:
 
-        async def watch() -> None:
-            nonlocal left
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            left = True
+            async def watch() -> None:
+                nonlocal left
+                while (await request.receive())["type"] != "http.disconnect":
+                    pass
+                left = True
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(watch)
+            for start in range(0, len(inputs), size):
+                done, counted = await step(inputs[start : start + size])
+                vectors += done
+                tokens += counted
             tasks.cancel_scope.cancel()
-
-        tasks.start_soon(watch)
-        for start in range(0, len(inputs), size):
-            done, counted = await step(inputs[start : start + size])
-            vectors += done
-            tokens += counted
-        tasks.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # a step's own error (the upstream down...), as it was raised
+        raise group.exceptions[0] if len(group.exceptions) == 1 else group from None
     if left:
         request_record(request.scope)["client_disconnected"] = True
         raise ClientLeft("the client left before the embeddings were done")
