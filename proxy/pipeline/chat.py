@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -17,6 +15,7 @@ from proxy.errors import BadRequest, Forbidden
 from proxy.index.service import IndexService
 from proxy.logging import get_logger
 from proxy.pipeline import context, retrieval
+from proxy.pipeline.fitting import fit_call
 from proxy.pipeline.retrieval import Passage, RagControl
 from proxy.settings import Settings
 from proxy.types import Reranker
@@ -199,7 +198,7 @@ async def augment(
             ]
         info.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         info.found = len(passages)
-    await _fit(call, passages, pool, settings, windows)
+    await fit_call(call, passages, pool, settings, windows)
 
 
 def check_collections(
@@ -225,118 +224,6 @@ def visible_collections(index: IndexService | None, allowed: tuple[str, ...] | N
         return []
     names = sorted(index.store.collections())
     return names if allowed is None else [name for name in names if name in allowed]
-
-
-async def _fit(
-    call: ChatCall,
-    passages: list[Passage],
-    pool: UpstreamPool,
-    settings: Settings,
-    windows: context.WindowCache,
-) -> None:
-    """Counts only what will be forwarded: tools a model cannot use are dropped first (Open WebUI
-    sends its ~36 built-in tools with every chat, ~7,000 tokens)."""
-    body, info = call.body, call.rag
-    ollama_api = pool.preferred(body["model"]).api == "ollama"
-    if body.get("tools") and body.get("tool_choice") == "none":
-        body.pop("tools")  # never forwarded (the translations drop them too)
-    if body.get("tools") and ollama_api:
-        capabilities = (await windows.info(pool, body["model"], call.deadline(pool))).capabilities
-        if capabilities is not None and "tools" not in capabilities:
-            log.info("context.tools_dropped", model=body["model"], reason="capability")
-            body.pop("tools")
-            info.tools_dropped = "the model has no tools capability"
-    options = body.get("options") if isinstance(body.get("options"), dict) else None
-    client_num_ctx = (options or {}).get("num_ctx", body.get("num_ctx"))
-    trim_history = True
-    if isinstance(client_num_ctx, int) and not isinstance(client_num_ctx, bool) and client_num_ctx > 0:
-        window = client_num_ctx  # the client chose: respected, and fitted into
-    else:
-        client_num_ctx = None
-        learned = settings.context_window or await windows.window(pool, body["model"], call.deadline(pool))
-        # A window nobody reported is a guess: passages are fitted to it, the history is not cut.
-        trim_history = bool(learned)
-        window = learned or context.FALLBACK_WINDOW
-        if ollama_api:
-            window = min(window, settings.num_ctx_max)
-    info.window = window
-    info.reserve = context.answer_reserve(body, settings)
-    fitted = await _fit_counted(call, passages, pool, windows, window, trim_history, settings)
-    body["messages"] = fitted.messages
-    info.passages, info.history_dropped = fitted.passages, fitted.history_dropped
-    if fitted.extra_dropped:
-        body.pop("tools", None)
-        info.tools_dropped = "no room beside the best passage"
-        log.info("context.tools_dropped", model=body["model"], reason="window", window=window)
-    if fitted.history_dropped:
-        log.info("context.history_dropped", messages=fitted.history_dropped, window=window)
-    if info.cut():
-        log.warning(
-            "context.passages_cut",
-            found=info.found,
-            sent=len(fitted.passages),
-            window=window,
-            reserve=info.reserve,
-            prompt_estimate=fitted.prompt_estimate,
-            shortened=fitted.shortened or None,
-        )
-    if ollama_api and client_num_ctx is None:
-        model = body["model"]
-        info.num_ctx = context.num_ctx_for(
-            info.prompt_estimate + min(info.reserve, window // 2), window, floor=windows.num_ctx.get(model, 0)
-        )
-        windows.num_ctx[model] = info.num_ctx
-        body["options"] = {**(options or {}), "num_ctx": info.num_ctx}
-
-
-async def _fit_counted(
-    call: ChatCall,
-    passages: list[Passage],
-    pool: UpstreamPool,
-    windows: context.WindowCache,
-    window: int,
-    trim_history: bool,
-    settings: Settings,
-) -> context.Fitted:
-    """``context.fit`` into the room the answer's reserve leaves, the estimate scaled for the
-    model. A prompt estimated near the room's end is counted by the upstream where it can count
-    (llama.cpp, which refuses a prompt over its window): a count over the room raises the model's
-    scale and the prompt is fitted again. ``call.rag.prompt_estimate``: the count, else the
-    scaled estimate."""
-    body, info, model = call.body, call.rag, call.body["model"]
-    room = window - min(info.reserve, window // 2)
-    in_use = any(m.get("role") == "tool" or m.get("tool_calls") for m in body["messages"])
-    for attempt in range(3):
-        info.scale = windows.scale(model)
-        fitted = await anyio.to_thread.run_sync(  # a thread: agents send thousands of messages
-            functools.partial(
-                context.fit,  # into the room measured in unscaled estimate tokens
-                body["messages"],
-                passages,
-                window=int(room / info.scale),
-                reserve=0,
-                placement=settings.context_placement,
-                extra=context.tools_tokens(body),
-                trim_history=trim_history,
-                extra_droppable=not in_use and not call.keep_tools,  # tools in use are never taken away
-            )
-        )
-        info.estimated = fitted.prompt_estimate
-        info.prompt_estimate = math.ceil(fitted.prompt_estimate * info.scale)
-        if attempt == 2 or not windows.worth_counting(model, info.prompt_estimate, room):
-            break
-        sent: dict[str, Any] = {"messages": fitted.messages}
-        if body.get("tools") and not fitted.extra_dropped:
-            sent["tools"] = body["tools"]
-        real = await windows.count(pool, model, sent, call.deadline(pool))
-        if real is None:
-            break
-        windows.learn(model, real, fitted.prompt_estimate)
-        if real <= room or windows.scale(model) == info.scale:  # it fits, or nothing more to drop by
-            info.prompt_estimate = real
-            break
-        log.info("context.counted_over", model=model, counted=real, room=room, estimate=info.prompt_estimate)
-    return fitted
 
 
 @asynccontextmanager
