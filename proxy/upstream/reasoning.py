@@ -122,11 +122,21 @@ def strip_reasoning(content: str) -> str:
     return _THINK_BLOCK.sub("", content)
 
 
+def _has_reasoning(message: dict[str, Any]) -> bool:
+    """A quick look first: most turns have nothing to strip, and agents send thousands."""
+    if any(key in message for key in REASONING_KEYS):
+        return True
+    content = message.get("content")
+    if isinstance(content, str):
+        return OPEN in content or CLOSE in content  # strip_reasoning changes nothing else
+    return isinstance(content, list)
+
+
 def strip_reasoning_from_history(messages: list[Any]) -> list[Any]:
     """Assistant turns lose ``<think>`` blocks and reasoning fields before going upstream."""
     out: list[Any] = []
     for message in messages:
-        if isinstance(message, dict) and message.get("role") == "assistant":
+        if isinstance(message, dict) and message.get("role") == "assistant" and _has_reasoning(message):
             message = {k: v for k, v in message.items() if k not in REASONING_KEYS}
             content = message.get("content")
             if isinstance(content, str):
