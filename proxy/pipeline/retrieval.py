@@ -244,8 +244,12 @@ def search_queries(messages: Sequence[Mapping[str, Any]]) -> list[Query]:
     message with it, and the previous one alone, a little lower, so a follow-up of any length
     ("and how long does that last?", "能详细说说吗？") finds what the conversation is about.
     Each is searched and gated on its own and the rankings merged. No extra LLM call."""
-    users = [_HARNESS_BLOCK.sub("", message_text(m)).strip() for m in messages if m.get("role") == "user"]
-    users = [text for text in users if text]
+    users: list[str] = []  # the last two user messages with text of their own, oldest first
+    for message in reversed(messages):
+        if message.get("role") == "user" and (text := _HARNESS_BLOCK.sub("", message_text(message)).strip()):
+            users.insert(0, text)
+            if len(users) == 2:
+                break
     if not users:
         return []
     queries = [Query(users[-1], 1.0)]
