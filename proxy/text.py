@@ -23,8 +23,10 @@ _CLASSES = (
     ("l", b"\xc2\xc3"),  # U+0080-00FF: Latin-1 letters (é, ü, ß) and signs (©, °, ×)
     ("x", bytes(range(0xC4, 0xD0))),  # U+0100-03FF: more accented Latin, IPA, accents, Greek
     ("c", bytes(range(0xD0, 0xD5))),  # U+0400-053F: Cyrillic
-    ("r", bytes(range(0xD5, 0xE0))),  # U+0540-07FF: Armenian, Hebrew, Arabic, Syriac, Thaana
-    ("i", bytes(range(0xE0, 0xE2))),  # U+0800-1FFF: Indic, Thai, Georgian, Vietnamese letters
+    ("m", b"\xd5\xd6"),  # U+0540-05BF: Armenian (its letters mostly one byte-level token each)
+    ("r", bytes(range(0xD7, 0xE0))),  # U+05C0-07FF: Hebrew, Arabic, Syriac, Thaana
+    ("i", b"\xe0"),  # U+0800-0FFF: Indic scripts, Thai, Lao, Tibetan
+    ("t", b"\xe1"),  # U+1000-1FFF: Georgian, Ethiopic, Myanmar, Khmer, Vietnamese and Greek letters
     ("g", b"\xe2"),  # U+2000-2FFF: curly quotes, dashes, arrows, maths, symbols, dingbats
     ("k", b"\xe3"),  # U+3000-3FFF: CJK punctuation, kana, the first CJK extension
     ("h", bytes(range(0xE4, 0xEA))),  # U+4000-9FFF: CJK ideographs
@@ -45,8 +47,10 @@ _RATES = {
     "l": 136,
     "x": 90,
     "c": 32,
+    "m": 128,
     "r": 84,
-    "i": 32,
+    "i": 104,  # Hindi, Bengali, Tamil: up to 1.6 tokens a character (Thai far less)
+    "t": 192,  # Ge'ez (Amharic) and Georgian take up to three, as many as their UTF-8 bytes
     "g": 145,
     "k": 50,
     "h": 70,
@@ -59,6 +63,9 @@ for _code, _leads in _CLASSES:
     for _byte in _leads:
         _WEIGHTS[_byte] = _RATES[_code]
 _TO_WEIGHTS = bytes(_WEIGHTS)
+# U+1E00-1EFF (Vietnamese letters such as ộ, ữ) are priced at one token, not the class's three.
+_LATIN_EXTENDED_ADDITIONAL = (b"\xe1\xb8", b"\xe1\xb9", b"\xe1\xba", b"\xe1\xbb")
+_VIETNAMESE_REFUND = _RATES["t"] - 64
 _BLOCK = 256  # 256 weights of at most 255 sum below adler32's modulus (65521)
 
 
@@ -71,6 +78,9 @@ def estimate_tokens(text: str) -> int:
     total = 0
     for start in range(0, len(weights), _BLOCK):
         total += (zlib.adler32(weights[start : start + _BLOCK]) & 0xFFFF) - 1
+    if _RATES["t"] in weights:  # U+1000-1FFF, where Vietnamese letters cost far less than the rest
+        data = text.encode("utf-8", "surrogatepass")
+        total -= _VIETNAMESE_REFUND * sum(data.count(lead) for lead in _LATIN_EXTENDED_ADDITIONAL)
     return (total + 63) // 64
 
 

@@ -4,13 +4,14 @@ Open WebUI's captured tool array through both APIs against the Ollama-behaving u
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from proxy.pipeline.context import estimate, fit
+from proxy.pipeline.context import MAX_SCALE, RECENT, SCALE_HEADROOM, WindowCache, estimate, fit
 from proxy.pipeline.retrieval import Passage, footnote, strip_own_additions
 from tests.conftest import CHAT_MODEL, UpstreamLog
 from tests.ragdocs import CANARY, QUESTION
@@ -218,3 +219,43 @@ def test_the_prompt_tokens_ollama_reports_raise_the_models_estimate(ollama: Serv
         counted = reply.json()["usage"]["prompt_tokens"]
         after = httpx.post(url + "/v1/rag/preview", json=body, timeout=60).json()["tokens"]
     assert before["prompt_estimate"] < counted <= after["prompt_estimate"] < 1.2 * counted
+
+
+def odd_chat(alphabet: str, turns: int, seed: int) -> list[dict[str, Any]]:
+    """A conversation of random letters of ``alphabet``: text no estimate prices right."""
+    rng = random.Random(seed)
+    messages: list[dict[str, Any]] = []
+    for _turn in range(turns):
+        text = "".join(rng.choice(alphabet) for _ in range(100))
+        messages += [{"role": "user", "content": text}, {"role": "assistant", "content": "hello"}]
+    return [*messages, {"role": "user", "content": "hello"}]
+
+
+RUNIC = "".join(chr(c) for c in range(0x16A0, 0x16F0))
+LOWER = "abcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.mark.parametrize("alphabet", [RUNIC, LOWER], ids=["runic", "random-letters"])
+def test_text_the_estimate_prices_low_is_counted_and_fitted(llama: Server, alphabet: str) -> None:
+    """Random letters cost a tokenizer two or three times what any estimate of natural text says:
+    llama.cpp refused the chat (400, over its window) when it was forwarded as fitted by the
+    estimate. The count catches it, this request's fitting is scaled by it, and the reply is 200."""
+    messages = odd_chat(alphabet, 50, seed=4)
+    body = {"model": "smollm2", "messages": messages, "max_tokens": 8}
+    with ragproxy(upstream=llama.url, upstream_api="openai", model="smollm2") as url:
+        reply = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+        assert reply.status_code == 200, reply.text
+        assert 0 < reply.json()["usage"]["prompt_tokens"] <= 2048 - 8
+
+
+def test_one_odd_prompt_raises_a_models_scale_for_a_few_requests_only() -> None:
+    windows = WindowCache()
+    windows.learn("m", real=3000, estimated=500)  # a prompt of a script the estimate prices low
+    assert windows.scale("m") == MAX_SCALE
+    for _ in range(RECENT - 1):
+        windows.learn("m", real=900, estimated=1000)  # ordinary chats
+        assert windows.scale("m") == MAX_SCALE
+    windows.learn("m", real=900, estimated=1000)
+    assert windows.scale("m") == 1.0  # the odd one has aged out
+    windows.learn("m", real=1500, estimated=1000)
+    assert windows.scale("m") == pytest.approx(1.5 * SCALE_HEADROOM)

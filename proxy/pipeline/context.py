@@ -4,6 +4,7 @@ that holds it all, so nothing is cut silently."""
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -34,17 +35,20 @@ PROBE_SHARE = 0.25
 # model whose tokenizer counts more gets its own scale (``WindowCache.scale``).
 ESTIMATE_MARGIN = 1.0
 MESSAGE_OVERHEAD = 6
-# Near the window the estimate is checked: a prompt estimated past this share of the room (or
-# any long one while the model's tokenizer is unknown) is counted by the upstream itself where
-# it can (llama.cpp's /tokenize), within a small part of the first-byte budget. A model whose
-# tokenizer counts more than the estimate (learned from those counts and from the prompt tokens
-# every reply reports) gets its estimates scaled up, with some headroom, never down, and at most
-# by MAX_SCALE.
-COUNT_SHARE = 0.8
+# A prompt that could pass the room is counted by the upstream itself where it can (llama.cpp's
+# /tokenize), within a small part of the first-byte budget: one whose UTF-8 form is longer than
+# the room (no tokenizer spends more than a token a byte, so a shorter one cannot pass it). A model
+# whose tokenizer counts more than the estimate (learned from those counts and from the prompt
+# tokens every reply reports) gets its estimates scaled up by the most of its RECENT last ratios,
+# with some headroom and at most by MAX_SCALE: one odd prompt (a script the estimate prices low)
+# raises it for a few requests, not for good. Within one request a count over the room scales
+# that request's fitting by what was counted, up to MAX_REQUEST_SCALE.
 COUNT_TIMEOUT = 2.0
 LEARN_FROM = 128  # prompts shorter than this say more about the chat template than the tokenizer
 SCALE_HEADROOM = 1.05
 MAX_SCALE = 4.0
+MAX_REQUEST_SCALE = 16.0
+RECENT = 8
 # num_ctx comes in steps, because Ollama reloads a model whenever num_ctx changes.
 NUM_CTX_STEPS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
@@ -98,7 +102,7 @@ class WindowCache:
         self.num_ctx: dict[str, int] = {}  # the largest num_ctx each model was given so far
         self._scales: dict[str, float] = {}  # model: what its tokenizer counts per token estimated
         self._uncounted: dict[str, float] = {}  # model: until when its upstream is not asked to count
-        self._measured: set[str] = set()  # models whose tokenizer was seen counting a long prompt
+        self._ratios: dict[str, collections.deque[float]] = {}  # model: its last counted/estimated
 
     async def info(self, pool: UpstreamPool, model: str, deadline: float | None = None) -> ModelInfo:
         """Asked of an upstream that has the model. ``deadline``: the request's first-byte
@@ -132,29 +136,27 @@ class WindowCache:
         return (await self.info(pool, model, deadline)).window
 
     def scale(self, model: str) -> float:
-        """What ``estimate`` is multiplied by for this model (1 until its tokenizer was seen to
-        count more)."""
-        return self._scales.get(model, 1.0)
+        """What ``estimate`` is multiplied by for this model: 1, or more while its tokenizer was
+        recently seen to count more."""
+        recent = self._ratios.get(model)
+        return max(1.0, *recent) if recent else 1.0
 
     def learn(self, model: str, real: int, estimated: float) -> None:
-        """A real prompt count beside the unscaled estimate of the same prompt: the model's scale
-        rises if its tokenizer counted more (lower counts are ignored: Ollama reports only the
-        tokens it did not have cached, and a cut prompt as the window's length)."""
+        """A real prompt count beside the unscaled estimate of the same prompt. A lower count
+        only ages a higher one out (Ollama reports only the tokens it did not have cached, and
+        a cut prompt as the window's length)."""
         if real < LEARN_FROM or estimated <= 0:
             return
-        self._measured.add(model)
-        scale = min(real / estimated * SCALE_HEADROOM, MAX_SCALE)
-        if real > estimated * self.scale(model) and scale > self.scale(model):
-            log.info("context.scale_learned", model=model, scale=round(scale, 3), was=self.scale(model))
-            self._scales[model] = scale
+        before = self.scale(model)
+        ratios = self._ratios.setdefault(model, collections.deque(maxlen=RECENT))
+        ratios.append(min(real / estimated * SCALE_HEADROOM, MAX_SCALE))
+        if self.scale(model) != before:
+            log.info("context.scale_learned", model=model, scale=round(self.scale(model), 3), was=before)
 
-    def worth_counting(self, model: str, estimate: int, room: int) -> bool:
-        """Whether a prompt of this (scaled) estimate should be counted before it is sent: near
-        the room's end; or, while the model's tokenizer is unknown, wherever the most it could
-        count (``MAX_SCALE`` times the estimate) would not fit."""
-        if estimate >= COUNT_SHARE * room:
-            return True
-        return model not in self._measured and estimate * MAX_SCALE >= room
+    @staticmethod
+    def worth_counting(prompt_bytes: int, room: int) -> bool:
+        """Whether a prompt should be counted before it is sent: it could pass the room."""
+        return prompt_bytes > room
 
     async def count(
         self, pool: UpstreamPool, model: str, body: dict[str, Any], deadline: float

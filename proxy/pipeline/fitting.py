@@ -10,6 +10,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import orjson
 
 from proxy.logging import get_logger
 from proxy.pipeline import context
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from proxy.pipeline.chat import ChatCall
 
 log = get_logger("ragproxy.chat")
+
+ATTEMPTS = 4  # fittings of one request, each after a count over the room
 
 
 async def fit_call(
@@ -95,21 +98,22 @@ async def _fit_counted(
     settings: Settings,
 ) -> context.Fitted:
     """``context.fit`` into the room the answer's reserve leaves, the estimate scaled for the
-    model. A prompt estimated near the room's end is counted by the upstream where it can count
-    (llama.cpp, which refuses a prompt over its window): a count over the room raises the model's
-    scale and the prompt is fitted again. ``call.rag.prompt_estimate``: the count, else the
-    scaled estimate."""
+    model. A prompt that could pass the room is counted by the upstream where it can count
+    (llama.cpp, which refuses a prompt over its window): a count over the room scales this
+    request's estimate by what was counted (and teaches the model's scale), and the prompt is
+    fitted again. ``call.rag.prompt_estimate``: the count, else the scaled estimate."""
     body, info, model = call.body, call.rag, call.body["model"]
     room = window - min(info.reserve, window // 2)
     in_use = any(m.get("role") == "tool" or m.get("tool_calls") for m in body["messages"])
-    for attempt in range(3):
-        info.scale = windows.scale(model)
+    scale = windows.scale(model)
+    for attempt in range(ATTEMPTS):
+        info.scale = scale
         fitted = await anyio.to_thread.run_sync(  # a thread: agents send thousands of messages
             functools.partial(
                 context.fit,  # into the room measured in unscaled estimate tokens
                 body["messages"],
                 passages,
-                window=int(room / info.scale),
+                window=int(room / scale),
                 reserve=0,
                 placement=settings.context_placement,
                 extra=context.tools_tokens(body),
@@ -118,18 +122,24 @@ async def _fit_counted(
             )
         )
         info.estimated = fitted.prompt_estimate
-        info.prompt_estimate = math.ceil(fitted.prompt_estimate * info.scale)
-        if attempt == 2 or not windows.worth_counting(model, info.prompt_estimate, room):
-            break
+        info.prompt_estimate = math.ceil(fitted.prompt_estimate * scale)
         sent: dict[str, Any] = {"messages": fitted.messages}
         if body.get("tools") and not fitted.extra_dropped:
             sent["tools"] = body["tools"]
+        if attempt == ATTEMPTS - 1 or not windows.worth_counting(len(orjson.dumps(sent)), room):
+            break
         real = await windows.count(pool, model, sent, call.deadline(pool))
         if real is None:
             break
         windows.learn(model, real, fitted.prompt_estimate)
-        if real <= room or windows.scale(model) == info.scale:  # it fits, or nothing more to drop by
+        if real <= room:
             info.prompt_estimate = real
             break
         log.info("context.counted_over", model=model, counted=real, room=room, estimate=info.prompt_estimate)
+        if scale >= context.MAX_REQUEST_SCALE:
+            break  # nothing more to drop by
+        scale = min(
+            max(real / fitted.prompt_estimate * context.SCALE_HEADROOM, scale * 1.1),
+            context.MAX_REQUEST_SCALE,
+        )
     return fitted
