@@ -11,7 +11,7 @@ when ``--llama-server`` names one or the tests' build is in its cache.
 Text classes: English prose (SciFact abstracts), English Markdown (the FastAPI docs), Chinese prose
 (CMRC 2018 paragraphs), Chinese Markdown (the TiDB docs), code (this repository's Python),
 numbers and ids (generated: hashes, UUIDs, timestamps, tables), emoji-rich text, full-width forms
-and CJK punctuation, Japanese and Korean, Cyrillic and accented Latin (``bench/data/token_text.jsonl``,
+and CJK punctuation, Japanese and Korean, Cyrillic and accented Latin, fifteen other scripts (``bench/data/token_text.jsonl``,
 lines joined into longer samples), and whole chats (messages of all of these, with a system
 prompt, rendered by the model's chat template: estimated with ``context.estimate``).
 
@@ -245,6 +245,9 @@ def text_classes(data: Path, n: int, rng: random.Random) -> dict[str, list[str]]
         "full-width, CJK punct.": joined_lines(written["fullwidth"], n, rng),
         "Japanese, Korean": joined_lines(written["kana_hangul"], n, rng),
         "Cyrillic, accented": joined_lines(written["cyrillic_accented"], n, rng),
+        "Indic, Thai, Georgian, Ge'ez, Armenian, Arabic, Hebrew, Greek, Vietnamese, Khmer, Myanmar": (
+            joined_lines(written["other_scripts"], n, rng)
+        ),
     }
 
 
