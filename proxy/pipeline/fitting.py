@@ -105,28 +105,33 @@ async def _fit_counted(
     body, info, model = call.body, call.rag, call.body["model"]
     room = window - min(info.reserve, window // 2)
     in_use = any(m.get("role") == "tool" or m.get("tool_calls") for m in body["messages"])
+    tools = await anyio.to_thread.run_sync(context.tools_tokens, body) if body.get("tools") else 0
     scale = windows.scale(model)
-    for attempt in range(ATTEMPTS):
-        info.scale = scale
-        fitted = await anyio.to_thread.run_sync(  # a thread: agents send thousands of messages
-            functools.partial(
-                context.fit,  # into the room measured in unscaled estimate tokens
-                body["messages"],
-                passages,
-                window=int(room / scale),
-                reserve=0,
-                placement=settings.context_placement,
-                extra=context.tools_tokens(body),
-                trim_history=trim_history,
-                extra_droppable=not in_use and not call.keep_tools,  # tools in use are never taken away
-            )
+
+    def fitted_and_sent(scale: float) -> tuple[context.Fitted, dict[str, Any], int]:
+        """The fitting, what would be sent, and its UTF-8 length (each a pass over everything
+        the client sent: in a worker thread)."""
+        fitted = context.fit(
+            body["messages"],
+            passages,
+            window=int(room / scale),  # the room measured in unscaled estimate tokens
+            reserve=0,
+            placement=settings.context_placement,
+            extra=tools,
+            trim_history=trim_history,
+            extra_droppable=not in_use and not call.keep_tools,  # tools in use are never taken away
         )
-        info.estimated = fitted.prompt_estimate
-        info.prompt_estimate = math.ceil(fitted.prompt_estimate * scale)
         sent: dict[str, Any] = {"messages": fitted.messages}
         if body.get("tools") and not fitted.extra_dropped:
             sent["tools"] = body["tools"]
-        if attempt == ATTEMPTS - 1 or not windows.worth_counting(len(orjson.dumps(sent)), room):
+        return fitted, sent, len(orjson.dumps(sent))
+
+    for attempt in range(ATTEMPTS):
+        info.scale = scale
+        fitted, sent, size = await anyio.to_thread.run_sync(functools.partial(fitted_and_sent, scale))
+        info.estimated = fitted.prompt_estimate
+        info.prompt_estimate = math.ceil(fitted.prompt_estimate * scale)
+        if attempt == ATTEMPTS - 1 or not windows.worth_counting(size, room):
             break
         real = await windows.count(pool, model, sent, call.deadline(pool))
         if real is None:
