@@ -141,6 +141,17 @@ class Settings:
         "Seconds a connection may stay open without sending a request, before its first request and "
         "between two.",
     )
+    body_timeout: float = _setting(
+        20.0,
+        "Seconds over which a request's body must keep arriving: at least 1 KiB a second on average "
+        "in each such period, until it is whole; else the connection is closed (408 if no reply has "
+        "begun). A reply, however long, is not limited by it.",
+    )
+    max_connections: int = _setting(
+        1000,
+        "Most client connections open at once; one more is answered 503 and closed. Lowered at "
+        "start if the open-file limit cannot hold it (two descriptors a connection).",
+    )
     db: str = _setting(
         "",
         "The index: a SQLite file's path, or a PostgreSQL URL (postgresql://user@host/dbname, with "
@@ -290,6 +301,8 @@ class Settings:
             "max_body_size",
             "header_timeout",
             "keep_alive_timeout",
+            "body_timeout",
+            "max_connections",
             "port",
             "chunk_tokens",
             "max_file_size",

@@ -1,10 +1,12 @@
 """The server's edge on raw sockets: a request head past the limit, a head sent a byte at a time,
-a connection that never asks. Each is cut without costing the server memory, while /healthz
-still answers at once; large but legal requests go through."""
+a body that trickles, a connection that never asks, one connection more than the cap. Each is
+cut without costing the server memory, while /healthz still answers at once; large but legal
+requests, bodies sent steadily and long streamed replies go through."""
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -14,14 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import CHAT_MODEL
 from tests.servers import Server, ragproxy_process
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+CHAT_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+LIMITS = ("--header-timeout", "1", "--keep-alive-timeout", "1", "--body-timeout", "1")
 
 
 @pytest.fixture(scope="module")
 def edge() -> Iterator[Server]:
-    with ragproxy_process("--header-timeout", "1", "--keep-alive-timeout", "1") as server:
+    with ragproxy_process(*LIMITS) as server:
         yield server
 
 
@@ -137,3 +142,119 @@ def test_large_legal_requests_go_through(edge: Server) -> None:
     assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["param"] == "stream"
     response = httpx.get(edge.url + "/healthz", headers={"Cookie": cookies, "X-Token": token})
     assert response.status_code == 200
+
+
+def dribble_bodies(server: Server, count: int, replies: list[bytes]) -> None:
+    """``count`` connections that each announce a 10 MB body and send 60 KB of it at once, then a
+    byte each every 0.3 s, for up to 20 s, until the server cuts them."""
+    socks = [connect(server) for _ in range(count)]
+    for sock in socks:
+        sock.sendall(CHAT_HEAD + b"Content-Length: 10000000\r\n\r\n" + b" " * 60_000)
+    still_open = list(socks)
+    deadline = time.monotonic() + 20
+    while still_open and time.monotonic() < deadline:
+        readable, _, _ = select.select(still_open, [], [], 0.3)
+        for sock in readable:  # the server has answered: read it to the end
+            replies.append(read_until_closed(sock))
+            still_open.remove(sock)
+        for sock in still_open:
+            try:
+                sock.sendall(b" ")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed: its reply is read on the next round
+    replies.extend(b"not cut" for _ in still_open)
+    for sock in socks:
+        sock.close()
+
+
+def send_steady_chunks(server: Server, replies: list[bytes]) -> None:
+    """A chunked body of 24 KiB, 2 KiB every 0.25 s: slow, but steady."""
+    message = {"role": "user", "content": "w" * 24_000}
+    data = json.dumps({"model": "m", "messages": [message], "stream": "yes"}).encode()
+    with connect(server) as sock:
+        sock.sendall(CHAT_HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        for start in range(0, len(data), 2048):
+            piece = data[start : start + 2048]
+            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            time.sleep(0.25)
+        sock.sendall(b"0\r\n\r\n")
+        replies.append(read_until_closed(sock))
+
+
+def test_trickling_bodies_are_cut_and_healthz_answers_meanwhile(edge: Server) -> None:
+    """Bodies that stopped coming at a useful pace (60 KB at once earns no lasting credit), a
+    flood of them; a slow but steady chunked body beside them is read whole."""
+    for _ in range(3):
+        httpx.get(edge.url + "/healthz")
+    before = rss_mb(edge)
+    slow: list[bytes] = []
+    steady: list[bytes] = []
+    done = threading.Event()
+    attack = [
+        threading.Thread(target=dribble_bodies, args=(edge, 200, slow)),
+        threading.Thread(target=send_steady_chunks, args=(edge, steady)),
+    ]
+    for thread in attack:
+        thread.start()
+    probes: list[float] = []
+    prober = threading.Thread(target=lambda: probes.extend(healthz_seconds(edge, done)))
+    prober.start()
+    for thread in attack:
+        thread.join()
+    done.set()
+    prober.join()
+    assert len(slow) == 200, len(slow)
+    assert all(r.startswith(b"HTTP/1.1 408 ") for r in slow), {r[:40] for r in slow}
+    assert rss_mb(edge) - before < 64, (before, rss_mb(edge))  # 200 × 60 KB read, then let go
+    assert len(steady) == 1 and steady[0].startswith(b"HTTP/1.1 400 "), steady  # read and parsed
+    assert json.loads(steady[0].partition(b"\r\n\r\n")[2])["error"]["param"] == "stream"
+    assert probes and max(probes) < 0.1, probes
+
+
+def test_a_streamed_reply_outlasting_the_body_timeout_is_not_cut(llama: Server) -> None:
+    """The body is whole once the request is in: a reply may stream for as long as it takes."""
+    flags = ("--upstream", llama.url, "--upstream-api", "openai", "--model", CHAT_MODEL)
+    story = {
+        "model": CHAT_MODEL,
+        "messages": [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}],
+        "max_tokens": 600,
+        "temperature": 0.8,
+        "stream": True,
+    }
+    with ragproxy_process(*LIMITS, *flags) as proxy:
+        started = time.perf_counter()
+        lines = []
+        with httpx.stream("POST", proxy.url + "/v1/chat/completions", json=story, timeout=120) as reply:
+            assert reply.status_code == 200
+            lines = [line for line in reply.iter_lines() if line.startswith("data: ")]
+        took = time.perf_counter() - started
+    print(f"{len(lines)} events streamed over {took:.1f} s, --body-timeout 1")
+    assert lines[-1] == "data: [DONE]", lines[-3:]
+    assert len(lines) > 100, len(lines)  # a long reply, not one cut short and ended cleanly
+
+
+@pytest.fixture(scope="module")
+def capped() -> Iterator[Server]:
+    with ragproxy_process("--max-connections", "3", "--keep-alive-timeout", "30") as server:
+        yield server
+
+
+def test_connections_past_the_cap_are_refused_until_one_closes(capped: Server) -> None:
+    held = [connect(capped) for _ in range(3)]
+    for sock in held:  # each answered, so each is counted
+        sock.sendall(HEAD + b"\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    with connect(capped) as extra:
+        assert read_until_closed(extra).startswith(b"HTTP/1.1 503 ")  # at once, nothing asked
+    held.pop().close()
+    replies = []
+    for _ in range(100):  # the closed one's place is free as soon as the server sees it go
+        with connect(capped) as sock:
+            sock.sendall(HEAD + b"Connection: close\r\n\r\n")
+            replies.append(read_until_closed(sock))
+        if replies[-1].startswith(b"HTTP/1.1 200 "):
+            break
+        time.sleep(0.05)
+    assert replies[-1].startswith(b"HTTP/1.1 200 "), replies
+    for sock in held:
+        sock.close()

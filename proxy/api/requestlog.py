@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 log = get_logger("ragproxy.request")
 RECORD_KEY = "ragproxy_record"
 SOURCES_KEY = "ragproxy_sources"  # the passages a chat sent: for the status page, never logged
+# In scope["extensions"], set by server.py when it answered the request itself (a body that
+# stopped arriving): the status the client got, not the app's answer to the broken-off body.
+EDGE_STATUS = "ragproxy.edge_status"
 RECENT_REQUESTS = 50
 # Not kept among the recent requests: the status page itself, and probes and scrapes, which
 # would push the chats out of the ring.
@@ -81,6 +84,9 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_logged)
         finally:
             ended = time.perf_counter()
+            extensions: dict[str, Any] = scope.get("extensions") or {}
+            if EDGE_STATUS in extensions:
+                status = extensions[EDGE_STATUS]["status"]
             fields: dict[str, Any] = {
                 "method": scope.get("method"),
                 "path": path,

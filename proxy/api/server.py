@@ -5,38 +5,85 @@ host a request is for, so the Host check (``security.py``) must see it.
 
 The protocol also bounds what a client may cost before any key is checked: the bytes of a
 request head (llhttp has no limit, and httptools gathers a header's value by concatenation),
-the time to send one, and how long a connection may stay open without asking anything
-(uvicorn's keep-alive timer starts only after a first response)."""
+the time to send one, the pace of a body (uvicorn waits for one forever), how long a connection
+may stay open without asking anything (uvicorn's keep-alive timer starts only after a first
+response), and how many connections may be open at once, so that the open-file limit is not
+reached by connections that hold nothing but a descriptor."""
 
 from __future__ import annotations
 
 import asyncio
+import resource
 import sys
 from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
 from litestar.types import ASGIApp
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from proxy.api.requestlog import EDGE_STATUS
 from proxy.api.security import TARGET_AUTHORITY
 from proxy.errors import ConfigError
+from proxy.logging import get_logger
 from proxy.settings import Settings
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers; browsers' own limits are well below
+# A body's slowest pace, averaged over each ``--body-timeout`` period: a 10 MiB body at it takes
+# three hours, yet a connection trickling a byte every few seconds is cut (an idle-gap timer alone
+# would keep that one forever). Apache's mod_reqtimeout default is 500 bytes a second.
+MIN_BODY_RATE = 1024
+FDS_PER_CONNECTION = 2  # the client's socket, and the upstream's while a chat is proxied
+FDS_RESERVED = 128  # the index, the log, the folders watched, the embedder's files
+REFUSALS_LOGGED_EVERY = 60.0  # seconds: a flood at the cap logs a line a minute, not one a connection
+
+
+class _Flow(FlowControl):
+    """uvicorn's flow control, remembering whether reading was paused at all since it was last
+    asked: a client is not blamed for a body it could not send while the server was not reading."""
+
+    paused_since_asked = False
+
+    def pause_reading(self) -> None:
+        self.paused_since_asked = True
+        super().pause_reading()
+
+    def was_paused(self) -> bool:
+        paused = self.paused_since_asked or self.read_paused
+        self.paused_since_asked = False
+        return paused
+
+
+class _Refusals:
+    """Connections refused at the cap since the last log line, shared by a server's connections."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.logged_at = float("-inf")
 
 
 class EdgeProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with the authority of an absolute-form target in the scope's
-    ``extensions``, and the limits on request heads and idle connections."""
+    ``extensions``, and the limits on request heads, bodies, idle connections and their number."""
 
-    header_timeout = 10.0  # set per server by ``uvicorn_config``
+    # set per server by ``uvicorn_config``
+    header_timeout = 10.0
+    body_timeout = 20.0
+    max_connections = 1000
+    refusals = _Refusals()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = self._flow = _Flow(transport)  # before any request's cycle is handed it
         self._head_bytes: int | None = 0  # of the request head being read; None while none is
         self._head_timer: asyncio.TimerHandle | None = None
         self._heads_read = 0
+        self._body_timer: asyncio.TimerHandle | None = None  # while a request's body is incomplete
+        self._body_bytes = 0  # received since the body's pace was last checked
+        if len(self.connections) > self.max_connections:
+            self._refuse_connection()
+            return
         # A connection that never asks is idle like a kept-alive one: the same timer closes it.
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
@@ -44,6 +91,7 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -71,9 +119,19 @@ class EdgeProtocol(HttpToolsProtocol):
             authority = urlsplit(self.url.decode("latin-1")).netloc
             self.scope.setdefault("extensions", {})[TARGET_AUTHORITY] = {"authority": authority}
         super().on_headers_complete()
+        # The body's pace is checked from here; a request without one completes at once, which
+        # stops the timer before it is ever due.
+        self._body_bytes = 0
+        self._flow.was_paused()
+        self._body_timer = self.loop.call_later(self.body_timeout, self._check_body_pace)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)  # the payload alone: chunk sizes and extensions earn nothing
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._head_bytes = 0  # the next request's head, counted from its first byte
+        self._stop_body_timer()
         super().on_message_complete()
 
     def _stop_head_timer(self) -> None:
@@ -85,12 +143,51 @@ class EdgeProtocol(HttpToolsProtocol):
         self._head_timer = None
         self._refuse(408, "Request headers not received in time.")
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _check_body_pace(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return  # closed, or handed to a WebSocket protocol
+        received, self._body_bytes = self._body_bytes, 0
+        # Not the client's fault: the server stopped reading (an app slow to take the body, a
+        # request queued behind another), or the client waits for "100 Continue".
+        held_back = self._flow.was_paused() or self.cycle.waiting_for_100_continue
+        if held_back or received >= MIN_BODY_RATE * self.body_timeout:
+            self._body_timer = self.loop.call_later(self.body_timeout, self._check_body_pace)
+            return
+        # The reply is this request's own unless it is queued behind another one's.
+        answer = not self.cycle.response_started and not self.pipeline
+        if answer:
+            self.cycle.scope.setdefault("extensions", {})[EDGE_STATUS] = {"status": 408}
+        self._refuse(408, "Request body not received in time.", answer=answer)
+
+    def _refuse_connection(self) -> None:
+        refusals = self.refusals
+        refusals.count += 1
+        if self.loop.time() - refusals.logged_at >= REFUSALS_LOGGED_EVERY:
+            get_logger("ragproxy").warning(
+                "connections.refused",
+                refused=refusals.count,
+                max_connections=self.max_connections,
+                effect="new connections get 503 until open ones close",
+            )
+            refusals.count = 0
+            refusals.logged_at = self.loop.time()
+        self._refuse(503, "Too many connections.")
+
+    def _refuse(self, status: int, message: str, *, answer: bool | None = None) -> None:
         """Answer and close; a response already under way (to a pipelined request before
-        this one) is only cut, not interleaved with this one."""
+        this one) is only cut, not interleaved with this one. ``answer``: whether to answer, when
+        the caller knows better than "no response under way"."""
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:
+        if answer is None:
+            answer = self.cycle is None or self.cycle.response_complete
+        if answer:
             body = message.encode("ascii")
             head = [STATUS_LINE[status]]
             head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
@@ -103,8 +200,37 @@ class EdgeProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+def connection_cap(wanted: int) -> int:
+    """The most connections the open-file limit can hold, at most ``wanted``. The soft limit is
+    raised to the hard one first, as Go's runtime does: a soft 1,024 is a common default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, (soft - FDS_RESERVED) // FDS_PER_CONNECTION))
+
+
 def uvicorn_config(app: ASGIApp, settings: Settings, **options: Any) -> uvicorn.Config:
-    protocol = type("EdgeProtocol", (EdgeProtocol,), {"header_timeout": settings.header_timeout})
+    cap = connection_cap(settings.max_connections)
+    if cap < settings.max_connections:
+        get_logger("ragproxy").warning(
+            "max_connections.lowered",
+            max_connections=cap,
+            asked=settings.max_connections,
+            fix="raise the open-file limit (LimitNOFILE= in a systemd unit, ulimit -n in a shell)",
+        )
+    limits = {
+        "header_timeout": settings.header_timeout,
+        "body_timeout": settings.body_timeout,
+        "max_connections": cap,
+        "refusals": _Refusals(),
+    }
+    protocol = type("EdgeProtocol", (EdgeProtocol,), limits)
     return uvicorn.Config(
         app,
         host=settings.host,
