@@ -11,8 +11,8 @@ when ``--llama-server`` names one or the tests' build is in its cache.
 Text classes: English prose (SciFact abstracts), English Markdown (the FastAPI docs), Chinese prose
 (CMRC 2018 paragraphs), Chinese Markdown (the TiDB docs), code (this repository's Python),
 numbers and ids (generated: hashes, UUIDs, timestamps, tables), emoji-rich text, full-width forms
-and CJK punctuation, Japanese and Korean, Cyrillic and accented Latin, fifteen other scripts (``bench/data/token_text.jsonl``,
-lines joined into longer samples), and whole chats (messages of all of these, with a system
+and CJK punctuation, Japanese and Korean, Cyrillic and accented Latin, fifteen other scripts
+(``bench/data/token_text.jsonl``, lines joined into longer samples), and whole chats (messages of all of these, with a system
 prompt, rendered by the model's chat template: estimated with ``context.estimate``).
 
 Reported per class and tokenizer: the mean of estimate/real, its 1st percentile and minimum (under
