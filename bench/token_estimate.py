@@ -12,8 +12,9 @@ Text classes: English prose (SciFact abstracts), English Markdown (the FastAPI d
 (CMRC 2018 paragraphs), Chinese Markdown (the TiDB docs), code (this repository's Python),
 numbers and ids (generated: hashes, UUIDs, timestamps, tables), emoji-rich text, full-width forms
 and CJK punctuation, Japanese and Korean, Cyrillic and accented Latin, fifteen other scripts
-(``bench/data/token_text.jsonl``, lines joined into longer samples), and whole chats (messages of all of these, with a system
-prompt, rendered by the model's chat template: estimated with ``context.estimate``).
+(``bench/data/token_text.jsonl``, lines joined into longer samples), and whole chats (messages
+of all of these, with a system prompt, rendered by the model's chat template: estimated with
+``context.estimate``).
 
 Reported per class and tokenizer: the mean of estimate/real, its 1st percentile and minimum (under
 1: an undercount), before (the old estimate) and after; and the estimate's speed in µs per KB.
