@@ -105,6 +105,8 @@ def chat_loop(base: str, halt: threading.Event, load: Load, seed: int) -> None:
             with load.lock:
                 load.ordinary.append(Outcome(started, time.monotonic(), ok, what))
             load.count("ordinary chats")
+            if not ok:
+                halt.wait(0.2)  # as a person would before asking again
 
 
 def long_history_loop(base: str, halt: threading.Event, load: Load) -> None:
@@ -334,7 +336,8 @@ def test_a_hostile_mixed_load_loses_nothing_and_health_holds(tmp_path: Path) -> 
     print(
         f"\nhostile soak {SECONDS:g} s: {dict(sorted(load.counts.items()))}\n"
         f"  ordinary chats: {len(load.ordinary)}, failed while the model server was away: {len(excused)}, "
-        f"lost: {len(lost)}\n"
+        f"lost: {len(lost)}; the model server away {sum(up - down for down, up in load.downtime):.1f} s "
+        f"in all\n"
         f"  /healthz: {len(probe.seconds)} answers, p99 {probe.p99() * 1000:.0f} ms, "
         f"max {max(probe.seconds) * 1000:.0f} ms, failures {probe.failures}\n"
         f"  settled {settle_seconds:.1f} s after the writer stopped ({len(latest)} files)"
