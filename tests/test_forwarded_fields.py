@@ -59,6 +59,19 @@ OPENAI_CASES = [
     ("/v1/completions", {**COMPLETION, "temperature": "hot"}, "temperature"),
     ("/v1/completions", {**COMPLETION, "max_tokens": 1.5}, "max_tokens"),
     ("/v1/completions", {**COMPLETION, "echo": "yes"}, "echo"),
+    ("/v1/completions", {**COMPLETION, "prompt": ["a"] * 2049}, "prompt"),
+    ("/v1/completions", {**COMPLETION, "prompt": list(range(300_001))}, "prompt"),
+    ("/v1/completions", {**COMPLETION, "prompt": [[1] * 150_000, [2] * 150_001]}, "prompt"),
+    ("/v1/completions", {**COMPLETION, "prompt": ["word " * 400_000]}, "prompt"),
+    ("/v1/completions", {**COMPLETION, "prompt": [[1, 2], "a"]}, "prompt"),
+    ("/v1/completions", {**COMPLETION, "max_tokens": -1}, "max_tokens"),
+    ("/v1/completions", {**COMPLETION, "max_tokens": 0}, "max_tokens"),
+    ("/v1/completions", {**COMPLETION, "n": 0}, "n"),
+    ("/v1/completions", {**COMPLETION, "n": 129}, "n"),
+    ("/v1/chat/completions", {**CHAT, "max_tokens": -1}, "max_tokens"),
+    ("/v1/chat/completions", {**CHAT, "max_completion_tokens": 0}, "max_completion_tokens"),
+    ("/v1/chat/completions", {**CHAT, "n": 1000}, "n"),
+    ("/v1/responses", {**RESPONSES, "max_output_tokens": -1}, "max_output_tokens"),
     ("/v1/responses", {**RESPONSES, "tools": [1]}, "tools[0]"),
     (
         "/v1/responses",
@@ -113,6 +126,8 @@ def test_anthropic_wire_names_the_bad_field(stub: tuple[StubUpstream, str], body
         ("/api/chat", {**OLLAMA_CHAT, "messages": [{**PROMPT[0], "images": ["not base64!"]}]}, "images"),
         ("/api/generate", {"model": "tiny", "prompt": "hi", "images": [1]}, "images"),
         ("/api/generate", {"model": "tiny", "prompt": "hi", "images": ["%%%"]}, "images"),
+        ("/api/chat", {**OLLAMA_CHAT, "options": {"num_predict": "all"}}, "num_predict"),
+        ("/api/generate", {"model": "tiny", "prompt": "hi", "options": {"num_predict": 1.5}}, "num_predict"),
     ],
 )
 def test_ollama_wire_names_the_bad_field(
@@ -136,8 +151,21 @@ def test_well_formed_fields_still_go_through(stub: tuple[StubUpstream, str]) -> 
         ),
         ("/v1/chat/completions", {**CHAT, "messages": _image("data:image/png;base64,iVBORw0KGgo=")}),
         ("/v1/completions", {**COMPLETION, "prompt": [[1, 2, 3]], "stop": ["\n"], "temperature": 0}),
+        ("/v1/completions", {**COMPLETION, "prompt": ["a"] * 2048, "n": 2}),
+        ("/v1/completions", {**COMPLETION, "prompt": list(range(1000))}),
         ("/api/chat", {**OLLAMA_CHAT, "stream": False, "tools": [FUNCTION]}),
     ]
     for path, body in good:
         reply = httpx.post(base + path, json=body, timeout=30)
         assert reply.status_code == 200, (path, reply.text)
+
+
+def test_ollama_lengths_keep_their_meaning(stub: tuple[StubUpstream, str]) -> None:
+    """Ollama's ``num_predict`` of -1 (no limit) and -2 (fill the window) are its own: to an
+    OpenAI-compatible upstream they mean no ``max_tokens``, never a negative one."""
+    upstream, base = stub
+    for predict, sent in ((-1, None), (-2, None), (0, None), (5, 5)):
+        body = {**OLLAMA_CHAT, "stream": False, "options": {"num_predict": predict}}
+        reply = httpx.post(base + "/api/chat", json=body, timeout=30)
+        assert reply.status_code == 200, reply.text
+        assert upstream.bodies[-1].get("max_tokens") == sent

@@ -62,8 +62,12 @@ def validate(body: dict[str, Any], kind: str) -> dict[str, Any]:
             if not isinstance(body.get(field) or "", str):
                 raise BadRequest(f"{field} must be a string")
         check_images(body.get("images"))
-    if body.get("options") is not None and not isinstance(body["options"], dict):
+    options = body.get("options")
+    if options is not None and not isinstance(options, dict):
         raise BadRequest("options must be an object")
+    predict = (options or {}).get("num_predict")
+    if predict is not None and (not isinstance(predict, int) or isinstance(predict, bool)):
+        raise BadRequest("num_predict must be an integer")
     return body
 
 
@@ -177,6 +181,8 @@ def openai_body(body: dict[str, Any]) -> dict[str, Any]:
             converted["tool_call_id"] = calls_by_name.get(message.get("tool_name", ""), "call_0")
         out["messages"].append(converted)
     for option, value in (body.get("options") or {}).items():
+        if option == "num_predict" and value < 1:
+            continue  # Ollama's "no limit" (-1, 0) and "fill the window" (-2): the server's own end
         if option in _OPTION_FIELDS:
             out[_OPTION_FIELDS[option]] = value
     fmt = body.get("format")

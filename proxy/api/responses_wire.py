@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from proxy.api.schemas import check_positive
 from proxy.errors import BadRequest
 from proxy.text import estimate_tokens
 
@@ -75,6 +76,7 @@ def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], Wire]:
             chat["tool_choice"] = choice
         if isinstance(body.get("parallel_tool_calls"), bool):
             chat["parallel_tool_calls"] = body["parallel_tool_calls"]
+    check_positive(body, "max_output_tokens")
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
     # sampling fields of the chat API that Responses lacks, for clients that send them anyway

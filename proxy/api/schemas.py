@@ -18,6 +18,7 @@ DEFAULT_MODEL_NAMES = frozenset({"", "default"})
 # Far above any real conversation (agents' long sessions are a few thousand messages), low enough
 # that checking and fitting one never holds the server for long.
 MAX_MESSAGES = 10_000
+MAX_CHOICES = 128  # OpenAI's own limit on ``n``; each choice is a whole generation upstream
 
 
 def check_message_count(messages: list[Any], param: str = "messages") -> None:
@@ -112,9 +113,16 @@ def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 
 def check_sampling(body: dict[str, Any]) -> None:
-    """The sampling fields chats and completions share: numbers where numbers are meant."""
+    """The sampling fields chats and completions share: numbers where numbers are meant, and
+    lengths and counts positive (a llama.cpp server reads -1 as "no limit", and makes every
+    choice asked for)."""
     for name in ("n", "max_tokens", "max_completion_tokens", "seed", "top_logprobs"):
         _check_type(body, name, int, "an integer")
+    for name in ("max_tokens", "max_completion_tokens"):
+        check_positive(body, name)
+    n = body.get("n")
+    if n is not None and not 1 <= n <= MAX_CHOICES:
+        raise BadRequest(f"'n' must be between 1 and {MAX_CHOICES}", param="n")
     for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty"):
         _check_type(body, name, (int, float), "a number")
     stop = body.get("stop")
@@ -122,6 +130,13 @@ def check_sampling(body: dict[str, Any]) -> None:
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
         raise BadRequest("'stop' must be a string or an array of strings", param="stop")
+
+
+def check_positive(body: dict[str, Any], name: str) -> None:
+    """``body[name]``, if given, a positive integer."""
+    value = body.get(name)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise BadRequest(f"'{name}' must be a positive integer", param=name)
 
 
 def _check_part(part: Any, param: str) -> None:
