@@ -137,14 +137,15 @@ def _check_for_ollama(body: dict[str, Any]) -> None:
 
 
 class CompletionFrames:
-    """``text_completion`` chunks as server-sent events ending in ``[DONE]``, or one completion."""
+    """``text_completion`` chunks as server-sent events ending in ``[DONE]``, or one completion
+    with a choice per index seen (``n`` above 1, or several prompts)."""
 
     def __init__(self, record: dict[str, Any], include_usage: bool) -> None:
         self.record = record
         self.include_usage = include_usage
-        self.text: list[str] = []
+        self.texts: dict[int, list[str]] = {}
+        self.finishes: dict[int, str | None] = {}
         self.last: dict[str, Any] = {}
-        self.finish: str | None = None
         self.usage: dict[str, Any] | None = None
 
     def start(self) -> bytes:
@@ -159,31 +160,36 @@ class CompletionFrames:
             if not chunk.get("choices") and not self.include_usage:
                 return b""
         for choice in chunk.get("choices") or []:
-            self.text.append(choice.get("text") or "")
-            self.finish = choice.get("finish_reason") or self.finish
+            index = choice.get("index") if isinstance(choice.get("index"), int) else 0
+            self.texts.setdefault(index, []).append(choice.get("text") or "")
+            self.finishes[index] = choice.get("finish_reason") or self.finishes.get(index)
         self.last = chunk
         return sse_events(chunk)
 
     def end(self) -> bytes:
-        self.record["finish_reason"] = self.finish
+        self.record["finish_reason"] = self.finishes.get(0)
         return DONE
 
     def fail(self, error: ProxyError) -> bytes:
         return sse_event(error.body()) + DONE
 
     def whole(self) -> Any:
-        choice = {
-            "text": "".join(self.text),
-            "index": 0,
-            "logprobs": None,
-            "finish_reason": self.finish or "stop",
-        }
+        texts = self.texts or {0: []}
+        choices = [
+            {
+                "text": "".join(texts[index]),
+                "index": index,
+                "logprobs": None,
+                "finish_reason": self.finishes.get(index) or "stop",
+            }
+            for index in sorted(texts)
+        ]
         completion = {
             "id": self.last.get("id") or "cmpl-0",
             "object": "text_completion",
             "created": self.last.get("created") or int(time.time()),
             "model": self.last.get("model"),
-            "choices": [choice],
+            "choices": choices,
         }
         if self.usage is not None:
             completion["usage"] = self.usage
