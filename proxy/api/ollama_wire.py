@@ -56,6 +56,7 @@ def validate(body: dict[str, Any], kind: str) -> dict[str, Any]:
             if not isinstance(message.get("content", ""), str):
                 raise BadRequest("message content must be a string")
             check_images(message.get("images"))
+            _check_tool_calls(message.get("tool_calls"))
         check_tools(body.get("tools"))
     else:
         for field in ("prompt", "system", "suffix", "template"):
@@ -69,6 +70,23 @@ def validate(body: dict[str, Any], kind: str) -> dict[str, Any]:
     if predict is not None and (not isinstance(predict, int) or isinstance(predict, bool)):
         raise BadRequest("num_predict must be an integer")
     return body
+
+
+def _check_tool_calls(calls: Any) -> None:
+    """Ollama's calls: ``{"function": {"name", "arguments": {...}}}``, an ``id`` a string if given
+    (an OpenAI-compatible upstream is sent them, and a llama.cpp server fails with 500 on others)."""
+    if calls is None:
+        return
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise BadRequest("tool_calls must be an array of objects")
+    for call in calls:
+        function = call.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise BadRequest("tool_calls[].function must be an object with a name")
+        if not isinstance(function.get("arguments") or {}, dict):
+            raise BadRequest("tool_calls[].function.arguments must be an object")
+        if call.get("id") is not None and not isinstance(call["id"], str):
+            raise BadRequest("tool_calls[].id must be a string")
 
 
 def as_chat(body: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from proxy.api.schemas import check_positive
+from proxy.api.schemas import check_image_url, check_positive
 from proxy.errors import BadRequest
 from proxy.text import estimate_tokens
 
@@ -107,11 +107,12 @@ def _text_parts(content: Any, param: str) -> str | list[dict[str, Any]]:
     if not isinstance(content, list):
         raise BadRequest(f"'{param}.content' must be a string or an array", param=f"{param}.content")
     parts: list[dict[str, Any]] = []
-    for part in content:
+    for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
             parts.append({"type": "text", "text": part["text"]})
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            check_image_url(part["image_url"], f"{param}.content[{i}].image_url")
             parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
         elif kind in ("input_image", "input_file"):
             raise BadRequest(

@@ -78,7 +78,8 @@ def _check_type(body: dict[str, Any], name: str, kinds: type | tuple[type, ...],
 
 
 def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The body with its model resolved; everything else left as the client sent it."""
+    """The body with its model resolved and a tool call's missing ``type`` filled in; everything
+    else left as the client sent it."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty array", param="messages")
@@ -92,6 +93,10 @@ def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
             raise BadRequest(
                 f"'{param}.role' must be one of {', '.join(sorted(ROLES))}", param=f"{param}.role"
             )
+        if message.get("tool_calls") is not None:
+            _check_tool_calls(message["tool_calls"], f"{param}.tool_calls")
+        if message.get("tool_call_id") is not None and not isinstance(message["tool_call_id"], str):
+            raise BadRequest(f"'{param}.tool_call_id' must be a string", param=f"{param}.tool_call_id")
         content = message.get("content")
         if content is None:
             if role != "assistant":
@@ -147,9 +152,73 @@ def _check_part(part: Any, param: str) -> None:
         raise BadRequest(f"'{param}.text' must be a string", param=f"{param}.text")
     if part["type"] == "image_url":
         image = part.get("image_url")
-        url = image.get("url") if isinstance(image, dict) else image  # a bare string: some clients
-        if not isinstance(url, str) or not url:
+        if not isinstance(image, dict):
+            raise BadRequest(
+                f"'{param}.image_url' must be an object with a 'url'", param=f"{param}.image_url"
+            )
+        if not isinstance(image.get("url"), str) or not image["url"]:
             raise BadRequest(f"'{param}.image_url.url' must be a string", param=f"{param}.image_url.url")
+        check_image_url(image["url"], f"{param}.image_url.url")
+
+
+def check_image_url(url: str, param: str) -> None:
+    """An http(s) URL, as it is, or a data URL whose payload is base64 (the server decodes it, and
+    a llama.cpp server fails with 500 on one that is not)."""
+    scheme = url[:8].lower()
+    if scheme.startswith("data:"):
+        head, comma, payload = url.partition(",")
+        if not comma or not head.lower().endswith(";base64") or not is_base64(payload):
+            raise BadRequest(f"'{param}' must be a data URL of base64 data", param=param)
+    elif not scheme.startswith(("http://", "https://")):
+        raise BadRequest(f"'{param}' must be an http(s) or data URL", param=param)
+
+
+def is_base64(data: str) -> bool:
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _check_tool_calls(calls: Any, param: str) -> None:
+    """An assistant turn's calls as OpenAI defines them: ``{"id", "type": "function", "function":
+    {"name", "arguments"}}``; a llama.cpp server fails with 500 on any other shape. A call
+    without a ``type`` is taken as a function's (the one kind a chat tool makes, and clients
+    replaying Ollama's calls leave it out); ``arguments`` may be an object, as Ollama's are, but
+    a string must hold JSON (a blank one is taken as ``{}``)."""
+    if not isinstance(calls, list):
+        raise BadRequest(f"'{param}' must be an array", param=param)
+    for i, call in enumerate(calls):
+        where = f"{param}[{i}]"
+        if not isinstance(call, dict):
+            raise BadRequest(f"'{where}' must be an object", param=where)
+        if call.get("type") is None:
+            call["type"] = "function"
+        elif call["type"] != "function":
+            raise BadRequest(f"'{where}.type' must be 'function'", param=f"{where}.type")
+        if call.get("id") is not None and not isinstance(call["id"], str):
+            raise BadRequest(f"'{where}.id' must be a string", param=f"{where}.id")
+        function = call.get("function")
+        if not isinstance(function, dict):
+            raise BadRequest(f"'{where}.function' must be an object", param=f"{where}.function")
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            raise BadRequest(f"'{where}.function.name' must be a string", param=f"{where}.function.name")
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and not arguments.strip():
+            function["arguments"] = arguments = "{}"  # a call without arguments, as the Ollama path takes it
+        if not isinstance(arguments, dict) and not (isinstance(arguments, str) and _json(arguments)):
+            raise BadRequest(
+                f"'{where}.function.arguments' must be a string of JSON", param=f"{where}.function.arguments"
+            )
+
+
+def _json(text: str) -> bool:
+    try:
+        loads_json(text)
+    except BadRequest:
+        return False
+    return True
 
 
 def check_tools(tools: Any, param: str = "tools") -> None:
@@ -204,11 +273,8 @@ def check_images(images: Any, param: str = "images") -> None:
         return
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise BadRequest(f"{param} must be an array of base64 strings", param=param)
-    for image in images:
-        try:
-            base64.b64decode(image, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest(f"{param} must be an array of base64 strings", param=param) from None
+    if not all(map(is_base64, images)):
+        raise BadRequest(f"{param} must be an array of base64 strings", param=param)
 
 
 def validate_embeddings(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
