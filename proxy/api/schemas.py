@@ -207,18 +207,12 @@ def _check_tool_calls(calls: Any, param: str) -> None:
         arguments = function.get("arguments")
         if isinstance(arguments, str) and not arguments.strip():
             function["arguments"] = arguments = "{}"  # a call without arguments, as the Ollama path takes it
-        if not isinstance(arguments, dict) and not (isinstance(arguments, str) and _json(arguments)):
+        if isinstance(arguments, str):
+            loads_json(arguments, f"'{where}.function.arguments'", param=f"{where}.function.arguments")
+        elif not isinstance(arguments, dict):
             raise BadRequest(
                 f"'{where}.function.arguments' must be a string of JSON", param=f"{where}.function.arguments"
             )
-
-
-def _json(text: str) -> bool:
-    try:
-        loads_json(text)
-    except BadRequest:
-        return False
-    return True
 
 
 def check_tools(tools: Any, param: str = "tools") -> None:
