@@ -64,3 +64,27 @@ def test_errors_arrive_in_the_api_shape(proxy_ollama: str) -> None:
         client.completions.create(model="default", prompt="x", max_tokens=4, n=2)
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="no-such-model", prompt="x", max_tokens=4)
+
+
+def test_every_choice_comes_back(proxy_openai: str) -> None:
+    """``n`` above 1 (llama.cpp's server makes each choice): every one, by its index, whole or
+    streamed."""
+    client = sdk(proxy_openai)
+    ask = {**ASK, "max_tokens": 4, "n": 2}
+    whole = client.completions.create(**ask)
+    assert [c.index for c in whole.choices] == [0, 1]
+    assert all(c.text and c.finish_reason for c in whole.choices)
+    finishes: dict[int, str] = {}
+    for chunk in client.completions.create(**ask, stream=True):
+        for choice in chunk.choices:
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert sorted(finishes) == [0, 1]
+
+
+def test_every_prompt_of_a_batch_comes_back(proxy_openai: str) -> None:
+    """Several prompts in one request: a choice for each, by its index."""
+    prompts = ["The capital of France is", "One, two, three,"]
+    whole = sdk(proxy_openai).completions.create(**{**ASK, "prompt": prompts, "max_tokens": 2})
+    assert [c.index for c in whole.choices] == [0, 1]
+    assert all(c.text and c.finish_reason for c in whole.choices)

@@ -120,15 +120,16 @@ def test_deeply_nested_json_is_400_in_the_apis_shape(proxy_any: str, depth: int)
 
 
 def test_tool_call_arguments_nested_too_deep_are_400(proxy_ollama: str) -> None:
-    """The arguments of an earlier tool call are a JSON string, parsed for an Ollama upstream."""
+    """The arguments of an earlier tool call are a JSON string, parsed when the chat is checked."""
     arguments = orjson.dumps(nested(300).decode())
     body = (
         b'{"messages": [' + HI + b', {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", '
         b'"type": "function", "function": {"name": "f", "arguments": ' + arguments + b"}}]}, "
         b'{"role": "tool", "tool_call_id": "c1", "content": "ok"}, ' + HI + b"]}"
     )
-    error = assert_error(chat(proxy_ollama, body), 400, "invalid_request_error", param="messages")
-    assert error["message"] == "tool call arguments is nested deeper than 100 levels"
+    where = "messages[1].tool_calls[0].function.arguments"
+    error = assert_error(chat(proxy_ollama, body), 400, "invalid_request_error", param=where)
+    assert error["message"] == f"'{where}' is nested deeper than 100 levels"
 
 
 def test_nesting_up_to_the_limit_is_served(proxy_any: str) -> None:

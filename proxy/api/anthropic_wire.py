@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from proxy.api.schemas import is_base64
 from proxy.errors import BadRequest
 
 SIGNATURE = "ragproxy"  # thinking blocks need one; nothing checks it, ragproxy drops them from history
@@ -168,8 +169,12 @@ def _image_url(block: dict[str, Any], where: str) -> str:
     given = block.get("source")
     source: dict[str, Any] = given if isinstance(given, dict) else {}
     if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        if not is_base64(source["data"]):
+            raise BadRequest(f"'{where}.source.data' must be base64 data")
         return f"data:{source.get('media_type') or 'image/png'};base64,{source['data']}"
     if source.get("type") == "url" and isinstance(source.get("url"), str):
+        if not source["url"][:8].lower().startswith(("http://", "https://")):
+            raise BadRequest(f"'{where}.source.url' must be an http(s) URL")
         return str(source["url"])
     raise BadRequest(f"'{where}.source' must be a base64 or url image source")
 

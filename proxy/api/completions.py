@@ -13,11 +13,12 @@ from typing import Any
 from litestar import post
 from litestar.types import ASGIApp
 
+from proxy.api.embedding import MAX_INPUTS, MAX_TOKENS, check_inputs
 from proxy.api.openai import AnyRequest
 from proxy.api.openapi import OPENAI_COMPLETIONS, documented
 from proxy.api.requestlog import request_record
 from proxy.api.responders import FramesResponder
-from proxy.api.schemas import check_sampling, read_json_object, resolve_model
+from proxy.api.schemas import check_sampling, read_checked, resolve_model
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ProxyError
 from proxy.pipeline.chat import visible_collections
@@ -32,13 +33,14 @@ from proxy.upstream.pool import UpstreamPool
 async def completions(request: AnyRequest) -> ASGIApp:
     settings = request.app.state.settings
     pool: UpstreamPool = request.app.state.pool
-    body = await read_json_object(request)
+    body = await read_checked(request, _check)  # a long prompt: in a worker thread
     model = resolve_model(body.get("model"), settings)
     index = request.app.state.index
     if index is not None:  # "model+notes" in an editor's list: the model itself
         model = split_alias(model, visible_collections(index, key_collections(request.scope)))[0]
     body = {**body, "model": model}
-    _check(body, ollama_upstream=pool.preferred(model).api == "ollama")
+    if pool.preferred(model).api == "ollama":
+        _check_for_ollama(body)
     stream = body.get("stream") is True
     record = request_record(request.scope)
     record.update(model=model, stream=stream, rag=False, rag_skipped="completion")
@@ -68,17 +70,14 @@ async def completions(request: AnyRequest) -> ASGIApp:
     )
 
 
-def _check(body: dict[str, Any], *, ollama_upstream: bool) -> None:
-    """The fields forwarded, of the types OpenAI documents (a server may fail with 500 on others)."""
-    prompt = body.get("prompt")
-    texts = isinstance(prompt, str) or (
-        isinstance(prompt, list) and bool(prompt) and all(isinstance(p, str) for p in prompt)
-    )
-    tokens = _tokens(prompt) or (isinstance(prompt, list) and bool(prompt) and all(map(_tokens, prompt)))
-    if not texts and (ollama_upstream or not tokens):
-        raise BadRequest("'prompt' must be a string (or an array of strings)", param="prompt")
-    if ollama_upstream and isinstance(prompt, list) and len(prompt) != 1:
-        raise BadRequest("an Ollama upstream completes one prompt at a time", param="prompt")
+PROMPT_SHAPE = "'prompt' must be a string, an array of strings, or token arrays"
+
+
+def _check(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields forwarded, of the types OpenAI documents (a server may fail with 500 on
+    others), and the prompt within the embeddings' caps: a llama.cpp server holds every prompt
+    of a batch in memory at once."""
+    _check_prompt(body.get("prompt"))
     if body.get("suffix") is not None and not isinstance(body["suffix"], str):
         raise BadRequest("'suffix' must be a string", param="suffix")
     check_sampling(body)
@@ -92,31 +91,61 @@ def _check(body: dict[str, Any], *, ollama_upstream: bool) -> None:
         value = body.get(name)
         if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
             raise BadRequest(f"'{name}' must be {what}", param=name)
-    if ollama_upstream:
-        if (body.get("n") or 1) != 1 or (body.get("best_of") or 1) != 1:
-            raise BadRequest("'n' and 'best_of' above 1 are not supported by an Ollama upstream", param="n")
-        if body.get("echo"):
-            raise BadRequest("'echo' is not supported by an Ollama upstream", param="echo")
+    return body
 
 
-def _tokens(value: Any) -> bool:
-    """A non-empty array of token ids."""
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
-    )
+def _check_prompt(prompt: Any) -> None:
+    if isinstance(prompt, str) or _token_id(prompt[0] if isinstance(prompt, list) and prompt else None):
+        prompts = [prompt]  # one text, or one token array
+    elif isinstance(prompt, list) and prompt:
+        prompts = prompt
+    else:
+        raise BadRequest(PROMPT_SHAPE, param="prompt")
+    # counted before any item is looked into: a hostile array is refused without a pass over it
+    if len(prompts) > MAX_INPUTS:
+        raise BadRequest(
+            f"'prompt' has {len(prompts):,} items; at most {MAX_INPUTS:,} per request", param="prompt"
+        )
+    tokens = sum(len(p) for p in prompts if isinstance(p, list))
+    if tokens > MAX_TOKENS:
+        raise BadRequest(
+            f"'prompt' holds {tokens:,} tokens; at most {MAX_TOKENS:,} per request", param="prompt"
+        )
+    texts = all(isinstance(p, str) for p in prompts)
+    if not texts and not all(isinstance(p, list) and p and all(map(_token_id, p)) for p in prompts):
+        raise BadRequest(PROMPT_SHAPE, param="prompt")
+    if texts:
+        check_inputs(prompts, param="prompt")
+
+
+def _token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_for_ollama(body: dict[str, Any]) -> None:
+    """What an Ollama upstream's /api/generate cannot do: token arrays, several prompts or
+    choices, echo."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) and not all(isinstance(p, str) for p in prompt or ()):
+        raise BadRequest("'prompt' must be a string (or an array of strings)", param="prompt")
+    if isinstance(prompt, list) and len(prompt) != 1:
+        raise BadRequest("an Ollama upstream completes one prompt at a time", param="prompt")
+    if (body.get("n") or 1) != 1 or (body.get("best_of") or 1) != 1:
+        raise BadRequest("'n' and 'best_of' above 1 are not supported by an Ollama upstream", param="n")
+    if body.get("echo"):
+        raise BadRequest("'echo' is not supported by an Ollama upstream", param="echo")
 
 
 class CompletionFrames:
-    """``text_completion`` chunks as server-sent events ending in ``[DONE]``, or one completion."""
+    """``text_completion`` chunks as server-sent events ending in ``[DONE]``, or one completion
+    with a choice per index seen (``n`` above 1, or several prompts)."""
 
     def __init__(self, record: dict[str, Any], include_usage: bool) -> None:
         self.record = record
         self.include_usage = include_usage
-        self.text: list[str] = []
+        self.texts: dict[int, list[str]] = {}
+        self.finishes: dict[int, str | None] = {}
         self.last: dict[str, Any] = {}
-        self.finish: str | None = None
         self.usage: dict[str, Any] | None = None
 
     def start(self) -> bytes:
@@ -131,31 +160,36 @@ class CompletionFrames:
             if not chunk.get("choices") and not self.include_usage:
                 return b""
         for choice in chunk.get("choices") or []:
-            self.text.append(choice.get("text") or "")
-            self.finish = choice.get("finish_reason") or self.finish
+            index = choice.get("index") if isinstance(choice.get("index"), int) else 0
+            self.texts.setdefault(index, []).append(choice.get("text") or "")
+            self.finishes[index] = choice.get("finish_reason") or self.finishes.get(index)
         self.last = chunk
         return sse_events(chunk)
 
     def end(self) -> bytes:
-        self.record["finish_reason"] = self.finish
+        self.record["finish_reason"] = self.finishes.get(0)
         return DONE
 
     def fail(self, error: ProxyError) -> bytes:
         return sse_event(error.body()) + DONE
 
     def whole(self) -> Any:
-        choice = {
-            "text": "".join(self.text),
-            "index": 0,
-            "logprobs": None,
-            "finish_reason": self.finish or "stop",
-        }
+        texts = self.texts or {0: []}
+        choices = [
+            {
+                "text": "".join(texts[index]),
+                "index": index,
+                "logprobs": None,
+                "finish_reason": self.finishes.get(index) or "stop",
+            }
+            for index in sorted(texts)
+        ]
         completion = {
             "id": self.last.get("id") or "cmpl-0",
             "object": "text_completion",
             "created": self.last.get("created") or int(time.time()),
             "model": self.last.get("model"),
-            "choices": [choice],
+            "choices": choices,
         }
         if self.usage is not None:
             completion["usage"] = self.usage

@@ -56,15 +56,37 @@ def validate(body: dict[str, Any], kind: str) -> dict[str, Any]:
             if not isinstance(message.get("content", ""), str):
                 raise BadRequest("message content must be a string")
             check_images(message.get("images"))
+            _check_tool_calls(message.get("tool_calls"))
         check_tools(body.get("tools"))
     else:
         for field in ("prompt", "system", "suffix", "template"):
             if not isinstance(body.get(field) or "", str):
                 raise BadRequest(f"{field} must be a string")
         check_images(body.get("images"))
-    if body.get("options") is not None and not isinstance(body["options"], dict):
+    options = body.get("options")
+    if options is not None and not isinstance(options, dict):
         raise BadRequest("options must be an object")
+    predict = (options or {}).get("num_predict")
+    if predict is not None and (not isinstance(predict, int) or isinstance(predict, bool)):
+        raise BadRequest("num_predict must be an integer")
     return body
+
+
+def _check_tool_calls(calls: Any) -> None:
+    """Ollama's calls: ``{"function": {"name", "arguments": {...}}}``, an ``id`` a string if given
+    (an OpenAI-compatible upstream is sent them, and a llama.cpp server fails with 500 on others)."""
+    if calls is None:
+        return
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise BadRequest("tool_calls must be an array of objects")
+    for call in calls:
+        function = call.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise BadRequest("tool_calls[].function must be an object with a name")
+        if not isinstance(function.get("arguments") or {}, dict):
+            raise BadRequest("tool_calls[].function.arguments must be an object")
+        if call.get("id") is not None and not isinstance(call["id"], str):
+            raise BadRequest("tool_calls[].id must be a string")
 
 
 def as_chat(body: dict[str, Any]) -> dict[str, Any]:
@@ -177,6 +199,8 @@ def openai_body(body: dict[str, Any]) -> dict[str, Any]:
             converted["tool_call_id"] = calls_by_name.get(message.get("tool_name", ""), "call_0")
         out["messages"].append(converted)
     for option, value in (body.get("options") or {}).items():
+        if option == "num_predict" and value < 1:
+            continue  # Ollama's "no limit" (-1, 0) and "fill the window" (-2): the server's own end
         if option in _OPTION_FIELDS:
             out[_OPTION_FIELDS[option]] = value
     fmt = body.get("format")

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from proxy.api.schemas import check_image_url, check_positive
 from proxy.errors import BadRequest
 from proxy.text import estimate_tokens
 
@@ -75,6 +76,7 @@ def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], Wire]:
             chat["tool_choice"] = choice
         if isinstance(body.get("parallel_tool_calls"), bool):
             chat["parallel_tool_calls"] = body["parallel_tool_calls"]
+    check_positive(body, "max_output_tokens")
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
     # sampling fields of the chat API that Responses lacks, for clients that send them anyway
@@ -105,11 +107,12 @@ def _text_parts(content: Any, param: str) -> str | list[dict[str, Any]]:
     if not isinstance(content, list):
         raise BadRequest(f"'{param}.content' must be a string or an array", param=f"{param}.content")
     parts: list[dict[str, Any]] = []
-    for part in content:
+    for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
             parts.append({"type": "text", "text": part["text"]})
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            check_image_url(part["image_url"], f"{param}.content[{i}].image_url")
             parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
         elif kind in ("input_image", "input_file"):
             raise BadRequest(

@@ -18,6 +18,7 @@ DEFAULT_MODEL_NAMES = frozenset({"", "default"})
 # Far above any real conversation (agents' long sessions are a few thousand messages), low enough
 # that checking and fitting one never holds the server for long.
 MAX_MESSAGES = 10_000
+MAX_CHOICES = 128  # OpenAI's own limit on ``n``; each choice is a whole generation upstream
 
 
 def check_message_count(messages: list[Any], param: str = "messages") -> None:
@@ -77,7 +78,8 @@ def _check_type(body: dict[str, Any], name: str, kinds: type | tuple[type, ...],
 
 
 def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The body with its model resolved; everything else left as the client sent it."""
+    """The body with its model resolved and a tool call's missing ``type`` filled in; everything
+    else left as the client sent it."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty array", param="messages")
@@ -91,6 +93,10 @@ def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
             raise BadRequest(
                 f"'{param}.role' must be one of {', '.join(sorted(ROLES))}", param=f"{param}.role"
             )
+        if message.get("tool_calls") is not None:
+            _check_tool_calls(message["tool_calls"], f"{param}.tool_calls")
+        if message.get("tool_call_id") is not None and not isinstance(message["tool_call_id"], str):
+            raise BadRequest(f"'{param}.tool_call_id' must be a string", param=f"{param}.tool_call_id")
         content = message.get("content")
         if content is None:
             if role != "assistant":
@@ -112,9 +118,16 @@ def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 
 def check_sampling(body: dict[str, Any]) -> None:
-    """The sampling fields chats and completions share: numbers where numbers are meant."""
+    """The sampling fields chats and completions share: numbers where numbers are meant, and
+    lengths and counts positive (a llama.cpp server reads -1 as "no limit", and makes every
+    choice asked for)."""
     for name in ("n", "max_tokens", "max_completion_tokens", "seed", "top_logprobs"):
         _check_type(body, name, int, "an integer")
+    for name in ("max_tokens", "max_completion_tokens"):
+        check_positive(body, name)
+    n = body.get("n")
+    if n is not None and not 1 <= n <= MAX_CHOICES:
+        raise BadRequest(f"'n' must be between 1 and {MAX_CHOICES}", param="n")
     for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty"):
         _check_type(body, name, (int, float), "a number")
     stop = body.get("stop")
@@ -122,6 +135,13 @@ def check_sampling(body: dict[str, Any]) -> None:
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
         raise BadRequest("'stop' must be a string or an array of strings", param="stop")
+
+
+def check_positive(body: dict[str, Any], name: str) -> None:
+    """``body[name]``, if given, a positive integer."""
+    value = body.get(name)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise BadRequest(f"'{name}' must be a positive integer", param=name)
 
 
 def _check_part(part: Any, param: str) -> None:
@@ -132,9 +152,67 @@ def _check_part(part: Any, param: str) -> None:
         raise BadRequest(f"'{param}.text' must be a string", param=f"{param}.text")
     if part["type"] == "image_url":
         image = part.get("image_url")
-        url = image.get("url") if isinstance(image, dict) else image  # a bare string: some clients
-        if not isinstance(url, str) or not url:
+        if not isinstance(image, dict):
+            raise BadRequest(
+                f"'{param}.image_url' must be an object with a 'url'", param=f"{param}.image_url"
+            )
+        if not isinstance(image.get("url"), str) or not image["url"]:
             raise BadRequest(f"'{param}.image_url.url' must be a string", param=f"{param}.image_url.url")
+        check_image_url(image["url"], f"{param}.image_url.url")
+
+
+def check_image_url(url: str, param: str) -> None:
+    """An http(s) URL, as it is, or a data URL whose payload is base64 (the server decodes it, and
+    a llama.cpp server fails with 500 on one that is not)."""
+    scheme = url[:8].lower()
+    if scheme.startswith("data:"):
+        head, comma, payload = url.partition(",")
+        if not comma or not head.lower().endswith(";base64") or not is_base64(payload):
+            raise BadRequest(f"'{param}' must be a data URL of base64 data", param=param)
+    elif not scheme.startswith(("http://", "https://")):
+        raise BadRequest(f"'{param}' must be an http(s) or data URL", param=param)
+
+
+def is_base64(data: str) -> bool:
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _check_tool_calls(calls: Any, param: str) -> None:
+    """An assistant turn's calls as OpenAI defines them: ``{"id", "type": "function", "function":
+    {"name", "arguments"}}``; a llama.cpp server fails with 500 on any other shape. A call
+    without a ``type`` is taken as a function's (the one kind a chat tool makes, and clients
+    replaying Ollama's calls leave it out); ``arguments`` may be an object, as Ollama's are, but
+    a string must hold JSON (a blank one is taken as ``{}``)."""
+    if not isinstance(calls, list):
+        raise BadRequest(f"'{param}' must be an array", param=param)
+    for i, call in enumerate(calls):
+        where = f"{param}[{i}]"
+        if not isinstance(call, dict):
+            raise BadRequest(f"'{where}' must be an object", param=where)
+        if call.get("type") is None:
+            call["type"] = "function"
+        elif call["type"] != "function":
+            raise BadRequest(f"'{where}.type' must be 'function'", param=f"{where}.type")
+        if call.get("id") is not None and not isinstance(call["id"], str):
+            raise BadRequest(f"'{where}.id' must be a string", param=f"{where}.id")
+        function = call.get("function")
+        if not isinstance(function, dict):
+            raise BadRequest(f"'{where}.function' must be an object", param=f"{where}.function")
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            raise BadRequest(f"'{where}.function.name' must be a string", param=f"{where}.function.name")
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and not arguments.strip():
+            function["arguments"] = arguments = "{}"  # a call without arguments, as the Ollama path takes it
+        if isinstance(arguments, str):
+            loads_json(arguments, f"'{where}.function.arguments'", param=f"{where}.function.arguments")
+        elif not isinstance(arguments, dict):
+            raise BadRequest(
+                f"'{where}.function.arguments' must be a string of JSON", param=f"{where}.function.arguments"
+            )
 
 
 def check_tools(tools: Any, param: str = "tools") -> None:
@@ -189,11 +267,8 @@ def check_images(images: Any, param: str = "images") -> None:
         return
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise BadRequest(f"{param} must be an array of base64 strings", param=param)
-    for image in images:
-        try:
-            base64.b64decode(image, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest(f"{param} must be an array of base64 strings", param=param) from None
+    if not all(map(is_base64, images)):
+        raise BadRequest(f"{param} must be an array of base64 strings", param=param)
 
 
 def validate_embeddings(body: dict[str, Any], settings: Settings) -> dict[str, Any]:

@@ -141,6 +141,8 @@ async def _events(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any] | N
         if data.strip() == b"[DONE]":
             yield None
             return
+        if data.strip() == b"null":  # llama.cpp's server opens a batch of prompts with one
+            continue
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
