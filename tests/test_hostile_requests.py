@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.api.schemas import MAX_MESSAGES
+from proxy.api.schemas import MAX_MESSAGES, MAX_STOP, MAX_TOOLS
 from tests.conftest import CHAT_MODEL, UpstreamLog
 from tests.ragdocs import CANARY, QUESTION
 from tests.servers import HealthProbe, Server, ragproxy_process
@@ -101,3 +101,27 @@ def test_more_than_the_most_messages_is_refused_on_both_wires(proxy_ollama: str)
     )
     assert reply.status_code == 400
     assert "at most" in reply.json()["error"]
+
+
+def test_tools_parts_and_stop_sequences_past_their_limits_are_refused(proxy_openai: str) -> None:
+    """A body near the size limit of 100,000 tool definitions, 200,000 content parts or stop
+    sequences held the server and went upstream (the estimate of millions of tokens)."""
+    tool = {"type": "function", "function": {"name": "t", "parameters": {"type": "object"}}}
+    question = {"role": "user", "content": "hi"}
+    cases = {
+        "tools": {"messages": [question], "tools": [tool] * (MAX_TOOLS + 1)},
+        "messages[0].content": {
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}] * 10_001}]
+        },
+        "stop": {"messages": [question], "stop": ["x"] * (MAX_STOP + 1)},
+    }
+    for param, body in cases.items():
+        reply = httpx.post(
+            f"{proxy_openai}/v1/chat/completions", json={"model": "smollm2", **body}, timeout=30
+        )
+        assert reply.status_code == 400, (param, reply.text)
+        assert reply.json()["error"]["param"] == param
+    within = {"messages": [question], "tools": [tool] * 8, "stop": ["x"] * 4, "max_tokens": 2}
+    assert httpx.post(
+        f"{proxy_openai}/v1/chat/completions", json={"model": "smollm2", **within}, timeout=60
+    ).is_success

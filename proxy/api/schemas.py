@@ -18,6 +18,10 @@ DEFAULT_MODEL_NAMES = frozenset({"", "default"})
 # Far above any real conversation (agents' long sessions are a few thousand messages), low enough
 # that checking and fitting one never holds the server for long.
 MAX_MESSAGES = 10_000
+MAX_PARTS = 10_000  # content parts (text, images) of all the messages together
+# OpenAI's own limit is 128 tools; agents with many MCP servers send a few hundred.
+MAX_TOOLS = 1_024
+MAX_STOP = 64  # OpenAI's own limit is 4; llama.cpp checks every one against every token
 MAX_CHOICES = 128  # OpenAI's own limit on ``n``; each choice is a whole generation upstream
 
 
@@ -84,6 +88,7 @@ def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty array", param="messages")
     check_message_count(messages)
+    parts = 0
     for i, message in enumerate(messages):
         param = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -102,6 +107,11 @@ def validate_chat(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
             if role != "assistant":
                 raise BadRequest(f"'{param}.content' is required", param=f"{param}.content")
         elif isinstance(content, list):
+            parts += len(content)
+            if parts > MAX_PARTS:
+                raise BadRequest(
+                    f"a chat may have at most {MAX_PARTS:,} content parts in all", param=f"{param}.content"
+                )
             for j, part in enumerate(content):
                 _check_part(part, f"{param}.content[{j}]")
         elif not isinstance(content, str):
@@ -135,6 +145,8 @@ def check_sampling(body: dict[str, Any]) -> None:
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
         raise BadRequest("'stop' must be a string or an array of strings", param="stop")
+    if isinstance(stop, list) and len(stop) > MAX_STOP:
+        raise BadRequest(f"'stop' may hold at most {MAX_STOP} sequences", param="stop")
 
 
 def check_positive(body: dict[str, Any], name: str) -> None:
@@ -222,6 +234,8 @@ def check_tools(tools: Any, param: str = "tools") -> None:
         return
     if not isinstance(tools, list):
         raise BadRequest(f"'{param}' must be an array", param=param)
+    if len(tools) > MAX_TOOLS:
+        raise BadRequest(f"at most {MAX_TOOLS:,} tools a request; this one has {len(tools):,}", param=param)
     for i, tool in enumerate(tools):
         where = f"{param}[{i}]"
         if not isinstance(tool, dict):
