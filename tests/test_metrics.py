@@ -12,7 +12,7 @@ from proxy.api.metrics import api_of, retrieval_outcome
 from proxy.api.security import key_required
 from tests.conftest import CHAT_MODEL, sdk
 from tests.ragdocs import QUESTION
-from tests.servers import free_port, ragproxy
+from tests.servers import free_port, ragproxy, ragproxy_process
 from tests.stub_upstream import StubUpstream
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -166,3 +166,26 @@ def test_an_upstream_that_answers_500_is_still_up() -> None:
             assert reply.status_code == 502, reply.text
             assert value(scrape(base), "ragproxy_upstream_up") == 1
         assert upstream.paths.count("/v1/chat/completions") == 2
+
+
+def test_beyond_loopback_a_key_limited_to_collections_may_not_read_the_metrics(tmp_path: Path) -> None:
+    """The metrics name every collection with its documents and chunks: a key that may read only
+    some of them gets 403, an unlimited key the metrics."""
+    notes, other = tmp_path / "notes", tmp_path / "other"
+    for folder in (notes, other):
+        folder.mkdir()
+        (folder / "a.md").write_text(f"# {folder.name}\n\nA page of {folder.name}.\n")
+    flags = (
+        "--host",
+        "0.0.0.0",
+        "--upstream",
+        f"http://127.0.0.1:{free_port()}",
+        "--db",
+        str(tmp_path / "i.db"),
+    )
+    keys = ("--api-key", "notes-reader@notes", "--api-key", "operator-key")
+    with ragproxy_process(*flags, *keys, "--docs", f"notes={notes}", "--docs", f"other={other}") as proxy:
+        limited = httpx.get(proxy.url + "/metrics", headers={"Authorization": "Bearer notes-reader"})
+        assert limited.status_code == 403 and "other" not in limited.text
+        full = httpx.get(proxy.url + "/metrics", headers={"Authorization": "Bearer operator-key"})
+        assert full.status_code == 200 and 'collection="other"' in full.text

@@ -185,6 +185,16 @@ class SecurityMiddleware:
                     send, 401, "invalid API key", "authentication_error", shape, "invalid_api_key", page
                 )
                 return
+            if found.collections is not None and path in LOOPBACK_OPEN_PATHS:
+                # the metrics name every collection, with its documents and chunks
+                await _reject(
+                    send,
+                    403,
+                    "this API key is limited to collections; the metrics cover them all",
+                    "permission_error",
+                    shape,
+                )
+                return
             scope.setdefault("state", {})[SCOPE_KEY] = found.collections
         if allowed_origin is None:
             await self.app(scope, receive, send)
