@@ -105,7 +105,7 @@ def test_control_and_bidi_characters_in_names_are_shown_escaped(tmp_path: Path) 
     name would drive the terminal that runs ``ragproxy status``."""
     folder = tmp_path / "notes\u202etxt"
     folder.mkdir()
-    (folder / "invoice\u202efdp.exe.md").write_text("# Invoice\n\nThe otter owes three fish.\n")
+    (folder / "invoice\u202efdp.exe.md").write_text("# Invoice\n\nThe otter owes \u202ethree fish.\n")
     (folder / "clear\x1b[2J.bin").write_bytes(b"\x00\x01")  # skipped: its name and reason listed
     db = str(tmp_path / "index.db")
     command = [sys.executable, "-m", "proxy"]
