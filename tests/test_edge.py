@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import CHAT_MODEL
-from tests.servers import Server, ragproxy_process
+from tests.servers import Server, answered_in_time, ragproxy_process
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 CHAT_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -111,7 +111,7 @@ def test_hostile_heads_are_cut_and_healthz_answers_meanwhile(edge: Server) -> No
     assert len(huge) == 4 and all(r.startswith(b"HTTP/1.1 431 ") for r in huge), huge
     assert rss_mb(edge) - before < 16, (before, rss_mb(edge))  # four 1 MB heads, none kept
     assert len(slow) == 1 and slow[0].startswith(b"HTTP/1.1 408 "), slow
-    assert probes and max(probes) < 0.1, probes
+    assert answered_in_time(probes), sorted(probes)[-5:]
 
 
 def test_a_connection_that_never_asks_is_closed(edge: Server) -> None:
@@ -208,7 +208,7 @@ def test_trickling_bodies_are_cut_and_healthz_answers_meanwhile(edge: Server) ->
     assert rss_mb(edge) - before < 64, (before, rss_mb(edge))  # 200 × 60 KB read, then let go
     assert len(steady) == 1 and steady[0].startswith(b"HTTP/1.1 400 "), steady  # read and parsed
     assert json.loads(steady[0].partition(b"\r\n\r\n")[2])["error"]["param"] == "stream"
-    assert probes and max(probes) < 0.1, probes
+    assert answered_in_time(probes), sorted(probes)[-5:]
 
 
 def test_a_streamed_reply_outlasting_the_body_timeout_is_not_cut(llama: Server) -> None:

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.servers import Server, ragproxy, ragproxy_process
+from tests.servers import Server, answered_in_time, ragproxy, ragproxy_process
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_an_abandoned_embeddings_request_stops_computing(
     with pytest.raises(httpx.ReadTimeout):  # the client leaves after 2 s
         httpx.post(server.url + path, json={"model": "e5", "input": texts}, timeout=httpx.Timeout(10, read=2))
     prober.join()
-    assert probes and max(probes) < 0.1, probes
+    assert answered_in_time(probes), sorted(probes)[-5:]
     # The request ends (its log line) one step after the client left, not 400 inputs later...
     for _ in range(300):
         ended = request_lines(lines, path)[before:]

@@ -13,7 +13,7 @@ import pytest
 from proxy.api.schemas import MAX_MESSAGES, MAX_STOP, MAX_TOOLS
 from tests.conftest import CHAT_MODEL, UpstreamLog
 from tests.ragdocs import CANARY, QUESTION
-from tests.servers import HealthProbe, Server, ragproxy_process
+from tests.servers import HealthProbe, Server, answered_in_time, ragproxy_process
 
 
 def long_history(messages: int) -> list[dict[str, Any]]:
@@ -73,11 +73,9 @@ def test_a_history_of_the_most_messages_is_fitted_while_the_server_keeps_answeri
     assert probe.failures == 0
     during = sorted(probe.seconds)
     print(f"{len(messages)} messages answered in {took:.2f} s; /healthz max {during[-1] * 1000:.0f} ms")
-    assert len(during) >= 5
     # Fitting runs in linear time, in a thread: /healthz is never held up behind it (the quadratic
-    # fit on the event loop held it for the whole request, 27 s). One answer in the run may be late
-    # for reasons of the machine's own (two shared cores), never by much.
-    assert during[-2] < 0.1 and during[-1] < 0.25, during[-5:]
+    # fit on the event loop held it for the whole request, 27 s).
+    assert answered_in_time(probe.seconds), during[-5:]
     if api == "ollama":
         (sent,) = upstream_log.requests("/api/chat")
         kept = sent["body"]["messages"]
