@@ -5,6 +5,7 @@ llama.cpp server (``openai``)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -265,3 +266,26 @@ def test_load_request_with_an_openai_upstream(facade_openai: str) -> None:
     unload = httpx.post(facade_openai + "/api/chat", json={"model": LLAMA_MODEL, "keep_alive": 0}, timeout=30)
     lines = [orjson.loads(line) for line in unload.content.splitlines() if line]
     assert lines[-1]["done_reason"] == "unload" and lines[-1]["message"]["content"] == ""
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/../v1/chat/completions", "/api/%2e%2e/v1/chat/completions", "/api/./../_test/requests"]
+)
+def test_a_dot_segment_never_takes_a_forwarded_request_past_api(
+    proxy_ollama: str, upstream_log: UpstreamLog, path: str
+) -> None:
+    """The model-management forwarder relays any /api/ path: with dot segments, which the
+    upstream resolves, it reached the upstream's other API past ragproxy's own checks."""
+    host, port = proxy_ollama.removeprefix("http://").split(":")
+    body = orjson.dumps({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 200})
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            head.encode() + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert b"only /api/ paths are forwarded" in answer
+    assert [r["path"] for r in upstream_log.requests() if not r["path"].startswith("/api/")] == []

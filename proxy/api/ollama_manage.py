@@ -5,7 +5,7 @@ has the model named, if one does."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import anyio
 import httpx
@@ -95,8 +95,19 @@ async def forward(request: AnyRequest, rest: FromPath[str]) -> ASGIApp:
             f"/api{rest} is not available: the upstream is an OpenAI-compatible server, not Ollama",
             status=501,
         )
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    if not _within_api(raw_path.decode("latin-1")):
+        raise BadRequest("the path has '.' or '..' segments: only /api/ paths are forwarded")
     body = await request.body()
     return ForwardResponder(pool.candidates(_named_model(body), api="ollama")[0], request, body)
+
+
+def _within_api(path: str) -> bool:
+    """The path, as the client sent it and as the upstream would decode it, stays under /api/:
+    the upstream's client (and Ollama) resolve dot segments, so ``/api/../v1/chat/completions``
+    would reach the upstream's other API, past every check of ragproxy's own."""
+    segments = unquote(path.split("?", 1)[0]).replace("\\", "/").split("/")
+    return path.startswith("/api/") and not any(segment in (".", "..") for segment in segments)
 
 
 def _named_model(body: bytes) -> str | None:
