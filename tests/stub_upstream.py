@@ -58,12 +58,21 @@ class StubUpstream:
     to do on demand. ``answers``: how many requests it answers on a connection (saying
     ``Connection: keep-alive``) before it reads the next and closes the socket without a word,
     as llama-server does now and then right after a streamed reply (None: no limit).
-    ``chat_status``: the HTTP status of its chat replies (a server failing every chat). ``paths``:
+    ``chat_status``: the HTTP status of its chat replies (a server failing every chat);
+    ``chat_hold``: how long a chat waits for its reply (a slow server). ``paths``:
     every request it read, ``unanswered``: those it closed the connection on."""
 
-    def __init__(self, answers: int | None = None, chat_status: int = 200) -> None:
+    def __init__(
+        self,
+        answers: int | None = None,
+        chat_status: int = 200,
+        chat_hold: float = 0.0,
+        chat_drop: bool = False,
+    ) -> None:
         self.answers = answers
+        self.chat_drop = chat_drop  # chats read, then the connection closed: a prompt that crashes it
         self.chat_status = chat_status
+        self.chat_hold = chat_hold  # seconds a chat waits before its reply: a server that is slow
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.1)  # so the accepting thread sees the stop flag
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
@@ -103,9 +112,11 @@ class StubUpstream:
                 path, sent = request
                 self.paths.append(path)
                 self.bodies.append(sent)
-                if answered == self.answers:
+                if answered == self.answers or (self.chat_drop and path.endswith("/completions")):
                     self.unanswered.append(path)
                     return  # closed with the request read and nothing sent
+                if path.endswith("/completions") and self._stop.wait(self.chat_hold):
+                    return
                 content_type, body = REPLIES.get(path, (b"application/json", b'{"error": "not found"}'))
                 status = b"200 OK" if path in REPLIES else b"404 Not Found"
                 if path == "/v1/chat/completions" and isinstance(sent.get("n"), int):

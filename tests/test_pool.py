@@ -347,3 +347,41 @@ def test_a_chat_every_server_fails_reaches_two_and_marks_none_down() -> None:
     assert "ragproxy_upstream_up 1.0" in metrics
     members = [line for line in metrics.splitlines() if line.startswith("ragproxy_upstream_member_up{")]
     assert len(members) == 3 and all(line.endswith(" 1.0") for line in members), members
+
+
+def test_a_server_slow_to_answer_is_passed_over_with_the_whole_budget_and_then_tried_last() -> None:
+    """One server answers its model list at once but holds every chat: the request that found it
+    slow goes to the next with a first-byte budget of its own (the shared one had run out: a 504),
+    and the chats after it go to the others first."""
+    with StubUpstream(chat_hold=30) as slow, StubUpstream() as quick:
+        upstream = f"{slow.url},{quick.url}"
+        settings = {"upstream_check_interval": 0, "first_byte_timeout": 2}
+        with ragproxy(upstream=upstream, upstream_api="openai", model="tiny", **settings) as base:
+            for _ in range(4):
+                body = {"model": "tiny", "messages": PROMPT, "max_tokens": 3, "stream": True}
+                reply = httpx.post(base + "/v1/chat/completions", json=body, timeout=30)
+                assert reply.status_code == 200 and '"content":" there"' in reply.text, reply.text
+    assert slow.paths.count("/v1/chat/completions") == 1  # found slow once, then tried last
+    assert quick.paths.count("/v1/chat/completions") == 4
+
+
+def test_a_chat_that_servers_drop_reaches_two_at_most() -> None:
+    """A request a server reads and then drops the connection on (a prompt that crashes it) may
+    crash every server: like an error answer, it goes to one more at most."""
+    with contextlib.ExitStack() as stack:
+        droppers = [stack.enter_context(StubUpstream(chat_drop=True)) for _ in range(3)]
+        servers = [*droppers, stack.enter_context(StubUpstream())]
+        upstream = ",".join(server.url for server in servers)
+        with ragproxy(
+            upstream=upstream, upstream_api="openai", model="tiny", upstream_check_interval=0
+        ) as base:
+            for _ in range(6):  # each server first in turn (the window probe takes turns too)
+                before = [s.paths.count("/v1/chat/completions") for s in servers]
+                body = {"model": "tiny", "messages": PROMPT, "max_tokens": 3}
+                reply = httpx.post(base + "/v1/chat/completions", json=body, timeout=30)
+                assert reply.status_code in (200, 502), reply.text
+                # (a server may get it twice: sent again once where a kept connection was dropped)
+                asked = [
+                    s.paths.count("/v1/chat/completions") > b for s, b in zip(servers, before, strict=True)
+                ]
+                assert sum(asked) <= 2, asked

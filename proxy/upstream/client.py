@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -98,8 +99,11 @@ class Upstream:
 
     def first_byte_deadline(self, since: float | None = None) -> float:
         """When the first byte must have come back for a request that arrived at ``since``
-        (``time.monotonic()``; now if None): one ``first_byte_timeout`` for all it asks upstream."""
-        return (time.monotonic() if since is None else since) + self.settings.first_byte_timeout
+        (``time.monotonic()``; now if None): one ``first_byte_timeout`` for all it asks upstream,
+        counted again from the failover when another upstream of a pool is tried after one that
+        timed out (``FRESH_BUDGET``), so the next one has the time the first one took."""
+        start = time.monotonic() if since is None else since
+        return max(start, FRESH_BUDGET.get()) + self.settings.first_byte_timeout
 
     async def get_json(self, path: str, *, deadline: float | None = None) -> Any:
         return await self._json_request("GET", path, None, deadline)
@@ -245,6 +249,11 @@ async def _timed_chunks(response: httpx.Response, deadline: float, idle: float) 
             raise map_transport_error(exc, str(response.request.url)) from None
         first = False
         yield chunk
+
+
+# When the pool passed over an upstream that timed out, for this request (its task): the next one's
+# first-byte budget counts from then, not from the request's arrival.
+FRESH_BUDGET: contextvars.ContextVar[float] = contextvars.ContextVar("fresh_budget", default=0.0)
 
 
 def map_transport_error(exc: httpx.HTTPError, where: str) -> ProxyError:

@@ -16,7 +16,7 @@ import httpx
 from proxy.errors import ProxyError, UpstreamFailed, UpstreamOverloaded, UpstreamTimeout, UpstreamUnavailable
 from proxy.logging import get_logger
 from proxy.settings import Settings, UpstreamApi
-from proxy.upstream.client import Upstream
+from proxy.upstream.client import FRESH_BUDGET, Upstream
 
 log = get_logger("ragproxy.upstream")
 
@@ -27,8 +27,16 @@ T = TypeVar("T")
 # goes to one more upstream, not to every one.
 FAILOVER = (UpstreamUnavailable, UpstreamFailed, UpstreamOverloaded, UpstreamTimeout)
 ANSWERED_FAILOVERS = 1
+SLOW_FOR = 60.0  # seconds an upstream that timed out before its first byte is tried after the others
 CHECK_TIMEOUT = 5.0  # seconds a health check waits for a model list
 CHECK_GAP = 0.5  # at least this long between two rounds of checks, however many failures wake them
+
+
+def _reached(exc: ProxyError) -> bool:
+    """Whether the failed request reached the upstream (it answered an error, closed the
+    connection on it, or kept it past the deadline): such a request may fail the same way on
+    every upstream, so it goes to one more at most. One that could not connect goes on to all."""
+    return not isinstance(exc, UpstreamUnavailable)
 
 
 def model_key(name: str, api: UpstreamApi) -> str:
@@ -65,6 +73,7 @@ class UpstreamPool:
             Upstream(settings, transport, base=spec.url, api=spec.api) for spec in settings.upstreams()
         )
         self._turn = 0  # rotates the order among equally busy upstreams
+        self._slow: dict[int, float] = {}  # id(member): until when it is tried after the others
         self._wake = anyio.Event()
 
     async def aclose(self) -> None:
@@ -90,7 +99,11 @@ class UpstreamPool:
             self._turn += 1
         count = len(self.members)
         position = {id(m): (i - turn) % count for i, m in enumerate(self.members)}
-        return sorted(members, key=lambda m: (m.up is False, m.in_flight, position[id(m)]))
+        now = time.monotonic()
+        return sorted(
+            members,
+            key=lambda m: (m.up is False, self._slow.get(id(m), 0.0) > now, m.in_flight, position[id(m)]),
+        )
 
     def preferred(self, model: str | None = None) -> Upstream:
         """The upstream a request for ``model`` would go to first (for what depends on it before
@@ -112,7 +125,7 @@ class UpstreamPool:
             try:
                 return await ask(member)
             except FAILOVER as exc:
-                answered += exc.upstream_status is not None
+                answered += _reached(exc)
                 if i == len(members) - 1 or answered > ANSWERED_FAILOVERS:
                     raise
                 self._failed(member, exc, members[i + 1])
@@ -145,7 +158,7 @@ class UpstreamPool:
                 if answered:  # too late for another: the client has part of this reply
                     self._wake.set()
                     raise
-                failed_answers += exc.upstream_status is not None
+                failed_answers += _reached(exc)
                 if i == len(members) - 1 or failed_answers > ANSWERED_FAILOVERS:
                     raise
                 self._failed(member, exc, members[i + 1])
@@ -176,6 +189,11 @@ class UpstreamPool:
         answered with an error still serves is for the health checks to say."""
         log.warning("upstream.failover", upstream=member.base, error=str(exc)[:200], next=then.base)
         self._wake.set()  # the health checks look again now
+        if isinstance(exc, UpstreamTimeout):
+            # It answers its health checks but not in time: the others first for a while, and the
+            # next one gets a whole first-byte budget of its own.
+            self._slow[id(member)] = time.monotonic() + SLOW_FOR
+            FRESH_BUDGET.set(time.monotonic())
 
     # -- health checks ---------------------------------------------------------------------------------
     async def watch(self) -> None:
