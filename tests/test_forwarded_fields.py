@@ -84,6 +84,8 @@ OPENAI_CASES = [
     ("/v1/chat/completions", {**CHAT, "max_completion_tokens": 0}, "max_completion_tokens"),
     ("/v1/chat/completions", {**CHAT, "n": 1000}, "n"),
     ("/v1/responses", {**RESPONSES, "max_output_tokens": -1}, "max_output_tokens"),
+    ("/v1/responses", {**RESPONSES, "max_output_tokens": 10**12}, "max_output_tokens"),
+    ("/v1/chat/completions", {**CHAT, "max_tokens": 2**31}, "max_tokens"),
     (
         "/v1/chat/completions",
         {**CHAT, "messages": _called({**CALL, "id": 1})},

@@ -52,9 +52,8 @@ def http_endpoint(
         async def run() -> None:  # in this lifespan's task group: a mounted app's own never runs
             await sessions["needed"].wait()
             try:
-                from proxy.api.mcp_tools import http_sessions
-
-                manager = await anyio.to_thread.run_sync(http_sessions, settings)
+                # in a thread: importing the MCP SDK takes about half a second
+                manager = await anyio.to_thread.run_sync(_http_sessions, settings)
             except Exception as exc:
                 log.error("mcp.unavailable", error=str(exc))
                 sessions.update(manager=None, error=str(exc))
@@ -73,6 +72,12 @@ def http_endpoint(
                 group.cancel_scope.cancel()
 
     return mcp_endpoint, mcp_sessions
+
+
+def _http_sessions(settings: Settings) -> Any:
+    from proxy.api.mcp_tools import http_sessions
+
+    return http_sessions(settings)
 
 
 async def _refuse(send: Send, status: int, message: str) -> None:

@@ -149,11 +149,16 @@ def check_sampling(body: dict[str, Any]) -> None:
         raise BadRequest(f"'stop' may hold at most {MAX_STOP} sequences", param="stop")
 
 
+MAX_TOKENS_ASKED = 2**31 - 1  # llama.cpp reads a larger count as a negative 32-bit one
+
+
 def check_positive(body: dict[str, Any], name: str) -> None:
-    """``body[name]``, if given, a positive integer."""
+    """``body[name]``, if given, a positive integer (within what servers can hold)."""
     value = body.get(name)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise BadRequest(f"'{name}' must be a positive integer", param=name)
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS_ASKED
+    ):
+        raise BadRequest(f"'{name}' must be an integer from 1 to {MAX_TOKENS_ASKED}", param=name)
 
 
 def _check_part(part: Any, param: str) -> None:
