@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -53,38 +53,21 @@ REPLIES: dict[str, tuple[bytes, bytes]] = {  # path: (content type, body)
 }
 
 
-class StubUpstream:
-    """A small OpenAI-compatible server with fixed replies, for what a real one cannot be made
-    to do on demand. ``answers``: how many requests it answers on a connection (saying
-    ``Connection: keep-alive``) before it reads the next and closes the socket without a word,
-    as llama-server does now and then right after a streamed reply (None: no limit).
-    ``chat_status``: the HTTP status of its chat replies (a server failing every chat);
-    ``chat_hold``: how long a chat waits for its reply (a slow server). ``paths``:
-    every request it read, ``unanswered``: those it closed the connection on."""
+class SocketServer:
+    """An HTTP server of the tests' own on a real socket, each connection served by ``_serve``
+    in a thread of its own; ``url`` is where it listens."""
 
-    def __init__(
-        self,
-        answers: int | None = None,
-        chat_status: int = 200,
-        chat_hold: float = 0.0,
-        chat_drop: bool = False,
-    ) -> None:
-        self.answers = answers
-        self.chat_drop = chat_drop  # chats read, then the connection closed: a prompt that crashes it
-        self.chat_status = chat_status
-        self.chat_hold = chat_hold  # seconds a chat waits before its reply: a server that is slow
+    def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.1)  # so the accepting thread sees the stop flag
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.paths: list[str] = []
-        self.unanswered: list[str] = []
-        self.bodies: list[dict[str, Any]] = []  # the JSON body of each request ({} if none)
+        self.paths: list[str] = []  # every request it read
         self.connections = 0
         self._open: list[socket.socket] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
-    def __enter__(self) -> StubUpstream:
+    def __enter__(self: Self) -> Self:
         self._thread.start()
         return self
 
@@ -104,6 +87,45 @@ class StubUpstream:
             self.connections += 1
             self._open.append(connection)
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class SilentUpstream(SocketServer):
+    """An HTTP server that takes every request and never answers, as a hung upstream does. It
+    records the path of each request it was sent."""
+
+    def _serve(self, connection: socket.socket) -> None:
+        # The request line is enough; nothing is ever sent back, so the client sends no second one.
+        with contextlib.suppress(OSError, IndexError):
+            self.paths.append(connection.makefile("rb").readline().split()[1].decode())
+
+
+class StubUpstream(SocketServer):
+    """A small OpenAI-compatible server with fixed replies, for what a real one cannot be made
+    to do on demand. ``answers``: how many requests it answers on a connection (saying
+    ``Connection: keep-alive``) before it reads the next and closes the socket without a word,
+    as llama-server does now and then right after a streamed reply (None: no limit).
+    ``chat_status``: the HTTP status of its chat replies (a server failing every chat);
+    ``chat_hold``: how long a chat waits for its reply (a slow server); ``chat_drop``: chats read,
+    then the connection closed (a prompt that crashes the server). ``unanswered``: the requests
+    it closed the connection on."""
+
+    def __init__(
+        self,
+        answers: int | None = None,
+        chat_status: int = 200,
+        chat_hold: float = 0.0,
+        chat_drop: bool = False,
+    ) -> None:
+        super().__init__()
+        self.answers = answers
+        self.chat_drop = chat_drop
+        self.chat_status = chat_status
+        self.chat_hold = chat_hold
+        self.unanswered: list[str] = []
+        self.bodies: list[dict[str, Any]] = []  # the JSON body of each request ({} if none)
 
     def _serve(self, connection: socket.socket) -> None:
         with contextlib.suppress(OSError), connection, connection.makefile("rb") as reader:

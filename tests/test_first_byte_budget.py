@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
@@ -18,49 +15,11 @@ import structlog.testing
 
 from tests.conftest import CHAT_MODEL, UpstreamLog
 from tests.servers import Server
+from tests.stub_upstream import SilentUpstream
 from tests.test_chat_wire import PROMPT
 from tests.test_failures import assert_error, chat
 
 BUDGET = 2.0  # --first-byte-timeout of the silent-upstream tests, in seconds
-
-
-class SilentUpstream:
-    """An HTTP server that takes every request and never answers, as a hung upstream does. It
-    records the path of each request it was sent."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.1)  # so the accepting thread sees the stop flag
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.paths: list[str] = []
-        self._connections: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-
-    def __enter__(self) -> SilentUpstream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for connection in self._connections:
-            connection.close()
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            self._connections.append(connection)
-            threading.Thread(target=self._read, args=(connection,), daemon=True).start()
-
-    def _read(self, connection: socket.socket) -> None:
-        # The request line is enough; nothing is ever sent back, so the client sends no second one.
-        with contextlib.suppress(OSError, IndexError):
-            self.paths.append(connection.makefile("rb").readline().split()[1].decode())
 
 
 @contextmanager
