@@ -5,6 +5,7 @@ requests, bodies sent steadily and long streamed replies go through."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -258,3 +259,21 @@ def test_connections_past_the_cap_are_refused_until_one_closes(capped: Server) -
     assert replies[-1].startswith(b"HTTP/1.1 200 "), replies
     for sock in held:
         sock.close()
+
+
+def test_trailers_after_a_chunked_body_are_held_to_the_head_limit(edge: Server) -> None:
+    """Headers after the last chunk were counted by nothing: the parser built an endless one by
+    copying, until the body timeout (97 MB in 10 s, the event loop held for seconds)."""
+    before = rss_mb(edge)
+    with connect(edge) as sock:
+        sock.sendall(CHAT_HEAD + b"Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-Trailer: ")
+        sent = 0
+        with contextlib.suppress(OSError):  # the server closes the connection mid-way
+            while sent < 8 * 1024 * 1024:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        answer = read_until_closed(sock)
+    assert sent < 8 * 1024 * 1024, "eight megabytes of trailer were taken"
+    # closed (the request is the app's by then: no answer of the edge's own is mixed in)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert rss_mb(edge) - before < 32

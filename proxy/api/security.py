@@ -185,7 +185,7 @@ class SecurityMiddleware:
                     send, 401, "invalid API key", "authentication_error", shape, "invalid_api_key", page
                 )
                 return
-            if found.collections is not None and path in LOOPBACK_OPEN_PATHS:
+            if found.collections is not None and path.rstrip("/") in LOOPBACK_OPEN_PATHS:  # /metrics/ too
                 # the metrics name every collection, with its documents and chunks
                 await _reject(
                     send,

@@ -81,6 +81,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self._heads_read = 0
         self._body_timer: asyncio.TimerHandle | None = None  # while a request's body is incomplete
         self._body_bytes = 0  # received since the body's pace was last checked
+        self._payload = 0  # of the current request's body
+        self._received = 0  # bytes of the current request since its head: payload and framing
         if len(self.connections) > self.max_connections:
             self._refuse_connection()
             return
@@ -96,7 +98,13 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._head_bytes is None:
+            self._received += len(data)
             super().data_received(data)
+            # Chunk sizes, extensions and trailers (headers after the last chunk) are a second
+            # head the parser builds by copying: held to the head's limit, plus a little a chunk.
+            framing = self._received - self._payload
+            if self._head_bytes is None and framing > MAX_HEAD_BYTES + self._payload // 16:
+                self._refuse(400, "Chunk framing or trailers too large.")
             return
         if self._head_bytes == 0 and self._head_timer is None:
             self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
@@ -121,12 +129,13 @@ class EdgeProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         # The body's pace is checked from here; a request without one completes at once, which
         # stops the timer before it is ever due.
-        self._body_bytes = 0
+        self._body_bytes = self._payload = self._received = 0
         self._flow.was_paused()
         self._body_timer = self.loop.call_later(self.body_timeout, self._check_body_pace)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)  # the payload alone: chunk sizes and extensions earn nothing
+        self._payload += len(body)
         super().on_body(body)
 
     def on_message_complete(self) -> None:
