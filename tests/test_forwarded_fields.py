@@ -3,6 +3,7 @@ in the wire's own error shape, naming the field, and the upstream is never asked
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,11 +77,11 @@ OPENAI_CASES = [
     ("/v1/completions", {**COMPLETION, "prompt": [[1] * 150_000, [2] * 150_001]}, "prompt"),
     ("/v1/completions", {**COMPLETION, "prompt": ["word " * 400_000]}, "prompt"),
     ("/v1/completions", {**COMPLETION, "prompt": [[1, 2], "a"]}, "prompt"),
-    ("/v1/completions", {**COMPLETION, "max_tokens": -1}, "max_tokens"),
+    ("/v1/completions", {**COMPLETION, "max_tokens": -2}, "max_tokens"),
     ("/v1/completions", {**COMPLETION, "max_tokens": 0}, "max_tokens"),
     ("/v1/completions", {**COMPLETION, "n": 0}, "n"),
     ("/v1/completions", {**COMPLETION, "n": 129}, "n"),
-    ("/v1/chat/completions", {**CHAT, "max_tokens": -1}, "max_tokens"),
+    ("/v1/chat/completions", {**CHAT, "max_tokens": -5}, "max_tokens"),
     ("/v1/chat/completions", {**CHAT, "max_completion_tokens": 0}, "max_completion_tokens"),
     ("/v1/chat/completions", {**CHAT, "n": 1000}, "n"),
     ("/v1/responses", {**RESPONSES, "max_output_tokens": -1}, "max_output_tokens"),
@@ -320,6 +321,21 @@ def test_ollama_lengths_keep_their_meaning(stub: tuple[StubUpstream, str]) -> No
         reply = httpx.post(base + "/api/chat", json=body, timeout=30)
         assert reply.status_code == 200, reply.text
         assert upstream.bodies[-1].get("max_tokens") == sent
+
+
+def test_no_limit_as_llama_cpp_writes_it_is_taken(stub: tuple[StubUpstream, str]) -> None:
+    """``max_tokens: -1`` is llama.cpp's and LM Studio's "no limit", which some clients send: it
+    goes upstream as no ``max_tokens`` at all; an image's base64 may hold MIME line breaks."""
+    upstream, base = stub
+    for path, body in (("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)):
+        reply = httpx.post(base + path, json={**body, "max_tokens": -1}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        assert "max_tokens" not in upstream.bodies[-1]
+    pixel = base64.encodebytes(b"\x89PNG\r\n\x1a\n" + bytes(60)).decode()  # with a line break
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{pixel}"}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "what is it?"}, image]}]
+    reply = httpx.post(base + "/v1/chat/completions", json={**CHAT, "messages": messages}, timeout=30)
+    assert reply.status_code == 200, reply.text
 
 
 def test_a_call_without_type_or_arguments_is_taken_as_a_function(stub: tuple[StubUpstream, str]) -> None:

@@ -134,6 +134,8 @@ def check_sampling(body: dict[str, Any]) -> None:
     for name in ("n", "max_tokens", "max_completion_tokens", "seed", "top_logprobs"):
         _check_type(body, name, int, "an integer")
     for name in ("max_tokens", "max_completion_tokens"):
+        if body.get(name) == -1 and not isinstance(body[name], bool):
+            del body[name]  # llama.cpp's and LM Studio's "no limit", which some clients send
         check_positive(body, name)
     n = body.get("n")
     if n is not None and not 1 <= n <= MAX_CHOICES:
@@ -191,8 +193,8 @@ def check_image_url(url: str, param: str) -> None:
 
 
 def is_base64(data: str) -> bool:
-    try:
-        base64.b64decode(data, validate=True)
+    try:  # line breaks allowed, as MIME base64 has them and Ollama's decoder takes them
+        base64.b64decode(data.replace("\r", "").replace("\n", ""), validate=True)
     except (binascii.Error, ValueError):
         return False
     return True
