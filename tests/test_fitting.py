@@ -259,3 +259,22 @@ def test_one_odd_prompt_raises_a_models_scale_for_a_few_requests_only() -> None:
     assert windows.scale("m") == 1.0  # the odd one has aged out
     windows.learn("m", real=1500, estimated=1000)
     assert windows.scale("m") == pytest.approx(1.5 * SCALE_HEADROOM)
+
+
+def test_a_prompt_the_server_counts_over_its_window_with_nothing_left_to_drop_is_refused_clearly(
+    llama: Server,
+) -> None:
+    """A system prompt larger than the whole window cannot be fitted: the count says so, and the
+    client hears it from ragproxy, with OpenAI's code, instead of the prompt being sent."""
+    system = " ".join(f"rule {i}: answer with care and cite the page." for i in range(400))
+    body = {
+        "model": "smollm2",
+        "max_tokens": 8,
+        "messages": [{"role": "system", "content": system}, *odd_chat(LOWER, 1, 1)],
+    }
+    with ragproxy(upstream=llama.url, upstream_api="openai", model="smollm2") as url:
+        reply = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "messages"), error
+    assert "2048-token window" in error["message"]

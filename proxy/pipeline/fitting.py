@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import orjson
 
+from proxy.errors import BadRequest
 from proxy.logging import get_logger
 from proxy.pipeline import context
 from proxy.pipeline.retrieval import Passage
@@ -126,19 +127,19 @@ async def _fit_counted(
             sent["tools"] = body["tools"]
         return fitted, sent, len(orjson.dumps(sent))
 
-    for attempt in range(ATTEMPTS):
-        info.scale = scale
+    for _ in range(ATTEMPTS):
+        info.scale, counted = scale, None
         fitted, sent, size = await anyio.to_thread.run_sync(functools.partial(fitted_and_sent, scale))
         info.estimated = fitted.prompt_estimate
         info.prompt_estimate = math.ceil(fitted.prompt_estimate * scale)
-        if attempt == ATTEMPTS - 1 or not windows.worth_counting(size, room):
+        if not windows.worth_counting(size, room):
             break
         real = await windows.count(pool, model, sent, call.deadline(pool))
         if real is None:
             break
         windows.learn(model, real, fitted.prompt_estimate)
+        info.prompt_estimate = counted = real
         if real <= room:
-            info.prompt_estimate = real
             break
         log.info("context.counted_over", model=model, counted=real, room=room, estimate=info.prompt_estimate)
         if scale >= context.MAX_REQUEST_SCALE:
@@ -146,5 +147,14 @@ async def _fit_counted(
         scale = min(
             max(real / fitted.prompt_estimate * context.SCALE_HEADROOM, scale * 1.1),
             context.MAX_REQUEST_SCALE,
+        )
+    if counted is not None and counted > window:
+        # Counted by the upstream, after everything that may go has gone: it would refuse it.
+        raise BadRequest(
+            f"the prompt takes {counted} tokens (as the model server counts them) with "
+            f"all the history it could do without left out, more than the model's {window}-token "
+            "window: shorten the system prompt, the tool definitions or the last message",
+            param="messages",
+            code="context_length_exceeded",
         )
     return fitted
