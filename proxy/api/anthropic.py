@@ -16,7 +16,7 @@ from proxy.api.anthropic_wire import Wire as MessagesWire
 from proxy.api.openai import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import ANTHROPIC_MESSAGES, documented
 from proxy.api.responders import FramesResponder
-from proxy.api.schemas import read_checked, read_json_object, validate_chat
+from proxy.api.schemas import read_checked, validate_chat
 from proxy.errors import ProxyError, anthropic_error
 from proxy.pipeline import context
 from proxy.pipeline.retrieval import strip_own_additions
@@ -55,10 +55,13 @@ async def count_tokens(request: AnyRequest) -> dict[str, int]:
     """An estimate of the prompt's tokens (the messages, system and tools, as ragproxy counts
     them when fitting the window); the model is not called."""
     settings = request.app.state.settings
-    raw = await read_json_object(request)
-    chat, _ = to_chat({"max_tokens": 1, **raw}, settings.model)
-    messages = strip_own_additions(validate_chat(chat, settings)["messages"])
-    return {"input_tokens": context.estimate(messages, context.tools_tokens(chat))}
+
+    def counted(raw: dict[str, Any]) -> dict[str, int]:  # a large body: in a worker thread
+        chat, _ = to_chat({"max_tokens": 1, **raw}, settings.model)
+        messages = strip_own_additions(validate_chat(chat, settings)["messages"])
+        return {"input_tokens": context.estimate(messages, context.tools_tokens(chat))}
+
+    return await read_checked(request, counted)
 
 
 class MessagesFrames:

@@ -145,7 +145,11 @@ async def aggregate(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
                 "system_fingerprint": chunk.get("system_fingerprint"),
             }
         for choice in chunk.get("choices") or ():
-            choices.setdefault(choice.get("index", 0), _Aggregate()).add(choice)
+            index = choice.get("index", 0)
+            index = (
+                index if isinstance(index, int) and not isinstance(index, bool) else 0
+            )  # a server's odd one
+            choices.setdefault(index, _Aggregate()).add(choice)
     completion["choices"] = [choices[i].choice(i) for i in sorted(choices)] or [_Aggregate().choice(0)]
     return completion
 

@@ -172,7 +172,9 @@ def m001_create_tables(db: psycopg.Connection[Any]) -> None:
 
 def m002_collection_totals(db: psycopg.Connection[Any]) -> None:
     """Each collection's chunks and tokens: BM25 over some collections needs their count and mean
-    length, not the whole index's. Kept by the same trigger as the index's totals."""
+    length, not the whole index's. Kept by the same trigger as the index's totals. A replica still
+    running the code before it may write chunks meanwhile: they wait, so none is missed."""
+    db.execute("LOCK TABLE chunks IN SHARE MODE")
     db.execute("""CREATE TABLE collection_totals (
         collection_id bigint PRIMARY KEY,
         chunks bigint NOT NULL,
