@@ -193,7 +193,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     OUTPUT.mkdir(exist_ok=True)
     result = Result()
-    proxy_log = OUTPUT / "ragproxy.log"
+    proxy_log = OUTPUT / "codex-ragproxy.log"  # its own: the other scripts may run meanwhile
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragproxy-e2e-")))
         configure_logging("info", stack.enter_context(proxy_log.open("w")))

@@ -382,7 +382,7 @@ def main() -> int:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragproxy-e2e-")))
         # ragproxy runs in this process: its JSON log goes to a file beside the screenshots.
-        proxy_log = OUTPUT / "ragproxy.log"
+        proxy_log = OUTPUT / "open-webui-ragproxy.log"  # its own: the other scripts may run meanwhile
         configure_logging("info", stack.enter_context(proxy_log.open("w")))
         folder, db = build_docs_index(work)
         # As tests/conftest.py's llama fixture: a ChatML template that declares tools, since
