@@ -7,7 +7,6 @@ one kind of line, each with its ``logger`` and ``level``."""
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Any, TextIO
 
@@ -16,12 +15,11 @@ import structlog
 from structlog.stdlib import ProcessorFormatter
 from structlog.typing import Processor
 
+from proxy.printable import storable
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Libraries that log every request at info: their lines would repeat ragproxy's request log.
 _CHATTY = ("httpx", "httpcore")
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _dumps(obj: Any, default: Any = None) -> str:
@@ -35,17 +33,12 @@ def _printable(obj: Any) -> Any:
     """``obj`` with each lone surrogate written out: the byte a file name held as ``\\xNN``
     (as the index shows such names), any other as ``\\uNNNN``."""
     if isinstance(obj, str):
-        return _SURROGATE.sub(_escaped, obj)
+        return storable(obj)
     if isinstance(obj, dict):
         return {_printable(key): _printable(value) for key, value in obj.items()}
     if isinstance(obj, list | tuple):
         return [_printable(value) for value in obj]
     return obj
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:

@@ -11,6 +11,21 @@ BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2
 _HIDDEN = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\u2028\u2029{BIDI_CONTROLS}]")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` with each lone surrogate written out: a byte of a file name that is not UTF-8 (as
+    Python holds it) as ``\\xNN``, as the index shows such names, any other as ``\\uNNNN``. What
+    SQLite, PostgreSQL and JSON refuse becomes text they take."""
+    return _SURROGATE.sub(_written_out, text)
+
+
+def _written_out(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
 def printable(text: str) -> str:
     """``text`` with each control, line-separator and bidi character as a Python-style escape."""
     return _HIDDEN.sub(_escape, text)

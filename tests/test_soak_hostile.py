@@ -18,10 +18,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,6 +28,7 @@ import orjson
 
 from proxy.api.schemas import MAX_MESSAGES
 from tests.servers import HealthProbe, Server, free_port, llama_server, ragproxy_process
+from tests.test_soak import Tally
 
 SECONDS = float(os.environ.get("RAGPROXY_SOAK_SECONDS", "8"))
 SETTLE_LIMIT = 120  # seconds
@@ -46,23 +46,13 @@ class Outcome:
     what: str
 
 
-@dataclass
-class Load:
+class Load(Tally):
     """What every thread saw, and when the model server was away."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    counts: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    ordinary: list[Outcome] = field(default_factory=list)  # chats that must not be lost
-    downtime: list[tuple[float, float]] = field(default_factory=list)  # (stopped, ready again)
-
-    def count(self, what: str) -> None:
-        with self.lock:
-            self.counts[what] += 1
-
-    def error(self, what: str) -> None:
-        with self.lock:
-            self.errors.append(what[:300])
+    def __init__(self) -> None:
+        super().__init__()
+        self.ordinary: list[Outcome] = []  # chats that must not be lost
+        self.downtime: list[tuple[float, float]] = []  # (stopped, ready again)
 
     def lost(self) -> list[Outcome]:
         """Failed ordinary chats that did not overlap a downtime of the model server."""

@@ -25,7 +25,7 @@ from proxy.pipeline.chat import visible_collections
 from proxy.pipeline.retrieval import split_alias
 from proxy.upstream import ollama, openai
 from proxy.upstream.client import Upstream
-from proxy.upstream.frames import DONE, sse_event, sse_events
+from proxy.upstream.frames import DONE, choice_index, sse_event, sse_events
 from proxy.upstream.pool import UpstreamPool
 
 
@@ -160,7 +160,7 @@ class CompletionFrames:
             if not chunk.get("choices") and not self.include_usage:
                 return b""
         for choice in chunk.get("choices") or []:
-            index = choice.get("index") if isinstance(choice.get("index"), int) else 0
+            index = choice_index(choice)
             self.texts.setdefault(index, []).append(choice.get("text") or "")
             self.finishes[index] = choice.get("finish_reason") or self.finishes.get(index)
         self.last = chunk

@@ -14,7 +14,7 @@ from litestar.types import Receive, Scope, Send
 
 from proxy.errors import ProxyError
 from proxy.logging import get_logger
-from proxy.upstream.frames import DONE, sse_event, sse_events
+from proxy.upstream.frames import DONE, choice_index, sse_event, sse_events
 
 log = get_logger("ragproxy.chat")
 
@@ -145,11 +145,7 @@ async def aggregate(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
                 "system_fingerprint": chunk.get("system_fingerprint"),
             }
         for choice in chunk.get("choices") or ():
-            index = choice.get("index", 0)
-            index = (
-                index if isinstance(index, int) and not isinstance(index, bool) else 0
-            )  # a server's odd one
-            choices.setdefault(index, _Aggregate()).add(choice)
+            choices.setdefault(choice_index(choice), _Aggregate()).add(choice)
     completion["choices"] = [choices[i].choice(i) for i in sorted(choices)] or [_Aggregate().choice(0)]
     return completion
 

@@ -218,11 +218,7 @@ def _check_tool_calls(calls: Any, param: str) -> None:
             raise BadRequest(f"'{where}.type' must be 'function'", param=f"{where}.type")
         if call.get("id") is not None and not isinstance(call["id"], str):
             raise BadRequest(f"'{where}.id' must be a string", param=f"{where}.id")
-        function = call.get("function")
-        if not isinstance(function, dict):
-            raise BadRequest(f"'{where}.function' must be an object", param=f"{where}.function")
-        if not isinstance(function.get("name"), str) or not function["name"]:
-            raise BadRequest(f"'{where}.function.name' must be a string", param=f"{where}.function.name")
+        function = _named_function(call, where)
         arguments = function.get("arguments")
         if isinstance(arguments, str) and not arguments.strip():
             function["arguments"] = arguments = "{}"  # a call without arguments, as the Ollama path takes it
@@ -249,11 +245,7 @@ def check_tools(tools: Any, param: str = "tools") -> None:
             raise BadRequest(f"'{where}' must be an object", param=where)
         if tool.get("type") != "function":
             raise BadRequest(f"'{where}.type' must be 'function'", param=f"{where}.type")
-        function = tool.get("function")
-        if not isinstance(function, dict):
-            raise BadRequest(f"'{where}.function' must be an object", param=f"{where}.function")
-        if not isinstance(function.get("name"), str) or not function["name"]:
-            raise BadRequest(f"'{where}.function.name' must be a string", param=f"{where}.function.name")
+        function = _named_function(tool, where)
         if function.get("description") is not None and not isinstance(function["description"], str):
             raise BadRequest(
                 f"'{where}.function.description' must be a string", param=f"{where}.function.description"
@@ -263,6 +255,16 @@ def check_tools(tools: Any, param: str = "tools") -> None:
                 f"'{where}.function.parameters' must be a JSON schema object",
                 param=f"{where}.function.parameters",
             )
+
+
+def _named_function(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """A tool's or a call's ``function``: an object with a name."""
+    function = item.get("function")
+    if not isinstance(function, dict):
+        raise BadRequest(f"'{where}.function' must be an object", param=f"{where}.function")
+    if not isinstance(function.get("name"), str) or not function["name"]:
+        raise BadRequest(f"'{where}.function.name' must be a string", param=f"{where}.function.name")
+    return function
 
 
 def _check_tool_choice(choice: Any) -> None:

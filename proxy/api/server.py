@@ -80,8 +80,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._heads_read = 0
         self._body_timer: asyncio.TimerHandle | None = None  # while a request's body is incomplete
-        self._body_bytes = 0  # received since the body's pace was last checked
         self._payload = 0  # of the current request's body
+        self._paced = 0  # of it, when its pace was last checked
         self._received = 0  # bytes of the current request since its head: payload and framing
         if len(self.connections) > self.max_connections:
             self._refuse_connection()
@@ -129,13 +129,12 @@ class EdgeProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         # The body's pace is checked from here; a request without one completes at once, which
         # stops the timer before it is ever due.
-        self._body_bytes = self._payload = self._received = 0
+        self._payload = self._paced = self._received = 0
         self._flow.was_paused()
         self._body_timer = self.loop.call_later(self.body_timeout, self._check_body_pace)
 
     def on_body(self, body: bytes) -> None:
-        self._body_bytes += len(body)  # the payload alone: chunk sizes and extensions earn nothing
-        self._payload += len(body)
+        self._payload += len(body)  # the payload alone: chunk sizes and extensions earn nothing
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -161,7 +160,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._body_timer = None
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
             return  # closed, or handed to a WebSocket protocol
-        received, self._body_bytes = self._body_bytes, 0
+        received, self._paced = self._payload - self._paced, self._payload
         # Not the client's fault: the server stopped reading (an app slow to take the body, a
         # request queued behind another), or the client waits for "100 Continue".
         held_back = self._flow.was_paused() or self.cycle.waiting_for_100_continue

@@ -97,7 +97,7 @@ async def _search_section(request: AnyRequest, query: str) -> str:
     rows = "".join(
         f"<tr><td>{p.number}</td><td><code>{_name(p.collection)}:{_name(p.path)}</code></td>"
         f"<td>{_name(p.heading or '')}</td><td class=num>{p.score:.4f}</td>"
-        f'<td class="ok">sent</td><td>{escape(printable(_clip(" ".join(p.text.split()), 300)))}</td></tr>'
+        f'<td class="ok">sent</td><td>{_name(_clip(" ".join(p.text.split()), 300))}</td></tr>'
         for p in rag.passages
     )
     notes = [f"{rag.found} passage(s) found, {len(rag.passages)} sent"]

@@ -19,7 +19,7 @@ import pathspec
 from proxy.errors import ConfigError
 from proxy.index.chunker import chunk_document
 from proxy.index.extract import Extractor, Limits, check_size
-from proxy.index.names import path_text, readable
+from proxy.index.names import path_text
 from proxy.index.store import (
     DocumentState,
     NewDocument,
@@ -31,6 +31,7 @@ from proxy.index.store import (
 )
 from proxy.logging import get_logger
 from proxy.plugins import isolated, loader_for
+from proxy.printable import storable
 from proxy.types import Embedder, SkipFile
 
 log = get_logger("ragproxy.index")
@@ -329,7 +330,7 @@ class Indexer:
         )
 
     def _skip(self, collection: Collection, rel: str, reason: str) -> str:
-        reason = readable(reason)  # a loader's message may quote the name as it is on disk
+        reason = storable(reason)  # a loader's message may quote the name as it is on disk
         log.warning("index.skipped", collection=collection.name, path=rel, reason=reason)
         self.store.record_skip(collection.id, rel, reason)
         return "skipped"

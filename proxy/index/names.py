@@ -13,7 +13,6 @@ import re
 
 _TO_ESCAPE = re.compile(r"\\(?=x[0-9a-fA-F]{2})|[\udc80-\udcff]")
 _ESCAPED = re.compile(r"\\x([0-9a-fA-F]{2})")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def path_text(name: str) -> str:
@@ -29,13 +28,3 @@ def file_name(text: str) -> str:
         return chr(value) if value < 0x80 else chr(0xDC00 + value)
 
     return _ESCAPED.sub(byte, text)
-
-
-def readable(text: str) -> str:
-    """Any text (an error message naming a file) made storable, odd bytes shown as ``\\xNN``."""
-
-    def shown(match: re.Match[str]) -> str:
-        code = ord(match[0])
-        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
-
-    return _SURROGATE.sub(shown, text)

@@ -100,7 +100,6 @@ class WindowCache:
     def __init__(self) -> None:
         self._infos: dict[str, tuple[float, ModelInfo]] = {}  # model: (until, info)
         self.num_ctx: dict[str, int] = {}  # the largest num_ctx each model was given so far
-        self._scales: dict[str, float] = {}  # model: what its tokenizer counts per token estimated
         self._uncounted: dict[str, float] = {}  # model: until when its upstream is not asked to count
         self._ratios: dict[str, collections.deque[float]] = {}  # model: its last counted/estimated
 

@@ -138,10 +138,10 @@ async def _fit_counted(
         if real is None:
             break
         windows.learn(model, real, fitted.prompt_estimate)
-        info.prompt_estimate = counted = real
+        counted, scaled, info.prompt_estimate = real, info.prompt_estimate, real
         if real <= room:
             break
-        log.info("context.counted_over", model=model, counted=real, room=room, estimate=info.prompt_estimate)
+        log.info("context.counted_over", model=model, counted=real, room=room, estimate=scaled)
         if scale >= context.MAX_REQUEST_SCALE:
             break  # nothing more to drop by
         scale = min(

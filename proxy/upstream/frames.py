@@ -10,6 +10,12 @@ import orjson
 DONE = b"data: [DONE]\n\n"
 
 
+def choice_index(choice: dict[str, Any]) -> int:
+    """A choice's ``index`` (``n`` above 1, several prompts); 0 if it has none, or an odd one."""
+    index = choice.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else 0
+
+
 async def ndjson_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Whole lines, however the bytes were split in transit; blank lines skipped."""
     buffer = b""

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import UpstreamError
-from proxy.upstream.frames import sse_data
+from proxy.upstream.frames import choice_index, sse_data
 from proxy.upstream.reasoning import ThinkSplitter
 
 _CONTENT_KEYS = ("content", "reasoning_content", "tool_calls", "refusal", "function_call")
@@ -54,7 +54,7 @@ async def chat_chunks(raw: AsyncIterator[bytes], split_inline_think: bool) -> As
         if chunk.get("usage"):
             usage = chunk.pop("usage")
         for choice in chunk.get("choices") or []:
-            index = choice.get("index") if isinstance(choice.get("index"), int) else 0
+            index = choice_index(choice)
             state = choices.setdefault(index, _Choice(split_inline_think))
             for part in state.feed({**choice, "index": index}):
                 yield {**chunk, "choices": [part]}

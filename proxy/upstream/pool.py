@@ -22,11 +22,11 @@ log = get_logger("ragproxy.upstream")
 
 T = TypeVar("T")
 
-# Failures after which another upstream may answer. One that came as an HTTP answer (5xx, 429)
-# may be the request's own doing (a body the server chokes on): after such an answer the request
-# goes to one more upstream, not to every one.
+# Failures after which another upstream may answer. One on an upstream that had the request (an
+# HTTP 5xx or 429, a dropped connection, no first byte in time: ``_reached``) may be the request's
+# own doing (a body the server chokes on): after it the request goes to one more, not to every one.
 FAILOVER = (UpstreamUnavailable, UpstreamFailed, UpstreamOverloaded, UpstreamTimeout)
-ANSWERED_FAILOVERS = 1
+REACHED_FAILOVERS = 1  # more servers a request that reached one and failed there may go to
 SLOW_FOR = 60.0  # seconds an upstream that timed out before its first byte is tried after the others
 CHECK_TIMEOUT = 5.0  # seconds a health check waits for a model list
 CHECK_GAP = 0.5  # at least this long between two rounds of checks, however many failures wake them
@@ -119,14 +119,14 @@ class UpstreamPool:
     ) -> T:
         """``ask`` of the best upstream for ``model``; of the next if that one cannot answer."""
         members = self.candidates(model, api=api)
-        answered = 0  # failures that were HTTP answers
+        reached = 0  # failures on an upstream that had the request
         for i, member in enumerate(members):
             member.in_flight += 1
             try:
                 return await ask(member)
             except FAILOVER as exc:
-                answered += _reached(exc)
-                if i == len(members) - 1 or answered > ANSWERED_FAILOVERS:
+                reached += _reached(exc)
+                if i == len(members) - 1 or reached > REACHED_FAILOVERS:
                     raise
                 self._failed(member, exc, members[i + 1])
             finally:
@@ -141,7 +141,7 @@ class UpstreamPool:
         upstream). Until its first item the next upstream is tried on failure; after it, nothing
         is retried: the failure raises from the iterator, for the client's wire to report."""
         members = self.candidates(model)
-        failed_answers = 0  # failures that were HTTP answers
+        reached = 0  # failures on an upstream that had the request
         for i, member in enumerate(members):
             answered = False
             member.in_flight += 1
@@ -158,8 +158,8 @@ class UpstreamPool:
                 if answered:  # too late for another: the client has part of this reply
                     self._wake.set()
                     raise
-                failed_answers += _reached(exc)
-                if i == len(members) - 1 or failed_answers > ANSWERED_FAILOVERS:
+                reached += _reached(exc)
+                if i == len(members) - 1 or reached > REACHED_FAILOVERS:
                     raise
                 self._failed(member, exc, members[i + 1])
             finally:
