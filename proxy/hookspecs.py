@@ -21,7 +21,8 @@ def register_loaders(register: Callable[..., None]) -> None:
 
 @hookspec
 def register_embedders(register: Callable[..., None]) -> None:
-    """``register(name, factory)``: ``factory(settings) -> Embedder``."""
+    """``register(name, factory)``: ``factory(upstream=..., model=..., threads=..., engine=..., **more)
+    -> Embedder``; a factory takes what it needs and ignores the rest."""
 
 
 @hookspec

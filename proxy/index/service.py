@@ -32,7 +32,10 @@ SearchMode = Literal["hybrid", "keyword", "vector"]
 def make_embedder(settings: Settings) -> Embedder:
     make = factory("embedder", settings.embedder, embedders())
     embedder: Embedder = make(
-        upstream=settings.upstream, model=settings.embed_model, threads=settings.embed_threads or None
+        upstream=settings.upstream,
+        model=settings.embed_model,
+        threads=settings.embed_threads or None,
+        engine=settings.e5_engine,
     )
     return embedder
 
