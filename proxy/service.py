@@ -42,9 +42,12 @@ UnsetEnvironment={proxy_variables}
 DynamicUser=yes
 StateDirectory=ragproxy
 StateDirectoryMode=0700
+# The embedder's graph, built on the first start, in /var/cache/ragproxy ($CACHE_DIRECTORY).
+CacheDirectory=ragproxy
+CacheDirectoryMode=0700
 UMask=0077
 # The documents are readable, nothing else of /home is visible, and nothing at all is writable
-# outside the state directory.
+# outside the state and cache directories.
 ProtectSystem=strict
 ProtectHome=tmpfs
 {bind_docs}PrivateTmp=yes

