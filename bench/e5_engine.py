@@ -206,8 +206,10 @@ def index(args: argparse.Namespace) -> None:
                 capture_output=True,
                 text=True,
             )
-            chunks = json.loads(status.stdout).get("chunks")
-        print(f"{engine}: `ragproxy index` {folder.name}: {took:.0f} s, {chunks} chunks, 0 waiting")
+            collections = json.loads(status.stdout)["collections"]
+            chunks = sum(c["chunks"] for c in collections)
+            waiting = sum(c["pending_vectors"] for c in collections)
+        print(f"{engine}: `ragproxy index` {folder.name}: {took:.0f} s, {chunks} chunks, {waiting} waiting")
 
 
 def start(_: argparse.Namespace) -> None:
