@@ -242,6 +242,7 @@ def graphs(_: argparse.Namespace) -> None:
     assert engine is not None
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = THREADS
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # two sessions here
     reference = onnxruntime.InferenceSession(
         e5_graph.reference(engine.model).SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
