@@ -5,21 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from proxy import version
 from proxy.errors import ConfigError
 from proxy.index.db import Error as DatabaseError
 from proxy.index.db import database_message
 from proxy.settings import ENV_PREFIX, Settings, load_settings, sample_config, setting_fields
-
-
-def _version() -> str:
-    try:
-        return version("ragproxy")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _settings_table() -> str:
@@ -82,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_settings_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"ragproxy {_version()}")
+    parser.add_argument("--version", action="version", version=f"ragproxy {version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = _command(commands, "serve", "Run the proxy server (indexing and watching --docs folders).")
     index = _command(commands, "index", "Index folders once (new, changed and deleted files), then embed.")

@@ -266,16 +266,17 @@ class Settings:
         "/props), 4096 if it cannot say.",
     )
     num_ctx_max: int = _setting(
-        16384, "Largest context (Ollama num_ctx) ragproxy asks for, whatever the model's window."
+        32768,
+        "Largest context (Ollama num_ctx) ragproxy asks for, whatever the model's window (agents' "
+        "tool definitions alone take 10-20k tokens).",
     )
     answer_tokens: int = _setting(
         1024, "Tokens kept free for the answer when the request sets no max_tokens."
     )
     sources_footnote: Footnote = _setting(
         "auto",
-        "Append a 'Sources:' footnote to the answer text: on, off, or auto (for the Ollama API and "
-        "OpenAI clients other than Open WebUI, which gets source events, and the official SDKs, "
-        "which read the 'sources' field).",
+        "Append a 'Sources:' footnote to the answer text: on, off, or auto (every client but Open "
+        "WebUI's OpenAI connection, which shows the sources from source events).",
         choices=get_args(Footnote),
     )
     log_level: LogLevel = _setting("info", "Log level.", choices=get_args(LogLevel))

@@ -21,6 +21,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
+from proxy import version
 from tests.ragdocs import CANARY, DOCS, QUESTION
 from tests.servers import ragproxy
 from tests.test_security import CANARY_A, CANARY_B, KEY_A, KEY_ALL, two_collections
@@ -204,11 +205,15 @@ def test_mcp_needs_a_valid_key(guarded_index: str) -> None:
         run_http(base, check_the_manuals)
 
 
-def test_mcp_requests_are_logged_with_their_own_path(tmp_path: Path, captured: io.StringIO) -> None:
+def test_mcp_requests_are_logged_with_their_own_path_and_the_server_names_its_version(
+    tmp_path: Path, captured: io.StringIO
+) -> None:
     with ragproxy(db=str(tmp_path / "none.db")) as base:
 
         async def session(client: Client) -> None:
             await client.list_tools()
+            info = client.server_info
+            assert info is not None and (info.name, info.version) == ("ragproxy", version())
 
         run_http(base, session)
         httpx.get(base + "/mcp")

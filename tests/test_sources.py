@@ -1,5 +1,5 @@
 """Sources people can see: Open WebUI's source chips from events on the stream, the footnote for
-other clients, clean content for the official SDK, and ragproxy's own footnote kept out of the
+every other client (a script can turn it off), and ragproxy's own footnote kept out of the
 next turn."""
 
 from __future__ import annotations
@@ -52,16 +52,21 @@ def test_open_webui_gets_source_events_and_no_footnote(rag_proxy: str) -> None:
     assert chunks[-1]["sources"][0]["file"] == "valves/zephyr.md"
 
 
-def test_other_clients_get_the_footnote_and_the_sdk_clean_content(rag_proxy: str) -> None:
+def test_every_other_client_gets_the_footnote_and_a_script_can_turn_it_off(rag_proxy: str) -> None:
+    """CLIs built on the official SDK (aider, Copilot CLI, llm) show nothing but the text: they get
+    the footnote too. A script that reads ``sources`` turns it off with a header."""
     chunks = stream(rag_proxy, "curl/8.5.0")
     assert "Sources:\n[1] valves/zephyr.md" in content(chunks)
     assert not any("event" in c for c in chunks)
-    reply = sdk(rag_proxy).chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": QUESTION}], max_tokens=8
+    question = [{"role": "user", "content": QUESTION}]
+    reply = sdk(rag_proxy).chat.completions.create(model=CHAT_MODEL, messages=question, max_tokens=8)
+    assert "Sources:\n[1] valves/zephyr.md" in (reply.choices[0].message.content or "")
+    clean = sdk(rag_proxy, default_headers={"X-RAG-Footnote": "off"}).chat.completions.create(
+        model=CHAT_MODEL, messages=question, max_tokens=8
     )
-    assert "Sources:" not in (reply.choices[0].message.content or "")
-    assert (reply.model_extra or {})["sources"][0]["file"] == "valves/zephyr.md"
-    assert (reply.model_extra or {})["rag"] == {"found": 1, "sent": 1, "gated": 2}  # tomatoes, panda
+    assert "Sources:" not in (clean.choices[0].message.content or "")
+    assert (clean.model_extra or {})["sources"][0]["file"] == "valves/zephyr.md"
+    assert (clean.model_extra or {})["rag"] == {"found": 1, "sent": 1, "gated": 2}  # tomatoes, panda
 
 
 def test_own_footnote_in_the_history_is_not_sent_back(rag_proxy: str, upstream_log: UpstreamLog) -> None:

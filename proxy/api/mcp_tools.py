@@ -17,6 +17,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from proxy import version
 from proxy.api.security import key_collections
 from proxy.errors import ConfigError, ProxyError
 from proxy.index.service import IndexService
@@ -91,7 +92,7 @@ def build_mcp(access: Access, *, top_k: int = 5) -> MCPServer:
     """The MCP server with its tools; ``access`` says, per call, what the caller may read."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    server = MCPServer("ragproxy", instructions=INSTRUCTIONS, log_level="WARNING")
+    server = MCPServer("ragproxy", instructions=INSTRUCTIONS, version=version(), log_level="WARNING")
     # MCPServer configures the root logger (a handler on stderr); ragproxy's logging is its own
     root.handlers[:], root.level = handlers, level
 

@@ -144,12 +144,14 @@ async def relay(
 
 async def _relayed(raw: AsyncIterator[bytes], call: ChatCall, kind: str) -> AsyncIterator[dict[str, Any]]:
     rag = call.rag
+    tool_calls = False  # a turn of tool calls is not the answer yet: it gets no footnote
     async for data in json_lines(raw):
         if "error" in data:
             raise UpstreamError(str(data["error"]))
+        tool_calls = tool_calls or bool((data.get("message") or {}).get("tool_calls"))
         if data.get("done"):
-            if rag.footnote and rag.passages and data.get("done_reason") not in ("load", "unload"):
-                note = retrieval.footnote(rag.passages)
+            note = rag.tail()
+            if note and not tool_calls and data.get("done_reason") not in ("load", "unload"):
                 extra: dict[str, Any] = {"model": data.get("model"), "created_at": now()}
                 if kind == "chat":
                     extra["message"] = {"role": "assistant", "content": note}

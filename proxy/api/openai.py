@@ -23,6 +23,7 @@ from proxy.api.schemas import read_checked, validate_chat, validate_embeddings
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, UpstreamError
 from proxy.index.service import IndexService
+from proxy.pipeline import clients
 from proxy.pipeline.chat import ChatCall, augment, open_reply, prepare_chat, visible_collections
 from proxy.pipeline.retrieval import aliases, split_alias
 from proxy.settings import Settings
@@ -61,6 +62,10 @@ async def augment_request(request: AnyRequest, call: ChatCall, api: str) -> None
     shown)."""
     state = request.app.state
     client = client_kind(request.headers.get("user-agent", ""))
+    # Only a chat UI's own tools give way to passages; an agent's never do (on any wire).
+    call.tools_give_way = api in ("openai", "ollama") and (
+        client == "open-webui" or clients.chat_ui_builtins(call.body.get("tools"))
+    )
     await augment(
         call,
         headers=rag_headers(request),
@@ -76,23 +81,19 @@ async def augment_request(request: AnyRequest, call: ChatCall, api: str) -> None
 
 
 def client_kind(user_agent: str) -> str:
-    """ "open-webui" (its aiohttp session sends aiohttp's own User-Agent), "sdk" (the official
-    OpenAI and Anthropic libraries: scripts and apps that read ``sources``), or "other"."""
-    if "aiohttp/" in user_agent:
-        return "open-webui"
-    if user_agent.startswith(("OpenAI/", "AsyncOpenAI/", "Anthropic/", "AsyncAnthropic/")):
-        return "sdk"
-    return "other"
+    """ "open-webui" (its aiohttp session sends aiohttp's own User-Agent), or "other"."""
+    return "open-webui" if "aiohttp/" in user_agent else "other"
 
 
 def footnote_default(settings: Settings, api: str, client: str) -> bool:
-    """``auto``: the answer text gets the footnote where nothing else would show the sources to a
-    person: on the Ollama API (Open WebUI's Ollama connection keeps nothing but the text), and on
-    the OpenAI API for clients other than Open WebUI (which gets source events) and the official
-    SDKs (whose users read the ``sources`` field)."""
+    """``auto``: the answer text gets the footnote wherever nothing else shows the sources to a
+    person: everywhere but Open WebUI's OpenAI connection, which gets them as source events (its
+    chips). Agents and CLIs built on the official SDKs (aider, Copilot CLI, llm) show nothing
+    but the text; a script that reads the ``sources`` field can turn the footnote off
+    (``X-RAG-Footnote: off``, ``"rag": {"footnote": false}``)."""
     if settings.sources_footnote != "auto":
         return settings.sources_footnote == "on"
-    return api == "ollama" or client == "other"
+    return not (api == "openai" and client == "open-webui")
 
 
 @post("/v1/chat/completions", status_code=200, operation_class=documented(OPENAI_CHAT))
@@ -126,7 +127,6 @@ def chat_exchange(
     for passages and whose reasoning goes into items of its own, whatever the chat setting."""
     settings, pool = _parts(request)
     call = prepare_chat(body)
-    call.keep_tools = agent
     record = request_record(request.scope)
     record.update(model=body["model"], stream=stream)
     if settings.log_content:

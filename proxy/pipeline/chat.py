@@ -59,11 +59,23 @@ class RagInfo:
     num_ctx: int | None = None
     history_dropped: int = 0
     tools_dropped: str | None = None  # why the request's tool definitions were not forwarded
+    # Passages were found but the window had room for none: what would make room (the setting to
+    # change), told to the user once in the reply.
+    no_room: str | None = None
+    no_room_told: bool = False  # an earlier reply of this conversation carried that note
     footnote: bool = False
     events: bool = False  # sources as Open WebUI's source events on the stream's first chunks
 
     def sources(self) -> list[dict[str, Any]]:
         return [passage.source() for passage in self.passages]
+
+    def tail(self) -> str:
+        """What the reply's text ends with: the sources footnote, and the note that passages
+        were found but had no room (once in a conversation)."""
+        text = retrieval.footnote(self.passages) if self.footnote and self.passages else ""
+        if self.no_room and not self.no_room_told and self.window:
+            text += retrieval.no_room_note(self.found, self.window, self.no_room)
+        return text
 
     def cut(self) -> str | None:
         """The note "3/5 passages fit" when passages were found but not all could be sent."""
@@ -78,6 +90,8 @@ class RagInfo:
             out["cut"] = "window"
         if self.tools_dropped:
             out["tools_dropped"] = self.tools_dropped
+        if self.no_room:
+            out["no_room"] = self.no_room
         return out
 
     def fields(self) -> dict[str, Any]:
@@ -111,9 +125,9 @@ class ChatCall:
     # When the request arrived (time.monotonic()): its one first_byte_timeout counts from here,
     # shared by the window probe and the wait for the reply's first byte.
     arrived: float = field(default_factory=time.monotonic)
-    # An agent's tools are its hands (Codex, Claude Code): passages give way to them, not the
-    # reverse as in a chat UI whose built-in tools the conversation may never use.
-    keep_tools: bool = False
+    # A chat UI's built-in tools, which the conversation may never use, give way to the best
+    # passage when both cannot fit. An agent's tools are its hands: passages give way to them.
+    tools_give_way: bool = False
     # Where the model's scale is learned from the prompt tokens the reply reports (set by augment).
     windows: context.WindowCache | None = None
 
@@ -165,7 +179,7 @@ async def augment(
     info.events = source_events
     # ragproxy's own footnotes and context blocks, echoed back by the client, are not the user's
     # Work over every message (thousands, from agents) runs in a thread: the loop keeps serving.
-    body["messages"] = await anyio.to_thread.run_sync(retrieval.strip_own_additions, body["messages"])
+    info.no_room_told, body["messages"] = await anyio.to_thread.run_sync(_own_additions, body["messages"])
     messages: list[dict[str, Any]] = body["messages"]
     if index is None:
         info.skipped = "no index"
@@ -199,6 +213,11 @@ async def augment(
         info.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         info.found = len(passages)
     await fit_call(call, passages, pool, settings, windows)
+
+
+def _own_additions(messages: list[dict[str, Any]]) -> tuple[bool, list[dict[str, Any]]]:
+    """Whether the no-room note was told already, and the messages without ragproxy's additions."""
+    return retrieval.told_no_room(messages), retrieval.strip_own_additions(messages)
 
 
 def check_collections(
@@ -294,8 +313,8 @@ async def _rendered(
             if index == 0 or call.stats.finish_reason is None:
                 call.stats.finish_reason = choice["finish_reason"]
             tail = renderer.close()
-            if rag.footnote and rag.passages:
-                tail += retrieval.footnote(rag.passages)
+            if choice["finish_reason"] != "tool_calls":  # a turn of tool calls is not the answer yet
+                tail += rag.tail()
             if tail:
                 tail_choice = {"index": index, "delta": {"content": tail}, "finish_reason": None}
                 yield {**chunk, "choices": [tail_choice]}

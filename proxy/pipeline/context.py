@@ -213,16 +213,22 @@ class Fitted:
     shortened: bool = False  # the best passage was cut to fit
 
 
-def answer_reserve(body: dict[str, Any], settings: Settings) -> int:
+def answer_reserve(body: dict[str, Any], settings: Settings, window: int) -> int:
+    """The tokens kept free for the answer: what the client allows it (``max_tokens``), else
+    ``--answer-tokens``, but no more than a quarter of the window (or ``--answer-tokens``, if
+    larger) and never more than half. A client's limit is a ceiling, not a length: agents ask for
+    32,000 whatever the model, and the window is better spent on the prompt and its passages."""
     options = body.get("options") if isinstance(body.get("options"), dict) else {}
+    asked = settings.answer_tokens
     for value in (
         body.get("max_completion_tokens"),
         body.get("max_tokens"),
         (options or {}).get("num_predict"),
     ):
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return settings.answer_tokens
+            asked = value
+            break
+    return min(asked, max(settings.answer_tokens, window // 4), window // 2)
 
 
 def fit(

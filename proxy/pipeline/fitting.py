@@ -39,33 +39,23 @@ async def fit_call(
     body, info = call.body, call.rag
     ollama_api = pool.preferred(body["model"]).api == "ollama"
     if body.get("tools") and body.get("tool_choice") == "none":
-        body.pop("tools")  # never forwarded (the translations drop them too)
+        drop_tools(body)  # never forwarded (the translations drop them too)
     if body.get("tools") and ollama_api:
         capabilities = (await windows.info(pool, body["model"], call.deadline(pool))).capabilities
         if capabilities is not None and "tools" not in capabilities:
             log.info("context.tools_dropped", model=body["model"], reason="capability")
-            body.pop("tools")
+            drop_tools(body)
             info.tools_dropped = "the model has no tools capability"
-    options = body.get("options") if isinstance(body.get("options"), dict) else None
-    client_num_ctx = (options or {}).get("num_ctx", body.get("num_ctx"))
-    trim_history = True
-    if isinstance(client_num_ctx, int) and not isinstance(client_num_ctx, bool) and client_num_ctx > 0:
-        window = client_num_ctx  # the client chose: respected, and fitted into
-    else:
-        client_num_ctx = None
-        learned = settings.context_window or await windows.window(pool, body["model"], call.deadline(pool))
-        # A window nobody reported is a guess: passages are fitted to it, the history is not cut.
-        trim_history = bool(learned)
-        window = learned or context.FALLBACK_WINDOW
-        if ollama_api:
-            window = min(window, settings.num_ctx_max)
+    if not body.get("tools"):
+        drop_tools(body)  # tool_choice and parallel_tool_calls mean nothing without tools
+    window, limit, trim_history, client_chose = await _window(call, pool, settings, windows, ollama_api)
     info.window = window
-    info.reserve = context.answer_reserve(body, settings)
+    info.reserve = context.answer_reserve(body, settings, window)
     fitted = await _fit_counted(call, passages, pool, windows, window, trim_history, settings)
     body["messages"] = fitted.messages
     info.passages, info.history_dropped = fitted.passages, fitted.history_dropped
     if fitted.extra_dropped:
-        body.pop("tools", None)
+        drop_tools(body)
         info.tools_dropped = "no room beside the best passage"
         log.info("context.tools_dropped", model=body["model"], reason="window", window=window)
     if fitted.history_dropped:
@@ -79,14 +69,64 @@ async def fit_call(
             reserve=info.reserve,
             prompt_estimate=fitted.prompt_estimate,
             shortened=fitted.shortened or None,
+            advice=limit,
         )
-    if ollama_api and client_num_ctx is None:
+        if not fitted.passages:
+            info.no_room = limit
+    if ollama_api and not client_chose:
         model = body["model"]
         info.num_ctx = context.num_ctx_for(
-            info.prompt_estimate + min(info.reserve, window // 2), window, floor=windows.num_ctx.get(model, 0)
+            info.prompt_estimate + info.reserve, window, floor=windows.num_ctx.get(model, 0)
         )
         windows.num_ctx[model] = info.num_ctx
-        body["options"] = {**(options or {}), "num_ctx": info.num_ctx}
+        options = body.get("options")
+        body["options"] = {**(options if isinstance(options, dict) else {}), "num_ctx": info.num_ctx}
+
+
+def drop_tools(body: dict[str, Any]) -> None:
+    """The tool definitions taken out, and the fields that only mean something beside them
+    (stricter servers refuse ``tool_choice`` without ``tools``)."""
+    for name in ("tools", "tool_choice", "parallel_tool_calls"):
+        body.pop(name, None)
+
+
+async def _window(
+    call: ChatCall, pool: UpstreamPool, settings: Settings, windows: context.WindowCache, ollama_api: bool
+) -> tuple[int, str, bool, bool]:
+    """The window the prompt is fitted into; what a user would do to make it larger; whether the
+    history may be cut to it (not when the window is a guess); and whether the client chose it
+    (then ragproxy sets no ``num_ctx``).
+
+    A client's ``num_ctx`` is taken up to what the model holds: its trained context on Ollama
+    (which caps a larger one itself), the server's window where that is fixed (llama.cpp). Without
+    one, an Ollama upstream gets what the prompt needs up to ``--num-ctx-max``."""
+    body = call.body
+    options = body.get("options") if isinstance(body.get("options"), dict) else None
+    asked = (options or {}).get("num_ctx", body.get("num_ctx"))
+    if not (isinstance(asked, int) and not isinstance(asked, bool) and asked > 0):
+        asked = None
+    learned: int | None
+    if settings.context_window:
+        learned = settings.context_window
+        limit = f"raise ragproxy's --context-window (now {learned}) if the model holds more"
+    else:
+        learned = await windows.window(pool, body["model"], call.deadline(pool))
+        limit = (
+            "that is all the model was trained on: a model with a longer context would hold them"
+            if ollama_api
+            else "raise the model server's context size (llama.cpp: --ctx-size)"
+        )
+    if asked is not None:
+        if learned is None or asked <= learned:
+            return asked, f"raise num_ctx in the client's settings (now {asked})", True, True
+        return learned, limit, True, True
+    if learned is None:  # a window nobody reported is a guess: passages fit it, the history is not cut
+        guess = context.FALLBACK_WINDOW
+        return guess, "set ragproxy's --context-window (the server reports none)", False, False
+    if ollama_api and settings.num_ctx_max < learned:
+        cap = settings.num_ctx_max
+        return cap, f"raise ragproxy's --num-ctx-max (now {cap})", True, False
+    return learned, limit, True, False
 
 
 async def _fit_counted(
@@ -104,7 +144,7 @@ async def _fit_counted(
     request's estimate by what was counted (and teaches the model's scale), and the prompt is
     fitted again. ``call.rag.prompt_estimate``: the count, else the scaled estimate."""
     body, info, model = call.body, call.rag, call.body["model"]
-    room = window - min(info.reserve, window // 2)
+    room = window - info.reserve
     in_use = any(m.get("role") == "tool" or m.get("tool_calls") for m in body["messages"])
     tools = await anyio.to_thread.run_sync(context.tools_tokens, body) if body.get("tools") else 0
     scale = windows.scale(model)
@@ -120,7 +160,7 @@ async def _fit_counted(
             placement=settings.context_placement,
             extra=tools,
             trim_history=trim_history,
-            extra_droppable=not in_use and not call.keep_tools,  # tools in use are never taken away
+            extra_droppable=call.tools_give_way and not in_use,  # tools in use are never taken away
         )
         sent: dict[str, Any] = {"messages": fitted.messages}
         if body.get("tools") and not fitted.extra_dropped:

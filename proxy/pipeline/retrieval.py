@@ -13,6 +13,7 @@ from proxy.index.service import IndexService, Ranking
 from proxy.index.store import Hit
 from proxy.index.vectors import is_cjk
 from proxy.logging import get_logger
+from proxy.pipeline import clients
 from proxy.plugins import factory, rerankers
 from proxy.settings import Settings
 from proxy.types import Reranker
@@ -203,6 +204,8 @@ def housekeeping(messages: Sequence[dict[str, Any]], body: Mapping[str, Any]) ->
     system = " ".join(message_text(m) for m in messages if m.get("role") == "system")
     if _TOOL_SELECTION in system and "Your task is to choose and return the correct tool" in system:
         return "tool selection"
+    if clients.title_request(messages, message_text):
+        return "title request"
     return None
 
 
@@ -243,13 +246,20 @@ def search_queries(messages: Sequence[Mapping[str, Any]]) -> list[Query]:
     """What to search for: the last user message; in a conversation also the previous user
     message with it, and the previous one alone, a little lower, so a follow-up of any length
     ("and how long does that last?", "能详细说说吗？") finds what the conversation is about.
-    Each is searched and gated on its own and the rankings merged. No extra LLM call."""
+    Each is searched and gated on its own and the rankings merged. No extra LLM call. An agent's
+    continuation and compaction turns are not the user's: the question they continue is searched
+    (they themselves only if the conversation holds nothing else)."""
     users: list[str] = []  # the last two user messages with text of their own, oldest first
+    written: list[str] = []  # the agent's own turns, in case there is nothing else
     for message in reversed(messages):
         if message.get("role") == "user" and (text := _HARNESS_BLOCK.sub("", message_text(message)).strip()):
+            if clients.harness_prompt(text):
+                written.insert(0, text)
+                continue
             users.insert(0, text)
             if len(users) == 2:
                 break
+    users = users or written[-1:]
     if not users:
         return []
     queries = [Query(users[-1], 1.0)]
@@ -503,10 +513,31 @@ def footnote(passages: Sequence[Passage]) -> str:
     return f"\n\n{FOOTNOTE_HEADING}\n" + "\n".join(f"[{p.number}] {p.label()}" for p in passages)
 
 
+NOTE_MARK = "[ragproxy]"
+
+
+def no_room_note(found: int, window: int, advice: str) -> str:
+    """What the reply tells the user when passages were found but none fit the window."""
+    what = "A passage" if found == 1 else f"{found} passages"
+    return (
+        f"\n\n{NOTE_MARK} {what} from your documents matched, but the model's {window}-token "
+        f"context had no room beside this conversation and its tools; to include them, {advice}."
+    )
+
+
+def told_no_room(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether an earlier reply in this conversation already carried the note."""
+    return any(
+        message.get("role") == "assistant" and f"\n{NOTE_MARK} " in f"\n{message_text(message)}"
+        for message in messages
+    )
+
+
 # What ragproxy itself added to a reply or a prompt, as clients echo it back in later turns (Open
 # WebUI keeps the footnote in the chat and quotes it in its title and follow-up prompts): the
 # footnote's numbers would clash with the next turn's, and the old context would be read twice.
 _OWN_FOOTNOTE = re.compile(rf"\n*^{FOOTNOTE_HEADING}[ \t]*\n(?:\[\d+\][^\n]*(?:\n|\Z))+", re.MULTILINE)
+_OWN_NOTE = re.compile(rf"\n*^{re.escape(NOTE_MARK)} [^\n]*from your documents matched[^\n]*$", re.MULTILINE)
 _OWN_CONTEXT = re.compile(
     re.escape(CONTEXT_INTRO) + r"\s*" + re.escape(_FENCE_OPEN) + r".*?" + re.escape(_FENCE_CLOSE) + r"\n*",
     re.DOTALL,
@@ -517,6 +548,8 @@ def strip_own_text(text: str, *, footnotes: bool = True) -> str:
     """The text without ragproxy's context blocks and (``footnotes``) its footnotes."""
     if footnotes and FOOTNOTE_HEADING in text and _OWN_FOOTNOTE.search(text):
         text = _OWN_FOOTNOTE.sub("\n", text).rstrip("\n")
+    if footnotes and NOTE_MARK in text:
+        text = _OWN_NOTE.sub("", text)
     if _FENCE_OPEN in text:
         text = _OWN_CONTEXT.sub("", text)
     return text
