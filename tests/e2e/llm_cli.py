@@ -1,10 +1,11 @@
 """End-to-end check, run by hand through llm_cli.sh: Simon Willison's ``llm`` command-line tool
 (``llm`` from PyPI), with ragproxy as an OpenAI-compatible model, answers tests/ragdocs.py's
-QUESTION: ``llm -m ragproxy-smollm2 "<question>"``.
+QUESTION: ``llm -m ragproxy-smollm2 "<question>"`` (``--tool llm_time`` adds ``-T llm_time``:
+one of llm's own tools offered to the model, so that criterion (iv) has tools to follow).
 
 llm gets a fresh LLM_USER_PATH whose extra-openai-models.yaml names the model with ragproxy's
-/v1 as its ``api_base`` (llm then sends no key of its own: the official OpenAI library with a
-placeholder key), and a fresh HOME. It streams the answer to its stdout, as a user sees it.
+/v1 as its ``api_base`` and tools allowed (llm then sends no key of its own: the official OpenAI
+library with a placeholder key), and a fresh HOME. It streams the answer to its stdout, as a user sees it.
 
 Passes on common.py's criteria (i) to (v). Everything llm sent (User-Agent, body) is recorded in
 front of ragproxy and printed; ``--capture DIR`` saves it as
@@ -47,6 +48,7 @@ def models_yaml(proxy: str) -> str:
 - model_id: {MODEL_ID}
   model_name: "{MODEL}"
   api_base: "{proxy}/v1"
+  supports_tools: true
 """
 
 
@@ -56,12 +58,19 @@ def main() -> int:
     )
     parser.add_argument("--llm", default=str(CACHE / "venv-llm" / "bin" / "llm"))
     parser.add_argument("--window", type=int, choices=sorted(WINDOWS), default=8192)
+    parser.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        help="offer one of llm's own tools to the model (llm -T), e.g. llm_time; may repeat",
+    )
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds for llm")
     parser.add_argument("--capture", type=Path, help="save the requests llm sent into this folder")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean-ups stop llama-server
     stem = "llm"
-    result = Result("llm", "openai", args.window)
+    # "openai-tools": a run with tools is saved (--capture) beside the plain one.
+    result = Result("llm", "openai-tools" if args.tool else "openai", args.window)
     result.version = package_version(Path(args.llm).parent / "python", "llm")
     with servers(stem, args.window) as stack, refusing_proxy() as (refuser, seen):
         home, user_path, project = stack.work / "home", stack.work / "llm-user", stack.work / "project"
@@ -69,7 +78,8 @@ def main() -> int:
         project.mkdir()
         (user_path / "extra-openai-models.yaml").write_text(models_yaml(stack.url), encoding="utf-8")
         env = client_env(home, refuser, LLM_USER_PATH=str(user_path))
-        stdout, _ = run_client([args.llm, "-m", MODEL_ID, QUESTION], env, project, args.timeout, result, stem)
+        command = [args.llm, "-m", MODEL_ID, *(f"--tool={tool}" for tool in args.tool), QUESTION]
+        run_client(command, env, project, args.timeout, result, stem)
         result.answer = result.output
         result.outside = list(seen)
         collect(stack, result, stem)
