@@ -8,6 +8,8 @@ reply to its stdout, as a script using LiteLLM would:
           own Ollama client): /api/chat
 
 ``--stream`` asks for a streamed reply (printed as it comes); by default the whole reply at once.
+``--tools`` offers the model one function (``lookup_part``), so that criterion (iv) has tools to
+follow.
 The program runs in LiteLLM's own venv, in an empty folder, with a fresh HOME.
 
 Passes on common.py's criteria (i) to (v). Everything LiteLLM sent (User-Agent, body) is
@@ -43,23 +45,45 @@ from tests.e2e.common import (  # noqa: E402
 
 TIMEOUT = 1800.0
 # The program a user of the library would write: one completion, its text printed.
+# With "tools", one function is offered; a call the model makes is printed to stderr (it is not
+# an answer).
 PROGRAM = """\
 import sys
 
 import litellm
 
-model, api_base, question, stream, timeout = sys.argv[1:6]
+model, api_base, question, stream, tools, timeout = sys.argv[1:7]
 kwargs = {"model": model, "api_base": api_base, "timeout": float(timeout)}
 if model.startswith("openai/"):
     kwargs["api_key"] = "sk-ragproxy-e2e"  # any key: ragproxy has none here
+if tools == "tools":
+    kwargs["tools"] = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup_part",
+                "description": "Look a part up in the parts catalogue by its name.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}},
+                    "required": ["name"],
+                },
+            },
+        }
+    ]
 messages = [{"role": "user", "content": question}]
 if stream == "stream":
     for chunk in litellm.completion(messages=messages, stream=True, **kwargs):
-        print(chunk.choices[0].delta.content or "", end="", flush=True)
+        delta = chunk.choices[0].delta
+        print(delta.content or "", end="", flush=True)
+        for call in getattr(delta, "tool_calls", None) or ():
+            print("tool call:", call.function.name, call.function.arguments, file=sys.stderr)
     print()
 else:
-    response = litellm.completion(messages=messages, **kwargs)
-    print(response.choices[0].message.content)
+    message = litellm.completion(messages=messages, **kwargs).choices[0].message
+    print(message.content or "")
+    for call in message.tool_calls or ():
+        print("tool call:", call.function.name, call.function.arguments, file=sys.stderr)
 """
 
 
@@ -71,12 +95,14 @@ def main() -> int:
     parser.add_argument("--mode", choices=("openai", "ollama"), default="openai")
     parser.add_argument("--window", type=int, choices=sorted(WINDOWS), default=8192)
     parser.add_argument("--stream", action="store_true", help="ask for a streamed reply")
+    parser.add_argument("--tools", action="store_true", help="offer the model one function")
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds for the program")
     parser.add_argument("--capture", type=Path, help="save the requests LiteLLM sent into this folder")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean-ups stop llama-server
     stem = f"litellm-{args.mode}"
-    result = Result("litellm", args.mode, args.window)
+    # "<mode>-tools": a run with tools is saved (--capture) beside the plain one.
+    result = Result("litellm", args.mode + ("-tools" if args.tools else ""), args.window)
     result.version = package_version(Path(args.python), "litellm")
     if args.stream:
         result.notes.append("streamed reply (--stream)")
@@ -90,7 +116,11 @@ def main() -> int:
         else:
             model, api_base = "ollama_chat/" + MODEL, stack.url
         command = [args.python, str(program), model, api_base, QUESTION]
-        command += ["stream" if args.stream else "whole", str(args.timeout)]
+        command += [
+            "stream" if args.stream else "whole",
+            "tools" if args.tools else "none",
+            str(args.timeout),
+        ]
         run_client(command, client_env(home, refuser), project, args.timeout, result, stem)
         result.answer = result.output
         result.outside = list(seen)

@@ -6,6 +6,7 @@
 #   --mode ollama  model="ollama_chat/<model>", api_base=<ragproxy>
 #   --window 8192|32768  the upstream's context (default 8192; 32768 stretches the model with YaRN)
 #   --stream       ask for a streamed reply
+#   --tools        offer the model one function (its name must reach the upstream)
 #   --capture DIR  save the requests LiteLLM sent (headers and body) into DIR
 # See litellm.py and common.py for what runs and what is checked; exits 1 if a criterion fails.
 #

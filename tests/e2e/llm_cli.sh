@@ -3,6 +3,7 @@
 # PyPI), with ragproxy's /v1 as an OpenAI-compatible model (extra-openai-models.yaml in a fresh
 # LLM_USER_PATH), answers a question only the indexed documents can answer.
 #   --window 8192|32768  the upstream's context (default 8192; 32768 stretches the model with YaRN)
+#   --tool NAME    offer one of llm's own tools (llm_time, llm_version); may repeat
 #   --capture DIR  save the requests llm sent (headers and body) into DIR
 # See llm_cli.py and common.py for what runs and what is checked; exits 1 if a criterion fails.
 #
