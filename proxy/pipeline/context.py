@@ -53,6 +53,13 @@ RECENT = 8
 NUM_CTX_STEPS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
 
+# Tool definitions (``tools_tokens``), set with bench/tool_tokens.py against Claude Code's, Codex's
+# and Open WebUI's tools rendered by Qwen 2.5's, Llama 3.1's and llama.cpp's DeepSeek-R1 templates:
+# the JSON's estimate undercounts indented renderings of many short parameters (Open WebUI's on
+# Llama 3.1: 0.95) and misses the instructions around the list (~50-100 tokens).
+TOOLS_MARGIN = 1.04
+TOOL_OVERHEAD = 8
+TOOLS_PREAMBLE = 100
 SYSTEM_ROLES = ("system", "developer")
 IMAGE_TOKENS = 768  # a fixed allowance per image: vision models spend hundreds of tokens on one
 
@@ -79,8 +86,17 @@ def _with_margin(raw: int) -> int:
 
 
 def tools_tokens(body: dict[str, Any]) -> int:
+    """Prompt tokens of the tool definitions as a chat template renders them, on the safe side:
+    the JSON priced as text, with TOOLS_MARGIN for what the templates add to it (spaces after the
+    separators, Llama 3.1's and llama.cpp's DeepSeek-R1's indentation), TOOL_OVERHEAD a tool and
+    TOOLS_PREAMBLE once for their instructions (measured in BENCHMARKS.md,
+    ``bench/tool_tokens.py``)."""
     tools = body.get("tools")
-    return estimate_tokens(orjson.dumps(tools).decode()) if tools else 0
+    if not tools:
+        return 0
+    count = len(tools) if isinstance(tools, list) else 1
+    raw = estimate_tokens(orjson.dumps(tools).decode())
+    return int(raw * TOOLS_MARGIN) + TOOL_OVERHEAD * count + TOOLS_PREAMBLE
 
 
 @dataclass(frozen=True, slots=True)
