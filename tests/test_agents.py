@@ -248,6 +248,8 @@ CONTINUATIONS = {
     "paying close attention to the user's explicit requests and your previous actions.",
     "Codex, compaction": "You are performing a CONTEXT CHECKPOINT COMPACTION. Create a handoff summary "
     "for another LLM that will resume the task.",
+    "opencode, after compaction": "Continue if you have next steps, or stop and ask for clarification "
+    "if you are unsure how to proceed.",
 }
 
 

@@ -45,25 +45,23 @@ def chat_ui_builtins(tools: Any) -> bool:
 
 # -- an agent's own turns ----------------------------------------------------------------------------
 # Written by an agent's harness as the user's turn: after an answer hit its output limit, to ask for
-# a summary of the conversation (compaction), or opening a conversation continued from a summary.
-# Claude Code 2.1, Codex 0.171, opencode 1.18.
+# a summary of the conversation (compaction), or opening a conversation continued from a summary
+# (Claude Code 2.1, Codex 0.171, opencode 1.18). Phrases long and particular enough that a person
+# does not write them.
 _HARNESS_PROMPT = re.compile(
-    r"\A\s*(?:"
     r"Output token limit hit\. Resume directly"
-    r"|Your task is to create a detailed summary of"
-    r"|This session is being continued from a previous conversation"
+    r"|\AYour task is to create a detailed summary of"
+    r"|\AThis session is being continued from a previous conversation that ran out of context"
     r"|You are performing a CONTEXT CHECKPOINT COMPACTION"
-    r"|Another language model started to solve this problem and produced a summary"
-    r"|Provide a detailed prompt for continuing our conversation"
-    r"|Continue if you have next steps"
-    r")",
-    re.IGNORECASE,
+    r"|\AAnother language model started to solve this problem and produced a summary"
+    r"|Create a new anchored summary from the conversation history"
+    r"|Continue if you have next steps, or stop and ask for clarification"
 )
 
 
 def harness_prompt(text: str) -> bool:
     """Whether a user turn's text was written by the agent, not the user."""
-    return _HARNESS_PROMPT.match(text) is not None
+    return _HARNESS_PROMPT.search(text) is not None
 
 
 # -- requests a client makes for itself ---------------------------------------------------------------
