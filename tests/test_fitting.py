@@ -149,11 +149,10 @@ def test_with_room_the_tools_and_the_passage_both_go(
     assert preview["rag"]["found"] == preview["rag"]["sent"] == 1
 
 
-def test_a_cut_is_reported(ollama: Server, docs_index: tuple[Path, Path]) -> None:
-    """Tools already in use stay; with no room left for any passage the reply says 0/1."""
-    folder, db = docs_index
-    messages = [
-        {"role": "system", "content": "Answer with care. " * 1500},
+def in_use_chat(system_words: int) -> list[dict[str, Any]]:
+    """A chat whose tools are in use already, after a long system prompt."""
+    return [
+        {"role": "system", "content": "Answer with care. " * system_words},
         {"role": "user", "content": "look it up"},
         {
             "role": "assistant",
@@ -163,13 +162,32 @@ def test_a_cut_is_reported(ollama: Server, docs_index: tuple[Path, Path]) -> Non
         {"role": "tool", "content": "no result", "tool_name": "search_web"},
         {"role": "user", "content": QUESTION},
     ]
-    with ragproxy(
-        upstream=ollama.url, upstream_api="ollama", docs=(f"manuals={folder}",), db=str(db), num_ctx_max=2048
-    ) as url:
-        body = {"model": TOOLS_YES, "messages": messages, "tools": open_webui_tools(), "max_tokens": 4}
+
+
+def test_a_cut_is_reported_and_a_prompt_far_over_the_window_refused(
+    ollama: Server, docs_index: tuple[Path, Path]
+) -> None:
+    """Tools already in use stay; with no room left for any passage the reply says 0/1. A prompt
+    estimated far over the window (by more than the estimate ever overstates) is refused: Ollama
+    would cut it without a word. The test models say 8,192 tokens."""
+    folder, db = docs_index
+    with ragproxy(upstream=ollama.url, upstream_api="ollama", docs=(f"manuals={folder}",), db=str(db)) as url:
+        body = {
+            "model": TOOLS_YES,
+            "messages": in_use_chat(100),
+            "tools": open_webui_tools(),
+            "max_tokens": 4,
+        }
         reply = httpx.post(url + "/v1/rag/preview", json=body, timeout=60).json()
         assert reply["rag"] == {**reply["rag"], "found": 1, "sent": 0, "cut": "window"}
         assert len(reply["upstream"]["body"]["tools"]) == len(open_webui_tools())
+        refused = httpx.post(
+            url + "/v1/rag/preview", json={**body, "messages": in_use_chat(1500)}, timeout=60
+        )
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+    assert "8192-token window" in error["message"] and "this one's is 8192 tokens" in error["message"]
 
 
 # -- the model's own count ------------------------------------------------------------------------------

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 log = get_logger("ragproxy.chat")
 
 ATTEMPTS = 4  # fittings of one request, each after a count over the room
+# A prompt estimated over the window by more than this ratio is over it, whatever the tokenizer:
+# the estimate overstates tool definitions by up to 26% and text by less (BENCHMARKS.md).
+CERTAINLY_OVER = 1.3
 
 
 async def fit_call(
@@ -51,7 +54,7 @@ async def fit_call(
     window, limit, trim_history, client_chose = await _window(call, pool, settings, windows, ollama_api)
     info.window = window
     info.reserve = context.answer_reserve(body, settings, window)
-    fitted = await _fit_counted(call, passages, pool, windows, window, trim_history, settings)
+    fitted = await _fit_counted(call, passages, pool, windows, window, trim_history, settings, limit)
     body["messages"] = fitted.messages
     info.passages, info.history_dropped = fitted.passages, fitted.history_dropped
     if fitted.extra_dropped:
@@ -97,9 +100,10 @@ async def _window(
     history may be cut to it (not when the window is a guess); and whether the client chose it
     (then ragproxy sets no ``num_ctx``).
 
-    A client's ``num_ctx`` is taken up to what the model holds: its trained context on Ollama
-    (which caps a larger one itself), the server's window where that is fixed (llama.cpp). Without
-    one, an Ollama upstream gets what the prompt needs up to ``--num-ctx-max``."""
+    A client's ``num_ctx`` is taken on Ollama up to the model's trained context (Ollama caps a
+    larger one itself). A server whose window is fixed (llama.cpp) holds what it holds, whatever
+    num_ctx a client sends (aider sends its own estimate). Without one, an Ollama upstream gets
+    what the prompt needs up to ``--num-ctx-max``."""
     body = call.body
     options = body.get("options") if isinstance(body.get("options"), dict) else None
     asked = (options or {}).get("num_ctx", body.get("num_ctx"))
@@ -112,16 +116,16 @@ async def _window(
     else:
         learned = await windows.window(pool, body["model"], call.deadline(pool))
         limit = (
-            "that is all the model was trained on: a model with a longer context would hold them"
+            f"choose a model with a longer context (this one's is {learned} tokens)"
             if ollama_api
             else "raise the model server's context size (llama.cpp: --ctx-size)"
         )
-    if asked is not None:
+    if asked is not None and ollama_api:
         if learned is None or asked <= learned:
             return asked, f"raise num_ctx in the client's settings (now {asked})", True, True
         return learned, limit, True, True
     if learned is None:  # a window nobody reported is a guess: passages fit it, the history is not cut
-        guess = context.FALLBACK_WINDOW
+        guess = asked or context.FALLBACK_WINDOW  # a client's num_ctx guesses better than 4096
         return guess, "set ragproxy's --context-window (the server reports none)", False, False
     if ollama_api and settings.num_ctx_max < learned:
         cap = settings.num_ctx_max
@@ -137,6 +141,7 @@ async def _fit_counted(
     window: int,
     trim_history: bool,
     settings: Settings,
+    advice: str,
 ) -> context.Fitted:
     """``context.fit`` into the room the answer's reserve leaves, the estimate scaled for the
     model. A prompt that could pass the room is counted by the upstream where it can count
@@ -190,11 +195,19 @@ async def _fit_counted(
         )
     if counted is not None and counted > window:
         # Counted by the upstream, after everything that may go has gone: it would refuse it.
-        raise BadRequest(
-            f"the prompt takes {counted} tokens (as the model server counts them) with "
-            f"all the history it could do without left out, more than the model's {window}-token "
-            "window: shorten the system prompt, the tool definitions or the last message",
-            param="messages",
-            code="context_length_exceeded",
-        )
+        raise _too_long(f"{counted} tokens (as the model server counts them)", window, advice)
+    if counted is None and trim_history and info.prompt_estimate > window * CERTAINLY_OVER:
+        # Not counted (Ollama cannot), but over by more than the estimate ever overstates: Ollama
+        # would cut it without a word (the tool definitions first), a fixed window refuse it.
+        raise _too_long(f"about {info.prompt_estimate} tokens (as ragproxy estimates them)", window, advice)
     return fitted
+
+
+def _too_long(size: str, window: int, advice: str) -> BadRequest:
+    return BadRequest(
+        f"the prompt takes {size} with all the history it could do without left out, more "
+        f"than the model's {window}-token window: shorten the system prompt, the tool "
+        f"definitions or the last message, or {advice}",
+        param="messages",
+        code="context_length_exceeded",
+    )
