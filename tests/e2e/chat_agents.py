@@ -369,18 +369,19 @@ def _texts(body: dict[str, Any], role: str) -> str:
 
 def request_kind(body: Any) -> str:
     """What a chat request is for: "chat" (the user's question, with the client's tools), or a
-    housekeeping request named by what its prompt asks for."""
+    housekeeping request (no tools) named by what its system prompt asks for: "title",
+    "summary", "compaction"; "other" if none."""
     if not isinstance(body, dict):
         return "other"
-    prompts = (_texts(body, "system") + "\n" + _texts(body, "user")).lower()
-    last_user = _texts(
-        {"messages": [m for m in body.get("messages") or () if m.get("role") == "user"][-1:]}, "user"
-    )
-    if body.get("tools") or last_user.strip().strip('"') == QUESTION:
+    if body.get("tools"):
         return "chat"
+    system = _texts(body, "system").lower()
     for word, kind in (("title", "title"), ("summar", "summary"), ("compact", "compaction")):
-        if word in prompts:
+        if word in system:
             return kind
+    users = [m for m in body.get("messages") or () if m.get("role") == "user"]
+    if users and _texts({"messages": users[-1:]}, "user").strip().strip('"') == QUESTION:
+        return "chat"
     return "other"
 
 
