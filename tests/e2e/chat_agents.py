@@ -368,19 +368,24 @@ def _texts(body: dict[str, Any], role: str) -> str:
 
 
 def request_kind(body: Any) -> str:
-    """What a chat request is for: "chat" (the user's question, with the client's tools), or a
-    housekeeping request (no tools) named by what its system prompt asks for: "title",
-    "summary", "compaction"; "other" if none."""
+    """What a chat request is for, from its prompts: "chat" (a turn on the user's question, with
+    the client's tools), "continuation" (the client asks the model to go on after a reply it
+    cut), or a request without tools named by what its system prompt asks for ("title",
+    "summary", "compaction"); "other" if none of these."""
     if not isinstance(body, dict):
         return "other"
-    if body.get("tools"):
-        return "chat"
-    system = _texts(body, "system").lower()
-    for word, kind in (("title", "title"), ("summar", "summary"), ("compact", "compaction")):
-        if word in system:
-            return kind
+    if not body.get("tools"):
+        system = _texts(body, "system").lower()
+        for word, kind in (("title", "title"), ("summar", "summary"), ("compact", "compaction")):
+            if word in system:
+                return kind
     users = [m for m in body.get("messages") or () if m.get("role") == "user"]
-    if users and _texts({"messages": users[-1:]}, "user").strip().strip('"') == QUESTION:
+    last = _texts({"messages": users[-1:]}, "user").strip().strip('"')
+    if last.endswith(QUESTION):  # Copilot puts a <current_datetime> tag before it
+        return "chat"
+    if "continue" in last.lower():
+        return "continuation"
+    if body.get("tools"):
         return "chat"
     return "other"
 

@@ -7,7 +7,10 @@ the provider ``ragproxy`` (``npm: @ai-sdk/openai-compatible``, bundled in openco
 ``baseURL`` ragproxy's ``/v1``) and the test model as both its model and its small model (the one
 that writes session titles). Nothing reaches outside: no autoupdate, no sharing, no models.dev
 fetch, no LSP downloads, no external or default plugins, and every other connection goes to a
-refusing proxy. It runs in an empty folder.
+refusing proxy (opencode 1.18.33 still tries to install its plugin package into its config folder
+in the background: the proxy refuses it, the summary reports it, opencode carries on). It runs
+in an empty folder. ``opencode run`` quotes a message with spaces in it: the question reaches
+ragproxy in double quotes.
 
 See chat_agents.py for the servers and the five criteria. With ``--capture DIR`` the request
 bodies opencode sent are saved there as ``opencode-<version>-<kind>-request.json``.
