@@ -22,7 +22,10 @@ a model-name suffix: ``name@delay=1.5``, ``@die-after=3`` (cut the connection af
 serves ``/v1/*`` by passing it to llama.cpp, with the same faults and recording, as Ollama serves
 its OpenAI-compatible API beside the native one.
 
-Run: python tests/fake_ollama.py --port P --llama URL
+Run: python tests/fake_ollama.py --port P --llama URL [--context-length N] [--tool-choice auto]
+(``--context-length``: the window /api/show and /api/ps report for every model, 8192 unless given;
+``--tool-choice auto``: the model may answer in text beside tools, as with Ollama itself, instead
+of being steered to call one whenever it is offered any)
 """
 
 from __future__ import annotations
@@ -156,8 +159,10 @@ def unloads(keep_alive: Any) -> bool:
 
 
 class FakeOllama:
-    def __init__(self, llama_url: str) -> None:
+    def __init__(self, llama_url: str, context_length: int = 8192, tool_choice: str = "required") -> None:
         self.llama = llama_url
+        self.context_length = context_length
+        self.tool_choice = tool_choice
         self.models: dict[str, dict[str, Any]] = {
             "smollm2:135m": {"thinking": None, "capabilities": ["completion", "tools"]},
             "smollm2-think:135m": {"thinking": "field", "capabilities": ["completion", "thinking"]},
@@ -237,7 +242,10 @@ class FakeOllama:
                     "template": "{{ .Prompt }}",
                     "modified_at": MODIFIED,
                     "details": self.tag(name)["details"],
-                    "model_info": {"general.architecture": "llama", "llama.context_length": 8192},
+                    "model_info": {
+                        "general.architecture": "llama",
+                        "llama.context_length": self.context_length,
+                    },
                     "capabilities": self.models[name]["capabilities"],
                 },
             )
@@ -311,7 +319,7 @@ class FakeOllama:
             "details": tag["details"],
             "expires_at": now(later=300),
             "size_vram": 0,
-            "context_length": 8192,
+            "context_length": self.context_length,
         }
 
     @staticmethod
@@ -430,7 +438,9 @@ class FakeOllama:
             body["response_format"] = {"type": "json_object"}
         elif isinstance(data.get("format"), dict):
             body["response_format"] = {"type": "json_schema", "json_schema": {"schema": data["format"]}}
-        if data.get("tools"):
+        if data.get("tools") and self.tool_choice == "auto":
+            body["tools"] = data["tools"]  # the model's own choice, as with Ollama
+        elif data.get("tools"):
             # A tool-capable model that calls a tool whenever it is offered one: the tiny model
             # is steered to start with "<" (token 44) and stopped after its first call.
             body.update(
@@ -845,8 +855,16 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--llama", required=True, help="URL of the llama-server that generates")
+    parser.add_argument("--context-length", type=int, default=8192, help="the window /api/show reports")
+    parser.add_argument(
+        "--tool-choice",
+        choices=("required", "auto"),
+        default="required",
+        help="with tools offered: always call one (the default), or let the model choose",
+    )
     args = parser.parse_args()
-    uvicorn.run(FakeOllama(args.llama), host=args.host, port=args.port, log_level="critical", lifespan="on")
+    app = FakeOllama(args.llama, context_length=args.context_length, tool_choice=args.tool_choice)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="critical", lifespan="on")
 
 
 if __name__ == "__main__":

@@ -102,9 +102,14 @@ def llama_server(*extra: str, slots: int = 2, port: int | None = None) -> Iterat
 
 
 @contextmanager
-def fake_ollama(llama_url: str) -> Iterator[Server]:
+def fake_ollama(
+    llama_url: str, context_length: int = 8192, tool_choice: str = "required"
+) -> Iterator[Server]:
+    """``context_length``: the window it reports for every model (/api/show, /api/ps);
+    ``tool_choice``: "auto" lets the model answer in text beside tools (see fake_ollama.py)."""
     port = free_port()
     command = [sys.executable, str(HERE / "fake_ollama.py"), "--port", str(port), "--llama", llama_url]
+    command += ["--context-length", str(context_length), "--tool-choice", tool_choice]
     process = subprocess.Popen(command)
     try:
         wait_ready(f"http://127.0.0.1:{port}/", process)
