@@ -11,11 +11,11 @@ reply) before passing it on. The client talks to the hop as if it were ragproxy.
 
 A run passes when:
 (i)   the client exits 0 with an answer;
-(ii)  ragproxy logged a ``POST /v1/chat/completions`` with status 200 and at least one passage
-      sent (``rag_sources``);
+(ii)  ragproxy logged the ``POST /v1/chat/completions`` requests, each with status 200, and at
+      least one with a passage sent (``rag_sources``);
 (iii) the canary reached the upstream in the prompt;
-(iv)  every tool the client sent in a request reached the upstream in a request (passes when the
-      client sent no tools);
+(iv)  every tool the client sent in a request reached the upstream in the request ragproxy made
+      for it (passes when the client sent no tools);
 (v)   the client's printed output shows the sources: ragproxy's footnote ("Sources:" then
       "[1] <file>"), or the source file's name some other way.
 Reported only: whether the answer states the fact (a 135M model may not), whether ragproxy's
@@ -257,7 +257,10 @@ class Result:
 
     @property
     def rag_sent(self) -> bool:
-        return any(r.get("status") == 200 and (r.get("rag_sources") or 0) >= 1 for r in self.chat_logged)
+        """Every chat request answered 200, and at least one with a passage sent."""
+        return all(r.get("status") == 200 for r in self.chat_logged) and any(
+            (r.get("rag_sources") or 0) >= 1 for r in self.chat_logged
+        )
 
     @property
     def tools_upstream(self) -> bool:
@@ -333,19 +336,52 @@ def chat_records(log: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _turn(body: Any) -> tuple[int, str]:
+    """What identifies a chat request's turn in what ragproxy sends upstream: how many assistant
+    messages it has, and the text of its last message (ragproxy adds its passages around the
+    user's text, never instead of it)."""
+    messages = (
+        [m for m in (body.get("messages") or ()) if isinstance(m, dict)] if isinstance(body, dict) else []
+    )
+    assistants = sum(m.get("role") == "assistant" for m in messages)
+    last = messages[-1].get("content") if messages else ""
+    if isinstance(last, list):
+        last = " ".join(str(p.get("text") or "") for p in last if isinstance(p, dict))
+    return assistants, str(last or "")
+
+
+def _forwarded(body: Any, unmatched: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The upstream request that ragproxy made for the client's ``body`` (taken out of
+    ``unmatched``, which is in arrival order): the first that holds the same last message, one
+    with the same number of assistant messages first (ragproxy may drop earlier turns to fit);
+    None if none."""
+    assistants, last = _turn(body)
+    needle = json.dumps(last, ensure_ascii=False)[1:-1]
+    ending = [c for c in unmatched if needle in json.dumps(c, ensure_ascii=False)]
+    if not ending:
+        return None
+    # A request without tools (a title request beside the turn, as opencode sends) takes an
+    # upstream request without tools first, so that the turn's own is left for the turn.
+    with_tools = bool(tool_names(body))
+    found = min(ending, key=lambda c: (_turn(c)[0] != assistants, bool(tool_names(c)) and not with_tools))
+    unmatched.remove(found)
+    return found
+
+
 def check_servers(result: Result, recorder: Recorder, ollama_url: str, name: str) -> None:
     """(iii) and (iv) from what the upstream received; the recorded requests saved under OUTPUT."""
     records = httpx.get(ollama_url + "/_test/requests", timeout=10).json()
     (OUTPUT / f"{name}-upstream.json").write_text(json.dumps(records, indent=1, ensure_ascii=False))
     upstream = [r.get("body") for r in records if "chat" in str(r.get("path"))]
     result.canary_upstream = any(CANARY in json.dumps(body, ensure_ascii=False) for body in upstream)
-    upstream_tools = [set(tool_names(body)) for body in upstream]
+    unmatched = [body for body in upstream if isinstance(body, dict)]
     for exchange in recorder.chats():
+        forwarded = _forwarded(exchange.body, unmatched)
         sent = tool_names(exchange.body)
         if sent:
             result.tools_sent.append(sent)
-            best = max(upstream_tools, key=lambda names: len(names & set(sent)), default=set())
-            result.tools_missing.append([n for n in sent if n not in best])
+            arrived = set(tool_names(forwarded))
+            result.tools_missing.append([n for n in sent if n not in arrived])
         if re.search(r"Sources:\s*\n\s*\[\d+\]", exchange.reply_text()):
             result.footnote_in_reply = True
     saved = [
@@ -490,7 +526,7 @@ def print_summary(title: str, r: Result) -> None:
     print(f"\n{title} end-to-end summary: {verdict} (window {r.window}, {r.seconds:.0f} s)")
     print(f"  (i)   exit code: {r.exit_code}; an answer: {yes(bool(r.answer.strip()))}")
     logged = len(r.chat_logged)
-    print(f"  (ii)  ragproxy logged {logged} POST {CHAT_PATH}; a passage sent with 200: {yes(r.rag_sent)}")
+    print(f"  (ii)  ragproxy logged {logged} POST {CHAT_PATH}; all 200 and a passage sent: {yes(r.rag_sent)}")
     for record in r.chat_logged:
         print("          " + ", ".join(f"{k}={record.get(k)}" for k in facts if k in record))
     print(f"  (iii) canary in the upstream prompt: {yes(r.canary_upstream)}")

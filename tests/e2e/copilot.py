@@ -50,7 +50,7 @@ OUTPUT_TOKENS = 512
 LOGS = OUTPUT / "copilot-logs"
 
 
-def copilot_env(base_url: str, home: Path, refuser: str) -> dict[str, str]:
+def copilot_env(base_url: str, home: Path, refuser: str, output_tokens: int) -> dict[str, str]:
     env = base_env(home, refuser)
     env.update(
         COPILOT_HOME=str(home / ".copilot"),
@@ -60,23 +60,30 @@ def copilot_env(base_url: str, home: Path, refuser: str) -> dict[str, str]:
         COPILOT_PROVIDER_TYPE="openai",
         COPILOT_PROVIDER_WIRE_API="completions",
         COPILOT_MODEL=MODEL,
-        COPILOT_PROVIDER_MAX_OUTPUT_TOKENS=str(OUTPUT_TOKENS),
+        COPILOT_PROVIDER_MAX_OUTPUT_TOKENS=str(output_tokens),
     )
     return env
 
 
 def run(
-    command: str, timeout: float, servers: Servers, home: Path, project: Path, refuser: str, result: Result
+    command: str,
+    timeout: float,
+    output_tokens: int,
+    servers: Servers,
+    home: Path,
+    project: Path,
+    refuser: str,
+    result: Result,
 ) -> None:
     shutil.rmtree(LOGS, ignore_errors=True)
     args = [command, "-p", QUESTION, "--allow-all-tools", "--no-ask-user", "--no-auto-update"]
     args += ["--disable-client-telemetry", "--no-custom-instructions", "--no-remote", "--no-color"]
     args += ["--log-dir", str(LOGS), "--log-level", "debug"]
-    env = copilot_env(servers.url, home, refuser)
+    env = copilot_env(servers.url, home, refuser, output_tokens)
     stdout, stderr = run_client("copilot", args, env, project, timeout, result)
-    # Without --silent, copilot prints the answer and then its usage statistics.
+    # The answer on stdout; Copilot's summary (changes, duration, tokens) goes to stderr.
     result.printed = stdout
-    result.answer = re.split(r"\n\s*(?:Total usage est|Usage by model|API time spent)", stdout)[0].strip()
+    result.answer = stdout.strip()
     if stderr.strip():
         result.notes.append(f"copilot's stderr: {stderr.strip()[:500]!r}")
 
@@ -91,6 +98,12 @@ def main() -> int:
     )
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds for copilot -p")
     parser.add_argument("--capture", type=Path, help="save each chat request body Copilot sends here")
+    parser.add_argument(
+        "--output-tokens",
+        type=int,
+        default=OUTPUT_TOKENS,
+        help="COPILOT_PROVIDER_MAX_OUTPUT_TOKENS (a small one cuts the answer: Copilot asks to go on)",
+    )
     args = parser.parse_args()
     done = subprocess.run([args.copilot, "--version"], capture_output=True, text=True, timeout=60)
     found = re.search(r"\d+\.\d+\.\d+\S*", done.stdout)
@@ -102,7 +115,7 @@ def main() -> int:
         args.capture,
         version,
         lambda servers, home, project, refuser, result: run(
-            args.copilot, args.timeout, servers, home, project, refuser, result
+            args.copilot, args.timeout, args.output_tokens, servers, home, project, refuser, result
         ),
     )
 
