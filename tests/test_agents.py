@@ -252,6 +252,7 @@ CONTINUATIONS = {
     "for another LLM that will resume the task.",
     "opencode, after compaction": "Continue if you have next steps, or stop and ask for clarification "
     "if you are unsure how to proceed.",
+    "Copilot CLI, output limit": "Please continue from where you left off.",
 }
 
 

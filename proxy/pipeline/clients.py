@@ -46,8 +46,8 @@ def chat_ui_builtins(tools: Any) -> bool:
 # -- an agent's own turns ----------------------------------------------------------------------------
 # Written by an agent's harness as the user's turn: after an answer hit its output limit, to ask for
 # a summary of the conversation (compaction), or opening a conversation continued from a summary
-# (Claude Code 2.1, Codex 0.171, opencode 1.18). Phrases long and particular enough that a person
-# does not write them.
+# (Claude Code 2.1, Codex 0.171, opencode 1.18, Copilot CLI 1.0). Phrases long and particular
+# enough that a person does not write them, or that mean the same when a person does.
 _HARNESS_PROMPT = re.compile(
     r"Output token limit hit\. Resume directly"
     r"|\AYour task is to create a detailed summary of"
@@ -56,6 +56,7 @@ _HARNESS_PROMPT = re.compile(
     r"|\AAnother language model started to solve this problem and produced a summary"
     r"|Create a new anchored summary from the conversation history"
     r"|Continue if you have next steps, or stop and ask for clarification"
+    r"|\APlease continue from where you left off\.?\s*\Z"
 )
 
 
