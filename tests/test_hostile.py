@@ -133,7 +133,9 @@ def test_a_plugin_loader_that_hangs_or_hoards_is_stopped_and_the_next_file_read(
 
 def test_a_huge_message_is_searched_by_its_two_ends(rag_proxy: str) -> None:
     """100,000 characters of pasted text with the question at the end: the search reads about
-    what the embedder can (its time grows with the square of the length), from both ends."""
+    what the embedder can (its time grows with the square of the length), from both ends; the
+    message, far over the 2,048-token window, is then refused with the reason (Ollama would cut
+    it without a word)."""
     pasted = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 1800
     question = pasted + "\n\nWhat does the Zephyr-9 valve need to be torqued to?"
     assert len(question) > 100_000
@@ -144,7 +146,9 @@ def test_a_huge_message_is_searched_by_its_two_ends(rag_proxy: str) -> None:
         json={"model": CHAT_MODEL, "messages": [{"role": "user", "content": question}]},
         timeout=120,
     )
-    assert reply.status_code == 200, reply.text
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == "context_length_exceeded" and "2048-token window" in error["message"]
 
 
 def test_questions_go_before_bulk_embedding() -> None:
