@@ -51,10 +51,10 @@ async def fit_call(
             info.tools_dropped = "the model has no tools capability"
     if not body.get("tools"):
         drop_tools(body)  # tool_choice and parallel_tool_calls mean nothing without tools
-    window, limit, trim_history, client_chose = await _window(call, pool, settings, windows, ollama_api)
+    window, advice, trim_history, client_chose = await _window(call, pool, settings, windows, ollama_api)
     info.window = window
     info.reserve = context.answer_reserve(body, settings, window)
-    fitted = await _fit_counted(call, passages, pool, windows, window, trim_history, settings, limit)
+    fitted = await _fit_counted(call, passages, pool, windows, window, trim_history, settings, advice)
     body["messages"] = fitted.messages
     info.passages, info.history_dropped = fitted.passages, fitted.history_dropped
     if fitted.extra_dropped:
@@ -72,10 +72,10 @@ async def fit_call(
             reserve=info.reserve,
             prompt_estimate=fitted.prompt_estimate,
             shortened=fitted.shortened or None,
-            advice=limit,
+            advice=advice,
         )
         if not fitted.passages:
-            info.no_room = limit
+            info.no_room = advice
     if ollama_api and not client_chose:
         model = body["model"]
         info.num_ctx = context.num_ctx_for(
@@ -112,10 +112,10 @@ async def _window(
     learned: int | None
     if settings.context_window:
         learned = settings.context_window
-        limit = f"raise ragproxy's --context-window (now {learned}) if the model holds more"
+        advice = f"raise ragproxy's --context-window (now {learned}) if the model holds more"
     else:
         learned = await windows.window(pool, body["model"], call.deadline(pool))
-        limit = (
+        advice = (
             f"choose a model with a longer context (this one's is {learned} tokens)"
             if ollama_api
             else "raise the model server's context size (llama.cpp: --ctx-size)"
@@ -123,14 +123,14 @@ async def _window(
     if asked is not None and ollama_api:
         if learned is None or asked <= learned:
             return asked, f"raise num_ctx in the client's settings (now {asked})", True, True
-        return learned, limit, True, True
+        return learned, advice, True, True
     if learned is None:  # a window nobody reported is a guess: passages fit it, the history is not cut
         guess = asked or context.FALLBACK_WINDOW  # a client's num_ctx guesses better than 4096
         return guess, "set ragproxy's --context-window (the server reports none)", False, False
     if ollama_api and settings.num_ctx_max < learned:
         cap = settings.num_ctx_max
         return cap, f"raise ragproxy's --num-ctx-max (now {cap})", True, False
-    return learned, limit, True, False
+    return learned, advice, True, False
 
 
 async def _fit_counted(
