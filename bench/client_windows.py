@@ -121,8 +121,11 @@ def clients(data: Path) -> list[Client]:
     out.append(Client("Open WebUI 0.12.4", webui, OPEN_WEBUI_AGENT))
     for path in sorted((Path(ROOT) / "tests" / "data" / "clients").glob("*-request.json")):
         captured = json.loads(path.read_text(encoding="utf-8"))
+        if "body" not in captured:  # a chat body alone (the agent CLIs' captures)
+            captured = {"path": "/v1/chat/completions", "body": captured}
         body = copy.deepcopy(captured.get("body"))
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        chat = captured.get("path") in ("/v1/chat/completions", "/api/chat")
+        if not chat or not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             print(f"{path.name}: not a chat request; skipped", file=sys.stderr)
             continue
         _ask_in(_last(body["messages"], "user"), "text")
@@ -211,6 +214,7 @@ def row(client: Client, model: str, url: str, setting: str, window: int) -> dict
         history_dropped=tokens["history_dropped"],
         no_room=rag.get("no_room"),
         tools_dropped=rag.get("tools_dropped"),
+        skipped=rag.get("skipped"),
     )
     return out
 
@@ -229,14 +233,18 @@ def cells(r: dict[str, Any]) -> list[str]:
     """A row's cells after the client, the window and the setting."""
     if "refused" in r:
         return [tools_cell(r), "", "", "", "", f"refused: {r['refused']}"]
-    if r["no_room"]:
+    if r.get("skipped"):
+        outcome = f"no retrieval ({r['skipped']})"
+    elif r["no_room"]:
         outcome = "[ragproxy] note"
     elif r["sent"] < r["found"]:
         outcome = f"{r['sent']}/{r['found']} passages fit"
     else:
         outcome = "passages sent"
-    if r["prompt"] + r["reserve"] > r["fitted_window"]:
+    if r["prompt"] > r["fitted_window"]:
         outcome += f"; prompt over the {r['fitted_window']:,} window"
+    elif r["prompt"] + r["reserve"] > r["fitted_window"]:
+        outcome += f"; prompt and the answer's reserve over the {r['fitted_window']:,} window"
     elif r["fitted_window"] != r["window"]:
         outcome += f"; fitted to {r['fitted_window']:,} (the client's num_ctx)"
     if r["history_dropped"]:
