@@ -329,3 +329,14 @@ def test_a_turn_of_tool_calls_gets_no_footnote_and_the_answer_does(rag_proxy: st
     called = message([lookup], 60)
     assert called["tool_calls"] and "Sources:" not in (called.get("content") or "")
     assert "Sources:\n[1] valves/zephyr.md" in message([], 4)["content"]
+
+
+def test_codexs_environment_context_is_not_searched(rag_proxy: str) -> None:
+    """Codex sends the folder, shell and sandbox as a user message of its own before the question."""
+    context = (
+        "<environment_context>\n  <cwd>/home/me/project</cwd>\n  <shell>bash</shell>\n"
+        "  <current_date>2026-12-01</current_date>\n</environment_context>"
+    )
+    messages = [{"role": "user", "content": context}, {"role": "user", "content": QUESTION}]
+    result = preview(rag_proxy, {"messages": messages, "max_tokens": 8})
+    assert result["rag"]["query"] == QUESTION and result["rag"]["sent"] == 1

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.api import anthropic_wire, responses_wire
 from proxy.pipeline.context import estimate, tools_tokens
 from tests.conftest import CHAT_MODEL, UpstreamLog
 from tests.ragdocs import CANARY
@@ -30,16 +31,37 @@ def load(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     if "body" not in data:
         return {"method": "POST", "path": "/v1/chat/completions", "headers": {}, "body": data}
+    data["headers"] = {name.lower(): value for name, value in (data.get("headers") or {}).items()}
     return data
 
 
-def captured(kind: str) -> list[Path]:
-    """The captured chat requests: ``kind`` "title" for title requests, "chat" for the others."""
+def as_chat(request: dict[str, Any]) -> dict[str, Any]:
+    """The request's body as the OpenAI chat body ragproxy makes of it (its own translations of
+    the Messages and Responses APIs), for /v1/rag/preview."""
+    body = request["body"]
+    if request["path"] == "/v1/messages":
+        return anthropic_wire.to_chat(body, CHAT_MODEL)[0] | {"model": CHAT_MODEL}
+    if request["path"] == "/v1/responses":
+        return responses_wire.to_chat(body)[0] | {"model": CHAT_MODEL}
+    messages = [{k: v for k, v in m.items() if k != "images"} for m in body["messages"]]  # Ollama's
+    chat = {k: v for k, v in body.items() if k not in ("options", "images", "keep_alive", "think")}
+    return chat | {"model": CHAT_MODEL, "messages": messages}
+
+
+def captured(kind: str, paths: tuple[str, ...] = CHAT_PATHS) -> list[Path]:
+    """The captured requests: ``kind`` "title" for title requests, "chat" for the others."""
     files = []
     for path in sorted(CAPTURED.glob("*-request.json")):
-        if load(path)["path"] in CHAT_PATHS and ("-title-" in path.name) == (kind == "title"):
+        if load(path)["path"] in paths and ("-title-" in path.name) == (kind == "title"):
             files.append(path)
     return files
+
+
+ALL_PATHS = (*CHAT_PATHS, "/v1/messages", "/v1/responses")
+
+
+def name(path: Path) -> str:
+    return path.name.removesuffix("-request.json")
 
 
 def replay(url: str, path: Path) -> tuple[dict[str, Any], httpx.Response]:
@@ -81,24 +103,18 @@ def long_context(llama: Server, docs_index: tuple[Path, Path]) -> Iterator[str]:
         yield url
 
 
-@pytest.mark.parametrize("path", captured("chat"), ids=lambda p: p.name.removesuffix("-request.json"))
+@pytest.mark.parametrize("path", captured("chat", ALL_PATHS), ids=name)
 def test_every_client_keeps_its_tools_and_gets_its_passage_in_a_grown_window(
     long_context: str, path: Path
 ) -> None:
     request = load(path)
-    body = {**request["body"], "model": CHAT_MODEL}
-    if request["path"] == "/api/chat":  # the same in OpenAI's shape, as /v1/rag/preview takes it
-        body = {
-            "model": CHAT_MODEL,
-            "messages": [{k: v for k, v in m.items() if k != "images"} for m in body["messages"]],
-            "tools": body.get("tools"),
-        }
+    body = as_chat(request)
     agent = request["headers"].get("user-agent", "")
     reply = httpx.post(long_context + "/v1/rag/preview", json=body, headers={"user-agent": agent}, timeout=60)
     assert reply.status_code == 200, reply.text
     preview = reply.json()
     sent, tokens = preview["upstream"]["body"], preview["tokens"]
-    assert names(sent.get("tools")) == names(request["body"].get("tools"))
+    assert names(sent.get("tools")) == names(body.get("tools"))
     assert preview["rag"]["sent"] == 1 and CANARY in json.dumps(sent["messages"])
     assert tokens["prompt_estimate"] + tokens["reserved_for_answer"] <= sent["options"]["num_ctx"] <= 32768
 
@@ -111,7 +127,7 @@ def small(body: dict[str, Any]) -> bool:
 @pytest.mark.parametrize(
     "path",
     [p for p in captured("chat") if small(load(p)["body"])],
-    ids=lambda p: p.name.removesuffix("-request.json"),
+    ids=name,
 )
 def test_a_clients_question_gets_its_passage_its_tools_and_shows_its_sources(
     rag_proxy: str, upstream_log: UpstreamLog, path: Path
@@ -129,9 +145,10 @@ def test_a_clients_question_gets_its_passage_its_tools_and_shows_its_sources(
         assert "Sources:\n[1] valves/zephyr.md" in message["content"]
 
 
-@pytest.mark.parametrize("path", captured("title"), ids=lambda p: p.name.removesuffix("-request.json"))
+@pytest.mark.parametrize("path", captured("title", ALL_PATHS), ids=name)
 def test_a_clients_title_request_gets_no_passages(rag_proxy: str, path: Path) -> None:
-    request, reply = replay(rag_proxy, path)
+    request = load(path)
+    agent = request["headers"].get("user-agent", "")
+    reply = httpx.post(rag_proxy + "/v1/rag/preview", json=as_chat(request), headers={"user-agent": agent})
     assert reply.status_code == 200, reply.text
-    assert "x-ragproxy-sources" not in reply.headers
-    assert "Sources:" not in (shown(request, reply).get("content") or "")
+    assert reply.json()["rag"]["skipped"] == "title request" and reply.json()["sources"] == []

@@ -237,9 +237,12 @@ class Query:
 
 
 # What an agent's harness writes into the user's message for the model, not the user's words:
-# Claude Code's <system-reminder> blocks (the date, the project's CLAUDE.md, open files). A
-# question searched together with a whole CLAUDE.md finds nothing.
-_HARNESS_BLOCK = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+# Claude Code's <system-reminder> blocks (the date, the project's CLAUDE.md, open files), Codex's
+# <environment_context> (the folder, the shell, the sandbox). A question searched together with a
+# whole CLAUDE.md finds nothing.
+_HARNESS_BLOCK = re.compile(
+    r"<system-reminder>.*?</system-reminder>|<environment_context>.*?</environment_context>", re.DOTALL
+)
 
 
 def search_queries(messages: Sequence[Mapping[str, Any]]) -> list[Query]:
