@@ -169,7 +169,9 @@ class FakeOllama:
             "smollm2-r1-legacy:135m": {"thinking": "inline", "capabilities": ["completion"]},
         }
         self.records: list[dict[str, Any]] = []
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=5), trust_env=False)
+        # llama-server sends nothing until it has read the prompt: an agent's (20,000 tokens and
+        # more) takes over ten minutes on two busy cores.
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(3600, connect=5), trust_env=False)
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # End-to-end check, run by hand (not in CI): the real Claude Code, in print mode (`claude -p`)
 # with ANTHROPIC_BASE_URL pointing at ragproxy, answers a question only the indexed documents
-# can answer; ragproxy retrieves for its /v1/messages requests and the passage reaches the
-# upstream, and Claude Code reaches nothing outside loopback. Whether the tiny test model
+# can answer; ragproxy retrieves for its /v1/messages requests, the passage and Claude Code's tools
+# reach the upstream, the reply shows the sources, and Claude Code reaches nothing outside loopback. Whether the tiny test model
 # (SmolLM2 135M) states the fact is reported, not checked. See claude_code.py.
 #
 # Installs what is missing into a cache outside the clone (first run: a minute or so):
 #   $cache/npm-claude  the @anthropic-ai/claude-code npm package and its native binary
-# Needs Node.js with npm. Arguments are passed to claude_code.py (--tools, --full, --only lean|tools|full).
+# Needs Node.js with npm. Arguments are passed to claude_code.py (--tools, --full, --only lean|tools|full,
+# --window 8192|32768, --upstream ollama|openai, --capture DIR).
 # Claude Code's output and logs, and ragproxy's log: tests/e2e/output/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,24 +1,43 @@
 """End-to-end check, run by hand through codex.sh: the real Codex CLI, with ragproxy as its model
 provider (the Responses API), answers tests/ragdocs.py's QUESTION through ``codex exec``.
 
-Everything runs on loopback: llama-server with the tiny test model and a context large enough for
-Codex's prompt (its instructions and tool list alone are over ten thousand tokens), the
-Ollama-behaving test server in front of it (for its OpenAI-compatible API, as Ollama serves
-beside its own; it records what reaches the model), ragproxy (in this process) over
-tests/ragdocs.py's documents with ``--upstream-api openai``, and ``codex exec`` with a fresh
-CODEX_HOME whose config.toml names ragproxy as the provider. Codex is kept off the network: no
-plugins (they are fetched from outside), no analytics; it needs no login for a provider without
-``env_key``. It runs read-only in an empty folder.
+Everything runs on loopback (tests/e2e/common.py's servers): llama-server with the tiny test model
+in one slot of ``--window`` tokens (32768, the default, stretched with YaRN: Codex's instructions
+and tool list alone are about ten thousand tokens; or 8192, the model's own), the Ollama-behaving
+test server in front of it (it records what reaches the model), ragproxy (in this process) over
+tests/ragdocs.py's documents, a recording proxy between Codex and ragproxy, and ``codex exec``
+with a fresh CODEX_HOME whose config.toml names ragproxy as the provider. ``--upstream ollama``
+(the default): ragproxy talks to the Ollama-behaving server's native API, which reports
+``--window`` as the model's window, so ragproxy learns it from /api/show and raises
+``options.num_ctx`` to fit; ``--upstream openai``: its OpenAI-compatible /v1 (as Ollama serves
+beside its own API), with ``context_window`` set. Codex is kept off the network: no plugins (they
+are fetched from outside), no analytics; it needs no login for a provider without ``env_key``. It
+runs read-only in an empty folder.
 
 Passes when:
 (i)   codex exits 0 with its turn completed;
 (ii)  ragproxy logged the ``POST /v1/responses`` with status 200 and at least one passage sent
       (``rag_sources``);
-(iii) the canary reached the upstream in the prompt.
+(iii) the canary reached the upstream in the prompt;
+(iv)  every named tool Codex sent reached the upstream (names and count), but those ragproxy
+      logged as not offered (``tools_not_offered``: a built-in tool such as web_search, which
+      a chat upstream cannot run);
+(v)   the sources were shown: Codex's answer holds ragproxy's footnote ("Sources:" then
+      "[1] ...zephyr.md"), or, when no passage could fit, ragproxy's note ("[ragproxy] ...");
+(vi)  (``--upstream ollama`` only) ragproxy asked for a ``num_ctx`` of at least the prompt's tokens
+      (as the model read them) and the room for the answer, with rag_sources >= 1.
 Reported only: whether the answer states the fact (a 135M model, far past the context it was
 trained on, may not), and any command Codex ran for the model.
 
-Codex's events, its stderr and ragproxy's log go to tests/e2e/output/.
+What to expect at each window: at 32768 it fits, passages included. At 8192 it does not: Codex's
+own instructions and tools take more than the whole window before any passage. ragproxy then
+answers 400 ``context_length_exceeded`` where it can count the prompt, or forwards it with its note
+and the upstream refuses it; the run is reported as "window too small for the client itself" (not
+a failure) when ragproxy's or the upstream's 400 says so.
+
+``--capture DIR`` saves the request Codex sent as ``codex-<version>-responses-request.json`` (and
+any other beside it; tests/data/README.md). Codex's events, its stderr, what it sent, what reached
+the upstream and ragproxy's log go to tests/e2e/output/.
 """
 
 from __future__ import annotations
@@ -26,12 +45,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,19 +57,24 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+from proxy.pipeline.retrieval import NOTE_MARK  # noqa: E402
+from tests.e2e.common import (  # noqa: E402
+    CACHE,
+    FOOTNOTE,
+    OUTPUT,
+    SOURCE_FILE,
+    log_records,
+    num_ctx_checked,
+    offered_tools,
+    save_request,
+    servers,
+    upstream_records,
+    window_too_small,
+)
+from tests.ragdocs import CANARY, QUESTION  # noqa: E402
 
-from proxy.logging import configure_logging  # noqa: E402
-from tests.ragdocs import CANARY, QUESTION, build_docs_index  # noqa: E402
-from tests.servers import HERE, fake_ollama, llama_server, ragproxy  # noqa: E402
-
-MODEL = "smollm2:135m"
-OUTPUT = Path(__file__).parent / "output"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragproxy-e2e"
-# One llama slot holding all of Codex's prompt, the passages and the answer: the model was trained
-# on 8192 tokens, so llama-server stretches it with YaRN (without, it caps the slot at 8192).
-CONTEXT = 32768
-LLAMA_ARGS = ("-c", str(CONTEXT), "--rope-scaling", "yarn", "--rope-scale", "4", "--yarn-orig-ctx", "8192")
+MODEL = "smollm2:135m"  # a name the Ollama-behaving server knows (its /v1 passes any to llama-server)
+RESPONSES = "/v1/responses"
 # Two shared cores: reading Codex's prompt (about 9,400 tokens) took the tiny model four minutes
 # on a quiet machine and the answer one or two more; a busy machine takes several times longer.
 CODEX_TIMEOUT = 1800.0
@@ -59,11 +82,20 @@ CODEX_TIMEOUT = 1800.0
 
 @dataclass
 class Result:
+    window: int
+    upstream: str
+    version: str = ""
     exit_code: int | None = None
     turn_completed: bool = False
     responses_logged: list[dict[str, Any]] = field(default_factory=list)
     canary_upstream: bool = False
+    client_tools: list[str] = field(default_factory=list)
+    client_builtin: list[str] = field(default_factory=list)
+    upstream_tools: list[str] = field(default_factory=list)
+    max_tokens: Any = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
     answer: str = ""
+    failure: str = ""  # what Codex showed when its turn failed
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -72,8 +104,45 @@ class Result:
         return any(r.get("status") == 200 and (r.get("rag_sources") or 0) >= 1 for r in self.responses_logged)
 
     @property
+    def not_offered(self) -> set[str]:
+        return {str(n) for r in self.responses_logged for n in r.get("tools_not_offered") or ()}
+
+    @property
+    def tools_reached(self) -> bool:
+        return set(self.client_tools) - self.not_offered <= set(self.upstream_tools)
+
+    @property
+    def sources_shown(self) -> bool:
+        return FOOTNOTE.search(self.answer) is not None or NOTE_MARK in self.answer
+
+    @property
+    def num_ctx_ok(self) -> bool:
+        checked = [
+            num_ctx_checked(r, self.max_tokens)[0] for r in self.responses_logged if r.get("status") == 200
+        ]
+        return bool(checked) and all(checked)
+
+    @property
+    def too_small(self) -> str | None:
+        return window_too_small(self.responses_logged, f"{self.answer}\n{self.failure}")
+
+    @property
     def passed(self) -> bool:
-        return self.exit_code == 0 and self.turn_completed and self.rag_sent and self.canary_upstream
+        return (
+            self.exit_code == 0
+            and self.turn_completed
+            and self.rag_sent
+            and self.canary_upstream
+            and self.tools_reached
+            and self.sources_shown
+            and (self.upstream != "ollama" or self.num_ctx_ok)
+        )
+
+    @property
+    def verdict(self) -> str:
+        if self.passed:
+            return "PASS"
+        return "WINDOW TOO SMALL FOR THE CLIENT ITSELF" if self.too_small else "FAIL"
 
 
 def codex_config(proxy: str) -> str:
@@ -158,6 +227,10 @@ def read_events(events: list[dict[str, Any]], result: Result) -> None:
             result.notes.append(f"codex usage: {event.get('usage')}")
         elif kind in ("turn.failed", "error"):
             result.notes.append(f"codex {kind}: {json.dumps(event)[:500]}")
+            message = (
+                (event.get("error") or {}).get("message") if kind == "turn.failed" else event.get("message")
+            )
+            result.failure = result.failure or str(message or "")
         elif kind == "item.completed" and item.get("type") == "error":
             result.notes.append(f"codex warned: {item.get('message')}")
         elif kind == "item.completed" and item.get("type") == "agent_message" and not result.answer:
@@ -166,20 +239,29 @@ def read_events(events: list[dict[str, Any]], result: Result) -> None:
             result.notes.append(f"codex item: {json.dumps(item, ensure_ascii=False)[:300]}")
 
 
-def responses_records(log: Path) -> list[dict[str, Any]]:
-    """ragproxy's log lines for ``POST /v1/responses``."""
-    records = []
-    for line in log.read_bytes().splitlines():
-        record = json.loads(line)
-        if record.get("event") == "request" and record.get("path") == "/v1/responses":
-            records.append(record)
-    return records
-
-
-def upstream_bodies(ollama_url: str) -> list[str]:
-    """Every chat request the upstream received, as JSON text."""
-    records = httpx.get(ollama_url + "/_test/requests", timeout=10).json()
-    return [json.dumps(r.get("body"), ensure_ascii=False) for r in records if "chat" in str(r.get("path"))]
+def capture(result: Result, directory: Path) -> list[Path]:
+    """Each request Codex sent, once: the first ``/v1/responses`` as
+    codex-<version>-responses-request.json, a further different one -responses-2..., any other
+    path as -<method>-<path>-request.json."""
+    written: list[Path] = []
+    seen: set[str] = set()
+    counts: dict[str, int] = {}
+    for record in result.requests:
+        key = json.dumps([record["method"], record["path"], record["body"]], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        path = record["path"].split("?")[0]
+        kind = (
+            "responses"
+            if path == RESPONSES
+            else f"{record['method'].lower()}-" + re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")
+        )
+        counts[kind] = counts.get(kind, 0) + 1
+        number = "" if counts[kind] == 1 else f"-{counts[kind]}"
+        name = f"codex-{result.version}-{kind}{number}-request.json"
+        written.append(save_request(record, directory / name))
+    return written
 
 
 def main() -> int:
@@ -188,57 +270,102 @@ def main() -> int:
     )
     parser.add_argument("--codex", default=str(CACHE / "npm" / "node_modules" / ".bin" / "codex"))
     parser.add_argument("--timeout", type=float, default=CODEX_TIMEOUT, help="seconds for codex exec")
+    parser.add_argument("--window", type=int, choices=(8192, 32768), default=32768)
+    parser.add_argument("--upstream", choices=("ollama", "openai"), default="ollama")
+    parser.add_argument("--capture", type=Path, metavar="DIR", help="save the requests Codex sent")
     args = parser.parse_args()
     # A plain SIGTERM would skip the clean-ups and leave llama-server running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     OUTPUT.mkdir(exist_ok=True)
-    result = Result()
-    proxy_log = OUTPUT / "codex-ragproxy.log"  # its own: the other scripts may run meanwhile
-    with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragproxy-e2e-")))
-        configure_logging("info", stack.enter_context(proxy_log.open("w")))
-        folder, db = build_docs_index(work)
-        # As tests/conftest.py's llama fixture: a ChatML template that declares tools, since
-        # Codex always sends its own. One slot with the whole context.
-        template = HERE / "upstream" / "chatml-tools.jinja"
-        llama = stack.enter_context(
-            llama_server("--jinja", "--chat-template-file", str(template), *LLAMA_ARGS, slots=1)
-        )
-        ollama = stack.enter_context(fake_ollama(llama.url))
-        proxy = stack.enter_context(
-            ragproxy(
-                upstream=ollama.url,
-                upstream_api="openai",
-                model=MODEL,
-                docs=(f"manuals={folder}",),
-                db=str(db),
-                context_window=CONTEXT,  # Ollama's /v1 has no /props to ask
-            )
-        )
-        home, workdir = work / "codex-home", work / "project"
+    result = Result(args.window, args.upstream)
+    version = subprocess.run([args.codex, "--version"], capture_output=True, text=True, timeout=60)
+    version_line = version.stdout.strip() or version.stderr.strip()
+    result.version = version_line.split()[-1] if version_line else "unknown"
+    print(f"Codex {version_line}", flush=True)
+    # ragproxy waits for the first token as long as codex is given: the prompt is read before it.
+    with servers("codex", args.window, args.upstream, model=MODEL, first_byte_timeout=args.timeout) as stack:
+        home, workdir = stack.work / "codex-home", stack.work / "project"
         home.mkdir()
         workdir.mkdir()
-        (home / "config.toml").write_text(codex_config(proxy), encoding="utf-8")
+        (home / "config.toml").write_text(codex_config(stack.url), encoding="utf-8")
         events = run_codex(args.codex, home, workdir, args.timeout, result)
         read_events(events, result)
-        result.canary_upstream = any(CANARY in body for body in upstream_bodies(ollama.url))
-    result.responses_logged = responses_records(proxy_log)
+        upstream = upstream_records(stack.ollama)
+        (OUTPUT / "codex-upstream.json").write_text(json.dumps(upstream, indent=1, ensure_ascii=False))
+        result.canary_upstream = any(
+            CANARY in json.dumps(r.get("body"), ensure_ascii=False) for r in upstream
+        )
+        result.upstream_tools = sorted({n for r in upstream for n in offered_tools(r.get("body"))[0]})
+        result.requests = list(stack.recorder.records)
+        (OUTPUT / "codex-client-requests.json").write_text(
+            json.dumps(result.requests, indent=1, ensure_ascii=False)
+        )
+        for record in result.requests:
+            if record["path"].split("?")[0] == RESPONSES and isinstance(record.get("body"), dict):
+                names, builtin = offered_tools(record["body"])
+                result.client_tools = sorted(set(result.client_tools) | set(names))
+                result.client_builtin = sorted(set(result.client_builtin) | set(builtin))
+                if result.max_tokens is None:
+                    result.max_tokens = record["body"].get("max_output_tokens")
+        result.responses_logged = log_records(stack.proxy_log, (RESPONSES,))
+    if args.capture:
+        for path in capture(result, args.capture):
+            print(f"  saved {path} ({path.stat().st_size} bytes)")
 
-    facts = ("status", "stream", "rag_sources", "rag_found", "tools_not_offered", "prompt_tokens")
-    facts += ("completion_tokens", "finish_reason", "error", "duration_ms")
-    verdict = "PASS" if result.passed else "FAIL"
-    print(f"\nCodex end-to-end summary: {verdict} ({result.seconds:.0f} s for codex exec)")
+    facts = ("status", "stream", "rag_sources", "rag_found", "tools_not_offered", "context_window")
+    facts += ("num_ctx", "prompt_estimate", "prompt_tokens", "completion_tokens", "finish_reason", "error")
+    facts += ("duration_ms",)
+    print(
+        f"\nCodex {result.version} end-to-end summary: {result.verdict} (window {result.window}, upstream "
+        f"{result.upstream}, {result.seconds:.0f} s for codex exec)"
+    )
     print(f"  (i)   codex exit code: {result.exit_code}; turn completed: {result.turn_completed}")
-    print(f"  (ii)  ragproxy logged {len(result.responses_logged)} POST /v1/responses:")
+    print(
+        f"  (ii)  ragproxy logged {len(result.responses_logged)} POST /v1/responses; a passage sent: "
+        f"{'yes' if result.rag_sent else 'NO'}"
+    )
     for record in result.responses_logged:
         print("          " + ", ".join(f"{k}={record.get(k)}" for k in facts if k in record))
     print(f"  (iii) canary in the upstream prompt: {'yes' if result.canary_upstream else 'NO'}")
+    missing = sorted(set(result.client_tools) - result.not_offered - set(result.upstream_tools))
+    print(
+        f"  (iv)  tools reached the upstream: {'yes' if result.tools_reached else 'NO'} (Codex sent "
+        f"{len(result.client_tools)} named {result.client_tools} and built-in {result.client_builtin}; "
+        f"the upstream got {len(result.upstream_tools)}; not offered: {sorted(result.not_offered)}"
+        + (f"; missing {missing}" if missing else "")
+        + ")"
+    )
+    how = (
+        "footnote" if FOOTNOTE.search(result.answer) else "note" if NOTE_MARK in result.answer else "neither"
+    )
+    print(
+        f"  (v)   sources shown to the user: {'yes' if result.sources_shown else 'NO'} ({how}; "
+        f"'{SOURCE_FILE}' anywhere in the answer: {'yes' if SOURCE_FILE in result.answer else 'no'})"
+    )
+    if result.upstream == "ollama":
+        print(
+            f"  (vi)  num_ctx holds the prompt and the answer's room: {'yes' if result.num_ctx_ok else 'NO'}"
+        )
+        for record in result.responses_logged:
+            print(f"          {num_ctx_checked(record, result.max_tokens)[1]}")
+    else:
+        print("  (vi)  num_ctx: not asked for (OpenAI-compatible upstream)")
+    if result.too_small:
+        print(f"  window too small for the client itself: {result.too_small[:300]}")
     print(f"  fact in the answer: {'yes' if CANARY in result.answer else 'no'} (reported only)")
     print(f"  answer: {result.answer[:600]!r}")
+    if result.failure:
+        print(f"  Codex showed: {result.failure[:600]!r}")
+    for record in result.requests:
+        body = record.get("body")
+        print(
+            f"  Codex sent: {record['method']} {record['path']} -> {record.get('status')}; "
+            f"{len(offered_tools(body)[0])} named tools; User-Agent {record['headers'].get('user-agent')!r}"
+        )
     for note in result.notes:
         print(f"  note: {note}")
     print(f"  output: {OUTPUT}")
-    return 0 if result.passed else 1
+    return 0 if result.verdict != "FAIL" else 1
 
 
 if __name__ == "__main__":

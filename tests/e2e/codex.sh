@@ -4,8 +4,10 @@
 # through `codex exec`. See codex.py for what runs and what is checked.
 #
 # Passes when codex exits 0 with its turn completed, ragproxy logged the POST /v1/responses with
-# passages sent (rag_sources >= 1), and the fact reached the upstream in the prompt. Whether the
-# tiny test model (SmolLM2 135M) states the fact is not a criterion: it is reported only.
+# passages sent (rag_sources >= 1), the fact and Codex's tools reached the upstream, the answer
+# shows the sources, and (with an Ollama upstream) num_ctx held the prompt. Whether the tiny test
+# model (SmolLM2 135M) states the fact is not a criterion: it is reported only. Arguments are passed
+# to codex.py (--window 8192|32768, --upstream ollama|openai, --capture DIR, --timeout S).
 #
 # Installs what is missing into a cache outside the clone (first run: under a minute):
 #   $cache/npm   the @openai/codex package (npm install --prefix), reused on later runs

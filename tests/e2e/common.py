@@ -1,6 +1,7 @@
 """What the end-to-end scripts for Python clients (aider.py, llm_cli.py, litellm.py) share: the
 servers, a recording reverse proxy in front of ragproxy, a refusing proxy for anything a client
-would open outside loopback, the checks and the summary.
+would open outside loopback, the checks and the summary. The agents' scripts (claude_code.py,
+codex.py) use its servers (with an Ollama upstream too), recording proxy and checks.
 
 Everything runs on loopback, as codex.py does: llama-server with the tiny test model (one slot;
 ``--window 32768`` stretches the model's 8,192 tokens with YaRN), the Ollama-behaving test server
@@ -47,6 +48,8 @@ import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
 from proxy.logging import configure_logging  # noqa: E402
+from proxy.pipeline.context import answer_reserve  # noqa: E402
+from proxy.settings import Settings  # noqa: E402
 from tests.ragdocs import CANARY, QUESTION, build_docs_index  # noqa: E402
 from tests.servers import HERE, fake_ollama, free_port, llama_server, ragproxy, wait_ready  # noqa: E402
 
@@ -290,9 +293,19 @@ class Result:
 
 
 @contextmanager
-def servers(name: str, window: int) -> Iterator[Stack]:
+def servers(
+    name: str,
+    window: int,
+    upstream: str = "openai",
+    model: str = MODEL,
+    llama_args: tuple[str, ...] = (),
+    **settings: Any,
+) -> Iterator[Stack]:
     """llama-server, the Ollama-behaving server, ragproxy (its log in output/<name>-ragproxy.log)
-    and the recording proxy in front of it."""
+    and the recording proxy in front of it. ``upstream="ollama"``: ragproxy talks to the
+    Ollama-behaving server's native API and learns the window from its /api/show (made to report
+    ``window``, the model left to choose whether to call a tool, as with Ollama); else to its /v1
+    with ``context_window`` set, as Ollama's /v1 has no /props to ask."""
     OUTPUT.mkdir(exist_ok=True)
     proxy_log = OUTPUT / f"{name}-ragproxy.log"  # its own: the other scripts may run meanwhile
     with ExitStack() as stack:
@@ -302,18 +315,18 @@ def servers(name: str, window: int) -> Iterator[Stack]:
         # As codex.py: a ChatML template that declares tools, for clients that send them.
         template = HERE / "upstream" / "chatml-tools.jinja"
         llama = stack.enter_context(
-            llama_server("--jinja", "--chat-template-file", str(template), *WINDOWS[window], slots=1)
-        )
-        ollama = stack.enter_context(fake_ollama(llama.url))
-        proxy = stack.enter_context(
-            ragproxy(
-                upstream=ollama.url,
-                upstream_api="openai",
-                model=MODEL,
-                docs=(f"manuals={folder}",),
-                db=str(db),
-                context_window=window,  # Ollama's /v1 has no /props to ask
+            llama_server(
+                "--jinja", "--chat-template-file", str(template), *WINDOWS[window], *llama_args, slots=1
             )
+        )
+        if upstream == "ollama":
+            ollama = stack.enter_context(fake_ollama(llama.url, context_length=window, tool_choice="auto"))
+            settings.update(upstream_api="ollama")
+        else:
+            ollama = stack.enter_context(fake_ollama(llama.url))
+            settings.update(upstream_api="openai", context_window=window)
+        proxy = stack.enter_context(
+            ragproxy(upstream=ollama.url, model=model, docs=(f"manuals={folder}",), db=str(db), **settings)
         )
         url, recorder = stack.enter_context(recording_proxy(proxy))
         yield Stack(url, ollama.url, recorder, proxy_log, work)
@@ -410,6 +423,134 @@ def capture(result: Result, directory: Path) -> list[Path]:
         path.write_text(json.dumps(saved(record), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         written.append(path)
     return written
+
+
+# -- for the agents (claude_code.py, codex.py) ----------------------------------------------------
+# A user's text longer than this is saved shortened (the start kept): what an agent sends around
+# the question (its reminders, the files it read) makes a capture large without saying more.
+KEPT_CHARACTERS = 2000
+# Messages whose text is saved whole: the instructions (a system prompt, Codex's developer notes).
+WHOLE_ROLES = {"system", "developer"}
+
+
+def _shortened(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > KEPT_CHARACTERS:
+        return value[:KEPT_CHARACTERS] + f"[... {len(value) - KEPT_CHARACTERS} characters left out]"
+    if isinstance(value, list):
+        return [_shortened(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _shortened(v) for k, v in value.items()}
+    return value
+
+
+def shortened_body(body: Any) -> Any:
+    """A request body with each long text of the conversation (the Anthropic ``messages``, the
+    Responses ``input``) cut to its first KEPT_CHARACTERS characters, but the system and
+    developer messages: the tool definitions and the instructions are kept whole."""
+    if not isinstance(body, dict):
+        return body
+    out = dict(body)
+    for key in ("messages", "input"):
+        if isinstance(body.get(key), list):
+            out[key] = [
+                item if isinstance(item, dict) and item.get("role") in WHOLE_ROLES else _shortened(item)
+                for item in body[key]
+            ]
+        elif isinstance(body.get(key), str):
+            out[key] = _shortened(body[key])
+    return out
+
+
+def save_request(record: dict[str, Any], path: Path) -> Path:
+    """One request the client sent, as tests/data/clients keeps it (its long texts shortened)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = saved(record)
+    kept["body"] = shortened_body(kept["body"])
+    path.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def offered_tools(body: Any) -> tuple[list[str], list[str]]:
+    """The tools a request offers: the names of those that have one (functions, Anthropic's and
+    the Responses API's custom tools; a Responses ``namespace``'s tools as ``<namespace>.<name>``,
+    as ragproxy offers them to a chat upstream), and the types of those that do not (a server's
+    built-in tool such as ``web_search``)."""
+    names, types = [], []
+    tools = body.get("tools") if isinstance(body, dict) else None
+    for tool in tools or ():
+        if not isinstance(tool, dict):
+            continue
+        if tool.get("type") == "namespace" and isinstance(tool.get("tools"), list):
+            inner, _ = offered_tools({"tools": tool["tools"]})
+            names.extend(f"{tool.get('name')}.{name}" for name in inner)
+            continue
+        function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        if function.get("name"):
+            names.append(str(function["name"]))
+        else:
+            types.append(str(tool.get("type")))
+    return names, types
+
+
+def upstream_records(ollama: str) -> list[dict[str, Any]]:
+    """The chat requests the Ollama-behaving server received (/api/chat or its /v1)."""
+    records = httpx.get(ollama + "/_test/requests", timeout=10).json()
+    return [r for r in records if "chat" in str(r.get("path"))]
+
+
+def log_records(log: Path, paths: tuple[str, ...], offset: int = 0) -> list[dict[str, Any]]:
+    """ragproxy's request log records for ``paths`` from byte ``offset`` of its log on."""
+    records = []
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == "request" and record.get("path") in paths:
+                records.append(record)
+    return records
+
+
+def reserve_for(client_limit: Any, window: int) -> int:
+    """The room ragproxy keeps for the answer in a ``window``, for a client's output limit."""
+    return answer_reserve({"max_tokens": client_limit}, Settings(), window)
+
+
+def num_ctx_checked(record: dict[str, Any], client_limit: Any) -> tuple[bool, str]:
+    """Criterion (vi) for one request ragproxy retrieved for, with an Ollama upstream: the
+    ``num_ctx`` it asked for holds the prompt as the model read it and the room for the answer,
+    and it sent a passage."""
+    num_ctx, prompt, window = record.get("num_ctx"), record.get("prompt_tokens"), record.get("context_window")
+    if not isinstance(window, int) or not isinstance(prompt, int) or not isinstance(num_ctx, int):
+        return False, f"num_ctx={num_ctx}, prompt_tokens={prompt}, window={window}: not all logged"
+    reserve = reserve_for(client_limit, window)
+    sources = record.get("rag_sources") or 0
+    ok = num_ctx >= prompt + reserve and sources >= 1
+    return ok, (
+        f"num_ctx={num_ctx} {'>=' if num_ctx >= prompt + reserve else '<'} prompt_tokens={prompt} + "
+        f"reserve={reserve} (window {window}); rag_sources={sources}"
+    )
+
+
+# How a refusal of a prompt over the window reads: ragproxy's own, llama-server's (which ragproxy
+# relays), Ollama's.
+TOO_LONG = re.compile(
+    r"context_length_exceeded|exceed\w* the available context size|exceed_context_size|window"
+)
+
+
+def window_too_small(records: list[dict[str, Any]], shown: str) -> str | None:
+    """The refusal of a prompt larger than the window, when ragproxy answered a 400 and the client
+    showed why (``shown``; ragproxy's log has only the error's type): the client's own prompt
+    (instructions and tools) leaves no room, whatever ragproxy adds."""
+    refused = any(record.get("status") == 400 for record in records)
+    found = TOO_LONG.search(shown)
+    if refused and found:
+        start = max(0, found.start() - 200)
+        return shown[start : found.end() + 200]
+    return None
 
 
 def summary(result: Result, title: str) -> int:
