@@ -32,6 +32,7 @@ def load(path: Path) -> dict[str, Any]:
     if "body" not in data:
         return {"method": "POST", "path": "/v1/chat/completions", "headers": {}, "body": data}
     data["headers"] = {name.lower(): value for name, value in (data.get("headers") or {}).items()}
+    data["path"] = data["path"].partition("?")[0]  # Claude Code's /v1/messages?beta=true
     return data
 
 
