@@ -21,6 +21,7 @@ DEFAULT_PLUGINS = (
     "plugins.loaders.html",
     "plugins.loaders.pdf",
     "plugins.loaders.docx",
+    "plugins.loaders.mail",
     "plugins.embedders.e5",
     "plugins.embedders.ollama",
     "plugins.rerankers.http",
