@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from proxy.index.service import IndexService
 from proxy.plugins import isolated, loader_for
+from proxy.settings import Settings
 from proxy.types import SkipFile
 
+DATE = "Tue, 01 Dec 2026 09:30:00 +0000"
 
-def message(
-    subject: str, body: str, *, html: bool = False, date: str = "Tue, 01 Dec 2026 09:30:00 +0000"
-) -> EmailMessage:
+
+def message(subject: str, body: str, *, html: bool = False, date: str = DATE) -> EmailMessage:
     mail = EmailMessage()
     mail["From"] = "Ingrid Dahl <ingrid@example.org>"
     mail["To"] = "keepers@example.org"
@@ -85,3 +87,28 @@ def test_a_file_with_no_message_is_skipped_with_the_reason(tmp_path: Path) -> No
     path.write_bytes(b"")
     with pytest.raises(SkipFile, match="no message with text"):
         loader_for(path)(path)  # type: ignore[misc]
+
+
+def test_mail_is_indexed_and_found_with_the_message_named(tmp_path: Path) -> None:
+    """Through the index: the reader process, the chunks, the keyword search."""
+    root = tmp_path / "mail"
+    root.mkdir()
+    box = mailbox.mbox(root / "keepers.mbox")
+    box.add(message("Winch repair", "The winch on the north pier was repaired on Monday."))
+    box.add(message("Beacon batteries", "Spare beacon batteries are kept in the radio room cupboard."))
+    box.close()
+    (root / "order.eml").write_bytes(
+        bytes(message("Lamp oil order", "Forty litres of lamp oil arrive Friday."))
+    )
+    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    try:
+        collection = service.indexer.add_collection("mail", root)
+        assert service.store.claim_collection(collection.id)
+        service.indexer.scan(collection)
+        (hit,) = service.store.search_keyword("beacon batteries cupboard")[:1]
+        assert (hit.path, hit.heading) == ("keepers.mbox", f"Beacon batteries ({DATE})")
+        (hit,) = service.store.search_keyword("lamp oil litres")[:1]
+        assert (hit.path, hit.heading) == ("order.eml", f"Lamp oil order ({DATE})")
+        assert service.store.status()["collections"][0]["skipped"] == []
+    finally:
+        service.close()
