@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
 from proxy.logging import configure_logging  # noqa: E402
+from tests.e2e.common import refusing_proxy  # noqa: E402
 from tests.ragdocs import CANARY, QUESTION, build_docs_index  # noqa: E402
 from tests.servers import HERE, fake_ollama, free_port, llama_server, ragproxy, wait_ready  # noqa: E402
 
@@ -172,39 +172,6 @@ def recording(target: str) -> Iterator[tuple[str, Recorder]]:
     finally:
         server.should_exit = True
         thread.join(10)
-
-
-# -- the refusing proxy -------------------------------------------------------------------------
-class Refuser(BaseHTTPRequestHandler):
-    """An HTTP(S) proxy that opens nothing: every request is recorded and answered 403."""
-
-    seen: list[str]
-
-    def refuse(self) -> None:
-        self.seen.append(f"{self.command} {self.path}")
-        self.send_response(403)
-        self.send_header("Content-Length", "0")
-        self.send_header("Connection", "close")
-        self.end_headers()
-
-    do_CONNECT = do_GET = do_POST = do_PUT = do_HEAD = do_OPTIONS = refuse
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextmanager
-def refusing_proxy() -> Iterator[tuple[str, list[str]]]:
-    seen: list[str] = []
-    handler = type("Handler", (Refuser,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def base_env(home: Path, refuser: str) -> dict[str, str]:
