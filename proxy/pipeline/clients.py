@@ -9,6 +9,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+SYSTEM_ROLES = ("system", "developer")  # the roles a system prompt comes in
+
 # Open WebUI (0.12) attaches its built-in tools to every chat sent from its UI, whether or not the
 # conversation will use them (tests/data/open-webui-tools.json). An agent's tools are its hands and
 # never give way; a chat UI's built-ins do, when the best passage fits only without them.
@@ -75,7 +77,6 @@ _TITLE_TASK = re.compile(
     r"(?:[\w-]+,?\s+){0,4}?title\b(?!s? of the (?:document|file|book|paper))",
     re.IGNORECASE,
 )
-SYSTEM_ROLES = ("system", "developer")
 
 
 def title_request(messages: Sequence[Mapping[str, Any]], text: Any) -> bool:

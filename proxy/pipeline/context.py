@@ -14,6 +14,7 @@ import orjson
 
 from proxy.errors import BadRequest, NotFound
 from proxy.logging import get_logger
+from proxy.pipeline.clients import SYSTEM_ROLES
 from proxy.pipeline.retrieval import Passage, context_block, message_text
 from proxy.settings import Settings
 from proxy.text import estimate_tokens
@@ -60,7 +61,7 @@ NUM_CTX_STEPS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 TOOLS_MARGIN = 1.04
 TOOL_OVERHEAD = 8
 TOOLS_PREAMBLE = 100
-SYSTEM_ROLES = ("system", "developer")
+
 IMAGE_TOKENS = 768  # a fixed allowance per image: vision models spend hundreds of tokens on one
 
 
