@@ -1,0 +1,50 @@
+"""Zip containers (.docx, .pptx, .xlsx, .odt, .ods, .odp, .epub): their central directory says how
+large each member inflates to, and Python's zipfile never reads a member past that size, so a
+look at the directory before a library opens the file turns a decompression bomb away in
+milliseconds instead of letting it fill the reader's memory."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from proxy.types import SkipFile
+
+MAX_INFLATED = 256 * 1024 * 1024  # bytes, all members together
+MAX_RATIO = 100  # inflated / packed, for a member that inflates past RATIO_FLOOR
+RATIO_FLOOR = 16 * 1024 * 1024
+MAX_MEMBERS = 20_000
+
+
+def check_zip(
+    path: Path,
+    kind: str,
+    *,
+    max_inflated: int = MAX_INFLATED,
+    max_ratio: int = MAX_RATIO,
+    exempt: tuple[str, ...] = (),
+) -> None:
+    """Raises ``SkipFile`` when ``path`` is not a zip file, or would inflate past ``max_inflated``
+    bytes, or holds a member of more than ``RATIO_FLOOR`` bytes packed more than ``max_ratio``
+    times over. Members whose names start with one of ``exempt`` (a spreadsheet's sheets, which
+    its loader streams) count towards neither limit."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise SkipFile(f"unreadable {kind}: {type(exc).__name__}: {exc}"[:300]) from None
+    if len(members) > MAX_MEMBERS:
+        raise SkipFile(f"{kind} holds {len(members)} files, over the {MAX_MEMBERS} a document may hold")
+    counted = [m for m in members if not m.filename.startswith(exempt)] if exempt else members
+    inflated = sum(m.file_size for m in counted)
+    if inflated > max_inflated:
+        raise SkipFile(
+            f"{kind} inflates to {inflated >> 20} MB, over the {max_inflated >> 20} MB limit "
+            "(a decompression bomb?)"
+        )
+    for member in counted:
+        if member.file_size > RATIO_FLOOR and member.file_size > max_ratio * max(1, member.compress_size):
+            raise SkipFile(
+                f"{kind} member {member.filename} inflates {member.file_size // max(1, member.compress_size)}"
+                f" times over, to {member.file_size >> 20} MB (a decompression bomb?)"
+            )
