@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
+
+OCR_HEADING = "OCR"  # the heading of a section whose text OCR read from an image or a scanned page
+OCR_INSTALL = "pip install 'ragproxy[ocr]'"  # what brings the OCR engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,8 +18,8 @@ class Section:
 
     start: int
     end: int
-    heading: str | None = None  # "Install > On Linux" for Markdown, the title for HTML
-    page: int | None = None  # 1-based, for PDF
+    heading: str | None = None  # "Install > On Linux" for Markdown, the title for HTML; OCR_HEADING
+    page: int | None = None  # 1-based, for PDF and multi-page images
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +28,52 @@ class Document:
 
     text: str
     sections: list[Section] = field(default_factory=list)
+    notes: tuple[str, ...] = ()  # what was left out and why ("pages 51-300 not read by OCR: ...")
 
     def with_whole_section(self) -> Document:
-        return self if self.sections else Document(self.text, [Section(0, len(self.text))])
+        if self.sections:
+            return self
+        return Document(self.text, [Section(0, len(self.text))], self.notes)
 
 
 class SkipFile(Exception):
     """A loader cannot read this file; the message says why (it is shown by ``status``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """What the settings say about reading files, for the loaders: set around each load
+    (``reading``), read by a loader with ``read_options()``."""
+
+    ocr: bool = True  # images and scanned PDF pages are read by OCR (where its engine is installed)
+    ocr_pages: int = 50  # most pages (or image frames) of one file read by OCR
+
+
+_options: ContextVar[ReadOptions | None] = ContextVar("read_options", default=None)
+_on_ocr_page: ContextVar[Callable[[], None] | None] = ContextVar("on_ocr_page", default=None)
+
+
+@contextmanager
+def reading(options: ReadOptions, on_ocr_page: Callable[[], None] | None = None) -> Iterator[None]:
+    """Loads within it see ``options``; ``on_ocr_page`` is called after each page OCR reads."""
+    token, page_token = _options.set(options), _on_ocr_page.set(on_ocr_page)
+    try:
+        yield
+    finally:
+        _options.reset(token)
+        _on_ocr_page.reset(page_token)
+
+
+def read_options() -> ReadOptions:
+    return _options.get() or ReadOptions()
+
+
+def ocr_page_read() -> None:
+    """A loader tells that OCR read one more page: the reader's time limit starts again, and
+    ``ragproxy index`` counts it."""
+    callback = _on_ocr_page.get()
+    if callback is not None:
+        callback()
 
 
 @dataclass(frozen=True, slots=True)

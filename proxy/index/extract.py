@@ -1,13 +1,18 @@
 """Reading files whose format can explode: a loader runs in a worker process with a memory limit
 and a timeout, so one file (a 3 MB .docx that inflates to a gigabyte, a PDF that takes minutes)
 can neither exhaust the server's memory nor stall the watcher. The worker is started on first
-use and kept; one that ran out of memory, overran its time or died is replaced."""
+use and kept; one that ran out of memory, overran its time or died is replaced.
+
+With OCR on, the worker's address space grows by ``OCR_MEMORY`` (the OCR engine's libraries,
+models and one page's work) and its time limit starts again after each page OCR reads, so a
+scanned PDF of many pages is bounded by the OCR page limit, not cut at the first limit."""
 
 from __future__ import annotations
 
 import multiprocessing
 import pickle
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -16,9 +21,11 @@ from typing import Any
 
 from proxy.logging import get_logger
 from proxy.plugins import Loader
-from proxy.types import Document, SkipFile
+from proxy.types import Document, ReadOptions, SkipFile, reading
 
 log = get_logger("ragproxy.index")
+
+OCR_MEMORY = 1024 * 1024 * 1024  # bytes of address space the OCR engine adds (it needs ~950 MB in all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,37 +39,51 @@ class Extractor:
     """``load(loader, path)`` in the worker process; ``SkipFile`` with the reason when the file
     is over a limit or the loader fails."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        options: ReadOptions | None = None,
+        on_ocr_page: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_ocr_page``: called (in the caller's thread) after each page OCR reads."""
         self.limits = limits
+        self.options = options or ReadOptions()
+        self.memory = limits.memory + (OCR_MEMORY if self.options.ocr else 0)
+        self.on_ocr_page = on_ocr_page or (lambda: None)
         self._lock = threading.Lock()
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
 
     def load(self, loader: Loader, path: Path) -> Document:
         try:
-            request = pickle.dumps((loader, str(path), self.limits.characters))
+            request = pickle.dumps((loader, str(path), self.limits.characters, self.options))
         except (pickle.PicklingError, AttributeError, TypeError):  # a loader made on the fly
-            return check_size(loader(path), self.limits.characters)
+            with reading(self.options, self.on_ocr_page):
+                return check_size(loader(path), self.limits.characters)
         with self._lock:
             conn = self._start()
             conn.send_bytes(request)
-            if not conn.poll(self.limits.seconds):
-                self._stop()
-                raise SkipFile(f"reading it took over {self.limits.seconds:g} s")
-            try:
-                status, value = conn.recv()
-            except (EOFError, OSError):
-                self._stop()
-                raise SkipFile(
-                    f"the reader stopped while reading it (over the {self.limits.memory >> 20} MB memory "
-                    "limit or a crash in the loader)"
-                ) from None
+            while True:
+                if not conn.poll(self.limits.seconds):
+                    self._stop()
+                    raise SkipFile(f"reading it took over {self.limits.seconds:g} s")
+                try:
+                    status, value = conn.recv()
+                except (EOFError, OSError):
+                    self._stop()
+                    raise SkipFile(
+                        f"the reader stopped while reading it (over the {self.memory >> 20} MB memory "
+                        "limit or a crash in the loader)"
+                    ) from None
+                if status != "page":
+                    break
+                self.on_ocr_page()  # and the time limit starts again
         if status == "ok":
             return value  # type: ignore[no-any-return]
         if status == "memory":
             with self._lock:
                 self._stop()  # its heap is in pieces: a fresh one for the next file
-            raise SkipFile(f"reading it needs more than the {self.limits.memory >> 20} MB memory limit")
+            raise SkipFile(f"reading it needs more than the {self.memory >> 20} MB memory limit")
         raise SkipFile(value)
 
     def close(self) -> None:
@@ -76,7 +97,7 @@ class Extractor:
         context = multiprocessing.get_context("spawn")  # no copy of the server's threads or memory
         ours, theirs = context.Pipe()
         process = context.Process(
-            target=serve, args=(theirs, self.limits.memory), name="ragproxy-reader", daemon=True
+            target=serve, args=(theirs, self.memory), name="ragproxy-reader", daemon=True
         )
         process.start()
         theirs.close()
@@ -110,12 +131,13 @@ def serve(conn: Connection, memory: int) -> None:
         pass
     while True:
         try:
-            loader, path, characters = pickle.loads(conn.recv_bytes())
+            loader, path, characters, options = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         reply: tuple[str, Any]
         try:
-            reply = ("ok", check_size(loader(Path(path)), characters))
+            with reading(options, lambda: conn.send(("page", None))):
+                reply = ("ok", check_size(loader(Path(path)), characters))
         except SkipFile as exc:
             reply = ("skip", str(exc))
         except MemoryError:
