@@ -25,6 +25,7 @@ THREADS = 2  # onnxruntime's threads for one page
 MAX_PIXELS = 64_000_000  # an image larger is refused before it is decoded (600 dpi A4 is 35 MP)
 MAX_SIDE = 2048  # a larger page is scaled down to this before OCR (about 175 dpi for A4)
 DETECT_SIDE = 1280  # the text detector's input, longer side: its memory grows with the square
+TWO_TONE = 0.85  # share of a page's grey variance between ink and paper above which it is binarised
 MALLOC_ARENAS = 2  # glibc's per-thread heaps each reserve 64 MB of address space
 
 
@@ -54,7 +55,7 @@ def _engine() -> Any:
 
     infer_engine.OrtInferSession._init_sess_opts = staticmethod(lean_options)
     try:
-        engine = RapidOCR(intra_op_num_threads=THREADS, inter_op_num_threads=1)
+        engine = RapidOCR(intra_op_num_threads=THREADS, inter_op_num_threads=1, use_cls=False)
     finally:
         infer_engine.OrtInferSession._init_sess_opts = staticmethod(make_options)
     detector = engine.text_det
@@ -81,7 +82,8 @@ def read_image(image: Image) -> str:
 
 
 def page_image(image: Image) -> Image:
-    """``image`` as RGB (transparency on white) with its longer side at most ``MAX_SIDE``."""
+    """``image`` as RGB (transparency on white) with its longer side at most ``MAX_SIDE``; a
+    two-tone page (a scan, a screenshot of text) in black and white (``two_tone``)."""
     from PIL import Image as PILImage
 
     image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # a JPEG is decoded at a reduced scale
@@ -94,7 +96,28 @@ def page_image(image: Image) -> Image:
     if max(image.size) > MAX_SIDE:
         image = image.copy() if image.readonly else image
         image.thumbnail((MAX_SIDE, MAX_SIDE), PILImage.Resampling.LANCZOS)
-    return image
+    return two_tone(image)
+
+
+def two_tone(image: Image) -> Image:
+    """A page whose grey levels fall in two clear groups (ink and paper), thresholded between
+    them (Otsu): JPEG's ringing around letters otherwise makes the recogniser drop the spaces
+    between words. A photo, whose greys do not split so cleanly, is left as it is."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    grey = np.asarray(image.convert("L"))
+    share = np.bincount(grey.ravel(), minlength=256) / grey.size
+    below = np.cumsum(share)  # the share of pixels at or below each level
+    mass = np.cumsum(share * np.arange(256))
+    total_mean, total_variance = mass[-1], float((share * (np.arange(256) - mass[-1]) ** 2).sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_mean * below - mass) ** 2 / (below * (1 - below))
+    between = np.nan_to_num(between)
+    level = int(np.argmax(between))
+    if total_variance == 0 or between[level] / total_variance < TWO_TONE:
+        return image
+    return PILImage.fromarray(np.where(grey > level, 255, 0).astype(np.uint8)).convert("RGB")
 
 
 def reading_order(boxes: Sequence[tuple[Sequence[Sequence[float]], str]]) -> str:
