@@ -4,19 +4,22 @@ keyword with the page and the OCR mark; a decompression bomb refused before it i
 
 from __future__ import annotations
 
+import importlib.util
 import time
 import zlib
 from pathlib import Path
 from struct import pack
 
+import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from plugins.loaders.ocr import read_image, reading_order
+from proxy.doctor import check_ocr
 from proxy.index.service import IndexService
 from proxy.pipeline.retrieval import Passage
 from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
-from proxy.types import OCR_HEADING
+from proxy.types import OCR_HEADING, OCR_INSTALL, SkipFile
 from tests.docs import write_pdf
 
 LATIN = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
@@ -164,3 +167,27 @@ def test_a_large_image_under_the_bomb_limit_is_scaled_down_and_read(tmp_path: Pa
     image.save(path)
     document = loader_for(path)(path)  # type: ignore[misc]
     assert "Harbour" in document.text
+
+
+def test_without_the_engine_a_scanned_pdf_and_doctor_say_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "scan.pdf"
+    page(ENGLISH, LATIN).save(path)
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "rapidocr_onnxruntime" else found(name, *a),
+    )
+    with pytest.raises(SkipFile) as skip:
+        loader_for(path)(path)  # type: ignore[misc]
+    assert (
+        str(skip.value)
+        == f"PDF has no extractable text (scanned?); the OCR engine is not installed ({OCR_INSTALL})"
+    )
+    finding = check_ocr(Settings())
+    assert (finding.status, finding.fix) == ("WARN", f"{OCR_INSTALL}, or --ocr off")
+    monkeypatch.undo()
+    assert check_ocr(Settings()).status == "OK"
+    assert check_ocr(Settings(ocr="off")).detail.startswith("off")
