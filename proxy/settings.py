@@ -242,8 +242,9 @@ class Settings:
     ocr: Ocr = _setting(
         "auto",
         "Read images (PNG, JPEG, WebP, TIFF, BMP) and PDF pages without text by OCR (English and "
-        "Chinese) where the OCR engine is installed (pip install 'ragproxy[ocr]'); the reader process "
-        "then gets 1024 MB more memory. off: images are skipped and such pages left out.",
+        "Chinese) where the OCR engine is installed (pip install 'ragproxy[ocr]'); a file OCR reads "
+        "may use 1024 MB more than --reader-memory (the engine's share). off: images are skipped and "
+        "such pages left out.",
         choices=get_args(Ocr),
     )
     ocr_pages: int = _setting(

@@ -51,21 +51,36 @@ class ReadOptions:
 
 _options: ContextVar[ReadOptions | None] = ContextVar("read_options", default=None)
 _on_ocr_page: ContextVar[Callable[[], None] | None] = ContextVar("on_ocr_page", default=None)
+_on_ocr_start: ContextVar[Callable[[], None] | None] = ContextVar("on_ocr_start", default=None)
 
 
 @contextmanager
-def reading(options: ReadOptions, on_ocr_page: Callable[[], None] | None = None) -> Iterator[None]:
-    """Loads within it see ``options``; ``on_ocr_page`` is called after each page OCR reads."""
-    token, page_token = _options.set(options), _on_ocr_page.set(on_ocr_page)
+def reading(
+    options: ReadOptions,
+    on_ocr_page: Callable[[], None] | None = None,
+    on_ocr_start: Callable[[], None] | None = None,
+) -> Iterator[None]:
+    """Loads within it see ``options``; ``on_ocr_start`` is called before a loader runs OCR,
+    ``on_ocr_page`` after each page OCR reads."""
+    tokens = _options.set(options), _on_ocr_page.set(on_ocr_page), _on_ocr_start.set(on_ocr_start)
     try:
         yield
     finally:
-        _options.reset(token)
-        _on_ocr_page.reset(page_token)
+        _options.reset(tokens[0])
+        _on_ocr_page.reset(tokens[1])
+        _on_ocr_start.reset(tokens[2])
 
 
 def read_options() -> ReadOptions:
     return _options.get() or ReadOptions()
+
+
+def ocr_starting() -> None:
+    """A loader is about to run OCR: the reader process lets this file use the OCR engine's share
+    of memory on top of its limit."""
+    callback = _on_ocr_start.get()
+    if callback is not None:
+        callback()
 
 
 def ocr_page_read() -> None:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 from plugins.loaders.ocr import check_pixels, missing, open_image, read_image
 from proxy.hookspecs import hookimpl
-from proxy.types import OCR_HEADING, Document, Section, SkipFile, ocr_page_read, read_options
+from proxy.types import (
+    OCR_HEADING,
+    Document,
+    Section,
+    SkipFile,
+    ocr_page_read,
+    ocr_starting,
+    read_options,
+)
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
@@ -24,6 +32,7 @@ def load_image(path: Path) -> Document:
     sections: list[Section] = []
     notes: tuple[str, ...] = ()
     offset = 0
+    ocr_starting()  # the engine's memory, and a large image's decoding, within the reader's limit
     with open_image(path) as image:
         frames = getattr(image, "n_frames", 1)
         for index in range(min(frames, options.ocr_pages)):

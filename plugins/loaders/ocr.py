@@ -77,7 +77,16 @@ def _lean_process() -> None:
 
 def read_image(image: Image) -> str:
     """The text OCR reads in ``image`` (any mode, any size up to ``MAX_PIXELS``), in reading order."""
-    result, _ = _engine()(page_image(image))
+    page = page_image(image)
+    try:
+        result, _ = _engine()(page)
+    except MemoryError:
+        raise
+    except Exception as exc:  # the engine wraps onnxruntime's errors in its own, a traceback as text
+        cause = exc.__cause__ or exc
+        if "alloc" in str(cause).lower():  # onnxruntime's words for memory it could not have
+            raise MemoryError(str(cause)[:300]) from exc
+        raise SkipFile(f"OCR failed: {type(cause).__name__}: {cause}"[:300]) from None
     return reading_order([(box, text) for box, text, _score in result or []])
 
 

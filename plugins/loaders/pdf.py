@@ -9,7 +9,15 @@ from pathlib import Path
 
 from plugins.loaders.ocr import MAX_SIDE, missing, read_image
 from proxy.hookspecs import hookimpl
-from proxy.types import OCR_HEADING, Document, Section, SkipFile, ocr_page_read, read_options
+from proxy.types import (
+    OCR_HEADING,
+    Document,
+    Section,
+    SkipFile,
+    ocr_page_read,
+    ocr_starting,
+    read_options,
+)
 
 RENDER_DPI = 200  # a scanned page is rendered at this resolution, its longer side at most MAX_SIDE
 
@@ -67,6 +75,7 @@ def _ocr_pages(path: Path, numbers: list[int]) -> list[tuple[int, str]]:
     import pypdfium2
 
     read: list[tuple[int, str]] = []
+    ocr_starting()
     try:
         document = pypdfium2.PdfDocument(path)
     except pypdfium2.PdfiumError as exc:
