@@ -19,7 +19,7 @@ from proxy.index.service import IndexService
 from proxy.pipeline.retrieval import Passage
 from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
-from proxy.types import OCR_HEADING, OCR_INSTALL, SkipFile
+from proxy.types import OCR_HEADING, OCR_INSTALL, ReadOptions, SkipFile, reading
 from tests.docs import write_pdf
 
 LATIN = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
@@ -191,3 +191,18 @@ def test_without_the_engine_a_scanned_pdf_and_doctor_say_how_to_install_it(
     monkeypatch.undo()
     assert check_ocr(Settings()).status == "OK"
     assert check_ocr(Settings(ocr="off")).detail.startswith("off")
+
+
+def test_pages_past_the_ocr_page_limit_are_left_out_and_named(tmp_path: Path) -> None:
+    scans = [page([f"Ledger page {word}."], LATIN) for word in ("alpha", "bravo", "charlie")]
+    pdf, tiff = tmp_path / "ledger.pdf", tmp_path / "ledger.tiff"
+    scans[0].save(pdf, save_all=True, append_images=scans[1:])
+    frames = [scan.copy() for scan in scans]  # a save leaves its options on the images it appended
+    frames[0].save(tiff, save_all=True, append_images=frames[1:])
+    with reading(ReadOptions(ocr_pages=2)):
+        for path, left_out in ((pdf, "1 scanned pages (page 3) not read"), (tiff, "pages 3-3 not read")):
+            document = loader_for(path)(path)  # type: ignore[misc]
+            assert [(s.heading, s.page) for s in document.sections] == [(OCR_HEADING, 1), (OCR_HEADING, 2)]
+            assert "bravo" in document.text and "charlie" not in document.text
+            (note,) = document.notes
+            assert note.startswith(left_out) and note.endswith("the OCR page limit is 2"), note
