@@ -200,7 +200,7 @@ def test_pages_past_the_ocr_page_limit_are_left_out_and_named(tmp_path: Path) ->
     frames = [scan.copy() for scan in scans]  # a save leaves its options on the images it appended
     frames[0].save(tiff, save_all=True, append_images=frames[1:])
     with reading(ReadOptions(ocr_pages=2)):
-        for path, left_out in ((pdf, "1 scanned pages (page 3) not read"), (tiff, "pages 3-3 not read")):
+        for path, left_out in ((pdf, "1 scanned page (page 3) not read"), (tiff, "pages 3-3 not read")):
             document = loader_for(path)(path)  # type: ignore[misc]
             assert [(s.heading, s.page) for s in document.sections] == [(OCR_HEADING, 1), (OCR_HEADING, 2)]
             assert "bravo" in document.text and "charlie" not in document.text

@@ -51,7 +51,8 @@ def load_pdf(path: Path) -> Document:
                 pages[number] = (text, OCR_HEADING)
         if len(scanned) > options.ocr_pages:
             rest, limit = scanned[options.ocr_pages :], options.ocr_pages
-            notes.append(f"{len(rest)} scanned pages ({_span(rest)}) not read: the OCR page limit is {limit}")
+            pages_text = f"{len(rest)} scanned page" + ("s" if len(rest) > 1 else "")
+            notes.append(f"{pages_text} ({_span(rest)}) not read: the OCR page limit is {limit}")
     if not pages:
         if not scanned:
             raise SkipFile("PDF has no extractable text")
@@ -59,7 +60,8 @@ def load_pdf(path: Path) -> Document:
             raise SkipFile(f"PDF has no extractable text (scanned?); {unread}")
         raise SkipFile("PDF has no extractable text, and OCR found none")
     if scanned and unread and options.ocr:  # left out for want of the engine: say how to get it
-        notes.append(f"{len(scanned)} pages without text ({_span(scanned)}) not read: {unread}")
+        without = f"{len(scanned)} page" + ("s" if len(scanned) > 1 else "") + " without text"
+        notes.append(f"{without} ({_span(scanned)}) not read: {unread}")
     parts: list[str] = []
     sections: list[Section] = []
     offset = 0
