@@ -8,11 +8,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+import structlog
 
+from plugins.loaders.mail import load_eml, split_mbox
 from proxy.index.service import IndexService
 from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
 from proxy.types import SkipFile
+from tests.docs import write_docx, write_pdf
 
 DATE = "Tue, 01 Dec 2026 09:30:00 +0000"
 
@@ -110,5 +113,131 @@ def test_mail_is_indexed_and_found_with_the_message_named(tmp_path: Path) -> Non
         (hit,) = service.store.search_keyword("lamp oil litres")[:1]
         assert (hit.path, hit.heading) == ("order.eml", f"Lamp oil order ({DATE})")
         assert service.store.status()["collections"][0]["skipped"] == []
+    finally:
+        service.close()
+
+
+def test_attachments_in_readable_formats_are_indexed_as_parts_of_their_message(tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    root.mkdir()
+    mail = message("Storm plans", "The storm plan and the pier drawing are attached.")
+    write_docx(tmp_path / "garden.docx")
+    mail.add_attachment(
+        (tmp_path / "garden.docx").read_bytes(),
+        maintype="application",
+        subtype="vnd.openxmlformats-officedocument.wordprocessingml.document",
+        filename="garden.docx",
+    )
+    write_pdf(tmp_path / "plan.pdf", ["Close the shutters.", "Sandbags go by the boathouse door."])
+    mail.add_attachment(
+        (tmp_path / "plan.pdf").read_bytes(), maintype="application", subtype="pdf", filename="plan.pdf"
+    )
+    mail.add_attachment(b"MZ\x90\x00", maintype="application", subtype="octet-stream", filename="tool.exe")
+    mail.add_attachment(b"%PDF-1.4 broken", maintype="application", subtype="pdf", filename="broken.pdf")
+    (root / "storm.eml").write_bytes(bytes(mail))
+    document = load_eml(root / "storm.eml")
+    head = document.text[: document.sections[0].end]
+    assert "plan.pdf, " in head and "tool.exe (not read: not a format ragproxy reads)" in head
+    assert "broken.pdf (not read:" in head
+    headings = [(s.heading, s.page) for s in document.sections]
+    heading = f"Storm plans ({DATE})"
+    assert (f"{heading} > plan.pdf", 2) in headings
+    assert any(h == f"{heading} > garden.docx > Garden Manual > Compost" for h, _ in headings), headings
+    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    try:
+        collection = service.indexer.add_collection("mail", root)
+        assert service.store.claim_collection(collection.id)
+        service.indexer.scan(collection)
+        (hit,) = service.store.search_keyword("sandbags boathouse")[:1]
+        assert (hit.path, hit.heading, hit.page) == ("storm.eml", f"{heading} > plan.pdf", 2)
+        (hit,) = service.store.search_keyword("compost heap fork")[:1]
+        assert (hit.path, hit.heading) == ("storm.eml", f"{heading} > garden.docx > Garden Manual > Compost")
+    finally:
+        service.close()
+
+
+def test_an_mbox_is_split_the_same_whatever_the_block_size(tmp_path: Path) -> None:
+    path = tmp_path / "keepers.mbox"
+    box = mailbox.mbox(path)
+    for number in range(5):
+        box.add(message(f"Log {number}", f"Entry {number}: From the tower, all quiet.\n" * 20))
+    box.close()
+    whole = path.read_bytes()
+    for block in (1, 5, 6, 7, 64, 1 << 20):
+        with path.open("rb") as file:
+            assert b"".join(split_mbox(file, block=block)) == whole
+    with path.open("rb") as file:
+        parts = list(split_mbox(file, cap=100, block=7))
+    assert len(parts) == 5 and all(len(p) == 100 and p.startswith(b"From ") for p in parts)
+
+
+GIB = 1024 * 1024 * 1024
+
+
+def test_a_gigabyte_mailbox_is_read_in_bounded_memory_and_time_with_the_folder_indexed(
+    tmp_path: Path,
+) -> None:
+    """A mailbox of a gigabyte, most of it one message with a huge attachment: over the file-size
+    cap, but a mailbox is read a block at a time. The messages on both sides of the huge one are
+    indexed; the reader holds one message's first 32 MB, not the file."""
+    root = tmp_path / "mail"
+    root.mkdir()
+    path = root / "archive.mbox"
+    box = mailbox.mbox(path)
+    box.add(message("Tide tables", "The tide tables for January hang by the harbour office door."))
+    box.close()
+    huge = message("Radar images", "A year of radar images is attached.")
+    huge.add_attachment(b"", maintype="application", subtype="octet-stream", filename="radar.bin")
+    head = bytes(huge)
+    line = b"QUJD" * 19 + b"\n"  # 77 bytes of base64 per line
+    block = line * (1024 * 1024 // len(line))
+    with path.open("ab") as file:
+        file.write(b"From ingrid@example.org Tue Dec  1 09:30:00 2026\n" + head.rstrip() + b"\n")
+        while file.tell() < GIB:
+            file.write(block)
+        file.write(b"\n")
+    box = mailbox.mbox(path)
+    box.add(message("Ferry timetable", "The winter ferry leaves the quay at seven."))
+    box.close()
+    (root / "note.md").write_text("The heron waits in the reeds.\n", encoding="utf-8")
+    assert path.stat().st_size > GIB
+    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    try:
+        collection = service.indexer.add_collection("mail", root)
+        assert service.store.claim_collection(collection.id)
+        report = service.indexer.scan(collection)
+        assert (report.indexed, report.skipped) == (2, 0)
+        for words, subject in (
+            ("tide tables harbour", "Tide tables"),
+            ("winter ferry quay", "Ferry timetable"),
+        ):
+            (hit,) = service.store.search_keyword(words)[:1]
+            assert (hit.path, hit.heading) == ("archive.mbox", f"{subject} ({DATE})")
+        assert service.store.search_keyword("heron reeds")[0].path == "note.md"
+        assert 0 < service.indexer.extractor.peak_rss < 500 * 1024 * 1024
+    finally:
+        service.close()
+
+
+def test_a_mailbox_past_the_text_limit_is_cut_after_a_message_not_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    root.mkdir()
+    box = mailbox.mbox(root / "keepers.mbox")
+    box.add(message("Winch repair", "The winch on the north pier was repaired on Monday."))
+    box.add(message("Beacon batteries", "Spare beacon batteries are kept in the radio room cupboard. " * 20))
+    box.close()
+    (root / "long.txt").write_text("A line of a very long log.\n" * 100, encoding="utf-8")
+    service = IndexService(Settings(db=str(tmp_path / "index.db"), max_file_text=600))
+    try:
+        collection = service.indexer.add_collection("mail", root)
+        assert service.store.claim_collection(collection.id)
+        with structlog.testing.capture_logs() as logs:
+            service.indexer.scan(collection)
+        assert service.store.search_keyword("winch pier")[0].path == "keepers.mbox"
+        assert service.store.search_keyword("beacon batteries") == []
+        (capped,) = [e for e in logs if e["event"] == "index.capped"]
+        assert capped["path"] == "keepers.mbox" and "over the 600-character limit" in capped["reason"]
+        skipped = {s["path"]: s["reason"] for s in service.store.status()["collections"][0]["skipped"]}
+        assert list(skipped) == ["long.txt"]  # other formats are still skipped whole
     finally:
         service.close()

@@ -1,11 +1,18 @@
 """Mail: a message (.eml) and a mailbox (.mbox), read with the standard library. Each message is
 one section named by its subject and date; its From, To, Date and Subject lines stay with its body
-(a search for who wrote it, or when, finds it); an HTML body is read as text. Attachments are not
-read yet: their names are listed with the message."""
+(a search for who wrote it, or when, finds it); an HTML body is read as text. An attachment in a
+format ragproxy reads (a PDF, a Word file, a slide deck...) is read by its own loader and indexed
+as part of the message, its sections named ``Subject (Date) > file.pdf``.
+
+A mailbox may be gigabytes: it is read a block at a time, one message in memory at once (at most
+``MAX_MESSAGE`` bytes of it), and reading stops, saying where, past ``MAX_TEXT`` characters or
+``BUDGET`` seconds, so the messages before are indexed rather than the whole file skipped."""
 
 from __future__ import annotations
 
-import mailbox
+import re
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from email import policy
 from email.message import EmailMessage, Message
@@ -18,40 +25,88 @@ from proxy.hookspecs import hookimpl
 from proxy.types import Document, Section, SkipFile
 
 HEADERS = ("From", "To", "Cc", "Date", "Subject")
+MAX_MESSAGE = 32 * 1024 * 1024  # bytes of one message read; the rest (of a huge attachment) is not
+MAX_ATTACHMENT = 20 * 1024 * 1024  # bytes: a larger attachment is named, not read
+MAX_TEXT = 10_000_000  # characters of a mailbox's text; the messages after are not read
+BUDGET = 60.0  # seconds of reading one mailbox; the messages after are not read
+_BLOCK = 1 << 20
+_MARK = b"\nFrom "  # a message of an mbox starts with a "From " line
 
 
 def load_eml(path: Path) -> Document:
     with path.open("rb") as file:
-        message = BytesParser(policy=policy.default).parse(file)
-    return _document([message])
+        head = file.read(MAX_MESSAGE)
+    return _document(iter([_parse(head)]))
 
 
 def load_mbox(path: Path) -> Document:
-    box = mailbox.mbox(path, factory=_parsed, create=False)  # type: ignore[arg-type]
-    try:
-        return _document(box)
-    finally:
-        box.close()
+    with path.open("rb") as file:
+        return _document(_parse(_envelope_dropped(raw)) for raw in split_mbox(file))
 
 
-def _parsed(file: BinaryIO) -> EmailMessage:
-    return BytesParser(policy=policy.default).parse(file)
+def split_mbox(file: BinaryIO, cap: int = MAX_MESSAGE, block: int = _BLOCK) -> Iterator[bytes]:
+    """The messages of an mbox, each its first ``cap`` bytes (its "From " line included), read a
+    block at a time: a gigabyte mailbox, or one with a gigabyte line, never sits in memory."""
+    current = bytearray()
+    pending = b""
+    while chunk := file.read(block):
+        data = pending + chunk
+        position = 0
+        while (hit := data.find(_MARK, position)) != -1:
+            current += data[position : hit + 1][: max(0, cap - len(current))]
+            if current.strip():
+                yield bytes(current)
+            current = bytearray()
+            position = hit + 1
+        keep = max(position, len(data) - len(_MARK) + 1)  # a mark may straddle two blocks
+        current += data[position:keep][: max(0, cap - len(current))]
+        pending = data[keep:]
+    current += pending[: max(0, cap - len(current))]
+    if current.strip():
+        yield bytes(current)
 
 
-def _document(messages: Iterator[Message] | list[Message] | mailbox.mbox) -> Document:
+def _envelope_dropped(raw: bytes) -> bytes:
+    if raw.startswith(b"From "):
+        newline = raw.find(b"\n")
+        return raw[newline + 1 :] if newline != -1 else b""
+    return raw
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    return BytesParser(policy=policy.default).parsebytes(raw)
+
+
+def _document(messages: Iterator[Message]) -> Document:
     parts: list[str] = []
     sections: list[Section] = []
-    offset = 0
+    offset = read = 0
+    note = None
+    deadline = time.monotonic() + BUDGET
     for message in messages:
-        text = _message_text(message)
-        if not text.strip():
-            continue
-        parts.append(text + "\n\n")
-        sections.append(Section(offset, offset + len(text), _heading(message)))
-        offset += len(text) + 2
+        if offset > MAX_TEXT or time.monotonic() > deadline:
+            why = f"over {MAX_TEXT} characters" if offset > MAX_TEXT else f"reading took over {BUDGET:g} s"
+            note = f"messages after the first {read} not read: {why}"
+            break
+        read += 1
+        heading = _heading(message)
+        text, attachments = _message_text(message)
+        if text.strip():
+            parts.append(text + "\n\n")
+            sections.append(Section(offset, offset + len(text), heading))
+            offset += len(text) + 2
+        for name, document in attachments:
+            for section in document.with_whole_section().sections:
+                piece = document.text[section.start : section.end].strip()
+                if not piece:
+                    continue
+                named = f"{heading} > {name}" + (f" > {section.heading}" if section.heading else "")
+                parts.append(piece + "\n\n")
+                sections.append(Section(offset, offset + len(piece), named, section.page))
+                offset += len(piece) + 2
     if not parts:
         raise SkipFile("no message with text")
-    return Document("".join(parts), sections)
+    return Document("".join(parts), sections, note)
 
 
 def _header(message: Message, name: str) -> str:
@@ -68,28 +123,69 @@ def _heading(message: Message) -> str:
     return f"{subject} ({date})" if date else subject
 
 
-def _message_text(message: Message) -> str:
+def _message_text(message: Message) -> tuple[str, list[tuple[str, Document]]]:
+    """The message's headers and text, with its attachments named (and why one was not read),
+    and the attachments that were read."""
     lines = [f"{name}: {value}" for name in HEADERS if (value := _header(message, name))]
-    body, attached = _body(message)
-    if attached:
-        lines.append("Attachments: " + ", ".join(attached))
-    return "\n".join(lines) + ("\n\n" + body.strip() if body.strip() else "")
+    body = _body(message)
+    named: list[str] = []
+    documents: list[tuple[str, Document]] = []
+    for name, part in _attachments(message):
+        try:
+            documents.append((name, _read_attachment(name, part)))
+            named.append(name)
+        except SkipFile as exc:
+            named.append(f"{name} (not read: {exc})")
+    if named:
+        lines.append("Attachments: " + ", ".join(named))
+    return "\n".join(lines) + ("\n\n" + body.strip() if body.strip() else ""), documents
 
 
-def _body(message: Message) -> tuple[str, list[str]]:
-    """The message's text and its attachments' names. Of a plain and an HTML version, the plain
-    one, unless it is a stub ("view this message in a browser") much shorter than the HTML's text."""
-    attached = [
-        str(part.get_filename())
-        for part in message.walk()
-        if part.get_content_disposition() == "attachment" and part.get_filename()
-    ]
+def _body(message: Message) -> str:
+    """The message's text. Of a plain and an HTML version, the plain one, unless it is a stub
+    ("view this message in a browser") much shorter than the HTML's text."""
     if not isinstance(message, EmailMessage):
-        return "", attached
+        return ""
     plain = _text(message.get_body(preferencelist=("plain",)))
     html = _text(message.get_body(preferencelist=("html",)))
     html = parse_html(html).text if html else ""
-    return (html if len(html.strip()) > 1.5 * len(plain.strip()) else plain), attached
+    return html if len(html.strip()) > 1.5 * len(plain.strip()) else plain
+
+
+def _attachments(message: Message) -> Iterator[tuple[str, Message]]:
+    for part in message.walk():
+        if part.get_content_disposition() == "attachment" and (name := part.get_filename()):
+            yield " ".join(str(name).split()), part
+
+
+def _read_attachment(name: str, part: Message) -> Document:
+    """An attachment read by the loader of its format, from a temporary file: ``SkipFile`` when
+    no loader reads its format (or it is mail itself: a message is not read inside another),
+    when it is too large, or when its loader cannot read it."""
+    from proxy.plugins import loader_for  # the plugin table imports this module
+
+    suffix = Path(name).suffix.lower()
+    load = loader_for(Path("attachment" + suffix)) if re.fullmatch(r"\.[\w.-]{1,16}", suffix) else None
+    if load is None or load in (load_eml, load_mbox):
+        raise SkipFile("not a format ragproxy reads")
+    try:
+        data = part.get_payload(decode=True)
+    except (ValueError, TypeError, AssertionError):
+        data = None
+    if not isinstance(data, bytes) or not data:
+        raise SkipFile("empty")
+    if len(data) > MAX_ATTACHMENT:
+        raise SkipFile(f"{len(data) >> 20} MB, over the {MAX_ATTACHMENT >> 20} MB an attachment may have")
+    with tempfile.TemporaryDirectory(prefix="ragproxy-attachment-") as folder:
+        path = Path(folder) / ("attachment" + suffix)
+        path.write_bytes(data)
+        del data
+        try:
+            return load(path)
+        except SkipFile:
+            raise
+        except Exception as exc:  # one bad attachment never stops the message
+            raise SkipFile(f"{type(exc).__name__}: {exc}"[:200]) from None
 
 
 def _text(part: Message | None) -> str:
@@ -107,4 +203,4 @@ def _text(part: Message | None) -> str:
 @hookimpl
 def register_loaders(register: Callable[..., None]) -> None:
     register(".eml", load_eml)
-    register(".mbox", load_mbox)
+    register(".mbox", load_mbox, large=True)

@@ -37,12 +37,15 @@ class Extractor:
         self._lock = threading.Lock()
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
+        self.peak_rss = 0  # bytes: the most any reader process has held, as it last reported
 
-    def load(self, loader: Loader, path: Path) -> Document:
+    def load(self, loader: Loader, path: Path, *, cut: bool = False) -> Document:
+        """``cut``: text past the limit is cut at a section (``Document.cut``) instead of the
+        file skipped."""
         try:
-            request = pickle.dumps((loader, str(path), self.limits.characters))
+            request = pickle.dumps((loader, str(path), self.limits.characters, cut))
         except (pickle.PicklingError, AttributeError, TypeError):  # a loader made on the fly
-            return check_size(loader(path), self.limits.characters)
+            return check_size(loader(path), self.limits.characters, cut=cut)
         with self._lock:
             conn = self._start()
             conn.send_bytes(request)
@@ -50,7 +53,8 @@ class Extractor:
                 self._stop()
                 raise SkipFile(f"reading it took over {self.limits.seconds:g} s")
             try:
-                status, value = conn.recv()
+                status, value, peak = conn.recv()
+                self.peak_rss = max(self.peak_rss, peak)
             except (EOFError, OSError):
                 self._stop()
                 raise SkipFile(
@@ -94,10 +98,12 @@ class Extractor:
         self._process = self._conn = None
 
 
-def check_size(document: Document, characters: int) -> Document:
-    if len(document.text) > characters:
-        raise SkipFile(f"{len(document.text)} characters of text, over the {characters}-character limit")
-    return document
+def check_size(document: Document, characters: int, *, cut: bool = False) -> Document:
+    if len(document.text) <= characters:
+        return document
+    if cut:
+        return document.cut(characters, f"over the {characters}-character limit")
+    raise SkipFile(f"{len(document.text)} characters of text, over the {characters}-character limit")
 
 
 def serve(conn: Connection, memory: int) -> None:
@@ -110,12 +116,12 @@ def serve(conn: Connection, memory: int) -> None:
         pass
     while True:
         try:
-            loader, path, characters = pickle.loads(conn.recv_bytes())
+            loader, path, characters, cut = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         reply: tuple[str, Any]
         try:
-            reply = ("ok", check_size(loader(Path(path)), characters))
+            reply = ("ok", check_size(loader(Path(path)), characters, cut=cut))
         except SkipFile as exc:
             reply = ("skip", str(exc))
         except MemoryError:
@@ -130,9 +136,9 @@ def serve(conn: Connection, memory: int) -> None:
                 else ("skip", f"loader failed: {type(exc).__name__}: {exc}"[:300])
             )
         try:
-            conn.send(reply)
+            conn.send((*reply, _peak_bytes()))
         except MemoryError:
-            conn.send(("memory", None))
+            conn.send(("memory", None, _peak_bytes()))
         if reply[0] == "memory":
             return
 
