@@ -22,6 +22,7 @@ DEFAULT_PLUGINS = (
     "plugins.loaders.pdf",
     "plugins.loaders.docx",
     "plugins.loaders.mail",
+    "plugins.loaders.pptx",
     "plugins.embedders.e5",
     "plugins.embedders.ollama",
     "plugins.rerankers.http",
