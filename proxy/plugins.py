@@ -23,6 +23,7 @@ DEFAULT_PLUGINS = (
     "plugins.loaders.docx",
     "plugins.loaders.mail",
     "plugins.loaders.pptx",
+    "plugins.loaders.opendocument",
     "plugins.embedders.e5",
     "plugins.embedders.ollama",
     "plugins.rerankers.http",
