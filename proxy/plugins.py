@@ -24,6 +24,7 @@ DEFAULT_PLUGINS = (
     "plugins.loaders.mail",
     "plugins.loaders.pptx",
     "plugins.loaders.opendocument",
+    "plugins.loaders.rtf",
     "plugins.embedders.e5",
     "plugins.embedders.ollama",
     "plugins.rerankers.http",
