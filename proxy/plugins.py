@@ -25,6 +25,7 @@ DEFAULT_PLUGINS = (
     "plugins.loaders.pptx",
     "plugins.loaders.opendocument",
     "plugins.loaders.rtf",
+    "plugins.loaders.epub",
     "plugins.embedders.e5",
     "plugins.embedders.ollama",
     "plugins.rerankers.http",
