@@ -15,7 +15,7 @@ from proxy.index.service import IndexService
 from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
 from proxy.types import SkipFile
-from tests.docs import write_docx, write_pdf
+from tests.docs import write_big_mbox, write_docx, write_pdf
 
 DATE = "Tue, 01 Dec 2026 09:30:00 +0000"
 
@@ -183,22 +183,7 @@ def test_a_gigabyte_mailbox_is_read_in_bounded_memory_and_time_with_the_folder_i
     root = tmp_path / "mail"
     root.mkdir()
     path = root / "archive.mbox"
-    box = mailbox.mbox(path)
-    box.add(message("Tide tables", "The tide tables for January hang by the harbour office door."))
-    box.close()
-    huge = message("Radar images", "A year of radar images is attached.")
-    huge.add_attachment(b"", maintype="application", subtype="octet-stream", filename="radar.bin")
-    head = bytes(huge)
-    line = b"QUJD" * 19 + b"\n"  # 77 bytes of base64 per line
-    block = line * (1024 * 1024 // len(line))
-    with path.open("ab") as file:
-        file.write(b"From ingrid@example.org Tue Dec  1 09:30:00 2026\n" + head.rstrip() + b"\n")
-        while file.tell() < GIB:
-            file.write(block)
-        file.write(b"\n")
-    box = mailbox.mbox(path)
-    box.add(message("Ferry timetable", "The winter ferry leaves the quay at seven."))
-    box.close()
+    write_big_mbox(path, GIB)
     (root / "note.md").write_text("The heron waits in the reeds.\n", encoding="utf-8")
     assert path.stat().st_size > GIB
     service = IndexService(Settings(db=str(tmp_path / "index.db")))
