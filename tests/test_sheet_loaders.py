@@ -106,6 +106,13 @@ def rows_named(heading: str, sheet: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+ENCRYPTED_ENTRY = (
+    b'<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml">'
+    b'<manifest:encryption-data manifest:checksum-type="SHA1/1K" manifest:checksum="x"/>'
+    b"</manifest:file-entry></manifest:manifest>"
+)
+
+
 def section_text(document: Document, heading: str) -> str:
     (section,) = [s for s in document.sections if s.heading == heading]
     return document.text[section.start : section.end]
@@ -171,6 +178,44 @@ def test_an_ods_is_read_table_by_table(tmp_path: Path) -> None:
     assert section_text(document, "灯塔 (row 2)") == "灯塔 | 看守人\n成山头灯塔 | 王海"
 
 
+def test_reading_stops_at_the_limits_and_the_document_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import openpyxl
+
+    from plugins.loaders import sheets
+
+    workbook = openpyxl.Workbook()
+    first = workbook.active
+    assert first is not None
+    first.title = "Wide"
+    first.append(["Name", *[None] * 200, "Far right"])  # the second value in column GT
+    for number in range(2, 60):
+        first.append([f"Buoy {number}", *[None] * 200, number])
+    workbook.create_sheet("Later").append(["Never", "read"])
+    workbook.create_sheet("Last").append(["Nor", "this"])
+    path = tmp_path / "wide.xlsx"
+    workbook.save(path)
+    document = sheets.load_xlsx(path)
+    assert document.text.startswith("Name | … | Far right\nBuoy 2 | … | 2\n")  # not 200 separators
+    monkeypatch.setattr(sheets, "MAX_ROWS", 10)
+    document = sheets.load_xlsx(path)
+    assert [s.heading for s in document.sections] == ["Wide (rows 2–10)", "Wide (not read)"]
+    assert document.text.endswith(
+        "Wide: rows after 10 not read (the file's 10-row limit); sheets not read: Later, Last.\n\n"
+    )
+    monkeypatch.setattr(sheets, "MAX_ROWS", 1000)
+    monkeypatch.setattr(sheets, "MAX_CELLS", 202 * 5)  # the header row and four rows of values
+    assert "Wide: rows after 5 not read (the file's 1,010-cell limit)" in sheets.load_xlsx(path).text
+    monkeypatch.setattr(sheets, "MAX_CELLS", 10**6)
+    monkeypatch.setattr(sheets, "BLOCK_TOKENS", 20)
+    monkeypatch.setattr(sheets, "MAX_CHUNKS", 3)
+    document = sheets.load_xlsx(path)
+    headings = [s.heading for s in document.sections]
+    assert headings == ["Wide (rows 2–3)", "Wide (rows 4–5)", "Wide (rows 6–7)", "Wide (not read)"]
+    assert "Wide: rows after 7 not read (the file's 3-chunk limit)" in document.text
+
+
 def test_empty_encrypted_and_corrupt_workbooks_are_skipped_with_the_reason(tmp_path: Path) -> None:
     import openpyxl
     from odf.opendocument import OpenDocumentSpreadsheet
@@ -199,6 +244,13 @@ def test_empty_encrypted_and_corrupt_workbooks_are_skipped_with_the_reason(tmp_p
     rewrite_member(broken_sheet, "xl/worksheets/sheet1.xml", {b"</sheetData>": b"</sheetDat"})
     not_ods = tmp_path / "cut.ods"
     not_ods.write_bytes(b"PK\x03\x04 not really")
+    locked_ods = tmp_path / "locked.ods"
+    write_ods(locked_ods)
+    rewrite_member(locked_ods, "META-INF/manifest.xml", {b"</manifest:manifest>": ENCRYPTED_ENTRY})
+    big_ods = tmp_path / "big.ods"
+    write_ods(big_ods)
+    with zipfile.ZipFile(big_ods, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("Pictures/blank.bmp", bytes(17 * 1024 * 1024))  # odfpy would read it in
     expected = {
         empty: "no cells with values",
         empty_ods: "no cells with values",
@@ -207,6 +259,8 @@ def test_empty_encrypted_and_corrupt_workbooks_are_skipped_with_the_reason(tmp_p
         corrupt: "unreadable XLSX: BadZipFile",
         broken_sheet: "unreadable XLSX: ParseError",
         not_ods: "unreadable ODS: BadZipFile",
+        locked_ods: "password-protected ODS",
+        big_ods: "ODS inflates to 17 MB, over the 16 MB limit",
     }
     for path, reason in expected.items():
         with pytest.raises(SkipFile, match=reason):

@@ -39,11 +39,13 @@ MAX_CELLS = 1_000_000
 MAX_CHUNKS = 5_000
 CHUNK_STEP = 224  # tokens a long row adds per chunk: the index's 256-token chunks less their overlap
 # odfpy parses the whole of an OpenDocument file into objects before anything can be read (it
-# cannot stream): measured at about 25 bytes of memory per byte of XML and 0.6 s per megabyte, so
-# 20 MB inflated (some 60,000 rows of a few columns) takes about 500 MB and ten seconds. The whole
-# file is checked against this lower limit, and a larger one is skipped with the reason.
-ODS_MAX_INFLATED = 20 * 1024 * 1024
+# cannot stream): measured at about 24 bytes of memory per byte of XML and 0.6 s per megabyte, so
+# 16 MB inflated (some 45,000 rows of a few columns) takes about 400 MB and ten seconds, inside the
+# reader's default 512 MB. The whole file is checked against this lower limit, and a larger one
+# is skipped with the reason.
+ODS_MAX_INFLATED = 16 * 1024 * 1024
 MAX_COLUMNS = 16_384  # a spreadsheet's widest row (Excel's and LibreOffice's XFD)
+EMPTY_RUN = 10  # more empty cells than this between two values are shown as one "…"
 
 # An encrypted (password-protected) Office file is an OLE compound file holding the encrypted
 # package, not a zip; so is a legacy .xls.
@@ -141,9 +143,10 @@ class _Book:
         the sheet's first row with a value: most sheets begin with it (one that begins with a
         title line gets the title repeated instead)."""
         header: str | None = None
-        header_number = first = previous = last = number = tokens = header_tokens = 0
+        header_number = first = previous = number = tokens = header_tokens = 0
         block: list[str] = []
         limit = ""
+        blocks = len(self.sections)
         for number, values in rows:
             self.cells += max(1, len(values))
             if self.cells > MAX_CELLS:
@@ -160,29 +163,32 @@ class _Book:
             if self.chunks >= MAX_CHUNKS:
                 limit = f"{MAX_CHUNKS:,}-chunk"
                 break
-            line = " | ".join(cells)
-            self.rows += 1
-            last = number
+            line = _line(cells)
             if header is None:
                 header, header_number, header_tokens = line, number, chunk_tokens(line) + 1
+                self.rows += 1
                 continue
             cost = chunk_tokens(line) + 1
             if block and header_tokens + tokens + cost > BLOCK_TOKENS:
                 self._block(title, header, block, first, previous, header_tokens + tokens)
                 block, tokens = [], 0
+                if self.chunks >= MAX_CHUNKS:
+                    limit = f"{MAX_CHUNKS:,}-chunk"
+                    break
             if not block:
                 first = number
             block.append(line)
+            self.rows += 1
             tokens += cost
             previous = number
         if block:
             self._block(title, header or "", block, first, previous, header_tokens + tokens)
-        elif header is not None:
+        elif header is not None and len(self.sections) == blocks:  # a sheet of a header row alone
             self._block(title, header, [], header_number, header_number, header_tokens)
         if limit:
             self.stopped = (
                 title,
-                f"{title}: rows after {last or number - 1} not read (the file's {limit} limit)",
+                f"{title}: rows after {number - 1} not read (the file's {limit} limit)",
             )
             return False
         return True
@@ -204,6 +210,23 @@ class _Book:
             title, reason = self.stopped
             self.add(reason + ".", f"{title} (not read)")
         return Document("".join(self.parts), self.sections)
+
+
+def _line(cells: list[str]) -> str:
+    """The row as ``a | b | c``. A long run of empty cells (a value far out to the right, in
+    column XFD) is one "…", not thousands of separators."""
+    if cells.count("") <= EMPTY_RUN:
+        return " | ".join(cells)
+    shown: list[str] = []
+    empty = 0
+    for cell in cells:
+        if not cell:
+            empty += 1
+            continue
+        shown.extend(["…"] if empty > EMPTY_RUN else [""] * empty)
+        shown.append(cell)
+        empty = 0
+    return " | ".join(shown)
 
 
 def _text(value: Any) -> str:
