@@ -216,7 +216,9 @@ def test_reading_stops_at_the_limits_and_the_document_says_where(
     assert "Wide: rows after 7 not read (the file's 3-chunk limit)" in document.text
 
 
-def test_empty_encrypted_and_corrupt_workbooks_are_skipped_with_the_reason(tmp_path: Path) -> None:
+def test_empty_encrypted_and_corrupt_workbooks_are_skipped_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import openpyxl
     from odf.opendocument import OpenDocumentSpreadsheet
     from odf.table import Table
@@ -247,6 +249,9 @@ def test_empty_encrypted_and_corrupt_workbooks_are_skipped_with_the_reason(tmp_p
     locked_ods = tmp_path / "locked.ods"
     write_ods(locked_ods)
     rewrite_member(locked_ods, "META-INF/manifest.xml", {b"</manifest:manifest>": ENCRYPTED_ENTRY})
+    broken_ods = tmp_path / "broken.ods"
+    write_ods(broken_ods)
+    rewrite_member(broken_ods, "content.xml", {b"</office:document-content>": b"</office:document-cont"})
     big_ods = tmp_path / "big.ods"
     write_ods(big_ods)
     with zipfile.ZipFile(big_ods, "a", zipfile.ZIP_DEFLATED) as archive:
@@ -260,11 +265,13 @@ def test_empty_encrypted_and_corrupt_workbooks_are_skipped_with_the_reason(tmp_p
         broken_sheet: "unreadable XLSX: ParseError",
         not_ods: "unreadable ODS: BadZipFile",
         locked_ods: "password-protected ODS",
+        broken_ods: "unreadable ODS: malformed XML",
         big_ods: "ODS inflates to 17 MB, over the 16 MB limit",
     }
     for path, reason in expected.items():
         with pytest.raises(SkipFile, match=reason):
             loader_for(path)(path)  # type: ignore[misc]
+    assert capsys.readouterr().out == ""  # nothing of the malformed XML printed
 
 
 def test_sheets_are_indexed_and_found_with_the_sheet_and_rows_named(tmp_path: Path) -> None:

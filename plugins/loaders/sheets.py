@@ -2,7 +2,7 @@
 with odfpy. Sheets come in workbook order, hidden ones too. Each sheet is cut into blocks of rows
 that fit in one chunk, and every block is a section that begins with the sheet's header row, so a
 passage from row 900 still says which column is which; its heading names the sheet and the rows
-(``Budget (rows 2–41)``), and a citation with it. Formulas give the value the spreadsheet program
+(``Budget (rows 2–41)``), and so does a citation of it. Formulas give the value the spreadsheet program
 last computed (a file saved by a program that never computed them has none, and the cell reads
 empty).
 
@@ -11,6 +11,8 @@ read: a million-row export gives its first rows to the index instead of being sk
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 import zipfile
 import zlib
@@ -29,10 +31,12 @@ from proxy.types import Document, Section, SkipFile
 BLOCK_TOKENS = 200
 # Limits per file; reading stops at the first one reached, and the document says where.
 MAX_ROWS = 100_000  # rows with values
-# Cells looked at, empty ones included (a missing row counts as one): bounds the reading time
-# whatever the sheet's shape. openpyxl reads about 100,000 cells a second on a slow core, so a
-# workbook at this limit takes some ten seconds, far inside the reader's time limit.
-MAX_CELLS = 1_000_000
+# Cells looked at, empty ones included (an empty or missing row counts as one): bounds the time and
+# memory whatever the sheet's shape. openpyxl reads about 100,000 cells a second on a slow core,
+# and keeps each formatted row's format, some 500 bytes even for an empty row: at this limit a
+# workbook takes some five seconds, and a sheet of formatted empty rows about 260 MB, inside the
+# reader's default 512 MB. Real data reaches the chunk limit first, unless its rows are short.
+MAX_CELLS = 500_000
 # Chunks the text makes (about one a block, more for a row longer than a block): half the index's
 # default 10,000-chunk limit per file, and so at most about 1.3 million tokens, some 5 million
 # characters, half the reader's 10-million-character limit. Past either, the file would be skipped.
@@ -102,15 +106,22 @@ def load_ods(path: Path) -> Document:
             manifest = b""
     if b"encryption-data" in manifest:
         raise SkipFile("password-protected ODS: encrypted spreadsheets are not read")
+    from xml.sax import SAXException
+
     from odf.opendocument import load
 
+    # odfpy does not raise on malformed XML: it prints the whole part to stdout and carries on
+    # with what it parsed. The print is caught here, and the file skipped.
+    printed = _Printed()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
             warnings.simplefilter("ignore")
             document = load(str(path))
     except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, TypeError, AttributeError,
-            IndexError, SyntaxError, EOFError) as exc:  # fmt: skip
+            IndexError, SyntaxError, EOFError, SAXException) as exc:  # fmt: skip
         raise SkipFile(f"unreadable ODS: {type(exc).__name__}: {exc}"[:300]) from None
+    if printed.failed:
+        raise SkipFile("unreadable ODS: malformed XML")
     spreadsheet = getattr(document, "spreadsheet", None)
     if spreadsheet is None:
         raise SkipFile("unreadable ODS: not a spreadsheet")
@@ -277,6 +288,16 @@ def _repeat(node: Any, name: str) -> int:
         return max(1, int(_attribute(node, TABLE_NS, name) or 1))
     except ValueError:
         return 1
+
+
+class _Printed(io.TextIOBase):
+    """Where odfpy's prints go: nowhere, but a failed parse is noted."""
+
+    failed = False
+
+    def write(self, text: str) -> int:
+        self.failed = self.failed or "FAILED TO PARSE" in text
+        return len(text)
 
 
 def _ods_rows(table: Any) -> Iterator[Row]:
