@@ -6,8 +6,10 @@ passage from row 900 still says which column is which; its heading names the she
 last computed (a file saved by a program that never computed them has none, and the cell reads
 empty).
 
-A workbook past the limits below is read up to them, and a last section says which rows were not
-read: a million-row export gives its first rows to the index instead of being skipped whole."""
+A workbook past the limits below is read up to them, and a last section (and the document's note,
+which the index logs) says which rows were not read: a million-row export gives its first rows to
+the index instead of being skipped whole. An Excel workbook of any size is read so, past the
+index's file-size cap; an OpenDocument one is parsed whole and must be small (ODS_MAX_INFLATED)."""
 
 from __future__ import annotations
 
@@ -217,10 +219,11 @@ class _Book:
     def document(self) -> Document:
         if not self.sections:
             raise SkipFile("no cells with values")
+        note = None
         if self.stopped:
-            title, reason = self.stopped
-            self.add(reason + ".", f"{title} (not read)")
-        return Document("".join(self.parts), self.sections)
+            title, note = self.stopped
+            self.add(note + ".", f"{title} (not read)")  # for a reader of the index; the note is logged
+        return Document("".join(self.parts), self.sections, note)
 
 
 def _line(cells: list[str]) -> str:
@@ -377,5 +380,6 @@ def _node_text(node: Any) -> str:
 
 @hookimpl
 def register_loaders(register: Callable[..., None]) -> None:
-    register((".xlsx", ".xlsm"), load_xlsx)
+    # a workbook's sheets are streamed and read up to the limits above: one of any size is read
+    register((".xlsx", ".xlsm"), load_xlsx, large=True)
     register(".ods", load_ods)
