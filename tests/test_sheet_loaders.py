@@ -4,6 +4,7 @@ ones: a million rows, a decompression bomb, a corrupt file, an encrypted one."""
 
 from __future__ import annotations
 
+import pickle
 import re
 import time
 import zipfile
@@ -122,7 +123,8 @@ def test_a_workbook_is_read_in_blocks_that_each_begin_with_the_header_row(tmp_pa
     path = tmp_path / "stores.xlsx"
     write_workbook(path)
     load = loader_for(path)
-    assert load is not None and isolated(load)  # in the reader process, with its limits
+    assert load is not None and isolated(load)  # in the reader process, with its limits,
+    assert pickle.loads(pickle.dumps(load)) is load  # which it reaches by name
     document = load(path)
     headings = [s.heading or "" for s in document.sections]
     assert headings[0].startswith("Budget (rows 2–") and headings[-1] == "供应商 (rows 2–3)"
@@ -167,7 +169,7 @@ def test_an_ods_is_read_table_by_table(tmp_path: Path) -> None:
     path = tmp_path / "tides.ods"
     write_ods(path)
     load = loader_for(path)
-    assert load is not None and isolated(load)
+    assert load is not None and isolated(load) and pickle.loads(pickle.dumps(load)) is load
     document = load(path)
     assert [s.heading for s in document.sections] == ["Tides (rows 2–6)", "灯塔 (row 2)"]
     assert section_text(document, "Tides (rows 2–6)").splitlines() == [
