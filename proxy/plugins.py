@@ -26,6 +26,7 @@ DEFAULT_PLUGINS = (
     "plugins.loaders.opendocument",
     "plugins.loaders.rtf",
     "plugins.loaders.epub",
+    "plugins.loaders.sheets",
     "plugins.embedders.e5",
     "plugins.embedders.ollama",
     "plugins.rerankers.http",
