@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import structlog
 
-from plugins.loaders.mail import load_eml, split_mbox
+from plugins.loaders.mail import load_eml, parse_message, split_mbox
 from proxy.index.service import IndexService
 from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
-from proxy.types import SkipFile
+from proxy.types import Document, SkipFile
 from tests.docs import write_big_mbox, write_docx, write_pdf
 
 DATE = "Tue, 01 Dec 2026 09:30:00 +0000"
@@ -226,3 +226,37 @@ def test_a_mailbox_past_the_text_limit_is_cut_after_a_message_not_skipped(tmp_pa
         assert list(skipped) == ["long.txt"]  # other formats are still skipped whole
     finally:
         service.close()
+
+
+def test_long_base64_bodies_are_set_aside_while_parsing_and_read_back_whole(tmp_path: Path) -> None:
+    """Bodies of thousands of base64 lines (a long text part, a big PDF) are kept out of the
+    parser, which would hold ten times their size, and decoded from the raw message when read."""
+    mail = EmailMessage()
+    mail["Subject"] = "Logbook"
+    mail["Date"] = DATE
+    mail.set_content(
+        "Night watch: all quiet at the lighthouse. " * 4000 + "Last entry: fog at dawn.", cte="base64"
+    )
+    write_pdf(
+        tmp_path / "log.pdf",
+        [f"Page {n}: the lamp was lit at dusk." for n in range(1, 600)] + ["Zeppelin seen."],
+    )
+    mail.add_attachment(
+        (tmp_path / "log.pdf").read_bytes(), maintype="application", subtype="pdf", filename="log.pdf"
+    )
+    raw = bytes(mail)
+    assert len(raw) > 200_000
+    parsed = parse_message(raw)
+    assert len(parsed.aside) == 2  # both bodies stood aside
+    document = load_eml_bytes(tmp_path / "log.eml", raw)
+    assert (
+        document.text.count("Night watch: all quiet") == 4000 and "Last entry: fog at dawn." in document.text
+    )
+    (last,) = [s for s in document.sections if s.page == 600]
+    assert last.heading == f"Logbook ({DATE}) > log.pdf"
+    assert "Zeppelin seen." in document.text[last.start : last.end]
+
+
+def load_eml_bytes(path: Path, raw: bytes) -> Document:
+    path.write_bytes(raw)
+    return load_eml(path)

@@ -10,6 +10,7 @@ A mailbox may be gigabytes: it is read a block at a time, one message in memory 
 
 from __future__ import annotations
 
+import binascii
 import re
 import tempfile
 import time
@@ -18,7 +19,7 @@ from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from plugins.loaders.html import parse_html
 from proxy.hookspecs import hookimpl
@@ -31,17 +32,29 @@ MAX_TEXT = 10_000_000  # characters of a mailbox's text; the messages after are 
 BUDGET = 60.0  # seconds of reading one mailbox; the messages after are not read
 _BLOCK = 1 << 20
 _MARK = b"\nFrom "  # a message of an mbox starts with a "From " line
+# A long run of base64 lines: an attachment's body, set aside before the message is parsed (the
+# standard parser holds about ten times a body's size while it splits it into lines)
+_BASE64_RUN = re.compile(rb"(?:[A-Za-z0-9+/=]{40,120}+\r?\n){256,}+")  # possessive: no backtracking state
+_ASIDE = "ragproxy-aside-"
+
+
+class Parsed(NamedTuple):
+    """A parsed message whose long base64 bodies were set aside: each stands in the message as a
+    line naming it, and ``aside`` holds its bytes (a view of the raw message, not a copy)."""
+
+    message: EmailMessage
+    aside: dict[str, memoryview]
 
 
 def load_eml(path: Path) -> Document:
     with path.open("rb") as file:
         head = file.read(MAX_MESSAGE)
-    return _document(iter([_parse(head)]))
+    return _document(iter([parse_message(head)]))
 
 
 def load_mbox(path: Path) -> Document:
     with path.open("rb") as file:
-        return _document(_parse(_envelope_dropped(raw)) for raw in split_mbox(file))
+        return _document(parse_message(_envelope_dropped(raw)) for raw in split_mbox(file))
 
 
 def split_mbox(file: BinaryIO, cap: int = MAX_MESSAGE, block: int = _BLOCK) -> Iterator[bytes]:
@@ -73,24 +86,47 @@ def _envelope_dropped(raw: bytes) -> bytes:
     return raw
 
 
-def _parse(raw: bytes) -> EmailMessage:
-    return BytesParser(policy=policy.default).parsebytes(raw)
+def parse_message(raw: bytes) -> Parsed:
+    aside: dict[str, memoryview] = {}
+    view = memoryview(raw)
+
+    def set_aside(match: re.Match[bytes]) -> bytes:
+        name = f"{_ASIDE}{len(aside)}"
+        aside[name] = view[match.start() : match.end()]
+        return name.encode() + b"\n"
+
+    slim = _BASE64_RUN.sub(set_aside, raw) if len(raw) > 64 * 1024 else raw
+    return Parsed(BytesParser(policy=policy.default).parsebytes(slim), aside)
 
 
-def _document(messages: Iterator[Message]) -> Document:
+def _payload(part: Message, aside: dict[str, memoryview]) -> bytes | None:
+    """A part's body, decoded from its transfer encoding, its set-aside lines put back."""
+    raw = part.get_payload()
+    if isinstance(raw, str) and raw.startswith(_ASIDE):
+        name, _, rest = raw.partition("\n")
+        if name in aside:
+            return binascii.a2b_base64(bytes(aside[name]) + rest.encode("ascii", "ignore"))
+    try:
+        data = part.get_payload(decode=True)
+    except (ValueError, TypeError, AssertionError):
+        return None
+    return data if isinstance(data, bytes) else None
+
+
+def _document(messages: Iterator[Parsed]) -> Document:
     parts: list[str] = []
     sections: list[Section] = []
     offset = read = 0
     note = None
     deadline = time.monotonic() + BUDGET
-    for message in messages:
+    for message, aside in messages:
         if offset > MAX_TEXT or time.monotonic() > deadline:
             why = f"over {MAX_TEXT} characters" if offset > MAX_TEXT else f"reading took over {BUDGET:g} s"
             note = f"messages after the first {read} not read: {why}"
             break
         read += 1
         heading = _heading(message)
-        text, attachments = _message_text(message)
+        text, attachments = _message_text(message, aside)
         if text.strip():
             parts.append(text + "\n\n")
             sections.append(Section(offset, offset + len(text), heading))
@@ -123,16 +159,16 @@ def _heading(message: Message) -> str:
     return f"{subject} ({date})" if date else subject
 
 
-def _message_text(message: Message) -> tuple[str, list[tuple[str, Document]]]:
+def _message_text(message: Message, aside: dict[str, memoryview]) -> tuple[str, list[tuple[str, Document]]]:
     """The message's headers and text, with its attachments named (and why one was not read),
     and the attachments that were read."""
     lines = [f"{name}: {value}" for name in HEADERS if (value := _header(message, name))]
-    body = _body(message)
+    body = _body(message, aside)
     named: list[str] = []
     documents: list[tuple[str, Document]] = []
     for name, part in _attachments(message):
         try:
-            documents.append((name, _read_attachment(name, part)))
+            documents.append((name, _read_attachment(name, _payload(part, aside))))
             named.append(name)
         except SkipFile as exc:
             named.append(f"{name} (not read: {exc})")
@@ -141,13 +177,13 @@ def _message_text(message: Message) -> tuple[str, list[tuple[str, Document]]]:
     return "\n".join(lines) + ("\n\n" + body.strip() if body.strip() else ""), documents
 
 
-def _body(message: Message) -> str:
+def _body(message: Message, aside: dict[str, memoryview]) -> str:
     """The message's text. Of a plain and an HTML version, the plain one, unless it is a stub
     ("view this message in a browser") much shorter than the HTML's text."""
     if not isinstance(message, EmailMessage):
         return ""
-    plain = _text(message.get_body(preferencelist=("plain",)))
-    html = _text(message.get_body(preferencelist=("html",)))
+    plain = _text(message.get_body(preferencelist=("plain",)), aside)
+    html = _text(message.get_body(preferencelist=("html",)), aside)
     html = parse_html(html).text if html else ""
     return html if len(html.strip()) > 1.5 * len(plain.strip()) else plain
 
@@ -158,7 +194,7 @@ def _attachments(message: Message) -> Iterator[tuple[str, Message]]:
             yield " ".join(str(name).split()), part
 
 
-def _read_attachment(name: str, part: Message) -> Document:
+def _read_attachment(name: str, data: bytes | None) -> Document:
     """An attachment read by the loader of its format, from a temporary file: ``SkipFile`` when
     no loader reads its format (or it is mail itself: a message is not read inside another),
     when it is too large, or when its loader cannot read it."""
@@ -168,11 +204,7 @@ def _read_attachment(name: str, part: Message) -> Document:
     load = loader_for(Path("attachment" + suffix)) if re.fullmatch(r"\.[\w.-]{1,16}", suffix) else None
     if load is None or load in (load_eml, load_mbox):
         raise SkipFile("not a format ragproxy reads")
-    try:
-        data = part.get_payload(decode=True)
-    except (ValueError, TypeError, AssertionError):
-        data = None
-    if not isinstance(data, bytes) or not data:
+    if not data:
         raise SkipFile("empty")
     if len(data) > MAX_ATTACHMENT:
         raise SkipFile(f"{len(data) >> 20} MB, over the {MAX_ATTACHMENT >> 20} MB an attachment may have")
@@ -188,9 +220,16 @@ def _read_attachment(name: str, part: Message) -> Document:
             raise SkipFile(f"{type(exc).__name__}: {exc}"[:200]) from None
 
 
-def _text(part: Message | None) -> str:
+def _text(part: Message | None, aside: dict[str, memoryview]) -> str:
     if not isinstance(part, EmailMessage):
         return ""
+    raw = part.get_payload()
+    if isinstance(raw, str) and raw.startswith(_ASIDE):
+        data = _payload(part, aside) or b""
+        try:
+            return data.decode(part.get_content_charset() or "utf-8", errors="replace")
+        except LookupError:  # an unknown charset
+            return data.decode("utf-8", errors="replace")
     try:
         content = part.get_content()
     except (LookupError, ValueError, AssertionError):  # an unknown charset, a broken encoding
