@@ -1,8 +1,9 @@
 """Memory and time of ``ragproxy index`` over a folder made to hurt, with the default settings.
 
 The folder is made on the fly in a temporary directory: a .docx, a .pptx, an .odt and an .epub
-that each inflate to about 1 GB of XML (written a megabyte at a time), a mailbox of 1 GB (most of
-it one message's attachment, with a message on each side of it), a PDF of 5,000 pages (a hundred
+that each inflate to about 1 GB of XML (written a megabyte at a time), a workbook of a million
+rows and one whose shared strings inflate to 64 MB, a mailbox of 1 GB (most of it one message's
+attachment, with a message on each side of it), a PDF of 5,000 pages (a hundred
 distinct page texts, so the embedding stays short; the parsing is the hostile part), FIFOs (one
 named like a note, one ``.gitignore``), a note in GBK, a directory tree 500 levels deep with a
 note at the bottom, binary files (one named ``.txt``) and a few ordinary notes. ``ragproxy
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.docs import write_big_mbox, write_docx_bomb, write_pdf  # noqa: E402
 from tests.office_docs import write_epub_bomb, write_odt_bomb, write_pptx_bomb  # noqa: E402
+from tests.test_sheet_loaders import write_million_rows, write_strings_bomb  # noqa: E402
 
 TARGET_MB = 500
 GBK_NOTE = "# 灯塔日志\n\n守塔人每天黄昏点亮灯塔，风暴来临时敲响雾钟。港口的船只依靠灯光回家。\n" * 20
@@ -44,6 +46,8 @@ def build_folder(root: Path, bomb_mb: int, mbox_mb: int, pages: int) -> None:
     write_odt_bomb(root / "bomb.odt", bomb_mb * 1024 * 1024)
     write_epub_bomb(root / "bomb.epub", bomb_mb * 1024 * 1024)
     write_big_mbox(root / "archive.mbox", mbox_mb * 1024 * 1024)
+    write_million_rows(root / "readings.xlsx")
+    write_strings_bomb(root / "strings-bomb.xlsx")
     texts = [
         f"Section {i} of the annual maintenance report: the keeper inspected the lamp, the lens "
         f"and the fog bell, and logged the weather, the tides and the ships that passed. " * 2
