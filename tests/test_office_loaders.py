@@ -242,8 +242,18 @@ def test_a_zip_of_another_kind_is_skipped_with_the_reason(
 def test_password_protected_and_encrypted_files_are_skipped_with_the_reason(tmp_path: Path) -> None:
     # an Office file saved with a password is an encrypted package in an OLE compound file
     ole = tmp_path / "locked.pptx"
-    ole.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(4096))
+    ole.write_bytes(
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1024) + "EncryptedPackage".encode("utf-16-le")
+    )
     with pytest.raises(SkipFile, match="password-protected PPTX"):
+        load(ole)
+    locked_docx = tmp_path / "locked.docx"
+    locked_docx.write_bytes(ole.read_bytes())
+    with pytest.raises(SkipFile, match="password-protected DOCX"):
+        load(locked_docx)
+    # a PowerPoint 97-2003 file under a new name is an OLE file too
+    ole.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(4096))
+    with pytest.raises(SkipFile, match=r"an OLE file, not a zip \(a legacy \.ppt"):
         load(ole)
     # OpenDocument: the manifest says how content.xml is encrypted
     plain, locked = tmp_path / "plain.odt", tmp_path / "locked.odt"

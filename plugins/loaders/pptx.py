@@ -14,18 +14,11 @@ from plugins.loaders.containers import check_zip
 from proxy.hookspecs import hookimpl
 from proxy.types import Document, Section, SkipFile
 
-# An Office file saved with a password is an encrypted package inside an OLE compound file (as
-# is a PowerPoint 97-2003 .ppt renamed), not a zip
-OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-
 
 def load_pptx(path: Path) -> Document:
     import pptx
     from pptx.exc import PythonPptxError
 
-    with path.open("rb") as file:
-        if file.read(len(OLE_MAGIC)) == OLE_MAGIC:
-            raise SkipFile("password-protected PPTX (an encrypted Office file, or an old .ppt renamed)")
     check_zip(path, "PPTX")
     parts: list[str] = []
     sections: list[Section] = []

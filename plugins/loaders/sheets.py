@@ -53,10 +53,6 @@ ODS_MAX_INFLATED = 16 * 1024 * 1024
 MAX_COLUMNS = 16_384  # a spreadsheet's widest row (Excel's and LibreOffice's XFD)
 EMPTY_RUN = 10  # more empty cells than this between two values are shown as one "…"
 
-# An encrypted (password-protected) Office file is an OLE compound file holding the encrypted
-# package, not a zip; so is a legacy .xls.
-OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
 
 TABLE_NS = "urn:oasis:names:tc:opendocument:xmlns:table:1.0"
 OFFICE_NS = "urn:oasis:names:tc:opendocument:xmlns:office:1.0"
@@ -67,7 +63,6 @@ Row = tuple[int, Sequence[Any]]  # the row's number (1-based, as the spreadsheet
 
 
 def load_xlsx(path: Path) -> Document:
-    _refuse_ole(path, "XLSX")
     # The sheets are streamed row by row and leave the size limits; the rest (shared strings,
     # styles) is parsed whole and counts.
     check_zip(path, "XLSX", exempt=("xl/worksheets/",))
@@ -264,16 +259,6 @@ def _text(value: Any) -> str:
     if isinstance(value, timedelta):
         return str(value)
     return " ".join(str(value).split())
-
-
-def _refuse_ole(path: Path, kind: str) -> None:
-    with path.open("rb") as file:
-        if file.read(len(OLE_MAGIC)) != OLE_MAGIC:
-            return
-        data = file.read()
-    if ENCRYPTED_PACKAGE in data:
-        raise SkipFile(f"password-protected {kind}: encrypted workbooks are not read")
-    raise SkipFile(f"unreadable {kind}: an OLE file, not a zip (a legacy .xls under a new name?)")
 
 
 # -- OpenDocument ---------------------------------------------------------------------------------
