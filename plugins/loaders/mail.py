@@ -11,15 +11,16 @@ A mailbox may be gigabytes: it is read a block at a time, one message in memory 
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, TypeVar
 
 from plugins.loaders.html import parse_html
 from proxy.hookspecs import hookimpl
@@ -36,6 +37,7 @@ _MARK = b"\nFrom "  # a message of an mbox starts with a "From " line
 # standard parser holds about ten times a body's size while it splits it into lines)
 _BASE64_RUN = re.compile(rb"(?:[A-Za-z0-9+/=]{40,120}+\r?\n){256,}+")  # possessive: no backtracking state
 _ASIDE = "ragproxy-aside-"
+_M = TypeVar("_M")
 
 
 class Parsed(NamedTuple):
@@ -49,12 +51,12 @@ class Parsed(NamedTuple):
 def load_eml(path: Path) -> Document:
     with path.open("rb") as file:
         head = file.read(MAX_MESSAGE)
-    return _document(iter([parse_message(head)]))
+    return _document(iter([parse_message(head)]), _read_eml)
 
 
 def load_mbox(path: Path) -> Document:
     with path.open("rb") as file:
-        return _document(parse_message(_envelope_dropped(raw)) for raw in split_mbox(file))
+        return _document((parse_message(_envelope_dropped(raw)) for raw in split_mbox(file)), _read_eml)
 
 
 def split_mbox(file: BinaryIO, cap: int = MAX_MESSAGE, block: int = _BLOCK) -> Iterator[bytes]:
@@ -113,20 +115,27 @@ def _payload(part: Message, aside: dict[str, memoryview]) -> bytes | None:
     return data if isinstance(data, bytes) else None
 
 
-def _document(messages: Iterator[Parsed]) -> Document:
+class _Read(NamedTuple):
+    """A message as read: its heading, its headers and text, and the attachments read."""
+
+    heading: str
+    text: str
+    attachments: list[tuple[str, Document]]
+
+
+def _document(messages: Iterator[_M], read: Callable[[_M], _Read]) -> Document:
     parts: list[str] = []
     sections: list[Section] = []
-    offset = read = 0
+    offset = count = 0
     note = None
     deadline = time.monotonic() + BUDGET
-    for message, aside in messages:
+    for message in messages:
         if offset > MAX_TEXT or time.monotonic() > deadline:
             why = f"over {MAX_TEXT} characters" if offset > MAX_TEXT else f"reading took over {BUDGET:g} s"
-            note = f"messages after the first {read} not read: {why}"
+            note = f"messages after the first {count} not read: {why}"
             break
-        read += 1
-        heading = _heading(message)
-        text, attachments = _message_text(message, aside)
+        count += 1
+        heading, text, attachments = read(message)
         if text.strip():
             parts.append(text + "\n\n")
             sections.append(Section(offset, offset + len(text), heading))
@@ -145,6 +154,37 @@ def _document(messages: Iterator[Parsed]) -> Document:
     return Document("".join(parts), sections, note)
 
 
+def _read_eml(parsed: Parsed) -> _Read:
+    message, aside = parsed
+    fields = [(name, _header(message, name)) for name in HEADERS]
+    attachments = ((name, functools.partial(_payload, part, aside)) for name, part in _attachments(message))
+    return _read(_heading(message), fields, _body(message, aside), attachments)
+
+
+def _read(
+    heading: str,
+    fields: list[tuple[str, str]],
+    body: str,
+    attachments: Iterable[tuple[str, Callable[[], bytes | None]]],
+) -> _Read:
+    """The message's headers and text, with its attachments named (and why one was not read),
+    and the attachments that were read; each attachment's bytes are taken only if its format
+    is one ragproxy reads."""
+    lines = [f"{name}: {value}" for name, value in fields if value]
+    named: list[str] = []
+    documents: list[tuple[str, Document]] = []
+    for name, data in attachments:
+        try:
+            documents.append((name, _read_attachment(name, data)))
+            named.append(name)
+        except SkipFile as exc:
+            named.append(f"{name} (not read: {exc})")
+    if named:
+        lines.append("Attachments: " + ", ".join(named))
+    text = "\n".join(lines) + ("\n\n" + body.strip() if body.strip() else "")
+    return _Read(heading, text, documents)
+
+
 def _header(message: Message, name: str) -> str:
     try:
         value = message.get(name)
@@ -154,27 +194,12 @@ def _header(message: Message, name: str) -> str:
 
 
 def _heading(message: Message) -> str:
-    subject = _header(message, "Subject") or "(no subject)"
-    date = _header(message, "Date")
+    return _titled(_header(message, "Subject"), _header(message, "Date"))
+
+
+def _titled(subject: str, date: str) -> str:
+    subject = subject or "(no subject)"
     return f"{subject} ({date})" if date else subject
-
-
-def _message_text(message: Message, aside: dict[str, memoryview]) -> tuple[str, list[tuple[str, Document]]]:
-    """The message's headers and text, with its attachments named (and why one was not read),
-    and the attachments that were read."""
-    lines = [f"{name}: {value}" for name in HEADERS if (value := _header(message, name))]
-    body = _body(message, aside)
-    named: list[str] = []
-    documents: list[tuple[str, Document]] = []
-    for name, part in _attachments(message):
-        try:
-            documents.append((name, _read_attachment(name, _payload(part, aside))))
-            named.append(name)
-        except SkipFile as exc:
-            named.append(f"{name} (not read: {exc})")
-    if named:
-        lines.append("Attachments: " + ", ".join(named))
-    return "\n".join(lines) + ("\n\n" + body.strip() if body.strip() else ""), documents
 
 
 def _body(message: Message, aside: dict[str, memoryview]) -> str:
@@ -184,6 +209,12 @@ def _body(message: Message, aside: dict[str, memoryview]) -> str:
         return ""
     plain = _text(message.get_body(preferencelist=("plain",)), aside)
     html = _text(message.get_body(preferencelist=("html",)), aside)
+    return _better(plain, html)
+
+
+def _better(plain: str, html: str) -> str:
+    """Of a message's plain text and its HTML, the plain text, unless it is a stub ("view this
+    message in a browser") much shorter than the HTML's text."""
     html = parse_html(html).text if html else ""
     return html if len(html.strip()) > 1.5 * len(plain.strip()) else plain
 
@@ -194,24 +225,28 @@ def _attachments(message: Message) -> Iterator[tuple[str, Message]]:
             yield " ".join(str(name).split()), part
 
 
-def _read_attachment(name: str, data: bytes | None) -> Document:
+def _read_attachment(name: str, data: Callable[[], bytes | None]) -> Document:
     """An attachment read by the loader of its format, from a temporary file: ``SkipFile`` when
     no loader reads its format (or it is mail itself: a message is not read inside another),
-    when it is too large, or when its loader cannot read it."""
+    when it is too large, or when its loader cannot read it. ``data`` gives its bytes, taken
+    only once its format is known to be read."""
     from proxy.plugins import loader_for  # the plugin table imports this module
 
     suffix = Path(name).suffix.lower()
     load = loader_for(Path("attachment" + suffix)) if re.fullmatch(r"\.[\w.-]{1,16}", suffix) else None
-    if load is None or load in (load_eml, load_mbox):
+    if load is None:
         raise SkipFile("not a format ragproxy reads")
-    if not data:
+    if load in (load_eml, load_mbox):
+        raise SkipFile("a message is not read inside another")
+    content = data()
+    if not content:
         raise SkipFile("empty")
-    if len(data) > MAX_ATTACHMENT:
-        raise SkipFile(f"{len(data) >> 20} MB, over the {MAX_ATTACHMENT >> 20} MB an attachment may have")
+    if len(content) > MAX_ATTACHMENT:
+        raise SkipFile(f"{len(content) >> 20} MB, over the {MAX_ATTACHMENT >> 20} MB an attachment may have")
     with tempfile.TemporaryDirectory(prefix="ragproxy-attachment-") as folder:
         path = Path(folder) / ("attachment" + suffix)
-        path.write_bytes(data)
-        del data
+        path.write_bytes(content)
+        del content
         try:
             return load(path)
         except SkipFile:
