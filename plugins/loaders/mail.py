@@ -1,6 +1,7 @@
-"""Mail: a message (.eml) and a mailbox (.mbox), read with the standard library. Each message is
-one section named by its subject and date; its From, To, Date and Subject lines stay with its body
-(a search for who wrote it, or when, finds it); an HTML body is read as text. An attachment in a
+"""Mail: a message (.eml) and a mailbox (.mbox), read with the standard library, and an Outlook
+message (.msg), read with extract-msg into the same shape. Each message is one section named by
+its subject and date; its From, To, Cc, Date and Subject lines stay with its body (a search for
+who wrote it, or when, finds it); an HTML body is read as text. An attachment in a
 format ragproxy reads (a PDF, a Word file, a slide deck...) is read by its own loader and indexed
 as part of the message, its sections named ``Subject (Date) > file.pdf``.
 
@@ -12,19 +13,25 @@ from __future__ import annotations
 
 import binascii
 import functools
+import logging
 import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
+from email.utils import format_datetime
 from pathlib import Path
-from typing import BinaryIO, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
 from plugins.loaders.html import parse_html
 from proxy.hookspecs import hookimpl
 from proxy.types import Document, Section, SkipFile
+
+if TYPE_CHECKING:
+    from extract_msg import MSGFile
 
 HEADERS = ("From", "To", "Cc", "Date", "Subject")
 MAX_MESSAGE = 32 * 1024 * 1024  # bytes of one message read; the rest (of a huge attachment) is not
@@ -57,6 +64,38 @@ def load_eml(path: Path) -> Document:
 def load_mbox(path: Path) -> Document:
     with path.open("rb") as file:
         return _document((parse_message(_envelope_dropped(raw)) for raw in split_mbox(file)), _read_eml)
+
+
+def load_msg(path: Path) -> Document:
+    """An Outlook message (.msg): a compound file read with extract-msg, laid out as an .eml is.
+    A damaged attachment is named, not read, and a damaged RTF body left out; a file that is
+    no compound file, or holds no message, is skipped with the reason."""
+    import extract_msg
+    from extract_msg.enums import ErrorBehavior
+
+    # Its log of the defects it tolerates (a traceback each) would only repeat what the text
+    # and the skip reasons say
+    logging.getLogger("extract_msg").setLevel(logging.CRITICAL + 1)
+    tolerated = (
+        ErrorBehavior.ATTACH_SUPPRESS_ALL
+        | ErrorBehavior.RTFDE
+        | ErrorBehavior.STANDARDS_VIOLATION
+        | ErrorBehavior.NAMED_NAME_STREAM
+    )
+    try:
+        message = extract_msg.openMsg(path, strict=False, errorBehavior=tolerated)
+    except Exception as exc:  # not a compound file, a damaged one, or not a message
+        raise SkipFile(f"not a readable Outlook message: {type(exc).__name__}: {exc}"[:300]) from None
+    try:
+        if not message.classType:  # PidTagMessageClass
+            raise SkipFile("not an Outlook message: a compound file with no message class")
+        return _document(iter([message]), _read_msg)
+    except SkipFile:
+        raise
+    except Exception as exc:  # a property the library cannot make sense of
+        raise SkipFile(f"unreadable Outlook message: {type(exc).__name__}: {exc}"[:300]) from None
+    finally:
+        message.close()
 
 
 def split_mbox(file: BinaryIO, cap: int = MAX_MESSAGE, block: int = _BLOCK) -> Iterator[bytes]:
@@ -185,12 +224,98 @@ def _read(
     return _Read(heading, text, documents)
 
 
+def _read_msg(message: MSGFile) -> _Read:
+    from extract_msg.msg_classes import MessageBase
+
+    subject = _one_line(message.getStringStream("__substg1.0_0037"))  # PidTagSubject
+    date = ""
+    fields: dict[str, object] = {}
+    if isinstance(message, MessageBase):  # a note, a meeting, a task... (not a bare MSGFile)
+        date = _header(message.header, "Date")  # the internet headers', else from the sending time
+        fields = {"From": message.sender, "To": message.to, "Cc": message.cc}
+    if not date:
+        sent = message.getPropertyVal("00390040") or message.getPropertyVal("0E060040")  # submit, delivery
+        date = format_datetime(sent) if isinstance(sent, datetime) else ""
+    fields |= {"Date": date, "Subject": subject}
+    lines = [(name, _one_line(fields.get(name))) for name in HEADERS]
+    return _read(_titled(subject, date), lines, _msg_body(message), _msg_attachments(message))
+
+
+def _msg_body(message: MSGFile) -> str:
+    """The plain body, else the HTML body's text, else the text of the RTF body (the library's
+    own reading of RTF that wraps HTML or plain text, else the RTF loader's)."""
+    from extract_msg.enums import DeencapType
+    from extract_msg.msg_classes import MessageBase
+
+    from plugins.loaders.rtf import rtf_text
+
+    plain = message.getStringStream("__substg1.0_1000") or ""  # PidTagBody
+    html: bytes | str | None = message.getStream("__substg1.0_10130102")  # PidTagBodyHtml
+    rtf = message.rtfBody if isinstance(message, MessageBase) else None  # PidTagRtfCompressed
+    if rtf and not plain and not html and isinstance(message, MessageBase):
+        plain = message.body or ""  # the text an RTF body wraps
+        html = message.deencapsulateBody(rtf, DeencapType.HTML)
+    if isinstance(html, bytes):
+        html = _decoded(html.rstrip(b"\0"), message.getPropertyVal("3FDE0003"))  # PidTagInternetCodepage
+    text = _better(plain.rstrip("\0"), html or "")
+    if rtf and not text.strip():
+        try:
+            text = rtf_text(rtf)
+        except SkipFile:
+            pass
+    return text.replace("\r\n", "\n")
+
+
+def _decoded(data: bytes, codepage: object) -> str:
+    """HTML in the message's code page, else UTF-8, else the encoding detected."""
+    from plugins.loaders.text import decode_legacy
+
+    for encoding in (f"cp{codepage}" if isinstance(codepage, int) else "utf-8", "utf-8"):
+        try:
+            return data.decode(encoding)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    try:
+        return decode_legacy(data, 0)
+    except SkipFile:
+        return ""
+
+
+def _msg_attachments(message: MSGFile) -> Iterator[tuple[str, Callable[[], bytes | None]]]:
+    """Each attachment's name and bytes; an attached message named ``….msg``; one hidden from
+    the reader (an image shown in the HTML body) left out, as an inline part of an .eml is."""
+    from extract_msg.attachments import BrokenAttachment
+    from extract_msg.msg_classes import MSGFile
+
+    for attachment in message.attachments:
+        if getattr(attachment, "hidden", False):
+            continue
+        name = _one_line(attachment.name)
+        data = attachment.data
+        if isinstance(data, MSGFile) and not name.lower().endswith(".msg"):
+            name = f"{name or 'message'}.msg"
+        if not name:
+            continue
+        why = "damaged" if isinstance(attachment, BrokenAttachment) else "its data is not in the message"
+        yield name, functools.partial(_attachment_data, data, why)
+
+
+def _attachment_data(data: object, why: str) -> bytes:
+    if not isinstance(data, bytes):
+        raise SkipFile(why)
+    return data
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split()) if value else ""
+
+
 def _header(message: Message, name: str) -> str:
     try:
         value = message.get(name)
     except (ValueError, TypeError, IndexError):  # a header the parser cannot make sense of
         value = None
-    return " ".join(str(value).split()) if value else ""
+    return _one_line(value)
 
 
 def _heading(message: Message) -> str:
@@ -236,7 +361,7 @@ def _read_attachment(name: str, data: Callable[[], bytes | None]) -> Document:
     load = loader_for(Path("attachment" + suffix)) if re.fullmatch(r"\.[\w.-]{1,16}", suffix) else None
     if load is None:
         raise SkipFile("not a format ragproxy reads")
-    if load in (load_eml, load_mbox):
+    if load in (load_eml, load_mbox, load_msg):
         raise SkipFile("a message is not read inside another")
     content = data()
     if not content:
@@ -278,3 +403,4 @@ def _text(part: Message | None, aside: dict[str, memoryview]) -> str:
 def register_loaders(register: Callable[..., None]) -> None:
     register(".eml", load_eml)
     register(".mbox", load_mbox, large=True)
+    register(".msg", load_msg)
