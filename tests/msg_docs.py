@@ -22,6 +22,7 @@ MSGFLAG_READ = 0x1
 ATTACH_BY_VALUE, ATTACH_EMBEDDED_MSG = 1, 5
 MAPI_TO, MAPI_CC = 1, 2
 IMESSAGE_CLSID = bytes.fromhex("0B0D020000000000C000000000000046")  # the root's class in Outlook's files
+CODEPAGES = {"utf-8": 65001, "gbk": 936, "cp1252": 1252}  # Windows' numbers of the HTML's charsets
 _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 
 Value = int | datetime | str | bytes | dict[str, bytes | Tree]
@@ -32,6 +33,7 @@ class Mail:
     subject: str
     body: str | None = None
     html: str | None = None
+    charset: str = "utf-8"  # the HTML's
     rtf: str | None = None  # compressed into PidTagRtfCompressed
     sender: tuple[str, str] | None = ("Ingrid Dahl", "ingrid@example.org")
     to: Sequence[tuple[str, str]] = (("Harbour keepers", "keepers@example.org"),)
@@ -54,8 +56,8 @@ def _message(mail: Mail, *, top: bool) -> dict[str, bytes | Tree]:
     if mail.body is not None:
         props[(0x1000, PT_UNICODE)] = mail.body  # PidTagBody
     if mail.html is not None:
-        props[(0x1013, PT_BINARY)] = mail.html.encode("utf-8")  # PidTagBodyHtml
-        props[(0x3FDE, PT_LONG)] = 65001  # PidTagInternetCodepage: UTF-8
+        props[(0x1013, PT_BINARY)] = mail.html.encode(mail.charset)  # PidTagBodyHtml
+        props[(0x3FDE, PT_LONG)] = CODEPAGES[mail.charset]  # PidTagInternetCodepage
     if mail.rtf is not None:
         import compressed_rtf
 

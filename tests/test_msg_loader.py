@@ -150,7 +150,7 @@ def test_a_msg_has_the_shape_of_an_eml(tmp_path: Path) -> None:
     assert any(h == f"{HEADING} > garden.docx > Garden Manual > Compost" for h, _ in headings), headings
 
 
-def test_a_chinese_message_and_an_html_only_one(tmp_path: Path) -> None:
+def test_chinese_messages_and_html_only_ones(tmp_path: Path) -> None:
     path = tmp_path / "river.msg"
     write_msg(path, Mail("长江水位", body="长江水位本周上涨了两米。", sender=("李明", "li@example.cn")))
     (heading, text), *_ = sections(load_msg(path)).items()
@@ -162,6 +162,10 @@ def test_a_chinese_message_and_an_html_only_one(tmp_path: Path) -> None:
     text = load_msg(path).text
     assert "The foghorn is tested on Fridays." in " ".join(text.split()) and "港口安全" in text
     assert "SCRIPTCANARY" not in text
+    path = tmp_path / "premier.msg"
+    html = "<p>朱镕基视察了港口。</p>"  # 镕 is in GBK, not in GB2312
+    write_msg(path, Mail("视察", html=html, charset="gbk"))
+    assert load_msg(path).text.strip().endswith("朱镕基视察了港口。")
 
 
 def test_an_rtf_only_message_is_read_as_text(tmp_path: Path) -> None:
@@ -171,6 +175,18 @@ def test_an_rtf_only_message_is_read_as_text(tmp_path: Path) -> None:
     document = load_msg(path)
     assert document.sections[0].heading == "Tide"  # no date: the subject alone
     assert document.text.strip().endswith("The tide turns at noon.")
+    # RTF that wraps HTML (as Outlook stores an HTML message): the HTML is read, its script not
+    path = tmp_path / "quay.msg"
+    rtf = (
+        r"{\rtf1\ansi\ansicpg1252\fromhtml1 \deff0{\fonttbl{\f0\fswiss Arial;}}"
+        r"{\*\htmltag19 <html>}{\*\htmltag34 <body>}{\*\htmltag64 <p>}\htmlrtf {\htmlrtf0 The quay "
+        r"lights are lit at {\*\htmltag84 <b>}dusk{\*\htmltag92 </b>}.\htmlrtf }\htmlrtf0 "
+        r"{\*\htmltag72 </p>}{\*\htmltag58 <script>}SCRIPTCANARY{\*\htmltag66 </script>}"
+        r"{\*\htmltag35 </body>}{\*\htmltag27 </html>}}"
+    )
+    write_msg(path, Mail("Quay", rtf=rtf))
+    text = load_msg(path).text
+    assert "The quay lights are lit at dusk." in text and "SCRIPTCANARY" not in text
 
 
 def test_a_msg_is_indexed_and_found_with_the_message_named(tmp_path: Path) -> None:

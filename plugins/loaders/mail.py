@@ -251,10 +251,12 @@ def _msg_body(message: MSGFile) -> str:
 
     plain = message.getStringStream("__substg1.0_1000") or ""  # PidTagBody
     html: bytes | str | None = message.getStream("__substg1.0_10130102")  # PidTagBodyHtml
-    rtf = message.rtfBody if isinstance(message, MessageBase) else None  # PidTagRtfCompressed
-    if rtf and not plain and not html and isinstance(message, MessageBase):
-        plain = message.body or ""  # the text an RTF body wraps
-        html = message.deencapsulateBody(rtf, DeencapType.HTML)
+    rtf = None
+    if not plain and not html and isinstance(message, MessageBase):
+        rtf = message.rtfBody  # PidTagRtfCompressed, decompressed
+        if rtf:
+            plain = message.body or ""  # the text an RTF body wraps
+            html = message.deencapsulateBody(rtf, DeencapType.HTML)  # or the HTML it wraps
     if isinstance(html, bytes):
         html = _decoded(html.rstrip(b"\0"), message.getPropertyVal("3FDE0003"))  # PidTagInternetCodepage
     text = _better(plain.rstrip("\0"), html or "")
@@ -268,9 +270,18 @@ def _msg_body(message: MSGFile) -> str:
 
 def _decoded(data: bytes, codepage: object) -> str:
     """HTML in the message's code page, else UTF-8, else the encoding detected."""
+    from extract_msg.encoding import lookupCodePage
+    from extract_msg.exceptions import ExMsgBaseException
+
     from plugins.loaders.text import decode_legacy
 
-    for encoding in (f"cp{codepage}" if isinstance(codepage, int) else "utf-8", "utf-8"):
+    encodings = ["utf-8"]
+    if isinstance(codepage, int):
+        try:
+            encodings.insert(0, lookupCodePage(codepage))  # 936 is taken as GB2312: GBK is detected
+        except ExMsgBaseException:  # a code page unknown, or with no codec here
+            pass
+    for encoding in encodings:
         try:
             return data.decode(encoding)
         except (LookupError, UnicodeDecodeError):
