@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.cfb import Tree, write_cfb
 
-PT_LONG, PT_SYSTIME = 0x0003, 0x0040
+PT_LONG, PT_BOOLEAN, PT_SYSTIME = 0x0003, 0x000B, 0x0040
 PT_UNICODE, PT_BINARY, PT_OBJECT = 0x001F, 0x0102, 0x000D
 READABLE_WRITABLE = 0x2 | 0x4
 STORE_UNICODE_OK = 0x00040000
@@ -40,6 +40,7 @@ class Mail:
     cc: Sequence[tuple[str, str]] = ()
     delivered: datetime | None = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
     attachments: Sequence[tuple[str, bytes | Mail]] = field(default_factory=list)
+    hidden: Sequence[str] = ()  # attachments hidden from the reader: images the HTML shows
 
 
 def write_msg(path: Path, mail: Mail) -> None:
@@ -110,6 +111,8 @@ def _message(mail: Mail, *, top: bool) -> dict[str, bytes | Tree]:
             attachment[(0x3705, PT_LONG)] = ATTACH_BY_VALUE  # PidTagAttachMethod
             attachment[(0x3707, PT_UNICODE)] = name  # PidTagAttachLongFilename
             attachment[(0x3701, PT_BINARY)] = content  # PidTagAttachDataBinary
+        if name in mail.hidden:
+            attachment[(0x7FFE, PT_BOOLEAN)] = 1  # PidTagAttachmentHidden
         tree[f"__attach_version1.0_#{number:08X}"] = _properties(attachment, bytes(8))
     return tree
 

@@ -26,7 +26,8 @@ HEADING = f"Storm plans ({DATE})"
 
 
 def storm_plans(tmp_path: Path) -> Mail:
-    """A message with a PDF, a Word file, a program, a damaged PDF and an attached message."""
+    """A message with a PDF, a Word file, a program, a damaged PDF, an attached message and an
+    image its body shows."""
     write_pdf(tmp_path / "plan.pdf", ["Close the shutters.", "Sandbags go by the boathouse door."])
     write_docx(tmp_path / "garden.docx")
     return Mail(
@@ -39,7 +40,9 @@ def storm_plans(tmp_path: Path) -> Mail:
             ("tool.exe", b"MZ\x90\x00"),
             ("broken.pdf", b"%PDF-1.4 broken"),
             ("Beacon log", Mail("Beacon log", body="The beacon was relit at dusk.")),
+            ("image001.png", b"\x89PNG\r\n\x1a\n"),  # shown in the body: not named
         ],
+        hidden=["image001.png"],
     )
 
 
@@ -65,7 +68,15 @@ def test_the_written_message_is_a_valid_compound_file_that_extract_msg_reads(tmp
         assert message.date is not None and message.date.isoformat() == "2026-12-01T09:30:00+00:00"
         assert message.body.startswith("The storm plan and the garden manual")
         names = [a.name for a in message.attachments]
-        assert names == ["plan.pdf", "garden.docx", "tool.exe", "broken.pdf", "Beacon log.msg"]
+        assert names == [
+            "plan.pdf",
+            "garden.docx",
+            "tool.exe",
+            "broken.pdf",
+            "Beacon log.msg",
+            "image001.png",
+        ]
+        assert message.attachments[5].hidden and not message.attachments[0].hidden
         assert message.attachments[0].data == (tmp_path / "plan.pdf").read_bytes()
         assert message.attachments[4].data.body == "The beacon was relit at dusk."
     finally:
@@ -145,6 +156,7 @@ def test_a_msg_has_the_shape_of_an_eml(tmp_path: Path) -> None:
     ]
     assert head.endswith("\n\nThe storm plan and the garden manual are attached.\nKeep them by the radio.")
     assert "beacon was relit" not in document.text  # an attached message is named, not read
+    assert "image001" not in document.text
     headings = [(s.heading, s.page) for s in document.sections]
     assert (f"{HEADING} > plan.pdf", 2) in headings
     assert any(h == f"{HEADING} > garden.docx > Garden Manual > Compost" for h, _ in headings), headings
