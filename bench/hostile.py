@@ -1,15 +1,17 @@
 """Memory and time of ``ragproxy index`` over a folder made to hurt, with the default settings.
 
-The folder is made on the fly in a temporary directory: a .docx that inflates to about 1 GB of
-XML (written a megabyte at a time), a PDF of 5,000 pages (a hundred distinct page texts, so the
-embedding stays short; the parsing is the hostile part), FIFOs (one named like a note, one
-``.gitignore``), a note in GBK, a directory tree 500 levels deep with a note at the bottom, binary
-files (one named ``.txt``) and a few ordinary notes. ``ragproxy index`` runs on it in a
-subprocess; its peak RSS and that of each reader process it starts are sampled from
-``/proc/<pid>/status`` (VmHWM) while it runs, and ``getrusage(RUSAGE_CHILDREN)`` gives the
-largest of all of them after it exits. The target is 500 MB whatever the files.
+The folder is made on the fly in a temporary directory: a .docx, a .pptx, an .odt and an .epub
+that each inflate to about 1 GB of XML (written a megabyte at a time), a workbook of a million
+rows and one whose shared strings inflate to 64 MB, a mailbox of 1 GB (most of it one message's
+attachment, with a message on each side of it), a PDF of 5,000 pages (a hundred
+distinct page texts, so the embedding stays short; the parsing is the hostile part), FIFOs (one
+named like a note, one ``.gitignore``), a note in GBK, a directory tree 500 levels deep with a
+note at the bottom, binary files (one named ``.txt``) and a few ordinary notes. ``ragproxy
+index`` runs on it in a subprocess; its peak RSS and that of each reader process it starts are
+sampled from ``/proc/<pid>/status`` (VmHWM) while it runs, and ``getrusage(RUSAGE_CHILDREN)``
+gives the largest of all of them after it exits. The target is 500 MB whatever the files.
 
-    .venv/bin/python bench/hostile.py [--bomb-mb 1024] [--pages 5000]
+    .venv/bin/python bench/hostile.py [--bomb-mb 1024] [--mbox-mb 1024] [--pages 5000]
 """
 
 from __future__ import annotations
@@ -28,16 +30,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.docs import write_docx_bomb, write_pdf  # noqa: E402
+from tests.docs import write_big_mbox, write_docx_bomb, write_pdf  # noqa: E402
+from tests.office_docs import write_epub_bomb, write_odt_bomb, write_pptx_bomb  # noqa: E402
+from tests.test_sheet_loaders import write_million_rows, write_strings_bomb  # noqa: E402
 
 TARGET_MB = 500
 GBK_NOTE = "# 灯塔日志\n\n守塔人每天黄昏点亮灯塔，风暴来临时敲响雾钟。港口的船只依靠灯光回家。\n" * 20
 
 
-def build_folder(root: Path, bomb_mb: int, pages: int) -> None:
+def build_folder(root: Path, bomb_mb: int, mbox_mb: int, pages: int) -> None:
     root.mkdir()
     started = time.monotonic()
     write_docx_bomb(root / "bomb.docx", bomb_mb * 1024 * 1024)
+    write_pptx_bomb(root / "bomb.pptx", bomb_mb * 1024 * 1024)
+    write_odt_bomb(root / "bomb.odt", bomb_mb * 1024 * 1024)
+    write_epub_bomb(root / "bomb.epub", bomb_mb * 1024 * 1024)
+    write_big_mbox(root / "archive.mbox", mbox_mb * 1024 * 1024)
+    write_million_rows(root / "readings.xlsx")
+    write_strings_bomb(root / "strings-bomb.xlsx")
     texts = [
         f"Section {i} of the annual maintenance report: the keeper inspected the lamp, the lens "
         f"and the fog bell, and logged the weather, the tides and the ships that passed. " * 2
@@ -54,7 +64,9 @@ def build_folder(root: Path, bomb_mb: int, pages: int) -> None:
     (root / "random.txt").write_bytes(os.urandom(256 * 1024))
     for i in range(5):
         (root / f"note{i}.md").write_text(f"# Note {i}\n\nThe heron waits in the reeds.\n", encoding="utf-8")
-    sizes = {p.name: p.stat().st_size for p in (root / "bomb.docx", root / "report.pdf")}
+    sizes = {
+        p.name: p.stat().st_size for p in sorted(root.iterdir()) if p.is_file() and p.stat().st_size > 1 << 20
+    }
     print(f"folder made in {time.monotonic() - started:.1f} s: {sizes} bytes", flush=True)
 
 
@@ -93,11 +105,12 @@ def sample(pid: int, peaks: dict[int, int], stop: threading.Event) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bomb-mb", type=int, default=1024, help="what the .docx inflates to")
+    parser.add_argument("--mbox-mb", type=int, default=1024, help="size of the mailbox")
     parser.add_argument("--pages", type=int, default=5000, help="pages of the PDF")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ragproxy-hostile-") as tmp:
         folder, db = Path(tmp) / "hostile", Path(tmp) / "index.db"
-        build_folder(folder, args.bomb_mb, args.pages)
+        build_folder(folder, args.bomb_mb, args.mbox_mb, args.pages)
         run = [sys.executable, "-m", "proxy"]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         started = time.monotonic()

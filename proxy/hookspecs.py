@@ -16,7 +16,9 @@ def register_loaders(register: Callable[..., None]) -> None:
     """``register(suffixes, load)``: ``load(path) -> Document`` for files with those suffixes.
     ``load`` runs in a separate reader process with memory and time limits (it must be a
     module-level function); ``register(..., isolated=False)`` runs it in the server's process,
-    for formats that cannot expand beyond the file size."""
+    for formats that cannot expand beyond the file size. ``register(..., large=True)`` says ``load``
+    reads a file of any size a part at a time (a mailbox): the file-size cap does not apply, and
+    text past the limits is cut at a section (``Document.cut``) rather than the file skipped."""
 
 
 @hookspec

@@ -22,6 +22,11 @@ DEFAULT_PLUGINS = (
     "plugins.loaders.pdf",
     "plugins.loaders.docx",
     "plugins.loaders.mail",
+    "plugins.loaders.pptx",
+    "plugins.loaders.opendocument",
+    "plugins.loaders.rtf",
+    "plugins.loaders.epub",
+    "plugins.loaders.sheets",
     "plugins.loaders.image",
     "plugins.embedders.e5",
     "plugins.embedders.ollama",
@@ -44,19 +49,24 @@ def plugin_manager() -> pluggy.PluginManager:
 
 
 @cache
-def _loader_table() -> tuple[dict[str, Loader], frozenset[Loader]]:
+def _loader_table() -> tuple[dict[str, Loader], frozenset[Loader], frozenset[Loader]]:
     found: dict[str, Loader] = {}
     in_process: set[Loader] = set()
+    streaming: set[Loader] = set()
 
-    def register(suffixes: str | tuple[str, ...], load: Loader, *, isolated: bool = True) -> None:
+    def register(
+        suffixes: str | tuple[str, ...], load: Loader, *, isolated: bool = True, large: bool = False
+    ) -> None:
         for suffix in (suffixes,) if isinstance(suffixes, str) else suffixes:
             found[suffix.lower()] = load
         if not isolated:
             in_process.add(load)
+        if large:
+            streaming.add(load)
 
     for impl in plugin_manager().hook.register_loaders.get_hookimpls():  # registration order
         impl.function(register=register)
-    return found, frozenset(in_process)
+    return found, frozenset(in_process), frozenset(streaming)
 
 
 def loaders() -> dict[str, Loader]:
@@ -69,6 +79,14 @@ def isolated(loader: Loader) -> bool:
     loader but those registered with ``isolated=False`` (plain text and Markdown, which only
     decode and split what the file size cap already bounds)."""
     return loader not in _loader_table()[1]
+
+
+def large(loader: Loader) -> bool:
+    """Whether the loader reads a file of any size a part at a time (a mailbox, registered with
+    ``large=True``): the file-size cap does not apply to its files, and what it extracts past the
+    text or chunk limits is cut at a section, the rest of the file left unread and logged, instead
+    of the whole file skipped."""
+    return loader in _loader_table()[2]
 
 
 def _named(hook: str) -> dict[str, Any]:

@@ -28,12 +28,23 @@ class Document:
 
     text: str
     sections: list[Section] = field(default_factory=list)
-    notes: tuple[str, ...] = ()  # what was left out and why ("pages 51-300 not read by OCR: ...")
+    note: str | None = None  # what was left unread and why ("messages after 4,000 not read: ..."): logged
 
     def with_whole_section(self) -> Document:
-        if self.sections:
-            return self
-        return Document(self.text, [Section(0, len(self.text))], self.notes)
+        return self if self.sections else Document(self.text, [Section(0, len(self.text))], self.note)
+
+    def cut(self, characters: int, why: str) -> Document:
+        """The document's sections that end within ``characters``, its note saying what was left
+        and ``why``: a file too large to read whole is indexed as far as the limits allow."""
+        sections = self.with_whole_section().sections
+        kept = [s for s in sections if s.end <= characters]
+        if not kept:
+            first = sections[0]
+            kept = [Section(first.start, min(first.end, characters), first.heading, first.page)]
+        end = kept[-1].end
+        left = len(sections) - len(kept)
+        note = f"the last {len(self.text) - end} characters ({left} sections) not read: {why}"
+        return Document(self.text[:end], kept, "; ".join(filter(None, (self.note, note))))
 
 
 class SkipFile(Exception):

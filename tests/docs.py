@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 
 def installed_plugin(site: Path, module: str, source: str) -> dict[str, str]:
@@ -129,3 +130,40 @@ def write_folder(root: Path) -> None:
     (root / "notes.txt").write_text("Remember to order more lamp oil from Bergen.\n", encoding="utf-8")
     write_pdf(root / "manual.pdf", ["Page one talks about anchors", "Page two explains the winch"])
     write_docx(root / "garden.docx")
+
+
+MAIL_DATE = "Tue, 01 Dec 2026 09:30:00 +0000"
+
+
+def mail_message(subject: str, body: str) -> Any:
+    from email.message import EmailMessage
+
+    mail = EmailMessage()
+    mail["From"] = "Ingrid Dahl <ingrid@example.org>"
+    mail["To"] = "keepers@example.org"
+    mail["Date"] = MAIL_DATE
+    mail["Subject"] = subject
+    mail.set_content(body)
+    return mail
+
+
+def write_big_mbox(path: Path, size: int) -> None:
+    """A mailbox of ``size`` bytes, most of it one message with a huge attachment (base64 lines,
+    written a megabyte at a time), between "Tide tables" and "Ferry timetable"."""
+    import mailbox
+
+    box = mailbox.mbox(path)
+    box.add(mail_message("Tide tables", "The tide tables for January hang by the harbour office door."))
+    box.close()
+    huge = mail_message("Radar images", "A year of radar images is attached.")
+    huge.add_attachment(b"", maintype="application", subtype="octet-stream", filename="radar.bin")
+    line = b"QUJD" * 19 + b"\n"  # 77 bytes of base64 per line
+    block = line * (1024 * 1024 // len(line))
+    with path.open("ab") as file:
+        file.write(b"From ingrid@example.org Tue Dec  1 09:30:00 2026\n" + bytes(huge).rstrip() + b"\n")
+        while file.tell() < size:
+            file.write(block)
+        file.write(b"\n")
+    box = mailbox.mbox(path)
+    box.add(mail_message("Ferry timetable", "The winter ferry leaves the quay at seven."))
+    box.close()

@@ -14,6 +14,29 @@ MAX_INFLATED = 256 * 1024 * 1024  # bytes, all members together
 MAX_RATIO = 100  # inflated / packed, for a member that inflates past RATIO_FLOOR
 RATIO_FLOOR = 16 * 1024 * 1024
 MAX_MEMBERS = 20_000
+# An Office file saved with a password is an encrypted package inside an OLE compound file, not a
+# zip; so is a document of Office 97-2003 (.doc, .ppt, .xls) under a new name
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
+_LOOK = 16 * 1024 * 1024  # bytes of each end of an OLE file searched for the encrypted package
+LEGACY = {"DOCX": ".doc", "PPTX": ".ppt", "XLSX": ".xls", "XLSM": ".xls"}
+
+
+def refuse_ole(path: Path, kind: str) -> None:
+    """``SkipFile`` when ``path`` is an OLE compound file: a password-protected Office file or a
+    legacy one renamed. Its directory names its streams; a huge file is searched at both ends."""
+    with path.open("rb") as file:
+        if file.read(len(OLE_MAGIC)) != OLE_MAGIC:
+            return
+        data = file.read(_LOOK)
+        file.seek(0, 2)
+        if file.tell() > 2 * _LOOK:
+            file.seek(-_LOOK, 2)
+            data += file.read()
+    if ENCRYPTED_PACKAGE in data:
+        raise SkipFile(f"password-protected {kind} (an encrypted Office file): not read")
+    legacy = LEGACY.get(kind, "Office 97-2003 file")
+    raise SkipFile(f"unreadable {kind}: an OLE file, not a zip (a legacy {legacy} under a new name?)")
 
 
 def check_zip(
@@ -27,7 +50,9 @@ def check_zip(
     """Raises ``SkipFile`` when ``path`` is not a zip file, or would inflate past ``max_inflated``
     bytes, or holds a member of more than ``RATIO_FLOOR`` bytes packed more than ``max_ratio``
     times over. Members whose names start with one of ``exempt`` (a spreadsheet's sheets, which
-    its loader streams) count towards neither limit."""
+    its loader streams) count towards neither limit. An OLE file is refused first
+    (``refuse_ole``)."""
+    refuse_ole(path, kind)
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()

@@ -6,6 +6,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from plugins.loaders.containers import check_zip
 from proxy.hookspecs import hookimpl
 from proxy.types import Document, Section, SkipFile
 
@@ -14,6 +15,7 @@ def load_docx(path: Path) -> Document:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
+    check_zip(path, "DOCX")
     try:
         document = docx.Document(str(path))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:

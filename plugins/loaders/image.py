@@ -30,7 +30,7 @@ def load_image(path: Path) -> Document:
         raise SkipFile(reason)
     parts: list[str] = []
     sections: list[Section] = []
-    notes: tuple[str, ...] = ()
+    note = None
     offset = 0
     ocr_starting()  # the engine's memory, and a large image's decoding, within the reader's limit
     with open_image(path) as image:
@@ -49,10 +49,10 @@ def load_image(path: Path) -> Document:
                 offset += len(text) + 2
         if frames > options.ocr_pages:
             limit = options.ocr_pages
-            notes = (f"pages {limit + 1}-{frames} not read: the OCR page limit is {limit}",)
+            note = f"pages {limit + 1}-{frames} not read: the OCR page limit is {limit}"
     if not sections:
         raise SkipFile("OCR found no text in the image")
-    return Document("".join(parts), sections, notes)
+    return Document("".join(parts), sections, note)
 
 
 @hookimpl

@@ -70,7 +70,7 @@ def load_pdf(path: Path) -> Document:
         sections.append(Section(offset, offset + len(text), heading, number))
         parts.append(text + "\n\n")
         offset += len(text) + 2
-    return Document("".join(parts), sections, tuple(notes))
+    return Document("".join(parts), sections, "; ".join(notes) or None)
 
 
 def _ocr_pages(path: Path, numbers: list[int]) -> list[tuple[int, str]]:

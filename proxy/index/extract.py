@@ -55,13 +55,16 @@ class Extractor:
         self._lock = threading.Lock()
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
+        self.peak_rss = 0  # bytes: the most any reader process has held, as it last reported
 
-    def load(self, loader: Loader, path: Path) -> Document:
+    def load(self, loader: Loader, path: Path, *, cut: bool = False) -> Document:
+        """``cut``: text past the limit is cut at a section (``Document.cut``) instead of the
+        file skipped."""
         try:
-            request = pickle.dumps((loader, str(path), self.limits.characters, self.options))
+            request = pickle.dumps((loader, str(path), self.limits.characters, cut, self.options))
         except (pickle.PicklingError, AttributeError, TypeError):  # a loader made on the fly
             with reading(self.options, self.on_ocr_page):
-                return check_size(loader(path), self.limits.characters)
+                return check_size(loader(path), self.limits.characters, cut=cut)
         ocr = False
         with self._lock:
             conn = self._start()
@@ -71,7 +74,8 @@ class Extractor:
                     self._stop()
                     raise SkipFile(f"reading it took over {self.limits.seconds:g} s")
                 try:
-                    status, value = conn.recv()
+                    status, value, peak = conn.recv()
+                    self.peak_rss = max(self.peak_rss, peak)
                 except (EOFError, OSError):
                     self._stop()
                     raise SkipFile(
@@ -128,10 +132,12 @@ class Extractor:
         self._process = self._conn = None
 
 
-def check_size(document: Document, characters: int) -> Document:
-    if len(document.text) > characters:
-        raise SkipFile(f"{len(document.text)} characters of text, over the {characters}-character limit")
-    return document
+def check_size(document: Document, characters: int, *, cut: bool = False) -> Document:
+    if len(document.text) <= characters:
+        return document
+    if cut:
+        return document.cut(characters, f"over the {characters}-character limit")
+    raise SkipFile(f"{len(document.text)} characters of text, over the {characters}-character limit")
 
 
 def serve(conn: Connection, memory: int, ocr_memory: int = 0) -> None:
@@ -141,13 +147,13 @@ def serve(conn: Connection, memory: int, ocr_memory: int = 0) -> None:
     limit = _AddressSpace(memory, ocr_memory)
     while True:
         try:
-            loader, path, characters, options = pickle.loads(conn.recv_bytes())
+            loader, path, characters, cut, options = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         reply: tuple[str, Any]
         try:
-            with reading(options, lambda: conn.send(("page", None)), lambda: limit.grow(conn)):
-                reply = ("ok", check_size(loader(Path(path)), characters))
+            with reading(options, lambda: conn.send(("page", None, 0)), lambda: limit.grow(conn)):
+                reply = ("ok", check_size(loader(Path(path)), characters, cut=cut))
         except SkipFile as exc:
             reply = ("skip", str(exc))
         except MemoryError:
@@ -163,9 +169,9 @@ def serve(conn: Connection, memory: int, ocr_memory: int = 0) -> None:
             )
         limit.shrink()
         try:
-            conn.send(reply)
+            conn.send((*reply, _peak_bytes()))
         except MemoryError:
-            conn.send(("memory", None))
+            conn.send(("memory", None, _peak_bytes()))
         if reply[0] == "memory":
             return
 
@@ -186,7 +192,7 @@ class _AddressSpace:
             self.before_ocr = _address_space()
         self.grown = True
         self._set(self.hard)
-        conn.send(("ocr", None))
+        conn.send(("ocr", None, 0))
 
     def shrink(self) -> None:
         if self.grown and self.before_ocr is not None:
@@ -214,6 +220,16 @@ def _address_space() -> int:
 
 
 def _peak_bytes() -> int:
+    """This process's peak resident memory. Linux's ``ru_maxrss`` is carried across the exec that
+    started the process, so it can report the parent's peak: the kernel's high-water mark of this
+    process's own memory (``VmHWM``) is read first."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024  # in kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:

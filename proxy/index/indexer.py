@@ -26,11 +26,12 @@ from proxy.index.store import (
     PendingChunk,
     Store,
     content_hash,
+    content_hasher,
     new_document,
     pack,
 )
 from proxy.logging import get_logger
-from proxy.plugins import isolated, loader_for
+from proxy.plugins import isolated, large, loader_for
 from proxy.printable import storable
 from proxy.types import Embedder, ReadOptions, SkipFile
 
@@ -77,6 +78,23 @@ def read_regular(path: Path, limit: int) -> bytes:
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as file:
             return file.read(limit)
+    finally:
+        os.close(fd)
+
+
+def hash_regular(path: Path, block: int = 1 << 20) -> str:
+    """``content_hash`` of a regular file of any size, read a block at a time (``read_regular``'s
+    refusals apply)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        digest = content_hasher()
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            while data := file.read(block):
+                digest.update(data)
+        return digest.hexdigest()
     finally:
         os.close(fd)
 
@@ -293,45 +311,51 @@ class Indexer:
             return self._forget(collection, rel)
         if not stat.S_ISREG(info.st_mode):
             return self._forget(collection, rel)
-        if info.st_size > self.max_file_bytes:
+        loader = loader_for(path)
+        streams = loader is not None and large(loader)
+        if info.st_size > self.max_file_bytes and not streams:
             return self._skip(
                 collection, rel, f"{info.st_size} bytes, over the {self.max_file_bytes}-byte cap"
             )
         same_stat = state is not None and state.size == info.st_size and state.mtime == info.st_mtime
         if same_stat and not verify:
             return "unchanged"
-        loader = loader_for(path)
         if loader is None:
             return self._skip(
                 collection, rel, f"no loader for {path_text(path.suffix) or 'files without a suffix'}"
             )
         try:
-            data = read_regular(path, self.max_file_bytes)
+            digest = hash_regular(path) if streams else content_hash(read_regular(path, self.max_file_bytes))
         except OSError as exc:
             return self._skip(collection, rel, f"unreadable: {exc.strerror}")
-        digest = content_hash(data)
         if state and state.content_hash == digest:
             if not same_stat:
                 self.store.touch_document(state.id, info.st_size, info.st_mtime)
             return "unchanged"
         try:
             if isolated(loader):
-                document = self.extractor.load(loader, path)
+                document = self.extractor.load(loader, path, cut=streams)
             else:
-                document = check_size(loader(path), self.limits.characters)
+                document = check_size(loader(path), self.limits.characters, cut=streams)
         except SkipFile as exc:
             return self._skip(collection, rel, str(exc))
         except Exception as exc:  # one bad file never stops the indexer
             return self._skip(collection, rel, f"loader failed: {type(exc).__name__}: {exc}"[:300])
-        for note in document.notes:  # what the loader left out ("pages 51-300 not read: ...")
-            log.warning("index.partly_read", collection=collection.name, path=rel, note=storable(note))
         chunks = chunk_document(document, self.chunk_tokens, self.chunk_overlap)
         if not chunks:
             return self._skip(collection, rel, "no text")
+        note = document.note
         if len(chunks) > self.max_file_chunks:
-            return self._skip(
-                collection, rel, f"{len(chunks)} chunks, over the {self.max_file_chunks}-chunk limit"
+            if not streams:
+                return self._skip(
+                    collection, rel, f"{len(chunks)} chunks, over the {self.max_file_chunks}-chunk limit"
+                )
+            note = "; ".join(
+                filter(None, (note, f"chunks after {self.max_file_chunks} of {len(chunks)} not indexed"))
             )
+            chunks = chunks[: self.max_file_chunks]
+        if note:
+            log.warning("index.capped", collection=collection.name, path=rel, reason=storable(note))
         return new_document(
             rel, digest, info.st_size, info.st_mtime, getattr(loader, "__module__", "?"), chunks
         )

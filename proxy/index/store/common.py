@@ -14,8 +14,15 @@ from proxy.index import textsearch
 from proxy.types import Chunk
 
 
+def content_hasher() -> hashlib.blake2b:
+    """What ``content_hash`` hashes with, for data fed a part at a time."""
+    return hashlib.blake2b(digest_size=16)
+
+
 def content_hash(data: bytes | str) -> str:
-    return hashlib.blake2b(data.encode() if isinstance(data, str) else data, digest_size=16).hexdigest()
+    hasher = content_hasher()
+    hasher.update(data.encode() if isinstance(data, str) else data)
+    return hasher.hexdigest()
 
 
 def pack(vector: Sequence[float]) -> bytes:
