@@ -270,8 +270,19 @@ def write_png(path: Path, sections: Sections) -> None:
     image.save(path)
 
 
+def write_scan(path: Path, sections: Sections) -> None:
+    """A scanned PDF: the first section drawn as ``write_png`` draws it, one image page, 150 dpi."""
+    from PIL import Image
+
+    image = path.with_suffix(".png")
+    write_png(image, sections)
+    with Image.open(image) as page:
+        page.convert("RGB").save(path, "PDF", resolution=150)
+    image.unlink()
+
+
 FONT_EN = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-FONT_ZH = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
+FONT_ZH = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
 
 WRITERS: dict[str, Callable[[Path, Sections], None]] = {
     ".md": write_md,
@@ -288,15 +299,19 @@ WRITERS: dict[str, Callable[[Path, Sections], None]] = {
     ".xlsx": write_xlsx,
     ".ods": write_ods,
     ".png": write_png,
+    ".scan.pdf": write_scan,
 }
+OCR = {".png", ".scan.pdf"}
 ENGLISH_ONLY = {".pdf"}
 
 
 def available(suffix: str) -> bool:
     if loader_for(Path("x" + suffix)) is None:
         return False
-    if suffix == ".png":
-        return Path(FONT_EN).exists() and Path(FONT_ZH).exists()
+    if suffix in OCR:
+        from plugins.loaders.ocr import missing
+
+        return Path(FONT_EN).exists() and Path(FONT_ZH).exists() and missing() is None
     return True
 
 
@@ -309,7 +324,7 @@ def build(root: Path, en: list[Sections], zh: list[Sections], images: int) -> di
         folder = root / suffix.lstrip(".")
         folder.mkdir()
         chosen = [("en", p) for p in en] + ([] if suffix in ENGLISH_ONLY else [("zh", p) for p in zh])
-        if suffix == ".png":
+        if suffix in OCR:
             chosen = chosen[: images // 2] + [c for c in chosen if c[0] == "zh"][: images - images // 2]
         made = []
         for number, (language, page) in enumerate(chosen):
@@ -376,12 +391,13 @@ def found(root: Path, en: list[Sections], zh: list[Sections]) -> None:
             if language == "zh" and suffix in ENGLISH_ONLY:
                 continue
             page = [list(s) for s in pool[(number * 7 + 3) % len(pool)]]
-            word = f"zqx{suffix.lstrip('.')}{language}"
-            where = 0 if suffix == ".png" else 1
-            page[where][1] = f"{word} {page[where][1]}" if suffix != ".png" else page[where][1]
-            if suffix == ".png":
+            kind = suffix.replace(".", "")
+            word = f"zqx{kind}{language}"
+            where = 0 if suffix in OCR else 1
+            page[where][1] = f"{word} {page[where][1]}" if suffix not in OCR else page[where][1]
+            if suffix in OCR:
                 page[0][0] = f"Marker {word.upper()}"
-            name = f"{language}-{suffix.lstrip('.')}{suffix}"
+            name = f"{language}-{kind}{Path('x' + suffix).suffix}"
             WRITERS[suffix](folder / name, [(h, t) for h, t in page])
             planted[name] = (word, page[where][0])
     service = IndexService(Settings(db=str(root / "together.db")))

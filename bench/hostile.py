@@ -2,14 +2,15 @@
 
 The folder is made on the fly in a temporary directory: a .docx, a .pptx, an .odt and an .epub
 that each inflate to about 1 GB of XML (written a megabyte at a time), a workbook of a million
-rows and one whose shared strings inflate to 64 MB, a mailbox of 1 GB (most of it one message's
-attachment, with a message on each side of it), a PDF of 5,000 pages (a hundred
-distinct page texts, so the embedding stays short; the parsing is the hostile part), FIFOs (one
-named like a note, one ``.gitignore``), a note in GBK, a directory tree 500 levels deep with a
-note at the bottom, binary files (one named ``.txt``) and a few ordinary notes. ``ragproxy
-index`` runs on it in a subprocess; its peak RSS and that of each reader process it starts are
-sampled from ``/proc/<pid>/status`` (VmHWM) while it runs, and ``getrusage(RUSAGE_CHILDREN)``
-gives the largest of all of them after it exits. The target is 500 MB whatever the files.
+rows and one whose shared strings inflate to 64 MB, a PNG of 30,000 × 30,000 pixels, a mailbox
+of 1 GB (most of it one message's attachment, with a message on each side of it), a PDF of 5,000
+pages (a hundred distinct page texts, so the embedding stays short; the parsing is the hostile
+part), FIFOs (one named like a note, one ``.gitignore``), a note in GBK, a directory tree 500
+levels deep with a note at the bottom, binary files (one named ``.txt``) and a few ordinary
+notes. ``ragproxy index`` runs on it in a subprocess; its peak RSS and that of each reader
+process it starts are sampled from ``/proc/<pid>/status`` (VmHWM) while it runs, and
+``getrusage(RUSAGE_CHILDREN)`` gives the largest of all of them after it exits. The target is
+500 MB whatever the files.
 
     .venv/bin/python bench/hostile.py [--bomb-mb 1024] [--mbox-mb 1024] [--pages 5000]
 """
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.docs import write_big_mbox, write_docx_bomb, write_pdf  # noqa: E402
 from tests.office_docs import write_epub_bomb, write_odt_bomb, write_pptx_bomb  # noqa: E402
+from tests.test_ocr import bomb_png  # noqa: E402
 from tests.test_sheet_loaders import write_million_rows, write_strings_bomb  # noqa: E402
 
 TARGET_MB = 500
@@ -48,6 +50,7 @@ def build_folder(root: Path, bomb_mb: int, mbox_mb: int, pages: int) -> None:
     write_big_mbox(root / "archive.mbox", mbox_mb * 1024 * 1024)
     write_million_rows(root / "readings.xlsx")
     write_strings_bomb(root / "strings-bomb.xlsx")
+    bomb_png(root / "bomb.png", 30_000)
     texts = [
         f"Section {i} of the annual maintenance report: the keeper inspected the lamp, the lens "
         f"and the fog bell, and logged the weather, the tides and the ships that passed. " * 2
