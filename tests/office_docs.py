@@ -224,6 +224,20 @@ def write_epub(path: Path) -> None:
 BOMB_LINE = "The quick brown fox jumps over the lazy dog."
 
 
+def indented(path: Path) -> None:
+    """``path``, an OpenDocument file, with its content.xml's body indented as pandoc writes it:
+    a line break and spaces between office:body and the element inside, and after that."""
+    with zipfile.ZipFile(path) as source:
+        items = [(item, source.read(item)) for item in source.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for item, data in items:
+            if item.filename == "content.xml":
+                assert data.count(b"<office:body><office:") == 1, data[:200]
+                data = data.replace(b"<office:body><office:", b"<office:body>\n  <office:")
+                data = data.replace(b"</office:body>", b"\n</office:body>")
+            out.writestr(item, data)
+
+
 def inflate_member(source: Path, path: Path, member: str, before: bytes, unit: bytes, inflated: int) -> None:
     """A copy of the zip container ``source`` whose ``member`` has ``unit`` repeated to
     ``inflated`` bytes just before ``before``: still a valid document, a few hundred KB packed.

@@ -19,6 +19,7 @@ from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
 from proxy.types import Document, SkipFile
 from tests.office_docs import (
+    indented,
     truncated,
     write_epub,
     write_epub_bomb,
@@ -111,6 +112,17 @@ def test_odt_headings_start_sections_with_lists_tables_and_chinese(tmp_path: Pat
     assert "- Sharpen the loppers.\n\n- Seal large cuts." in pruning
     assert "Fruit | Month\n\nBramley apples | October" in parts["Orchard Guide > Harvest"]
     assert parts["果园"] == "果园\n\n苹果在九月成熟，梨在十月成熟。"
+
+
+@pytest.mark.parametrize("name", ["orchard.odt", "lenses.odp"])
+def test_opendocument_with_its_body_indented_is_read_the_same(tmp_path: Path, name: str) -> None:
+    """pandoc indents content.xml: the first thing in office:body is then a line break, which
+    odfpy takes for the document's text."""
+    plain, spaced = tmp_path / name, tmp_path / f"indented-{name}"
+    WRITERS[name](plain)
+    WRITERS[name](spaced)
+    indented(spaced)
+    assert sections(load(spaced)) == sections(load(plain))
 
 
 def test_rtf_decodes_unicode_and_code_page_escapes(tmp_path: Path) -> None:
