@@ -54,14 +54,14 @@ def _textbox(shapes: Any, left: int, top: int, text: str) -> None:
 
 def write_odp(path: Path) -> None:
     """Slide 1 "Lighthouse lenses": a title frame, frames out of reading order, a group, a table
-    and notes. Slide 2 named "Storm drill", with no title frame; slide 3 named "page3" (a default
-    name), slide 4 with no text."""
+    and notes (with a slide-number field). Slide 2 named "Storm drill", with no title frame;
+    slide 3 named "page3" (a default name), slide 4 with no text."""
     from odf.draw import Frame, G, Page, TextBox
     from odf.opendocument import OpenDocumentPresentation
     from odf.presentation import Notes
     from odf.style import MasterPage, PageLayout, PageLayoutProperties
     from odf.table import Table, TableCell, TableColumn, TableRow
-    from odf.text import P
+    from odf.text import P, PageNumber
 
     document = OpenDocumentPresentation()
     layout = PageLayout(name="Screen")
@@ -109,6 +109,12 @@ def write_odp(path: Path) -> None:
     notes = Notes()
     slide.addElement(notes)
     frame(notes, "1cm", "1cm", "Polish the lens with a chamois leather.", kind="notes")
+    # the slide number's placeholder, its field showing "<number>", as a notes page LibreOffice
+    # made from a PowerPoint one holds
+    number = frame(notes, "10cm", "24cm", kind="page-number")
+    shown = P()
+    shown.addElement(PageNumber(text="<number>"))
+    number.firstChild.addElement(shown)
 
     frame(page("Storm drill"), "1cm", "1cm", "Close the gallery shutters before the gale.")
     frame(page("page3"), "1cm", "1cm", "The logbook is kept in the watch room.")

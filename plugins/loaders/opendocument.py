@@ -43,6 +43,7 @@ _LEFT_OUT = {
     (TEXT, "sequence-decls"),
     (TEXT, "variable-decls"),
     (TEXT, "user-field-decls"),
+    (TEXT, "page-number"),  # a field; on a notes page made from PowerPoint's it reads "<number>"
     (OFFICE, "annotation"),
     (OFFICE, "forms"),
     (PRESENTATION, "notes"),  # read on their own, after the slide's text
