@@ -62,6 +62,7 @@ class Language:
     long_section: tuple[int, int]  # the section given pages of log entries (soft page breaks)
     log_entry: Callable[[int], str]
     sentence: str  # the sentence holding the word: {word}
+    table: list[list[str]]  # a table's header and rows, for a word in its last row
     before_word: str  # the sentence's text up to the word, where a span starts in the sources
     slides_title: str
     slides: list[tuple[str, list[str]]]
@@ -102,6 +103,7 @@ EN = Language(
         f"{n % 9 + 1} and found them in order."
     ),
     sentence="The inspector marked this part with the code word {word} for the yearly audit.",
+    table=[["Buoy", "Chain", "Remarks"], ["Buoy 3", "14 m", "new shackle"], ["Buoy 7", "16 m", ""]],
     before_word="The inspector marked this part with the code word ",
     slides_title="Quarterly Harbour Update",
     slides=[
@@ -164,6 +166,7 @@ ZH = Language(
     long_section=(2, 1),
     log_entry=lambda n: f"第{n}条记录：船员检查了{n % 9 + 1}号泊位的系缆桩、护舷和梯子，一切正常。",
     sentence="审计员给这一部分标注的代号是 {word} ，请在年度审计时核对。",
+    table=[["浮筒", "锚链", "备注"], ["3号浮筒", "14米", "新卸扣"], ["7号浮筒", "16米", ""]],
     before_word="审计员给这一部分标注的代号是 ",
     slides_title="港口季度简报",
     slides=[
@@ -224,6 +227,7 @@ class Case:
     sentence: str  # the text around the word, as written
     expected: str  # shown in the table
     check: Callable[[dict[str, object]], bool]  # the first hit's heading or page
+    last: bool = False  # the sentence ends the hit's text (speaker notes, after the slide's text)
 
     result: dict[str, object] = field(default_factory=dict)
 
@@ -249,9 +253,10 @@ def anything(hit: dict[str, object]) -> bool:
 
 
 # -- the sources ----------------------------------------------------------------------------------
-def fodt(lang: Language, place: tuple[int, int], word: str) -> str:
+def fodt(lang: Language, place: tuple[int, int], word: str, in_table: bool = False) -> str:
     """A Writer document (flat ODF): a title, chapters (Heading 1, each on a new page) of sections
-    (Heading 2); the word in a bold span after a run of spaces (text:s) in section ``place``."""
+    (Heading 2); the word in a bold span after a run of spaces (text:s) in section ``place``, in
+    a paragraph or in the last cell of a table."""
     body = [f'<text:p text:style-name="Title">{escape(lang.title)}</text:p>']
     for c, (chapter, sections) in enumerate(lang.chapters):
         body.append(
@@ -269,10 +274,11 @@ def fodt(lang: Language, place: tuple[int, int], word: str) -> str:
                 ]
             if (c, s) == place:
                 before, after = lang.sentence.split("{word}")
-                body.append(
+                sentence = (
                     f'<text:p text:style-name="Text_20_body">{escape(before.rstrip())}<text:s text:c="2"/>'
                     f'<text:span text:style-name="T1">{word}</text:span>{escape(after)}</text:p>'
                 )
+                body.append(_table(lang.table, sentence) if in_table else sentence)
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <office:document {NS} office:version="1.3" office:mimetype="application/vnd.oasis.opendocument.text">
 <office:styles>
@@ -302,6 +308,27 @@ def fodt(lang: Language, place: tuple[int, int], word: str) -> str:
 {chr(10).join(body)}
 </office:text></office:body></office:document>
 """
+
+
+def _table(rows: list[list[str]], last: str) -> str:
+    """A Writer table of ``rows``, ``last`` (a paragraph) in its last cell."""
+
+    def cell(text: str) -> str:
+        return (
+            f'<table:table-cell office:value-type="string"><text:p>{escape(text)}</text:p></table:table-cell>'
+        )
+
+    lines = ["".join(cell(text) for text in row) for row in rows[:-1]]
+    lines.append(
+        "".join(cell(text) for text in rows[-1][:-1])
+        + f'<table:table-cell office:value-type="string">{last}</table:table-cell>'
+    )
+    return (
+        '<table:table table:name="Table1">'
+        f'<table:table-column table:number-columns-repeated="{len(rows[0])}"/>'
+        + "".join(f"<table:table-row>{line}</table:table-row>" for line in lines)
+        + "</table:table>"
+    )
 
 
 def markdown(lang: Language, place: tuple[int, int], word: str) -> str:
@@ -500,8 +527,9 @@ class Builder:
         sentence: str,
         expected: str,
         check: Callable[[dict[str, object]], bool],
+        last: bool = False,
     ) -> None:
-        self.cases.append(Case(target, made_by, word, sentence, expected, check))
+        self.cases.append(Case(target, made_by, word, sentence, expected, check, last=last))
 
     def text_documents(self, lang: Language) -> None:
         chapters = lang.chapters
@@ -510,7 +538,7 @@ class Builder:
             chapter, sections = chapters[place[0]]
             return chapter, sections[place[1]][0]
 
-        # (extension, soffice's --convert-to, the word's place)
+        # (extension, soffice's --convert-to, the word's place); "-table": in a table there
         writer = [
             ("docx", "docx:MS Word 2007 XML", (1, 0)),
             ("odt", "odt", lang.long_section),  # after pages of text: soft page breaks
@@ -518,11 +546,16 @@ class Builder:
             ("epub", "epub", (1, 1)),
             ("pdf", "pdf:writer_pdf_Export", (1, 0) if lang.code == "en" else (2, 0)),
             ("html", "html:XHTML Writer File:UTF8", (0, 0)),
+            ("table.docx", "docx:MS Word 2007 XML", (0, 1)),
+            ("table.odt", "odt", (1, 0)),
         ]
         for extension, convert_to, place in writer:
             word = self.word()
-            target = f"{lang.code}-writer.{extension}"
-            source = self.source(f"{extension}/{lang.code}-writer.fodt", fodt(lang, place, word))
+            in_table = extension.startswith("table.")
+            extension = extension.removeprefix("table.")
+            stem = f"{lang.code}-writer{'-table' if in_table else ''}"
+            target = f"{stem}.{extension}"
+            source = self.source(f"{extension}/{stem}.fodt", fodt(lang, place, word, in_table))
             self.by_soffice(source, convert_to, target)
             chapter, name = section(place)
             if extension == "pdf":  # the title on page 1, each chapter on a new page
@@ -577,7 +610,9 @@ class Builder:
             else:
                 self.by_soffice(source, convert_to, target)
             sentence = lang.notes if in_notes else lang.sentence
-            self.add(target, "LibreOffice", word, sentence, expect(slide), heading_is(expect(slide)))
+            self.add(
+                target, "LibreOffice", word, sentence, expect(slide), heading_is(expect(slide)), in_notes
+            )
 
         # pandoc's slides, and LibreOffice's .odp of them
         for extension, slide, in_notes in [("pptx", 5, lang.code == "en"), ("odp", 3, lang.code == "zh")]:
@@ -605,6 +640,7 @@ class Builder:
                 sentence,
                 f"slide {slide}: {title}",
                 heading_is(f"slide {slide}: {title}"),
+                in_notes,
             )
 
     def sheets(self, lang: Language) -> None:
@@ -726,7 +762,9 @@ def check(cases: list[Case], docs: Path, db: Path, ragproxy: str, mode: str) -> 
         case.result = {
             "file": first.get("path") == case.file,
             "place": bool(first) and case.check(first),
-            "text": squeeze(sentence) in squeeze(str(first.get("text", ""))),
+            "text": (str.endswith if case.last else str.__contains__)(
+                squeeze(str(first.get("text", ""))), squeeze(sentence)
+            ),
             "got": (first.get("path"), first.get("heading"), first.get("page")) if first else None,
         }
         failures += not (case.result["file"] and case.result["place"] and case.result["text"])
