@@ -125,6 +125,33 @@ def test_opendocument_with_its_body_indented_is_read_the_same(tmp_path: Path, na
     assert sections(load(spaced)) == sections(load(plain))
 
 
+def test_docx_tables_are_read_in_their_place_under_their_heading(tmp_path: Path) -> None:
+    """A table in the first chapter belongs to that chapter's section, not the last one's."""
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Harbour Survey", level=1)
+    document.add_heading("Moorings", level=2)
+    document.add_paragraph("Three buoys need new chains.")
+    table = document.add_table(rows=0, cols=3)
+    for values in (("Buoy", "Chain", "Remarks"), ("Buoy 3", "14 m", "new shackle"), ("", "", "")):
+        for cell, value in zip(table.add_row().cells, values, strict=True):
+            cell.text = value
+    document.add_paragraph("Divers are booked for March.")
+    document.add_heading("Staffing", level=1)
+    document.add_paragraph("Two harbour masters share the night shift.")
+    path = tmp_path / "survey.docx"
+    document.save(str(path))
+    parts = sections(load(path))
+    assert list(parts) == ["Harbour Survey", "Harbour Survey > Moorings", "Staffing"]
+    assert parts["Harbour Survey > Moorings"] == (
+        "Moorings\n\nThree buoys need new chains.\n\n"
+        "Buoy | Chain | Remarks\nBuoy 3 | 14 m | new shackle\n\n"  # the empty row left out
+        "Divers are booked for March."
+    )
+    assert parts["Staffing"] == "Staffing\n\nTwo harbour masters share the night shift."
+
+
 def test_rtf_decodes_unicode_and_code_page_escapes(tmp_path: Path) -> None:
     path = tmp_path / "tides.rtf"
     write_rtf(path)
