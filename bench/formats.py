@@ -7,7 +7,8 @@ The texts are the Markdown pages of the docs folders (English FastAPI, Chinese T
 repository, ``--docs`` pages of each, split at their headings. Each page is written in every
 format: Markdown as it is (the baseline), a PDF of one page per section (English only: the PDF
 writer here has only Helvetica), Word, slides (.pptx and .odp, a slide per section), OpenDocument
-text, RTF, an e-book (a chapter per section), a mail message and a mailbox (a message per section),
+text, RTF, an e-book (a chapter per section), a mail message (.eml and
+Outlook's .msg) and a mailbox (a message per section),
 spreadsheets (.xlsx and .ods, a row per paragraph under a header row), and PNG images of the
 section's first lines (for OCR). Rounds are interleaved (every format once per round) and the
 median round is reported: the machine's 2 cores are shared.
@@ -202,6 +203,13 @@ def write_eml(path: Path, sections: Sections) -> None:
     path.write_bytes(bytes(_message(sections[0][0], "\n\n".join(t for _, t in sections))))
 
 
+def write_msg(path: Path, sections: Sections) -> None:
+    from tests.msg_docs import Mail
+    from tests.msg_docs import write_msg as write
+
+    write(path, Mail(sections[0][0], body="\n\n".join(t for _, t in sections)))
+
+
 def write_mbox(path: Path, sections: Sections) -> None:
     import mailbox
 
@@ -275,6 +283,7 @@ WRITERS: dict[str, Callable[[Path, Sections], None]] = {
     ".rtf": write_rtf,
     ".epub": write_epub,
     ".eml": write_eml,
+    ".msg": write_msg,
     ".mbox": write_mbox,
     ".xlsx": write_xlsx,
     ".ods": write_ods,

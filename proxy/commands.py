@@ -18,6 +18,7 @@ from proxy.logging import configure_logging
 from proxy.printable import printable
 from proxy.progress import progress_for
 from proxy.settings import Settings
+from proxy.types import OCR_HEADING
 
 
 def index(settings: Settings, args: argparse.Namespace) -> int:
@@ -48,7 +49,8 @@ def index(settings: Settings, args: argparse.Namespace) -> int:
                 shown.start(name, total, "files")
 
                 def scanned(report: ScanReport, name: str = name) -> None:
-                    shown.advance(report.visited, _scanned(name, report))
+                    ocr = f"{name} ({report.ocr_pages} pages OCR)" if report.ocr_pages else name
+                    shown.advance(report.visited, _scanned(name, report), label=ocr)
 
                 report = service.indexer.scan(collection, progress=scanned, verify=args.verify)
                 reports[name] = report
@@ -92,7 +94,8 @@ def _pending_vectors(service: IndexService) -> dict[str, int]:
 
 
 def _scanned(name: str, report: ScanReport) -> str:
-    return f"{name}: {report.indexed} indexed, {report.unchanged} unchanged, {report.skipped} skipped"
+    ocr = f", {report.ocr_pages} pages read by OCR" if report.ocr_pages else ""
+    return f"{name}: {report.indexed} indexed, {report.unchanged} unchanged, {report.skipped} skipped{ocr}"
 
 
 def search(settings: Settings, args: argparse.Namespace) -> int:
@@ -111,7 +114,11 @@ def search(settings: Settings, args: argparse.Namespace) -> int:
         print("no results")
     for rank, hit in enumerate(hits, start=1):
         where = f"{hit.collection}:{hit.path}" + (f" p.{hit.page}" if hit.page else "")
-        where += f" [{hit.start}-{hit.end}]" + (f" § {hit.heading}" if hit.heading else "")
+        where += f" [{hit.start}-{hit.end}]"
+        if hit.heading == OCR_HEADING:
+            where += f" ({OCR_HEADING})"
+        elif hit.heading:
+            where += f" § {hit.heading}"
         print(f"[{rank}] {hit.score:.4f}  {where}")
         print("    " + " ".join(hit.text.split())[:300])
     return 0

@@ -24,6 +24,7 @@ from proxy.index.db import connect
 from proxy.index.store import open_store
 from proxy.pipeline.context import UNKNOWN, from_props, from_show
 from proxy.settings import Settings, UpstreamSpec
+from proxy.types import OCR_INSTALL
 
 Status = Literal["OK", "WARN", "FAIL"]
 
@@ -91,6 +92,7 @@ def diagnose(settings: Settings) -> list[Finding]:
     else:
         findings.append(check_embedder(settings))
     findings += check_folders(settings)
+    findings.append(check_ocr(settings))
     findings.append(check_inotify(settings))
     findings.append(check_port(settings))
     findings.append(check_keys(settings))
@@ -334,6 +336,35 @@ def check_embedder(settings: Settings) -> Finding:
         return Finding(name, "FAIL", detail, "use the embedder the index was built with")
     return Finding(
         name, "WARN", detail + "; serve re-embeds everything", "use the embedder it was built with"
+    )
+
+
+def check_ocr(settings: Settings) -> Finding:
+    """Whether images and scanned PDF pages can be read: the OCR engine's packages are looked
+    for, not loaded."""
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, version
+
+    if settings.ocr == "off":
+        return Finding("ocr", "OK", "off: images are skipped, PDF pages without text left out")
+    absent = [m for m in ("rapidocr_onnxruntime", "pypdfium2", "PIL") if importlib.util.find_spec(m) is None]
+    if absent:
+        return Finding(
+            "ocr",
+            "WARN",
+            f"the OCR engine is not installed ({', '.join(absent)} missing): images and scanned PDF "
+            "pages are skipped",
+            f"{OCR_INSTALL}, or --ocr off",
+        )
+    try:
+        engine = f"RapidOCR {version('rapidocr-onnxruntime')}"
+    except PackageNotFoundError:
+        engine = "RapidOCR"
+    return Finding(
+        "ocr",
+        "OK",
+        f"{engine} reads images and scanned PDF pages (English and Chinese), up to "
+        f"{settings.ocr_pages} pages a file",
     )
 
 

@@ -27,6 +27,7 @@ DEFAULT_PLUGINS = (
     "plugins.loaders.rtf",
     "plugins.loaders.epub",
     "plugins.loaders.sheets",
+    "plugins.loaders.image",
     "plugins.embedders.e5",
     "plugins.embedders.ollama",
     "plugins.rerankers.http",

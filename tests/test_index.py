@@ -88,7 +88,8 @@ def test_bad_files_are_skipped_with_reasons(service: IndexService, tmp_path: Pat
     (root / "empty.md").write_text("")
     (root / "huge.txt").write_text("word " * 50_000)
     (root / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj <<\ngarbage")
-    (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a signature, no image
+    (root / "data.xyz").write_bytes(b"\x01\x02")
     indexed(service, root)
     skipped = {s["path"]: s["reason"] for s in service.store.status()["collections"][0]["skipped"]}
     assert skipped == {
@@ -97,9 +98,11 @@ def test_bad_files_are_skipped_with_reasons(service: IndexService, tmp_path: Pat
         "empty.md": "empty file",
         "huge.txt": "250000 bytes, over the 100000-byte cap",
         "broken.pdf": skipped["broken.pdf"],
-        "image.png": "no loader for .png",
+        "image.png": skipped["image.png"],
+        "data.xyz": "no loader for .xyz",
     }
     assert skipped["broken.pdf"].startswith("unreadable PDF")
+    assert skipped["image.png"].startswith("unreadable image")
     assert re.fullmatch(
         r"binary file: not UTF-8 \(byte \d+\), and no other encoding fits", skipped["noise.txt"]
     )

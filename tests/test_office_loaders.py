@@ -18,6 +18,7 @@ from proxy.index.service import IndexService
 from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
 from proxy.types import Document, SkipFile
+from tests.docs import write_docx
 from tests.office_docs import (
     indented,
     truncated,
@@ -378,3 +379,22 @@ def test_zip_bombs_are_skipped_at_once_with_the_reason_and_the_rest_indexed(tmp_
         assert [h.path for h in service.store.search_keyword("heron", 5)] == ["note.md"]
     finally:
         service.close()
+
+
+def test_office_files_encrypted_with_a_password_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    """Encrypted as Office does it (ECMA-376 agile encryption in an OLE compound file), by
+    msoffcrypto-tool."""
+    from msoffcrypto.format.ooxml import OOXMLFile
+    from openpyxl import Workbook
+
+    write_docx(tmp_path / "plain.docx")
+    write_pptx(tmp_path / "plain.pptx")
+    book = Workbook()
+    book.active.append(["Crane", "Capacity"])  # type: ignore[union-attr]
+    book.save(tmp_path / "plain.xlsx")
+    for kind in ("docx", "pptx", "xlsx"):
+        locked = tmp_path / f"locked.{kind}"
+        with (tmp_path / f"plain.{kind}").open("rb") as plain, locked.open("wb") as out:
+            OOXMLFile(plain).encrypt("harbour", out)
+        with pytest.raises(SkipFile, match=f"password-protected {kind.upper()}"):
+            load(locked)

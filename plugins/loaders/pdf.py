@@ -1,21 +1,33 @@
-"""PDF: the text of each page, with its page number (pypdf)."""
+"""PDF: the text of each page, with its page number (pypdf). A page with no text layer (a scan) is
+rendered (pypdfium2) and read by OCR, up to the OCR page limit per file; its section is headed
+``OCR``. With OCR off, or its engine not installed, such a page is left out."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+from plugins.loaders.ocr import MAX_SIDE, missing, read_image
 from proxy.hookspecs import hookimpl
-from proxy.types import Document, Section, SkipFile
+from proxy.types import (
+    OCR_HEADING,
+    Document,
+    Section,
+    SkipFile,
+    ocr_page_read,
+    ocr_starting,
+    read_options,
+)
+
+RENDER_DPI = 200  # a scanned page is rendered at this resolution, its longer side at most MAX_SIDE
 
 
 def load_pdf(path: Path) -> Document:
     import pypdf
     from pypdf.errors import PyPdfError
 
-    parts: list[str] = []
-    sections: list[Section] = []
-    offset = 0
+    pages: dict[int, tuple[str, str | None]] = {}  # page number -> (text, heading)
+    scanned: list[int] = []
     try:
         reader = pypdf.PdfReader(path)
         if reader.is_encrypted:
@@ -23,16 +35,76 @@ def load_pdf(path: Path) -> Document:
         for number, page in enumerate(reader.pages, start=1):
             text = (page.extract_text() or "").strip()
             if text:
-                sections.append(Section(offset, offset + len(text), page=number))
-                parts.append(text + "\n\n")
-                offset += len(text) + 2
+                pages[number] = (text, None)
+            else:
+                scanned.append(number)
     except SkipFile:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise SkipFile(f"unreadable PDF: {type(exc).__name__}: {exc}"[:300]) from None
-    if not sections:
-        raise SkipFile("PDF has no extractable text (scanned?)")
-    return Document("".join(parts), sections)
+    options = read_options()
+    notes: list[str] = []
+    unread = "OCR is off" if not options.ocr else missing()
+    if scanned and not unread:
+        for number, text in _ocr_pages(path, scanned[: options.ocr_pages]):
+            if text:
+                pages[number] = (text, OCR_HEADING)
+        if len(scanned) > options.ocr_pages:
+            rest, limit = scanned[options.ocr_pages :], options.ocr_pages
+            pages_text = f"{len(rest)} scanned page" + ("s" if len(rest) > 1 else "")
+            notes.append(f"{pages_text} ({_span(rest)}) not read: the OCR page limit is {limit}")
+    if not pages:
+        if not scanned:
+            raise SkipFile("PDF has no extractable text")
+        if unread:
+            raise SkipFile(f"PDF has no extractable text (scanned?); {unread}")
+        raise SkipFile("PDF has no extractable text, and OCR found none")
+    if scanned and unread and options.ocr:  # left out for want of the engine: say how to get it
+        without = f"{len(scanned)} page" + ("s" if len(scanned) > 1 else "") + " without text"
+        notes.append(f"{without} ({_span(scanned)}) not read: {unread}")
+    parts: list[str] = []
+    sections: list[Section] = []
+    offset = 0
+    for number in sorted(pages):
+        text, heading = pages[number]
+        sections.append(Section(offset, offset + len(text), heading, number))
+        parts.append(text + "\n\n")
+        offset += len(text) + 2
+    return Document("".join(parts), sections, "; ".join(notes) or None)
+
+
+def _ocr_pages(path: Path, numbers: list[int]) -> list[tuple[int, str]]:
+    import pypdfium2
+
+    read: list[tuple[int, str]] = []
+    ocr_starting()
+    try:
+        document = pypdfium2.PdfDocument(path)
+    except pypdfium2.PdfiumError as exc:
+        raise SkipFile(f"unreadable PDF: {exc}"[:300]) from None
+    try:
+        for number in numbers:
+            page = document[number - 1]
+            try:
+                width, height = page.get_size()  # points
+                scale = min(RENDER_DPI / 72, MAX_SIDE / max(width, height, 1))
+                image = page.render(scale=scale, may_draw_forms=False).to_pil()
+            finally:
+                page.close()
+            read.append((number, read_image(image).strip()))
+            ocr_page_read()
+    finally:
+        document.close()
+    return read
+
+
+def _span(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"page {numbers[0]}"
+    if numbers[-1] - numbers[0] == len(numbers) - 1:
+        return f"pages {numbers[0]}-{numbers[-1]}"
+    shown = ", ".join(str(n) for n in numbers[:5])
+    return f"pages {shown}" + (", ..." if len(numbers) > 5 else "")
 
 
 @hookimpl

@@ -16,9 +16,16 @@ _BLANK_LINES = re.compile(r"\n[ \t\f\v]*(?:\n[ \t\f\v]*)+\n")
 
 
 def load_rtf(path: Path) -> Document:
+    text = rtf_text(path.read_bytes())
+    return Document(text, [Section(0, len(text))])
+
+
+def rtf_text(raw: bytes) -> str:
+    """The text of an RTF document (a file's, or a message body's): ``SkipFile`` when it is not
+    RTF, cannot be decoded, or has no text."""
     from striprtf.striprtf import rtf_to_text
 
-    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
     if not raw.lstrip().startswith(b"{\\rtf"):
         raise SkipFile("not an RTF file: it does not start with {\\rtf")
     # RTF is 7-bit text: read byte for byte, and let striprtf decode the escapes by the
@@ -38,7 +45,7 @@ def load_rtf(path: Path) -> Document:
     text = _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
     if not text:
         raise SkipFile("no text")
-    return Document(text, [Section(0, len(text))])
+    return text
 
 
 @hookimpl

@@ -33,7 +33,7 @@ from proxy.index.store import (
 from proxy.logging import get_logger
 from proxy.plugins import isolated, large, loader_for
 from proxy.printable import storable
-from proxy.types import Embedder, SkipFile
+from proxy.types import Embedder, ReadOptions, SkipFile
 
 log = get_logger("ragproxy.index")
 
@@ -190,6 +190,7 @@ class ScanReport:
     verified: int = 0  # indexed files read and hashed by a verifying scan
     changed: int = 0  # ... whose content differed from the index's
     visited: int = 0  # files the walk reached so far (what a progress bar counts against its total)
+    ocr_pages: int = 0  # pages and images OCR read
 
 
 class Indexer:
@@ -200,15 +201,19 @@ class Indexer:
         max_file_bytes: int = 20 * 1024 * 1024,
         max_file_chunks: int = 10_000,
         limits: Limits | None = None,
+        options: ReadOptions | None = None,
         chunk_tokens: int = 256,
         chunk_overlap: int = 32,
         on_change: Callable[[], None] | None = None,
     ) -> None:
+        """``options``: how loaders read (OCR on or off, its page limit)."""
         self.store = store
         self.max_file_bytes = max_file_bytes
         self.max_file_chunks = max_file_chunks
         self.limits = limits or Limits()
-        self.extractor = Extractor(self.limits)
+        self.extractor = Extractor(self.limits, options, self._ocr_page)
+        self.ocr_pages = 0  # pages OCR read since start
+        self._scanning: tuple[ScanReport, Callable[[ScanReport], None], int] | None = None
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
         self.on_change = on_change or (lambda: None)
@@ -355,6 +360,15 @@ class Indexer:
             rel, digest, info.st_size, info.st_mtime, getattr(loader, "__module__", "?"), chunks
         )
 
+    def _ocr_page(self) -> None:
+        """A page read by OCR: counted, and shown by the scan under way, if any."""
+        self.ocr_pages += 1
+        scanning = self._scanning
+        if scanning is not None:
+            report, progress, before = scanning
+            report.ocr_pages = self.ocr_pages - before
+            progress(report)
+
     def _skip(self, collection: Collection, rel: str, reason: str) -> str:
         reason = storable(reason)  # a loader's message may quote the name as it is on disk
         log.warning("index.skipped", collection=collection.name, path=rel, reason=reason)
@@ -477,22 +491,26 @@ class Indexer:
                 if progress:
                     progress(report)
 
-        for path, rel in self._walk(collection, start):
-            report.visited += 1
-            seen.add(rel)
-            outcome = self._prepare_checked(collection, path, rel, states.get(rel), verify=verify)
-            if rel in indexed and (outcome == "unchanged" or isinstance(outcome, NewDocument)):
-                report.verified += 1
-                report.changed += outcome != "unchanged"
-            if isinstance(outcome, str):
-                _count(report, outcome)
-            else:
-                batch.append(outcome)
-                batch_chars += sum(len(chunk.text) for chunk in outcome.chunks)
-                if len(batch) >= SCAN_BATCH_FILES or batch_chars >= SCAN_BATCH_CHARS:
-                    flush()
-            if progress:
-                progress(report)  # after every file, so a bar moves with the walk
+        self._scanning = (report, progress, self.ocr_pages) if progress else None
+        try:
+            for path, rel in self._walk(collection, start):
+                report.visited += 1
+                seen.add(rel)
+                outcome = self._prepare_checked(collection, path, rel, states.get(rel), verify=verify)
+                if rel in indexed and (outcome == "unchanged" or isinstance(outcome, NewDocument)):
+                    report.verified += 1
+                    report.changed += outcome != "unchanged"
+                if isinstance(outcome, str):
+                    _count(report, outcome)
+                else:
+                    batch.append(outcome)
+                    batch_chars += sum(len(chunk.text) for chunk in outcome.chunks)
+                    if len(batch) >= SCAN_BATCH_FILES or batch_chars >= SCAN_BATCH_CHARS:
+                        flush()
+                if progress:
+                    progress(report)  # after every file, so a bar moves with the walk
+        finally:
+            self._scanning = None
         flush()
         prefix = collection.relative(start) if start else None
         vanished = [

@@ -22,7 +22,7 @@ from proxy.index.vectors import Background, is_cjk
 from proxy.logging import get_logger
 from proxy.plugins import embedders, factory
 from proxy.settings import Settings
-from proxy.types import Embedder, Reranker
+from proxy.types import Embedder, ReadOptions, Reranker
 
 log = get_logger("ragproxy.index")
 
@@ -53,6 +53,7 @@ class IndexService:
             max_file_bytes=settings.max_file_size,
             max_file_chunks=settings.max_file_chunks,
             limits=Limits(settings.reader_memory << 20, settings.reader_timeout, settings.max_file_text),
+            options=ReadOptions(ocr=settings.ocr != "off", ocr_pages=settings.ocr_pages),
             chunk_tokens=settings.chunk_tokens,
             chunk_overlap=settings.chunk_overlap,
             on_change=self._changed,

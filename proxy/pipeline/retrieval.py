@@ -16,7 +16,7 @@ from proxy.logging import get_logger
 from proxy.pipeline import clients
 from proxy.plugins import factory, rerankers
 from proxy.settings import Settings
-from proxy.types import Reranker
+from proxy.types import OCR_HEADING, Reranker
 
 log = get_logger("ragproxy.retrieval")
 
@@ -52,11 +52,14 @@ class Passage:
     chunk_ids: tuple[int, ...]
 
     def label(self) -> str:
+        """``path > heading (page N)``; a passage OCR read: ``path (page N, OCR)``."""
         where = self.path
-        if self.heading:
+        ocr = self.heading == OCR_HEADING
+        if self.heading and not ocr:
             where += f" > {self.heading}"
-        if self.page is not None:
-            where += f" (page {self.page})"
+        marks = ([f"page {self.page}"] if self.page is not None else []) + ([OCR_HEADING] if ocr else [])
+        if marks:
+            where += f" ({', '.join(marks)})"
         return where
 
     def source(self) -> dict[str, Any]:

@@ -1,0 +1,60 @@
+"""Images: the text OCR reads in a photo, a screenshot or a scan (PNG, JPEG, WebP, TIFF, BMP).
+A multi-page TIFF gives one section per frame with its page number, up to the OCR page limit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from plugins.loaders.ocr import check_pixels, missing, open_image, read_image
+from proxy.hookspecs import hookimpl
+from proxy.types import (
+    OCR_HEADING,
+    Document,
+    Section,
+    SkipFile,
+    ocr_page_read,
+    ocr_starting,
+    read_options,
+)
+
+SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+def load_image(path: Path) -> Document:
+    options = read_options()
+    if not options.ocr:
+        raise SkipFile("OCR is off")
+    reason = missing()
+    if reason:
+        raise SkipFile(reason)
+    parts: list[str] = []
+    sections: list[Section] = []
+    note = None
+    offset = 0
+    ocr_starting()  # the engine's memory, and a large image's decoding, within the reader's limit
+    with open_image(path) as image:
+        frames = getattr(image, "n_frames", 1)
+        for index in range(min(frames, options.ocr_pages)):
+            if index:
+                image.seek(index)
+                check_pixels(image)
+            text = read_image(image).strip()
+            ocr_page_read()
+            if text:
+                sections.append(
+                    Section(offset, offset + len(text), OCR_HEADING, index + 1 if frames > 1 else None)
+                )
+                parts.append(text + "\n\n")
+                offset += len(text) + 2
+        if frames > options.ocr_pages:
+            limit = options.ocr_pages
+            note = f"pages {limit + 1}-{frames} not read: the OCR page limit is {limit}"
+    if not sections:
+        raise SkipFile("OCR found no text in the image")
+    return Document("".join(parts), sections, note)
+
+
+@hookimpl
+def register_loaders(register: Callable[..., None]) -> None:
+    register(SUFFIXES, load_image)
