@@ -54,14 +54,14 @@ def _textbox(shapes: Any, left: int, top: int, text: str) -> None:
 
 def write_odp(path: Path) -> None:
     """Slide 1 "Lighthouse lenses": a title frame, frames out of reading order, a group, a table
-    and notes. Slide 2 named "Storm drill", with no title frame; slide 3 named "page3" (a default
-    name), slide 4 with no text."""
+    and notes (with a slide-number field). Slide 2 named "Storm drill", with no title frame;
+    slide 3 named "page3" (a default name), slide 4 with no text."""
     from odf.draw import Frame, G, Page, TextBox
     from odf.opendocument import OpenDocumentPresentation
     from odf.presentation import Notes
     from odf.style import MasterPage, PageLayout, PageLayoutProperties
     from odf.table import Table, TableCell, TableColumn, TableRow
-    from odf.text import P
+    from odf.text import P, PageNumber
 
     document = OpenDocumentPresentation()
     layout = PageLayout(name="Screen")
@@ -109,6 +109,12 @@ def write_odp(path: Path) -> None:
     notes = Notes()
     slide.addElement(notes)
     frame(notes, "1cm", "1cm", "Polish the lens with a chamois leather.", kind="notes")
+    # the slide number's placeholder, its field showing "<number>", as a notes page LibreOffice
+    # made from a PowerPoint one holds
+    number = frame(notes, "10cm", "24cm", kind="page-number")
+    shown = P()
+    shown.addElement(PageNumber(text="<number>"))
+    number.firstChild.addElement(shown)
 
     frame(page("Storm drill"), "1cm", "1cm", "Close the gallery shutters before the gale.")
     frame(page("page3"), "1cm", "1cm", "The logbook is kept in the watch room.")
@@ -222,6 +228,20 @@ def write_epub(path: Path) -> None:
 # --- Damaged and hostile files ----------------------------------------------------------------
 
 BOMB_LINE = "The quick brown fox jumps over the lazy dog."
+
+
+def indented(path: Path) -> None:
+    """``path``, an OpenDocument file, with its content.xml's body indented as pandoc writes it:
+    a line break and spaces between office:body and the element inside, and after that."""
+    with zipfile.ZipFile(path) as source:
+        items = [(item, source.read(item)) for item in source.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for item, data in items:
+            if item.filename == "content.xml":
+                assert data.count(b"<office:body><office:") == 1, data[:200]
+                data = data.replace(b"<office:body><office:", b"<office:body>\n  <office:")
+                data = data.replace(b"</office:body>", b"\n</office:body>")
+            out.writestr(item, data)
 
 
 def inflate_member(source: Path, path: Path, member: str, before: bytes, unit: bytes, inflated: int) -> None:

@@ -20,6 +20,7 @@ from proxy.settings import Settings
 from proxy.types import Document, SkipFile
 from tests.docs import write_docx
 from tests.office_docs import (
+    indented,
     truncated,
     write_epub,
     write_epub_bomb,
@@ -112,6 +113,44 @@ def test_odt_headings_start_sections_with_lists_tables_and_chinese(tmp_path: Pat
     assert "- Sharpen the loppers.\n\n- Seal large cuts." in pruning
     assert "Fruit | Month\n\nBramley apples | October" in parts["Orchard Guide > Harvest"]
     assert parts["果园"] == "果园\n\n苹果在九月成熟，梨在十月成熟。"
+
+
+@pytest.mark.parametrize("name", ["orchard.odt", "lenses.odp"])
+def test_opendocument_with_its_body_indented_is_read_the_same(tmp_path: Path, name: str) -> None:
+    """pandoc indents content.xml: the first thing in office:body is then a line break, which
+    odfpy takes for the document's text."""
+    plain, spaced = tmp_path / name, tmp_path / f"indented-{name}"
+    WRITERS[name](plain)
+    WRITERS[name](spaced)
+    indented(spaced)
+    assert sections(load(spaced)) == sections(load(plain))
+
+
+def test_docx_tables_are_read_in_their_place_under_their_heading(tmp_path: Path) -> None:
+    """A table in the first chapter belongs to that chapter's section, not the last one's."""
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Harbour Survey", level=1)
+    document.add_heading("Moorings", level=2)
+    document.add_paragraph("Three buoys need new chains.")
+    table = document.add_table(rows=0, cols=3)
+    for values in (("Buoy", "Chain", "Remarks"), ("Buoy 3", "14 m", "new shackle"), ("", "", "")):
+        for cell, value in zip(table.add_row().cells, values, strict=True):
+            cell.text = value
+    document.add_paragraph("Divers are booked for March.")
+    document.add_heading("Staffing", level=1)
+    document.add_paragraph("Two harbour masters share the night shift.")
+    path = tmp_path / "survey.docx"
+    document.save(str(path))
+    parts = sections(load(path))
+    assert list(parts) == ["Harbour Survey", "Harbour Survey > Moorings", "Staffing"]
+    assert parts["Harbour Survey > Moorings"] == (
+        "Moorings\n\nThree buoys need new chains.\n\n"
+        "Buoy | Chain | Remarks\nBuoy 3 | 14 m | new shackle\n\n"  # the empty row left out
+        "Divers are booked for March."
+    )
+    assert parts["Staffing"] == "Staffing\n\nTwo harbour masters share the night shift."
 
 
 def test_rtf_decodes_unicode_and_code_page_escapes(tmp_path: Path) -> None:

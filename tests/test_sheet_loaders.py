@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from plugins.loaders.sheets import MAX_ROWS
+from plugins.loaders.sheets import MAX_ROWS, load_ods
 from proxy.index.chunker import chunk_document
 from proxy.index.service import IndexService
 from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
 from proxy.types import Document, SkipFile
+from tests.office_docs import indented
 
 
 def rewrite_member(path: Path, member: str, change: dict[bytes, bytes]) -> None:
@@ -178,6 +179,15 @@ def test_an_ods_is_read_table_by_table(tmp_path: Path) -> None:
         "Ålesund |  |  | 2026-05-02",  # the repeated empty cells keep the columns in place
     ]
     assert section_text(document, "灯塔 (row 2)") == "灯塔 | 看守人\n成山头灯塔 | 王海"
+
+
+def test_an_ods_with_its_body_indented_is_read_the_same(tmp_path: Path) -> None:
+    """A line break first in office:body, which odfpy takes for the spreadsheet."""
+    plain, spaced = tmp_path / "tides.ods", tmp_path / "indented.ods"
+    write_ods(plain)
+    write_ods(spaced)
+    indented(spaced)
+    assert load_ods(spaced) == load_ods(plain)
 
 
 def test_reading_stops_at_the_limits_and_the_document_says_where(

@@ -1,4 +1,5 @@
-"""Word documents (.docx): paragraphs and tables; "Heading N" styles start sections."""
+"""Word documents (.docx): paragraphs and tables (a row a line, "a | b | c") in document order;
+"Heading N" styles start sections."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from proxy.types import Document, Section, SkipFile
 def load_docx(path: Path) -> Document:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
 
     check_zip(path, "DOCX")
     try:
@@ -24,9 +26,16 @@ def load_docx(path: Path) -> Document:
     sections: list[Section] = []
     headings: list[tuple[int, str]] = []
     offset = start = 0
-    for paragraph in document.paragraphs:
-        text = paragraph.text.strip()
-        style = paragraph.style.name if paragraph.style is not None else ""
+    for block in document.iter_inner_content():  # paragraphs and tables in document order
+        if isinstance(block, Table):  # a row a line, in the section it stands in
+            rows = [" | ".join(cell.text.strip() for cell in row.cells) for row in block.rows]
+            text = "\n".join(row for row in rows if row.strip(" |"))
+            if text:
+                parts.append(text + "\n\n")
+                offset += len(text) + 2
+            continue
+        text = block.text.strip()
+        style = block.style.name if block.style is not None else ""
         if style.startswith("Heading") and text:
             if offset > start:
                 sections.append(Section(start, offset, " > ".join(t for _, t in headings) or None))
@@ -36,12 +45,6 @@ def load_docx(path: Path) -> Document:
         if text:
             parts.append(text + "\n\n")
             offset += len(text) + 2
-    for table in document.tables:
-        for row in table.rows:
-            text = " | ".join(cell.text.strip() for cell in row.cells)
-            if text.strip(" |"):
-                parts.append(text + "\n")
-                offset += len(text) + 1
     if offset > start:
         sections.append(Section(start, offset, " > ".join(t for _, t in headings) or None))
     if not parts:

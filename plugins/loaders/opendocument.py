@@ -43,6 +43,7 @@ _LEFT_OUT = {
     (TEXT, "sequence-decls"),
     (TEXT, "variable-decls"),
     (TEXT, "user-field-decls"),
+    (TEXT, "page-number"),  # a field; on a notes page made from PowerPoint's it reads "<number>"
     (OFFICE, "annotation"),
     (OFFICE, "forms"),
     (PRESENTATION, "notes"),  # read on their own, after the slide's text
@@ -117,7 +118,9 @@ def _body(path: Path, kind: str, body: str) -> Any:
         raise
     except (zipfile.BadZipFile, KeyError, ValueError, IndexError, AttributeError, SAXException) as exc:
         raise SkipFile(f"unreadable {kind}: {type(exc).__name__}: {exc}"[:300]) from None
-    element = getattr(document, body, None)
+    # odfpy's own document.text (or .presentation) is the body's first child, in XML indented
+    # between the elements (pandoc's) a blank text node: the element is looked for instead
+    element = next((child for child in document.body.childNodes if _qname(child) == (OFFICE, body)), None)
     if element is None:
         raise SkipFile(f"not an {kind}: the file holds {document.mimetype or 'no known document'}"[:300])
     return element

@@ -119,7 +119,10 @@ def load_ods(path: Path) -> Document:
         raise SkipFile(f"unreadable ODS: {type(exc).__name__}: {exc}"[:300]) from None
     if printed.failed:
         raise SkipFile("unreadable ODS: malformed XML")
-    spreadsheet = getattr(document, "spreadsheet", None)
+    # odfpy's own document.spreadsheet is the body's first child, in XML indented between the
+    # elements a blank text node: the element is looked for instead
+    found = (node for node in document.body.childNodes if _is(node, OFFICE_NS, "spreadsheet"))
+    spreadsheet = next(found, None)
     if spreadsheet is None:
         raise SkipFile("unreadable ODS: not a spreadsheet")
     tables = [node for node in spreadsheet.childNodes if _is(node, TABLE_NS, "table")]
