@@ -153,6 +153,42 @@ def test_docx_tables_are_read_in_their_place_under_their_heading(tmp_path: Path)
     assert parts["Staffing"] == "Staffing\n\nTwo harbour masters share the night shift."
 
 
+def test_docx_content_controls_text_boxes_and_outline_level_headings_are_read(tmp_path: Path) -> None:
+    """What Word's templates and other editors write: paragraphs inside a content control
+    (``w:sdt``), a text box's text, a heading style named 标题 1 (as some editors name theirs)
+    and a paragraph made a heading by its own outline level."""
+    import docx
+    from docx.enum.style import WD_STYLE_TYPE
+    from docx.oxml import parse_xml
+    from docx.oxml.ns import nsdecls, qn
+
+    document = docx.Document()
+    style = document.styles.add_style("标题 1", WD_STYLE_TYPE.PARAGRAPH)
+    style.element.get_or_add_pPr().append(parse_xml(f'<w:outlineLvl {nsdecls("w")} w:val="0"/>'))
+    document.add_paragraph("港口手册", style="标题 1")
+    wrapped = document.add_paragraph("Buoys are painted every spring.")
+    control = parse_xml(f"<w:sdt {nsdecls('w')}><w:sdtPr/><w:sdtContent/></w:sdt>")
+    wrapped._p.addprevious(control)
+    control.find(qn("w:sdtContent")).append(wrapped._p)
+    anchor = document.add_paragraph("See the box.")
+    box = parse_xml(
+        f"<w:r {nsdecls('w')}><w:pict><w:txbxContent>"
+        "<w:p><w:r><w:t>Gale warnings hang in the harbour office window.</w:t></w:r></w:p>"
+        "</w:txbxContent></w:pict></w:r>"
+    )
+    anchor._p.append(box)
+    outlined = document.add_paragraph("Night duty")
+    outlined._p.get_or_add_pPr().append(parse_xml(f'<w:outlineLvl {nsdecls("w")} w:val="1"/>'))
+    document.add_paragraph("The keeper logs the lamp every hour.")
+    path = tmp_path / "handbook.docx"
+    document.save(str(path))
+    parts = sections(load(path))
+    assert list(parts) == ["港口手册", "港口手册 > Night duty"]
+    assert "Buoys are painted every spring." in parts["港口手册"]
+    assert "See the box.\nGale warnings hang in the harbour office window." in parts["港口手册"]
+    assert parts["港口手册 > Night duty"] == "Night duty\n\nThe keeper logs the lamp every hour."
+
+
 def test_rtf_decodes_unicode_and_code_page_escapes(tmp_path: Path) -> None:
     path = tmp_path / "tides.rtf"
     write_rtf(path)
