@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from plugins.loaders import ocr  # noqa: E402
 from plugins.loaders.ocr import read_image  # noqa: E402
 
 FONTS = Path("/usr/share/fonts/truetype")
@@ -140,7 +141,9 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="10,12,16", help="font sizes in points")
     parser.add_argument("--formats", default="png,jpeg")
+    parser.add_argument("--detect-side", type=int, default=ocr.DETECT_SIDE, help="the detector's input side")
     args = parser.parse_args()
+    ocr.DETECT_SIDE = args.detect_side
     sizes = [int(s) for s in args.sizes.split(",")]
     read_image(Image.new("RGB", (64, 64), "white"))  # the engine loaded before the clock starts
     results: dict[str, list[float]] = {"English": [], "Chinese": []}
@@ -174,6 +177,9 @@ def main() -> None:
     print(
         f"speed: {len(seconds) / sum(seconds):.2f} pages/s ({statistics.median(seconds):.2f} s median a page)"
     )
+    with open("/proc/self/status") as status:
+        peak = next((line.split()[1] for line in status if line.startswith("VmHWM:")), "0")
+    print(f"detector side {ocr.DETECT_SIDE}; peak RSS of this process {int(peak) >> 10} MB")
 
 
 if __name__ == "__main__":
