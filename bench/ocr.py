@@ -4,7 +4,7 @@ fonts (Debian's DejaVu Sans and Serif, WenQuanYi Micro Hei) at several sizes on 
 loaders use. Character accuracy is 1 - edit distance / length, over the page's text with its line
 breaks as spaces (and no spaces at all for Chinese); speed is pages per second, one at a time.
 
-    .venv/bin/python bench/ocr.py [--sizes 11,14,18] [--formats png,jpeg]
+    .venv/bin/python bench/ocr.py [--sizes 11,14,18] [--formats png,jpeg] [--detect-side 1280] [--reader]
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="10,12,16", help="font sizes in points")
     parser.add_argument("--formats", default="png,jpeg")
+    parser.add_argument("--reader", action="store_true", help="also: two images through the reader process")
     parser.add_argument("--detect-side", type=int, default=ocr.DETECT_SIDE, help="the detector's input side")
     args = parser.parse_args()
     ocr.DETECT_SIDE = args.detect_side
@@ -180,6 +181,41 @@ def main() -> None:
     with open("/proc/self/status") as status:
         peak = next((line.split()[1] for line in status if line.startswith("VmHWM:")), "0")
     print(f"detector side {ocr.DETECT_SIDE}; peak RSS of this process {int(peak) >> 10} MB")
+    if args.reader:
+        through_the_reader()
+
+
+def through_the_reader() -> None:
+    """Peak RSS of the reader process (as the indexer runs it, default limits) reading one image:
+    an A4 page scanned at 300 dpi, a 48-megapixel photo of text; a fresh reader for each."""
+    import tempfile
+
+    from proxy.index.extract import Extractor, Limits
+    from proxy.plugins import loader_for
+    from proxy.types import ReadOptions
+
+    font = ImageFont.truetype(str(LATIN["DejaVu Sans"]), 120)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (width, height) in (("a4-300dpi.png", (2480, 3508)), ("photo-48mp.png", (8000, 6000))):
+            image = Image.new("L", (width, height), 255)
+            draw = ImageDraw.Draw(image)
+            for line in range(12):
+                draw.text((100, 200 + line * (height // 14)), f"Line {line} of the harbour logbook.", 0, font)
+            path = Path(folder) / name
+            image.save(path)
+            extractor = Extractor(Limits(), ReadOptions())
+            try:
+                loader = loader_for(path)
+                assert loader is not None
+                started = time.perf_counter()
+                text = extractor.load(loader, path).text
+                took = time.perf_counter() - started
+            finally:
+                extractor.close()
+            print(
+                f"through the reader: {name} {took:.1f} s, reader peak RSS {extractor.peak_rss >> 20} MB, "
+                f"{text.count('harbour logbook')} of 12 lines read"
+            )
 
 
 if __name__ == "__main__":
