@@ -4,6 +4,7 @@ ones: a million rows, a decompression bomb, a corrupt file, an encrypted one."""
 
 from __future__ import annotations
 
+import csv
 import pickle
 import re
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.loaders.sheets import MAX_ROWS, load_ods
+from plugins.loaders.sheets import MAX_ROWS, load_csv, load_ods
 from proxy.index.chunker import chunk_document
 from proxy.index.service import IndexService
 from proxy.plugins import isolated, loader_for
@@ -413,5 +414,43 @@ def test_a_million_rows_a_bomb_and_a_corrupt_file_leave_the_folder_indexed(
         assert "readings.xlsx" in capped and "rows after 100000 not read" in capped
         assert seconds < 60
         assert 0 < peak < 200
+    finally:
+        service.close()
+
+
+def test_csv_and_tsv_files_are_read_like_a_sheet_whatever_their_delimiter_and_encoding(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "tables"
+    root.mkdir()
+    with (root / "catch.csv").open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["Boat", "Species", "Weight (kg)", "Remarks"])
+        for number in range(2, 501):
+            remark = 'hull, painted "sea green"' if number == 400 else ""
+            writer.writerow([f"Boat {number}", "cod" if number % 2 else "haddock", number * 3, remark])
+    (root / "港口.csv").write_bytes("名称;城市\n青岛港务局;青岛\n宁波舟山港;宁波\n".encode("gbk"))
+    (root / "tides.tsv").write_text("Date\tHigh water\n2026-12-01\t06:42\n", encoding="utf-8")
+    document = load_csv(root / "catch.csv")
+    (section,) = [s for s in document.sections if "sea green" in document.text[s.start : s.end]]
+    block = document.text[section.start : section.end]
+    assert block.startswith("Boat | Species | Weight (kg) | Remarks\n")  # the header, repeated
+    assert 'Boat 400 | haddock | 1200 | hull, painted "sea green"' in block
+    assert re.fullmatch(r"rows \d+–\d+", section.heading or ""), section.heading
+    chinese = load_csv(root / "港口.csv")
+    assert (
+        chinese.text.startswith("名称 | 城市\n青岛港务局 | 青岛")
+        and chinese.sections[0].heading == "rows 2–3"
+    )
+    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    try:
+        collection = service.indexer.add_collection("tables", root)
+        assert service.store.claim_collection(collection.id)
+        service.indexer.scan(collection)
+        (hit,) = service.store.search_keyword("sea green hull")[:1]
+        assert (hit.path, hit.heading) == ("catch.csv", section.heading)
+        assert service.store.search_keyword("宁波舟山港")[0].path == "港口.csv"
+        (hit,) = service.store.search_keyword("high water")[:1]
+        assert (hit.path, hit.heading) == ("tides.tsv", "row 2")
     finally:
         service.close()

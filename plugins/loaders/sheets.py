@@ -1,10 +1,10 @@
 """Spreadsheets: Excel workbooks (.xlsx, .xlsm) read with openpyxl, OpenDocument spreadsheets (.ods)
-with odfpy. Sheets come in workbook order, hidden ones too. Each sheet is cut into blocks of rows
-that fit in one chunk, and every block is a section that begins with the sheet's header row, so a
-passage from row 900 still says which column is which; its heading names the sheet and the rows
-(``Budget (rows 2–41)``), and so does a citation of it. Formulas give the value the spreadsheet program
-last computed (a file saved by a program that never computed them has none, and the cell reads
-empty).
+with odfpy, CSV and TSV files with the standard library. Sheets come in workbook order, hidden ones
+too. Each sheet is cut into blocks of rows that fit in one chunk, and every block is a section
+that begins with the sheet's header row, so a passage from row 900 still says which column is
+which; its heading names the sheet and the rows (``Budget (rows 2–41)``; a CSV's just the rows),
+and so does a citation of it. Formulas give the value the spreadsheet program last computed (a
+file saved by a program that never computed them has none, and the cell reads empty).
 
 A workbook past the limits below is read up to them, and a last section (and the document's note,
 which the index logs) says which rows were not read: a million-row export gives its first rows to
@@ -14,6 +14,7 @@ index's file-size cap; an OpenDocument one is parsed whole and must be small (OD
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import warnings
 import zipfile
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins.loaders.containers import check_zip
+from plugins.loaders.text import read_text
 from proxy.hookspecs import hookimpl
 from proxy.text import chunk_tokens
 from proxy.types import Document, Section, SkipFile
@@ -90,6 +92,27 @@ def load_xlsx(path: Path) -> Document:
     except (InvalidFileException, zipfile.BadZipFile, zlib.error, KeyError, ValueError, TypeError,
             SyntaxError, EOFError) as exc:  # fmt: skip
         raise SkipFile(f"unreadable XLSX: {type(exc).__name__}: {exc}"[:300]) from None
+    return book.document()
+
+
+def load_csv(path: Path) -> Document:
+    """A CSV or TSV file, read like a sheet: blocks of rows that begin with the header row, named
+    by their rows (``rows 2–41``). Any encoding ``read_text`` reads; the delimiter is a tab for
+    .tsv, else whichever of , ; | or tab the first lines use most consistently."""
+    text = read_text(path)
+    if path.suffix.lower() == ".tsv":
+        dialect: type[csv.Dialect] | csv.Dialect = csv.excel_tab
+    else:
+        try:
+            dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;|\t")
+        except csv.Error:  # one column, or nothing consistent: commas
+            dialect = csv.excel
+    book = _Book()
+    try:
+        rows = enumerate(csv.reader(io.StringIO(text, newline=""), dialect), start=1)
+        book.read_sheet("", rows)
+    except csv.Error as exc:
+        raise SkipFile(f"unreadable CSV: {exc}"[:300]) from None
     return book.document()
 
 
@@ -199,14 +222,14 @@ class _Book:
         if limit:
             self.stopped = (
                 title,
-                f"{title}: rows after {number - 1} not read (the file's {limit} limit)",
+                f"{title + ': ' if title else ''}rows after {number - 1} not read (the file's {limit} limit)",
             )
             return False
         return True
 
     def _block(self, title: str, header: str, lines: list[str], first: int, last: int, tokens: int) -> None:
         rows = f"row {first}" if first == last else f"rows {first}–{last}"
-        self.add("\n".join([header, *lines]), f"{title} ({rows})")
+        self.add("\n".join([header, *lines]), f"{title} ({rows})" if title else rows)
         self.chunks += 1 + max(0, -(-(tokens - 256) // CHUNK_STEP))
 
     def not_read(self, sheets: list[str]) -> None:
@@ -220,7 +243,9 @@ class _Book:
         note = None
         if self.stopped:
             title, note = self.stopped
-            self.add(note + ".", f"{title} (not read)")  # for a reader of the index; the note is logged
+            self.add(
+                note + ".", f"{title} (not read)" if title else "not read"
+            )  # for a reader of the index; the note is logged
         return Document("".join(self.parts), self.sections, note)
 
 
@@ -371,3 +396,5 @@ def register_loaders(register: Callable[..., None]) -> None:
     # a workbook's sheets are streamed and read up to the limits above: one of any size is read
     register((".xlsx", ".xlsm"), load_xlsx, large=True)
     register(".ods", load_ods)
+    # a CSV is read whole (the file-size cap holds), and cheaply: in the server's process
+    register((".csv", ".tsv"), load_csv, isolated=False)
