@@ -111,6 +111,28 @@ def test_a_mixed_pdf_keeps_its_text_page_and_its_scanned_page(tmp_path: Path) ->
         service.close()
 
 
+def test_a_scanned_page_numbered_by_the_scanner_is_read_by_ocr(tmp_path: Path) -> None:
+    """A scan whose only text layer is the stamp a scanner or copier put on it ("Page 2"): read
+    by OCR, not indexed as two words; with OCR off it keeps its stamp."""
+    from pypdf import PdfReader, PdfWriter
+
+    scan, stamp = tmp_path / "scan.pdf", tmp_path / "stamp.pdf"
+    page(["Storm shutters were fitted in April."], LATIN).save(scan)
+    write_pdf(stamp, ["Page 2"])
+    writer = PdfWriter()
+    writer.append(scan)
+    writer.pages[0].merge_page(PdfReader(stamp).pages[0])
+    stamped = tmp_path / "stamped.pdf"
+    writer.write(stamped)
+    with reading(ReadOptions()):
+        document = loader_for(stamped)(stamped)  # type: ignore[misc]
+    (section,) = document.sections
+    assert section.heading == OCR_HEADING and "Storm shutters were fitted in April." in document.text
+    with reading(ReadOptions(ocr=False)):
+        document = loader_for(stamped)(stamped)  # type: ignore[misc]
+    assert document.text.strip() == "Page 2" and document.sections[0].heading is None
+
+
 def test_with_ocr_off_an_image_is_skipped_and_a_scanned_pdf_too(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()

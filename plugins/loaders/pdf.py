@@ -1,11 +1,14 @@
-"""PDF: the text of each page, with its page number (pypdf). A page with no text layer (a scan) is
-rendered (pypdfium2) and read by OCR, up to the OCR page limit per file; its section is headed
-``OCR``. With OCR off, or its engine not installed, such a page is left out."""
+"""PDF: the text of each page, with its page number (pypdf). A page with no text layer (a scan), or
+one whose only text is a stamp or a page number over an image (a scan a scanner or a copier
+numbered), is rendered (pypdfium2) and read by OCR, up to the OCR page limit per file; its
+section is headed ``OCR``. With OCR off, or its engine not installed, a page without text is
+left out, and one with a stamp keeps its stamp."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from plugins.loaders.ocr import MAX_SIDE, missing, read_image
 from proxy.hookspecs import hookimpl
@@ -20,6 +23,9 @@ from proxy.types import (
 )
 
 RENDER_DPI = 200  # a scanned page is rendered at this resolution, its longer side at most MAX_SIDE
+# A page whose text layer is shorter than this and which draws an image is taken for a scan with a
+# stamp ("Page 3 of 40", "CONFIDENTIAL 000123"), and read by OCR too
+STAMP_CHARACTERS = 40
 
 
 def load_pdf(path: Path) -> Document:
@@ -36,7 +42,7 @@ def load_pdf(path: Path) -> Document:
             text = (page.extract_text() or "").strip()
             if text:
                 pages[number] = (text, None)
-            else:
+            if not text or (len(text) < STAMP_CHARACTERS and _draws_image(page)):
                 scanned.append(number)
     except SkipFile:
         raise
@@ -47,7 +53,7 @@ def load_pdf(path: Path) -> Document:
     unread = "OCR is off" if not options.ocr else missing()
     if scanned and not unread:
         for number, text in _ocr_pages(path, scanned[: options.ocr_pages]):
-            if text:
+            if len(text) > len(pages.get(number, ("", None))[0]):  # OCR read more than the stamp
                 pages[number] = (text, OCR_HEADING)
         if len(scanned) > options.ocr_pages:
             rest, limit = scanned[options.ocr_pages :], options.ocr_pages
@@ -60,7 +66,7 @@ def load_pdf(path: Path) -> Document:
             raise SkipFile(f"PDF has no extractable text (scanned?); {unread}")
         raise SkipFile("PDF has no extractable text, and OCR found none")
     if scanned and unread and options.ocr:  # left out for want of the engine: say how to get it
-        without = f"{len(scanned)} page" + ("s" if len(scanned) > 1 else "") + " without text"
+        without = f"{len(scanned)} scanned page" + ("s" if len(scanned) > 1 else "")
         notes.append(f"{without} ({_span(scanned)}) not read: {unread}")
     parts: list[str] = []
     sections: list[Section] = []
@@ -96,6 +102,22 @@ def _ocr_pages(path: Path, numbers: list[int]) -> list[tuple[int, str]]:
     finally:
         document.close()
     return read
+
+
+def _draws_image(page: Any) -> bool:
+    """Whether the page's resources hold an image (directly, or in a form it draws)."""
+    try:
+        objects = page.get("/Resources", {}).get_object().get("/XObject", {}).get_object()
+        for reference in objects.values():
+            drawn = reference.get_object()
+            if drawn.get("/Subtype") == "/Image":
+                return True
+            inner = drawn.get("/Resources", {}).get_object().get("/XObject", {}).get_object()
+            if any(r.get_object().get("/Subtype") == "/Image" for r in inner.values()):
+                return True
+    except (AttributeError, KeyError, TypeError, ValueError):  # resources not shaped as they should be
+        return False
+    return False
 
 
 def _span(numbers: list[int]) -> str:
