@@ -21,6 +21,7 @@ from proxy.types import Document, SkipFile
 from tests.docs import write_docx
 from tests.office_docs import (
     indented,
+    rtf_unicode,
     truncated,
     write_epub,
     write_epub_bomb,
@@ -206,6 +207,32 @@ def test_rtf_decodes_unicode_and_code_page_escapes(tmp_path: Path) -> None:
     assert load(raw).text == "Café crème at the \u201cquay\u201d."
     raw.write_bytes("{\\rtf1\\ansi 码头 and café in UTF-8.\\par}".encode())  # others, UTF-8
     assert load(raw).text == "码头 and café in UTF-8."
+
+
+def test_rtf_headings_start_sections_named_by_their_path(tmp_path: Path) -> None:
+    """Headings as Word and LibreOffice write them: a paragraph style the style sheet names
+    "heading N" (标题 N from a Chinese editor), or an outline level on the paragraph itself."""
+    path = tmp_path / "manual.rtf"
+    path.write_bytes(
+        (
+            "{\\rtf1\\ansi\\ansicpg1252\\deff0\\uc1{\\fonttbl{\\f0 Arial;}}"
+            "{\\stylesheet{\\s0 Normal;}{\\s1\\sbasedon0\\outlinelevel0\\b\\fs32 heading 1;}"
+            f"{{\\s2\\sbasedon0\\b {rtf_unicode('标题 2')};}}{{\\*\\cs10 Default Paragraph Font;}}}}\n"
+            "\\pard\\plain\\s0 A preface before any heading.\\par\n"
+            "\\pard\\plain\\s1\\outlinelevel0\\b\\fs32 Harbour Manual\\par\n"
+            "\\pard\\plain\\s0 The harbour opens at dawn.\\par\n"
+            f"\\pard\\plain\\s2\\b\\tab {rtf_unicode('系泊')}\\par\n"
+            "\\pard\\plain\\s0 Moor at the east pier.\\par\n"
+            "\\pard\\plain\\outlinelevel0 Night Duty\\par\n"
+            "\\pard\\plain The lamp is lit at dusk.\\par\n}"
+        ).encode("ascii")
+    )
+    parts = sections(load(path))
+    assert list(parts) == [None, "Harbour Manual", "Harbour Manual > 系泊", "Night Duty"]
+    assert parts[None] == "A preface before any heading."
+    assert parts["Harbour Manual > 系泊"] == "系泊\nMoor at the east pier."
+    assert parts["Night Duty"] == "Night Duty\nThe lamp is lit at dusk."
+    assert "\ue001" not in load(path).text and "\ue002" not in load(path).text
 
 
 def test_epub_chapters_in_spine_order_named_by_the_table_of_contents_or_heading(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
-"""Rich Text Format (.rtf): the text, read with striprtf, one section. Characters come as escapes
-in the document's code page (\\'d6\\'d0 in GBK), as Unicode escapes (\\u20013?) or, from some
-writers, as raw bytes in the code page or in UTF-8; all are decoded."""
+"""Rich Text Format (.rtf): the text, read with striprtf. Characters come as escapes in the
+document's code page (\\'d6\\'d0 in GBK), as Unicode escapes (\\u20013?) or, from some writers, as
+raw bytes in the code page or in UTF-8; all are decoded. Headings (paragraphs in a style named
+"heading N" in the style sheet, as Word and LibreOffice write them, or with an outline level)
+start sections named by their heading path, as in Word files."""
 
 from __future__ import annotations
 
@@ -15,14 +17,91 @@ _RAW_BYTE = re.compile(r"[\x80-\xff]")
 _BLANK_LINES = re.compile(r"\n[ \t\f\v]*(?:\n[ \t\f\v]*)+\n")
 
 
+# A heading paragraph is marked, before striprtf reads the markup, by a private-use character
+# naming its level (U+E001 for level 1 ...), which comes out at the start of its line
+_MARK = 0xE000
+_STYLE_ENTRY = re.compile(r"\{\\s(\d+)(?![0-9])([^{}]*?);\}")  # a paragraph style: number, entry
+_CONTROL = re.compile(r"\\(?!u-?\d)(?!')[a-z]+-?\d* ?")  # a control word, but not \uN or \'hh
+_HEADING_NAME = re.compile(r"(?:heading|标题|標題)\s*(\d)\s*$", re.IGNORECASE)
+_OUTLINE = re.compile(r"\\outlinelevel(\d)(?![0-9])")
+_MARKED = re.compile("^[ \t]*([\ue001-\ue009])[\ue001-\ue009 \t]*(.*)$", re.MULTILINE)
+
+
 def load_rtf(path: Path) -> Document:
-    text = rtf_text(path.read_bytes())
-    return Document(text, [Section(0, len(text))])
+    marked = rtf_text(path.read_bytes(), headings=True)
+    text = ""
+    sections: list[Section] = []
+    headings: list[tuple[int, str]] = []
+    start = position = 0
+    for match in _MARKED.finditer(marked):
+        text += marked[position : match.start()]
+        position = match.end()
+        level, heading = ord(match[1]) - _MARK, match[2].strip()
+        if not heading:
+            continue
+        if text[start:].strip():
+            sections.append(Section(start, len(text), " > ".join(t for _, t in headings) or None))
+        headings = [(lvl, t) for lvl, t in headings if lvl < level] + [(level, heading)]
+        start = len(text)
+        text += heading
+    text += marked[position:]
+    sections.append(Section(start, len(text), " > ".join(t for _, t in headings) or None))
+    return Document(text, sections)
 
 
-def rtf_text(raw: bytes) -> str:
+def _style_name(raw: str, codepage: str) -> str:
+    """A style sheet entry's name, its escapes decoded: \\uN (its fallback character after it
+    dropped) and \\'hh bytes in the document's code page."""
+    name = re.sub(r"\\u(-?\d+)\??", lambda m: chr(int(m[1]) % 65536), raw)
+    try:
+        return re.sub(
+            r"(?:\\'[0-9a-fA-F]{2})+",
+            lambda m: bytes.fromhex(m[0].replace("\\'", "")).decode(codepage, errors="replace"),
+            name,
+        ).strip()
+    except LookupError:  # a code page Python has no codec for
+        return name.strip()
+
+
+def _mark_headings(markup: str) -> str:
+    """The markup with a mark before each heading paragraph's text: after a ``\\sN`` whose style
+    the style sheet names "heading N" (or gives an outline level), and after ``\\outlinelevelN``."""
+    sheet = markup.find("{\\stylesheet")
+    levels: dict[str, int] = {}
+    body = 0
+    if sheet != -1:
+        depth, end = 0, sheet
+        for end in range(sheet, len(markup)):
+            depth += {"{": 1, "}": -1}.get(markup[end], 0) if markup[end - 1] != "\\" else 0
+            if depth == 0:
+                break
+        codepage = re.search(r"\\ansicpg(\d+)", markup[:sheet])
+        for number, entry in _STYLE_ENTRY.findall(markup[sheet:end]):
+            name = _style_name(_CONTROL.sub("", entry), f"cp{codepage[1]}" if codepage else "cp1252")
+            named = _HEADING_NAME.search(name)
+            outline = _OUTLINE.search(entry)
+            if named:
+                levels[number] = max(1, int(named[1]))
+            elif outline and int(outline[1]) < 9:
+                levels[number] = int(outline[1]) + 1
+        body = end + 1
+
+    def mark(level: int) -> str:
+        return f"{{\\uc1\\u{_MARK + min(level, 9)}?}}"
+
+    def styled(match: re.Match[str]) -> str:
+        level = levels.get(match[1])
+        return match[0] + (mark(level) if level else "")
+
+    rest = re.sub(r"\\s(\d+)(?![0-9])", styled, markup[body:]) if levels else markup[body:]
+    rest = _OUTLINE.sub(lambda m: m[0] + (mark(int(m[1]) + 1) if int(m[1]) < 9 else ""), rest)
+    return markup[:body] + rest
+
+
+def rtf_text(raw: bytes, *, headings: bool = False) -> str:
     """The text of an RTF document (a file's, or a message body's): ``SkipFile`` when it is not
-    RTF, cannot be decoded, or has no text."""
+    RTF, cannot be decoded, or has no text. ``headings``: each heading's line begins with a mark
+    of its level (``_MARK`` + level)."""
     from striprtf.striprtf import rtf_to_text
 
     raw = raw.removeprefix(b"\xef\xbb\xbf")
@@ -37,6 +116,8 @@ def rtf_text(raw: bytes) -> str:
             markup = raw.decode("utf-8")
         except UnicodeDecodeError:
             markup = _RAW_BYTE.sub(lambda match: f"\\'{ord(match.group()):02x}", markup)
+    if headings:
+        markup = _mark_headings(markup)
     try:
         text = rtf_to_text(markup, errors="replace")  # type: ignore[no-untyped-call]
     except (LookupError, ValueError, IndexError) as exc:  # a code page Python has no codec for
