@@ -248,10 +248,6 @@ def rows_hold(sheet: str, row: int) -> Callable[[dict[str, object]], bool]:
     return check
 
 
-def anything(hit: dict[str, object]) -> bool:
-    return True
-
-
 # -- the sources ----------------------------------------------------------------------------------
 def fodt(lang: Language, place: tuple[int, int], word: str, in_table: bool = False) -> str:
     """A Writer document (flat ODF): a title, chapters (Heading 1, each on a new page) of sections
@@ -561,8 +557,6 @@ class Builder:
             if extension == "pdf":  # the title on page 1, each chapter on a new page
                 page = place[0] + 2
                 self.add(target, "LibreOffice", word, lang.sentence, f"page {page}", page_is(page))
-            elif extension == "rtf":
-                self.add(target, "LibreOffice", word, lang.sentence, "(one section)", anything)
             elif extension == "epub":
                 self.add(
                     target,
