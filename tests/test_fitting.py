@@ -101,6 +101,7 @@ def chat(url: str, api: str, model: str, tools: list[dict[str, Any]]) -> httpx.R
     messages = [{"role": "user", "content": QUESTION}]
     if api == "ollama":
         body = {"model": model, "messages": messages, "tools": tools, "stream": True}
+        body["options"] = {"num_predict": 8}  # the answer is not what is tested: a short one
         return httpx.post(url + "/api/chat", json=body, timeout=120)
     body = {"model": model, "messages": messages, "tools": tools, "stream": True, "max_tokens": 8}
     return httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
