@@ -231,8 +231,8 @@ class Settings:
     max_file_chunks: int = _setting(10_000, "Files that would make more chunks than this are skipped.")
     reader_memory: int = _setting(
         512,
-        "Megabytes of memory the process that reads PDF, Word, HTML and plugin formats may use; a "
-        "file that needs more is skipped.",
+        "Megabytes of memory the process that reads every format but text and Markdown may use (a "
+        "file being OCR'd may use 1024 more); a file that needs more is skipped.",
     )
     reader_timeout: float = _setting(
         120.0,
