@@ -260,3 +260,21 @@ def test_long_base64_bodies_are_set_aside_while_parsing_and_read_back_whole(tmp_
 def load_eml_bytes(path: Path, raw: bytes) -> Document:
     path.write_bytes(raw)
     return load_eml(path)
+
+
+def test_a_set_aside_body_cut_short_is_read_as_far_as_it_goes(tmp_path: Path) -> None:
+    """A message cut at its last base64 group (a download cut short, or one past MAX_MESSAGE)
+    keeps its text and its attachment's, as the mail parser reads such a body."""
+    mail = EmailMessage()
+    mail["Subject"] = "Logbook"
+    mail["Date"] = DATE
+    mail.set_content("The body mentions zeppelins.")
+    log = ("Night watch: all quiet at the lighthouse.\n" * 4000).encode()
+    mail.add_attachment(log, maintype="text", subtype="plain", filename="log.txt")  # base64
+    raw = bytes(mail)
+    end = raw.rindex(b"\n--")  # the attachment's last line, three characters short
+    raw = raw[: end - 3] + raw[end:]
+    assert len(parse_message(raw).aside) == 1
+    document = load_eml_bytes(tmp_path / "cut.eml", raw)
+    assert "zeppelins" in document.text
+    assert document.text.count("Night watch: all quiet") > 3900

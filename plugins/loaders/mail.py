@@ -146,12 +146,22 @@ def _payload(part: Message, aside: dict[str, memoryview]) -> bytes | None:
     if isinstance(raw, str) and raw.startswith(_ASIDE):
         name, _, rest = raw.partition("\n")
         if name in aside:
-            return binascii.a2b_base64(bytes(aside[name]) + rest.encode("ascii", "ignore"))
+            return _base64(bytes(aside[name]) + rest.encode("ascii", "ignore"))
     try:
         data = part.get_payload(decode=True)
     except (ValueError, TypeError, AssertionError):
         return None
     return data if isinstance(data, bytes) else None
+
+
+def _base64(data: bytes) -> bytes:
+    """Base64 decoded as the mail parser decodes it: a body cut short (a message past
+    ``MAX_MESSAGE``, a download cut off) gives its whole groups, not an error."""
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        letters = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+        return binascii.a2b_base64(letters[: len(letters) // 4 * 4])
 
 
 class _Read(NamedTuple):
