@@ -228,3 +228,14 @@ def test_pages_past_the_ocr_page_limit_are_left_out_and_named(tmp_path: Path) ->
             assert "bravo" in document.text and "charlie" not in document.text
             note = document.note or ""
             assert note.startswith(left_out) and note.endswith("the OCR page limit is 2"), note
+
+
+@pytest.mark.parametrize("kind", ["PNG", "JPEG", "TIFF"])
+def test_an_image_cut_short_is_skipped_as_unreadable(tmp_path: Path, kind: str) -> None:
+    """Its header is whole and its pixels are not (a download cut short): the skip says so."""
+    whole = tmp_path / f"whole.{kind.lower()}"
+    page(ENGLISH, LATIN).save(whole, kind)
+    path = tmp_path / f"cut.{kind.lower()}"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(SkipFile, match="unreadable image"):
+        loader_for(path)(path)  # type: ignore[misc]

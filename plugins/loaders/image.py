@@ -36,10 +36,13 @@ def load_image(path: Path) -> Document:
     with open_image(path) as image:
         frames = getattr(image, "n_frames", 1)
         for index in range(min(frames, options.ocr_pages)):
-            if index:
-                image.seek(index)
-                check_pixels(image)
-            text = read_image(image).strip()
+            try:  # the pixels are decoded here, the header was read whole
+                if index:
+                    image.seek(index)
+                    check_pixels(image)
+                text = read_image(image).strip()
+            except (OSError, EOFError, SyntaxError, ValueError) as exc:  # PIL's words for damaged data
+                raise SkipFile(f"unreadable image: {type(exc).__name__}: {exc}"[:300]) from None
             ocr_page_read()
             if text:
                 sections.append(
