@@ -461,3 +461,19 @@ def test_office_files_encrypted_with_a_password_are_skipped_with_the_reason(tmp_
             OOXMLFile(plain).encrypt("harbour", out)
         with pytest.raises(SkipFile, match=f"password-protected {kind.upper()}"):
             load(locked)
+
+
+@pytest.mark.parametrize("size_mb", [20, 40])
+def test_a_large_password_protected_file_is_named_so_wherever_its_directory_lies(
+    tmp_path: Path, size_mb: int
+) -> None:
+    """The compound file's directory, which names the encrypted package, may come last: a file
+    of 20 MB (past one end's look, short of two) is searched to its end too."""
+    path = tmp_path / "locked.docx"
+    with path.open("wb") as file:
+        file.write(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+        file.truncate(size_mb << 20)
+        file.seek(0, 2)
+        file.write("EncryptedPackage".encode("utf-16-le") + bytes(512))
+    with pytest.raises(SkipFile, match="password-protected DOCX"):
+        load(path)

@@ -29,9 +29,10 @@ def refuse_ole(path: Path, kind: str) -> None:
         if file.read(len(OLE_MAGIC)) != OLE_MAGIC:
             return
         data = file.read(_LOOK)
-        file.seek(0, 2)
-        if file.tell() > 2 * _LOOK:
-            file.seek(-_LOOK, 2)
+        start = file.tell()
+        end = file.seek(0, 2)
+        if end > start:  # the rest, at most its last _LOOK bytes
+            file.seek(max(start, end - _LOOK))
             data += file.read()
     if ENCRYPTED_PACKAGE in data:
         raise SkipFile(f"password-protected {kind} (an encrypted Office file): not read")
