@@ -190,6 +190,34 @@ def test_docx_content_controls_text_boxes_and_outline_level_headings_are_read(tm
     assert parts["港口手册 > Night duty"] == "Night duty\n\nThe keeper logs the lamp every hour."
 
 
+def test_a_docx_text_box_as_word_writes_it_is_read_once(tmp_path: Path) -> None:
+    """Word writes a text box twice, as a drawing and as a fallback for older readers
+    (``mc:AlternateContent``): its text comes once, and so does a box inside a box."""
+    import docx
+    from docx.oxml import parse_xml
+    from docx.oxml.ns import nsdecls
+
+    mc = 'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"'
+    wps = 'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape"'
+    inner = (
+        "<w:p><w:r><w:t>Gale warnings hang in the window.</w:t></w:r></w:p>"
+        "<w:p><w:r><w:pict><w:txbxContent><w:p><w:r><w:t>A box in the box.</w:t></w:r></w:p>"
+        "</w:txbxContent></w:pict></w:r></w:p>"
+    )
+    box = parse_xml(
+        f"<w:r {nsdecls('w')} {mc} {wps}><mc:AlternateContent>"
+        f'<mc:Choice Requires="wps"><w:drawing><wps:txbx><w:txbxContent>{inner}</w:txbxContent>'
+        "</wps:txbx></w:drawing></mc:Choice>"
+        f"<mc:Fallback><w:pict><w:txbxContent>{inner}</w:txbxContent></w:pict></mc:Fallback>"
+        "</mc:AlternateContent></w:r>"
+    )
+    document = docx.Document()
+    document.add_paragraph("See the box.")._p.append(box)
+    path = tmp_path / "boxed.docx"
+    document.save(str(path))
+    assert load(path).text == "See the box.\nGale warnings hang in the window.\nA box in the box.\n\n"
+
+
 def test_rtf_decodes_unicode_and_code_page_escapes(tmp_path: Path) -> None:
     path = tmp_path / "tides.rtf"
     write_rtf(path)

@@ -15,6 +15,7 @@ from proxy.hookspecs import hookimpl
 from proxy.types import Document, Section, SkipFile
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
 _HEADING = re.compile(r"(?:heading|标题|標題)\s*(\d)$", re.IGNORECASE)
 
 
@@ -51,12 +52,7 @@ def load_docx(path: Path) -> Document:
                 sections.append(Section(start, offset, " > ".join(t for _, t in headings) or None))
             headings = [(lvl, t) for lvl, t in headings if lvl < level] + [(level, text)]
             start = offset
-        boxes = [
-            box
-            for inner in element.iter(_W + "txbxContent")
-            for p in inner.iter(_W + "p")
-            if (box := Paragraph(p, document).text.strip())
-        ]
+        boxes = [box for p in _box_paragraphs(element) if (box := Paragraph(p, document).text.strip())]
         text = "\n".join(filter(None, (text, *boxes)))  # a text box's text after its anchor's
         if text:
             parts.append(text + "\n\n")
@@ -77,6 +73,21 @@ def _blocks(parent: Any) -> Iterator[Any]:
         elif child.tag == _W + "sdt":
             for content in child.iterchildren(_W + "sdtContent"):
                 yield from _blocks(content)
+
+
+def _box_paragraphs(paragraph: Any) -> Iterator[Any]:
+    """The paragraphs of the text boxes anchored in ``paragraph`` (a box's inside it, in their
+    place), each once: Word writes a text box twice, as a drawing and again for older readers
+    (``mc:Fallback``), which is left out."""
+    for inner in paragraph.iter(_W + "p"):
+        if inner is paragraph:
+            continue
+        for ancestor in inner.iterancestors():
+            if ancestor is paragraph:
+                yield inner
+                break
+            if ancestor.tag == _MC_FALLBACK:
+                break
 
 
 def _style_levels(document: Any) -> dict[str, int]:
