@@ -370,6 +370,33 @@ def test_a_zip_of_another_kind_is_skipped_with_the_reason(
         load(path)
 
 
+@pytest.mark.parametrize(
+    ("name", "write", "member"),
+    [
+        ("cut.docx", write_docx, "word/document.xml"),
+    ],
+)
+def test_a_document_whose_xml_is_cut_short_is_skipped_and_nothing_printed(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    write: Callable[[Path], None],
+    member: str,
+) -> None:
+    """Not read as far as the parser got, nor its XML printed (odfpy prints a part it cannot
+    parse, the document's text with it, and carries on)."""
+    path = tmp_path / name
+    write(path)
+    with zipfile.ZipFile(path) as source:
+        items = [(item, source.read(item)) for item in source.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for item, data in items:
+            out.writestr(item, data[: len(data) * 2 // 3] if item.filename == member else data)
+    with pytest.raises(SkipFile, match=f"unreadable {path.suffix[1:].upper()}: "):
+        load(path)
+    assert capsys.readouterr().out == ""
+
+
 def test_password_protected_and_encrypted_files_are_skipped_with_the_reason(tmp_path: Path) -> None:
     # an Office file saved with a password is an encrypted package in an OLE compound file
     ole = tmp_path / "locked.pptx"

@@ -28,7 +28,7 @@ def load_docx(path: Path) -> Document:
     check_zip(path, "DOCX")
     try:
         document = docx.Document(str(path))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError, SyntaxError) as exc:  # lxml's
         raise SkipFile(f"unreadable DOCX: {type(exc).__name__}: {exc}"[:300]) from None
     levels = _style_levels(document)
     parts: list[str] = []
