@@ -374,6 +374,8 @@ def test_a_zip_of_another_kind_is_skipped_with_the_reason(
     ("name", "write", "member"),
     [
         ("cut.docx", write_docx, "word/document.xml"),
+        ("cut.odt", write_odt, "content.xml"),
+        ("cut.odp", write_odp, "content.xml"),
     ],
 )
 def test_a_document_whose_xml_is_cut_short_is_skipped_and_nothing_printed(

@@ -11,14 +11,18 @@ speaker notes after it ("Notes: ..."). A slide with no text is left out."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from xml.sax import SAXException
 
-from plugins.loaders.containers import check_zip
+from plugins.loaders.containers import MAX_INFLATED, check_zip
 from proxy.hookspecs import hookimpl
 from proxy.types import Document, Section, SkipFile
 
@@ -103,21 +107,46 @@ def load_odp(path: Path) -> Document:
     return Document("".join(parts), sections)
 
 
-def _body(path: Path, kind: str, body: str) -> Any:
-    """The document's office:text or office:presentation element."""
+def open_odf(path: Path, kind: str, *, max_inflated: int = MAX_INFLATED) -> Any:
+    """The OpenDocument file, parsed whole by odfpy: ``SkipFile`` when it would inflate past
+    ``max_inflated`` bytes, is encrypted with a password, or is not well-formed. odfpy does not
+    raise on malformed XML: it prints the whole part (the document's text) to stdout and goes on
+    with what it parsed; the print is caught here, and the file skipped."""
     from odf.opendocument import load
 
-    check_zip(path, kind)
+    check_zip(path, kind, max_inflated=max_inflated)
+    printed = _Printed()
     try:
         with zipfile.ZipFile(path) as archive:
             manifest = archive.read("META-INF/manifest.xml")
         if b"encryption-data" in manifest:
-            raise SkipFile(f"password-protected {kind}")
-        document = load(str(path))
+            raise SkipFile(f"password-protected {kind}: encrypted files are not read")
+        with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
+            warnings.simplefilter("ignore")
+            document = load(str(path))
     except SkipFile:
         raise
-    except (zipfile.BadZipFile, KeyError, ValueError, IndexError, AttributeError, SAXException) as exc:
+    except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, TypeError, AttributeError, IndexError,
+            SyntaxError, EOFError, SAXException) as exc:  # fmt: skip
         raise SkipFile(f"unreadable {kind}: {type(exc).__name__}: {exc}"[:300]) from None
+    if printed.failed:
+        raise SkipFile(f"unreadable {kind}: malformed XML")
+    return document
+
+
+class _Printed(io.TextIOBase):
+    """Where odfpy's prints go: nowhere, but a failed parse is noted."""
+
+    failed = False
+
+    def write(self, text: str) -> int:
+        self.failed = self.failed or "FAILED TO PARSE" in text
+        return len(text)
+
+
+def _body(path: Path, kind: str, body: str) -> Any:
+    """The document's office:text or office:presentation element."""
+    document = open_odf(path, kind)
     # odfpy's own document.text (or .presentation) is the body's first child, in XML indented
     # between the elements (pandoc's) a blank text node: the element is looked for instead
     element = next((child for child in document.body.childNodes if _qname(child) == (OFFICE, body)), None)

@@ -13,7 +13,6 @@ index's file-size cap; an OpenDocument one is parsed whole and must be small (OD
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import warnings
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins.loaders.containers import check_zip
+from plugins.loaders.opendocument import open_odf
 from plugins.loaders.text import read_text
 from proxy.hookspecs import hookimpl
 from proxy.text import chunk_tokens
@@ -118,30 +118,7 @@ def load_csv(path: Path) -> Document:
 
 def load_ods(path: Path) -> Document:
     # odfpy reads every member and parses the XML whole: all of it counts, against a lower limit
-    check_zip(path, "ODS", max_inflated=ODS_MAX_INFLATED)
-    with zipfile.ZipFile(path) as archive:
-        try:
-            manifest = archive.read("META-INF/manifest.xml")
-        except KeyError:
-            manifest = b""
-    if b"encryption-data" in manifest:
-        raise SkipFile("password-protected ODS: encrypted spreadsheets are not read")
-    from xml.sax import SAXException
-
-    from odf.opendocument import load
-
-    # odfpy does not raise on malformed XML: it prints the whole part to stdout and carries on
-    # with what it parsed. The print is caught here, and the file skipped.
-    printed = _Printed()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
-            warnings.simplefilter("ignore")
-            document = load(str(path))
-    except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, TypeError, AttributeError,
-            IndexError, SyntaxError, EOFError, SAXException) as exc:  # fmt: skip
-        raise SkipFile(f"unreadable ODS: {type(exc).__name__}: {exc}"[:300]) from None
-    if printed.failed:
-        raise SkipFile("unreadable ODS: malformed XML")
+    document = open_odf(path, "ODS", max_inflated=ODS_MAX_INFLATED)
     # odfpy's own document.spreadsheet is the body's first child, in XML indented between the
     # elements a blank text node: the element is looked for instead
     found = (node for node in document.body.childNodes if _is(node, OFFICE_NS, "spreadsheet"))
@@ -304,16 +281,6 @@ def _repeat(node: Any, name: str) -> int:
         return max(1, int(_attribute(node, TABLE_NS, name) or 1))
     except ValueError:
         return 1
-
-
-class _Printed(io.TextIOBase):
-    """Where odfpy's prints go: nowhere, but a failed parse is noted."""
-
-    failed = False
-
-    def write(self, text: str) -> int:
-        self.failed = self.failed or "FAILED TO PARSE" in text
-        return len(text)
 
 
 def _ods_rows(table: Any) -> Iterator[Row]:
