@@ -52,7 +52,7 @@ def plugin_manager() -> pluggy.PluginManager:
 def _loader_table() -> tuple[dict[str, Loader], frozenset[Loader], frozenset[Loader]]:
     found: dict[str, Loader] = {}
     in_process: set[Loader] = set()
-    streaming: set[Loader] = set()
+    large_files: set[Loader] = set()
 
     def register(
         suffixes: str | tuple[str, ...], load: Loader, *, isolated: bool = True, large: bool = False
@@ -62,11 +62,11 @@ def _loader_table() -> tuple[dict[str, Loader], frozenset[Loader], frozenset[Loa
         if not isolated:
             in_process.add(load)
         if large:
-            streaming.add(load)
+            large_files.add(load)
 
     for impl in plugin_manager().hook.register_loaders.get_hookimpls():  # registration order
         impl.function(register=register)
-    return found, frozenset(in_process), frozenset(streaming)
+    return found, frozenset(in_process), frozenset(large_files)
 
 
 def loaders() -> dict[str, Loader]:

@@ -66,7 +66,7 @@ class Lines(Silent):
         now = time.monotonic()
         if now - self.last >= self.every:
             self.last = now
-            self._write(text)
+            self._write(f"{text} ({label})" if label and label not in text else text)
 
     def finish(self, text: str) -> None:
         self.last = time.monotonic()

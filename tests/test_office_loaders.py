@@ -246,6 +246,7 @@ def test_rtf_headings_start_sections_named_by_their_path(tmp_path: Path) -> None
             "{\\rtf1\\ansi\\ansicpg1252\\deff0\\uc1{\\fonttbl{\\f0 Arial;}}"
             "{\\stylesheet{\\s0 Normal;}{\\s1\\sbasedon0\\outlinelevel0\\b\\fs32 heading 1;}"
             f"{{\\s2\\sbasedon0\\b {rtf_unicode('标题 2')};}}{{\\*\\cs10 Default Paragraph Font;}}}}\n"
+            "\\pard\\plain\\s1 \\par\n"  # an empty heading paragraph
             "\\pard\\plain\\s0 A preface before any heading.\\par\n"
             "\\pard\\plain\\s1\\outlinelevel0\\b\\fs32 Harbour Manual\\par\n"
             "\\pard\\plain\\s0 The harbour opens at dawn.\\par\n"
@@ -261,6 +262,10 @@ def test_rtf_headings_start_sections_named_by_their_path(tmp_path: Path) -> None
     assert parts["Harbour Manual > 系泊"] == "系泊\nMoor at the east pier."
     assert parts["Night Duty"] == "Night Duty\nThe lamp is lit at dusk."
     assert "\ue001" not in load(path).text and "\ue002" not in load(path).text
+    empty = tmp_path / "empty.rtf"
+    empty.write_bytes(b"{\\rtf1\\ansi{\\stylesheet{\\s1 heading 1;}}\\pard\\s1 \\par}")
+    with pytest.raises(SkipFile, match="no text"):
+        load(empty)
 
 
 def test_epub_chapters_in_spine_order_named_by_the_table_of_contents_or_heading(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ left out, and one with a stamp keeps its stamp."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +52,16 @@ def load_pdf(path: Path) -> Document:
     notes: list[str] = []
     unread = "OCR is off" if not options.ocr else missing()
     if scanned and not unread:
-        for number, text in _ocr_pages(path, scanned[: options.ocr_pages]):
+        read, failed = _ocr_pages(path, scanned[: options.ocr_pages])
+        for number, text in read:
             if len(text) > len(pages.get(number, ("", None))[0]):  # OCR read more than the stamp
                 pages[number] = (text, OCR_HEADING)
+        if failed:
+            notes.append(failed)
         if len(scanned) > options.ocr_pages:
             rest, limit = scanned[options.ocr_pages :], options.ocr_pages
             pages_text = f"{len(rest)} scanned page" + ("s" if len(rest) > 1 else "")
-            notes.append(f"{pages_text} ({_span(rest)}) not read: the OCR page limit is {limit}")
+            notes.append(f"{pages_text} ({_span(rest)}) not read by OCR: the OCR page limit is {limit}")
     if not pages:
         if not scanned:
             raise SkipFile("PDF has no extractable text")
@@ -79,45 +82,63 @@ def load_pdf(path: Path) -> Document:
     return Document("".join(parts), sections, "; ".join(notes) or None)
 
 
-def _ocr_pages(path: Path, numbers: list[int]) -> list[tuple[int, str]]:
+def _ocr_pages(path: Path, numbers: list[int]) -> tuple[list[tuple[int, str]], str | None]:
+    """The text OCR reads on each page of ``numbers``, and what could not be rendered, if any:
+    the text layer of the other pages is kept whatever the renderer makes of the file."""
     import pypdfium2
 
     read: list[tuple[int, str]] = []
+    failed: list[int] = []
     ocr_starting()
     try:
         document = pypdfium2.PdfDocument(path)
     except pypdfium2.PdfiumError as exc:
-        raise SkipFile(f"unreadable PDF: {exc}"[:300]) from None
+        return [], f"{_span(numbers)} not read by OCR: the renderer cannot open the file ({exc})"[:300]
     try:
         for number in numbers:
-            page = document[number - 1]
             try:
-                width, height = page.get_size()  # points
-                scale = min(RENDER_DPI / 72, MAX_SIDE / max(width, height, 1))
-                image = page.render(scale=scale, may_draw_forms=False).to_pil()
-            finally:
-                page.close()
-            read.append((number, read_image(image).strip()))
+                page = document[number - 1]
+                try:
+                    width, height = page.get_size()  # points
+                    scale = min(RENDER_DPI / 72, MAX_SIDE / max(width, height, 1))
+                    bitmap = page.render(scale=scale, may_draw_forms=False)
+                finally:
+                    page.close()
+            except pypdfium2.PdfiumError:
+                failed.append(number)
+                continue
+            with bitmap.to_pil() as image:
+                read.append((number, read_image(image).strip()))
+            bitmap.close()
             ocr_page_read()
     finally:
         document.close()
-    return read
+    return read, (f"{_span(failed)} not read by OCR: the renderer failed on them" if failed else None)
 
 
 def _draws_image(page: Any) -> bool:
     """Whether the page's resources hold an image (directly, or in a form it draws)."""
+
+    def images(holder: Any) -> Iterator[Any]:
+        resources = _resolved(holder, "/Resources")
+        objects = _resolved(resources, "/XObject") if resources is not None else None
+        for reference in (objects or {}).values():
+            yield reference.get_object()
+
     try:
-        objects = page.get("/Resources", {}).get_object().get("/XObject", {}).get_object()
-        for reference in objects.values():
-            drawn = reference.get_object()
+        for drawn in images(page):
             if drawn.get("/Subtype") == "/Image":
                 return True
-            inner = drawn.get("/Resources", {}).get_object().get("/XObject", {}).get_object()
-            if any(r.get_object().get("/Subtype") == "/Image" for r in inner.values()):
+            if any(inner.get("/Subtype") == "/Image" for inner in images(drawn)):
                 return True
     except (AttributeError, KeyError, TypeError, ValueError):  # resources not shaped as they should be
         return False
     return False
+
+
+def _resolved(holder: Any, key: str) -> Any:
+    value = holder.get(key)
+    return value.get_object() if value is not None else None
 
 
 def _span(numbers: list[int]) -> str:

@@ -23,7 +23,10 @@ _MARK = 0xE000
 _STYLE_ENTRY = re.compile(r"\{\\s(\d+)(?![0-9])([^{}]*?);\}")  # a paragraph style: number, entry
 _CONTROL = re.compile(r"\\(?!u-?\d)(?!')[a-z]+-?\d* ?")  # a control word, but not \uN or \'hh
 _HEADING_NAME = re.compile(r"(?:heading|标题|標題)\s*(\d)\s*$", re.IGNORECASE)
+_BRACE = re.compile(r"\\.|([{}])", re.DOTALL)  # an escape (\{ \} \\) is matched whole: not a brace
+_SHEET_MAX = 1024 * 1024  # characters a style sheet is looked for in: it comes at the start
 _OUTLINE = re.compile(r"\\outlinelevel(\d)(?![0-9])")
+_UNMARK = {_MARK + level: None for level in range(1, 10)}
 _MARKED = re.compile("^[ \t]*([\ue001-\ue009])[\ue001-\ue009 \t]*(.*)$", re.MULTILINE)
 
 
@@ -34,18 +37,22 @@ def load_rtf(path: Path) -> Document:
     headings: list[tuple[int, str]] = []
     start = position = 0
     for match in _MARKED.finditer(marked):
-        text += marked[position : match.start()]
+        text += marked[position : match.start()].translate(_UNMARK)
         position = match.end()
         level, heading = ord(match[1]) - _MARK, match[2].strip()
-        if not heading:
+        if not heading:  # an empty heading paragraph: its mark goes, its line stays
+            text += marked[match.start() : match.end()].translate(_UNMARK)
             continue
         if text[start:].strip():
             sections.append(Section(start, len(text), " > ".join(t for _, t in headings) or None))
         headings = [(lvl, t) for lvl, t in headings if lvl < level] + [(level, heading)]
         start = len(text)
         text += heading
-    text += marked[position:]
+    text += marked[position:].translate(_UNMARK)  # a mark not at its line's start goes too
     sections.append(Section(start, len(text), " > ".join(t for _, t in headings) or None))
+    sections = [s for s in sections if text[s.start : s.end].strip()]
+    if not sections:
+        raise SkipFile("no text")
     return Document(text, sections)
 
 
@@ -71,8 +78,11 @@ def _mark_headings(markup: str) -> str:
     body = 0
     if sheet != -1:
         depth, end = 0, sheet
-        for end in range(sheet, len(markup)):
-            depth += {"{": 1, "}": -1}.get(markup[end], 0) if markup[end - 1] != "\\" else 0
+        for brace in _BRACE.finditer(markup, sheet, sheet + _SHEET_MAX):  # escaped ones left out
+            if brace[1] is None:  # an escaped character
+                continue
+            depth += 1 if brace[1] == "{" else -1
+            end = brace.end()
             if depth == 0:
                 break
         codepage = re.search(r"\\ansicpg(\d+)", markup[:sheet])

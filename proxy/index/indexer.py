@@ -312,8 +312,8 @@ class Indexer:
         if not stat.S_ISREG(info.st_mode):
             return self._forget(collection, rel)
         loader = loader_for(path)
-        streams = loader is not None and large(loader)
-        if info.st_size > self.max_file_bytes and not streams:
+        reads_large = loader is not None and large(loader)
+        if info.st_size > self.max_file_bytes and not reads_large:
             return self._skip(
                 collection, rel, f"{info.st_size} bytes, over the {self.max_file_bytes}-byte cap"
             )
@@ -325,7 +325,9 @@ class Indexer:
                 collection, rel, f"no loader for {path_text(path.suffix) or 'files without a suffix'}"
             )
         try:
-            digest = hash_regular(path) if streams else content_hash(read_regular(path, self.max_file_bytes))
+            digest = (
+                hash_regular(path) if reads_large else content_hash(read_regular(path, self.max_file_bytes))
+            )
         except OSError as exc:
             return self._skip(collection, rel, f"unreadable: {exc.strerror}")
         if state and state.content_hash == digest:
@@ -334,9 +336,9 @@ class Indexer:
             return "unchanged"
         try:
             if isolated(loader):
-                document = self.extractor.load(loader, path, cut=streams)
+                document = self.extractor.load(loader, path, cut=reads_large)
             else:
-                document = check_size(loader(path), self.limits.characters, cut=streams)
+                document = check_size(loader(path), self.limits.characters, cut=reads_large)
         except SkipFile as exc:
             return self._skip(collection, rel, str(exc))
         except Exception as exc:  # one bad file never stops the indexer
@@ -346,7 +348,7 @@ class Indexer:
             return self._skip(collection, rel, "no text")
         note = document.note
         if len(chunks) > self.max_file_chunks:
-            if not streams:
+            if not reads_large:
                 return self._skip(
                     collection, rel, f"{len(chunks)} chunks, over the {self.max_file_chunks}-chunk limit"
                 )
