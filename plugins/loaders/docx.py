@@ -4,19 +4,18 @@ level) start sections."""
 
 from __future__ import annotations
 
-import re
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from plugins.loaders.common import HEADING_STYLE, HeadingPath
 from plugins.loaders.containers import check_zip
 from proxy.hookspecs import hookimpl
 from proxy.types import Document, Section, SkipFile
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
-_HEADING = re.compile(r"(?:heading|标题|標題)\s*(\d)$", re.IGNORECASE)
 
 
 def load_docx(path: Path) -> Document:
@@ -33,7 +32,7 @@ def load_docx(path: Path) -> Document:
     levels = _style_levels(document)
     parts: list[str] = []
     sections: list[Section] = []
-    headings: list[tuple[int, str]] = []
+    outline = HeadingPath()
     offset = start = 0
     for element in _blocks(document.element.body):  # paragraphs and tables in document order
         if element.tag == _W + "tbl":  # a row a line, in the section it stands in
@@ -49,8 +48,8 @@ def load_docx(path: Path) -> Document:
         level = _level(element, levels)
         if level and text:
             if offset > start:
-                sections.append(Section(start, offset, " > ".join(t for _, t in headings) or None))
-            headings = [(lvl, t) for lvl, t in headings if lvl < level] + [(level, text)]
+                sections.append(Section(start, offset, outline.name()))
+            outline.enter(level, text)
             start = offset
         boxes = [box for p in _box_paragraphs(element) if (box := Paragraph(p, document).text.strip())]
         text = "\n".join(filter(None, (text, *boxes)))  # a text box's text after its anchor's
@@ -58,7 +57,7 @@ def load_docx(path: Path) -> Document:
             parts.append(text + "\n\n")
             offset += len(text) + 2
     if offset > start:
-        sections.append(Section(start, offset, " > ".join(t for _, t in headings) or None))
+        sections.append(Section(start, offset, outline.name()))
     if not parts:
         raise SkipFile("empty document")
     return Document("".join(parts), sections)
@@ -98,7 +97,7 @@ def _style_levels(document: Any) -> dict[str, int]:
     for style in document.styles.element.iterchildren(_W + "style"):
         style_id = style.get(_W + "styleId")
         name = style.find(_W + "name")
-        match = _HEADING.match((name.get(_W + "val") or "") if name is not None else "")
+        match = HEADING_STYLE.match((name.get(_W + "val") or "") if name is not None else "")
         outline = style.find(f"{_W}pPr/{_W}outlineLvl")
         if match and style_id:
             levels[style_id] = int(match[1]) or 1

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from plugins.loaders.common import tidy_lines
 from plugins.loaders.containers import check_zip
 from plugins.loaders.html import parse_html
 from proxy.hookspecs import hookimpl
@@ -21,7 +22,6 @@ from proxy.types import Document, Section, SkipFile
 _ENCRYPTED = re.compile(rb"""<(?:\w+:)?CipherReference[^>]*\bURI\s*=\s*["']([^"']*)["']""")
 _CONTENT = (".xhtml", ".html", ".htm", ".xml", ".opf", ".ncx")  # fonts may be obfuscated; these not
 _XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
-_BLANK_LINES = re.compile(r"\n[ \t\f\v]*(?:\n[ \t\f\v]*)+\n")
 
 
 def load_epub(path: Path) -> Document:
@@ -62,7 +62,7 @@ def load_epub(path: Path) -> Document:
             continue
         seen.add(idref)
         page = parse_html(_decode(item.get_content()))
-        text = _BLANK_LINES.sub("\n\n", "\n".join(line.rstrip() for line in page.text.split("\n"))).strip()
+        text = tidy_lines(page.text)
         if not text:
             continue
         name = posixpath.normpath(unquote(item.file_name or ""))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax import SAXException
 
+from plugins.loaders.common import HeadingPath
 from plugins.loaders.containers import MAX_INFLATED, check_zip
 from proxy.hookspecs import hookimpl
 from proxy.types import Document, Section, SkipFile
@@ -63,18 +64,18 @@ def load_odt(path: Path) -> Document:
     body = _body(path, "ODT", "text")
     parts: list[str] = []
     sections: list[Section] = []
-    headings: list[tuple[int, str]] = []
+    outline = HeadingPath()
     offset = start = 0
     for level, text in _blocks(body):
         if level:
             if offset > start:
-                sections.append(Section(start, offset, " > ".join(t for _, t in headings) or None))
-            headings = [(lvl, t) for lvl, t in headings if lvl < level] + [(level, text)]
+                sections.append(Section(start, offset, outline.name()))
+            outline.enter(level, text)
             start = offset
         parts.append(text + "\n\n")
         offset += len(text) + 2
     if offset > start:
-        sections.append(Section(start, offset, " > ".join(t for _, t in headings) or None))
+        sections.append(Section(start, offset, outline.name()))
     if not parts:
         raise SkipFile("no text")
     return Document("".join(parts), sections)
@@ -159,9 +160,13 @@ def _qname(node: Any) -> tuple[str, str] | None:
     return getattr(node, "qname", None)
 
 
-def _attribute(node: Any, namespace: str, name: str) -> str | None:
+def attribute(node: Any, namespace: str, name: str) -> str | None:
     value = node.attributes.get((namespace, name)) if hasattr(node, "attributes") else None
     return str(value) if value is not None else None
+
+
+def is_element(node: Any, namespace: str, name: str) -> bool:
+    return getattr(node, "qname", None) == (namespace, name)
 
 
 def _blocks(element: Any, prefix: str = "") -> Iterator[tuple[int, str]]:
@@ -174,7 +179,7 @@ def _blocks(element: Any, prefix: str = "") -> Iterator[tuple[int, str]]:
         if qname == _HEADING:
             text = " ".join(_inline(child).split())
             if text:
-                level = _attribute(child, TEXT, "outline-level") or "1"
+                level = attribute(child, TEXT, "outline-level") or "1"
                 yield (int(level) if level.isdigit() and int(level) > 0 else 1), text
         elif qname == _PARAGRAPH:
             text = _inline(child).strip()
@@ -222,7 +227,7 @@ def _inline(element: Any) -> str:
         elif qname in _LEFT_OUT:
             continue
         elif qname == (TEXT, "s"):
-            count = _attribute(child, TEXT, "c") or "1"
+            count = attribute(child, TEXT, "c") or "1"
             out.append(" " * min(int(count) if count.isdigit() else 1, 100))
         elif qname == (TEXT, "tab"):
             out.append("\t")
@@ -264,10 +269,10 @@ def _shape_texts(slide: Any) -> Iterator[str]:
 def _position(shape: Any) -> tuple[bool, float, float]:
     """Top, then left, in millimetres; a shape without a position (a group: its first shape's)
     after those with one. The sort is stable."""
-    if _qname(shape) == (DRAW, "g") and _attribute(shape, SVG, "y") is None:
+    if _qname(shape) == (DRAW, "g") and attribute(shape, SVG, "y") is None:
         inner = [_position(child) for child in shape.childNodes if _qname(child)]
         return min(inner) if inner else (True, 0.0, 0.0)
-    top, left = _length(_attribute(shape, SVG, "y")), _length(_attribute(shape, SVG, "x"))
+    top, left = _length(attribute(shape, SVG, "y")), _length(attribute(shape, SVG, "x"))
     return (top is None, top or 0.0, left or 0.0)
 
 
@@ -283,12 +288,12 @@ def _length(value: str | None) -> float | None:
 
 def _slide_title(slide: Any, number: int) -> str:
     for frame in _descendants(slide):
-        if _qname(frame) == (DRAW, "frame") and _attribute(frame, PRESENTATION, "class") == "title":
+        if _qname(frame) == (DRAW, "frame") and attribute(frame, PRESENTATION, "class") == "title":
             title = " ".join(" ".join(_block_texts(frame)).split())
             if title:
                 return title
     # a name some writers encode as a style name is ("Storm_20_drill")
-    name = _ENCODED.sub(lambda m: chr(int(m.group(1), 16)), _attribute(slide, DRAW, "name") or "")
+    name = _ENCODED.sub(lambda m: chr(int(m.group(1), 16)), attribute(slide, DRAW, "name") or "")
     name = " ".join(name.split())
     default = _DEFAULT_NAME.fullmatch(name)
     return "" if default and int(default.group(1)) == number else name

@@ -10,11 +10,11 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from plugins.loaders.common import HEADING_STYLE, HeadingPath, tidy_lines
 from proxy.hookspecs import hookimpl
 from proxy.types import Document, Section, SkipFile
 
 _RAW_BYTE = re.compile(r"[\x80-\xff]")
-_BLANK_LINES = re.compile(r"\n[ \t\f\v]*(?:\n[ \t\f\v]*)+\n")
 
 
 # A heading paragraph is marked, before striprtf reads the markup, by a private-use character
@@ -22,7 +22,6 @@ _BLANK_LINES = re.compile(r"\n[ \t\f\v]*(?:\n[ \t\f\v]*)+\n")
 _MARK = 0xE000
 _STYLE_ENTRY = re.compile(r"\{\\s(\d+)(?![0-9])([^{}]*?);\}")  # a paragraph style: number, entry
 _CONTROL = re.compile(r"\\(?!u-?\d)(?!')[a-z]+-?\d* ?")  # a control word, but not \uN or \'hh
-_HEADING_NAME = re.compile(r"(?:heading|标题|標題)\s*(\d)\s*$", re.IGNORECASE)
 _BRACE = re.compile(r"\\.|([{}])", re.DOTALL)  # an escape (\{ \} \\) is matched whole: not a brace
 _SHEET_MAX = 1024 * 1024  # characters a style sheet is looked for in: it comes at the start
 _OUTLINE = re.compile(r"\\outlinelevel(\d)(?![0-9])")
@@ -34,7 +33,7 @@ def load_rtf(path: Path) -> Document:
     marked = rtf_text(path.read_bytes(), headings=True)
     text = ""
     sections: list[Section] = []
-    headings: list[tuple[int, str]] = []
+    outline = HeadingPath()
     start = position = 0
     for match in _MARKED.finditer(marked):
         text += marked[position : match.start()].translate(_UNMARK)
@@ -44,12 +43,12 @@ def load_rtf(path: Path) -> Document:
             text += marked[match.start() : match.end()].translate(_UNMARK)
             continue
         if text[start:].strip():
-            sections.append(Section(start, len(text), " > ".join(t for _, t in headings) or None))
-        headings = [(lvl, t) for lvl, t in headings if lvl < level] + [(level, heading)]
+            sections.append(Section(start, len(text), outline.name()))
+        outline.enter(level, heading)
         start = len(text)
         text += heading
     text += marked[position:].translate(_UNMARK)  # a mark not at its line's start goes too
-    sections.append(Section(start, len(text), " > ".join(t for _, t in headings) or None))
+    sections.append(Section(start, len(text), outline.name()))
     sections = [s for s in sections if text[s.start : s.end].strip()]
     if not sections:
         raise SkipFile("no text")
@@ -88,7 +87,7 @@ def _mark_headings(markup: str) -> str:
         codepage = re.search(r"\\ansicpg(\d+)", markup[:sheet])
         for number, entry in _STYLE_ENTRY.findall(markup[sheet:end]):
             name = _style_name(_CONTROL.sub("", entry), f"cp{codepage[1]}" if codepage else "cp1252")
-            named = _HEADING_NAME.search(name)
+            named = HEADING_STYLE.match(name)
             outline = _OUTLINE.search(entry)
             if named:
                 levels[number] = max(1, int(named[1]))
@@ -132,8 +131,7 @@ def rtf_text(raw: bytes, *, headings: bool = False) -> str:
         text = rtf_to_text(markup, errors="replace")  # type: ignore[no-untyped-call]
     except (LookupError, ValueError, IndexError) as exc:  # a code page Python has no codec for
         raise SkipFile(f"unreadable RTF: {type(exc).__name__}: {exc}"[:300]) from None
-    lines = (line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
-    text = _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+    text = tidy_lines(text)
     if not text:
         raise SkipFile("no text")
     return text

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins.loaders.containers import check_zip
-from plugins.loaders.opendocument import open_odf
+from plugins.loaders.opendocument import attribute, is_element, open_odf
 from plugins.loaders.text import read_text
 from proxy.hookspecs import hookimpl
 from proxy.text import chunk_tokens
@@ -121,15 +121,15 @@ def load_ods(path: Path) -> Document:
     document = open_odf(path, "ODS", max_inflated=ODS_MAX_INFLATED)
     # odfpy's own document.spreadsheet is the body's first child, in XML indented between the
     # elements a blank text node: the element is looked for instead
-    found = (node for node in document.body.childNodes if _is(node, OFFICE_NS, "spreadsheet"))
+    found = (node for node in document.body.childNodes if is_element(node, OFFICE_NS, "spreadsheet"))
     spreadsheet = next(found, None)
     if spreadsheet is None:
         raise SkipFile("unreadable ODS: not a spreadsheet")
-    tables = [node for node in spreadsheet.childNodes if _is(node, TABLE_NS, "table")]
+    tables = [node for node in spreadsheet.childNodes if is_element(node, TABLE_NS, "table")]
     book = _Book()
     for number, table in enumerate(tables):
-        if not book.read_sheet(_attribute(table, TABLE_NS, "name") or f"Sheet{number + 1}", _ods_rows(table)):
-            book.not_read([_attribute(t, TABLE_NS, "name") or "?" for t in tables[number + 1 :]])
+        if not book.read_sheet(attribute(table, TABLE_NS, "name") or f"Sheet{number + 1}", _ods_rows(table)):
+            book.not_read([attribute(t, TABLE_NS, "name") or "?" for t in tables[number + 1 :]])
             break
     return book.document()
 
@@ -267,18 +267,9 @@ def _text(value: Any) -> str:
 
 
 # -- OpenDocument ---------------------------------------------------------------------------------
-def _is(node: Any, namespace: str, name: str) -> bool:
-    return getattr(node, "qname", None) == (namespace, name)
-
-
-def _attribute(node: Any, namespace: str, name: str) -> str | None:
-    value = node.attributes.get((namespace, name))
-    return None if value is None else str(value)
-
-
 def _repeat(node: Any, name: str) -> int:
     try:
-        return max(1, int(_attribute(node, TABLE_NS, name) or 1))
+        return max(1, int(attribute(node, TABLE_NS, name) or 1))
     except ValueError:
         return 1
 
@@ -313,7 +304,7 @@ def _row_elements(parent: Any) -> Iterator[Any]:
 def _ods_values(row: Any) -> list[Any]:
     values: list[Any] = []
     for cell in row.childNodes:
-        if not (_is(cell, TABLE_NS, "table-cell") or _is(cell, TABLE_NS, "covered-table-cell")):
+        if not (is_element(cell, TABLE_NS, "table-cell") or is_element(cell, TABLE_NS, "covered-table-cell")):
             continue
         repeat = min(_repeat(cell, "number-columns-repeated"), MAX_COLUMNS - len(values))
         value = _ods_value(cell)
@@ -330,17 +321,17 @@ def _ods_values(row: Any) -> list[Any]:
 
 def _ods_value(cell: Any) -> Any:
     """The cell's value: a number, a date, a truth value, or its text as shown."""
-    kind = _attribute(cell, OFFICE_NS, "value-type")
+    kind = attribute(cell, OFFICE_NS, "value-type")
     try:
         if kind in ("float", "percentage", "currency"):
-            return float(_attribute(cell, OFFICE_NS, "value") or "")
+            return float(attribute(cell, OFFICE_NS, "value") or "")
         if kind == "date":
-            return datetime.fromisoformat(_attribute(cell, OFFICE_NS, "date-value") or "")
+            return datetime.fromisoformat(attribute(cell, OFFICE_NS, "date-value") or "")
         if kind == "boolean":
-            return (_attribute(cell, OFFICE_NS, "boolean-value") or "").lower() == "true"
+            return (attribute(cell, OFFICE_NS, "boolean-value") or "").lower() == "true"
     except ValueError:
         pass  # an odd value: the text shown instead
-    text = "\n".join(_node_text(p) for p in cell.childNodes if _is(p, TEXT_NS, "p"))
+    text = "\n".join(_node_text(p) for p in cell.childNodes if is_element(p, TEXT_NS, "p"))
     return text if text.strip() else None
 
 
@@ -349,9 +340,9 @@ def _node_text(node: Any) -> str:
     for child in node.childNodes:
         if child.nodeType == child.TEXT_NODE:
             parts.append(str(child.data))
-        elif _is(child, TEXT_NS, "s"):
+        elif is_element(child, TEXT_NS, "s"):
             parts.append(" ")
-        elif _is(child, TEXT_NS, "tab") or _is(child, TEXT_NS, "line-break"):
+        elif is_element(child, TEXT_NS, "tab") or is_element(child, TEXT_NS, "line-break"):
             parts.append(" ")
         elif getattr(child, "qname", None) != (OFFICE_NS, "annotation"):
             parts.append(_node_text(child))
