@@ -239,3 +239,17 @@ def test_an_image_cut_short_is_skipped_as_unreadable(tmp_path: Path, kind: str) 
     path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(SkipFile, match="unreadable image"):
         loader_for(path)(path)  # type: ignore[misc]
+
+
+def test_a_photo_stored_sideways_is_read_upright_as_its_exif_orientation_says(tmp_path: Path) -> None:
+    """A phone stores a photo as its sensor saw it, with an EXIF orientation saying how to turn it
+    (6: a quarter turn clockwise): read as stored, the text would be sideways."""
+    upright = page(ENGLISH, LATIN)
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as the sensor saw it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "photo.jpg"
+    stored.save(path, quality=92, exif=exif)
+    with reading(ReadOptions()):
+        text = loader_for(path)(path).text  # type: ignore[misc]
+    assert " ".join(text.split()) == " ".join(ENGLISH)

@@ -94,10 +94,15 @@ def read_image(image: Image) -> str:
 
 
 def page_image(image: Image) -> Image:
-    """``image`` as RGB (transparency on white) with its longer side at most ``MAX_SIDE``; a
+    """``image`` as RGB (transparency on white) with its longer side at most ``MAX_SIDE``, turned
+    upright as its EXIF orientation says (a phone's photo is stored as the sensor saw it); a
     two-tone page (a scan, a screenshot of text) in black and white (``two_tone``)."""
     from PIL import Image as PILImage
 
+    try:
+        orientation = int(image.getexif().get(_ORIENTATION, 1))
+    except (ValueError, TypeError, OSError, SyntaxError):  # EXIF data a camera wrote badly
+        orientation = 1
     image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # a JPEG is decoded at a reduced scale
     if image.mode not in ("L", "LA", "RGB", "RGBA"):  # palette, 1-bit, 16-bit: made resizable
         transparent = image.mode == "PA" or (image.mode == "P" and "transparency" in image.info)
@@ -111,7 +116,22 @@ def page_image(image: Image) -> Image:
         image.paste(rgba, mask=rgba.getchannel("A"))
     elif image.mode != "RGB":
         image = image.convert("RGB")
+    turn = PILImage.Transpose
+    upright = {  # EXIF orientation -> the transposition that shows the image upright
+        2: turn.FLIP_LEFT_RIGHT,
+        3: turn.ROTATE_180,
+        4: turn.FLIP_TOP_BOTTOM,
+        5: turn.TRANSPOSE,
+        6: turn.ROTATE_270,
+        7: turn.TRANSVERSE,
+        8: turn.ROTATE_90,
+    }
+    if orientation in upright:
+        image = image.transpose(upright[orientation])
     return two_tone(image)
+
+
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def two_tone(image: Image) -> Image:
