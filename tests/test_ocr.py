@@ -253,3 +253,18 @@ def test_a_photo_stored_sideways_is_read_upright_as_its_exif_orientation_says(tm
     with reading(ReadOptions()):
         text = loader_for(path)(path).text  # type: ignore[misc]
     assert " ".join(text.split()) == " ".join(ENGLISH)
+
+
+def test_a_sixteen_bit_scan_is_read(tmp_path: Path) -> None:
+    """A 16-bit grey PNG, as some scanners save: converted to 8 bits directly, nearly all of it
+    would be white."""
+    import numpy as np
+
+    grey = np.asarray(page(ENGLISH, LATIN).convert("L"), dtype=np.uint16) * 257  # 0-255 -> 0-65535
+    path = tmp_path / "scan16.png"
+    Image.fromarray(grey).save(path)
+    with Image.open(path) as check:
+        assert check.mode.startswith("I")
+    with reading(ReadOptions()):
+        text = loader_for(path)(path).text  # type: ignore[misc]
+    assert " ".join(text.split()) == " ".join(ENGLISH)

@@ -104,7 +104,9 @@ def page_image(image: Image) -> Image:
     except (ValueError, TypeError, OSError, SyntaxError):  # EXIF data a camera wrote badly
         orientation = 1
     image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # a JPEG is decoded at a reduced scale
-    if image.mode not in ("L", "LA", "RGB", "RGBA"):  # palette, 1-bit, 16-bit: made resizable
+    if image.mode.startswith("I") or image.mode == "F":  # 16- or 32-bit grey, as some scanners save
+        image = _eight_bit(image)
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):  # palette, 1-bit, CMYK...: made resizable
         transparent = image.mode == "PA" or (image.mode == "P" and "transparency" in image.info)
         image = image.convert("RGBA" if transparent else "RGB")
     if max(image.size) > MAX_SIDE:  # scaled down before anything else is made of it
@@ -132,6 +134,18 @@ def page_image(image: Image) -> Image:
 
 
 _ORIENTATION = 0x0112  # the EXIF tag
+
+
+def _eight_bit(image: Image) -> Image:
+    """A 16- or 32-bit grey image in 8 bits, its range stretched over 0-255: converted directly,
+    every value over 255 (most of a 16-bit scan) would become white."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    values = np.asarray(image, dtype=np.float32)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) * (255.0 / (high - low or 1.0))
+    return PILImage.fromarray(scaled.clip(0, 255).astype(np.uint8), "L")
 
 
 def two_tone(image: Image) -> Image:
