@@ -263,6 +263,7 @@ def test_gitignore_and_editor_files(service: IndexService, tmp_path: Path) -> No
         "note.md~",
         ".note.md.swp",
         ".#note.md",
+        "~$note.md",  # an Office owner file
         "kept.md",
     ):
         (root / name).write_text("IGNORECANARY text\n")

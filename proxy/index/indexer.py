@@ -60,6 +60,7 @@ IGNORED_FILES = (
     "*___jb_tmp___",
     "*___jb_old___",
     ".~lock.*#",
+    "~$*",  # the owner file Word, Excel and PowerPoint keep beside a document they have open
 )
 _IGNORED_FILE = re.compile("|".join(translate(pattern) for pattern in IGNORED_FILES))
 
