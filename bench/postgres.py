@@ -386,8 +386,8 @@ def part_latency(args: argparse.Namespace) -> None:
     import speed
     from retrieval_eval import retrieve
 
-    from proxy.index.vectors import is_cjk
     from proxy.pipeline import context
+    from proxy.text import is_cjk
 
     server, _ = ensure_copies(["ragproxy_bench_100k"])
     path = COPIES["ragproxy_bench_100k"]

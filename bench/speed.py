@@ -67,8 +67,9 @@ from proxy.index import textsearch  # noqa: E402
 from proxy.index.db import connect  # noqa: E402
 from proxy.index.service import IndexService  # noqa: E402
 from proxy.index.store.sqlite import _HIT_COLUMNS  # noqa: E402
-from proxy.index.vectors import VectorMatrix, candidates, is_cjk  # noqa: E402
+from proxy.index.vectors import VectorMatrix, candidates  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
+from proxy.text import is_cjk  # noqa: E402
 
 DATA = Path(ROOT).parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "ragproxy-bench"

@@ -1,4 +1,5 @@
-"""What text costs in tokens, shared by the request flow and the index.
+"""What text costs in tokens, and which script it is mostly in, shared by the request flow and
+the index.
 
 ``estimate_tokens`` is the prompt's measure: it prices each kind of character at what the
 byte-level BPE tokenizers of the models people run (Qwen 2/2.5 and the DeepSeek-R1 distills,
@@ -93,3 +94,12 @@ def chunk_tokens(text: str) -> int:
     length = len(text)
     cjk = (len(text.encode("utf-8", "surrogatepass")) - length) // 2
     return cjk + (max(length - cjk, 0) + 3) // 4
+
+
+CJK_BYTES_PER_CHARACTER = 1.8
+
+
+def is_cjk(utf8_bytes: int, characters: int) -> bool:
+    """Text mostly in a CJK script, told by its UTF-8 length: three bytes a CJK character, one a
+    Latin letter. Cheap enough to compute in SQL for every chunk when the matrix loads."""
+    return utf8_bytes > CJK_BYTES_PER_CHARACTER * max(characters, 1)

@@ -18,10 +18,11 @@ from proxy.index.extract import Limits
 from proxy.index.indexer import Collection, EmbeddingWorker, Indexer, check_clash
 from proxy.index.names import path_text
 from proxy.index.store import Hit, embedding_text, moved_message, open_store
-from proxy.index.vectors import Background, is_cjk
+from proxy.index.vectors import Background
 from proxy.logging import get_logger
 from proxy.plugins import embedders, factory
 from proxy.settings import Settings
+from proxy.text import is_cjk
 from proxy.types import Embedder, ReadOptions, Reranker
 
 log = get_logger("ragproxy.index")

@@ -46,13 +46,6 @@ class Background:
         return (similarity - self.mean) / max(self.std, 1e-3)
 
 
-def is_cjk(utf8_bytes: int, characters: int) -> bool:
-    """Text mostly in a CJK script, told by its UTF-8 length: three bytes a CJK character, one a
-    Latin letter. Cheap enough to compute in SQL for every chunk when the matrix loads."""
-    return utf8_bytes > CJK_BYTES_PER_CHARACTER * max(characters, 1)
-
-
-CJK_BYTES_PER_CHARACTER = 1.8
 MIN_BACKGROUND = 50  # fewer chunks in the query's script: the background is taken over all
 
 

@@ -11,11 +11,11 @@ from typing import Any
 from proxy.errors import BadRequest
 from proxy.index.service import IndexService, Ranking
 from proxy.index.store import Hit
-from proxy.index.vectors import is_cjk
 from proxy.logging import get_logger
 from proxy.pipeline import clients
 from proxy.plugins import factory, rerankers
 from proxy.settings import Settings
+from proxy.text import is_cjk
 from proxy.types import OCR_HEADING, Reranker
 
 log = get_logger("ragproxy.retrieval")

@@ -49,8 +49,9 @@ from proxy.index.store.common import (
     moved_message,
     new_document,
 )
-from proxy.index.vectors import Background, Moments, background, codes_of, is_cjk, unit
+from proxy.index.vectors import Background, Moments, background, codes_of, unit
 from proxy.logging import get_logger
+from proxy.text import is_cjk
 from proxy.types import Chunk
 
 log = get_logger("ragproxy.index")

@@ -33,7 +33,8 @@ from proxy.index.store.common import (
     new_document,
 )
 from proxy.index.store.sqlite_bm25 import ScopedCounts, scoped_counts
-from proxy.index.vectors import Background, VectorMatrix, is_cjk
+from proxy.index.vectors import Background, VectorMatrix
+from proxy.text import is_cjk
 from proxy.types import Chunk
 
 LOAD_BATCH = 4096  # vectors read per step when the matrix loads
