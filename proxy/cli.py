@@ -188,7 +188,7 @@ def serve(settings: Settings) -> None:
             fix=failure.fix,
             effect="chats fail until it answers; 'ragproxy doctor' checks the whole set-up",
         )
-    from proxy.service import notify
+    from proxy.systemd import notify
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return doctor.run(settings, as_json=args.json)
         if args.command == "service":
-            from proxy.service import install
+            from proxy.systemd import install
 
             print(install(settings, user=args.user, dest=args.dest, dry_run=args.dry_run).rstrip("\n"))
             return 0
