@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from plugins.loaders.common import HEADING_STYLE, HeadingPath
+from plugins.loaders.common import HEADING_STYLE, DocumentText, HeadingPath
 from plugins.loaders.containers import check_zip
 from proxy.hookspecs import hookimpl
-from proxy.types import Document, Section, SkipFile
+from proxy.types import Document, SkipFile
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
@@ -30,37 +30,27 @@ def load_docx(path: Path) -> Document:
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError, SyntaxError) as exc:  # lxml's
         raise SkipFile(f"unreadable DOCX: {type(exc).__name__}: {exc}"[:300]) from None
     levels = _style_levels(document)
-    parts: list[str] = []
-    sections: list[Section] = []
+    written = DocumentText()
     outline = HeadingPath()
-    offset = start = 0
     for element in _blocks(document.element.body):  # paragraphs and tables in document order
         if element.tag == _W + "tbl":  # a row a line, in the section it stands in
             table = Table(element, document)
             rows = [" | ".join(cell.text.strip() for cell in row.cells) for row in table.rows]
             text = "\n".join(row for row in rows if row.strip(" |"))
             if text:
-                parts.append(text + "\n\n")
-                offset += len(text) + 2
+                written.write(text)
             continue
         paragraph = Paragraph(element, document)
         text = paragraph.text.strip()
         level = _level(element, levels)
         if level and text:
-            if offset > start:
-                sections.append(Section(start, offset, outline.name()))
             outline.enter(level, text)
-            start = offset
+            written.begin(outline.name())
         boxes = [box for p in _box_paragraphs(element) if (box := Paragraph(p, document).text.strip())]
         text = "\n".join(filter(None, (text, *boxes)))  # a text box's text after its anchor's
         if text:
-            parts.append(text + "\n\n")
-            offset += len(text) + 2
-    if offset > start:
-        sections.append(Section(start, offset, outline.name()))
-    if not parts:
-        raise SkipFile("empty document")
-    return Document("".join(parts), sections)
+            written.write(text)
+    return written.document(empty="empty document")
 
 
 def _blocks(parent: Any) -> Iterator[Any]:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from plugins.loaders.common import tidy_lines
+from plugins.loaders.common import DocumentText, tidy_lines
 from plugins.loaders.containers import check_zip
 from plugins.loaders.html import parse_html
 from proxy.hookspecs import hookimpl
-from proxy.types import Document, Section, SkipFile
+from proxy.types import Document, SkipFile
 
 _ENCRYPTED = re.compile(rb"""<(?:\w+:)?CipherReference[^>]*\bURI\s*=\s*["']([^"']*)["']""")
 _CONTENT = (".xhtml", ".html", ".htm", ".xml", ".opf", ".ncx")  # fonts may be obfuscated; these not
@@ -45,9 +45,7 @@ def load_epub(path: Path) -> Document:
         raise SkipFile(f"unreadable EPUB: {type(exc).__name__}: {exc}"[:300]) from None
     titles = _toc_titles(book.toc)
     by_name = {posixpath.basename(name): title for name, title in reversed(titles.items())}
-    parts: list[str] = []
-    sections: list[Section] = []
-    offset = 0
+    written = DocumentText()
     seen: set[str] = set()
     for entry in book.spine:
         idref = entry[0] if isinstance(entry, tuple | list) else entry
@@ -67,12 +65,8 @@ def load_epub(path: Path) -> Document:
             continue
         name = posixpath.normpath(unquote(item.file_name or ""))
         title = titles.get(name) or by_name.get(posixpath.basename(name)) or _first_heading(page)
-        sections.append(Section(offset, offset + len(text), title))
-        parts.append(text + "\n\n")
-        offset += len(text) + 2
-    if not parts:
-        raise SkipFile("no text")
-    return Document("".join(parts), sections)
+        written.add(text, title)
+    return written.document()
 
 
 def _check_not_encrypted(path: Path) -> None:

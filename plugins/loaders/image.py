@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from plugins.loaders.common import DocumentText
 from plugins.loaders.ocr import check_pixels, missing, open_image, read_image
 from proxy.hookspecs import hookimpl
 from proxy.types import (
     OCR_HEADING,
     Document,
-    Section,
     SkipFile,
     ocr_page_read,
     ocr_starting,
@@ -28,10 +28,8 @@ def load_image(path: Path) -> Document:
     reason = missing()
     if reason:
         raise SkipFile(reason)
-    parts: list[str] = []
-    sections: list[Section] = []
+    written = DocumentText()
     note = None
-    offset = 0
     ocr_starting()  # the engine's memory, and a large image's decoding, within the reader's limit
     with open_image(path) as image:
         frames = getattr(image, "n_frames", 1)
@@ -45,17 +43,11 @@ def load_image(path: Path) -> Document:
                 raise SkipFile(f"unreadable image: {type(exc).__name__}: {exc}"[:300]) from None
             ocr_page_read()
             if text:
-                sections.append(
-                    Section(offset, offset + len(text), OCR_HEADING, index + 1 if frames > 1 else None)
-                )
-                parts.append(text + "\n\n")
-                offset += len(text) + 2
+                written.add(text, OCR_HEADING, index + 1 if frames > 1 else None)
         if frames > options.ocr_pages:
             limit = options.ocr_pages
             note = f"pages {limit + 1}-{frames} not read: the OCR page limit is {limit}"
-    if not sections:
-        raise SkipFile("OCR found no text in the image")
-    return Document("".join(parts), sections, note)
+    return written.document(note, empty="OCR found no text in the image")
 
 
 @hookimpl

@@ -26,9 +26,10 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
+from plugins.loaders.common import DocumentText
 from plugins.loaders.html import parse_html
 from proxy.hookspecs import hookimpl
-from proxy.types import Document, Section, SkipFile
+from proxy.types import Document, SkipFile
 
 if TYPE_CHECKING:
     from extract_msg import MSGFile
@@ -173,34 +174,31 @@ class _Read(NamedTuple):
 
 
 def _document(messages: Iterator[_M], read: Callable[[_M], _Read]) -> Document:
-    parts: list[str] = []
-    sections: list[Section] = []
-    offset = count = 0
+    written = DocumentText()
+    count = 0
     note = None
     deadline = time.monotonic() + BUDGET
     for message in messages:
-        if offset > MAX_TEXT or time.monotonic() > deadline:
-            why = f"over {MAX_TEXT} characters" if offset > MAX_TEXT else f"reading took over {BUDGET:g} s"
+        if len(written) > MAX_TEXT or time.monotonic() > deadline:
+            why = (
+                f"over {MAX_TEXT} characters"
+                if len(written) > MAX_TEXT
+                else f"reading took over {BUDGET:g} s"
+            )
             note = f"messages after the first {count} not read: {why}"
             break
         count += 1
         heading, text, attachments = read(message)
         if text.strip():
-            parts.append(text + "\n\n")
-            sections.append(Section(offset, offset + len(text), heading))
-            offset += len(text) + 2
+            written.add(text, heading)
         for name, document in attachments:
             for section in document.with_whole_section().sections:
                 piece = document.text[section.start : section.end].strip()
                 if not piece:
                     continue
                 named = f"{heading} > {name}" + (f" > {section.heading}" if section.heading else "")
-                parts.append(piece + "\n\n")
-                sections.append(Section(offset, offset + len(piece), named, section.page))
-                offset += len(piece) + 2
-    if not parts:
-        raise SkipFile("no message with text")
-    return Document("".join(parts), sections, note)
+                written.add(piece, named, section.page)
+    return written.document(note, empty="no message with text")
 
 
 def _read_eml(parsed: Parsed) -> _Read:

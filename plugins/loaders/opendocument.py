@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 from xml.sax import SAXException
 
-from plugins.loaders.common import HeadingPath
+from plugins.loaders.common import DocumentText, HeadingPath
 from plugins.loaders.containers import MAX_INFLATED, check_zip
 from proxy.hookspecs import hookimpl
-from proxy.types import Document, Section, SkipFile
+from proxy.types import Document, SkipFile
 
 OFFICE = "urn:oasis:names:tc:opendocument:xmlns:office:1.0"
 TEXT = "urn:oasis:names:tc:opendocument:xmlns:text:1.0"
@@ -62,30 +62,19 @@ _DEFAULT_NAME = re.compile(r"\D*?\s*(\d+)")  # "page3", "Slide 3": names a progr
 
 def load_odt(path: Path) -> Document:
     body = _body(path, "ODT", "text")
-    parts: list[str] = []
-    sections: list[Section] = []
+    written = DocumentText()
     outline = HeadingPath()
-    offset = start = 0
     for level, text in _blocks(body):
         if level:
-            if offset > start:
-                sections.append(Section(start, offset, outline.name()))
             outline.enter(level, text)
-            start = offset
-        parts.append(text + "\n\n")
-        offset += len(text) + 2
-    if offset > start:
-        sections.append(Section(start, offset, outline.name()))
-    if not parts:
-        raise SkipFile("no text")
-    return Document("".join(parts), sections)
+            written.begin(outline.name())
+        written.write(text)
+    return written.document()
 
 
 def load_odp(path: Path) -> Document:
     body = _body(path, "ODP", "presentation")
-    parts: list[str] = []
-    sections: list[Section] = []
-    offset = 0
+    written = DocumentText()
     slides = [child for child in body.childNodes if _qname(child) == (DRAW, "page")]
     for number, slide in enumerate(slides, start=1):
         text = "\n".join(_shape_texts(slide))
@@ -99,13 +88,8 @@ def load_odp(path: Path) -> Document:
         if not text:
             continue
         title = _slide_title(slide, number)
-        heading = f"slide {number}: {title}" if title else f"slide {number}"
-        sections.append(Section(offset, offset + len(text), heading))
-        parts.append(text + "\n\n")
-        offset += len(text) + 2
-    if not parts:
-        raise SkipFile("no text")
-    return Document("".join(parts), sections)
+        written.add(text, f"slide {number}: {title}" if title else f"slide {number}")
+    return written.document()
 
 
 def open_odf(path: Path, kind: str, *, max_inflated: int = MAX_INFLATED) -> Any:

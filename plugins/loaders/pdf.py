@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from plugins.loaders.common import DocumentText
 from plugins.loaders.ocr import MAX_SIDE, missing, read_image
 from proxy.hookspecs import hookimpl
 from proxy.types import (
     OCR_HEADING,
     Document,
-    Section,
     SkipFile,
     ocr_page_read,
     ocr_starting,
@@ -71,15 +71,11 @@ def load_pdf(path: Path) -> Document:
     if scanned and unread and options.ocr:  # left out for want of the engine: say how to get it
         without = f"{len(scanned)} scanned page" + ("s" if len(scanned) > 1 else "")
         notes.append(f"{without} ({_span(scanned)}) not read: {unread}")
-    parts: list[str] = []
-    sections: list[Section] = []
-    offset = 0
+    written = DocumentText()
     for number in sorted(pages):
         text, heading = pages[number]
-        sections.append(Section(offset, offset + len(text), heading, number))
-        parts.append(text + "\n\n")
-        offset += len(text) + 2
-    return Document("".join(parts), sections, "; ".join(notes) or None)
+        written.add(text, heading, number)
+    return written.document("; ".join(notes) or None)
 
 
 def _ocr_pages(path: Path, numbers: list[int]) -> tuple[list[tuple[int, str]], str | None]:

@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from plugins.loaders.common import DocumentText
 from plugins.loaders.containers import check_zip
 from proxy.hookspecs import hookimpl
-from proxy.types import Document, Section, SkipFile
+from proxy.types import Document, SkipFile
 
 
 def load_pptx(path: Path) -> Document:
@@ -20,9 +21,7 @@ def load_pptx(path: Path) -> Document:
     from pptx.exc import PythonPptxError
 
     check_zip(path, "PPTX")
-    parts: list[str] = []
-    sections: list[Section] = []
-    offset = 0
+    written = DocumentText()
     try:
         presentation = pptx.Presentation(str(path))
         for number, slide in enumerate(presentation.slides, start=1):
@@ -30,10 +29,7 @@ def load_pptx(path: Path) -> Document:
             if not text:
                 continue
             title = _title(slide)
-            heading = f"slide {number}: {title}" if title else f"slide {number}"
-            sections.append(Section(offset, offset + len(text), heading))
-            parts.append(text + "\n\n")
-            offset += len(text) + 2
+            written.add(text, f"slide {number}: {title}" if title else f"slide {number}")
     except (
         PythonPptxError,
         zipfile.BadZipFile,
@@ -42,9 +38,7 @@ def load_pptx(path: Path) -> Document:
         SyntaxError,
     ) as exc:  # lxml's XMLSyntaxError is one
         raise SkipFile(f"unreadable PPTX: {type(exc).__name__}: {exc}"[:300]) from None
-    if not parts:
-        raise SkipFile("no text")
-    return Document("".join(parts), sections)
+    return written.document()
 
 
 def _slide_text(slide: Any) -> str:

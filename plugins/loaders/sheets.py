@@ -23,12 +23,13 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from plugins.loaders.common import DocumentText
 from plugins.loaders.containers import check_zip
 from plugins.loaders.opendocument import attribute, is_element, open_odf
 from plugins.loaders.text import read_text
 from proxy.hookspecs import hookimpl
 from proxy.text import chunk_tokens
-from proxy.types import Document, Section, SkipFile
+from proxy.types import Document, SkipFile
 
 # Rows go into a block while the block, header included, stays under this many tokens
 # (``chunk_tokens``): well under the index's 256-token chunks, so a block is one chunk.
@@ -138,16 +139,14 @@ class _Book:
     """The document being written: a section per block of rows, and the file's limits."""
 
     def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.sections: list[Section] = []
-        self.offset = 0
+        self.written = DocumentText()
+        self.blocks = 0  # sections of rows written
         self.rows = self.cells = self.chunks = 0
         self.stopped: tuple[str, str] | None = None  # the sheet where a limit stopped reading, and why
 
     def add(self, text: str, heading: str) -> None:
-        self.parts.append(text + "\n\n")
-        self.sections.append(Section(self.offset, self.offset + len(text), heading))
-        self.offset += len(text) + 2
+        self.written.add(text, heading)
+        self.blocks += 1
 
     def read_sheet(self, title: str, rows: Iterable[Row]) -> bool:
         """Adds the sheet's blocks; False if a limit stopped it before its end. The header row is
@@ -157,7 +156,7 @@ class _Book:
         header_number = first = previous = number = tokens = header_tokens = 0
         block: list[str] = []
         limit = ""
-        blocks = len(self.sections)
+        blocks = self.blocks
         for number, values in rows:
             self.cells += max(1, len(values))
             if self.cells > MAX_CELLS:
@@ -194,7 +193,7 @@ class _Book:
             previous = number
         if block:
             self._block(title, header or "", block, first, previous, header_tokens + tokens)
-        elif header is not None and len(self.sections) == blocks:  # a sheet of a header row alone
+        elif header is not None and self.blocks == blocks:  # a sheet of a header row alone
             self._block(title, header, [], header_number, header_number, header_tokens)
         if limit:
             self.stopped = (
@@ -215,15 +214,14 @@ class _Book:
             self.stopped = title, f"{reason}; sheets not read: {', '.join(sheets)}"
 
     def document(self) -> Document:
-        if not self.sections:
+        if not self.blocks:
             raise SkipFile("no cells with values")
         note = None
         if self.stopped:
             title, note = self.stopped
-            self.add(
-                note + ".", f"{title} (not read)" if title else "not read"
-            )  # for a reader of the index; the note is logged
-        return Document("".join(self.parts), self.sections, note)
+            # for a reader of the index; the note is logged
+            self.written.add(note + ".", f"{title} (not read)" if title else "not read")
+        return self.written.document(note)
 
 
 def _line(cells: list[str]) -> str:
