@@ -8,6 +8,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from proxy.index.service import IndexService
+from proxy.settings import Settings
+
 
 def installed_plugin(site: Path, module: str, source: str) -> dict[str, str]:
     """``source`` as the module ``module``, installed in ``site`` with an entry point in the
@@ -167,3 +170,19 @@ def write_big_mbox(path: Path, size: int) -> None:
     box = mailbox.mbox(path)
     box.add(mail_message("Ferry timetable", "The winter ferry leaves the quay at seven."))
     box.close()
+
+
+def indexed(tmp_path: Path, root: Path, name: str = "docs", **settings: Any) -> IndexService:
+    """An index (``tmp_path``/index.db) of the folder ``root`` as the collection ``name``,
+    scanned once; the caller closes it."""
+    service = IndexService(Settings(db=str(tmp_path / "index.db"), **settings))
+    (collection,) = service.add_folders([(name, root)])
+    assert service.store.claim_collection(collection.id)
+    service.indexer.scan(collection)
+    return service
+
+
+def skipped(service: IndexService) -> dict[str, str]:
+    """Path -> reason of each file the index's one collection skipped."""
+    (collection,) = service.store.status()["collections"]
+    return {entry["path"]: entry["reason"] for entry in collection["skipped"]}

@@ -20,12 +20,7 @@ from proxy.index.service import QUERY_TOKENS, IndexService
 from proxy.settings import Settings
 from proxy.text import chunk_tokens
 from tests.conftest import CHAT_MODEL
-from tests.docs import installed_plugin, write_docx, write_docx_bomb, write_pdf
-
-
-def skipped(service: IndexService) -> dict[str, str]:
-    (collection,) = service.store.status()["collections"]
-    return {entry["path"]: entry["reason"] for entry in collection["skipped"]}
+from tests.docs import installed_plugin, skipped, write_docx, write_docx_bomb, write_pdf
 
 
 def peak_rss_mb() -> float:

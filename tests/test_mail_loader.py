@@ -15,7 +15,7 @@ from proxy.index.service import IndexService
 from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
 from proxy.types import Document, SkipFile
-from tests.docs import write_big_mbox, write_docx, write_pdf
+from tests.docs import indexed, write_big_mbox, write_docx, write_pdf
 
 DATE = "Tue, 01 Dec 2026 09:30:00 +0000"
 
@@ -103,11 +103,8 @@ def test_mail_is_indexed_and_found_with_the_message_named(tmp_path: Path) -> Non
     (root / "order.eml").write_bytes(
         bytes(message("Lamp oil order", "Forty litres of lamp oil arrive Friday."))
     )
-    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    service = indexed(tmp_path, root, "mail")
     try:
-        collection = service.indexer.add_collection("mail", root)
-        assert service.store.claim_collection(collection.id)
-        service.indexer.scan(collection)
         (hit,) = service.store.search_keyword("beacon batteries cupboard")[:1]
         assert (hit.path, hit.heading) == ("keepers.mbox", f"Beacon batteries ({DATE})")
         (hit,) = service.store.search_keyword("lamp oil litres")[:1]
@@ -143,11 +140,8 @@ def test_attachments_in_readable_formats_are_indexed_as_parts_of_their_message(t
     heading = f"Storm plans ({DATE})"
     assert (f"{heading} > plan.pdf", 2) in headings
     assert any(h == f"{heading} > garden.docx > Garden Manual > Compost" for h, _ in headings), headings
-    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    service = indexed(tmp_path, root, "mail")
     try:
-        collection = service.indexer.add_collection("mail", root)
-        assert service.store.claim_collection(collection.id)
-        service.indexer.scan(collection)
         (hit,) = service.store.search_keyword("sandbags boathouse")[:1]
         assert (hit.path, hit.heading, hit.page) == ("storm.eml", f"{heading} > plan.pdf", 2)
         (hit,) = service.store.search_keyword("compost heap fork")[:1]

@@ -13,12 +13,10 @@ import olefile
 import pytest
 
 from plugins.loaders.mail import load_msg
-from proxy.index.service import IndexService
 from proxy.plugins import isolated, loader_for
-from proxy.settings import Settings
 from proxy.types import Document, SkipFile
 from tests.cfb import BLACK, NOSTREAM, RED, write_cfb
-from tests.docs import write_docx, write_pdf
+from tests.docs import indexed, write_docx, write_pdf
 from tests.msg_docs import Mail, write_msg
 
 DATE = "Tue, 01 Dec 2026 09:30:00 +0000"
@@ -213,11 +211,8 @@ def test_a_msg_is_indexed_and_found_with_the_message_named(tmp_path: Path) -> No
     (root / "order.eml").write_bytes(
         f"Subject: Lamp oil order\nDate: {DATE}\n\nForty litres of lamp oil arrive Friday.\n".encode()
     )
-    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    service = indexed(tmp_path, root, "mail")
     try:
-        collection = service.indexer.add_collection("mail", root)
-        assert service.store.claim_collection(collection.id)
-        service.indexer.scan(collection)
         (hit,) = service.store.search_keyword("beacon batteries cupboard")[:1]
         assert (hit.path, hit.heading) == ("batteries.msg", f"Beacon batteries ({DATE})")
         (hit,) = service.store.search_keyword("sandbags boathouse")[:1]
@@ -241,11 +236,8 @@ def test_damaged_messages_are_skipped_with_the_reason_and_the_rest_indexed(tmp_p
     (root / "other.msg").write_bytes(write_cfb({"WordDocument": b"\xec\xa5" + bytes(510)}))
     with pytest.raises(SkipFile, match="not a readable Outlook message: .*not an OLE2 structured storage"):
         load_msg(root / "text.msg")
-    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    service = indexed(tmp_path, root, "mail")
     try:
-        collection = service.indexer.add_collection("mail", root)
-        assert service.store.claim_collection(collection.id)
-        service.indexer.scan(collection)
         collection_status = service.store.status()["collections"][0]
         skipped = {entry["path"]: entry["reason"] for entry in collection_status["skipped"]}
         assert sorted(skipped) == ["cut.msg", "other.msg", "text.msg"]

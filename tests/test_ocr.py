@@ -15,12 +15,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from plugins.loaders.ocr import read_image, reading_order
 from proxy.doctor import check_ocr
-from proxy.index.service import IndexService
 from proxy.pipeline.retrieval import Passage
 from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
 from proxy.types import OCR_HEADING, OCR_INSTALL, ReadOptions, SkipFile, reading
-from tests.docs import write_pdf
+from tests.docs import indexed, skipped, write_pdf
 
 LATIN = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 CHINESE = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
@@ -36,18 +35,6 @@ def page(lines: list[str], font: Path, size: int = 32, width: int = 900) -> Imag
     for row, line in enumerate(lines):
         draw.text((40, 40 + row * size * 2), line, font=face, fill="black")
     return image
-
-
-def skipped(service: IndexService) -> dict[str, str]:
-    (collection,) = service.store.status()["collections"]
-    return {entry["path"]: entry["reason"] for entry in collection["skipped"]}
-
-
-def indexed(tmp_path: Path, docs: Path, **settings: object) -> IndexService:
-    service = IndexService(Settings(db=str(tmp_path / "index.db"), **settings))  # type: ignore[arg-type]
-    (collection,) = service.add_folders([("docs", docs)])
-    service.indexer.scan(collection)
-    return service
 
 
 def test_english_and_chinese_come_back_in_reading_order() -> None:

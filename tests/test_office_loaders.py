@@ -16,9 +16,8 @@ import pytest
 
 from proxy.index.service import IndexService
 from proxy.plugins import isolated, loader_for
-from proxy.settings import Settings
 from proxy.types import Document, SkipFile
-from tests.docs import write_docx
+from tests.docs import indexed, skipped, write_docx
 from tests.office_docs import (
     indented,
     rtf_unicode,
@@ -288,11 +287,8 @@ def test_office_files_are_indexed_and_found_with_the_slide_or_chapter_named(tmp_
     root.mkdir()
     for name, write in WRITERS.items():
         write(root / name)
-    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    service = indexed(tmp_path, root, "docs")
     try:
-        collection = service.indexer.add_collection("docs", root)
-        assert service.store.claim_collection(collection.id)
-        service.indexer.scan(collection)
         assert service.store.status()["collections"][0]["skipped"] == []
         for query, found in {
             "Brannigan": ("deck.pptx", "slide 1: Harbour cranes"),
@@ -313,15 +309,8 @@ def test_office_files_are_indexed_and_found_with_the_slide_or_chapter_named(tmp_
         service.close()
 
 
-def skipped(service: IndexService) -> dict[str, str]:
-    (collection,) = service.store.status()["collections"]
-    return {entry["path"]: entry["reason"] for entry in collection["skipped"]}
-
-
 def scan_folder(tmp_path: Path, root: Path, **settings: int) -> tuple[IndexService, dict[str, str]]:
-    service = IndexService(Settings(db=str(tmp_path / "index.db"), **settings))  # type: ignore[arg-type]
-    (collection,) = service.add_folders([("docs", root)])
-    service.indexer.scan(collection)
+    service = indexed(tmp_path, root, **settings)
     return service, skipped(service)
 
 

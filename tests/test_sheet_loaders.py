@@ -20,6 +20,7 @@ from proxy.index.service import IndexService
 from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
 from proxy.types import Document, SkipFile
+from tests.docs import indexed
 from tests.office_docs import indented
 
 
@@ -293,11 +294,8 @@ def test_sheets_are_indexed_and_found_with_the_sheet_and_rows_named(tmp_path: Pa
     root.mkdir()
     write_workbook(root / "stores.xlsx")
     write_ods(root / "tides.ods")
-    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    service = indexed(tmp_path, root, "sheets")
     try:
-        collection = service.indexer.add_collection("sheets", root)
-        assert service.store.claim_collection(collection.id)
-        service.indexer.scan(collection)
         assert service.store.status()["collections"][0]["skipped"] == []
         (hit,) = service.store.search_keyword("Fresnel lens polish")[:1]
         assert hit.path == "stores.xlsx" and (hit.heading or "").startswith("Budget (rows ")
@@ -442,11 +440,8 @@ def test_csv_and_tsv_files_are_read_like_a_sheet_whatever_their_delimiter_and_en
         chinese.text.startswith("名称 | 城市\n青岛港务局 | 青岛")
         and chinese.sections[0].heading == "rows 2–3"
     )
-    service = IndexService(Settings(db=str(tmp_path / "index.db")))
+    service = indexed(tmp_path, root, "tables")
     try:
-        collection = service.indexer.add_collection("tables", root)
-        assert service.store.claim_collection(collection.id)
-        service.indexer.scan(collection)
         (hit,) = service.store.search_keyword("sea green hull")[:1]
         assert (hit.path, hit.heading) == ("catch.csv", section.heading)
         assert service.store.search_keyword("宁波舟山港")[0].path == "港口.csv"
