@@ -114,29 +114,16 @@ def write_pptx(path: Path, sections: Sections) -> None:
 
 
 def write_odp(path: Path, sections: Sections) -> None:
-    from odf.draw import Frame, Page, TextBox
-    from odf.opendocument import OpenDocumentPresentation
-    from odf.style import MasterPage, PageLayout, PageLayoutProperties
-    from odf.text import P
+    from odf.draw import Page
 
-    document = OpenDocumentPresentation()
-    layout = PageLayout(name="Screen")
-    layout.addElement(PageLayoutProperties(pagewidth="28cm", pageheight="21cm"))
-    document.automaticstyles.addElement(layout)
-    master = MasterPage(name="Default", pagelayoutname=layout)
-    document.masterstyles.addElement(master)
+    from tests.office_docs import odp_document, odp_frame
+
+    document, master = odp_document()
     for number, (heading, text) in enumerate(sections, start=1):
         page = Page(masterpagename=master, name=f"page{number}")
         document.presentation.addElement(page)
-        for y, lines, kind in (("1cm", [heading], "title"), ("4cm", paragraphs(text), None)):
-            frame = Frame(width="24cm", height="3cm", x="1cm", y=y)
-            if kind:
-                frame.setAttrNS("urn:oasis:names:tc:opendocument:xmlns:presentation:1.0", "class", kind)
-            page.addElement(frame)
-            box = TextBox()
-            frame.addElement(box)
-            for line in lines:
-                box.addElement(P(text=line))
+        odp_frame(page, "1cm", "1cm", heading, kind="title", width="24cm", height="3cm")
+        odp_frame(page, "1cm", "4cm", *paragraphs(text), width="24cm", height="3cm")
     document.save(str(path))
 
 

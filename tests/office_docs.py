@@ -52,16 +52,10 @@ def _textbox(shapes: Any, left: int, top: int, text: str) -> None:
 # --- OpenDocument -----------------------------------------------------------------------------
 
 
-def write_odp(path: Path) -> None:
-    """Slide 1 "Lighthouse lenses": a title frame, frames out of reading order, a group, a table
-    and notes (with a slide-number field). Slide 2 named "Storm drill", with no title frame;
-    slide 3 named "page3" (a default name), slide 4 with no text."""
-    from odf.draw import Frame, G, Page, TextBox
+def odp_document() -> tuple[Any, Any]:
+    """An empty presentation with a 28 x 21 cm page layout, and its master page."""
     from odf.opendocument import OpenDocumentPresentation
-    from odf.presentation import Notes
     from odf.style import MasterPage, PageLayout, PageLayoutProperties
-    from odf.table import Table, TableCell, TableColumn, TableRow
-    from odf.text import P, PageNumber
 
     document = OpenDocumentPresentation()
     layout = PageLayout(name="Screen")
@@ -69,21 +63,65 @@ def write_odp(path: Path) -> None:
     document.automaticstyles.addElement(layout)
     master = MasterPage(name="Default", pagelayoutname=layout)
     document.masterstyles.addElement(master)
+    return document, master
+
+
+def odp_frame(
+    parent: Any,
+    x: str,
+    y: str,
+    *lines: str,
+    kind: str | None = None,
+    width: str = "12cm",
+    height: str = "2cm",
+) -> Any:
+    """A text frame of ``lines`` at (``x``, ``y``) in ``parent``; ``kind``: its presentation class
+    ("title", "notes")."""
+    from odf.draw import Frame, TextBox
+    from odf.text import P
+
+    element = Frame(width=width, height=height, x=x, y=y)
+    if kind:
+        element.setAttrNS("urn:oasis:names:tc:opendocument:xmlns:presentation:1.0", "class", kind)
+    parent.addElement(element)
+    box = TextBox()
+    element.addElement(box)
+    for line in lines:
+        box.addElement(P(text=line))
+    return element
+
+
+def odf_table(name: str, rows: tuple[tuple[str, ...], ...]) -> Any:
+    """A table of text cells, a row per tuple."""
+    from odf.table import Table, TableCell, TableColumn, TableRow
+    from odf.text import P
+
+    table = Table(name=name)
+    table.addElement(TableColumn(numbercolumnsrepeated=len(rows[0])))
+    for values in rows:
+        row = TableRow()
+        table.addElement(row)
+        for value in values:
+            cell = TableCell()
+            row.addElement(cell)
+            cell.addElement(P(text=value))
+    return table
+
+
+def write_odp(path: Path) -> None:
+    """Slide 1 "Lighthouse lenses": a title frame, frames out of reading order, a group, a table
+    and notes (with a slide-number field). Slide 2 named "Storm drill", with no title frame;
+    slide 3 named "page3" (a default name), slide 4 with no text."""
+    from odf.draw import Frame, G, Page
+    from odf.presentation import Notes
+    from odf.text import P, PageNumber
+
+    document, master = odp_document()
+    frame = odp_frame
 
     def page(name: str) -> Any:
         element = Page(masterpagename=master, name=name)
         document.presentation.addElement(element)
-        return element
-
-    def frame(parent: Any, x: str, y: str, *lines: str, kind: str | None = None) -> Any:
-        element = Frame(width="12cm", height="2cm", x=x, y=y)
-        if kind:
-            element.setAttrNS("urn:oasis:names:tc:opendocument:xmlns:presentation:1.0", "class", kind)
-        parent.addElement(element)
-        box = TextBox()
-        element.addElement(box)
-        for line in lines:
-            box.addElement(P(text=line))
         return element
 
     slide = page("page1")
@@ -96,16 +134,7 @@ def write_odp(path: Path) -> None:
     frame(group, "1cm", "7cm", "Grouped: the lens turns twice a minute.")
     holder = Frame(width="20cm", height="3cm", x="1cm", y="10cm")
     slide.addElement(holder)
-    table = Table(name="Lenses")
-    holder.addElement(table)
-    table.addElement(TableColumn(numbercolumnsrepeated=2))
-    for values in (("Order", "Focal length"), ("First", "920 mm")):
-        row = TableRow()
-        table.addElement(row)
-        for value in values:
-            cell = TableCell()
-            row.addElement(cell)
-            cell.addElement(P(text=value))
+    holder.addElement(odf_table("Lenses", (("Order", "Focal length"), ("First", "920 mm"))))
     notes = Notes()
     slide.addElement(notes)
     frame(notes, "1cm", "1cm", "Polish the lens with a chamois leather.", kind="notes")
@@ -126,7 +155,6 @@ def write_odt(path: Path) -> None:
     """Headings of two levels, a paragraph with spans, spaces and a footnote, a list, a table, and
     a Chinese chapter."""
     from odf.opendocument import OpenDocumentText
-    from odf.table import Table, TableCell, TableColumn, TableRow
     from odf.text import H, List, ListItem, Note, NoteBody, NoteCitation, P, S, Span
 
     document = OpenDocumentText()
@@ -154,16 +182,7 @@ def write_odt(path: Path) -> None:
         items.addElement(item)
     body.addElement(items)
     body.addElement(H(outlinelevel=2, text="Harvest"))
-    table = Table(name="Harvest")
-    table.addElement(TableColumn(numbercolumnsrepeated=2))
-    for values in (("Fruit", "Month"), ("Bramley apples", "October")):
-        row = TableRow()
-        table.addElement(row)
-        for value in values:
-            cell = TableCell()
-            row.addElement(cell)
-            cell.addElement(P(text=value))
-    body.addElement(table)
+    body.addElement(odf_table("Harvest", (("Fruit", "Month"), ("Bramley apples", "October"))))
     body.addElement(H(outlinelevel=1, text="果园"))
     body.addElement(P(text="苹果在九月成熟，梨在十月成熟。"))
     document.save(str(path))
