@@ -22,9 +22,11 @@ from proxy.errors import ConfigError
 from proxy.index.db import Error as DatabaseError
 from proxy.index.db import connect
 from proxy.index.store import open_store
-from proxy.pipeline.context import UNKNOWN, from_props, from_show
 from proxy.settings import Settings, UpstreamSpec
 from proxy.types import OCR_INSTALL
+from proxy.upstream.client import UNKNOWN
+from proxy.upstream.ollama import from_show
+from proxy.upstream.openai import from_props
 
 Status = Literal["OK", "WARN", "FAIL"]
 

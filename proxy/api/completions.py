@@ -23,7 +23,6 @@ from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ProxyError
 from proxy.pipeline.chat import visible_collections
 from proxy.pipeline.retrieval import split_alias
-from proxy.upstream import ollama, openai
 from proxy.upstream.client import Upstream
 from proxy.upstream.frames import DONE, choice_index, sse_event, sse_events
 from proxy.upstream.pool import UpstreamPool
@@ -39,8 +38,6 @@ async def completions(request: AnyRequest) -> ASGIApp:
     if index is not None:  # "model+notes" in an editor's list: the model itself
         model = split_alias(model, visible_collections(index, key_collections(request.scope)))[0]
     body = {**body, "model": model}
-    if pool.preferred(model).api == "ollama":
-        _check_for_ollama(body)
     stream = body.get("stream") is True
     record = request_record(request.scope)
     record.update(model=model, stream=stream, rag=False, rag_skipped="completion")
@@ -49,15 +46,8 @@ async def completions(request: AnyRequest) -> ASGIApp:
     @asynccontextmanager
     async def completed(upstream: Upstream) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         record["upstream"] = upstream.base
-        if upstream.api == "ollama":
-            prompt = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
-            sent = ollama.generate_request({**body, "prompt": prompt})
-            async with upstream.stream("/api/generate", sent, deadline=deadline) as raw:
-                yield ollama.completion_chunks(raw, model)
-        else:
-            sent = {**body, "stream": True, "stream_options": {"include_usage": True}}
-            async with upstream.stream("/v1/completions", sent, deadline=deadline) as raw:
-                yield openai.completion_chunks(raw)
+        async with upstream.complete(body, deadline) as chunks:
+            yield chunks
 
     def open_chunks() -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
         return pool.open(model, completed)
@@ -120,20 +110,6 @@ def _check_prompt(prompt: Any) -> None:
 
 def _token_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_for_ollama(body: dict[str, Any]) -> None:
-    """What an Ollama upstream's /api/generate cannot do: token arrays, several prompts or
-    choices, echo."""
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) and not all(isinstance(p, str) for p in prompt or ()):
-        raise BadRequest("'prompt' must be a string (or an array of strings)", param="prompt")
-    if isinstance(prompt, list) and len(prompt) != 1:
-        raise BadRequest("an Ollama upstream completes one prompt at a time", param="prompt")
-    if (body.get("n") or 1) != 1 or (body.get("best_of") or 1) != 1:
-        raise BadRequest("'n' and 'best_of' above 1 are not supported by an Ollama upstream", param="n")
-    if body.get("echo"):
-        raise BadRequest("'echo' is not supported by an Ollama upstream", param="echo")
 
 
 class CompletionFrames:

@@ -29,14 +29,13 @@ from proxy.api.requestlog import note_sources, request_record
 from proxy.api.responders import ExchangeResponder, as_proxy_error
 from proxy.api.schemas import read_checked, read_json_object
 from proxy.api.security import key_collections
-from proxy.errors import NotFound, ProxyError
+from proxy.errors import ProxyError
 from proxy.index.service import IndexService
 from proxy.logging import get_logger
 from proxy.pipeline.chat import ChatCall, visible_collections
 from proxy.pipeline.retrieval import split_alias
 from proxy.settings import Settings
 from proxy.text import estimate_tokens
-from proxy.upstream import openai
 from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool
 
@@ -120,16 +119,9 @@ async def root() -> str:
 @get("/api/version", operation_class=documented())
 async def version(request: AnyRequest) -> Any:
     _, pool, _ = _parts(request)
-    if pool.speaks("ollama"):
-        return await pool.call(None, lambda upstream: upstream.get_json("/api/version"), api="ollama")
+    if pool.native_ollama():
+        return await pool.call(None, lambda upstream: upstream.get_json("/api/version"), ollama=True)
     return {"version": ollama_wire.OLLAMA_VERSION}
-
-
-async def _upstream_tags(upstream: Upstream) -> dict[str, Any]:
-    if upstream.api == "ollama":
-        tags: dict[str, Any] = await upstream.get_json("/api/tags")
-        return tags
-    return ollama_wire.tags_from_openai(await upstream.get_json("/v1/models"))
 
 
 @get("/api/tags", operation_class=documented())
@@ -138,7 +130,7 @@ async def tags(request: AnyRequest) -> dict[str, Any]:
     _, pool, index = _parts(request)
     listing: dict[str, Any] = {"models": []}
     seen: set[str] = set()
-    for tags in await pool.gather(_upstream_tags):  # the pool's models, each once
+    for tags in await pool.gather(lambda upstream: upstream.ollama_tags()):  # the pool's models, each once
         for entry in tags.get("models") or []:
             name = entry.get("name") or entry.get("model")
             if name not in seen:
@@ -162,40 +154,16 @@ async def show(request: AnyRequest) -> Any:
     if not isinstance(name, str) or not name:
         raise ProxyError("model is required", status=400)
     model = _base_model(name, index, key_collections(request.scope))
-    windows = request.app.state.windows
-
-    async def shown(upstream: Upstream) -> Any:
-        if upstream.api == "ollama":
-            return await upstream.post_json("/api/show", {**body, "model": model})
-        await _require_model(upstream, model)
-        info = await windows.info(pool, model)
-        return {
-            "modelfile": "",
-            "parameters": "",
-            "template": "",
-            "details": ollama_wire.tags_from_openai({"data": [{"id": model}]})["models"][0]["details"],
-            "model_info": {"general.architecture": "unknown", "unknown.context_length": info.window or 4096},
-            "capabilities": ["completion"],
-        }
-
-    return await pool.call(model, shown)
+    return await pool.call(model, lambda upstream: upstream.ollama_show(body, model))
 
 
 @get("/api/ps", operation_class=documented())
 async def ps(request: AnyRequest) -> Any:
     _, pool, _ = _parts(request)
-    if not pool.speaks("ollama"):
+    if not pool.native_ollama():
         return {"models": []}
-    running = await pool.gather(lambda upstream: upstream.get_json("/api/ps"), api="ollama")
+    running = await pool.gather(lambda upstream: upstream.get_json("/api/ps"), ollama=True)
     return {"models": [model for ps in running for model in ps.get("models") or []]}
-
-
-async def _require_model(upstream: Upstream, model: str, deadline: float | None = None) -> None:
-    """An OpenAI-compatible server may answer for any name; Ollama clients expect a 404.
-    ``deadline``: a chat's first-byte deadline, which this shares."""
-    listing = await upstream.get_json("/v1/models", deadline=deadline)
-    if model not in {entry.get("id") for entry in listing.get("data") or []}:
-        raise NotFound(f"model '{model}' not found")
 
 
 # -- chat and generate -------------------------------------------------------------------------------------
@@ -215,26 +183,26 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
 
     @asynccontextmanager
     async def passed(upstream: Upstream) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        if upstream.api == "ollama":
+        if upstream.native_ollama:
             async with ollama_wire.relay(upstream, path, original, call, kind) as lines:
                 yield lines
             return
         if body.get("raw"):
             raise ProxyError("raw and suffix prompts need an Ollama upstream", status=501)
         # load or unload: an OpenAI-compatible server has no such step
-        await _require_model(upstream, body["model"])
+        await upstream.require_model(body["model"])
         yield _one(ollama_wire.load_reply(body, kind))
 
     @asynccontextmanager
     async def answered(upstream: Upstream) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        if upstream.api == "ollama":
+        if upstream.native_ollama:
             sent = ollama_wire.back_to_generate(call.body, original) if kind == "generate" else call.body
             async with ollama_wire.relay(upstream, path, sent, call, kind) as lines:
                 yield lines
             return
         if body.get("raw") or body.get("suffix"):
             raise ProxyError("raw and suffix prompts need an Ollama upstream", status=501)
-        await _require_model(upstream, call.body["model"], call.deadline(upstream))
+        await upstream.require_model(call.body["model"], call.deadline(upstream))
         async with ollama_wire.translated(upstream, settings, call, kind) as lines:
             yield lines
 
@@ -313,9 +281,8 @@ async def embed(request: AnyRequest) -> Any:
     else:
 
         async def step(batch: list[str]) -> tuple[list[list[float]], int]:
-            return await pool.call(
-                model, lambda upstream: _embed_upstream(upstream, {**body, "input": batch})
-            )
+            part = {"model": model, "input": batch}
+            return await pool.call(model, lambda upstream: upstream.embed(part, native=body))
 
     vectors, tokens = await embed_in_steps(
         request, texts, step, UPSTREAM_STEP if embedder is None else LOCAL_STEP
@@ -327,16 +294,6 @@ async def embed(request: AnyRequest) -> Any:
         "load_duration": 0,
         "prompt_eval_count": tokens,
     }
-
-
-async def _embed_upstream(upstream: Upstream, body: dict[str, Any]) -> tuple[list[list[float]], int]:
-    if upstream.api == "ollama":
-        reply = await upstream.post_json("/api/embed", body)
-        return reply.get("embeddings") or [], int(reply.get("prompt_eval_count") or 0)
-    request = openai.embed_request({"model": body["model"], "input": body["input"]})
-    reply = await upstream.post_json("/v1/embeddings", request)
-    data = sorted(reply.get("data") or [], key=lambda item: item.get("index", 0))
-    return [item["embedding"] for item in data], int((reply.get("usage") or {}).get("prompt_tokens") or 0)
 
 
 @post("/api/embeddings", status_code=200, operation_class=documented(OLLAMA_EMBEDDINGS))
@@ -359,23 +316,11 @@ async def embeddings(request: AnyRequest) -> Any:
     else:
 
         async def step(batch: list[str]) -> tuple[list[list[float]], int]:
-            vector = await pool.call(model, lambda upstream: _legacy_embedding(upstream, body, model, prompt))
+            vector = await pool.call(model, lambda upstream: upstream.embedding(body))
             return [vector], 0
 
     (vector,), _ = await embed_in_steps(request, [prompt], step, 1)
     return {"embedding": vector}
-
-
-async def _legacy_embedding(upstream: Upstream, body: dict[str, Any], model: str, prompt: str) -> list[float]:
-    if upstream.api == "ollama":
-        reply = await upstream.post_json("/api/embeddings", body)
-    else:
-        answer = await upstream.post_json(
-            "/v1/embeddings", openai.embed_request({"model": model, "input": [prompt]})
-        )
-        reply = {"embedding": (answer.get("data") or [{}])[0].get("embedding", [])}
-    vector: list[float] = reply.get("embedding") or []
-    return vector
 
 
 # -- errors in Ollama's shape -----------------------------------------------------------------------

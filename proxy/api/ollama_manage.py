@@ -90,7 +90,7 @@ class ForwardResponder:
 )
 async def forward(request: AnyRequest, rest: FromPath[str]) -> ASGIApp:
     pool: UpstreamPool = request.app.state.pool
-    if not pool.speaks("ollama"):
+    if not pool.native_ollama():
         raise ProxyError(
             f"/api{rest} is not available: the upstream is an OpenAI-compatible server, not Ollama",
             status=501,
@@ -99,7 +99,7 @@ async def forward(request: AnyRequest, rest: FromPath[str]) -> ASGIApp:
     if not _within_api(raw_path.decode("latin-1")):
         raise BadRequest("the path has '.' or '..' segments: only /api/ paths are forwarded")
     body = await request.body()
-    return ForwardResponder(pool.candidates(_named_model(body), api="ollama")[0], request, body)
+    return ForwardResponder(pool.candidates(_named_model(body), ollama=True)[0], request, body)
 
 
 def _within_api(path: str) -> bool:

@@ -19,7 +19,7 @@ from proxy.pipeline import retrieval
 from proxy.pipeline.chat import ChatCall, check_truncation, open_chat, timed_first
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
-from proxy.upstream.ollama import json_lines
+from proxy.upstream.frames import json_lines
 
 OLLAMA_VERSION = "0.12.6"  # reported when the upstream is not Ollama (clients parse it)
 
@@ -335,32 +335,3 @@ def tags_with_aliases(tags: dict[str, Any], collections: list[str]) -> dict[str,
         for alias in retrieval.aliases(str(entry.get("name") or entry.get("model")), collections):
             models.append({**entry, "name": alias, "model": alias})
     return {**tags, "models": models}
-
-
-def tags_from_openai(listing: dict[str, Any]) -> dict[str, Any]:
-    models = []
-    for entry in listing.get("data") or []:
-        created = entry.get("created")
-        modified = (
-            datetime.datetime.fromtimestamp(created, datetime.UTC).isoformat().replace("+00:00", "Z")
-            if isinstance(created, int | float)
-            else now()
-        )
-        models.append(
-            {
-                "name": entry.get("id"),
-                "model": entry.get("id"),
-                "modified_at": modified,
-                "size": 0,
-                "digest": "",
-                "details": {
-                    "parent_model": "",
-                    "format": "",
-                    "family": "",
-                    "families": None,
-                    "parameter_size": "",
-                    "quantization_level": "",
-                },
-            }
-        )
-    return {"models": models}

@@ -21,15 +21,13 @@ from proxy.api.requestlog import note_sources, request_record
 from proxy.api.responders import ChatResponder, OpenChunks
 from proxy.api.schemas import read_checked, validate_chat, validate_embeddings
 from proxy.api.security import key_collections
-from proxy.errors import BadRequest, UpstreamError
+from proxy.errors import BadRequest
 from proxy.index.service import IndexService
 from proxy.pipeline import clients
 from proxy.pipeline.chat import ChatCall, augment, open_reply, prepare_chat, visible_collections
 from proxy.pipeline.retrieval import aliases, split_alias
 from proxy.settings import Settings
 from proxy.text import estimate_tokens
-from proxy.upstream import ollama, openai
-from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool
 
 AnyRequest = Request[Any, Any, Any]
@@ -168,7 +166,7 @@ async def list_models(request: AnyRequest) -> dict[str, Any]:
     _, pool = _parts(request)
     listing: dict[str, Any] = {"object": "list", "data": []}
     seen: set[Any] = set()
-    for models in await pool.gather(_models):  # the pool's models, each once
+    for models in await pool.gather(lambda upstream: upstream.models()):  # the pool's models, each once
         for entry in models:
             if entry.get("id") not in seen:
                 seen.add(entry.get("id"))
@@ -188,27 +186,14 @@ async def list_models(request: AnyRequest) -> dict[str, Any]:
     return listing
 
 
-async def _models(upstream: Upstream) -> list[dict[str, Any]]:
-    if upstream.api == "ollama":
-        entries: list[dict[str, Any]] = ollama.models_list(await upstream.get_json("/api/tags"))["data"]
-        return entries
-    return (await upstream.get_json("/v1/models")).get("data") or []
-
-
 @get("/v1/models/{model:path}", operation_class=documented())
 async def retrieve_model(request: AnyRequest, model: FromPath[str]) -> dict[str, Any]:
     _, pool = _parts(request)
     alias = model.lstrip("/")
     index = request.app.state.index
     name = split_alias(alias, visible_collections(index, key_collections(request.scope)))[0]
-    entry = await pool.call(name, lambda upstream: _model_entry(upstream, name))
+    entry = await pool.call(name, lambda upstream: upstream.model_entry(name))
     return {**entry, "id": alias} if name != alias else entry
-
-
-async def _model_entry(upstream: Upstream, name: str) -> dict[str, Any]:
-    if upstream.api == "ollama":
-        return ollama.model_entry(name, await upstream.post_json("/api/show", {"model": name}))
-    return await upstream.get_json(upstream.model_path(name))  # type: ignore[no-any-return]
 
 
 @post("/v1/embeddings", status_code=200, operation_class=documented(OPENAI_EMBEDDINGS))
@@ -232,7 +217,7 @@ async def embeddings(request: AnyRequest) -> dict[str, Any]:
 
         async def step(batch: list[Any]) -> tuple[list[list[float]], int]:
             part = {**body, "input": batch}
-            return await pool.call(body["model"], lambda upstream: _embed_upstream(upstream, part))
+            return await pool.call(body["model"], lambda upstream: upstream.embed(part))
 
     vectors, tokens = await embed_in_steps(request, inputs, step, LOCAL_STEP if local else UPSTREAM_STEP)
     as_base64 = body.get("encoding_format") == "base64"
@@ -246,17 +231,6 @@ async def embeddings(request: AnyRequest) -> dict[str, Any]:
         "model": body["model"],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-
-
-async def _embed_upstream(upstream: Upstream, body: dict[str, Any]) -> tuple[list[list[float]], int]:
-    if upstream.api == "ollama":
-        return ollama.embed_vectors(await upstream.post_json("/api/embed", ollama.embed_request(body)))
-    reply = await upstream.post_json("/v1/embeddings", openai.embed_request(body))
-    try:
-        vectors = [item["embedding"] for item in sorted(reply["data"], key=lambda item: item["index"])]
-    except (KeyError, TypeError):
-        raise UpstreamError("upstream embeddings response has no 'data'") from None
-    return vectors, int((reply.get("usage") or {}).get("prompt_tokens") or 0)
 
 
 def _local_embedding(

@@ -18,7 +18,6 @@ from proxy.index.service import IndexService
 from proxy.pipeline.chat import check_collections, prepare_chat, visible_collections
 from proxy.pipeline.retrieval import MAX_TOP_K, message_text
 from proxy.text import estimate_tokens
-from proxy.upstream import ollama, openai
 
 AnyRequest = Request[Any, Any, Any]
 MODES = ("hybrid", "keyword", "vector")
@@ -100,10 +99,7 @@ async def rag_preview(request: AnyRequest) -> dict[str, Any]:
     await augment_request(request, call, "openai")
     body, rag = call.body, call.rag
     upstream = pool.preferred(body["model"])
-    if upstream.api == "ollama":
-        path, sent = "/api/chat", ollama.chat_request(body)
-    else:
-        path, sent = "/v1/chat/completions", openai.chat_request(body)
+    path, sent = upstream.chat_request(body)
     return {
         "object": "rag.preview",
         "model": body["model"],

@@ -305,12 +305,7 @@ def validate_embeddings(body: dict[str, Any], settings: Settings) -> dict[str, A
         token_input = all(isinstance(t, int) and not isinstance(t, bool) for t in texts) or all(
             isinstance(t, list) and t and all(isinstance(x, int) for x in t) for t in texts
         )
-        if token_input:
-            if settings.upstream_api == "ollama":
-                raise BadRequest(
-                    "token-array input is not supported by an Ollama upstream; send text", param="input"
-                )
-        elif not all(isinstance(t, str) for t in texts):
+        if not token_input and not all(isinstance(t, str) for t in texts):
             raise BadRequest("'input' must be a string or an array of strings", param="input")
     else:
         raise BadRequest("'input' must be a non-empty string or array", param="input")

@@ -24,7 +24,7 @@ from proxy.pipeline.chat import ChatCall, prepare_chat
 from proxy.pipeline.retrieval import message_text
 from proxy.printable import printable
 from proxy.upstream.client import Upstream
-from proxy.upstream.pool import UpstreamPool, model_names
+from proxy.upstream.pool import UpstreamPool
 
 AnyRequest = Request[Any, Any, Any]
 UPSTREAM_WAIT = 2.0  # the page never waits longer than this for the upstream's models
@@ -155,7 +155,7 @@ async def _one_upstream(request: AnyRequest, pool: UpstreamPool, upstream: Upstr
     busy = f", {upstream.in_flight} in flight" if len(pool.members) > 1 else ""
     head = f"<p><code>{escape(upstream.base)}</code> ({escape(upstream.api)} API{busy})"
     try:
-        names = await model_names(upstream, deadline)
+        names = await upstream.model_names(deadline)
     except ProxyError as exc:
         return f'{head}: <span class="bad">unreachable</span> ({escape(exc.message)})</p>'
     rows = []

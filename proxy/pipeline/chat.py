@@ -19,7 +19,6 @@ from proxy.pipeline.fitting import fit_call
 from proxy.pipeline.retrieval import Passage, RagControl
 from proxy.settings import Settings
 from proxy.types import Reranker
-from proxy.upstream import ollama, openai
 from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool
 from proxy.upstream.reasoning import ReasoningRenderer, strip_reasoning_from_history
@@ -252,20 +251,11 @@ async def open_chat(
     """Chunks of the reply, reasoning rendered as the settings say. Errors before the upstream
     answers raise here; later ones raise from the iterator."""
     split = settings.reasoning_format != "inline"
-    if upstream.api == "ollama":
-        path, request = "/api/chat", ollama.chat_request(call.body)
-
-        def parse(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
-            return ollama.chat_chunks(raw, call.body["model"], split)
-    else:
-        path, request = "/v1/chat/completions", openai.chat_request(call.body)
-
-        def parse(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
-            return openai.chat_chunks(raw, split)
-
+    path, request = upstream.chat_request(call.body)
     call.stats.upstream, sent = upstream.base, time.perf_counter()
     async with upstream.stream(path, request, deadline=call.deadline(upstream)) as raw:
-        yield _rendered(parse(timed_first(raw, sent, call.stats)), settings, call)
+        chunks = upstream.chat_chunks(timed_first(raw, sent, call.stats), call.body["model"], split)
+        yield _rendered(chunks, settings, call)
 
 
 def open_reply(

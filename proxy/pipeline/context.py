@@ -18,7 +18,7 @@ from proxy.pipeline.clients import SYSTEM_ROLES
 from proxy.pipeline.retrieval import Passage, context_block, message_text
 from proxy.settings import Settings
 from proxy.text import estimate_tokens
-from proxy.upstream.client import Upstream
+from proxy.upstream.client import UNKNOWN, ModelInfo
 from proxy.upstream.pool import UpstreamPool
 
 log = get_logger("ragproxy.context")
@@ -100,15 +100,6 @@ def tools_tokens(body: dict[str, Any]) -> int:
     return int(raw * TOOLS_MARGIN) + TOOL_OVERHEAD * count + TOOLS_PREAMBLE
 
 
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    window: int | None  # context length the upstream reports; None if it cannot say
-    capabilities: tuple[str, ...] | None  # Ollama's /api/show capabilities; None if unknown
-
-
-UNKNOWN = ModelInfo(None, None)
-
-
 class WindowCache:
     """Each model's window and capabilities as the upstream reports them, cached for a few
     minutes (Ollama /api/show, llama.cpp /props). A probe that failed is remembered briefly, so
@@ -133,7 +124,7 @@ class WindowCache:
             return UNKNOWN
         try:
             until = now + min(PROBE_TIMEOUT, left * PROBE_SHARE)
-            info, ttl = await pool.call(model, lambda upstream: _ask(upstream, model, until)), WINDOW_TTL
+            info, ttl = await pool.call(model, lambda upstream: upstream.model_info(model, until)), WINDOW_TTL
         except NotFound:  # a server without the endpoint (or Ollama's unknown model): lasting
             info, ttl = UNKNOWN, WINDOW_TTL
         except Exception as exc:  # down, silent or failing: the fallback applies for a while
@@ -190,28 +181,6 @@ class WindowCache:
             self._uncounted[model] = time.monotonic() + retry
             log.info("context.count_failed", model=model, error=str(exc)[:200], retry_in_s=retry)
             return None
-
-
-async def _ask(upstream: Upstream, model: str, deadline: float) -> ModelInfo:
-    if upstream.api == "ollama":
-        return from_show(await upstream.post_json("/api/show", {"model": model}, deadline=deadline))
-    return from_props(await upstream.get_json("/props", deadline=deadline))
-
-
-def from_show(show: dict[str, Any]) -> ModelInfo:
-    """The window and capabilities in Ollama's ``/api/show`` reply."""
-    window = None
-    for key, value in (show.get("model_info") or {}).items():
-        if key.endswith(".context_length") and isinstance(value, int):
-            window = value
-    capabilities = show.get("capabilities")
-    return ModelInfo(window, tuple(str(c) for c in capabilities) if isinstance(capabilities, list) else None)
-
-
-def from_props(props: dict[str, Any]) -> ModelInfo:
-    """The window in llama.cpp's ``/props`` reply: one slot's context."""
-    n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
-    return ModelInfo(n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None, None)
 
 
 # Passages may take this share of the room the required messages leave before older history

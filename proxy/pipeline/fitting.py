@@ -17,6 +17,7 @@ from proxy.logging import get_logger
 from proxy.pipeline import context
 from proxy.pipeline.retrieval import Passage
 from proxy.settings import Settings
+from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool
 
 if TYPE_CHECKING:
@@ -40,10 +41,10 @@ async def fit_call(
     """Counts only what will be forwarded: tools a model cannot use are dropped first (Open WebUI
     sends its ~36 built-in tools with every chat, ~7,000 tokens)."""
     body, info = call.body, call.rag
-    ollama_api = pool.preferred(body["model"]).api == "ollama"
+    upstream = pool.preferred(body["model"])
     if body.get("tools") and body.get("tool_choice") == "none":
         drop_tools(body)  # never forwarded (the translations drop them too)
-    if body.get("tools") and ollama_api:
+    if body.get("tools") and upstream.reports_capabilities:
         capabilities = (await windows.info(pool, body["model"], call.deadline(pool))).capabilities
         if capabilities is not None and "tools" not in capabilities:
             log.info("context.tools_dropped", model=body["model"], reason="capability")
@@ -51,7 +52,7 @@ async def fit_call(
             info.tools_dropped = "the model has no tools capability"
     if not body.get("tools"):
         drop_tools(body)  # tool_choice and parallel_tool_calls mean nothing without tools
-    window, advice, trim_history, client_chose = await _window(call, pool, settings, windows, ollama_api)
+    window, advice, trim_history, client_chose = await _window(call, pool, settings, windows, upstream)
     info.window = window
     info.reserve = context.answer_reserve(body, settings, window)
     fitted = await _fit_counted(call, passages, pool, windows, window, trim_history, settings, advice)
@@ -76,7 +77,7 @@ async def fit_call(
         )
         if not fitted.passages:
             info.no_room = advice
-    if ollama_api and not client_chose:
+    if upstream.sizes_window and not client_chose:
         model = body["model"]
         info.num_ctx = context.num_ctx_for(
             info.prompt_estimate + info.reserve, window, floor=windows.num_ctx.get(model, 0)
@@ -94,7 +95,7 @@ def drop_tools(body: dict[str, Any]) -> None:
 
 
 async def _window(
-    call: ChatCall, pool: UpstreamPool, settings: Settings, windows: context.WindowCache, ollama_api: bool
+    call: ChatCall, pool: UpstreamPool, settings: Settings, windows: context.WindowCache, upstream: Upstream
 ) -> tuple[int, str, bool, bool]:
     """The window the prompt is fitted into; what a user would do to make it larger; whether the
     history may be cut to it (not when the window is a guess); and whether the client chose it
@@ -115,19 +116,15 @@ async def _window(
         advice = f"raise ragproxy's --context-window (now {learned}) if the model holds more"
     else:
         learned = await windows.window(pool, body["model"], call.deadline(pool))
-        advice = (
-            f"choose a model with a longer context (this one's is {learned} tokens)"
-            if ollama_api
-            else "raise the model server's context size (llama.cpp: --ctx-size)"
-        )
-    if asked is not None and ollama_api:
+        advice = upstream.window_advice.format(window=learned)
+    if asked is not None and upstream.sizes_window:
         if learned is None or asked <= learned:
             return asked, f"raise num_ctx in the client's settings (now {asked})", True, True
         return learned, advice, True, True
     if learned is None:  # a window nobody reported is a guess: passages fit it, the history is not cut
         guess = asked or context.FALLBACK_WINDOW  # a client's num_ctx guesses better than 4096
         return guess, "set ragproxy's --context-window (the server reports none)", False, False
-    if ollama_api and settings.num_ctx_max < learned:
+    if upstream.sizes_window and settings.num_ctx_max < learned:
         cap = settings.num_ctx_max
         return cap, f"raise ragproxy's --num-ctx-max (now {cap})", True, False
     return learned, advice, True, False

@@ -1,13 +1,18 @@
-"""The one pooled HTTP client to the upstream, with its timeouts and error mapping."""
+"""One upstream: its pooled HTTP client, timeouts and error mapping, and the interface every
+upstream dialect implements (``Upstream``). The dialects are ``OllamaUpstream`` (Ollama's native
+API, ``ollama.py``) and ``OpenAIUpstream`` (OpenAI-compatible servers, ``openai.py``): callers ask
+an upstream for a chat, its models, a model's window, embeddings or a completion, never which API
+it speaks."""
 
 from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any
-from urllib.parse import quote
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import anyio
 import httpx
@@ -36,22 +41,33 @@ KEEPALIVE = 32  # idle connections kept per upstream
 _STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
-class Upstream:
-    """One model server: owns its httpx client. Paths are fixed by the proxy; nothing a client
-    sends picks the host (``base``, ``api``: one of the settings' upstreams; the first if None)."""
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    window: int | None  # context length the upstream reports; None if it cannot say
+    capabilities: tuple[str, ...] | None  # Ollama's /api/show capabilities; None if unknown
+
+
+UNKNOWN = ModelInfo(None, None)
+Chunks = AsyncIterator[dict[str, Any]]
+
+
+class Upstream(ABC):
+    """One model server in the dialect it speaks: owns its httpx client. Paths are fixed by the
+    proxy; nothing a client sends picks the host (``base``: one of the settings' upstreams)."""
+
+    api: ClassVar[UpstreamApi]  # the ``--upstream-api`` name, for the status page and logs
+    # The context window is chosen per request (Ollama's ``num_ctx``); else it is the server's own.
+    sizes_window: ClassVar[bool]
+    reports_capabilities: ClassVar[bool]  # ``model_info`` says what a model can do (tools, vision)
+    # Ollama's own /api answers here: model management, raw prompts, the Ollama wire relayed as is.
+    native_ollama: ClassVar[bool]
+    window_advice: ClassVar[str]  # what a user does for a longer window than the server reports
 
     def __init__(
-        self,
-        settings: Settings,
-        transport: httpx.AsyncBaseTransport | None = None,
-        *,
-        base: str | None = None,
-        api: UpstreamApi | None = None,
+        self, settings: Settings, base: str, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        first = settings.upstreams()[0]
         self.settings = settings
-        self.base = base or first.url
-        self.api: UpstreamApi = api or first.api
+        self.base = base
         headers = {"user-agent": "ragproxy"}
         if settings.upstream_api_key:
             headers["authorization"] = f"Bearer {settings.upstream_api_key}"
@@ -72,7 +88,7 @@ class Upstream:
         self.seen_at = 0.0
         # What the pool knows of it: the model names its last health check listed (None: not
         # listed yet), and how many requests it is serving now.
-        self.models: frozenset[str] | None = None
+        self.listed: frozenset[str] | None = None
         self.in_flight = 0
 
     async def aclose(self) -> None:
@@ -90,12 +106,72 @@ class Upstream:
             self.saw(False)
             raise
 
-    async def _probe(self, deadline: float | None) -> dict[str, Any]:
-        if self.api == "ollama":
-            info: dict[str, Any] = await self.get_json("/api/version", deadline=deadline)
-            return info
-        models = await self.get_json("/v1/models", deadline=deadline)
-        return {"models": len(models.get("data") or ())}
+    # -- what each dialect answers in its own way -----------------------------------------------------
+    @abstractmethod
+    async def _probe(self, deadline: float | None) -> dict[str, Any]: ...
+
+    @staticmethod
+    def model_key(name: str) -> str:
+        """A model name as the server compares it (exactly, unless the dialect says otherwise)."""
+        return name
+
+    @abstractmethod
+    async def model_names(self, deadline: float | None = None) -> list[str]:
+        """Every name the server answers to, for the pool's routing."""
+
+    @abstractmethod
+    async def models(self, deadline: float | None = None) -> list[dict[str, Any]]:
+        """The server's models as OpenAI model entries."""
+
+    @abstractmethod
+    async def model_entry(self, name: str) -> dict[str, Any]:
+        """One model as an OpenAI model entry (404 if the server has no such model)."""
+
+    @abstractmethod
+    async def model_info(self, model: str, deadline: float) -> ModelInfo:
+        """The model's window and capabilities, as far as the server tells them."""
+
+    async def require_model(self, model: str, deadline: float | None = None) -> None:  # noqa: B027
+        """NotFound unless the server has ``model``, for a server that would answer any name
+        (one that 404s an unknown model itself need not check)."""
+
+    @abstractmethod
+    def chat_request(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """An OpenAI chat body as this server's streamed chat request: its path and body."""
+
+    @abstractmethod
+    def chat_chunks(self, raw: AsyncIterator[bytes], model: str, split_inline_think: bool) -> Chunks:
+        """The server's streamed chat reply as OpenAI ``chat.completion.chunk`` dicts."""
+
+    @abstractmethod
+    async def embed(
+        self, body: dict[str, Any], native: Mapping[str, Any] | None = None
+    ) -> tuple[list[list[float]], int]:
+        """An OpenAI embeddings body's vectors, in input order, and the tokens the server counted.
+        ``native``: fields of an Ollama embed request passed on where the server reads them."""
+
+    @abstractmethod
+    async def embedding(self, body: dict[str, Any]) -> list[float]:
+        """Ollama's legacy ``/api/embeddings`` (``model``, ``prompt``): one vector."""
+
+    @abstractmethod
+    def complete(self, body: dict[str, Any], deadline: float) -> AbstractAsyncContextManager[Chunks]:
+        """A legacy completion (``/v1/completions`` body), streamed as ``text_completion`` chunks."""
+
+    @abstractmethod
+    async def ollama_tags(self) -> dict[str, Any]:
+        """The models in Ollama's ``/api/tags`` shape."""
+
+    @abstractmethod
+    async def ollama_show(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        """Ollama's ``/api/show`` for ``model`` (``body``: the client's request)."""
+
+    async def count_prompt(self, body: dict[str, Any], *, deadline: float) -> int:
+        """The prompt tokens of an OpenAI chat body, counted by the server itself. NotFound from
+        a server that cannot count."""
+        raise NotFound(f"{self.base} has no endpoint that counts a prompt's tokens")
+
+    # -- the transport ---------------------------------------------------------------------------------
 
     def first_byte_deadline(self, since: float | None = None) -> float:
         """When the first byte must have come back for a request that arrived at ``since``
@@ -179,22 +255,6 @@ class Upstream:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
 
-    async def count_prompt(self, body: dict[str, Any], *, deadline: float) -> int:
-        """The prompt tokens of an OpenAI chat body, counted by the server itself: llama.cpp's
-        ``/apply-template`` (its chat template, tools included) then ``/tokenize``. NotFound from
-        a server that cannot count (Ollama, or an OpenAI-compatible server without these)."""
-        if self.api == "ollama":
-            raise NotFound("Ollama has no endpoint that counts a prompt's tokens")
-        chat = {key: body[key] for key in ("messages", "tools") if body.get(key)}
-        prompt = (await self.post_json("/apply-template", chat, deadline=deadline)).get("prompt")
-        if not isinstance(prompt, str):
-            raise NotFound("/apply-template gave no prompt")
-        counted = {"content": prompt, "add_special": True, "parse_special": True}
-        tokens = (await self.post_json("/tokenize", counted, deadline=deadline)).get("tokens")
-        if not isinstance(tokens, list):
-            raise NotFound("/tokenize gave no tokens")
-        return len(tokens)
-
     async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """``request`` sent; sent again if it failed before any byte of a reply on a reused
         connection (the upstream had closed it: the request was never read, so sending it again
@@ -209,9 +269,6 @@ class Upstream:
                     raise
                 log.info("upstream.resent", upstream=self.base, path=request.url.path, error=repr(exc))
         return await self.http.send(request, stream=stream)
-
-    def model_path(self, model: str) -> str:
-        return "/v1/models/" + quote(model, safe="")
 
 
 def _recorder(events: list[str]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:

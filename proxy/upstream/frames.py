@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from proxy.errors import UpstreamError
+
 DONE = b"data: [DONE]\n\n"
 
 
@@ -135,3 +137,15 @@ def sse_events(chunk: dict[str, Any]) -> bytes:
         )
         for i, piece in enumerate(pieces)
     )
+
+
+async def json_lines(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """Ollama's NDJSON reply, one object per line."""
+    async for line in ndjson_lines(raw):
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("upstream sent a line that is not JSON") from None
+        if not isinstance(data, dict):
+            raise UpstreamError("upstream sent a line that is not a JSON object")
+        yield data

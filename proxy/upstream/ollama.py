@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,8 @@ import orjson
 
 from proxy.client_json import loads_json
 from proxy.errors import BadRequest, UpstreamError
-from proxy.upstream.frames import ndjson_lines
+from proxy.upstream.client import ModelInfo, Upstream
+from proxy.upstream.frames import json_lines
 from proxy.upstream.reasoning import ThinkSplitter
 
 # OpenAI sampling fields that map one-to-one onto Ollama `options`.
@@ -142,18 +144,6 @@ def _tool_names(messages: list[dict[str, Any]]) -> dict[Any, Any]:
             if isinstance(call, dict) and isinstance(call.get("id"), str):
                 names[call["id"]] = (call.get("function") or {}).get("name")
     return names
-
-
-async def json_lines(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
-    """Ollama's NDJSON reply, one object per line."""
-    async for line in ndjson_lines(raw):
-        try:
-            data = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("upstream sent a line that is not JSON") from None
-        if not isinstance(data, dict):
-            raise UpstreamError("upstream sent a line that is not a JSON object")
-        yield data
 
 
 async def chat_chunks(
@@ -328,3 +318,108 @@ async def completion_chunks(raw: AsyncIterator[bytes], model: str) -> AsyncItera
             yield {**base, "choices": [], "usage": usage}
             return
     raise UpstreamError("upstream closed the stream before it was done")
+
+
+# -- the dialect ------------------------------------------------------------------------------------
+def model_key(name: str) -> str:
+    """A model name as Ollama compares it: case ignored, no tag read as ``:latest`` (``llama3`` is
+    ``llama3:latest``)."""
+    name = name.casefold()
+    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+
+
+def from_show(show: dict[str, Any]) -> ModelInfo:
+    """The window and capabilities in Ollama's ``/api/show`` reply."""
+    window = None
+    for key, value in (show.get("model_info") or {}).items():
+        if key.endswith(".context_length") and isinstance(value, int):
+            window = value
+    capabilities = show.get("capabilities")
+    return ModelInfo(window, tuple(str(c) for c in capabilities) if isinstance(capabilities, list) else None)
+
+
+class OllamaUpstream(Upstream):
+    """Ollama's native API: ``/api/chat`` with ``num_ctx`` set per request, ``/api/show`` for a
+    model's window and capabilities, ``/api/embed``, ``/api/generate``."""
+
+    api = "ollama"
+    sizes_window = True
+    reports_capabilities = True
+    native_ollama = True
+    window_advice = "choose a model with a longer context (this one's is {window} tokens)"
+
+    async def _probe(self, deadline: float | None) -> dict[str, Any]:
+        info: dict[str, Any] = await self.get_json("/api/version", deadline=deadline)
+        return info
+
+    model_key = staticmethod(model_key)
+
+    async def model_names(self, deadline: float | None = None) -> list[str]:
+        tags = await self.ollama_tags(deadline)
+        return [str(m.get("name") or m.get("model")) for m in tags.get("models") or [] if isinstance(m, dict)]
+
+    async def models(self, deadline: float | None = None) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = models_list(await self.ollama_tags(deadline))["data"]
+        return entries
+
+    async def model_entry(self, name: str) -> dict[str, Any]:
+        return model_entry(name, await self.post_json("/api/show", {"model": name}))
+
+    async def model_info(self, model: str, deadline: float) -> ModelInfo:
+        return from_show(await self.post_json("/api/show", {"model": model}, deadline=deadline))
+
+    def chat_request(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return "/api/chat", chat_request(body)
+
+    def chat_chunks(
+        self, raw: AsyncIterator[bytes], model: str, split_inline_think: bool
+    ) -> AsyncIterator[dict[str, Any]]:
+        return chat_chunks(raw, model, split_inline_think)
+
+    async def embed(
+        self, body: dict[str, Any], native: Mapping[str, Any] | None = None
+    ) -> tuple[list[list[float]], int]:
+        if any(not isinstance(item, str) for item in body["input"]):
+            raise BadRequest(
+                "token-array input is not supported by an Ollama upstream; send text", param="input"
+            )
+        request = embed_request(body)
+        for name in ("truncate", "keep_alive", "options", "dimensions"):
+            if native and name in native:
+                request[name] = native[name]
+        return embed_vectors(await self.post_json("/api/embed", request))
+
+    async def embedding(self, body: dict[str, Any]) -> list[float]:
+        vector: list[float] = (await self.post_json("/api/embeddings", body)).get("embedding") or []
+        return vector
+
+    @asynccontextmanager
+    async def complete(
+        self, body: dict[str, Any], deadline: float
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        check_completion(body)
+        prompt = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
+        sent = generate_request({**body, "prompt": prompt})
+        async with self.stream("/api/generate", sent, deadline=deadline) as raw:
+            yield completion_chunks(raw, body["model"])
+
+    async def ollama_tags(self, deadline: float | None = None) -> dict[str, Any]:
+        tags: dict[str, Any] = await self.get_json("/api/tags", deadline=deadline)
+        return tags
+
+    async def ollama_show(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        shown: dict[str, Any] = await self.post_json("/api/show", {**body, "model": model})
+        return shown
+
+
+def check_completion(body: dict[str, Any]) -> None:
+    """What Ollama's /api/generate cannot do: token arrays, several prompts or choices, echo."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) and not all(isinstance(p, str) for p in prompt or ()):
+        raise BadRequest("'prompt' must be a string (or an array of strings)", param="prompt")
+    if isinstance(prompt, list) and len(prompt) != 1:
+        raise BadRequest("an Ollama upstream completes one prompt at a time", param="prompt")
+    if (body.get("n") or 1) != 1 or (body.get("best_of") or 1) != 1:
+        raise BadRequest("'n' and 'best_of' above 1 are not supported by an Ollama upstream", param="n")
+    if body.get("echo"):
+        raise BadRequest("'echo' is not supported by an Ollama upstream", param="echo")

@@ -3,14 +3,18 @@ as the client wrote them; replies are checked and normalised only where clients 
 
 from __future__ import annotations
 
+import datetime
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
-from proxy.errors import UpstreamError
+from proxy.errors import NotFound, ProxyError, UpstreamError
+from proxy.upstream.client import UNKNOWN, ModelInfo, Upstream
 from proxy.upstream.frames import choice_index, sse_data
 from proxy.upstream.reasoning import ThinkSplitter
 
@@ -152,3 +156,141 @@ async def _events(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any] | N
         if "error" in chunk:
             raise _upstream_error(chunk)
         yield chunk
+
+
+def tags_from_openai(listing: dict[str, Any]) -> dict[str, Any]:
+    models = []
+    for entry in listing.get("data") or []:
+        created = entry.get("created")
+        modified = (
+            datetime.datetime.fromtimestamp(created, datetime.UTC).isoformat().replace("+00:00", "Z")
+            if isinstance(created, int | float)
+            else datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+        )
+        models.append(
+            {
+                "name": entry.get("id"),
+                "model": entry.get("id"),
+                "modified_at": modified,
+                "size": 0,
+                "digest": "",
+                "details": {
+                    "parent_model": "",
+                    "format": "",
+                    "family": "",
+                    "families": None,
+                    "parameter_size": "",
+                    "quantization_level": "",
+                },
+            }
+        )
+    return {"models": models}
+
+
+def from_props(props: dict[str, Any]) -> ModelInfo:
+    """The window in llama.cpp's ``/props`` reply: one slot's context."""
+    n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+    return ModelInfo(n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None, None)
+
+
+class OpenAIUpstream(Upstream):
+    """An OpenAI-compatible server: requests go through as the client wrote them; the window is
+    the server's own (llama.cpp's ``/props``), and llama.cpp counts a prompt's tokens."""
+
+    api = "openai"
+    sizes_window = False
+    reports_capabilities = False
+    native_ollama = False
+    window_advice = "raise the model server's context size (llama.cpp: --ctx-size)"
+
+    async def _probe(self, deadline: float | None) -> dict[str, Any]:
+        models = await self.get_json("/v1/models", deadline=deadline)
+        return {"models": len(models.get("data") or ())}
+
+    async def model_names(self, deadline: float | None = None) -> list[str]:
+        """``/v1/models``, where llama.cpp's server adds the other names it answers to as ``aliases``."""
+        listing = await self.get_json("/v1/models", deadline=deadline)
+        names = []
+        for entry in listing.get("data") or []:
+            if isinstance(entry, dict):
+                aliases = entry.get("aliases")
+                names += [str(entry.get("id"))] + (
+                    [str(a) for a in aliases] if isinstance(aliases, list) else []
+                )
+        return list(dict.fromkeys(names))
+
+    async def models(self, deadline: float | None = None) -> list[dict[str, Any]]:
+        return (await self.get_json("/v1/models", deadline=deadline)).get("data") or []
+
+    async def model_entry(self, name: str) -> dict[str, Any]:
+        return await self.get_json("/v1/models/" + quote(name, safe=""))  # type: ignore[no-any-return]
+
+    async def model_info(self, model: str, deadline: float) -> ModelInfo:
+        return from_props(await self.get_json("/props", deadline=deadline))
+
+    async def require_model(self, model: str, deadline: float | None = None) -> None:
+        """Such a server may answer for any name; Ollama clients expect a 404."""
+        if model not in {entry.get("id") for entry in await self.models(deadline)}:
+            raise NotFound(f"model '{model}' not found")
+
+    def chat_request(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return "/v1/chat/completions", chat_request(body)
+
+    def chat_chunks(
+        self, raw: AsyncIterator[bytes], model: str, split_inline_think: bool
+    ) -> AsyncIterator[dict[str, Any]]:
+        return chat_chunks(raw, split_inline_think)
+
+    async def embed(
+        self, body: dict[str, Any], native: Mapping[str, Any] | None = None
+    ) -> tuple[list[list[float]], int]:
+        reply = await self.post_json("/v1/embeddings", embed_request(body))
+        try:
+            vectors = [item["embedding"] for item in sorted(reply["data"], key=lambda item: item["index"])]
+        except (KeyError, TypeError):
+            raise UpstreamError("upstream embeddings response has no 'data'") from None
+        return vectors, int((reply.get("usage") or {}).get("prompt_tokens") or 0)
+
+    async def embedding(self, body: dict[str, Any]) -> list[float]:
+        vectors, _ = await self.embed({"model": body["model"], "input": [body.get("prompt", "")]})
+        return vectors[0] if vectors else []
+
+    @asynccontextmanager
+    async def complete(
+        self, body: dict[str, Any], deadline: float
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        sent = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        async with self.stream("/v1/completions", sent, deadline=deadline) as raw:
+            yield completion_chunks(raw)
+
+    async def ollama_tags(self) -> dict[str, Any]:
+        return tags_from_openai({"data": await self.models()})
+
+    async def ollama_show(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        """What can be known of the model, in Ollama's shape."""
+        await self.require_model(model)
+        try:
+            info = await self.model_info(model, self.first_byte_deadline())
+        except ProxyError:  # a server without /props, or not now: the window is not known
+            info = UNKNOWN
+        return {
+            "modelfile": "",
+            "parameters": "",
+            "template": "",
+            "details": tags_from_openai({"data": [{"id": model}]})["models"][0]["details"],
+            "model_info": {"general.architecture": "unknown", "unknown.context_length": info.window or 4096},
+            "capabilities": ["completion"],
+        }
+
+    async def count_prompt(self, body: dict[str, Any], *, deadline: float) -> int:
+        """llama.cpp's ``/apply-template`` (its chat template, tools included) then ``/tokenize``.
+        NotFound from a server without these."""
+        chat = {key: body[key] for key in ("messages", "tools") if body.get(key)}
+        prompt = (await self.post_json("/apply-template", chat, deadline=deadline)).get("prompt")
+        if not isinstance(prompt, str):
+            raise NotFound("/apply-template gave no prompt")
+        counted = {"content": prompt, "add_special": True, "parse_special": True}
+        tokens = (await self.post_json("/tokenize", counted, deadline=deadline)).get("tokens")
+        if not isinstance(tokens, list):
+            raise NotFound("/tokenize gave no tokens")
+        return len(tokens)

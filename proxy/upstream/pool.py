@@ -17,6 +17,8 @@ from proxy.errors import ProxyError, UpstreamFailed, UpstreamOverloaded, Upstrea
 from proxy.logging import get_logger
 from proxy.settings import Settings, UpstreamApi
 from proxy.upstream.client import FRESH_BUDGET, Upstream
+from proxy.upstream.ollama import OllamaUpstream
+from proxy.upstream.openai import OpenAIUpstream
 
 log = get_logger("ragproxy.upstream")
 
@@ -39,28 +41,12 @@ def _reached(exc: ProxyError) -> bool:
     return not isinstance(exc, UpstreamUnavailable)
 
 
+DIALECTS: dict[UpstreamApi, type[Upstream]] = {"ollama": OllamaUpstream, "openai": OpenAIUpstream}
+
+
 def model_key(name: str, api: UpstreamApi) -> str:
-    """A model name as the server compares it: Ollama ignores case and reads no tag as
-    ``:latest`` (``llama3`` is ``llama3:latest``); OpenAI-compatible servers match exactly."""
-    if api != "ollama":
-        return name
-    name = name.casefold()
-    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
-
-
-async def model_names(upstream: Upstream, deadline: float) -> list[str]:
-    """The models the upstream lists (Ollama ``/api/tags``, else ``/v1/models``, where llama.cpp's
-    server adds the other names it answers to as ``aliases``)."""
-    if upstream.api == "ollama":
-        tags = await upstream.get_json("/api/tags", deadline=deadline)
-        return [str(m.get("name") or m.get("model")) for m in tags.get("models") or [] if isinstance(m, dict)]
-    listing = await upstream.get_json("/v1/models", deadline=deadline)
-    names = []
-    for entry in listing.get("data") or []:
-        if isinstance(entry, dict):
-            aliases = entry.get("aliases")
-            names += [str(entry.get("id"))] + ([str(a) for a in aliases] if isinstance(aliases, list) else [])
-    return list(dict.fromkeys(names))
+    """A model name as a server of ``api`` compares it (``Upstream.model_key``)."""
+    return DIALECTS[api].model_key(name)
 
 
 class UpstreamPool:
@@ -70,7 +56,7 @@ class UpstreamPool:
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self.members = tuple(
-            Upstream(settings, transport, base=spec.url, api=spec.api) for spec in settings.upstreams()
+            DIALECTS[spec.api](settings, spec.url, transport) for spec in settings.upstreams()
         )
         self._turn = 0  # rotates the order among equally busy upstreams
         self._slow: dict[int, float] = {}  # id(member): until when it is tried after the others
@@ -85,14 +71,15 @@ class UpstreamPool:
 
     # -- choosing --------------------------------------------------------------------------------
     def candidates(
-        self, model: str | None = None, *, api: UpstreamApi | None = None, rotate: bool = True
+        self, model: str | None = None, *, ollama: bool = False, rotate: bool = True
     ) -> list[Upstream]:
         """The upstreams to try for ``model``, best first: those whose model list has it (all, if
         none lists it: the one asked then answers 404 as a single upstream would), the ones known
-        to be down last, the least busy first, ties taken in turn. ``api``: only those speaking it."""
-        members = [m for m in self.members if api is None or m.api == api]
+        to be down last, the least busy first, ties taken in turn. ``ollama``: only those with
+        Ollama's native API (``Upstream.native_ollama``)."""
+        members = [m for m in self.members if m.native_ollama or not ollama]
         if model is not None:
-            holders = [m for m in members if m.models is not None and model_key(model, m.api) in m.models]
+            holders = [m for m in members if m.listed is not None and m.model_key(model) in m.listed]
             members = holders or members
         turn = self._turn
         if rotate:
@@ -110,15 +97,16 @@ class UpstreamPool:
         the request is sent: its API, the model's window)."""
         return self.candidates(model, rotate=False)[0]
 
-    def speaks(self, api: UpstreamApi) -> bool:
-        return any(m.api == api for m in self.members)
+    def native_ollama(self) -> bool:
+        """Whether an upstream has Ollama's native API (model management, raw prompts)."""
+        return any(m.native_ollama for m in self.members)
 
     # -- asking, with failover -----------------------------------------------------------------------
     async def call(
-        self, model: str | None, ask: Callable[[Upstream], Awaitable[T]], *, api: UpstreamApi | None = None
+        self, model: str | None, ask: Callable[[Upstream], Awaitable[T]], *, ollama: bool = False
     ) -> T:
         """``ask`` of the best upstream for ``model``; of the next if that one cannot answer."""
-        members = self.candidates(model, api=api)
+        members = self.candidates(model, ollama=ollama)
         reached = 0  # failures on an upstream that had the request
         for i, member in enumerate(members):
             member.in_flight += 1
@@ -131,7 +119,7 @@ class UpstreamPool:
                 self._failed(member, exc, members[i + 1])
             finally:
                 member.in_flight -= 1
-        raise ProxyError(f"no upstream speaks the {api} API", status=501)
+        raise ProxyError("no upstream has Ollama's native API", status=501)
 
     @asynccontextmanager
     async def open(
@@ -165,12 +153,10 @@ class UpstreamPool:
             finally:
                 member.in_flight -= 1
 
-    async def gather(
-        self, ask: Callable[[Upstream], Awaitable[T]], *, api: UpstreamApi | None = None
-    ) -> list[T]:
+    async def gather(self, ask: Callable[[Upstream], Awaitable[T]], *, ollama: bool = False) -> list[T]:
         """``ask`` of every upstream at once (those known to be down left out while others are
         not), the answers in the pool's order; the first one's error if none answered."""
-        members = [m for m in self.members if api is None or m.api == api]
+        members = [m for m in self.members if m.native_ollama or not ollama]
         members = [m for m in members if m.up is not False] or members
         answers = await _each(members, ask)
         answered = [a for a in answers if not isinstance(a, ProxyError)]
@@ -215,7 +201,7 @@ class UpstreamPool:
     async def check(self, member: Upstream) -> None:
         was = member.up
         try:
-            names = await model_names(member, time.monotonic() + CHECK_TIMEOUT)
+            names = await member.model_names(time.monotonic() + CHECK_TIMEOUT)
         except ProxyError as exc:
             if isinstance(exc, FAILOVER) and exc.upstream_status is None:  # no answer at all
                 member.saw(False)
@@ -224,9 +210,9 @@ class UpstreamPool:
             return
         except Exception as exc:  # a model list of another shape: it answers, what it has is unknown
             log.warning("upstream.models_unreadable", upstream=member.base, error=repr(exc)[:200])
-            member.models = None
+            member.listed = None
             return
-        member.models = frozenset(model_key(name, member.api) for name in names)
+        member.listed = frozenset(member.model_key(name) for name in names)
         if was is False:
             log.info("upstream.up", upstream=member.base, models=len(names))
 
@@ -238,7 +224,7 @@ class UpstreamPool:
                 "api": m.api,
                 "up": m.up,
                 "in_flight": m.in_flight,
-                "models": None if m.models is None else sorted(m.models),
+                "models": None if m.listed is None else sorted(m.listed),
             }
             for m in self.members
         ]
