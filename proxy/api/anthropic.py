@@ -13,7 +13,7 @@ from litestar.types import ASGIApp
 
 from proxy.api.anthropic_wire import Encoder, to_chat
 from proxy.api.anthropic_wire import Wire as MessagesWire
-from proxy.api.openai import AnyRequest, chat_exchange, sources_header
+from proxy.api.exchange import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import ANTHROPIC_MESSAGES, documented
 from proxy.api.responders import FramesResponder
 from proxy.api.schemas import read_checked, validate_chat
@@ -32,17 +32,19 @@ async def create_message(request: AnyRequest) -> ASGIApp:
 
     raw, wire, body = await read_checked(request, checked)  # a large body: in a worker thread
     stream = raw.get("stream") is True
-    call, record, open_chunks = chat_exchange(request, body, "anthropic", stream=stream, agent=True)
+    chat = chat_exchange(request, body, "anthropic", stream=stream, agent=True)
     if wire.dropped_tools:
-        record["tools_not_offered"] = wire.dropped_tools
-    encoder = Encoder(wire, lambda: call.rag.prompt_estimate or context.estimate(call.body["messages"]))
+        chat.record["tools_not_offered"] = wire.dropped_tools
+    encoder = Encoder(
+        wire, lambda: chat.call.rag.prompt_estimate or context.estimate(chat.call.body["messages"])
+    )
 
     return FramesResponder(
-        open_chunks,
+        chat.open,
         MessagesFrames(encoder),
         stream=stream,
-        record=record,
-        extra_headers=lambda: sources_header(call),
+        record=chat.record,
+        extra_headers=lambda: sources_header(chat.call),
     )
 
 

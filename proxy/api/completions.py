@@ -14,7 +14,7 @@ from litestar import post
 from litestar.types import ASGIApp
 
 from proxy.api.embedding import MAX_INPUTS, MAX_TOKENS, check_inputs
-from proxy.api.openai import AnyRequest
+from proxy.api.exchange import AnyRequest
 from proxy.api.openapi import OPENAI_COMPLETIONS, documented
 from proxy.api.requestlog import request_record
 from proxy.api.responders import FramesResponder

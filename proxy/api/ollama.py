@@ -15,8 +15,8 @@ from litestar.types import ASGIApp, Send
 
 from proxy.api import ollama_wire
 from proxy.api.embedding import LOCAL_STEP, UPSTREAM_STEP, EmbedStep, check_inputs, embed_in_steps
+from proxy.api.exchange import exchange, sources_header
 from proxy.api.ollama_manage import forward
-from proxy.api.openai import augment_request, sources_header
 from proxy.api.openapi import (
     OLLAMA_CHAT,
     OLLAMA_EMBED,
@@ -25,7 +25,6 @@ from proxy.api.openapi import (
     OLLAMA_SHOW,
     documented,
 )
-from proxy.api.requestlog import note_sources, request_record
 from proxy.api.responders import ExchangeResponder, as_proxy_error
 from proxy.api.schemas import read_checked, read_json_object
 from proxy.api.security import key_collections
@@ -173,8 +172,6 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
     stream = body.get("stream", True) is not False
     call = ChatCall(body=ollama_wire.as_chat(body) if kind == "generate" else dict(body), include_usage=False)
     call.body.setdefault("messages", [])
-    record = request_record(request.scope)
-    record.update(model=body["model"], stream=stream, api="ollama")
     path = f"/api/{kind}"
     # Loading or unloading a model (no messages, or an empty prompt) and raw prompts pass straight.
     passthrough = (kind == "chat" and not body.get("messages")) or (
@@ -206,30 +203,15 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
         async with ollama_wire.translated(upstream, settings, call, kind) as lines:
             yield lines
 
-    @asynccontextmanager
-    async def open_lines() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        try:
-            if passthrough:
-                async with pool.open(body["model"], passed) as lines:
-                    yield lines
-                return
-            await augment_request(request, call, "ollama")
-            record["model"] = call.body["model"]
-            async with pool.open(call.body["model"], answered) as lines:
-                yield lines
-        finally:
-            stats = call.stats
-            record.update(
-                prompt_tokens=stats.prompt_tokens,
-                completion_tokens=stats.completion_tokens,
-                finish_reason=stats.finish_reason,
-                upstream_wait_ms=stats.upstream_wait_ms,
-                upstream=stats.upstream,
-                truncated=stats.truncated or None,
-                **call.rag.record(),
-            )
-            note_sources(request.scope, call.rag.sources())
-
+    record, open_lines = exchange(
+        request,
+        call,
+        "ollama",
+        stream=stream,
+        answer=passed if passthrough else answered,
+        retrieve=not passthrough,
+    )
+    record["api"] = "ollama"
     return LinesResponder(
         open_lines, stream=stream, kind=kind, record=record, extra_headers=lambda: sources_header(call)
     )

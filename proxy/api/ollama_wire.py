@@ -16,7 +16,7 @@ import orjson
 from proxy.api.schemas import check_images, check_message_count, check_tools
 from proxy.errors import BadRequest, UpstreamError
 from proxy.pipeline import retrieval
-from proxy.pipeline.chat import ChatCall, check_truncation, open_chat, timed_first
+from proxy.pipeline.chat import ChatCall, open_chat, timed_first
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
 from proxy.upstream.frames import json_lines
@@ -143,25 +143,21 @@ async def relay(
 
 
 async def _relayed(raw: AsyncIterator[bytes], call: ChatCall, kind: str) -> AsyncIterator[dict[str, Any]]:
-    rag = call.rag
     tool_calls = False  # a turn of tool calls is not the answer yet: it gets no footnote
     async for data in json_lines(raw):
         if "error" in data:
             raise UpstreamError(str(data["error"]))
         tool_calls = tool_calls or bool((data.get("message") or {}).get("tool_calls"))
         if data.get("done"):
-            note = rag.tail()
-            if note and not tool_calls and data.get("done_reason") not in ("load", "unload"):
+            if note := call.closing_text("tool_calls" if tool_calls else data.get("done_reason")):
                 extra: dict[str, Any] = {"model": data.get("model"), "created_at": now()}
                 if kind == "chat":
                     extra["message"] = {"role": "assistant", "content": note}
                 else:
                     extra["response"] = note
                 yield {**extra, "done": False}
-            call.stats.prompt_tokens = data.get("prompt_eval_count")
-            call.stats.completion_tokens = data.get("eval_count")
             call.stats.finish_reason = data.get("done_reason")
-            check_truncation(call)
+            call.counted(data.get("prompt_eval_count"), data.get("eval_count"))
             yield data
             return
         yield data

@@ -3,95 +3,34 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import sys
 from array import array
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import anyio
-from litestar import Request, get, post
+from litestar import get, post
 from litestar.params import FromPath
 from litestar.types import ASGIApp
 
 from proxy.api.embedding import LOCAL_STEP, UPSTREAM_STEP, EmbedStep, check_inputs, embed_in_steps
+from proxy.api.exchange import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import OPENAI_CHAT, OPENAI_EMBEDDINGS, documented
-from proxy.api.requestlog import note_sources, request_record
-from proxy.api.responders import ChatResponder, OpenChunks
+from proxy.api.requestlog import request_record
+from proxy.api.responders import ChatResponder
 from proxy.api.schemas import read_checked, validate_chat, validate_embeddings
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest
 from proxy.index.service import IndexService
-from proxy.pipeline import clients
-from proxy.pipeline.chat import ChatCall, augment, open_reply, prepare_chat, visible_collections
+from proxy.pipeline.chat import visible_collections
 from proxy.pipeline.retrieval import aliases, split_alias
 from proxy.settings import Settings
 from proxy.text import estimate_tokens
 from proxy.upstream.pool import UpstreamPool
 
-AnyRequest = Request[Any, Any, Any]
-
 
 def _parts(request: AnyRequest) -> tuple[Settings, UpstreamPool]:
     return request.app.state.settings, request.app.state.pool
-
-
-def rag_headers(request: AnyRequest) -> dict[str, str]:
-    return {
-        name.lower(): value for name, value in request.headers.items() if name.lower().startswith("x-rag")
-    }
-
-
-def sources_header(call: ChatCall) -> list[tuple[bytes, bytes]]:
-    """``X-RAGProxy-Sources``: passages sent; ``X-RAGProxy-Context``: "3/5 passages fit" when
-    some that were found had no room."""
-    if not call.rag.attempted:
-        return []
-    headers = [(b"x-ragproxy-sources", str(len(call.rag.passages)).encode())]
-    if cut := call.rag.cut():
-        headers.append((b"x-ragproxy-context", cut.encode()))
-    return headers
-
-
-async def augment_request(request: AnyRequest, call: ChatCall, api: str) -> None:
-    """Retrieval and context fitting for this request, with its headers and its key's
-    collections (``api``: which API it came in on; with the client, it decides how sources are
-    shown)."""
-    state = request.app.state
-    client = client_kind(request.headers.get("user-agent", ""))
-    # Only a chat UI's own tools give way to passages; an agent's never do (on any wire).
-    call.tools_give_way = api in ("openai", "ollama") and (
-        client == "open-webui" or clients.chat_ui_builtins(call.body.get("tools"))
-    )
-    await augment(
-        call,
-        headers=rag_headers(request),
-        index=state.index,
-        pool=state.pool,
-        settings=state.settings,
-        windows=state.windows,
-        footnote_default=footnote_default(state.settings, api, client),
-        source_events=api == "openai" and client == "open-webui",
-        reranker=state.reranker,
-        allowed=key_collections(request.scope),
-    )
-
-
-def client_kind(user_agent: str) -> str:
-    """ "open-webui" (its aiohttp session sends aiohttp's own User-Agent), or "other"."""
-    return "open-webui" if "aiohttp/" in user_agent else "other"
-
-
-def footnote_default(settings: Settings, api: str, client: str) -> bool:
-    """``auto``: the answer text gets the footnote wherever nothing else shows the sources to a
-    person: everywhere but Open WebUI's OpenAI connection, which gets them as source events (its
-    chips). Agents and CLIs built on the official SDKs (aider, Copilot CLI, llm) show nothing
-    but the text; a script that reads the ``sources`` field can turn the footnote off
-    (``X-RAG-Footnote: off``, ``"rag": {"footnote": false}``)."""
-    if settings.sources_footnote != "auto":
-        return settings.sources_footnote == "on"
-    return not (api == "openai" and client == "open-webui")
 
 
 @post("/v1/chat/completions", status_code=200, operation_class=documented(OPENAI_CHAT))
@@ -99,63 +38,20 @@ async def chat_completions(request: AnyRequest) -> ASGIApp:
     settings, _ = _parts(request)
     body = await read_checked(request, lambda raw: validate_chat(raw, settings))
     stream = bool(body.get("stream"))
-    call, record, open_chunks = chat_exchange(request, body, "openai", stream=stream)
+    chat = chat_exchange(request, body, "openai", stream=stream)
 
     def usage() -> dict[str, int]:
-        prompt = call.stats.prompt_tokens or 0
-        completion = call.stats.completion_tokens or 0
+        prompt = chat.call.stats.prompt_tokens or 0
+        completion = chat.call.stats.completion_tokens or 0
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     return ChatResponder(
-        open_chunks,
+        chat.open,
         stream=stream,
         usage=usage,
-        record=record,
-        extra_headers=lambda: sources_header(call),
-        extra_fields=call.rag.fields,
-    )
-
-
-def chat_exchange(
-    request: AnyRequest, body: dict[str, Any], api: str, *, stream: bool, agent: bool = False
-) -> tuple[ChatCall, dict[str, Any], OpenChunks]:
-    """For a validated chat body: its call, its request-log record, and the opener of its
-    chunks (retrieval and fitting for this request, then the upstream). ``api``: the wire it
-    came in on. ``agent``: an agent's wire (Responses, Messages), whose tools are never traded
-    for passages and whose reasoning goes into items of its own, whatever the chat setting."""
-    settings, pool = _parts(request)
-    call = prepare_chat(body)
-    record = request_record(request.scope)
-    record.update(model=body["model"], stream=stream)
-    if settings.log_content:
-        record["messages"] = body["messages"]
-    if agent:
-        settings = dataclasses.replace(settings, reasoning_format="reasoning_content")
-
-    @asynccontextmanager
-    async def open_chunks() -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        try:
-            await augment_request(request, call, api)
-            record["model"] = call.body["model"]
-            async with open_reply(pool, settings, call) as chunks:
-                yield chunks
-        finally:
-            _record_stats(record, call)
-            note_sources(request.scope, call.rag.sources())
-
-    return call, record, open_chunks
-
-
-def _record_stats(record: dict[str, Any], call: ChatCall) -> None:
-    stats = call.stats
-    record.update(
-        prompt_tokens=stats.prompt_tokens,
-        completion_tokens=stats.completion_tokens,
-        finish_reason=stats.finish_reason,
-        upstream_wait_ms=stats.upstream_wait_ms,
-        upstream=stats.upstream,
-        truncated=stats.truncated or None,
-        **call.rag.record(),
+        record=chat.record,
+        extra_headers=lambda: sources_header(chat.call),
+        extra_fields=chat.call.rag.fields,
     )
 
 

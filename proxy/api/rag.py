@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 from litestar import Request, post
 
-from proxy.api.openai import augment_request
+from proxy.api.exchange import augment_request
 from proxy.api.openapi import OPENAI_CHAT, RAG_SEARCH, documented
 from proxy.api.requestlog import request_record
 from proxy.api.schemas import read_checked, read_json_object, validate_chat

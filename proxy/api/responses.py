@@ -10,7 +10,7 @@ import orjson
 from litestar import post
 from litestar.types import ASGIApp
 
-from proxy.api.openai import AnyRequest, chat_exchange, sources_header
+from proxy.api.exchange import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import OPENAI_RESPONSES, documented
 from proxy.api.responders import FramesResponder
 from proxy.api.responses_wire import Encoder, to_chat
@@ -29,15 +29,15 @@ async def create_response(request: AnyRequest) -> ASGIApp:
 
     raw, wire, body = await read_checked(request, checked)  # a large body: in a worker thread
     stream = raw.get("stream") is True
-    call, record, open_chunks = chat_exchange(request, body, "responses", stream=stream, agent=True)
+    chat = chat_exchange(request, body, "responses", stream=stream, agent=True)
     if wire.dropped_tools:
-        record["tools_not_offered"] = wire.dropped_tools
+        chat.record["tools_not_offered"] = wire.dropped_tools
     return FramesResponder(
-        open_chunks,
+        chat.open,
         ResponsesFrames(Encoder(wire, body["model"])),
         stream=stream,
-        record=record,
-        extra_headers=lambda: sources_header(call),
+        record=chat.record,
+        extra_headers=lambda: sources_header(chat.call),
     )
 
 

@@ -14,7 +14,7 @@ import anyio
 from litestar import Request, get
 from litestar.response import Redirect, Response
 
-from proxy.api.openai import augment_request
+from proxy.api.exchange import augment_request
 from proxy.api.requestlog import RecentRequests
 from proxy.api.schemas import validate_chat
 from proxy.api.security import key_collections

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +133,17 @@ class ChatCall:
     def deadline(self, upstream: Upstream | UpstreamPool) -> float:
         return upstream.first_byte_deadline(self.arrived)
 
+    def counted(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        """The token counts the upstream reported for the reply, noted, and the prompt's checked
+        against the window (``check_truncation``). Every wire's reply ends here."""
+        self.stats.prompt_tokens, self.stats.completion_tokens = prompt_tokens, completion_tokens
+        check_truncation(self)
+
+    def closing_text(self, finish_reason: str | None) -> str:
+        """What the answer's text ends with: the sources footnote (if it is on), unless the turn
+        is tool calls (not the answer yet) or only loaded or unloaded a model."""
+        return "" if finish_reason in ("tool_calls", "load", "unload") else self.rag.tail()
+
 
 def prepare_chat(body: dict[str, Any]) -> ChatCall:
     """``body`` is a validated OpenAI chat body with its model resolved."""
@@ -258,14 +269,6 @@ async def open_chat(
         yield _rendered(chunks, settings, call)
 
 
-def open_reply(
-    pool: UpstreamPool, settings: Settings, call: ChatCall
-) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
-    """``open_chat`` on the best upstream for the call's model, the next ones tried until one
-    answers (``UpstreamPool.open``)."""
-    return pool.open(call.body["model"], lambda upstream: open_chat(upstream, settings, call))
-
-
 async def timed_first(raw: AsyncIterator[bytes], sent: float, stats: ChatStats) -> AsyncIterator[bytes]:
     """The upstream's bytes, noting how long after ``sent`` (``time.perf_counter()``) the first came."""
     async for chunk in raw:
@@ -287,9 +290,7 @@ async def _rendered(
         choices = chunk.get("choices")
         if not choices:
             usage = chunk.get("usage") or {}
-            call.stats.prompt_tokens = usage.get("prompt_tokens")
-            call.stats.completion_tokens = usage.get("completion_tokens")
-            check_truncation(call)
+            call.counted(usage.get("prompt_tokens"), usage.get("completion_tokens"))
             if call.include_usage:
                 yield {**chunk, **rag.fields()}
             continue
@@ -302,9 +303,7 @@ async def _rendered(
             events = []
             if index == 0 or call.stats.finish_reason is None:
                 call.stats.finish_reason = choice["finish_reason"]
-            tail = renderer.close()
-            if choice["finish_reason"] != "tool_calls":  # a turn of tool calls is not the answer yet
-                tail += rag.tail()
+            tail = renderer.close() + call.closing_text(choice["finish_reason"])
             if tail:
                 tail_choice = {"index": index, "delta": {"content": tail}, "finish_reason": None}
                 yield {**chunk, "choices": [tail_choice]}
