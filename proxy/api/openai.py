@@ -25,7 +25,7 @@ from proxy.errors import BadRequest, UpstreamError
 from proxy.index.service import IndexService
 from proxy.pipeline import clients
 from proxy.pipeline.chat import ChatCall, augment, open_reply, prepare_chat, visible_collections
-from proxy.pipeline.retrieval import aliases, split_alias
+from proxy.pipeline.controls import aliases, split_alias
 from proxy.settings import Settings
 from proxy.text import estimate_tokens
 from proxy.upstream import ollama, openai
