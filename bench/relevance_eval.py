@@ -397,7 +397,8 @@ def fusion(args: argparse.Namespace) -> None:
 def timing(args: argparse.Namespace) -> None:
     """What retrieval costs a chat: 100 related questions per collection through
     ``retrieve`` as chats call it, e5 embedding included; then each as a follow-up."""
-    from proxy.pipeline.retrieval import retrieve, search_queries
+    from proxy.pipeline.conversation import search_queries
+    from proxy.pipeline.retrieval import retrieve
 
     print("| collection | e5 query embedding alone | one question | follow-up (three searches) |")
     print("|---|---|---|---|")

@@ -19,7 +19,7 @@ import pytest
 
 from proxy.pipeline import context
 from proxy.pipeline.context import tools_tokens
-from proxy.pipeline.retrieval import NOTE_MARK
+from proxy.pipeline.render import NOTE_MARK
 from proxy.settings import Settings
 from tests.conftest import CHAT_MODEL, UpstreamLog
 from tests.ragdocs import CANARY, QUESTION

@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from proxy.pipeline.context import MAX_SCALE, RECENT, SCALE_HEADROOM, WindowCache, estimate, fit
-from proxy.pipeline.retrieval import Passage, footnote, strip_own_additions
+from proxy.pipeline.conversation import strip_own_additions
+from proxy.pipeline.passages import Passage
+from proxy.pipeline.render import footnote
 from tests.conftest import CHAT_MODEL, UpstreamLog
 from tests.ragdocs import CANARY, QUESTION
 from tests.servers import Server, ragproxy

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from plugins.loaders.ocr import read_image, reading_order
 from proxy.doctor import check_ocr
-from proxy.pipeline.retrieval import Passage
+from proxy.pipeline.passages import Passage
 from proxy.plugins import isolated, loader_for
 from proxy.settings import Settings
 from proxy.types import OCR_HEADING, OCR_INSTALL, ReadOptions, SkipFile, reading

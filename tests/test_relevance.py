@@ -11,7 +11,8 @@ from proxy.index.service import Ranking, fuse
 from proxy.index.store import Hit
 from proxy.index.textsearch import query_terms
 from proxy.index.vectors import Background, VectorMatrix
-from proxy.pipeline.retrieval import Gate, Query, search_queries
+from proxy.pipeline.conversation import Query, search_queries
+from proxy.pipeline.retrieval import Gate
 
 E5_GATE = Gate(fallback=(0.87, 0.90))
 CHINESE = "大熊猫主要以竹子为食，每天要吃十二到三十八公斤竹子。"

@@ -89,7 +89,8 @@ def test_own_footnote_in_the_history_is_not_sent_back(rag_proxy: str, upstream_l
 
 def test_two_passages_of_one_section_get_two_chips() -> None:
     """Open WebUI merges sources of one id; the [2] the model cites must have a chip of its own."""
-    from proxy.pipeline.retrieval import Passage, source_events
+    from proxy.pipeline.passages import Passage
+    from proxy.pipeline.render import source_events
 
     def passage(number: int) -> Passage:
         return Passage(number, "docs", "a.md", 0, 1, "Intro", None, 0.9, f"text {number}", (number,))

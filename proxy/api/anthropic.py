@@ -19,7 +19,7 @@ from proxy.api.responders import FramesResponder
 from proxy.api.schemas import read_checked, validate_chat
 from proxy.errors import ProxyError, anthropic_error
 from proxy.pipeline import context
-from proxy.pipeline.retrieval import strip_own_additions
+from proxy.pipeline.conversation import strip_own_additions
 
 
 @post("/v1/messages", status_code=200, operation_class=documented(ANTHROPIC_MESSAGES))

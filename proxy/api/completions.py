@@ -22,7 +22,7 @@ from proxy.api.schemas import check_sampling, read_checked, resolve_model
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ProxyError
 from proxy.pipeline.chat import visible_collections
-from proxy.pipeline.retrieval import split_alias
+from proxy.pipeline.controls import split_alias
 from proxy.upstream.client import Upstream
 from proxy.upstream.frames import DONE, choice_index, sse_event, sse_events
 from proxy.upstream.pool import UpstreamPool

@@ -24,7 +24,7 @@ from proxy.index.service import IndexService
 from proxy.index.store import Hit
 from proxy.logging import get_logger
 from proxy.pipeline.chat import check_collections, visible_collections
-from proxy.pipeline.retrieval import MAX_TOP_K
+from proxy.pipeline.controls import MAX_TOP_K
 from proxy.settings import Settings
 
 log = get_logger("ragproxy.mcp")

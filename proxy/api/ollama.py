@@ -32,7 +32,7 @@ from proxy.errors import ProxyError
 from proxy.index.service import IndexService
 from proxy.logging import get_logger
 from proxy.pipeline.chat import ChatCall, visible_collections
-from proxy.pipeline.retrieval import split_alias
+from proxy.pipeline.controls import split_alias
 from proxy.settings import Settings
 from proxy.text import estimate_tokens
 from proxy.upstream.client import Upstream

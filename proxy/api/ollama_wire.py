@@ -15,7 +15,7 @@ import orjson
 
 from proxy.api.schemas import check_images, check_message_count, check_tools
 from proxy.errors import BadRequest, UpstreamError
-from proxy.pipeline import retrieval
+from proxy.pipeline import controls
 from proxy.pipeline.chat import ChatCall, open_chat, timed_first
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
@@ -328,6 +328,6 @@ def tags_with_aliases(tags: dict[str, Any], collections: list[str]) -> dict[str,
     models = []
     for entry in tags.get("models") or []:
         models.append(entry)
-        for alias in retrieval.aliases(str(entry.get("name") or entry.get("model")), collections):
+        for alias in controls.aliases(str(entry.get("name") or entry.get("model")), collections):
             models.append({**entry, "name": alias, "model": alias})
     return {**tags, "models": models}

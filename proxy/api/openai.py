@@ -23,7 +23,7 @@ from proxy.api.security import key_collections
 from proxy.errors import BadRequest
 from proxy.index.service import IndexService
 from proxy.pipeline.chat import visible_collections
-from proxy.pipeline.retrieval import aliases, split_alias
+from proxy.pipeline.controls import aliases, split_alias
 from proxy.settings import Settings
 from proxy.text import estimate_tokens
 from proxy.upstream.pool import UpstreamPool

@@ -16,7 +16,8 @@ from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ConfigError, NotFound, ProxyError
 from proxy.index.service import IndexService
 from proxy.pipeline.chat import check_collections, prepare_chat, visible_collections
-from proxy.pipeline.retrieval import MAX_TOP_K, message_text
+from proxy.pipeline.controls import MAX_TOP_K
+from proxy.pipeline.conversation import message_text
 from proxy.text import estimate_tokens
 
 AnyRequest = Request[Any, Any, Any]

@@ -21,7 +21,7 @@ from proxy.api.security import key_collections
 from proxy.errors import ProxyError
 from proxy.index.service import IndexService
 from proxy.pipeline.chat import ChatCall, prepare_chat
-from proxy.pipeline.retrieval import message_text
+from proxy.pipeline.conversation import message_text
 from proxy.printable import printable
 from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool

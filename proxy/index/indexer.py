@@ -1,103 +1,39 @@
 """Files → chunks → the store. A document's chunks and keyword index are written in one
-transaction as soon as the file is read; vectors are filled in later by ``EmbeddingWorker``."""
+transaction as soon as the file is read; vectors are filled in later by
+``embedding.EmbeddingWorker``."""
 
 from __future__ import annotations
 
-import errno
 import os
-import re
 import stat
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from fnmatch import translate
 from pathlib import Path
 from typing import Any
-
-import pathspec
 
 from proxy.errors import ConfigError
 from proxy.index.chunker import chunk_document
 from proxy.index.extract import Extractor, Limits, check_size
+from proxy.index.files import hash_regular, read_regular
+from proxy.index.ignore import IgnoreRules
 from proxy.index.names import path_text
 from proxy.index.store import (
     DocumentState,
     NewDocument,
-    PendingChunk,
     Store,
     content_hash,
-    content_hasher,
     new_document,
-    pack,
 )
 from proxy.logging import get_logger
 from proxy.plugins import isolated, large, loader_for
 from proxy.printable import storable
-from proxy.types import Embedder, ReadOptions, SkipFile
+from proxy.types import ReadOptions, SkipFile
 
 log = get_logger("ragproxy.index")
 
 # A scan writes documents in batches of this many files or characters, whichever comes first.
 SCAN_BATCH_FILES = 64
 SCAN_BATCH_CHARS = 2_000_000
-
-IGNORED_DIRS = frozenset(
-    {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", ".tox", ".mypy_cache"}
-)
-# Editor backups, swap and lock files, and the temporary files of atomic saves.
-IGNORED_FILES = (
-    "*~",
-    "*.swp",
-    "*.swo",
-    "*.swx",
-    ".#*",
-    "#*#",
-    "*.tmp",
-    "*.part",
-    "*.crdownload",
-    "4913",
-    ".DS_Store",
-    "*___jb_tmp___",
-    "*___jb_old___",
-    ".~lock.*#",
-    "~$*",  # the owner file Word, Excel and PowerPoint keep beside a document they have open
-)
-_IGNORED_FILE = re.compile("|".join(translate(pattern) for pattern in IGNORED_FILES))
-
-
-GITIGNORE_BYTES = 1024 * 1024
-
-
-def read_regular(path: Path, limit: int) -> bytes:
-    """The bytes of a regular file, at most ``limit``. Anything else (a FIFO, socket or device,
-    even one named ``.gitignore``) is refused without waiting on it: opening a FIFO blocks
-    until a writer comes, and reading a device may never end."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            return file.read(limit)
-    finally:
-        os.close(fd)
-
-
-def hash_regular(path: Path, block: int = 1 << 20) -> str:
-    """``content_hash`` of a regular file of any size, read a block at a time (``read_regular``'s
-    refusals apply)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        os.set_blocking(fd, True)
-        digest = content_hasher()
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            while data := file.read(block):
-                digest.update(data)
-        return digest.hexdigest()
-    finally:
-        os.close(fd)
 
 
 def check_clash(name: str, root: Path, others: Iterable[tuple[str, Path]]) -> None:
@@ -118,7 +54,10 @@ class Collection:
     id: int
     # the folders of other collections inside this one's root: theirs, not this one's
     nested: tuple[str, ...] = ()
-    _gitignores: dict[str, tuple[float, Any]] = field(default_factory=dict, repr=False)
+    _rules: IgnoreRules = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._rules = IgnoreRules(self.root)
 
     def relative(self, path: Path) -> str | None:
         """The path inside the root (POSIX form, as the index stores it: ``path_text``), or None
@@ -129,57 +68,11 @@ class Collection:
             return None
 
     def ignores(self, rel: str, is_dir: bool = False, specs: dict[str, Any] | None = None) -> bool:
-        """Hidden files and folders (``.git``, ``.env``, editors' temporary files), dependency and
-        cache folders, editor backups, and what ``.gitignore`` files exclude. ``specs``: the
-        ``.gitignore`` files already looked up by this walk, by folder (a walk looks each up once,
-        not once for every file under it)."""
+        """The folders of collections nested in this one, and what ``IgnoreRules.ignores`` leaves
+        out (``specs``: the ``.gitignore`` files this walk already looked up)."""
         if any(rel == inner or rel.startswith(inner + "/") for inner in self.nested):
             return True
-        parts = rel.split("/")
-        if any(part.startswith(".") or part in IGNORED_DIRS for part in parts[:-1]):
-            return True
-        if parts[-1].startswith(".") or (is_dir and parts[-1] in IGNORED_DIRS):
-            return True
-        if not is_dir and _IGNORED_FILE.match(parts[-1]):
-            return True
-        return self.gitignored(parts, is_dir, specs)
-
-    def gitignored(self, parts: list[str], is_dir: bool, specs: dict[str, Any] | None = None) -> bool:
-        """As git decides: the ``.gitignore`` of the root and of each folder on the way, patterns
-        relative to their folder; the deepest matching pattern wins (``!`` re-includes)."""
-        decision = None
-        for depth in range(len(parts)):
-            folder = "/".join(parts[:depth])
-            if specs is None:
-                spec = self._gitignore_in(folder)
-            elif folder in specs:
-                spec = specs[folder]
-            else:
-                spec = specs[folder] = self._gitignore_in(folder)
-            if spec is not None:
-                result = spec.check_file("/".join(parts[depth:]) + ("/" if is_dir else ""))
-                if result.include is not None:
-                    decision = result.include
-        return decision is True
-
-    def _gitignore_in(self, folder: str) -> Any:
-        """The folder's ``.gitignore`` as a pathspec, re-read when the file changes."""
-        path = self.root / folder / ".gitignore"
-        try:
-            mtime = path.stat().st_mtime
-        except OSError:
-            self._gitignores.pop(folder, None)
-            return None
-        cached = self._gitignores.get(folder)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
-        try:
-            lines = read_regular(path, GITIGNORE_BYTES).decode("utf-8", "replace").splitlines()
-        except OSError:
-            return None
-        spec = pathspec.GitIgnoreSpec.from_lines(lines)
-        self._gitignores[folder] = (mtime, spec)
-        return spec
+        return self._rules.ignores(rel, is_dir, specs)
 
 
 @dataclass
@@ -530,66 +423,3 @@ class Indexer:
 def _count(report: ScanReport, outcome: str) -> None:
     if outcome in ("indexed", "unchanged", "skipped", "deleted"):
         setattr(report, outcome, getattr(report, outcome) + 1)
-
-
-class EmbeddingWorker:
-    """Fills in vectors for chunks that have none, in batches, outside any write transaction;
-    text embedded before (same content hash, same model) is taken from the cache."""
-
-    def __init__(self, store: Store, embedder: Embedder, batch: int = 16) -> None:
-        self.store = store
-        self.embedder = embedder
-        self.batch = batch
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.embedded = 0  # chunks given vectors since start (read as a throughput counter)
-
-    def notify(self) -> None:
-        self._wake.set()
-
-    def embed_pending(self, progress: Callable[[int], None] | None = None) -> int:
-        """Embeds until nothing is pending; returns how many chunks got vectors."""
-        done = 0
-        while not self._stop.is_set():
-            pending = self.store.pending_chunks(self.batch)
-            if not pending:
-                return done
-            done += self._embed(pending)
-            if progress:
-                progress(done)
-        return done
-
-    def _embed(self, pending: list[PendingChunk]) -> int:
-        model = self.embedder.name
-        cached = self.store.cached_vectors(model, (p.content_hash for p in pending))
-        missing = [p for p in pending if p.content_hash not in cached]
-        if missing:
-            vectors = self.embedder.embed_documents([p.text for p in missing])
-            cached.update((p.content_hash, pack(v)) for p, v in zip(missing, vectors, strict=True))
-        written = self.store.store_vectors(model, [(p, cached[p.content_hash]) for p in pending])
-        self.embedded += written
-        if written < len(pending):  # chunks replaced meanwhile: skip them next time round
-            log.debug("embed.stale", count=len(pending) - written)
-        return len(pending)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="ragproxy-embed", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(30)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self.embed_pending()
-            except Exception:
-                log.exception("embed.failed")
-                self._stop.wait(5)
-                continue
-            self._wake.wait(5)

@@ -14,8 +14,9 @@ from typing import Literal
 from proxy.errors import ConfigError
 from proxy.index import textsearch
 from proxy.index.chunker import excerpt, join_chunks
+from proxy.index.embedding import EmbeddingWorker
 from proxy.index.extract import Limits
-from proxy.index.indexer import Collection, EmbeddingWorker, Indexer, check_clash
+from proxy.index.indexer import Collection, Indexer, check_clash
 from proxy.index.names import path_text
 from proxy.index.store import Hit, embedding_text, moved_message, open_store
 from proxy.index.vectors import Background

@@ -14,9 +14,10 @@ import anyio
 from proxy.errors import BadRequest, Forbidden
 from proxy.index.service import IndexService
 from proxy.logging import get_logger
-from proxy.pipeline import context, retrieval
+from proxy.pipeline import context, controls, conversation, links, render, retrieval
+from proxy.pipeline.controls import RagControl
 from proxy.pipeline.fitting import fit_call
-from proxy.pipeline.retrieval import Passage, RagControl
+from proxy.pipeline.passages import Passage
 from proxy.settings import Settings
 from proxy.types import Reranker
 from proxy.upstream.client import Upstream
@@ -71,9 +72,9 @@ class RagInfo:
     def tail(self) -> str:
         """What the reply's text ends with: the sources footnote, and the note that passages
         were found but had no room (once in a conversation)."""
-        text = retrieval.footnote(self.passages) if self.footnote and self.passages else ""
+        text = render.footnote(self.passages) if self.footnote and self.passages else ""
         if self.no_room and not self.no_room_told and self.window:
-            text += retrieval.no_room_note(self.found, self.window, self.no_room)
+            text += render.no_room_note(self.found, self.window, self.no_room)
         return text
 
     def cut(self) -> str | None:
@@ -175,7 +176,7 @@ async def augment(
     body, info = call.body, call.rag
     call.windows = windows
     collections = visible_collections(index, allowed)
-    model, alias = retrieval.split_alias(body["model"], collections)
+    model, alias = controls.split_alias(body["model"], collections)
     if index is not None and index.serves_model(model):
         raise BadRequest(
             f"'{model}' is the index's embedding model: it makes embeddings (/v1/embeddings, "
@@ -184,7 +185,7 @@ async def augment(
             code="model_not_chat",
         )
     body["model"] = model
-    info.control = control = retrieval.resolve_control(body.pop("rag", None), headers, alias, settings)
+    info.control = control = controls.resolve_control(body.pop("rag", None), headers, alias, settings)
     info.footnote = control.footnote if control.footnote is not None else footnote_default
     info.events = source_events
     # ragproxy's own footnotes and context blocks, echoed back by the client, are not the user's
@@ -195,14 +196,14 @@ async def augment(
         info.skipped = "no index"
     elif not control.enabled:
         info.skipped = f"off ({control.reason})"
-    elif (kind := retrieval.housekeeping(messages, body)) is not None:
+    elif (kind := conversation.housekeeping(messages, body)) is not None:
         info.skipped = kind
     passages: list[Passage] = []
     if info.skipped is None and index is not None:
         check_collections(control.collections or (), allowed, collections, param="rag.collections")
         info.attempted = True
-        queries = retrieval.search_queries(messages)
-        info.query = retrieval.search_query(messages)
+        queries = conversation.search_queries(messages)
+        info.query = conversation.search_query(messages)
         started = time.perf_counter()
         retrieved = await anyio.to_thread.run_sync(
             lambda: retrieval.retrieve(
@@ -217,8 +218,7 @@ async def augment(
         passages, info.gated = retrieved.passages, retrieved.gated
         if settings.strip_links:
             passages = [
-                dataclasses.replace(p, text=retrieval.strip_links(p.text, settings.link_hosts))
-                for p in passages
+                dataclasses.replace(p, text=links.strip_links(p.text, settings.link_hosts)) for p in passages
             ]
         info.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         info.found = len(passages)
@@ -227,7 +227,7 @@ async def augment(
 
 def _own_additions(messages: list[dict[str, Any]]) -> tuple[bool, list[dict[str, Any]]]:
     """Whether the no-room note was told already, and the messages without ragproxy's additions."""
-    return retrieval.told_no_room(messages), retrieval.strip_own_additions(messages)
+    return conversation.told_no_room(messages), conversation.strip_own_additions(messages)
 
 
 def check_collections(
@@ -285,7 +285,7 @@ async def _rendered(
     (the usage chunk if the client asked for one). Each chunk carries one choice."""
     renderers: dict[int, ReasoningRenderer] = {}  # by choice index (``n`` above 1)
     rag = call.rag
-    events = retrieval.source_events(rag.passages) if rag.events else []
+    events = render.source_events(rag.passages) if rag.events else []
     async for chunk in chunks:
         choices = chunk.get("choices")
         if not choices:

@@ -15,7 +15,9 @@ import orjson
 from proxy.errors import BadRequest, NotFound
 from proxy.logging import get_logger
 from proxy.pipeline.clients import SYSTEM_ROLES
-from proxy.pipeline.retrieval import Passage, context_block, message_text
+from proxy.pipeline.conversation import message_text
+from proxy.pipeline.passages import Passage
+from proxy.pipeline.render import context_block
 from proxy.settings import Settings
 from proxy.text import estimate_tokens
 from proxy.upstream.client import UNKNOWN, ModelInfo

@@ -15,7 +15,7 @@ import orjson
 from proxy.errors import BadRequest
 from proxy.logging import get_logger
 from proxy.pipeline import context
-from proxy.pipeline.retrieval import Passage
+from proxy.pipeline.passages import Passage
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool

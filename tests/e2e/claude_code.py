@@ -73,7 +73,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from proxy.pipeline.retrieval import NOTE_MARK  # noqa: E402
+from proxy.pipeline.render import NOTE_MARK  # noqa: E402
 from tests.e2e.common import (  # noqa: E402
     CACHE,
     FOOTNOTE,

@@ -57,7 +57,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from proxy.pipeline.retrieval import NOTE_MARK  # noqa: E402
+from proxy.pipeline.render import NOTE_MARK  # noqa: E402
 from tests.e2e.common import (  # noqa: E402
     CACHE,
     FOOTNOTE,
