@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ import anyio
 import httpx
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -27,6 +29,7 @@ from proxy.index.watcher import FolderWatcher
 from proxy.logging import get_logger
 from proxy.pipeline.context import WindowCache
 from proxy.pipeline.retrieval import make_reranker
+from proxy.pipeline.services import Services
 from proxy.settings import Settings
 from proxy.upstream.pool import UpstreamPool
 
@@ -84,34 +87,50 @@ def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return _error(request, 500, message, "api_error", code="internal_error")
 
 
+def _services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+def _metrics(state: State) -> Metrics:
+    metrics: Metrics = state.metrics
+    return metrics
+
+
+def _recent(state: State) -> RecentRequests:
+    recent: RecentRequests = state.recent
+    return recent
+
+
 def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Litestar:
     """``transport`` replaces the network under the upstream clients (fault injection only)."""
 
     @asynccontextmanager
-    async def upstream_pool(app: Litestar) -> AsyncIterator[None]:
-        """The upstreams' clients, and their health checks running beside the app."""
-        app.state.pool = pool = UpstreamPool(settings, transport)
-        app.state.reranker = make_reranker(settings)
+    async def services(app: Litestar) -> AsyncIterator[None]:
+        """The upstreams' clients (their health checks running beside the app), the reranker,
+        and the index: with --docs, the folders indexed (a reconciliation scan first) and kept
+        current; without, an index built before (``ragproxy index``) searched as it is. Then
+        ``app.state.services``, what every request is served with."""
+        pool = UpstreamPool(settings, transport)
+        reranker = make_reranker(settings)
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(pool.watch)
                 try:
-                    yield
+                    base = Services(settings, pool, WindowCache(), reranker)
+                    async with live_index(app, base):
+                        yield
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
             await pool.aclose()
-            close = getattr(app.state.reranker, "close", None)
+            close = getattr(reranker, "close", None)
             if close is not None:
                 close()
 
     @asynccontextmanager
-    async def live_index(app: Litestar) -> AsyncIterator[None]:
-        """With --docs: index the folders (a reconciliation scan first) and keep them current.
-        Without, an index built before (``ragproxy index``) is searched as it is."""
-        app.state.index = None
-        app.state.watcher = None
-        app.state.windows = WindowCache()
+    async def live_index(app: Litestar, base: Services) -> AsyncIterator[None]:
+        app.state.services = base
         if not settings.docs and not settings.index_exists():
             log.info("index.none", db=str(settings.db_path))
             yield
@@ -130,28 +149,29 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
                     held=set() if shared else None,
                 )
                 watcher.start()
-                app.state.watcher = watcher
+                app.state.services = dataclasses.replace(base, watcher=watcher)
                 if shared:
                     claims = Claims(service.store, service.indexer, watcher)
                     await anyio.to_thread.run_sync(claims.claim)  # the first round before serving
                     claims.start()
             else:
                 await anyio.to_thread.run_sync(service.has_vectors)  # loads the embedder before any question
-            app.state.index = service
+            app.state.services = dataclasses.replace(base, index=service, watcher=watcher)
             threading.Thread(target=_warm, args=(service,), name="ragproxy-warm", daemon=True).start()
             yield
         finally:
-            app.state.index = app.state.watcher = None
+            app.state.services = base
             if claims is not None:
                 claims.stop()
             if watcher is not None:
                 watcher.stop()
             service.close()
 
-    mcp_endpoint, mcp_sessions = mcp.http_endpoint(settings)  # one per app: its manager runs once
     state = State({"settings": settings})
-    state.metrics = Metrics(state)
+    state.metrics = Metrics(lambda: state.get("services"))
     state.recent = RecentRequests()
+    # one per app: its manager runs once
+    mcp_endpoint, mcp_sessions = mcp.http_endpoint(settings, lambda: _services(state))
 
     return Litestar(
         route_handlers=[
@@ -172,8 +192,13 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             ui.status_page,
             mcp_endpoint,
         ],
-        lifespan=[upstream_pool, live_index, mcp_sessions],
+        lifespan=[services, mcp_sessions],
         state=state,
+        dependencies={
+            "services": Provide(_services, sync_to_thread=False),
+            "registry": Provide(_metrics, sync_to_thread=False),
+            "recent": Provide(_recent, sync_to_thread=False),
+        },
         exception_handlers={
             ProxyError: _proxy_error,
             HTTPException: _http_error,

@@ -321,7 +321,7 @@ def test_reranker_plugin_orders_the_context(
 
 def test_a_prompt_that_filled_num_ctx_is_flagged() -> None:
     """Ollama cuts an over-long prompt silently; the reply's prompt_eval_count tells."""
-    from proxy.pipeline.chat import ChatCall, check_truncation
+    from proxy.pipeline.call import ChatCall, check_truncation
 
     call = ChatCall(body={}, include_usage=False)
     call.rag.prompt_estimate, call.rag.num_ctx = 1500, 2048

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from litestar import post
+from litestar.di import NamedDependency
 from litestar.types import ASGIApp
 
 from proxy.api.anthropic_wire import Encoder, to_chat
@@ -20,11 +21,12 @@ from proxy.api.schemas import read_checked, validate_chat
 from proxy.errors import ProxyError, anthropic_error
 from proxy.pipeline import context
 from proxy.pipeline.conversation import strip_own_additions
+from proxy.pipeline.services import Services
 
 
 @post("/v1/messages", status_code=200, operation_class=documented(ANTHROPIC_MESSAGES))
-async def create_message(request: AnyRequest) -> ASGIApp:
-    settings = request.app.state.settings
+async def create_message(request: AnyRequest, services: NamedDependency[Services]) -> ASGIApp:
+    settings = services.settings
 
     def checked(raw: dict[str, Any]) -> tuple[dict[str, Any], MessagesWire, dict[str, Any]]:
         chat, wire = to_chat(raw, settings.model)
@@ -32,7 +34,7 @@ async def create_message(request: AnyRequest) -> ASGIApp:
 
     raw, wire, body = await read_checked(request, checked)  # a large body: in a worker thread
     stream = raw.get("stream") is True
-    chat = chat_exchange(request, body, "anthropic", stream=stream, agent=True)
+    chat = chat_exchange(request, services, body, "anthropic", stream=stream, agent=True)
     if wire.dropped_tools:
         chat.record["tools_not_offered"] = wire.dropped_tools
     encoder = Encoder(
@@ -53,10 +55,10 @@ async def create_message(request: AnyRequest) -> ASGIApp:
     status_code=200,
     operation_class=documented(ANTHROPIC_MESSAGES, upstream=False),
 )
-async def count_tokens(request: AnyRequest) -> dict[str, int]:
+async def count_tokens(request: AnyRequest, services: NamedDependency[Services]) -> dict[str, int]:
     """An estimate of the prompt's tokens (the messages, system and tools, as ragproxy counts
     them when fitting the window); the model is not called."""
-    settings = request.app.state.settings
+    settings = services.settings
 
     def counted(raw: dict[str, Any]) -> dict[str, int]:  # a large body: in a worker thread
         chat, _ = to_chat({"max_tokens": 1, **raw}, settings.model)

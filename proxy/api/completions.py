@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from litestar import post
+from litestar.di import NamedDependency
 from litestar.types import ASGIApp
 
 from proxy.api.embedding import MAX_INPUTS, MAX_TOKENS, check_inputs
@@ -23,18 +24,16 @@ from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ProxyError
 from proxy.pipeline.chat import visible_collections
 from proxy.pipeline.controls import split_alias
+from proxy.pipeline.services import Services
 from proxy.upstream.client import Upstream
 from proxy.upstream.frames import DONE, choice_index, sse_event, sse_events
-from proxy.upstream.pool import UpstreamPool
 
 
 @post("/v1/completions", status_code=200, operation_class=documented(OPENAI_COMPLETIONS))
-async def completions(request: AnyRequest) -> ASGIApp:
-    settings = request.app.state.settings
-    pool: UpstreamPool = request.app.state.pool
+async def completions(request: AnyRequest, services: NamedDependency[Services]) -> ASGIApp:
+    settings, pool, index = services.settings, services.pool, services.index
     body = await read_checked(request, _check)  # a long prompt: in a worker thread
     model = resolve_model(body.get("model"), settings)
-    index = request.app.state.index
     if index is not None:  # "model+notes" in an editor's list: the model itself
         model = split_alias(model, visible_collections(index, key_collections(request.scope)))[0]
     body = {**body, "model": model}

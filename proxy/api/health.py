@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, get
+from litestar import get
+from litestar.di import NamedDependency
 from litestar.response import Response
 
 from proxy.api.openapi import documented
 from proxy.errors import ProxyError, UpstreamOverloaded
-from proxy.upstream.pool import UpstreamPool
+from proxy.pipeline.services import Services
 
 
 @get("/healthz", sync_to_thread=False)
@@ -19,9 +20,9 @@ def healthz() -> dict[str, str]:
 
 
 @get("/readyz", operation_class=documented(upstream=False, errors={503: "The upstream does not answer."}))
-async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+async def readyz(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     """An upstream answers (with a pool, each one is asked; ``upstreams`` lists them)."""
-    pool: UpstreamPool = request.app.state.pool
+    pool = services.pool
     answers = await pool.probe_all()
     ready = [
         (member, info) for member, info in zip(pool.members, answers, strict=True) if isinstance(info, dict)

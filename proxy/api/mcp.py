@@ -17,13 +17,14 @@ from litestar.types import Receive, Scope, Send
 
 from proxy.errors import error_body
 from proxy.logging import get_logger
+from proxy.pipeline.services import Services
 from proxy.settings import Settings
 
 log = get_logger("ragproxy.mcp")
 
 
 def http_endpoint(
-    settings: Settings,
+    settings: Settings, services: Callable[[], Services]
 ) -> tuple[ASGIRouteHandler, Callable[[Litestar], AbstractAsyncContextManager[None]]]:
     """The ``/mcp`` route and the lifespan that runs its session manager once the first request
     needs it. Stateless, one JSON body per POST: every request carries its own key, checked by
@@ -53,7 +54,7 @@ def http_endpoint(
             await sessions["needed"].wait()
             try:
                 # in a thread: importing the MCP SDK takes about half a second
-                manager = await anyio.to_thread.run_sync(_http_sessions, settings)
+                manager = await anyio.to_thread.run_sync(_http_sessions, settings, services)
             except Exception as exc:
                 log.error("mcp.unavailable", error=str(exc))
                 sessions.update(manager=None, error=str(exc))
@@ -74,10 +75,10 @@ def http_endpoint(
     return mcp_endpoint, mcp_sessions
 
 
-def _http_sessions(settings: Settings) -> Any:
+def _http_sessions(settings: Settings, services: Callable[[], Services]) -> Any:
     from proxy.api.mcp_tools import http_sessions
 
-    return http_sessions(settings)
+    return http_sessions(settings, services)
 
 
 async def _refuse(send: Send, status: int, message: str) -> None:

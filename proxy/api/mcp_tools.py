@@ -25,6 +25,7 @@ from proxy.index.store import Hit
 from proxy.logging import get_logger
 from proxy.pipeline.chat import check_collections, visible_collections
 from proxy.pipeline.controls import MAX_TOP_K
+from proxy.pipeline.services import Services
 from proxy.settings import Settings
 
 log = get_logger("ragproxy.mcp")
@@ -249,21 +250,19 @@ def _page(
 
 
 # -- streamable HTTP on the server ------------------------------------------------------------------
-def _http_access(ctx: ToolContext) -> tuple[IndexService | None, tuple[str, ...] | None]:
-    """The index of the app serving the request, and the collections of the request's API key
-    (set by SecurityMiddleware before any route). No request, no access."""
-    request = ctx.request_context.request
-    scope = getattr(request, "scope", None)
-    if scope is None:
-        raise ToolError("no HTTP request")
-    index: IndexService | None = scope["litestar_app"].state.index
-    return index, key_collections(scope)
-
-
-def http_sessions(settings: Settings) -> StreamableHTTPSessionManager:
+def http_sessions(settings: Settings, services: Callable[[], Services]) -> StreamableHTTPSessionManager:
     """The session manager of ``/mcp``: stateless, one JSON body per POST. The SDK's own Host
     check is off: SecurityMiddleware has checked Host already, against the configured allow-list."""
-    server = build_mcp(_http_access, top_k=settings.top_k)
+
+    def access(ctx: ToolContext) -> tuple[IndexService | None, tuple[str, ...] | None]:
+        """The app's index, and the collections of the request's API key (set by
+        SecurityMiddleware before any route). No request, no access."""
+        scope = getattr(ctx.request_context.request, "scope", None)
+        if scope is None:
+            raise ToolError("no HTTP request")
+        return services().index, key_collections(scope)
+
+    server = build_mcp(access, top_k=settings.top_k)
     server.streamable_http_app(
         stateless_http=True,
         json_response=True,

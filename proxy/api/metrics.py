@@ -6,12 +6,12 @@ template (never the raw path), the status code, the retrieval outcome, the colle
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
-from litestar import Request, get
-from litestar.datastructures import State
+from litestar import get
+from litestar.di import NamedDependency
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from proxy.api.openapi import documented
 from proxy.index.service import IndexService
-from proxy.index.watcher import FolderWatcher
+from proxy.pipeline.services import Services
 from proxy.upstream.pool import UpstreamPool
 
 # An upstream nothing was asked of for this long is probed by the scrape (PROBE_TIMEOUT at most).
@@ -66,7 +66,7 @@ def retrieval_outcome(record: dict[str, Any]) -> str | None:
 class Metrics:
     """The app's registry and the metrics requests feed."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, services: Callable[[], Services | None]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -121,7 +121,7 @@ class Metrics:
         self.passages = Counter(
             "ragproxy_passages_injected", "Passages sent to the upstream with chat requests.", registry=r
         )
-        r.register(StateCollector(state))
+        r.register(StateCollector(services))
 
     def observe(self, scope: Any, status: int, first_byte: float | None, record: dict[str, Any]) -> None:
         """One finished request: ``first_byte`` in seconds after arrival (None: no body sent)."""
@@ -151,18 +151,17 @@ class StateCollector(Collector):
     """Read at scrape time: the index's collections (``Store.status()``), the watcher, the
     embedding worker and the upstream's last known state."""
 
-    def __init__(self, state: State) -> None:
-        self.state = state
+    def __init__(self, services: Callable[[], Services | None]) -> None:
+        self.services = services
 
     def collect(self) -> Iterator[Metric]:
-        pool: UpstreamPool | None = self.state.get("pool")
-        if pool is not None:
-            yield from _pool_metrics(pool)
-        index: IndexService | None = self.state.get("index")
-        if index is not None:
-            yield from _index_metrics(index)
-        watcher: FolderWatcher | None = self.state.get("watcher")
-        if watcher is not None:
+        services = self.services()
+        if services is None:  # not started yet, or stopped
+            return
+        yield from _pool_metrics(services.pool)
+        if services.index is not None:
+            yield from _index_metrics(services.index)
+        if (watcher := services.watcher) is not None:
             yield GaugeMetricFamily(
                 "ragproxy_watch_queue_depth",
                 "File changes waiting to be applied.",
@@ -250,12 +249,11 @@ def _index_metrics(index: IndexService) -> Iterator[Metric]:
 
 
 @get("/metrics", operation_class=documented(upstream=False))
-async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def metrics(services: NamedDependency[Services], registry: NamedDependency[Metrics]) -> Response[bytes]:
     """The Prometheus text format. An upstream nothing asked of lately is probed first, so an
     idle proxy still tells when its upstream went away."""
-    state = request.app.state
-    pool: UpstreamPool = state.pool
+    pool = services.pool
     if any(time.monotonic() - member.seen_at > PROBE_AFTER for member in pool.members):
         await pool.probe_all(time.monotonic() + PROBE_TIMEOUT)  # the gauges say what failed
-    body = await anyio.to_thread.run_sync(generate_latest, state.metrics.registry)
+    body = await anyio.to_thread.run_sync(generate_latest, registry.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

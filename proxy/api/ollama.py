@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import orjson
 from litestar import Request, Response, Router, get, post, route
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Send
 
@@ -31,12 +32,12 @@ from proxy.api.security import key_collections
 from proxy.errors import ProxyError
 from proxy.index.service import IndexService
 from proxy.logging import get_logger
-from proxy.pipeline.chat import ChatCall, visible_collections
+from proxy.pipeline.call import ChatCall
+from proxy.pipeline.chat import visible_collections
 from proxy.pipeline.controls import split_alias
-from proxy.settings import Settings
+from proxy.pipeline.services import Services
 from proxy.text import estimate_tokens
 from proxy.upstream.client import Upstream
-from proxy.upstream.pool import UpstreamPool
 
 log = get_logger("ragproxy.ollama")
 
@@ -104,11 +105,6 @@ class LinesResponder(ExchangeResponder):
         await self._send_json(send, 200, reply, self._extra_headers())
 
 
-def _parts(request: AnyRequest) -> tuple[Settings, UpstreamPool, IndexService | None]:
-    state = request.app.state
-    return state.settings, state.pool, state.index
-
-
 # -- probes and models ---------------------------------------------------------------------------------
 @route("/", http_method=["GET", "HEAD"], media_type="text/plain")
 async def root() -> str:
@@ -116,17 +112,17 @@ async def root() -> str:
 
 
 @get("/api/version", operation_class=documented())
-async def version(request: AnyRequest) -> Any:
-    _, pool, _ = _parts(request)
+async def version(request: AnyRequest, services: NamedDependency[Services]) -> Any:
+    pool = services.pool
     if pool.native_ollama():
         return await pool.call(None, lambda upstream: upstream.get_json("/api/version"), ollama=True)
     return {"version": ollama_wire.OLLAMA_VERSION}
 
 
 @get("/api/tags", operation_class=documented())
-async def tags(request: AnyRequest) -> dict[str, Any]:
+async def tags(request: AnyRequest, services: NamedDependency[Services]) -> dict[str, Any]:
     """The upstream's models, each followed by its retrieval aliases."""
-    _, pool, index = _parts(request)
+    pool, index = services.pool, services.index
     listing: dict[str, Any] = {"models": []}
     seen: set[str] = set()
     for tags in await pool.gather(lambda upstream: upstream.ollama_tags()):  # the pool's models, each once
@@ -144,10 +140,10 @@ def _base_model(name: str, index: IndexService | None, allowed: tuple[str, ...] 
 
 
 @post("/api/show", status_code=200, operation_class=documented(OLLAMA_SHOW))
-async def show(request: AnyRequest) -> Any:
+async def show(request: AnyRequest, services: NamedDependency[Services]) -> Any:
     """Passed through (an alias shows its model), so ``model_info`` and ``capabilities`` reach
     the client intact. With an OpenAI-compatible upstream, what can be known is reported."""
-    _, pool, index = _parts(request)
+    pool, index = services.pool, services.index
     body = await read_json_object(request)
     name = body.get("model") or body.get("name")
     if not isinstance(name, str) or not name:
@@ -157,8 +153,8 @@ async def show(request: AnyRequest) -> Any:
 
 
 @get("/api/ps", operation_class=documented())
-async def ps(request: AnyRequest) -> Any:
-    _, pool, _ = _parts(request)
+async def ps(request: AnyRequest, services: NamedDependency[Services]) -> Any:
+    pool = services.pool
     if not pool.native_ollama():
         return {"models": []}
     running = await pool.gather(lambda upstream: upstream.get_json("/api/ps"), ollama=True)
@@ -166,8 +162,10 @@ async def ps(request: AnyRequest) -> Any:
 
 
 # -- chat and generate -------------------------------------------------------------------------------------
-def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
-    settings, pool, _ = _parts(request)
+def _lines_app(
+    request: AnyRequest, services: NamedDependency[Services], body: dict[str, Any], kind: str
+) -> ASGIApp:
+    settings = services.settings
     original = body
     stream = body.get("stream", True) is not False
     call = ChatCall(body=ollama_wire.as_chat(body) if kind == "generate" else dict(body), include_usage=False)
@@ -205,6 +203,7 @@ def _lines_app(request: AnyRequest, body: dict[str, Any], kind: str) -> ASGIApp:
 
     record, open_lines = exchange(
         request,
+        services,
         call,
         "ollama",
         stream=stream,
@@ -222,28 +221,28 @@ async def _one(line: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 
 
 @post("/api/chat", status_code=200, operation_class=documented(OLLAMA_CHAT))
-async def chat(request: AnyRequest) -> ASGIApp:
+async def chat(request: AnyRequest, services: NamedDependency[Services]) -> ASGIApp:
     body = await read_checked(request, lambda raw: ollama_wire.validate(raw, "chat"))
-    return _lines_app(request, body, "chat")
+    return _lines_app(request, services, body, "chat")
 
 
 @post("/api/generate", status_code=200, operation_class=documented(OLLAMA_GENERATE))
-async def generate(request: AnyRequest) -> ASGIApp:
+async def generate(request: AnyRequest, services: NamedDependency[Services]) -> ASGIApp:
     body = await read_checked(request, lambda raw: ollama_wire.validate(raw, "generate"))
-    return _lines_app(request, body, "generate")
+    return _lines_app(request, services, body, "generate")
 
 
 # -- embeddings ---------------------------------------------------------------------------------------------
-async def _local_embedder(request: AnyRequest, model: str) -> Any:
-    _, _, index = _parts(request)
+async def _local_embedder(services: Services, model: str) -> Any:
+    index = services.index
     if index is None or not index.serves_model(model):
         return None
     return await anyio.to_thread.run_sync(lambda: index.embedder)
 
 
 @post("/api/embed", status_code=200, operation_class=documented(OLLAMA_EMBED))
-async def embed(request: AnyRequest) -> Any:
-    _, pool, _ = _parts(request)
+async def embed(request: AnyRequest, services: NamedDependency[Services]) -> Any:
+    pool = services.pool
     body = await read_json_object(request)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -253,7 +252,7 @@ async def embed(request: AnyRequest) -> Any:
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise ProxyError("input must be a string or an array of strings", status=400)
     check_inputs(texts)
-    embedder = await _local_embedder(request, model)
+    embedder = await _local_embedder(services, model)
     step: EmbedStep
     if embedder is not None:
 
@@ -279,9 +278,9 @@ async def embed(request: AnyRequest) -> Any:
 
 
 @post("/api/embeddings", status_code=200, operation_class=documented(OLLAMA_EMBEDDINGS))
-async def embeddings(request: AnyRequest) -> Any:
+async def embeddings(request: AnyRequest, services: NamedDependency[Services]) -> Any:
     """The legacy endpoint (Open WebUI still calls it): ``prompt`` in, ``embedding`` out."""
-    _, pool, _ = _parts(request)
+    pool = services.pool
     body = await read_json_object(request)
     model, prompt = body.get("model"), body.get("prompt", "")
     if not isinstance(model, str) or not model:
@@ -289,7 +288,7 @@ async def embeddings(request: AnyRequest) -> Any:
     if not isinstance(prompt, str):
         raise ProxyError("prompt must be a string", status=400)
     check_inputs([prompt], param="prompt")
-    embedder = await _local_embedder(request, model)
+    embedder = await _local_embedder(services, model)
     step: EmbedStep
     if embedder is not None:
 

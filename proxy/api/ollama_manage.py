@@ -11,13 +11,14 @@ import anyio
 import httpx
 import orjson
 from litestar import Request, route
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from proxy.api.openapi import documented
 from proxy.errors import BadRequest, ProxyError
+from proxy.pipeline.services import Services
 from proxy.upstream.client import Upstream, map_transport_error
-from proxy.upstream.pool import UpstreamPool
 
 AnyRequest = Request[Any, Any, Any]
 JSON = [(b"content-type", b"application/json; charset=utf-8")]
@@ -88,8 +89,8 @@ class ForwardResponder:
     status_code=200,
     operation_class=documented(errors={501: "The upstream is not Ollama."}),
 )
-async def forward(request: AnyRequest, rest: FromPath[str]) -> ASGIApp:
-    pool: UpstreamPool = request.app.state.pool
+async def forward(request: AnyRequest, services: NamedDependency[Services], rest: FromPath[str]) -> ASGIApp:
+    pool = services.pool
     if not pool.native_ollama():
         raise ProxyError(
             f"/api{rest} is not available: the upstream is an OpenAI-compatible server, not Ollama",

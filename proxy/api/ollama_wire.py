@@ -16,7 +16,8 @@ import orjson
 from proxy.api.schemas import check_images, check_message_count, check_tools
 from proxy.errors import BadRequest, UpstreamError
 from proxy.pipeline import controls
-from proxy.pipeline.chat import ChatCall, open_chat, timed_first
+from proxy.pipeline.call import ChatCall
+from proxy.pipeline.chat import open_chat, timed_first
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
 from proxy.upstream.frames import json_lines

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 from litestar import get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.types import ASGIApp
 
@@ -24,21 +25,15 @@ from proxy.errors import BadRequest
 from proxy.index.service import IndexService
 from proxy.pipeline.chat import visible_collections
 from proxy.pipeline.controls import aliases, split_alias
-from proxy.settings import Settings
+from proxy.pipeline.services import Services
 from proxy.text import estimate_tokens
-from proxy.upstream.pool import UpstreamPool
-
-
-def _parts(request: AnyRequest) -> tuple[Settings, UpstreamPool]:
-    return request.app.state.settings, request.app.state.pool
 
 
 @post("/v1/chat/completions", status_code=200, operation_class=documented(OPENAI_CHAT))
-async def chat_completions(request: AnyRequest) -> ASGIApp:
-    settings, _ = _parts(request)
-    body = await read_checked(request, lambda raw: validate_chat(raw, settings))
+async def chat_completions(request: AnyRequest, services: NamedDependency[Services]) -> ASGIApp:
+    body = await read_checked(request, lambda raw: validate_chat(raw, services.settings))
     stream = bool(body.get("stream"))
-    chat = chat_exchange(request, body, "openai", stream=stream)
+    chat = chat_exchange(request, services, body, "openai", stream=stream)
 
     def usage() -> dict[str, int]:
         prompt = chat.call.stats.prompt_tokens or 0
@@ -56,10 +51,10 @@ async def chat_completions(request: AnyRequest) -> ASGIApp:
 
 
 @get("/v1/models", operation_class=documented())
-async def list_models(request: AnyRequest) -> dict[str, Any]:
+async def list_models(request: AnyRequest, services: NamedDependency[Services]) -> dict[str, Any]:
     """The upstream's models, each followed by its retrieval aliases (``model+<collection>``,
     ``model+norag``) when there is an index."""
-    _, pool = _parts(request)
+    pool, index = services.pool, services.index
     listing: dict[str, Any] = {"object": "list", "data": []}
     seen: set[Any] = set()
     for models in await pool.gather(lambda upstream: upstream.models()):  # the pool's models, each once
@@ -67,7 +62,6 @@ async def list_models(request: AnyRequest) -> dict[str, Any]:
             if entry.get("id") not in seen:
                 seen.add(entry.get("id"))
                 listing["data"].append(entry)
-    index = request.app.state.index
     if index is not None:
         collections = visible_collections(index, key_collections(request.scope))
         data = []
@@ -83,29 +77,29 @@ async def list_models(request: AnyRequest) -> dict[str, Any]:
 
 
 @get("/v1/models/{model:path}", operation_class=documented())
-async def retrieve_model(request: AnyRequest, model: FromPath[str]) -> dict[str, Any]:
-    _, pool = _parts(request)
+async def retrieve_model(
+    request: AnyRequest, services: NamedDependency[Services], model: FromPath[str]
+) -> dict[str, Any]:
     alias = model.lstrip("/")
-    index = request.app.state.index
-    name = split_alias(alias, visible_collections(index, key_collections(request.scope)))[0]
-    entry = await pool.call(name, lambda upstream: upstream.model_entry(name))
+    name = split_alias(alias, visible_collections(services.index, key_collections(request.scope)))[0]
+    entry = await services.pool.call(name, lambda upstream: upstream.model_entry(name))
     return {**entry, "id": alias} if name != alias else entry
 
 
 @post("/v1/embeddings", status_code=200, operation_class=documented(OPENAI_EMBEDDINGS))
-async def embeddings(request: AnyRequest) -> dict[str, Any]:
-    settings, pool = _parts(request)
-    body = await read_checked(request, lambda raw: validate_embeddings(raw, settings))
+async def embeddings(request: AnyRequest, services: NamedDependency[Services]) -> dict[str, Any]:
+    pool, index = services.pool, services.index
+    body = await read_checked(request, lambda raw: validate_embeddings(raw, services.settings))
     request_record(request.scope).update(model=body["model"])
     given = body["input"]
     single = isinstance(given, str) or all(isinstance(t, int) for t in given)  # a text or one token array
     inputs = [given] if single else given
     check_inputs(inputs)
-    index = request.app.state.index
     step: EmbedStep
     local = index is not None and index.serves_model(body["model"])
-    if local:
-        embed = await anyio.to_thread.run_sync(lambda: _local_embedding(index, body, inputs))  # may load it
+    if index is not None and local:
+        serving = index
+        embed = await anyio.to_thread.run_sync(lambda: _local_embedding(serving, body, inputs))  # may load it
 
         async def step(batch: list[Any]) -> tuple[list[list[float]], int]:
             return await anyio.to_thread.run_sync(lambda: embed(batch))

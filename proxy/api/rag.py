@@ -7,17 +7,19 @@ from typing import Any
 
 import anyio
 from litestar import Request, post
+from litestar.di import NamedDependency
 
-from proxy.api.exchange import augment_request
+from proxy.api.exchange import caller
 from proxy.api.openapi import OPENAI_CHAT, RAG_SEARCH, documented
 from proxy.api.requestlog import request_record
 from proxy.api.schemas import read_checked, read_json_object, validate_chat
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ConfigError, NotFound, ProxyError
 from proxy.index.service import IndexService
-from proxy.pipeline.chat import check_collections, prepare_chat, visible_collections
+from proxy.pipeline.chat import augment, check_collections, prepare_chat, visible_collections
 from proxy.pipeline.controls import MAX_TOP_K
 from proxy.pipeline.conversation import message_text
+from proxy.pipeline.services import Services
 from proxy.text import estimate_tokens
 
 AnyRequest = Request[Any, Any, Any]
@@ -29,8 +31,8 @@ INDEX_ERRORS = {
 }
 
 
-def _index(request: AnyRequest) -> IndexService:
-    index: IndexService | None = request.app.state.index
+def _index(services: Services) -> IndexService:
+    index = services.index
     if index is None:
         raise NotFound("there is no index: start with --docs DIR, or build one with 'ragproxy index'")
     return index
@@ -41,16 +43,16 @@ def _index(request: AnyRequest) -> IndexService:
     status_code=200,
     operation_class=documented(RAG_SEARCH, upstream=False, errors=INDEX_ERRORS),
 )
-async def rag_search(request: AnyRequest) -> dict[str, Any]:
+async def rag_search(request: AnyRequest, services: NamedDependency[Services]) -> dict[str, Any]:
     """Body: ``query`` (text), optional ``collections`` (names), ``k`` (default: the top_k
     setting), ``mode`` (hybrid, keyword or vector). No relevance cut: every chunk found, best
     first, with its score (fused 0..1 for hybrid, cosine similarity for vector, BM25 for keyword)."""
-    index = _index(request)
+    index = _index(services)
     body = await read_json_object(request)
     query = body.get("query")
     if not isinstance(query, str) or not query.strip():
         raise BadRequest("'query' must be a non-empty string", param="query")
-    k = body.get("k", request.app.state.settings.top_k)
+    k = body.get("k", services.settings.top_k)
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_TOP_K:
         raise BadRequest(f"'k' must be an integer from 1 to {MAX_TOP_K}", param="k")
     mode = body.get("mode", "hybrid")
@@ -90,16 +92,15 @@ async def rag_search(request: AnyRequest) -> dict[str, Any]:
 
 
 @post("/v1/rag/preview", status_code=200, operation_class=documented(OPENAI_CHAT))
-async def rag_preview(request: AnyRequest) -> dict[str, Any]:
+async def rag_preview(request: AnyRequest, services: NamedDependency[Services]) -> dict[str, Any]:
     """A chat body in; out, the request exactly as it would go upstream (after retrieval, context
     fitting and translation for the upstream's API), token estimates per message, and sources.
     The upstream may be asked for the model's window; the model is not called."""
-    state = request.app.state
-    settings, pool = state.settings, state.pool
+    settings = services.settings
     call = prepare_chat(await read_checked(request, lambda raw: validate_chat(raw, settings)))
-    await augment_request(request, call, "openai")
+    await augment(call, caller(request, "openai"), services)
     body, rag = call.body, call.rag
-    upstream = pool.preferred(body["model"])
+    upstream = services.pool.preferred(body["model"])
     path, sent = upstream.chat_request(body)
     return {
         "object": "rag.preview",

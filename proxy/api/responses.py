@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from litestar import post
+from litestar.di import NamedDependency
 from litestar.types import ASGIApp
 
 from proxy.api.exchange import AnyRequest, chat_exchange, sources_header
@@ -17,11 +18,12 @@ from proxy.api.responses_wire import Encoder, to_chat
 from proxy.api.responses_wire import Wire as ResponsesWire
 from proxy.api.schemas import read_checked, validate_chat
 from proxy.errors import ProxyError
+from proxy.pipeline.services import Services
 
 
 @post("/v1/responses", status_code=200, operation_class=documented(OPENAI_RESPONSES))
-async def create_response(request: AnyRequest) -> ASGIApp:
-    settings = request.app.state.settings
+async def create_response(request: AnyRequest, services: NamedDependency[Services]) -> ASGIApp:
+    settings = services.settings
 
     def checked(raw: dict[str, Any]) -> tuple[dict[str, Any], ResponsesWire, dict[str, Any]]:
         chat, wire = to_chat(raw)
@@ -29,7 +31,7 @@ async def create_response(request: AnyRequest) -> ASGIApp:
 
     raw, wire, body = await read_checked(request, checked)  # a large body: in a worker thread
     stream = raw.get("stream") is True
-    chat = chat_exchange(request, body, "responses", stream=stream, agent=True)
+    chat = chat_exchange(request, services, body, "responses", stream=stream, agent=True)
     if wire.dropped_tools:
         chat.record["tools_not_offered"] = wire.dropped_tools
     return FramesResponder(

@@ -12,19 +12,21 @@ from typing import Any
 
 import anyio
 from litestar import Request, get
+from litestar.di import NamedDependency
 from litestar.response import Redirect, Response
 
-from proxy.api.exchange import augment_request
+from proxy.api.exchange import caller
 from proxy.api.requestlog import RecentRequests
 from proxy.api.schemas import validate_chat
 from proxy.api.security import key_collections
 from proxy.errors import ProxyError
 from proxy.index.service import IndexService
-from proxy.pipeline.chat import ChatCall, prepare_chat
+from proxy.pipeline.call import ChatCall
+from proxy.pipeline.chat import augment, prepare_chat
 from proxy.pipeline.conversation import message_text
+from proxy.pipeline.services import Services
 from proxy.printable import printable
 from proxy.upstream.client import Upstream
-from proxy.upstream.pool import UpstreamPool
 
 AnyRequest = Request[Any, Any, Any]
 UPSTREAM_WAIT = 2.0  # the page never waits longer than this for the upstream's models
@@ -48,20 +50,21 @@ input[type=search]{width:60%;padding:.3rem}code{font-size:.85rem}
 
 
 @get("/ui", include_in_schema=False)
-async def status_page(request: AnyRequest) -> Response[str] | Redirect:
+async def status_page(
+    request: AnyRequest, services: NamedDependency[Services], recent: NamedDependency[RecentRequests]
+) -> Response[str] | Redirect:
     """``/ui`` redirects to ``/ui/`` (so the page's relative links work); ``?q=`` searches."""
     if not request.scope.get("raw_path", b"/").endswith(b"/"):  # routing drops the slash from path
         return Redirect("/ui/" + (f"?{request.url.query}" if request.url.query else ""))
-    state = request.app.state
     allowed = key_collections(request.scope)
     query = str(request.query_params.get("q") or "").strip()[:MAX_QUERY]
     parts = [
         f"<h1>ragproxy</h1>{_search_form(query)}",
-        await _search_section(request, query) if query else "",
-        await _collections_section(state.index, allowed),
-        await _upstream_section(request),
+        await _search_section(request, services, query) if query else "",
+        await _collections_section(services.index, allowed),
+        await _upstream_section(services),
         # requests of every collection: only for a key that may read them all
-        _recent_section(state.recent, state.settings.log_content) if allowed is None else "",
+        _recent_section(recent, services.settings.log_content) if allowed is None else "",
     ]
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>ragproxy</title>'
@@ -79,14 +82,14 @@ def _search_form(query: str) -> str:
     )
 
 
-async def _search_section(request: AnyRequest, query: str) -> str:
+async def _search_section(request: AnyRequest, services: NamedDependency[Services], query: str) -> str:
     """The dry run of a chat asking ``query`` with the default model: retrieval, the relevance
     gate and context fitting as a chat would do them; the model is not called."""
-    settings = request.app.state.settings
+    settings = services.settings
     body = {"model": settings.model, "messages": [{"role": "user", "content": query}]}
     call: ChatCall = prepare_chat(validate_chat(body, settings))
     try:
-        await augment_request(request, call, "openai")
+        await augment(call, caller(request, "openai"), services)
     except ProxyError as exc:
         return f'<h2>Search</h2><p class="bad">{escape(exc.message)}</p>'
     rag = call.rag
@@ -143,15 +146,16 @@ async def _collections_section(index: IndexService | None, allowed: tuple[str, .
     )
 
 
-async def _upstream_section(request: AnyRequest) -> str:
-    pool: UpstreamPool = request.app.state.pool
+async def _upstream_section(services: Services) -> str:
+    pool = services.pool
     deadline = time.monotonic() + UPSTREAM_WAIT
     title = "<h2>Upstream</h2>" if len(pool.members) == 1 else f"<h2>Upstreams ({len(pool.members)})</h2>"
-    sections = [await _one_upstream(request, pool, upstream, deadline) for upstream in pool.members]
+    sections = [await _one_upstream(services, upstream, deadline) for upstream in pool.members]
     return title + "".join(sections)
 
 
-async def _one_upstream(request: AnyRequest, pool: UpstreamPool, upstream: Upstream, deadline: float) -> str:
+async def _one_upstream(services: Services, upstream: Upstream, deadline: float) -> str:
+    pool = services.pool
     busy = f", {upstream.in_flight} in flight" if len(pool.members) > 1 else ""
     head = f"<p><code>{escape(upstream.base)}</code> ({escape(upstream.api)} API{busy})"
     try:
@@ -160,7 +164,7 @@ async def _one_upstream(request: AnyRequest, pool: UpstreamPool, upstream: Upstr
         return f'{head}: <span class="bad">unreachable</span> ({escape(exc.message)})</p>'
     rows = []
     for name in names[:MAX_MODELS]:
-        info = await request.app.state.windows.info(pool, name, deadline)
+        info = await services.windows.info(pool, name, deadline)
         window = f"{info.window:,}" if info.window else "?"
         rows.append(f"<tr><td><code>{escape(name)}</code></td><td class=num>{window}</td></tr>")
     more = f"<p class=muted>and {len(names) - MAX_MODELS} more</p>" if len(names) > MAX_MODELS else ""

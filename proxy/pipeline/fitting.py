@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import orjson
@@ -15,13 +15,11 @@ import orjson
 from proxy.errors import BadRequest
 from proxy.logging import get_logger
 from proxy.pipeline import context
+from proxy.pipeline.call import ChatCall
 from proxy.pipeline.passages import Passage
 from proxy.settings import Settings
 from proxy.upstream.client import Upstream
 from proxy.upstream.pool import UpstreamPool
-
-if TYPE_CHECKING:
-    from proxy.pipeline.chat import ChatCall
 
 log = get_logger("ragproxy.chat")
 
