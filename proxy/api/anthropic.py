@@ -16,7 +16,7 @@ from proxy.api.anthropic_wire import Encoder, to_chat
 from proxy.api.anthropic_wire import Wire as MessagesWire
 from proxy.api.exchange import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import ANTHROPIC_MESSAGES, documented
-from proxy.api.responders import FramesResponder
+from proxy.api.responders import SSE_HEADERS, Responder
 from proxy.api.schemas import read_checked, validate_chat
 from proxy.errors import ProxyError, anthropic_error
 from proxy.pipeline import context
@@ -41,7 +41,7 @@ async def create_message(request: AnyRequest, services: NamedDependency[Services
         wire, lambda: chat.call.rag.prompt_estimate or context.estimate(chat.call.body["messages"])
     )
 
-    return FramesResponder(
+    return Responder(
         chat.open,
         MessagesFrames(encoder),
         stream=stream,
@@ -71,6 +71,9 @@ async def count_tokens(request: AnyRequest, services: NamedDependency[Services])
 class MessagesFrames:
     """The Messages encoder's events as server-sent events (``event:`` and ``data:`` lines: the
     SDK reads the event name)."""
+
+    stream_headers = SSE_HEADERS
+    json_type = b"application/json"
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder

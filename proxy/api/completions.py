@@ -18,7 +18,7 @@ from proxy.api.embedding import MAX_INPUTS, MAX_TOKENS, check_inputs
 from proxy.api.exchange import AnyRequest
 from proxy.api.openapi import OPENAI_COMPLETIONS, documented
 from proxy.api.requestlog import request_record
-from proxy.api.responders import FramesResponder
+from proxy.api.responders import SSE_HEADERS, Responder
 from proxy.api.schemas import check_sampling, read_checked, resolve_model
 from proxy.api.security import key_collections
 from proxy.errors import BadRequest, ProxyError
@@ -54,9 +54,7 @@ async def completions(request: AnyRequest, services: NamedDependency[Services]) 
     include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get(
         "include_usage"
     )
-    return FramesResponder(
-        open_chunks, CompletionFrames(record, bool(include_usage)), stream=stream, record=record
-    )
+    return Responder(open_chunks, CompletionFrames(record, bool(include_usage)), stream=stream, record=record)
 
 
 PROMPT_SHAPE = "'prompt' must be a string, an array of strings, or token arrays"
@@ -114,6 +112,9 @@ def _token_id(value: Any) -> bool:
 class CompletionFrames:
     """``text_completion`` chunks as server-sent events ending in ``[DONE]``, or one completion
     with a choice per index seen (``n`` above 1, or several prompts)."""
+
+    stream_headers = SSE_HEADERS
+    json_type = b"application/json"
 
     def __init__(self, record: dict[str, Any], include_usage: bool) -> None:
         self.record = record

@@ -12,7 +12,7 @@ import orjson
 from litestar import Request, Response, Router, get, post, route
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
-from litestar.types import ASGIApp, Send
+from litestar.types import ASGIApp
 
 from proxy.api import ollama_wire
 from proxy.api.embedding import LOCAL_STEP, UPSTREAM_STEP, EmbedStep, check_inputs, embed_in_steps
@@ -26,7 +26,7 @@ from proxy.api.openapi import (
     OLLAMA_SHOW,
     documented,
 )
-from proxy.api.responders import ExchangeResponder, as_proxy_error
+from proxy.api.responders import Responder
 from proxy.api.schemas import read_checked, read_json_object
 from proxy.api.security import key_collections
 from proxy.errors import ProxyError
@@ -51,58 +51,38 @@ def _error(exc: ProxyError) -> dict[str, str]:
     return {"error": exc.message}
 
 
-class LinesResponder(ExchangeResponder):
-    """An Ollama reply: NDJSON lines, or one object for ``stream: false``, cancelled with the
-    upstream request when the client leaves, as on the OpenAI path."""
+class LinesFrames:
+    """An Ollama reply: NDJSON lines, or one object for ``stream: false``; an error after the
+    first line is one more line, ``{"error": ...}``, as Ollama sends it."""
 
-    def __init__(
-        self,
-        open_lines: OpenLines,
-        *,
-        stream: bool,
-        kind: str,
-        record: dict[str, Any],
-        extra_headers: Callable[[], list[tuple[bytes, bytes]]] = list,
-    ) -> None:
-        super().__init__(stream=stream, record=record, content_type=b"application/json; charset=utf-8")
-        self._open, self._kind = open_lines, kind
-        self._extra_headers = extra_headers
+    stream_headers = NDJSON
+    json_type = b"application/json; charset=utf-8"
 
-    async def _send_stream(self, send: Send) -> None:
-        try:
-            async with self._open() as lines:
-                async for line in lines:
-                    if not self._started:
-                        headers = NDJSON + self._extra_headers()
-                        await send({"type": "http.response.start", "status": 200, "headers": headers})
-                        self._started = True
-                    await send(
-                        {"type": "http.response.body", "body": orjson.dumps(line) + b"\n", "more_body": True}
-                    )
-        except Exception as exc:
-            error = as_proxy_error(exc)
-            self._record["error"] = error.code or error.type
-            if not self._started:
-                await self._send_json(send, error.status, _error(error))
-                return
-            await send(
-                {"type": "http.response.body", "body": orjson.dumps(_error(error)) + b"\n", "more_body": True}
-            )
-        if not self._started:
-            await send({"type": "http.response.start", "status": 200, "headers": NDJSON})
-        self._complete = True
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    def __init__(self, kind: str, *, stream: bool) -> None:
+        self.kind = kind
+        self.stream = stream
+        self.lines: list[dict[str, Any]] = []
 
-    async def _send_one(self, send: Send) -> None:
-        try:
-            async with self._open() as lines:
-                reply = await ollama_wire.aggregate(lines, self._kind)
-        except Exception as exc:
-            error = as_proxy_error(exc)
-            self._record["error"] = error.code or error.type
-            await self._send_json(send, error.status, _error(error))
-            return
-        await self._send_json(send, 200, reply, self._extra_headers())
+    def start(self) -> bytes:
+        return b""
+
+    def feed(self, line: dict[str, Any]) -> bytes:
+        if self.stream:
+            return orjson.dumps(line) + b"\n"
+        self.lines.append(line)
+        return b""
+
+    def end(self) -> bytes:
+        return b""
+
+    def fail(self, error: ProxyError) -> bytes:
+        return orjson.dumps(_error(error)) + b"\n"
+
+    def whole(self) -> Any:
+        return ollama_wire.whole(self.lines, self.kind)
+
+    def error(self, error: ProxyError) -> tuple[int, Any]:
+        return error.status, _error(error)
 
 
 # -- probes and models ---------------------------------------------------------------------------------
@@ -211,8 +191,12 @@ def _lines_app(
         retrieve=not passthrough,
     )
     record["api"] = "ollama"
-    return LinesResponder(
-        open_lines, stream=stream, kind=kind, record=record, extra_headers=lambda: sources_header(call)
+    return Responder(
+        open_lines,
+        LinesFrames(kind, stream=stream),
+        stream=stream,
+        record=record,
+        extra_headers=lambda: sources_header(call),
     )
 
 

@@ -293,13 +293,13 @@ async def _as_lines(
 
 
 # -- one reply for stream: false --------------------------------------------------------------------------
-async def aggregate(lines: AsyncIterator[dict[str, Any]], kind: str) -> dict[str, Any]:
+def whole(lines: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     """The whole reply as one object, as Ollama answers ``stream: false``."""
     texts: list[str] = []
     thinking: list[str] = []
     tool_calls: list[Any] = []
     last: dict[str, Any] = {}
-    async for line in lines:
+    for line in lines:
         last = line
         if kind == "chat":
             message = line.get("message") or {}

@@ -18,15 +18,17 @@ from proxy.api.embedding import LOCAL_STEP, UPSTREAM_STEP, EmbedStep, check_inpu
 from proxy.api.exchange import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import OPENAI_CHAT, OPENAI_EMBEDDINGS, documented
 from proxy.api.requestlog import request_record
-from proxy.api.responders import ChatResponder
+from proxy.api.responders import SSE_HEADERS, Responder
 from proxy.api.schemas import read_checked, validate_chat, validate_embeddings
 from proxy.api.security import key_collections
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, ProxyError
 from proxy.index.service import IndexService
+from proxy.pipeline.call import ChatCall
 from proxy.pipeline.chat import visible_collections
 from proxy.pipeline.controls import aliases, split_alias
 from proxy.pipeline.services import Services
 from proxy.text import estimate_tokens
+from proxy.upstream.frames import DONE, choice_index, sse_event, sse_events
 
 
 @post("/v1/chat/completions", status_code=200, operation_class=documented(OPENAI_CHAT))
@@ -35,18 +37,12 @@ async def chat_completions(request: AnyRequest, services: NamedDependency[Servic
     stream = bool(body.get("stream"))
     chat = chat_exchange(request, services, body, "openai", stream=stream)
 
-    def usage() -> dict[str, int]:
-        prompt = chat.call.stats.prompt_tokens or 0
-        completion = chat.call.stats.completion_tokens or 0
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-    return ChatResponder(
+    return Responder(
         chat.open,
+        ChatFrames(chat.call, stream=stream),
         stream=stream,
-        usage=usage,
         record=chat.record,
         extra_headers=lambda: sources_header(chat.call),
-        extra_fields=chat.call.rag.fields,
     )
 
 
@@ -149,3 +145,106 @@ def _base64(vector: list[float]) -> str:
     if sys.byteorder == "big":
         packed.byteswap()
     return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+class ChatFrames:
+    """``chat.completion.chunk`` events ending in ``[DONE]``; or, for a request that does not
+    stream, one ``chat.completion`` with a choice per index seen, usage and sources."""
+
+    stream_headers = SSE_HEADERS
+    json_type = b"application/json"
+
+    def __init__(self, call: ChatCall, *, stream: bool) -> None:
+        self.call = call
+        self.stream = stream
+        self.completion: dict[str, Any] = {}
+        self.choices: dict[int, _Aggregate] = {}
+
+    def start(self) -> bytes:
+        return b""
+
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        if self.stream:
+            return sse_events(chunk)
+        if not self.completion:
+            self.completion = {
+                "id": chunk.get("id"),
+                "object": "chat.completion",
+                "created": chunk.get("created"),
+                "model": chunk.get("model"),
+                "system_fingerprint": chunk.get("system_fingerprint"),
+            }
+        for choice in chunk.get("choices") or ():
+            self.choices.setdefault(choice_index(choice), _Aggregate()).add(choice)
+        return b""
+
+    def end(self) -> bytes:
+        return DONE
+
+    def fail(self, error: ProxyError) -> bytes:
+        return sse_event(error.body()) + DONE
+
+    def whole(self) -> Any:
+        choices = self.choices
+        completion = dict(self.completion)
+        completion["choices"] = [choices[i].choice(i) for i in sorted(choices)] or [_Aggregate().choice(0)]
+        stats = self.call.stats
+        prompt, completed = stats.prompt_tokens or 0, stats.completion_tokens or 0
+        completion["usage"] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completed,
+            "total_tokens": prompt + completed,
+        }
+        completion.update(self.call.rag.fields())
+        return completion
+
+    def error(self, error: ProxyError) -> tuple[int, Any]:
+        return error.status, error.body()
+
+
+class _Aggregate:
+    """One choice's deltas, gathered into its message."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {"role": "assistant", "content": None}
+        self.texts: dict[str, list[str]] = {}
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.logprobs: list[Any] = []
+        self.finish: str | None = None
+
+    def add(self, choice: dict[str, Any]) -> None:
+        for key, value in (choice.get("delta") or {}).items():
+            if key == "tool_calls":
+                for call in value:
+                    _merge_call(self.calls.setdefault(call.get("index", len(self.calls)), {}), call)
+            elif key != "role" and isinstance(value, str):
+                self.texts.setdefault(key, []).append(value)
+            elif key != "role" and value is not None:
+                self.message.setdefault(key, value)
+        if isinstance(choice.get("logprobs"), dict):
+            self.logprobs.extend(choice["logprobs"].get("content") or ())
+        self.finish = choice.get("finish_reason") or self.finish
+
+    def choice(self, index: int) -> dict[str, Any]:
+        message = dict(self.message)
+        for key, parts in self.texts.items():
+            message[key] = "".join(parts)
+        if self.calls:
+            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+        return {
+            "index": index,
+            "message": message,
+            "logprobs": {"content": self.logprobs} if self.logprobs else None,
+            "finish_reason": self.finish or "stop",
+        }
+
+
+def _merge_call(into: dict[str, Any], part: dict[str, Any]) -> None:
+    for key in ("id", "type"):
+        if part.get(key):
+            into[key] = part[key]
+    function = into.setdefault("function", {"name": "", "arguments": ""})
+    for key in ("name", "arguments"):
+        value = (part.get("function") or {}).get(key)
+        if value:
+            function[key] += value

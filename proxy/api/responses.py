@@ -13,7 +13,7 @@ from litestar.types import ASGIApp
 
 from proxy.api.exchange import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import OPENAI_RESPONSES, documented
-from proxy.api.responders import FramesResponder
+from proxy.api.responders import SSE_HEADERS, Responder
 from proxy.api.responses_wire import Encoder, to_chat
 from proxy.api.responses_wire import Wire as ResponsesWire
 from proxy.api.schemas import read_checked, validate_chat
@@ -34,7 +34,7 @@ async def create_response(request: AnyRequest, services: NamedDependency[Service
     chat = chat_exchange(request, services, body, "responses", stream=stream, agent=True)
     if wire.dropped_tools:
         chat.record["tools_not_offered"] = wire.dropped_tools
-    return FramesResponder(
+    return Responder(
         chat.open,
         ResponsesFrames(Encoder(wire, body["model"])),
         stream=stream,
@@ -45,6 +45,9 @@ async def create_response(request: AnyRequest, services: NamedDependency[Service
 
 class ResponsesFrames:
     """The Responses encoder's events as server-sent events (``event:`` and ``data:`` lines)."""
+
+    stream_headers = SSE_HEADERS
+    json_type = b"application/json"
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
