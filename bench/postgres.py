@@ -70,12 +70,11 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 
-from proxy.index.db import connect  # noqa: E402
 from proxy.index.service import POOL, IndexService  # noqa: E402
 from proxy.index.store import new_document  # noqa: E402
 from proxy.index.store import postgres as postgres_store  # noqa: E402
 from proxy.index.store.postgres import PostgresStore  # noqa: E402
-from proxy.index.store.sqlite import SqliteStore  # noqa: E402
+from proxy.index.store.sqlite import SqliteStore, connect  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
 from proxy.types import Chunk  # noqa: E402
 

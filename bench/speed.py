@@ -64,10 +64,10 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from proxy.index import textsearch  # noqa: E402
-from proxy.index.db import connect  # noqa: E402
 from proxy.index.service import IndexService  # noqa: E402
-from proxy.index.store.sqlite import _HIT_COLUMNS  # noqa: E402
-from proxy.index.vectors import VectorMatrix, candidates  # noqa: E402
+from proxy.index.store.sqlite import connect  # noqa: E402
+from proxy.index.store.sqlite.matrix import VectorMatrix, candidates  # noqa: E402
+from proxy.index.store.sqlite.store import _HIT_COLUMNS  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
 from proxy.text import is_cjk  # noqa: E402
 

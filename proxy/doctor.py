@@ -19,9 +19,9 @@ import httpx
 
 from proxy.api.security import is_loopback, key_limits
 from proxy.errors import ConfigError
-from proxy.index.db import Error as DatabaseError
-from proxy.index.db import connect
 from proxy.index.store import open_store
+from proxy.index.store.sqlite import Error as DatabaseError
+from proxy.index.store.sqlite import connect
 from proxy.pipeline.context import UNKNOWN, from_props, from_show
 from proxy.settings import Settings, UpstreamSpec
 from proxy.types import OCR_INSTALL

@@ -1,6 +1,8 @@
 """The index store: one interface (``Store``), two engines. SQLite with sqlite-vec is the
-embedded default, one file (``sqlite.py``); PostgreSQL with pgvector serves a team, several
-ragproxy replicas sharing one database (``postgres.py``). ``open_store`` picks by the setting."""
+embedded default, one file (the ``sqlite`` package); PostgreSQL with pgvector serves a team,
+several ragproxy replicas sharing one database (``postgres.py``). What both keep alike is in
+``common`` (rows, hashes, BM25) and ``terms`` (which of a question's terms are searched).
+``open_store`` picks by the setting."""
 
 from __future__ import annotations
 

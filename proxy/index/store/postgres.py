@@ -35,7 +35,6 @@ from psycopg.rows import dict_row
 
 from proxy.errors import ConfigError
 from proxy.index import textsearch
-from proxy.index.keywords import BUDGET, KeptFrequencies, choose_terms
 from proxy.index.store.common import (
     DocumentState,
     Hit,
@@ -49,6 +48,7 @@ from proxy.index.store.common import (
     moved_message,
     new_document,
 )
+from proxy.index.store.terms import BUDGET, KeptFrequencies, choose_terms
 from proxy.index.vectors import Background, Moments, background, codes_of, unit
 from proxy.logging import get_logger
 from proxy.text import is_cjk

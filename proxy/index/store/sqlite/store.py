@@ -16,9 +16,6 @@ import numpy as np
 
 from proxy.errors import ConfigError
 from proxy.index import textsearch
-from proxy.index.db import Connection, connect
-from proxy.index.keywords import Vocabulary
-from proxy.index.migrations import check_schema, migrate
 from proxy.index.store.common import (
     DocumentState,
     Hit,
@@ -32,8 +29,12 @@ from proxy.index.store.common import (
     moved_message,
     new_document,
 )
-from proxy.index.store.sqlite_bm25 import ScopedCounts, scoped_counts
-from proxy.index.vectors import Background, VectorMatrix
+from proxy.index.store.sqlite.bm25 import ScopedCounts, scoped_counts
+from proxy.index.store.sqlite.connection import Connection, connect
+from proxy.index.store.sqlite.keywords import Vocabulary
+from proxy.index.store.sqlite.matrix import VectorMatrix
+from proxy.index.store.sqlite.migrations import check_schema, migrate
+from proxy.index.vectors import Background
 from proxy.text import is_cjk
 from proxy.types import Chunk
 
@@ -446,7 +447,7 @@ class SqliteStore:
         terms: Mapping[str, int | None] | None = None,
     ) -> list[Hit]:
         """BM25 over chunk text (English stemmed, Chinese by adjacent characters): FTS5's over the
-        whole index, or over ``collections`` with their own statistics (``sqlite_bm25``).
+        whole index, or over ``collections`` with their own statistics (``bm25``).
         ``terms``: ``keyword_terms(query)``, if the caller has them already."""
         terms = self.keyword_terms(query) if terms is None else terms
         where = self._collection_filter(collections)
@@ -500,7 +501,7 @@ class SqliteStore:
         return keyword_weights(terms, total, phrase_hits)
 
     def _scoped_counts(self, terms: Sequence[str], collection_ids: Sequence[int]) -> ScopedCounts:
-        """``sqlite_bm25.scoped_counts`` in one snapshot, kept for the next call of this thread
+        """``bm25.scoped_counts`` in one snapshot, kept for the next call of this thread
         while the file is unchanged (a search and its terms' weights ask alike)."""
         db = self.reader()
         db.execute("BEGIN")
