@@ -1,7 +1,7 @@
 """The index store: one interface (``Store``), two engines. SQLite with sqlite-vec is the
 embedded default, one file (the ``sqlite`` package); PostgreSQL with pgvector serves a team,
-several ragproxy replicas sharing one database (``postgres.py``). What both keep alike is in
-``common`` (rows, hashes, BM25) and ``terms`` (which of a question's terms are searched).
+several ragproxy replicas sharing one database (the ``postgres`` package). What both keep alike
+is in ``common`` (rows, hashes, BM25) and ``terms`` (which of a question's terms are searched).
 ``open_store`` picks by the setting."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The index in PostgreSQL with pgvector, shared by several ragproxy replicas.
+"""``PostgresStore``: the index in PostgreSQL with pgvector, shared by several ragproxy replicas.
 
 The same store as the SQLite file, on a server: documents, chunks, the embedding cache, keyword
 search (PostgreSQL full-text search: a ``tsvector`` per chunk with a GIN index) and vector search
@@ -13,9 +13,10 @@ search (PostgreSQL full-text search: a ``tsvector`` per chunk with a GIN index) 
   so both engines rank alike.
 - **Replicas.** Exactly one process indexes a collection at a time: it holds the collection's
   advisory lock (``claim_collection``), which PostgreSQL frees when its session ends, so another
-  replica takes over. Every change to the vectors is logged (a trigger, in the same transaction)
-  and announced (``NOTIFY ragproxy_vectors``); each replica keeps the relevance gate's statistics
-  (the moments of its vectors, per collection and script) current from that log.
+  replica takes over. Every change to the vectors is logged (a trigger, in the same transaction:
+  ``schema``) and announced (``NOTIFY ragproxy_vectors``); each replica keeps the relevance gate's
+  statistics (the moments of its vectors, per collection and script) current from that log
+  (``vector_stats``), woken by its listener (``listener``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -48,25 +48,26 @@ from proxy.index.store.common import (
     moved_message,
     new_document,
 )
+from proxy.index.store.postgres.keywords import count_of_rank, query_token, textsearch_token, tsvector_text
+from proxy.index.store.postgres.schema import (
+    CHANNEL,
+    LOCK_SPACE,
+    VECTOR_LOG_LOCK,
+    check_schema,
+    has_vectors,
+    meta_value,
+    migrate,
+)
+from proxy.index.store.postgres.vector_stats import VectorStats, prune_log
 from proxy.index.store.terms import BUDGET, KeptFrequencies, choose_terms
-from proxy.index.vectors import Background, Moments, background, codes_of, unit
-from proxy.logging import get_logger
+from proxy.index.vectors import Background, unit
 from proxy.text import is_cjk
 from proxy.types import Chunk
 
-log = get_logger("ragproxy.index")
-
-LOCK_SPACE = 0x52505859  # advisory locks (space, collection id): "RPXY"
-VECTOR_LOG_LOCK = 0x52505856  # held by a transaction that changes vectors: the log's order is the commits'
-CHANNEL = "ragproxy_vectors"
 # HNSW candidates per search (the default, 40, is below the pool of 50). At 100k e5-shaped vectors:
 # recall@10 / @50 0.981 / 0.947 against exact search; 200: 0.963 / 0.898; 800: 0.991 / 0.973 at
 # 1.7x the time (BENCHMARKS.md). On SciFact's real vectors 200 already matched exact search.
 EF_SEARCH = 400
-LOG_KEPT_SECONDS = 60  # vector changes kept for replicas to read; one further behind reloads
-LOAD_BATCH = 4096
-MAX_POSITION = 16383  # PostgreSQL's largest tsvector position
-MAX_POSITIONS = 256  # ... and positions kept per lexeme
 STEMS_KEPT = 200_000
 
 _HIT_COLUMNS = (
@@ -78,128 +79,6 @@ _HIT_JOIN = (
 )
 
 
-def m001_create_tables(db: psycopg.Connection[Any]) -> None:
-    db.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    # Martin Porter's original stemmer, as FTS5's ``porter`` (Snowball's ``english`` is Porter2: it
-    # stems "RNAs", "highly" otherwise, and cost SciFact keyword recall@10 0.013), without stop
-    # words: FTS5 keeps every word too
-    db.execute("CREATE TEXT SEARCH DICTIONARY ragproxy_stem (TEMPLATE = snowball, Language = porter)")
-    db.execute("CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)")
-    db.execute("""CREATE TABLE collections (
-        id bigserial PRIMARY KEY,
-        name text NOT NULL UNIQUE,
-        root text NOT NULL)""")
-    db.execute("""CREATE TABLE documents (
-        id bigserial PRIMARY KEY,
-        collection_id bigint NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
-        path text NOT NULL,
-        content_hash text NOT NULL,
-        size bigint NOT NULL,
-        mtime double precision NOT NULL,
-        loader text NOT NULL,
-        indexed_at double precision NOT NULL,
-        UNIQUE (collection_id, path))""")
-    db.execute("""CREATE TABLE chunks (
-        id bigserial PRIMARY KEY,
-        document_id bigint NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-        collection_id bigint NOT NULL,
-        ordinal integer NOT NULL,
-        text text NOT NULL,
-        start integer NOT NULL,
-        "end" integer NOT NULL,
-        heading text,
-        page integer,
-        content_hash text NOT NULL,
-        embedded boolean NOT NULL DEFAULT false,
-        cjk boolean NOT NULL,
-        tokens integer NOT NULL,
-        keywords tsvector NOT NULL)""")
-    db.execute("CREATE INDEX chunks_by_document ON chunks(document_id)")
-    db.execute("CREATE INDEX chunks_pending ON chunks(collection_id, id) WHERE NOT embedded")
-    db.execute("CREATE INDEX chunks_by_content_hash ON chunks(content_hash)")
-    db.execute("CREATE INDEX chunks_keywords ON chunks USING gin(keywords)")
-    # BM25 needs the number of chunks and their mean length: kept by triggers, not counted
-    db.execute("""CREATE TABLE totals (
-        one boolean PRIMARY KEY DEFAULT true CHECK (one),
-        chunks bigint NOT NULL,
-        tokens bigint NOT NULL)""")
-    db.execute("INSERT INTO totals VALUES (true, 0, 0)")
-    db.execute("""CREATE FUNCTION ragproxy_count_chunks() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF TG_OP = 'INSERT' THEN
-                UPDATE totals SET chunks = chunks + n, tokens = tokens + t
-                FROM (SELECT count(*) AS n, coalesce(sum(tokens), 0) AS t FROM changed) s;
-            ELSE
-                UPDATE totals SET chunks = chunks - n, tokens = tokens - t
-                FROM (SELECT count(*) AS n, coalesce(sum(tokens), 0) AS t FROM changed) s;
-            END IF;
-            RETURN NULL;
-        END $$""")
-    db.execute("""CREATE TRIGGER chunks_added AFTER INSERT ON chunks REFERENCING NEW TABLE AS changed
-        FOR EACH STATEMENT EXECUTE FUNCTION ragproxy_count_chunks()""")
-    db.execute("""CREATE TRIGGER chunks_removed AFTER DELETE ON chunks REFERENCING OLD TABLE AS changed
-        FOR EACH STATEMENT EXECUTE FUNCTION ragproxy_count_chunks()""")
-    db.execute("""CREATE TABLE embedding_cache (
-        model text NOT NULL,
-        content_hash text NOT NULL,
-        vector bytea NOT NULL,
-        PRIMARY KEY (model, content_hash))""")
-    db.execute("""CREATE TABLE skipped (
-        collection_id bigint NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
-        path text NOT NULL,
-        reason text NOT NULL,
-        at double precision NOT NULL,
-        PRIMARY KEY (collection_id, path))""")
-    # Each vector added (+1) or removed (-1), for the replicas' statistics. The lock taken first
-    # makes the log's order the order of commits, so a reader that saw seq N has missed nothing
-    # below it.
-    db.execute("""CREATE TABLE vector_changes (
-        seq bigserial PRIMARY KEY,
-        collection_id bigint NOT NULL,
-        cjk boolean NOT NULL,
-        sign smallint NOT NULL,
-        embedding vector NOT NULL,
-        at double precision NOT NULL DEFAULT extract(epoch FROM clock_timestamp()))""")
-    db.execute(f"""CREATE FUNCTION ragproxy_log_vectors() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            PERFORM pg_advisory_xact_lock({VECTOR_LOG_LOCK});
-            INSERT INTO vector_changes(collection_id, cjk, sign, embedding)
-            SELECT collection_id, cjk, CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE -1 END, embedding
-            FROM changed;
-            PERFORM pg_notify('{CHANNEL}', '');
-            RETURN NULL;
-        END $$""")
-
-
-def m002_collection_totals(db: psycopg.Connection[Any]) -> None:
-    """Each collection's chunks and tokens: BM25 over some collections needs their count and mean
-    length, not the whole index's. Kept by the same trigger as the index's totals. A replica still
-    running the code before it may write chunks meanwhile: they wait, so none is missed."""
-    db.execute("LOCK TABLE chunks IN SHARE MODE")
-    db.execute("""CREATE TABLE collection_totals (
-        collection_id bigint PRIMARY KEY,
-        chunks bigint NOT NULL,
-        tokens bigint NOT NULL)""")
-    db.execute("""INSERT INTO collection_totals
-        SELECT collection_id, count(*), coalesce(sum(tokens), 0) FROM chunks GROUP BY collection_id""")
-    db.execute("""CREATE OR REPLACE FUNCTION ragproxy_count_chunks() RETURNS trigger LANGUAGE plpgsql AS $$
-        DECLARE
-            sign bigint := CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE -1 END;
-        BEGIN
-            UPDATE totals SET chunks = chunks + sign * n, tokens = tokens + sign * t
-            FROM (SELECT count(*) AS n, coalesce(sum(tokens), 0) AS t FROM changed) s;
-            INSERT INTO collection_totals AS k
-            SELECT collection_id, sign * count(*), sign * coalesce(sum(tokens), 0)
-            FROM changed GROUP BY collection_id ORDER BY collection_id
-            ON CONFLICT (collection_id) DO UPDATE
-            SET chunks = k.chunks + excluded.chunks, tokens = k.tokens + excluded.tokens;
-            RETURN NULL;
-        END $$""")
-
-
-MIGRATIONS = [("m001_create_tables", m001_create_tables), ("m002_collection_totals", m002_collection_totals)]
-
-
 class PostgresStore:
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         """``readonly``: the schema must exist and be current; nothing is created or migrated."""
@@ -207,7 +86,7 @@ class PostgresStore:
         self.readonly = readonly
         self._writer = self._connect(autocommit=False)
         try:
-            self._check_schema() if readonly else self._migrate()
+            check_schema(self._writer, self.where) if readonly else migrate(self._writer)
         except BaseException:
             self._writer.close()
             raise
@@ -218,7 +97,7 @@ class PostgresStore:
         self._claimed: set[int] = set()
         self._stems: dict[str, str] = {}
         self._frequencies = KeptFrequencies()
-        self._stats = _VectorStats(self)
+        self._stats = VectorStats(self._connect, self.reader)
         self._vector_table = False  # chunk_vectors seen: it exists from the first embedder on
 
     @property
@@ -232,34 +111,6 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             raise ConfigError(f"cannot connect to the index database {self.where}: {exc}".strip()) from exc
         return conn
-
-    def _migrate(self) -> None:
-        db = self._writer
-        with db.transaction():
-            # one replica migrates; the others wait here, then find it done
-            db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
-            db.execute("CREATE TABLE IF NOT EXISTS _migrations (name text PRIMARY KEY, applied_at float8)")
-            applied = {row["name"] for row in db.execute("SELECT name FROM _migrations")}
-            for name, step in MIGRATIONS:
-                if name not in applied:
-                    step(db)
-                    db.execute("INSERT INTO _migrations VALUES (%s, %s)", (name, time.time()))
-
-    def _check_schema(self) -> None:
-        db = self._writer
-        with db.transaction():
-            found = db.execute("SELECT to_regclass('_migrations') AS t").fetchone()
-            if found is None or found["t"] is None:
-                raise ConfigError(
-                    f"the database {self.where} holds no ragproxy index: build one with "
-                    "'ragproxy index DIR --db URL'"
-                )
-            applied = {row["name"] for row in db.execute("SELECT name FROM _migrations")}
-        if any(name not in applied for name, _ in MIGRATIONS):
-            raise ConfigError(
-                f"the index in {self.where} was made by an older ragproxy: update it with "
-                "'ragproxy index DIR' or 'ragproxy serve --docs DIR'"
-            )
 
     def close(self) -> None:
         self._stats.stop()
@@ -401,24 +252,9 @@ class PostgresStore:
         return int(row["id"])
 
     def _keywords(self, text: str) -> tuple[int, str]:
-        """The text's token count and its ``tsvector`` (as text): each token's lexeme (English
-        words stemmed) with its positions, and each pair of adjacent CJK characters as a lexeme
-        of its own ("熊猫" where 熊 stands before 猫), so that every search term is one lexeme."""
+        """The text's token count and its ``tsvector`` (as text)."""
         tokens = textsearch.tokens(text)
-        stems = self._stem(tokens)
-        positions: dict[str, list[str]] = defaultdict(list)
-
-        def add(lexeme: str, position: int) -> None:
-            kept = positions[lexeme]
-            if len(kept) < MAX_POSITIONS:
-                kept.append(str(min(position, MAX_POSITION)))
-
-        cjk = textsearch.cjk_characters(tokens)
-        for position, token in enumerate(tokens, start=1):
-            add(stems.get(token, token), position)
-            if position < len(tokens) and cjk[position - 1] and cjk[position]:
-                add(token + tokens[position], position)
-        return len(tokens), " ".join(f"'{lexeme}':{','.join(p)}" for lexeme, p in positions.items())
+        return len(tokens), tsvector_text(tokens, self._stem(tokens))
 
     def _stem(self, words: Iterable[str]) -> dict[str, str]:
         """Each English word as PostgreSQL's snowball stemmer makes it (cached); other tokens, as
@@ -461,7 +297,7 @@ class PostgresStore:
             deleted = db.execute(
                 "DELETE FROM documents WHERE collection_id = %s AND path = ANY(%s)", (collection_id, wanted)
             ).rowcount
-            _prune_log(db)
+            prune_log(db)
             return int(deleted)
 
     def record_skip(self, collection_id: int, path: str, reason: str) -> None:
@@ -511,7 +347,7 @@ class PostgresStore:
                 r["key"]: r["value"]
                 for r in db.execute("SELECT key, value FROM meta WHERE key IN ('embedder', 'dim')")
             }
-            if meta.get("embedder") == name and meta.get("dim") == str(dim) and _has_vectors(db):
+            if meta.get("embedder") == name and meta.get("dim") == str(dim) and has_vectors(db):
                 return False
             changed = "embedder" in meta
             if changed and on_change == "refuse":
@@ -535,7 +371,7 @@ class PostgresStore:
                     EXECUTE FUNCTION ragproxy_log_vectors()""")
             db.execute("UPDATE chunks SET embedded = false")
             db.execute("DELETE FROM vector_changes")
-            epoch = int(_meta(db, "vectors_epoch") or 0) + 1
+            epoch = int(meta_value(db, "vectors_epoch") or 0) + 1
             for key, value in (("embedder", name), ("dim", str(dim)), ("vectors_epoch", str(epoch))):
                 db.execute(
                     "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -612,7 +448,7 @@ class PostgresStore:
                 ),
             ).rowcount
             if written:
-                _prune_log(db)
+                prune_log(db)
         return int(written)
 
     def prune_embedding_cache(self) -> int:
@@ -627,7 +463,7 @@ class PostgresStore:
     # -- keyword search ---------------------------------------------------------------------------
     def keyword_terms(self, query: str) -> dict[str, int | None]:
         terms = textsearch.query_terms(query)
-        words = {t: _token(t) for t in terms if " " not in t}
+        words = {t: query_token(t) for t in terms if " " not in t}
         stems = self._stem(words.values())
         lexemes = {w: stems.get(token, token) for w, token in words.items()}
         return choose_terms(terms, self._document_frequencies(), lexemes, BUDGET)
@@ -660,7 +496,7 @@ class PostgresStore:
         """A search term's lexeme: a word's stem, or a Chinese pair's two characters as one."""
         if " " in term:
             return term.replace(" ", "")
-        token = _token(term)
+        token = query_token(term)
         return self._stem([token]).get(token, token)
 
     def search_keyword(
@@ -697,7 +533,7 @@ class PostgresStore:
             ).fetchall()
             count, tokens = self._totals(db, chosen)
         counts = {
-            term: {row["id"]: tf for row in rows if (tf := _count_of_rank(row[f"r{i}"]))}
+            term: {row["id"]: tf for row in rows if (tf := count_of_rank(row[f"r{i}"]))}
             for i, term in enumerate(lexemes)
         }
         lengths = {row["id"]: row["tokens"] for row in rows}
@@ -776,7 +612,7 @@ class PostgresStore:
         """True once the vector table exists. It is made when an embedder is first bound, and a
         new embedder replaces it in one transaction, so a search need not ask again."""
         if not self._vector_table:
-            self._vector_table = _has_vectors(db)
+            self._vector_table = has_vectors(db)
         return self._vector_table
 
     def warm(self) -> None:
@@ -873,191 +709,9 @@ class PostgresStore:
         }
 
 
-class _VectorStats:
-    """This replica's sums over the vectors (count, Σv, Σvvᵀ per collection and script) that the
-    relevance gate's background is computed from. Read once, then kept current from the vector
-    log: a listening connection wakes a thread at each ``NOTIFY``, which reads the new entries."""
-
-    def __init__(self, store: PostgresStore) -> None:
-        self.store = store
-        self._lock = threading.Lock()
-        self._moments: dict[tuple[int, bool], Moments] | None = None
-        self._epoch = ""
-        self._seq = 0
-        self._listener: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._listener is not None:
-            self._listener.join(5)
-
-    def background(self, q: np.ndarray, chosen: set[int] | None, cjk: bool | None) -> Background | None:
-        moments = self.current()
-        with self._lock:
-            return background(moments, q, chosen, cjk) if moments else None
-
-    def current(self, *, follow: bool = False) -> dict[tuple[int, bool], Moments]:
-        """The sums, read if they never were. ``follow``: brought up to date with the log first
-        (the listening thread does it at each notification, so a search need not ask)."""
-        with self._lock:
-            if self._moments is None:
-                self._load()
-                follow = True
-            if follow or self._listener is None or not self._listener.is_alive():
-                self._follow()
-            assert self._moments is not None
-            return self._moments
-
-    def _load(self) -> None:
-        """Every vector, read in one snapshot with the log position it is current to."""
-        db = self.store._connect(autocommit=False)
-        try:
-            with db.transaction():
-                db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                self._epoch = _meta(db, "vectors_epoch") or ""
-                row = db.execute("SELECT coalesce(max(seq), 0) AS seq FROM vector_changes").fetchone()
-                self._seq = int(row["seq"]) if row else 0
-                moments: dict[tuple[int, bool], Moments] = {}
-                dim_text = _meta(db, "dim")
-                if dim_text and _has_vectors(db):
-                    dim = int(dim_text)
-                    with db.cursor(name="ragproxy_vectors_load", binary=True) as cursor:
-                        cursor.itersize = LOAD_BATCH
-                        cursor.execute("SELECT collection_id, cjk, embedding FROM chunk_vectors")
-                        while batch := cursor.fetchmany(LOAD_BATCH):
-                            _add_rows(moments, dim, batch, +1)
-                self._moments = moments
-        finally:
-            db.close()
-
-    def _follow(self) -> None:
-        """Applies the log's entries past the last one seen (a reload if the embedder changed,
-        or if entries were dropped before this replica read them)."""
-        db = self.store.reader()
-        epoch = _meta(db, "vectors_epoch") or ""
-        oldest = db.execute("SELECT min(seq) AS seq FROM vector_changes").fetchone()
-        if epoch != self._epoch or (oldest and oldest["seq"] is not None and oldest["seq"] > self._seq + 1):
-            self._load()
-            return
-        dim_text = _meta(db, "dim")
-        if not dim_text:
-            return
-        with db.cursor(binary=True) as cursor:
-            cursor.execute(
-                "SELECT seq, collection_id, cjk, sign, embedding FROM vector_changes "
-                "WHERE seq > %s ORDER BY seq",
-                (self._seq,),
-            )
-            rows = cursor.fetchall()
-        assert self._moments is not None
-        for sign in (+1, -1):
-            _add_rows(self._moments, int(dim_text), [r for r in rows if r["sign"] == sign], sign)
-        if rows:
-            self._seq = int(rows[-1]["seq"])
-        self._start_listening()
-
-    def _start_listening(self) -> None:
-        if self._listener is None and not self._stop.is_set():
-            self._listener = threading.Thread(target=self._listen, name="ragproxy-vector-log", daemon=True)
-            self._listener.start()
-
-    def _listen(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn = self.store._connect()
-                try:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.current(follow=True)  # what changed before LISTEN took effect
-                    while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            self.current(follow=True)
-                finally:
-                    conn.close()
-            except Exception as exc:  # the server restarted, or the store closed: try again
-                if self._stop.is_set():
-                    return
-                log.warning("index.vector_log_failed", error=str(exc)[:200])
-                self._stop.wait(2)
-
-
-def _prune_log(db: psycopg.Connection[Any]) -> None:
-    """Drops the vector log's entries older than replicas need (they follow within milliseconds;
-    one that was away longer reloads). The newest entry stays: a replica finding the oldest one
-    past what it read knows it missed some."""
-    db.execute(
-        "DELETE FROM vector_changes WHERE at < extract(epoch FROM clock_timestamp()) - %s "
-        "AND seq < (SELECT max(seq) FROM vector_changes)",
-        (LOG_KEPT_SECONDS,),
-    )
-
-
-def _add_rows(
-    moments: dict[tuple[int, bool], Moments], dim: int, rows: Sequence[Mapping[str, Any]], sign: int
-) -> None:
-    """Adds (or takes away) vectors in pgvector's binary form to the groups' sums."""
-    if not rows:
-        return
-    vectors = np.stack([np.frombuffer(bytes(r["embedding"]), dtype=">f4", offset=4) for r in rows])
-    codes = codes_of(vectors.astype(np.float32))
-    keys = [(int(r["collection_id"]), bool(r["cjk"])) for r in rows]
-    for key in set(keys):
-        group = np.array([k == key for k in keys])
-        moments.setdefault(key, Moments(dim)).change(codes[group], sign)
-        if moments[key].count <= 0:
-            del moments[key]
-
-
-def _rank_counts() -> dict[float, int]:
-    """What ``ts_rank`` gives a lexeme found ``count`` times (weights 1, no normalisation), for
-    each count a tsvector keeps (1 to 256), computed in float32 step by step as PostgreSQL's
-    ``calc_rank_or`` does, so that each value maps back to its count exactly."""
-    values = {}
-    for count in range(1, MAX_POSITIONS + 1):
-        total = np.float32(0)
-        for j in range(1, count + 1):
-            total = np.float32(total + np.float32(np.float32(1) / np.float32(j * j)))
-        inner = np.float32(np.float32(np.float32(1) + total) - np.float32(1))
-        values[float(np.float32(float(inner) / 1.64493406685))] = count
-    return values
-
-
-_RANK_COUNTS = _rank_counts()
-
-
-def _count_of_rank(rank: float) -> int:
-    """A lexeme's count in a chunk from its ``ts_rank`` (0: not there)."""
-    if rank <= 1e-10:
-        return 0
-    return (
-        _RANK_COUNTS.get(float(np.float32(rank)))
-        or min(_RANK_COUNTS.items(), key=lambda item: abs(item[0] - rank))[1]
-    )
-
-
-def _token(word: str) -> str:
-    """A query's word as documents' tokens are made (lower case, no diacritics)."""
-    return "".join(textsearch.tokens(word)) or word.lower()
-
-
-def textsearch_token(lexeme: str) -> str:
-    """A lexeme as a ``tsquery`` operand: quotes doubled (tokens are letters and digits only)."""
-    return lexeme.replace("'", "''").replace("\\", "\\\\")
-
-
 def vector_text(vector: bytes) -> str:
     """Float32 bytes as pgvector's text form."""
     return "[" + ",".join(repr(x) for x in np.frombuffer(vector, dtype=np.float32).tolist()) + "]"
-
-
-def _has_vectors(db: psycopg.Connection[Any]) -> bool:
-    row = db.execute("SELECT to_regclass('chunk_vectors') AS t").fetchone()
-    return row is not None and row["t"] is not None
-
-
-def _meta(db: psycopg.Connection[Any], key: str) -> str | None:
-    row = db.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
-    return str(row["value"]) if row else None
 
 
 def masked(url: str) -> str:
