@@ -21,9 +21,7 @@ search (PostgreSQL full-text search: a ``tsvector`` per chunk with a GIN index) 
 
 from __future__ import annotations
 
-import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -36,17 +34,13 @@ from psycopg.rows import dict_row
 from proxy.errors import ConfigError
 from proxy.index import textsearch
 from proxy.index.store.common import (
-    DocumentState,
     Hit,
     NewDocument,
     PendingChunk,
     ThreadReader,
     bm25_scores,
     embedding_text,
-    hit_from_row,
     keyword_weights,
-    moved_message,
-    new_document,
 )
 from proxy.index.store.postgres.keywords import count_of_rank, query_token, textsearch_token, tsvector_text
 from proxy.index.store.postgres.schema import (
@@ -59,10 +53,10 @@ from proxy.index.store.postgres.schema import (
     migrate,
 )
 from proxy.index.store.postgres.vector_stats import VectorStats, prune_log
+from proxy.index.store.sql import SqlStore, embedder_mismatch
 from proxy.index.store.terms import BUDGET, KeptFrequencies, choose_terms
 from proxy.index.vectors import Background, unit
 from proxy.text import is_cjk
-from proxy.types import Chunk
 
 # HNSW candidates per search (the default, 40, is below the pool of 50). At 100k e5-shaped vectors:
 # recall@10 / @50 0.981 / 0.947 against exact search; 200: 0.963 / 0.898; 800: 0.991 / 0.973 at
@@ -70,16 +64,11 @@ from proxy.types import Chunk
 EF_SEARCH = 400
 STEMS_KEPT = 200_000
 
-_HIT_COLUMNS = (
-    'c.id, c.text, c.start, c."end", c.heading, c.page, c.ordinal, c.document_id, c.content_hash, '
-    "d.path, k.name"
-)
-_HIT_JOIN = (
-    "FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = c.collection_id"
-)
 
+class PostgresStore(SqlStore):
+    MARK = "%s"
+    CHUNK_COLLECTION = "c.collection_id"  # chunks hold their collection: a search filters them alone
 
-class PostgresStore:
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         """``readonly``: the schema must exist and be current; nothing is created or migrated."""
         self.url = url
@@ -90,9 +79,7 @@ class PostgresStore:
         except BaseException:
             self._writer.close()
             raise
-        self._lock = threading.RLock()
-        self._local = threading.local()
-        self._readers: weakref.WeakSet[ThreadReader] = weakref.WeakSet()
+        super().__init__()
         self._claims: psycopg.Connection[Any] | None = None  # the session holding our advisory locks
         self._claimed: set[int] = set()
         self._stems: dict[str, str] = {}
@@ -115,11 +102,9 @@ class PostgresStore:
     def close(self) -> None:
         self._stats.stop()
         with self._lock:
-            for reader in list(self._readers):
-                reader.close()
             if self._claims is not None:
                 self._claims.close()  # frees the advisory locks
-            self._writer.close()
+            super().close()
 
     # -- connections ---------------------------------------------------------------------------
     @contextmanager
@@ -139,6 +124,10 @@ class PostgresStore:
         held: psycopg.Connection[Any] = reader.conn
         return held
 
+    @staticmethod
+    def member(column: str, ids: Sequence[int]) -> tuple[str, list[Any]]:
+        return f"{column} = ANY(%s)", [list(ids)]
+
     # -- collections and documents --------------------------------------------------------------
     def collection_id(self, name: str, root: str, *, move: bool = False) -> int:
         with self.write() as db:
@@ -150,52 +139,7 @@ class PostgresStore:
                 "SELECT id, root FROM collections WHERE name = %s FOR UPDATE", (name,)
             ).fetchone()
             assert row is not None
-            if row["root"] != root:
-                if not move:
-                    raise ConfigError(moved_message(name, row["root"], root))
-                db.execute("UPDATE collections SET root = %s WHERE id = %s", (root, row["id"]))
-            return int(row["id"])
-
-    def collections(self) -> dict[str, int]:
-        return {row["name"]: row["id"] for row in self.reader().execute("SELECT id, name FROM collections")}
-
-    def collection_roots(self) -> dict[str, str]:
-        return {
-            row["name"]: row["root"] for row in self.reader().execute("SELECT name, root FROM collections")
-        }
-
-    def document_state(self, collection_id: int, path: str) -> DocumentState | None:
-        row = (
-            self.reader()
-            .execute(
-                "SELECT id, content_hash, size, mtime FROM documents WHERE collection_id = %s AND path = %s",
-                (collection_id, path),
-            )
-            .fetchone()
-        )
-        return DocumentState(row["id"], row["content_hash"], row["size"], row["mtime"]) if row else None
-
-    def document_states(self, collection_id: int) -> dict[str, DocumentState]:
-        rows = self.reader().execute(
-            "SELECT path, id, content_hash, size, mtime FROM documents WHERE collection_id = %s",
-            (collection_id,),
-        )
-        return {r["path"]: DocumentState(r["id"], r["content_hash"], r["size"], r["mtime"]) for r in rows}
-
-    def replace_document(
-        self,
-        collection_id: int,
-        path: str,
-        *,
-        digest: str,
-        size: int,
-        mtime: float,
-        loader: str,
-        chunks: Sequence[Chunk],
-    ) -> int:
-        return self.replace_documents(
-            collection_id, [new_document(path, digest, size, mtime, loader, chunks)]
-        )[0]
+            return self._keep_root(db, row, name, root, move)
 
     def replace_documents(self, collection_id: int, documents: Sequence[NewDocument]) -> list[int]:
         """Several documents in one transaction; their chunks go in with one COPY."""
@@ -271,10 +215,6 @@ class PostgresStore:
             self._stems.update(found)
         return {w: self._stems.get(w, w) for w in wanted}
 
-    def touch_document(self, document_id: int, size: int, mtime: float) -> None:
-        with self.write() as db:
-            db.execute("UPDATE documents SET size = %s, mtime = %s WHERE id = %s", (size, mtime, document_id))
-
     def move_document(self, collection_id: int, old: str, new: str) -> bool:
         with self.write() as db:
             db.execute("DELETE FROM skipped WHERE collection_id = %s AND path = %s", (collection_id, new))
@@ -303,11 +243,7 @@ class PostgresStore:
     def record_skip(self, collection_id: int, path: str, reason: str) -> None:
         with self.write() as db:
             db.execute("DELETE FROM documents WHERE collection_id = %s AND path = %s", (collection_id, path))
-            db.execute(
-                "INSERT INTO skipped VALUES (%s, %s, %s, %s) ON CONFLICT (collection_id, path) DO UPDATE "
-                "SET reason = excluded.reason, at = excluded.at",
-                (collection_id, path, reason, time.time()),
-            )
+            self._record_skip_row(db, collection_id, path, reason, time.time())
 
     # -- who indexes ----------------------------------------------------------------------------
     def claim_collection(self, collection_id: int) -> bool:
@@ -351,11 +287,7 @@ class PostgresStore:
                 return False
             changed = "embedder" in meta
             if changed and on_change == "refuse":
-                raise ConfigError(
-                    f"the index in {self.where} holds vectors from embedder {meta['embedder']!r} "
-                    f"({meta['dim']} dimensions); starting with {name!r} would mix them. Use the same "
-                    "embedder, or allow re-embedding everything (--on-embedder-change reembed)."
-                )
+                raise embedder_mismatch(f"the index in {self.where}", meta, name)
             db.execute("DROP TABLE IF EXISTS chunk_vectors")
             db.execute(f"""CREATE TABLE chunk_vectors (
                 chunk_id bigint PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,
@@ -379,11 +311,6 @@ class PostgresStore:
                 )
             db.execute(f"NOTIFY {CHANNEL}")
             return changed
-
-    def embedder(self) -> tuple[str | None, int | None]:
-        rows = self.reader().execute("SELECT key, value FROM meta WHERE key IN ('embedder', 'dim')")
-        meta = {row["key"]: row["value"] for row in rows}
-        return meta.get("embedder"), int(meta["dim"]) if "dim" in meta else None
 
     def pending_chunks(self, limit: int) -> list[PendingChunk]:
         """Chunks without vectors, but for collections another process indexes: the replica that
@@ -450,15 +377,6 @@ class PostgresStore:
             if written:
                 prune_log(db)
         return int(written)
-
-    def prune_embedding_cache(self) -> int:
-        with self.write() as db:
-            return int(
-                db.execute(
-                    "DELETE FROM embedding_cache e WHERE NOT EXISTS "
-                    "(SELECT 1 FROM chunks c WHERE c.content_hash = e.content_hash)"
-                ).rowcount
-            )
 
     # -- keyword search ---------------------------------------------------------------------------
     def keyword_terms(self, query: str) -> dict[str, int | None]:
@@ -566,11 +484,6 @@ class PostgresStore:
         return keyword_weights(terms, self._totals(db, chosen)[0], phrase_hits)
 
     # -- vector search ----------------------------------------------------------------------------
-    def search_vector(
-        self, vector: Sequence[float], k: int = 10, collections: Sequence[str] | None = None
-    ) -> list[Hit]:
-        return self.scan_vectors(vector, k, collections)[0]
-
     def scan_vectors(
         self,
         vector: Sequence[float],
@@ -621,92 +534,13 @@ class PostgresStore:
         self._stats.current()
         self._document_frequencies()
 
-    # -- reading chunks back ----------------------------------------------------------------------
-    def _collection_ids(self, collections: Sequence[str] | None) -> list[int] | None:
-        """The ids of these collections (None: all); [] if none of them exists."""
-        if collections is None:
-            return None
-        wanted = set(collections)
-        return [i for name, i in self.collections().items() if name in wanted]
-
-    def _hits(self, scores: Mapping[int, float]) -> list[Hit]:
-        """The chunks, in the order of ``scores``, with those scores."""
-        if not scores:
-            return []
-        rows = (
-            self.reader()
-            .execute(f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id = ANY(%s)", (list(scores),))
-            .fetchall()
-        )
-        by_id = {row["id"]: row for row in rows}
-        return [hit_from_row(by_id[i], score) for i, score in scores.items() if i in by_id]
-
-    def chunk(self, chunk_id: int, collections: Sequence[str] | None = None) -> Hit | None:
-        chosen = self._collection_ids(collections)
-        if chosen == []:
-            return None
-        row = (
-            self.reader()
-            .execute(
-                f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id = %s"
-                + (" AND c.collection_id = ANY(%s)" if chosen is not None else ""),
-                (chunk_id, *([chosen] if chosen is not None else [])),
-            )
-            .fetchone()
-        )
-        return hit_from_row(row, 0.0) if row else None
-
-    def document_chunks(self, collection: str, path: str) -> list[Hit] | None:
-        db = self.reader()
-        document = db.execute(
-            "SELECT d.id FROM documents d JOIN collections k ON k.id = d.collection_id "
-            "WHERE k.name = %s AND d.path = %s",
-            (collection, path),
-        ).fetchone()
-        if document is None:
-            return None
-        rows = db.execute(
-            f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.document_id = %s ORDER BY c.ordinal",
-            (document["id"],),
-        )
-        return [hit_from_row(row, 0.0) for row in rows]
-
     # -- status -----------------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        db = self.reader()
-        embedder, dim = self.embedder()
-        collections = []
-        for row in db.execute("SELECT id, name, root FROM collections ORDER BY name").fetchall():
-            counts = db.execute(
-                "SELECT count(DISTINCT d.id) AS documents, count(c.id) AS chunks, "
-                "count(c.id) FILTER (WHERE NOT c.embedded) AS pending, max(d.indexed_at) AS last "
-                "FROM documents d LEFT JOIN chunks c ON c.document_id = d.id WHERE d.collection_id = %s",
-                (row["id"],),
-            ).fetchone()
-            assert counts is not None
-            skipped = db.execute(
-                "SELECT path, reason FROM skipped WHERE collection_id = %s ORDER BY path", (row["id"],)
-            ).fetchall()
-            collections.append(
-                {
-                    "name": row["name"],
-                    "root": row["root"],
-                    "documents": counts["documents"],
-                    "chunks": counts["chunks"],
-                    "pending_vectors": counts["pending"],
-                    "last_update": counts["last"],
-                    "skipped": [{"path": s["path"], "reason": s["reason"]} for s in skipped],
-                    "indexed_here": row["id"] in self._claimed,
-                }
-            )
-        size = db.execute("SELECT pg_database_size(current_database()) AS n").fetchone()
-        return {
-            "db": self.where,
-            "db_bytes": int(size["n"]) if size else 0,
-            "embedder": embedder,
-            "dim": dim,
-            "collections": collections,
-        }
+    def _indexed_here(self, collection_id: int) -> bool:
+        return collection_id in self._claimed
+
+    def _location(self) -> tuple[str, int]:
+        size = self.reader().execute("SELECT pg_database_size(current_database()) AS n").fetchone()
+        return self.where, int(size["n"]) if size else 0
 
 
 def vector_text(vector: bytes) -> str:
