@@ -491,6 +491,11 @@ class SqliteStore(SqlStore):
         return matrix
 
     # -- status -----------------------------------------------------------------------------------
+    def quick_check(self) -> list[str]:
+        """What SQLite's ``quick_check`` finds wrong with the file ([] if nothing)."""
+        found = [row[0] for row in self.reader().execute("PRAGMA quick_check").fetchall()]
+        return [] if found == ["ok"] else found
+
     def _indexed_here(self, collection_id: int) -> bool:
         return True  # one machine's file: whoever opens it indexes
 
