@@ -2,7 +2,8 @@
 
 - ``schema``: the tables, triggers and vector log, as named migrations;
 - ``store``: ``PostgresStore``;
-- ``keywords``: the ``tsvector`` a chunk is stored as, and a term's count read back from ``ts_rank``;
+- ``keywords``: the keyword search: the ``tsvector`` a chunk is stored as, a term's count read
+  back from ``ts_rank``, BM25 as FTS5 computes it;
 - ``vector_stats``: each replica's statistics of the vectors, for the relevance gate;
 - ``listener``: the thread that hears of the other replicas' changes (``LISTEN``/``NOTIFY``).
 

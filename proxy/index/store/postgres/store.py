@@ -22,7 +22,7 @@ search (PostgreSQL full-text search: a ``tsvector`` per chunk with a GIN index) 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -38,11 +38,9 @@ from proxy.index.store.common import (
     NewDocument,
     PendingChunk,
     ThreadReader,
-    bm25_scores,
     embedding_text,
-    keyword_weights,
 )
-from proxy.index.store.postgres.keywords import count_of_rank, query_token, textsearch_token, tsvector_text
+from proxy.index.store.postgres.keywords import KeywordSearch, tsvector_text
 from proxy.index.store.postgres.schema import (
     CHANNEL,
     LOCK_SPACE,
@@ -53,8 +51,8 @@ from proxy.index.store.postgres.schema import (
     migrate,
 )
 from proxy.index.store.postgres.vector_stats import VectorStats, prune_log
-from proxy.index.store.sql import SqlStore, embedder_mismatch
-from proxy.index.store.terms import BUDGET, KeptFrequencies, choose_terms
+from proxy.index.store.sql import embedder_mismatch
+from proxy.index.store.terms import KeptFrequencies
 from proxy.index.vectors import Background, unit
 from proxy.text import is_cjk
 
@@ -62,10 +60,9 @@ from proxy.text import is_cjk
 # recall@10 / @50 0.981 / 0.947 against exact search; 200: 0.963 / 0.898; 800: 0.991 / 0.973 at
 # 1.7x the time (BENCHMARKS.md). On SciFact's real vectors 200 already matched exact search.
 EF_SEARCH = 400
-STEMS_KEPT = 200_000
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(KeywordSearch):
     MARK = "%s"
     CHUNK_COLLECTION = "c.collection_id"  # chunks hold their collection: a search filters them alone
 
@@ -199,21 +196,6 @@ class PostgresStore(SqlStore):
         """The text's token count and its ``tsvector`` (as text)."""
         tokens = textsearch.tokens(text)
         return len(tokens), tsvector_text(tokens, self._stem(tokens))
-
-    def _stem(self, words: Iterable[str]) -> dict[str, str]:
-        """Each English word as PostgreSQL's snowball stemmer makes it (cached); other tokens, as
-        they are."""
-        wanted = {w for w in words if w.isascii() and not w.isdigit()}
-        missing = [w for w in wanted if w not in self._stems]
-        if missing:
-            rows = self.reader().execute(
-                "SELECT w, ts_lexize('ragproxy_stem', w) AS s FROM unnest(%s::text[]) w", (missing,)
-            )
-            found = {row["w"]: (row["s"] or [row["w"]])[0] for row in rows}
-            if len(self._stems) > STEMS_KEPT:
-                self._stems.clear()
-            self._stems.update(found)
-        return {w: self._stems.get(w, w) for w in wanted}
 
     def move_document(self, collection_id: int, old: str, new: str) -> bool:
         with self.write() as db:
@@ -377,111 +359,6 @@ class PostgresStore(SqlStore):
             if written:
                 prune_log(db)
         return int(written)
-
-    # -- keyword search ---------------------------------------------------------------------------
-    def keyword_terms(self, query: str) -> dict[str, int | None]:
-        terms = textsearch.query_terms(query)
-        words = {t: query_token(t) for t in terms if " " not in t}
-        stems = self._stem(words.values())
-        lexemes = {w: stems.get(token, token) for w, token in words.items()}
-        return choose_terms(terms, self._document_frequencies(), lexemes, BUDGET)
-
-    def _document_frequencies(self) -> dict[str, int]:
-        """Each lexeme's document frequency (``ts_stat``), kept as the SQLite store keeps FTS5's."""
-        db = self.reader()
-
-        def read() -> dict[str, int]:
-            stats = db.execute("SELECT word, ndoc FROM ts_stat('SELECT keywords FROM chunks')")
-            # a pair's lexeme is not looked up (its characters are)
-            return {row["word"]: row["ndoc"] for row in stats if not textsearch.is_cjk_pair(row["word"])}
-
-        return self._frequencies.get(self._totals(db)[0], read)
-
-    @staticmethod
-    def _totals(db: psycopg.Connection[Any], chosen: Sequence[int] | None = None) -> tuple[int, int]:
-        """The chunks and their tokens: of the whole index, or of the ``chosen`` collections."""
-        if chosen is None:
-            row = db.execute("SELECT chunks, tokens FROM totals").fetchone()
-        else:
-            row = db.execute(
-                "SELECT coalesce(sum(chunks), 0) AS chunks, coalesce(sum(tokens), 0) AS tokens "
-                "FROM collection_totals WHERE collection_id = ANY(%s)",
-                (list(chosen),),
-            ).fetchone()
-        return (int(row["chunks"]), int(row["tokens"])) if row else (0, 0)
-
-    def _lexeme(self, term: str) -> str:
-        """A search term's lexeme: a word's stem, or a Chinese pair's two characters as one."""
-        if " " in term:
-            return term.replace(" ", "")
-        token = query_token(term)
-        return self._stem([token]).get(token, token)
-
-    def search_keyword(
-        self,
-        query: str,
-        k: int = 10,
-        collections: Sequence[str] | None = None,
-        terms: Mapping[str, int | None] | None = None,
-    ) -> list[Hit]:
-        """BM25 as FTS5 computes it, over the rows the GIN index finds, with the statistics of
-        the whole index, or of ``collections`` if given."""
-        terms = self.keyword_terms(query) if terms is None else terms
-        chosen = self._collection_ids(collections)
-        if not terms or chosen == []:
-            return []
-        lexemes = {term: textsearch_token(self._lexeme(term)) for term in terms}
-        # Each term's count in a chunk, read back from ts_rank of that lexeme alone: with every
-        # weight 1 it is sum(1/j², j = 1..count) / (π²/6), one value per count (``_RANK_COUNTS``),
-        # and it costs a binary search in the chunk's tsvector, where unnesting it cost 20x more.
-        ranks = ", ".join(
-            f"ts_rank('{{1,1,1,1}}', c.keywords, %s::tsquery, 0) AS r{i}" for i in range(len(terms))
-        )
-        db = self.reader()
-        with db.transaction():  # the rows and the totals of one snapshot
-            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            rows = db.execute(
-                f"SELECT c.id, c.tokens, {ranks} FROM chunks c WHERE c.keywords @@ %s::tsquery"
-                + (" AND c.collection_id = ANY(%s)" if chosen is not None else ""),
-                (
-                    *(f"'{x}'" for x in lexemes.values()),
-                    " | ".join(f"'{x}'" for x in lexemes.values()),
-                    *([chosen] if chosen is not None else []),
-                ),
-            ).fetchall()
-            count, tokens = self._totals(db, chosen)
-        counts = {
-            term: {row["id"]: tf for row in rows if (tf := count_of_rank(row[f"r{i}"]))}
-            for i, term in enumerate(lexemes)
-        }
-        lengths = {row["id"]: row["tokens"] for row in rows}
-        scores = bm25_scores(counts, lengths, max(count, len(rows)), tokens)
-        best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
-        return self._hits({i: scores[i] for i in best})
-
-    def keyword_idf(
-        self,
-        query: str,
-        terms: Mapping[str, int | None] | None = None,
-        collections: Sequence[str] | None = None,
-    ) -> dict[str, float]:
-        terms = self.keyword_terms(query) if terms is None else terms
-        chosen = self._collection_ids(collections)
-        if not terms or chosen == []:
-            return {}
-        db = self.reader()
-        if chosen is not None:  # every term counted in the collections (the kept frequencies are global)
-            terms = dict.fromkeys(terms)
-
-        def phrase_hits(term: str) -> int:
-            query = "SELECT count(*) AS n FROM chunks WHERE keywords @@ %s::tsquery" + (
-                " AND collection_id = ANY(%s)" if chosen is not None else ""
-            )
-            lexeme = f"'{textsearch_token(self._lexeme(term))}'"
-            row = db.execute(query, (lexeme, *([chosen] if chosen is not None else []))).fetchone()
-            return int(row["n"]) if row else 0
-
-        return keyword_weights(terms, self._totals(db, chosen)[0], phrase_hits)
 
     # -- vector search ----------------------------------------------------------------------------
     def scan_vectors(

@@ -4,7 +4,7 @@ vectors.
 - ``connection``: every connection set up alike (sqlite-vec loaded, WAL, busy timeout);
 - ``migrations``: the schema, as named migrations;
 - ``store``: ``SqliteStore``, one writer behind a lock, a read connection per thread;
-- ``keywords``: FTS5's vocabulary, which chooses a question's search terms;
+- ``keywords``: the keyword search, and FTS5's vocabulary, which chooses a question's terms;
 - ``bm25``: BM25 over some collections with their own statistics;
 - ``matrix``: the vectors in memory, which the vector search scans."""
 

@@ -5,28 +5,24 @@ from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from proxy.index import textsearch
 from proxy.index.store.common import (
     Hit,
     NewDocument,
     PendingChunk,
     ThreadReader,
-    bm25_scores,
     embedding_text,
     hit_from_row,
-    keyword_weights,
 )
-from proxy.index.store.sql import SqlStore, embedder_mismatch
-from proxy.index.store.sqlite.bm25 import ScopedCounts, scoped_counts
+from proxy.index.store.sql import embedder_mismatch
 from proxy.index.store.sqlite.connection import Connection, connect
-from proxy.index.store.sqlite.keywords import Vocabulary
+from proxy.index.store.sqlite.keywords import KeywordSearch, Vocabulary
 from proxy.index.store.sqlite.matrix import VectorMatrix
 from proxy.index.store.sqlite.migrations import check_schema, migrate
 from proxy.index.vectors import Background
@@ -35,7 +31,7 @@ from proxy.text import is_cjk
 LOAD_BATCH = 4096  # vectors read per step when the matrix loads
 
 
-class SqliteStore(SqlStore):
+class SqliteStore(KeywordSearch):
     MARK = "?"
     CHUNK_COLLECTION = "d.collection_id"  # chunks know their document only
 
@@ -336,93 +332,7 @@ class SqliteStore(SqlStore):
                 )
         return written
 
-    # -- search -----------------------------------------------------------------------------------
-    def keyword_terms(self, query: str) -> dict[str, int | None]:
-        """The query's search terms the keyword search runs (the rarer ones, when matching them
-        all would score too many rows: ``keywords``), with the document frequency of each single
-        token."""
-        return self._vocabulary.select(self.reader(), query)
-
-    def search_keyword(
-        self,
-        query: str,
-        k: int = 10,
-        collections: Sequence[str] | None = None,
-        terms: Mapping[str, int | None] | None = None,
-    ) -> list[Hit]:
-        """BM25 over chunk text (English stemmed, Chinese by adjacent characters): FTS5's over the
-        whole index, or over ``collections`` with their own statistics (``bm25``).
-        ``terms``: ``keyword_terms(query)``, if the caller has them already."""
-        terms = self.keyword_terms(query) if terms is None else terms
-        chosen = self._collection_ids(collections)
-        if not terms or chosen == []:
-            return []
-        db = self.reader()
-        if chosen is not None:
-            found = self._scoped_counts(list(terms), chosen)
-            scored = bm25_scores(found.counts, found.lengths, found.chunks, found.tokens)
-            best = sorted(scored, key=lambda i: (-scored[i], i))[:k]
-            scores = {i: scored[i] for i in best}
-        else:
-            # Ranked in FTS5 first, the k rows read after: joining every matching row before the
-            # sort doubled the time.
-            ranked = db.execute(
-                "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? "
-                "ORDER BY bm25(chunks_fts) LIMIT ?",
-                (" OR ".join(textsearch.quote(t) for t in terms), k),
-            ).fetchall()
-            scores = {row[0]: row[1] for row in ranked}
-        return self._hits(scores)
-
-    def keyword_idf(
-        self,
-        query: str,
-        terms: Mapping[str, int | None] | None = None,
-        collections: Sequence[str] | None = None,
-    ) -> dict[str, float]:
-        """Each term the keyword search runs for ``query`` (``terms``, if the caller has them),
-        with its inverse document frequency as BM25 computes it, over the whole index or over
-        ``collections``: what a match on that term is worth."""
-        db = self.reader()
-        terms = self.keyword_terms(query) if terms is None else terms
-        chosen = self._collection_ids(collections)
-        if chosen == [] or not terms:
-            return {}
-        if chosen is not None:
-            found = self._scoped_counts(list(terms), chosen)
-            hits = {term: len(found.counts[term]) for term in terms}
-            return keyword_weights(hits, found.chunks, lambda term: hits[term])
-        total = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-
-        def phrase_hits(term: str) -> int:
-            query = "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?"
-            return int(db.execute(query, (textsearch.quote(term),)).fetchone()[0])
-
-        return keyword_weights(terms, total, phrase_hits)
-
-    def _scoped_counts(self, terms: Sequence[str], collection_ids: Sequence[int]) -> ScopedCounts:
-        """``bm25.scoped_counts`` in one snapshot, kept for the next call of this thread
-        while the file is unchanged (a search and its terms' weights ask alike)."""
-        db = self.reader()
-        db.execute("BEGIN")
-        try:
-            key = (
-                tuple(terms),
-                tuple(sorted(collection_ids)),
-                db.execute("PRAGMA data_version").fetchone()[0],
-            )
-            kept = getattr(self._local, "scoped", None)
-            if kept is not None and kept[0] == key:
-                found: ScopedCounts = kept[1]
-                return found
-            stems = self._vocabulary.stems(db, [t for t in terms if " " not in t])
-            tokens = {t: t.split(" ") if " " in t else [stems[t]] for t in terms}
-            found = scoped_counts(db, tokens, collection_ids)
-            self._local.scoped = (key, found)
-            return found
-        finally:
-            db.execute("COMMIT")
-
+    # -- vector search ----------------------------------------------------------------------------
     def scan_vectors(
         self,
         vector: Sequence[float],
