@@ -84,7 +84,7 @@ import numpy as np  # noqa: E402
 import sqlean  # noqa: E402
 import sqlite_vec  # noqa: E402
 
-from proxy.index.chunker import chunk_document, estimate_tokens  # noqa: E402
+from proxy.index.chunker import chunk_document  # noqa: E402
 from proxy.index.indexer import Indexer  # noqa: E402
 from proxy.index.service import IndexService, make_embedder  # noqa: E402
 from proxy.index.store import SqliteStore, content_hash, embedding_text, new_document, pack  # noqa: E402
@@ -92,6 +92,7 @@ from proxy.index.textsearch import CJK_CLASS, match_query  # noqa: E402
 from proxy.logging import configure_logging  # noqa: E402
 from proxy.plugins import loader_for  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
+from proxy.text import estimate_tokens  # noqa: E402
 from proxy.types import Chunk  # noqa: E402
 
 DEFAULT_DATA = Path(ROOT).parent / "shared" / "data" / "docs"

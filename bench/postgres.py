@@ -70,12 +70,13 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 
-from proxy.index.db import connect  # noqa: E402
 from proxy.index.service import POOL, IndexService  # noqa: E402
 from proxy.index.store import new_document  # noqa: E402
-from proxy.index.store import postgres as postgres_store  # noqa: E402
 from proxy.index.store.postgres import PostgresStore  # noqa: E402
-from proxy.index.store.sqlite import SqliteStore  # noqa: E402
+from proxy.index.store.postgres import keywords as postgres_keywords  # noqa: E402
+from proxy.index.store.postgres import schema as postgres_schema  # noqa: E402
+from proxy.index.store.postgres import store as postgres_store  # noqa: E402
+from proxy.index.store.sqlite import SqliteStore, connect  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
 from proxy.types import Chunk  # noqa: E402
 
@@ -118,10 +119,10 @@ def schema() -> dict[str, str]:
     """The PostgreSQL schema the product makes now: its last migration, and a hash of the code
     that decides what a copy holds (the migrations, and the keywords written for each chunk:
     their stems, and the CJK pairs as lexemes of their own). A copy made otherwise is stale."""
-    code = [step for _, step in postgres_store.MIGRATIONS]
-    code += [PostgresStore._keywords, PostgresStore._stem]
+    code = [step for _, step in postgres_schema.MIGRATIONS]
+    code += [PostgresStore._keywords, PostgresStore._stem, postgres_keywords.tsvector_text]
     digest = hashlib.sha256("\n".join(inspect.getsource(f) for f in code).encode()).hexdigest()
-    return {"migration": postgres_store.MIGRATIONS[-1][0], "fingerprint": digest[:16]}
+    return {"migration": postgres_schema.MIGRATIONS[-1][0], "fingerprint": digest[:16]}
 
 
 def records() -> dict[str, dict[str, Any]]:

@@ -64,10 +64,10 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from proxy.index import textsearch  # noqa: E402
-from proxy.index.db import connect  # noqa: E402
 from proxy.index.service import IndexService  # noqa: E402
-from proxy.index.store.sqlite import _HIT_COLUMNS  # noqa: E402
-from proxy.index.vectors import VectorMatrix, candidates  # noqa: E402
+from proxy.index.store.sql import HIT_COLUMNS  # noqa: E402
+from proxy.index.store.sqlite import connect  # noqa: E402
+from proxy.index.store.sqlite.matrix import VectorMatrix, candidates  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
 from proxy.text import is_cjk  # noqa: E402
 
@@ -222,7 +222,7 @@ def part_retrieval(args: argparse.Namespace) -> None:
         if expression is None:
             return
         reader.execute(
-            f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score FROM chunks_fts f "
+            f"SELECT {HIT_COLUMNS}, -bm25(chunks_fts) AS score FROM chunks_fts f "
             "JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id "
             "JOIN collections k ON k.id = d.collection_id WHERE chunks_fts MATCH ? "
             "ORDER BY bm25(chunks_fts) LIMIT ?",

@@ -10,8 +10,8 @@ from typing import Any
 
 from proxy import version
 from proxy.errors import ConfigError
-from proxy.index.db import Error as DatabaseError
-from proxy.index.db import database_message
+from proxy.index.store.sqlite import Error as DatabaseError
+from proxy.index.store.sqlite import database_message
 from proxy.settings import ENV_PREFIX, Settings, load_settings, sample_config, setting_fields
 
 

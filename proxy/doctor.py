@@ -19,9 +19,8 @@ import httpx
 
 from proxy.api.security import is_loopback, key_limits
 from proxy.errors import ConfigError
-from proxy.index.db import Error as DatabaseError
-from proxy.index.db import connect
-from proxy.index.store import open_store
+from proxy.index.store import SqliteStore, open_store
+from proxy.index.store.sqlite import Error as DatabaseError
 from proxy.settings import Settings, UpstreamSpec
 from proxy.types import OCR_INSTALL
 from proxy.upstream.client import UNKNOWN
@@ -263,19 +262,21 @@ def check_database(settings: Settings) -> Finding:
             "'ragproxy serve --docs DIR' or 'ragproxy index DIR' builds it",
         )
     try:
-        conn = connect(path, readonly=True)
+        store = SqliteStore(path, readonly=True)
         try:
-            result = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+            problems = store.quick_check()
         finally:
-            conn.close()
+            store.close()
+    except ConfigError as exc:  # not an index, or one serve would update first
+        return Finding("index", "WARN", str(exc))
     except DatabaseError as exc:
-        result = [str(exc) or type(exc).__name__]
-    if result == ["ok"]:
+        problems = [str(exc) or type(exc).__name__]
+    if not problems:
         return Finding("index", "OK", f"{path} passes SQLite's quick_check")
     return Finding(
         "index",
         "FAIL",
-        f"{path} is damaged or unreadable: {'; '.join(result[:3])}",
+        f"{path} is damaged or unreadable: {'; '.join(problems[:3])}",
         "check its owner and permissions; if damaged, move it aside and rebuild with 'ragproxy index DIR'",
     )
 
@@ -371,26 +372,18 @@ def check_ocr(settings: Settings) -> Finding:
 
 
 def _indexed_embedder(path: str | Path) -> tuple[str | None, int | None]:
-    if isinstance(path, str):  # a database server's URL
-        try:
-            store = open_store(path, readonly=True)
-        except ConfigError:
-            return None, None  # the index line says what is wrong with it
+    """The embedder whose vectors the index holds; (None, None) where there is none, or the index
+    cannot be read (the index line says why)."""
+    if isinstance(path, Path) and not path.is_file():
+        return None, None
+    try:
+        store = open_store(path, readonly=True)
         try:
             return store.embedder()
         finally:
             store.close()
-    if not path.is_file():
+    except (ConfigError, DatabaseError):
         return None, None
-    try:
-        conn = connect(path, readonly=True)
-        try:
-            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('embedder', 'dim')"))
-        finally:
-            conn.close()
-    except DatabaseError:
-        return None, None  # the index line says what is wrong with it
-    return meta.get("embedder"), int(meta["dim"]) if "dim" in meta else None
 
 
 def check_folders(settings: Settings) -> list[Finding]:

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from proxy.index.db import connect
 from proxy.index.store import content_hash
+from proxy.index.store.sqlite import connect
 
 KILLS = int(os.environ.get("RAGPROXY_KILLS", "6"))
 WORDS = "lighthouse keeper storm harbour lantern 灯塔 守护者 风暴 港口 灯笼 ship rope anchor 船 锚".split()

@@ -13,10 +13,10 @@ import pytest
 
 from proxy.errors import ConfigError
 from proxy.index.chunker import chunk_document, join_chunks
-from proxy.index.db import connect
 from proxy.index.names import file_name
 from proxy.index.service import IndexService
 from proxy.index.store import Hit
+from proxy.index.store.sqlite import connect
 from proxy.settings import Settings
 from proxy.types import Document
 from tests.docs import write_folder, write_pdf
@@ -375,7 +375,7 @@ def test_vector_scores_are_cosine_similarities(tmp_path: Path) -> None:
 
 
 def test_migrations_keep_data(tmp_path: Path) -> None:
-    from proxy.index.migrations import m001_create_tables, migrate
+    from proxy.index.store.sqlite.migrations import m001_create_tables, migrate
 
     db = connect(tmp_path / "old.db")
     db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
@@ -401,7 +401,7 @@ def test_migrations_keep_data(tmp_path: Path) -> None:
 def test_vector_matrix_is_exact_and_follows_changes() -> None:
     import numpy as np
 
-    from proxy.index.vectors import VectorMatrix
+    from proxy.index.store.sqlite.matrix import VectorMatrix
 
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((3000, 16)).astype(np.float32)

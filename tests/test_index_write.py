@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from proxy.index.db import connect
 from proxy.index.store import SqliteStore, new_document
+from proxy.index.store.sqlite import connect
 from proxy.index.textsearch import CJK_CLASS, index_texts
 from proxy.types import Chunk
 

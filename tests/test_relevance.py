@@ -9,8 +9,9 @@ import numpy as np
 
 from proxy.index.service import Ranking, fuse
 from proxy.index.store import Hit
+from proxy.index.store.sqlite.matrix import VectorMatrix
 from proxy.index.textsearch import query_terms
-from proxy.index.vectors import Background, VectorMatrix
+from proxy.index.vectors import Background
 from proxy.pipeline.conversation import Query, search_queries
 from proxy.pipeline.retrieval import Gate
 

@@ -107,7 +107,7 @@ def indexed_paths(db: Path) -> set[str]:
     """The documents the index holds, read in another process: a connection opened and closed
     here would leave descriptors that the count must not see."""
     script = (
-        "import sys\nfrom proxy.index.db import connect\n"
+        "import sys\nfrom proxy.index.store.sqlite import connect\n"
         "db = connect(sys.argv[1], readonly=True)\n"
         "print('\\n'.join(r[0] for r in db.execute('SELECT path FROM documents')))\n"
     )

@@ -235,7 +235,7 @@ class Restartable:
 
 def document_count(db: Path) -> int:
     script = (
-        "import sys\nfrom proxy.index.db import connect\n"
+        "import sys\nfrom proxy.index.store.sqlite import connect\n"
         "print(connect(sys.argv[1], readonly=True).execute('SELECT count(*) FROM documents').fetchone()[0])\n"
     )
     result = subprocess.run(

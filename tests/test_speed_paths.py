@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from proxy.index.keywords import Vocabulary
 from proxy.index.store import SqliteStore
-from proxy.index.vectors import FIRST_PASS_FROM, VectorMatrix
+from proxy.index.store.sqlite.keywords import Vocabulary
+from proxy.index.store.sqlite.matrix import FIRST_PASS_FROM, VectorMatrix
 from proxy.types import Chunk
 
 

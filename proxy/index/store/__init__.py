@@ -1,6 +1,9 @@
 """The index store: one interface (``Store``), two engines. SQLite with sqlite-vec is the
-embedded default, one file (``sqlite.py``); PostgreSQL with pgvector serves a team, several
-ragproxy replicas sharing one database (``postgres.py``). ``open_store`` picks by the setting."""
+embedded default, one file (the ``sqlite`` package); PostgreSQL with pgvector serves a team,
+several ragproxy replicas sharing one database (the ``postgres`` package). What both keep alike
+is beside them: ``common`` (rows, hashes, BM25), ``sql`` (the statements both run, written once,
+in a base class parameterised by the dialect) and ``terms`` (which of a question's terms are
+searched). ``open_store`` picks by the setting."""
 
 from __future__ import annotations
 

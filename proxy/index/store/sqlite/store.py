@@ -4,50 +4,37 @@ SQLite file. One writer connection behind a lock; each reading thread has its ow
 from __future__ import annotations
 
 import ctypes
-import threading
 import time
-import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from proxy.errors import ConfigError
-from proxy.index import textsearch
-from proxy.index.db import Connection, connect
-from proxy.index.keywords import Vocabulary
-from proxy.index.migrations import check_schema, migrate
 from proxy.index.store.common import (
-    DocumentState,
     Hit,
     NewDocument,
     PendingChunk,
     ThreadReader,
-    bm25_scores,
     embedding_text,
     hit_from_row,
-    keyword_weights,
-    moved_message,
-    new_document,
 )
-from proxy.index.store.sqlite_bm25 import ScopedCounts, scoped_counts
-from proxy.index.vectors import Background, VectorMatrix
+from proxy.index.store.sql import embedder_mismatch
+from proxy.index.store.sqlite.connection import Connection, connect
+from proxy.index.store.sqlite.keywords import KeywordSearch, Vocabulary
+from proxy.index.store.sqlite.matrix import VectorMatrix
+from proxy.index.store.sqlite.migrations import check_schema, migrate
+from proxy.index.vectors import Background
 from proxy.text import is_cjk
-from proxy.types import Chunk
 
 LOAD_BATCH = 4096  # vectors read per step when the matrix loads
-_HIT_COLUMNS = (
-    "c.id, c.text, c.start, c.end, c.heading, c.page, c.ordinal, c.document_id, c.content_hash, "
-    "d.path, k.name"
-)
-_HIT_JOIN = (
-    """FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = d.collection_id"""
-)
 
 
-class SqliteStore:
+class SqliteStore(KeywordSearch):
+    MARK = "?"
+    CHUNK_COLLECTION = "d.collection_id"  # chunks know their document only
+
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         """``readonly``: the file must exist and be current; nothing is created or migrated
         (``status`` and ``search`` read an index, they never make one)."""
@@ -59,18 +46,10 @@ class SqliteStore:
         except BaseException:
             self._writer.close()
             raise
-        self._lock = threading.RLock()
-        self._local = threading.local()
-        self._readers: weakref.WeakSet[ThreadReader] = weakref.WeakSet()
+        super().__init__()
         self._vectors: VectorMatrix | None = None  # loaded on the first vector search
         self._vectors_version = -1
         self._vocabulary = Vocabulary()  # document frequencies, to choose a query's search terms
-
-    def close(self) -> None:
-        with self._lock:
-            for reader in list(self._readers):
-                reader.close()
-            self._writer.close()
 
     # -- connections ---------------------------------------------------------------------------
     @contextmanager
@@ -96,6 +75,10 @@ class SqliteStore:
                 self._readers.add(reader)
         return reader.conn
 
+    @staticmethod
+    def member(column: str, ids: Sequence[int]) -> tuple[str, list[Any]]:
+        return f"{column} IN ({','.join('?' * len(ids))})", list(ids)
+
     # -- collections and documents --------------------------------------------------------------
     def collection_id(self, name: str, root: str, *, move: bool = False) -> int:
         """The collection ``name`` over the folder ``root``, created if new. A collection never
@@ -106,54 +89,7 @@ class SqliteStore:
             if row is None:
                 cursor = db.execute("INSERT INTO collections(name, root) VALUES (?, ?)", (name, root))
                 return int(cursor.lastrowid)
-            if row["root"] != root:
-                if not move:
-                    raise ConfigError(moved_message(name, row["root"], root))
-                db.execute("UPDATE collections SET root = ? WHERE id = ?", (root, row["id"]))
-            return int(row["id"])
-
-    def collections(self) -> dict[str, int]:
-        return {row["name"]: row["id"] for row in self.reader().execute("SELECT id, name FROM collections")}
-
-    def collection_roots(self) -> dict[str, str]:
-        """Each collection's folder, by name."""
-        rows = self.reader().execute("SELECT name, root FROM collections")
-        return {row["name"]: row["root"] for row in rows}
-
-    def document_state(self, collection_id: int, path: str) -> DocumentState | None:
-        row = (
-            self.reader()
-            .execute(
-                "SELECT id, content_hash, size, mtime FROM documents WHERE collection_id = ? AND path = ?",
-                (collection_id, path),
-            )
-            .fetchone()
-        )
-        return DocumentState(*row) if row else None
-
-    def document_states(self, collection_id: int) -> dict[str, DocumentState]:
-        rows = self.reader().execute(
-            "SELECT path, id, content_hash, size, mtime FROM documents WHERE collection_id = ?",
-            (collection_id,),
-        )
-        return {row[0]: DocumentState(*row[1:]) for row in rows}
-
-    def replace_document(
-        self,
-        collection_id: int,
-        path: str,
-        *,
-        digest: str,
-        size: int,
-        mtime: float,
-        loader: str,
-        chunks: Sequence[Chunk],
-    ) -> int:
-        """The document's rows, chunks and keyword index in one transaction: searchable by
-        keyword the moment it commits. Vectors follow from the embedding worker."""
-        return self.replace_documents(
-            collection_id, [new_document(path, digest, size, mtime, loader, chunks)]
-        )[0]
+            return self._keep_root(db, row, name, root, move)
 
     def replace_documents(self, collection_id: int, documents: Sequence[NewDocument]) -> list[int]:
         """Several documents in one transaction (a scan writes in batches: fewer commits and
@@ -237,10 +173,6 @@ class SqliteStore:
         )
         return int(old[0])
 
-    def touch_document(self, document_id: int, size: int, mtime: float) -> None:
-        with self.write() as db:
-            db.execute("UPDATE documents SET size = ?, mtime = ? WHERE id = ?", (size, mtime, document_id))
-
     def move_document(self, collection_id: int, old: str, new: str) -> bool:
         """A rename keeps chunks and vectors; only the path changes."""
         with self.write() as db:
@@ -314,10 +246,7 @@ class SqliteStore:
             ).fetchone()
             if row:  # a file that became unreadable is no longer what the index holds
                 self._delete_document(db, int(row[0]))
-            db.execute(
-                "INSERT INTO skipped VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET reason = ?, at = ?",
-                (collection_id, path, reason, time.time(), reason, time.time()),
-            )
+            self._record_skip_row(db, collection_id, path, reason, time.time())
 
     # -- who indexes ----------------------------------------------------------------------------
     def claim_collection(self, collection_id: int) -> bool:
@@ -337,11 +266,7 @@ class SqliteStore:
                 return False
             changed = "embedder" in meta
             if changed and on_change == "refuse":
-                raise ConfigError(
-                    f"the index at {self.path} holds vectors from embedder {meta['embedder']!r} "
-                    f"({meta['dim']} dimensions); starting with {name!r} would mix them. Use the same "
-                    "embedder, or allow re-embedding everything (--on-embedder-change reembed)."
-                )
+                raise embedder_mismatch(f"the index at {self.path}", meta, name)
             db.execute("DROP TABLE IF EXISTS chunks_vec")
             db.execute(f"""CREATE VIRTUAL TABLE chunks_vec USING vec0(
                 chunk_id INTEGER PRIMARY KEY, collection_id INTEGER PARTITION KEY,
@@ -351,11 +276,6 @@ class SqliteStore:
             self._bump_vectors_version(db)
             self._vectors = None
             return changed
-
-    def embedder(self) -> tuple[str | None, int | None]:
-        """The embedder whose vectors the index holds (name, dimensions), if any."""
-        meta = dict(self.reader().execute("SELECT key, value FROM meta WHERE key IN ('embedder', 'dim')"))
-        return meta.get("embedder"), int(meta["dim"]) if "dim" in meta else None
 
     def pending_chunks(self, limit: int) -> list[PendingChunk]:
         rows = self.reader().execute(
@@ -412,122 +332,7 @@ class SqliteStore:
                 )
         return written
 
-    def prune_embedding_cache(self) -> int:
-        """Drops cached vectors of text no chunk holds any more (edited or deleted files), so the
-        cache does not grow with every save. Vectors of live text are kept for every model."""
-        with self.write() as db:
-            return int(
-                db.execute(
-                    "DELETE FROM embedding_cache WHERE NOT EXISTS "
-                    "(SELECT 1 FROM chunks c WHERE c.content_hash = embedding_cache.content_hash)"
-                ).rowcount
-            )
-
-    # -- search -----------------------------------------------------------------------------------
-    def _collection_filter(self, collections: Sequence[str] | None) -> tuple[str, list[int]] | None:
-        if collections is None:
-            return "", []
-        ids = [i for name, i in self.collections().items() if name in set(collections)]
-        if not ids:
-            return None
-        return f" AND d.collection_id IN ({','.join('?' * len(ids))})", ids
-
-    def keyword_terms(self, query: str) -> dict[str, int | None]:
-        """The query's search terms the keyword search runs (the rarer ones, when matching them
-        all would score too many rows: ``keywords``), with the document frequency of each single
-        token."""
-        return self._vocabulary.select(self.reader(), query)
-
-    def search_keyword(
-        self,
-        query: str,
-        k: int = 10,
-        collections: Sequence[str] | None = None,
-        terms: Mapping[str, int | None] | None = None,
-    ) -> list[Hit]:
-        """BM25 over chunk text (English stemmed, Chinese by adjacent characters): FTS5's over the
-        whole index, or over ``collections`` with their own statistics (``sqlite_bm25``).
-        ``terms``: ``keyword_terms(query)``, if the caller has them already."""
-        terms = self.keyword_terms(query) if terms is None else terms
-        where = self._collection_filter(collections)
-        if not terms or where is None:
-            return []
-        db = self.reader()
-        if where[1]:
-            found = self._scoped_counts(list(terms), where[1])
-            scored = bm25_scores(found.counts, found.lengths, found.chunks, found.tokens)
-            best = sorted(scored, key=lambda i: (-scored[i], i))[:k]
-            scores = {i: scored[i] for i in best}
-        else:
-            # Ranked in FTS5 first, the k rows read after: joining every matching row before the
-            # sort doubled the time.
-            ranked = db.execute(
-                "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? "
-                "ORDER BY bm25(chunks_fts) LIMIT ?",
-                (" OR ".join(textsearch.quote(t) for t in terms), k),
-            ).fetchall()
-            scores = {row[0]: row[1] for row in ranked}
-        rows = db.execute(
-            f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id IN ({','.join('?' * len(scores))})", list(scores)
-        ).fetchall()
-        by_id = {row["id"]: row for row in rows}
-        return [hit_from_row(by_id[i], score) for i, score in scores.items() if i in by_id]
-
-    def keyword_idf(
-        self,
-        query: str,
-        terms: Mapping[str, int | None] | None = None,
-        collections: Sequence[str] | None = None,
-    ) -> dict[str, float]:
-        """Each term the keyword search runs for ``query`` (``terms``, if the caller has them),
-        with its inverse document frequency as BM25 computes it, over the whole index or over
-        ``collections``: what a match on that term is worth."""
-        db = self.reader()
-        terms = self.keyword_terms(query) if terms is None else terms
-        where = self._collection_filter(collections)
-        if where is None or not terms:
-            return {}
-        if where[1]:
-            found = self._scoped_counts(list(terms), where[1])
-            hits = {term: len(found.counts[term]) for term in terms}
-            return keyword_weights(hits, found.chunks, lambda term: hits[term])
-        total = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-
-        def phrase_hits(term: str) -> int:
-            query = "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?"
-            return int(db.execute(query, (textsearch.quote(term),)).fetchone()[0])
-
-        return keyword_weights(terms, total, phrase_hits)
-
-    def _scoped_counts(self, terms: Sequence[str], collection_ids: Sequence[int]) -> ScopedCounts:
-        """``sqlite_bm25.scoped_counts`` in one snapshot, kept for the next call of this thread
-        while the file is unchanged (a search and its terms' weights ask alike)."""
-        db = self.reader()
-        db.execute("BEGIN")
-        try:
-            key = (
-                tuple(terms),
-                tuple(sorted(collection_ids)),
-                db.execute("PRAGMA data_version").fetchone()[0],
-            )
-            kept = getattr(self._local, "scoped", None)
-            if kept is not None and kept[0] == key:
-                found: ScopedCounts = kept[1]
-                return found
-            stems = self._vocabulary.stems(db, [t for t in terms if " " not in t])
-            tokens = {t: t.split(" ") if " " in t else [stems[t]] for t in terms}
-            found = scoped_counts(db, tokens, collection_ids)
-            self._local.scoped = (key, found)
-            return found
-        finally:
-            db.execute("COMMIT")
-
-    def search_vector(
-        self, vector: Sequence[float], k: int = 10, collections: Sequence[str] | None = None
-    ) -> list[Hit]:
-        """Exact nearest neighbours among the chunks embedded so far; score = cosine similarity."""
-        return self.scan_vectors(vector, k, collections)[0]
-
+    # -- vector search ----------------------------------------------------------------------------
     def scan_vectors(
         self,
         vector: Sequence[float],
@@ -537,26 +342,16 @@ class SqliteStore:
     ) -> tuple[list[Hit], Background | None]:
         """The nearest neighbours, and the query's similarity to the chunks searched (to those in
         its script, ``cjk``, if given)."""
-        where = self._collection_filter(collections)
-        if where is None:
+        chosen = self._collection_ids(collections)
+        if chosen == []:
             return [], None
         with self._lock:  # writers update the matrix in place under the same lock
             matrix = self._current_vectors()
-            found, background = (
-                matrix.scan(vector, k, where[1] or None, cjk) if matrix is not None else ([], None)
-            )
+            found, background = matrix.scan(vector, k, chosen, cjk) if matrix is not None else ([], None)
         if not found:
             return [], background
         scores = dict(found)
-        rows = (
-            self.reader()
-            .execute(
-                f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id IN ({','.join('?' * len(found))})",
-                list(scores),
-            )
-            .fetchall()
-        )
-        hits = [hit_from_row(row, scores[row["id"]]) for row in rows]
+        hits = [hit_from_row(row, scores[row["id"]]) for row in self._hit_rows(scores)]
         return sorted(hits, key=lambda hit: -hit.score), background
 
     def similarities(self, vector: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
@@ -605,71 +400,18 @@ class SqliteStore:
         _release_freed_memory()  # the rows read to load it: ~40 MB at 100k chunks
         return matrix
 
-    # -- reading chunks back ----------------------------------------------------------------------
-    def chunk(self, chunk_id: int, collections: Sequence[str] | None = None) -> Hit | None:
-        """The chunk ``chunk_id`` if it is in one of ``collections`` (None: any), with score 0."""
-        where = self._collection_filter(collections)
-        if where is None:
-            return None
-        clause, ids = where
-        row = (
-            self.reader()
-            .execute(f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.id = ?{clause}", (chunk_id, *ids))
-            .fetchone()
-        )
-        return hit_from_row(row, 0.0) if row else None
-
-    def document_chunks(self, collection: str, path: str) -> list[Hit] | None:
-        """Every chunk of the document ``path`` of ``collection``, in order; None if there is no
-        such document."""
-        db = self.reader()
-        document = db.execute(
-            "SELECT d.id FROM documents d JOIN collections k ON k.id = d.collection_id "
-            "WHERE k.name = ? AND d.path = ?",
-            (collection, path),
-        ).fetchone()
-        if document is None:
-            return None
-        rows = db.execute(
-            f"SELECT {_HIT_COLUMNS} {_HIT_JOIN} WHERE c.document_id = ? ORDER BY c.ordinal", (document[0],)
-        )
-        return [hit_from_row(row, 0.0) for row in rows]
-
     # -- status -----------------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        db = self.reader()
-        embedder, dim = self.embedder()
-        collections = []
-        for row in db.execute("SELECT id, name, root FROM collections ORDER BY name").fetchall():
-            counts = db.execute(
-                "SELECT COUNT(DISTINCT d.id), COUNT(c.id), COALESCE(SUM(c.embedded = 0), 0), "
-                "MAX(d.indexed_at) "
-                "FROM documents d LEFT JOIN chunks c ON c.document_id = d.id WHERE d.collection_id = ?",
-                (row["id"],),
-            ).fetchone()
-            skipped = db.execute(
-                "SELECT path, reason FROM skipped WHERE collection_id = ? ORDER BY path", (row["id"],)
-            ).fetchall()
-            collections.append(
-                {
-                    "name": row["name"],
-                    "root": row["root"],
-                    "documents": counts[0],
-                    "chunks": counts[1],
-                    "pending_vectors": counts[2],
-                    "last_update": counts[3],
-                    "skipped": [{"path": s[0], "reason": s[1]} for s in skipped],
-                    "indexed_here": True,  # one machine's file: whoever opens it indexes
-                }
-            )
+    def quick_check(self) -> list[str]:
+        """What SQLite's ``quick_check`` finds wrong with the file ([] if nothing)."""
+        found = [row[0] for row in self.reader().execute("PRAGMA quick_check").fetchall()]
+        return [] if found == ["ok"] else found
+
+    def _indexed_here(self, collection_id: int) -> bool:
+        return True  # one machine's file: whoever opens it indexes
+
+    def _location(self) -> tuple[str, int]:
         size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
-        return {
-            "db": str(self.path),
-            "db_bytes": size,
-            "embedder": embedder,
-            "dim": dim,
-            "collections": collections,
-        }
+        return str(self.path), size
 
 
 def _count_chunks(

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from proxy.errors import ConfigError
-from proxy.index.db import Connection
+from proxy.index.store.sqlite.connection import Connection
 
 
 def m001_create_tables(db: Connection) -> None:

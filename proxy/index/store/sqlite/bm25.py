@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from proxy.index.db import Connection
+from proxy.index.store.sqlite.connection import Connection
 
 _SINGLE = "SELECT doc, count(*) FROM temp.ragproxy_instances WHERE term = ? GROUP BY doc"
 # the second character's places, materialised once and looked up by SQLite's automatic index
