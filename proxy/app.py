@@ -6,23 +6,20 @@ import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import httpx
-from litestar import Litestar, Request, Response
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp
 
-from proxy.api import anthropic, completions, health, mcp, metrics, ollama, openai, rag, responses, ui
+from proxy.api import anthropic, apis, completions, health, mcp, metrics, ollama, openai, rag, responses, ui
 from proxy.api.metrics import Metrics
 from proxy.api.requestlog import RecentRequests, RequestLogMiddleware
 from proxy.api.security import SecurityMiddleware, check_bind
-from proxy.errors import ErrorShape, ProxyError, error_reply, is_anthropic_path
 from proxy.index.replicas import Claims
 from proxy.index.service import IndexService
 from proxy.index.watcher import FolderWatcher
@@ -35,15 +32,6 @@ from proxy.upstream.pool import UpstreamPool
 
 log = get_logger("ragproxy.app")
 
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-}
-
 
 def _warm(service: IndexService) -> None:
     """The index read into memory after start, so the first question does not wait for it."""
@@ -51,40 +39,6 @@ def _warm(service: IndexService) -> None:
         service.store.warm()
     except Exception as exc:  # closed meanwhile, or unreadable: the first search reports it
         log.debug("index.warm_failed", error=str(exc))
-
-
-def _error(
-    request: Request[Any, Any, Any],
-    status: int,
-    message: str,
-    kind: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    headers: Any = None,
-) -> Response[Any]:
-    """An error in OpenAI's shape, or Anthropic's on its API (the Ollama routes have their own
-    handlers)."""
-    shape: ErrorShape = "anthropic" if is_anthropic_path(request.url.path) else "openai"
-    status, body = error_reply(shape, status, message, kind, param=param, code=code)
-    return Response(body, status_code=status, headers=headers)
-
-
-def _proxy_error(request: Request[Any, Any, Any], exc: ProxyError) -> Response[Any]:
-    return _error(request, exc.status, exc.message, exc.type, param=exc.param, code=exc.code)
-
-
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    status = exc.status_code
-    code = "request_too_large" if status == 413 else None
-    kind = _TYPES.get(status, "api_error")
-    return _error(request, status, str(exc.detail), kind, code=code, headers=exc.headers)
-
-
-def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.error("request.failed", exc_info=exc)
-    message = f"internal error: {type(exc).__name__}"
-    return _error(request, 500, message, "api_error", code="internal_error")
 
 
 def _services(state: State) -> Services:
@@ -175,22 +129,19 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
 
     return Litestar(
         route_handlers=[
-            openai.chat_completions,
-            responses.create_response,
-            completions.completions,
-            anthropic.create_message,
-            anthropic.count_tokens,
-            openai.list_models,
-            openai.retrieve_model,
-            openai.embeddings,
-            rag.rag_search,
-            rag.rag_preview,
+            # the client APIs: a router each (its routes, its error shape: proxy/api/apis.py)
+            openai.router,
+            responses.router,
+            anthropic.router,
+            completions.router,
+            rag.router,
             ollama.router,
+            apis.router(apis.MCP, [mcp_endpoint]),
+            # ragproxy's own
             health.healthz,
             health.readyz,
             metrics.metrics,
             ui.status_page,
-            mcp_endpoint,
         ],
         lifespan=[services, mcp_sessions],
         state=state,
@@ -199,11 +150,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
             "registry": Provide(_metrics, sync_to_thread=False),
             "recent": Provide(_recent, sync_to_thread=False),
         },
-        exception_handlers={
-            ProxyError: _proxy_error,
-            HTTPException: _http_error,
-            Exception: _unexpected_error,
-        },
+        exception_handlers=apis.error_handlers(),  # what no router answers: by the API of the path
         request_max_body_size=settings.max_body_size,
         openapi_config=OpenAPIConfig(
             title="ragproxy", version="1", path="/schema", render_plugins=[JsonRenderPlugin()]

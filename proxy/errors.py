@@ -112,19 +112,7 @@ def anthropic_error(status: int, message: str) -> tuple[int, dict[str, Any]]:
     return status, {"type": "error", "error": {"type": kind, "message": message}}
 
 
-def is_anthropic_path(path: str) -> bool:
-    return path == "/v1/messages" or path.startswith("/v1/messages/")
-
-
 ErrorShape = Literal["openai", "ollama", "anthropic"]
-
-
-def error_shape(path: str) -> ErrorShape:
-    """Whose error body a request for ``path`` expects: Ollama's under ``/api/`` and at ``/``,
-    Anthropic's under ``/v1/messages``, OpenAI's elsewhere."""
-    if path == "/" or path.startswith("/api/"):
-        return "ollama"
-    return "anthropic" if is_anthropic_path(path) else "openai"
 
 
 def error_reply(

@@ -12,6 +12,7 @@ from litestar import post
 from litestar.di import NamedDependency
 from litestar.types import ASGIApp
 
+from proxy.api import apis
 from proxy.api.anthropic_wire import Encoder, to_chat
 from proxy.api.anthropic_wire import Wire as MessagesWire
 from proxy.api.exchange import AnyRequest, chat_exchange, sources_header
@@ -102,3 +103,6 @@ def _sse(events: list[tuple[str, dict[str, Any]]]) -> bytes:
     return b"".join(
         b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n" for name, data in events
     )
+
+
+router = apis.router(apis.ANTHROPIC, [create_message, count_tokens])

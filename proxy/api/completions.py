@@ -14,6 +14,7 @@ from litestar import post
 from litestar.di import NamedDependency
 from litestar.types import ASGIApp
 
+from proxy.api import apis
 from proxy.api.embedding import MAX_INPUTS, MAX_TOKENS, check_inputs
 from proxy.api.exchange import AnyRequest
 from proxy.api.openapi import OPENAI_COMPLETIONS, documented
@@ -173,3 +174,6 @@ class CompletionFrames:
 
     def error(self, error: ProxyError) -> tuple[int, Any]:
         return error.status, error.body()
+
+
+router = apis.router(apis.COMPLETIONS, [completions])

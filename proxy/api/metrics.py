@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from proxy.api import apis
 from proxy.api.openapi import documented
 from proxy.index.service import IndexService
 from proxy.pipeline.services import Services
@@ -27,23 +28,12 @@ PROBE_AFTER = 30.0
 PROBE_TIMEOUT = 2.0
 WAIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OWN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-_APIS = (  # path prefix -> API, first match wins
-    ("/v1/chat/", "openai"),
-    ("/v1/models", "openai"),
-    ("/v1/embeddings", "openai"),
-    ("/v1/responses", "responses"),
-    ("/v1/messages", "anthropic"),
-    ("/v1/completions", "completions"),
-    ("/v1/rag/", "rag"),
-    ("/mcp", "mcp"),
-    ("/api/", "ollama"),
-)
 
 
 def api_of(path: str) -> str:
-    if path == "/":
-        return "ollama"  # "Ollama is running"
-    return next((api for prefix, api in _APIS if path.startswith(prefix)), "other")
+    """The API a request was for: a router's (``proxy/api/apis.py``), else the one whose paths
+    it asked for."""
+    return apis.api_of(path).name
 
 
 def retrieval_outcome(record: dict[str, Any]) -> str | None:
@@ -125,7 +115,8 @@ class Metrics:
 
     def observe(self, scope: Any, status: int, first_byte: float | None, record: dict[str, Any]) -> None:
         """One finished request: ``first_byte`` in seconds after arrival (None: no body sent)."""
-        api = api_of(scope["path"])
+        handler = scope.get("route_handler")
+        api = handler.opt.get("api", "other") if handler is not None else api_of(scope["path"])
         endpoint = scope.get("path_template") or "unrouted"
         self.requests.labels(api, endpoint, str(status)).inc()
         if first_byte is not None:

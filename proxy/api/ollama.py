@@ -9,12 +9,11 @@ from typing import Any
 
 import anyio
 import orjson
-from litestar import Request, Response, Router, get, post, route
+from litestar import Request, get, post, route
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp
 
-from proxy.api import ollama_wire
+from proxy.api import apis, ollama_wire
 from proxy.api.embedding import LOCAL_STEP, UPSTREAM_STEP, EmbedStep, check_inputs, embed_in_steps
 from proxy.api.exchange import exchange, sources_header
 from proxy.api.ollama_manage import forward
@@ -288,22 +287,4 @@ async def embeddings(request: AnyRequest, services: NamedDependency[Services]) -
     return {"embedding": vector}
 
 
-# -- errors in Ollama's shape -----------------------------------------------------------------------
-def _proxy_error(_: AnyRequest, exc: ProxyError) -> Response[Any]:
-    return Response(_error(exc), status_code=exc.status)
-
-
-def _http_error(_: AnyRequest, exc: HTTPException) -> Response[Any]:
-    return Response({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
-
-
-def _unexpected_error(_: AnyRequest, exc: Exception) -> Response[Any]:
-    log.error("request.failed", exc_info=exc)
-    return Response({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
-
-
-router = Router(
-    path="/",
-    route_handlers=[root, version, tags, show, ps, chat, generate, embed, embeddings, forward],
-    exception_handlers={ProxyError: _proxy_error, HTTPException: _http_error, Exception: _unexpected_error},
-)
+router = apis.router(apis.OLLAMA, [root, version, tags, show, ps, chat, generate, embed, embeddings, forward])

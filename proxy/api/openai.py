@@ -14,6 +14,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.types import ASGIApp
 
+from proxy.api import apis
 from proxy.api.embedding import LOCAL_STEP, UPSTREAM_STEP, EmbedStep, check_inputs, embed_in_steps
 from proxy.api.exchange import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import OPENAI_CHAT, OPENAI_EMBEDDINGS, documented
@@ -248,3 +249,6 @@ def _merge_call(into: dict[str, Any], part: dict[str, Any]) -> None:
         value = (part.get("function") or {}).get(key)
         if value:
             function[key] += value
+
+
+router = apis.router(apis.OPENAI, [chat_completions, list_models, retrieve_model, embeddings])

@@ -9,6 +9,7 @@ import anyio
 from litestar import Request, post
 from litestar.di import NamedDependency
 
+from proxy.api import apis
 from proxy.api.exchange import caller
 from proxy.api.openapi import OPENAI_CHAT, RAG_SEARCH, documented
 from proxy.api.requestlog import request_record
@@ -129,3 +130,6 @@ async def rag_preview(request: AnyRequest, services: NamedDependency[Services]) 
         },
         "sources": rag.sources(),
     }
+
+
+router = apis.router(apis.RAG, [rag_search, rag_preview])

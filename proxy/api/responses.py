@@ -11,6 +11,7 @@ from litestar import post
 from litestar.di import NamedDependency
 from litestar.types import ASGIApp
 
+from proxy.api import apis
 from proxy.api.exchange import AnyRequest, chat_exchange, sources_header
 from proxy.api.openapi import OPENAI_RESPONSES, documented
 from proxy.api.responders import SSE_HEADERS, Responder
@@ -77,3 +78,6 @@ def _sse(events: list[dict[str, Any]]) -> bytes:
     return b"".join(
         b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n" for event in events
     )
+
+
+router = apis.router(apis.RESPONSES, [create_response])

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import orjson
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import ConfigError, ErrorShape, error_reply, error_shape
+from proxy.api.apis import api_of
+from proxy.errors import ConfigError, ErrorShape, error_reply
 from proxy.settings import Settings
 
 SCOPE_KEY = "ragproxy_collections"  # in scope["state"]: the collections a key may read, or None
@@ -154,7 +155,7 @@ class SecurityMiddleware:
             return
         headers = {name.lower(): value for name, value in scope["headers"]}
         path = scope["path"]
-        shape = error_shape(path)
+        shape = api_of(path).errors
         if sum(name.lower() == b"host" for name, _ in scope["headers"]) > 1:  # RFC 9112 section 3.2
             await _reject(send, 400, "more than one Host header", "invalid_request_error", shape)
             return
