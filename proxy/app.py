@@ -1,4 +1,5 @@
-"""The application factory: routes, error shape, and a lifespan that owns every resource."""
+"""The application factory: a Router per client API, ragproxy's own routes, and a lifespan that
+builds the ``Services`` every request is served with and owns every resource."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""OpenAI chat/embeddings/models <-> Ollama's native API (ollama/ollama docs/api.md)."""
+"""The Ollama dialect (``OllamaUpstream``): OpenAI chat, embeddings, models and completions as
+Ollama's native API (ollama/ollama docs/api.md), and its replies back as OpenAI chunks."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""An OpenAI-compatible upstream (llama.cpp, vLLM, LM Studio, Ollama's /v1): requests go through
-as the client wrote them; replies are checked and normalised only where clients depend on it."""
+"""The OpenAI-compatible dialect (``OpenAIUpstream``: llama.cpp, vLLM, LM Studio, Ollama's /v1):
+requests go through as the client wrote them; replies are checked and normalised only where
+clients depend on it."""
 
 from __future__ import annotations
 
