@@ -10,28 +10,30 @@ import shutil
 import socket
 import stat
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+import anyio
 import httpx
 
 from proxy.api.security import is_loopback, key_limits
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, ProxyError
 from proxy.index.store import SqliteStore, open_store
 from proxy.index.store.sqlite import Error as DatabaseError
-from proxy.settings import Settings, UpstreamSpec
+from proxy.settings import Settings, UpstreamApi, UpstreamSpec
 from proxy.types import OCR_INSTALL
-from proxy.upstream.client import UNKNOWN
-from proxy.upstream.ollama import from_show
-from proxy.upstream.openai import from_props
+from proxy.upstream.client import UNKNOWN, Upstream
+from proxy.upstream.pool import DIALECTS
 
 Status = Literal["OK", "WARN", "FAIL"]
 
 NETWORK_TIMEOUT = 3.0  # seconds for each request to the upstream or the port
 EMBEDDER_TIMEOUT = 60.0  # loading the in-process model, or Ollama loading the embedding model
 LOW_DISK_BYTES = 1 << 30
+T = TypeVar("T")
 LOW_DISK_SHARE = 0.05
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
 SYSTEM_UNIT = Path("/etc/systemd/system/ragproxy.service")
@@ -81,7 +83,7 @@ def diagnose(settings: Settings) -> list[Finding]:
             answered = check_upstream(settings, http, findings, spec)
             if answered is not None:
                 speaks = answered
-                models.append(check_model(settings, http, answered))
+                models.append(check_model(settings, spec, answered))
     if models:  # where the model is, if anywhere
         findings += next((found for found in models if found[0].status == "OK"), models[0])
     findings.append(check_database(settings))
@@ -109,13 +111,13 @@ def _get(http: httpx.Client, path: str) -> Any:
 
 def check_upstream(
     settings: Settings, http: httpx.Client, findings: list[Finding], spec: UpstreamSpec
-) -> str | None:
+) -> UpstreamApi | None:
     """Which API the upstream speaks ('ollama' or 'openai'), None if it does not answer."""
     where, pool = spec.url, settings.upstreams()
     name = "upstream" if len(pool) == 1 else f"upstream {pool.index(spec) + 1}"
     try:
         version = _get(http, "/api/version").get("version")
-        speaks = "ollama"
+        speaks: UpstreamApi = "ollama"
     except (httpx.HTTPStatusError, ValueError, AttributeError):
         version, speaks = None, "openai"
     except httpx.HTTPError as exc:
@@ -167,16 +169,34 @@ def check_upstream(
     return speaks
 
 
-def check_model(settings: Settings, http: httpx.Client, speaks: str) -> list[Finding]:
+def _network_deadline() -> float:
+    return time.monotonic() + NETWORK_TIMEOUT
+
+
+def _ask(
+    settings: Settings, spec: UpstreamSpec, speaks: UpstreamApi, question: Callable[[Upstream], Awaitable[T]]
+) -> T:
+    """``question`` asked of the upstream in the dialect it was found to speak, as a chat would."""
+
+    async def asked() -> T:
+        upstream = DIALECTS[speaks](settings, spec.url)
+        try:
+            return await question(upstream)
+        finally:
+            await upstream.aclose()
+
+    return anyio.run(asked)
+
+
+def check_model(settings: Settings, spec: UpstreamSpec, speaks: UpstreamApi) -> list[Finding]:
     model = settings.model
     try:
-        if speaks == "ollama":
-            names = {m.get("name") for m in _get(http, "/api/tags").get("models") or ()}
-            present = model in names or (":" not in model.rpartition("/")[2] and f"{model}:latest" in names)
-        else:
-            names = {m.get("id") for m in _get(http, "/v1/models").get("data") or ()}
-            present = model in names
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        entries = _ask(settings, spec, speaks, lambda upstream: upstream.models(_network_deadline()))
+        names = {m.get("id") for m in entries}
+        present = model in names or (
+            speaks == "ollama" and ":" not in model.rpartition("/")[2] and f"{model}:latest" in names
+        )
+    except (ProxyError, ValueError, AttributeError) as exc:
         return [
             Finding("model", "FAIL", f"cannot list the upstream's models ({exc})", "see the upstream line")
         ]
@@ -202,20 +222,17 @@ def check_model(settings: Settings, http: httpx.Client, speaks: str) -> list[Fin
                 f"{fix}, or set --model",
             )
         ]
-    return [Finding("model", "OK", f"{model!r} is on the upstream"), _model_info(settings, http, speaks)]
+    return [Finding("model", "OK", f"{model!r} is on the upstream"), _model_info(settings, spec, speaks)]
 
 
-def _model_info(settings: Settings, http: httpx.Client, speaks: str) -> Finding:
+def _model_info(settings: Settings, spec: UpstreamSpec, speaks: UpstreamApi) -> Finding:
     """Capabilities and context window, as the chat pipeline learns them (``WindowCache``)."""
     info = UNKNOWN
     try:
-        if speaks == "ollama":
-            response = http.post("/api/show", json={"model": settings.model})
-            response.raise_for_status()
-            info = from_show(response.json())
-        else:
-            info = from_props(_get(http, "/props"))
-    except (httpx.HTTPError, ValueError, AttributeError):
+        info = _ask(
+            settings, spec, speaks, lambda upstream: upstream.model_info(settings.model, _network_deadline())
+        )
+    except (ProxyError, ValueError, AttributeError):
         pass
     window, capabilities = info.window, info.capabilities
     if settings.context_window:
