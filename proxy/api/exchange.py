@@ -59,6 +59,7 @@ def chat_exchange(
         api,
         stream=stream,
         answer=lambda upstream: open_chat(upstream, settings, call),
+        logged=body["messages"],  # as the client sent them
     )
     return Exchange(call, record, opened)
 
@@ -72,14 +73,16 @@ def exchange(
     stream: bool,
     answer: Answer[T],
     retrieve: bool = True,
+    logged: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], Opened[T]]:
     """The request's log record, and the opener of ``answer`` (the reply on one upstream) on the
     best upstream for the call's model, after retrieval and fitting (``retrieve``: False for
-    what only loads a model)."""
+    what only loads a model). ``logged``: the messages the log shows with ``log_content`` (the
+    call's, if None)."""
     record = request_record(request.scope)
     record.update(model=call.body["model"], stream=stream)
     if services.settings.log_content:
-        record["messages"] = call.body["messages"]
+        record["messages"] = call.body["messages"] if logged is None else logged
 
     @asynccontextmanager
     async def opened() -> AsyncIterator[AsyncIterator[T]]:

@@ -128,7 +128,9 @@ async def show(request: AnyRequest, services: NamedDependency[Services]) -> Any:
     if not isinstance(name, str) or not name:
         raise ProxyError("model is required", status=400)
     model = _base_model(name, index, key_collections(request.scope))
-    return await pool.call(model, lambda upstream: upstream.ollama_show(body, model))
+    return await pool.call(
+        model, lambda upstream: upstream.ollama_show(body, model, lambda: services.windows.info(pool, model))
+    )
 
 
 @get("/api/ps", operation_class=documented())

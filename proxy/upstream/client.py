@@ -163,8 +163,12 @@ class Upstream(ABC):
         """The models in Ollama's ``/api/tags`` shape."""
 
     @abstractmethod
-    async def ollama_show(self, body: dict[str, Any], model: str) -> dict[str, Any]:
-        """Ollama's ``/api/show`` for ``model`` (``body``: the client's request)."""
+    async def ollama_show(
+        self, body: dict[str, Any], model: str, info: Callable[[], Awaitable[ModelInfo]]
+    ) -> dict[str, Any]:
+        """Ollama's ``/api/show`` for ``model`` (``body``: the client's request; ``info``: the
+        model's window and capabilities as the chats learn them, for a server that has no
+        ``/api/show`` of its own)."""
 
     async def count_prompt(self, body: dict[str, Any], *, deadline: float) -> int:
         """The prompt tokens of an OpenAI chat body, counted by the server itself. NotFound from

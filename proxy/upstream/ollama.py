@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -384,10 +384,10 @@ class OllamaUpstream(Upstream):
             raise BadRequest(
                 "token-array input is not supported by an Ollama upstream; send text", param="input"
             )
-        request = embed_request(body)
-        for name in ("truncate", "keep_alive", "options", "dimensions"):
-            if native and name in native:
-                request[name] = native[name]
+        # an Ollama client's own request goes as it came, with this step's inputs
+        request = (
+            {**native, "model": body["model"], "input": body["input"]} if native else embed_request(body)
+        )
         return embed_vectors(await self.post_json("/api/embed", request))
 
     async def embedding(self, body: dict[str, Any]) -> list[float]:
@@ -408,7 +408,9 @@ class OllamaUpstream(Upstream):
         tags: dict[str, Any] = await self.get_json("/api/tags", deadline=deadline)
         return tags
 
-    async def ollama_show(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+    async def ollama_show(
+        self, body: dict[str, Any], model: str, info: Callable[[], Awaitable[ModelInfo]]
+    ) -> dict[str, Any]:
         shown: dict[str, Any] = await self.post_json("/api/show", {**body, "model": model})
         return shown
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 import datetime
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from proxy.errors import NotFound, ProxyError, UpstreamError
-from proxy.upstream.client import UNKNOWN, ModelInfo, Upstream
+from proxy.errors import NotFound, UpstreamError
+from proxy.upstream.client import ModelInfo, Upstream
 from proxy.upstream.frames import choice_index, sse_data
 from proxy.upstream.reasoning import ThinkSplitter
 
@@ -247,8 +247,9 @@ class OpenAIUpstream(Upstream):
     ) -> tuple[list[list[float]], int]:
         reply = await self.post_json("/v1/embeddings", embed_request(body))
         try:
-            vectors = [item["embedding"] for item in sorted(reply["data"], key=lambda item: item["index"])]
-        except (KeyError, TypeError):
+            items = sorted(reply["data"], key=lambda item: item.get("index", 0))
+            vectors = [item["embedding"] for item in items]
+        except (KeyError, TypeError, AttributeError):
             raise UpstreamError("upstream embeddings response has no 'data'") from None
         return vectors, int((reply.get("usage") or {}).get("prompt_tokens") or 0)
 
@@ -267,19 +268,18 @@ class OpenAIUpstream(Upstream):
     async def ollama_tags(self) -> dict[str, Any]:
         return tags_from_openai({"data": await self.models()})
 
-    async def ollama_show(self, body: dict[str, Any], model: str) -> dict[str, Any]:
-        """What can be known of the model, in Ollama's shape."""
+    async def ollama_show(
+        self, body: dict[str, Any], model: str, info: Callable[[], Awaitable[ModelInfo]]
+    ) -> dict[str, Any]:
+        """What can be known of the model, in Ollama's shape: its window from ``info``."""
         await self.require_model(model)
-        try:
-            info = await self.model_info(model, self.first_byte_deadline())
-        except ProxyError:  # a server without /props, or not now: the window is not known
-            info = UNKNOWN
+        window = (await info()).window
         return {
             "modelfile": "",
             "parameters": "",
             "template": "",
             "details": tags_from_openai({"data": [{"id": model}]})["models"][0]["details"],
-            "model_info": {"general.architecture": "unknown", "unknown.context_length": info.window or 4096},
+            "model_info": {"general.architecture": "unknown", "unknown.context_length": window or 4096},
             "capabilities": ["completion"],
         }
 
