@@ -10,6 +10,7 @@ measure of a chunk's size: chunk sizes, and so the index, stay as they were.
 
 from __future__ import annotations
 
+import re
 import zlib
 
 # Every byte of the UTF-8 form gets a class; a character is priced by its first byte (the
@@ -103,3 +104,33 @@ def is_cjk(utf8_bytes: int, characters: int) -> bool:
     """Text mostly in a CJK script, told by its UTF-8 length: three bytes a CJK character, one a
     Latin letter. Cheap enough to compute in SQL for every chunk when the matrix loads."""
     return utf8_bytes > CJK_BYTES_PER_CHARACTER * max(characters, 1)
+
+
+_FENCED = re.compile(r"```.*?(```|$)", re.S)
+_INLINE_CODE = re.compile(r"`[^`\n]*`")
+_URL = re.compile(r"\b\w+://\S+")
+_CODE_SIGNS = frozenset("{}[]();=<>+*/\\|&$#@:_.,'\"")
+_CJK_CHARACTER = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
+
+
+def prose(text: str) -> str:
+    """A question without the code, commands and links pasted into it: what it is asked in."""
+    text = _URL.sub(" ", _INLINE_CODE.sub(" ", _FENCED.sub(" ", text)))
+    lines = []
+    for line in text.splitlines():
+        shown = line.strip()
+        signs = sum(character in _CODE_SIGNS for character in shown)
+        if shown and (line.startswith(("    ", "\t")) or signs > 0.15 * len(shown)) and len(shown) > 12:
+            continue  # a line of code, a stack trace, a command
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def asked_in_cjk(question: str) -> bool:
+    """Whether a question is asked in a CJK script: its prose has at least as many CJK characters
+    as Latin words ("TiDB 支持 Sequence 吗？", "128 乘以 17", a Chinese question about a pasted
+    error message). A chunk's script is told by its bytes (``is_cjk``); a question's, by what a
+    person wrote around what they pasted or named."""
+    text = prose(question) or question
+    return len(_CJK_CHARACTER.findall(text)) >= max(len(_LATIN_WORD.findall(text)), 1)

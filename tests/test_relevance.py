@@ -14,6 +14,7 @@ from proxy.index.textsearch import query_terms
 from proxy.index.vectors import Background
 from proxy.pipeline.conversation import Query, search_queries
 from proxy.pipeline.retrieval import Gate
+from proxy.text import asked_in_cjk, prose
 
 E5_GATE = Gate(fallback=(0.87, 0.90))
 CHINESE = "大熊猫主要以竹子为食，每天要吃十二到三十八公斤竹子。"
@@ -86,6 +87,28 @@ def test_background_is_taken_in_the_query_script_when_there_is_enough() -> None:
     assert chinese.same_script and chinese.count == 60 and chinese.std < everything.std
     _, few = matrix.scan([1.0, 0.1], 5, [2], cjk=True)
     assert few is None
+
+
+def test_a_question_is_asked_in_the_script_of_its_prose_not_of_what_it_pastes() -> None:
+    # Chinese questions that name software, quote English or paste code or an error message:
+    # their background is the Chinese chunks (by bytes most of them would count as Latin)
+    chinese = [
+        "TiDB 支持 Sequence 吗？",
+        "128 乘以 17",
+        "“Long time no see”是中式英语吗",
+        "这段代码报错 NameError: name 'np' is not defined，怎么回事",
+        "这段代码为什么一直输出 undefined？\n\nfunction getName() {\n  setTimeout(() => name, 100);\n}",
+        "呢個 function 好長，點樣 refactor 先好？",
+    ]
+    english = [
+        "what does 你好 mean",
+        "How do I make a python virtual environment and activate it?",
+        "brb",
+        "Why does this print 3?\n```python\nprint(len('你好吗'))\n```",
+    ]
+    assert [asked_in_cjk(q) for q in chinese] == [True] * len(chinese)
+    assert [asked_in_cjk(q) for q in english] == [False] * len(english)
+    assert "setTimeout" not in prose(chinese[4]) and "undefined" in prose(chinese[4])
 
 
 def test_a_weak_keyword_list_cannot_outvote_a_strong_vector_list() -> None:

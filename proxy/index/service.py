@@ -23,7 +23,7 @@ from proxy.index.vectors import Background
 from proxy.logging import get_logger
 from proxy.plugins import embedders, factory
 from proxy.settings import Settings
-from proxy.text import is_cjk
+from proxy.text import asked_in_cjk
 from proxy.types import Embedder, ReadOptions, Reranker
 
 log = get_logger("ragproxy.index")
@@ -163,7 +163,7 @@ class IndexService:
         searched by keyword only, and logged)."""
         query = excerpt(query, QUERY_TOKENS, ends=True)  # a pasted book searches like a question
         pool = max(POOL, 2 * k)
-        cjk = is_cjk(len(query.encode()), len(query))
+        cjk = asked_in_cjk(query)
 
         def search_keyword() -> tuple[list[Hit], float]:
             terms = self.store.keyword_terms(query)  # chosen once for the search and its weights
