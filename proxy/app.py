@@ -35,11 +35,14 @@ log = get_logger("ragproxy.app")
 
 
 def _warm(service: IndexService) -> None:
-    """The index read into memory after start, so the first question does not wait for it."""
+    """The index read into memory after start, so the first question does not wait for it; then
+    the collections' own relevance bars measured (``index/calibration.py``)."""
     try:
         service.store.warm()
     except Exception as exc:  # closed meanwhile, or unreadable: the first search reports it
         log.debug("index.warm_failed", error=str(exc))
+        return
+    service.calibration.start(service)
 
 
 def _services(state: State) -> Services:

@@ -138,11 +138,21 @@ async def _collections_section(index: IndexService | None, allowed: tuple[str, .
             f"<td>{f'<ul>{skipped}</ul>' if skipped else '<span class=muted>none</span>'}</td></tr>"
         )
     embedder = escape(f"{status['embedder'] or 'none yet'} ({status['dim'] or '?'} dimensions)")
+    bars = [
+        f"<li><b>{_name(c['name'])}</b>, {escape(line)}</li>"
+        for c in collections
+        for line in index.calibration.described(c["name"])
+    ]
+    calibrated = (
+        f"<p>Relevance bars measured on the collections themselves:</p><ul>{''.join(bars)}</ul>"
+        if bars
+        else ""
+    )
     return (
         f"<h2>Collections</h2><p>Embedder {embedder}; index {status['db_bytes'] / 1e6:.1f} MB.</p>"
         "<table><tr><th>Name</th><th>Folder</th><th class=num>Documents</th><th class=num>Chunks</th>"
         "<th class=num>Pending vectors</th><th>Last update</th><th>Skipped files</th></tr>"
-        f"{''.join(rows)}</table>"
+        f"{''.join(rows)}</table>{calibrated}"
     )
 
 

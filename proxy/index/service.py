@@ -13,6 +13,7 @@ from typing import Literal
 
 from proxy.errors import ConfigError
 from proxy.index import textsearch
+from proxy.index.calibration import Calibration
 from proxy.index.chunker import excerpt, join_chunks
 from proxy.index.embedding import EmbeddingWorker
 from proxy.index.extract import Limits
@@ -66,6 +67,8 @@ class IndexService:
         self._recent_lock = threading.Lock()
         # keyword searches run here beside the vector search of the same question
         self._keyword_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ragproxy-keyword")
+        # each collection's own cosine bar for questions in a script it holds no text in
+        self.calibration = Calibration()
 
     @property
     def embedder(self) -> Embedder:
@@ -105,6 +108,7 @@ class IndexService:
         return [self.indexer.add_collection(name, root, move=move) for name, root in planned]
 
     def close(self) -> None:
+        self.calibration.stop()
         self._keyword_pool.shutdown(wait=True)
         if self._worker is not None:
             self._worker.stop()

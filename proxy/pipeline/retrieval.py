@@ -4,7 +4,7 @@ merged into numbered passages."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.index.service import IndexService, Ranking
 from proxy.index.store import Hit
@@ -88,6 +88,9 @@ class Gate:
     z_few_terms: float = 6.0  # ... needs this, on meaning alone
     fallback: tuple[float, float] | None = None  # cosine for (Latin, CJK) queries
     cosine: float | None = None  # a plain cosine cut instead (--min-score)
+    # a collection's own cosine bar for questions in a script it holds no text in, by
+    # (collection, CJK question): measured on the collection (proxy/index/calibration.py)
+    bars: Mapping[tuple[str, bool], float] = field(default_factory=dict)
 
     def passes(self, hit: Hit, ranking: Ranking) -> bool:
         similarity = ranking.similarity.get(hit.chunk_id)
@@ -99,11 +102,14 @@ class Gate:
         background = ranking.background
         cjk = ranking.cjk
         same_script = is_cjk(len(hit.text.encode()), len(hit.text)) == cjk
-        if background is not None and background.same_script and same_script:
-            z = background.z(similarity)
-            if ranking.terms < self.few_terms:
-                return z >= self.z_few_terms
-            return z >= self.z_floor and z + self.words_weight * strength >= self.z_alone
+        if background is not None and background.same_script:
+            if same_script:
+                z = background.z(similarity)
+                if ranking.terms < self.few_terms:
+                    return z >= self.z_few_terms
+                return z >= self.z_floor and z + self.words_weight * strength >= self.z_alone
+        elif (bar := self.bars.get((hit.collection, cjk))) is not None:
+            return similarity >= bar
         return self.fallback is None or similarity >= self.fallback[cjk]
 
 
@@ -114,7 +120,8 @@ def relevance_gate(service: IndexService, min_score: float | None) -> Gate:
     if not service.has_vectors():
         return Gate()
     latin, cjk = getattr(service.embedder, "min_score_by_script", (None, None))
-    return Gate(fallback=(latin, cjk) if latin is not None and cjk is not None else None)
+    fallback = (latin, cjk) if latin is not None and cjk is not None else None
+    return Gate(fallback=fallback, bars=service.calibration.bars())
 
 
 def make_reranker(settings: Settings) -> Reranker | None:

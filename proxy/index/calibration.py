@@ -1,0 +1,161 @@
+"""Each collection's own cosine bar for questions in a script it holds almost no text in: a
+Chinese question on English papers, an English one on Chinese notes.
+
+Such a question has no background in its own script to stand out from, so the relevance gate
+falls back to a cosine threshold. The embedder's fixed one (e5: 0.87 Latin, 0.90 CJK) is set
+for text in the question's own script, and a cross-language similarity rarely reaches it: the
+right paper for a Chinese claim scores about 0.84.
+
+The bar is measured on the collection itself. The shipped everyday prompts
+(``proxy/data/everyday_prompts.jsonl``: small talk, coding, arithmetic, translation, advice,
+writing, general knowledge, in English, Simplified and Traditional Chinese) are searched in the
+collection as chats are. The bar is where their best chunks stop: the 99th percentile. An
+everyday chat in that script then gets context about once in a hundred, whatever the collection
+holds, and a related question passes wherever it stands above everyday talk.
+
+Measured by ``bench/gate_evidence.py`` (BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from proxy.logging import get_logger
+from proxy.text import asked_in_cjk
+
+if TYPE_CHECKING:
+    from proxy.index.service import IndexService
+
+log = get_logger("ragproxy.index")
+
+SHARE = 0.01  # of everyday prompts a bar lets through
+MIN_PROMPTS = 100  # everyday prompts with an answer needed to set a bar
+MIN_CHUNKS = 50  # a collection smaller than this keeps the embedder's thresholds
+TOP_K = 5
+RECHECK = 1800.0  # seconds between checks whether a collection changed enough to measure again
+CHANGED = 0.2  # share of chunks added or removed since the last measure that calls for another
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    collection: str
+    cjk: bool  # for questions in a CJK script (else Latin)
+    cosine: float
+    prompts: int  # everyday prompts it was measured on
+    chunks: int  # the collection's chunks then
+
+    def describe(self) -> str:
+        script = "Chinese" if self.cjk else "English"
+        return f"{script} questions: cosine {self.cosine:.3f} (from {self.prompts} everyday prompts)"
+
+
+def everyday_prompts() -> list[tuple[str, bool]]:
+    """The shipped everyday prompts, each with whether it is asked in a CJK script."""
+    text = resources.files("proxy.data").joinpath("everyday_prompts.jsonl").read_text(encoding="utf-8")
+    prompts = [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
+    return [(prompt, asked_in_cjk(prompt)) for prompt in prompts]
+
+
+class Calibration:
+    """The bars measured so far, by collection and script, replaced as collections change."""
+
+    def __init__(self) -> None:
+        self._bars: dict[tuple[str, bool], Bar] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def bars(self) -> dict[tuple[str, bool], float]:
+        with self._lock:
+            return {key: bar.cosine for key, bar in self._bars.items()}
+
+    def described(self, collection: str) -> list[str]:
+        with self._lock:
+            return [bar.describe() for (name, _), bar in sorted(self._bars.items()) if name == collection]
+
+    def measure(self, service: IndexService, collections: Mapping[str, int] | None = None) -> None:
+        """Measures the bars of ``collections`` (name: chunks; all of the index's if None)."""
+        if not service.has_vectors():
+            return
+        if collections is None:
+            collections = _chunk_counts(service)
+        prompts = everyday_prompts()
+        for name, chunks in collections.items():
+            if chunks < MIN_CHUNKS or self._stop.is_set():
+                continue
+            for cjk in (False, True):
+                bar = _measure(service, name, chunks, [p for p, script in prompts if script == cjk], cjk)
+                with self._lock:
+                    if bar is None:
+                        self._bars.pop((name, cjk), None)
+                    else:
+                        self._bars[(name, cjk)] = bar
+                if bar is not None:
+                    log.info(
+                        "index.calibrated",
+                        collection=name,
+                        script="cjk" if cjk else "latin",
+                        cosine=round(bar.cosine, 4),
+                        prompts=bar.prompts,
+                    )
+
+    def start(self, service: IndexService) -> None:
+        """Measures in a thread of its own now, then again for each collection that changed by
+        a fifth since."""
+
+        def run() -> None:
+            measured: dict[str, int] = {}
+            while not self._stop.is_set():
+                try:
+                    counts = _chunk_counts(service)
+                    due = {n: c for n, c in counts.items() if _changed(measured.get(n), c)}
+                    if due:
+                        self.measure(service, due)
+                        measured.update(due)
+                except Exception as exc:  # closed meanwhile, or a search failed: the next round
+                    log.warning("index.calibration_failed", error=str(exc)[:200])
+                self._stop.wait(RECHECK)
+
+        self._thread = threading.Thread(target=run, name="ragproxy-calibrate", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def _changed(before: int | None, now: int) -> bool:
+    return before is None or abs(now - before) > CHANGED * max(before, 1)
+
+
+def _chunk_counts(service: IndexService) -> dict[str, int]:
+    return {c["name"]: c["chunks"] for c in service.store.status()["collections"]}
+
+
+def _measure(service: IndexService, name: str, chunks: int, prompts: Sequence[str], cjk: bool) -> Bar | None:
+    """The bar for questions in ``cjk``'s script, if the collection holds (almost) no text in
+    it: asked of the collection, those questions have no background of their own."""
+    best: list[float] = []
+    for prompt in prompts:
+        ranking = service.rank(prompt, TOP_K, [name])
+        if ranking.background is not None and ranking.background.same_script:
+            return None  # the collection has text in this script: the background decides
+        # every hit is judged by the bar: those in the question's script too (there are too few
+        # of them for a background), which stand closest to it
+        similarities = [
+            ranking.similarity[hit.chunk_id] for hit in ranking.hits if hit.chunk_id in ranking.similarity
+        ]
+        if similarities:
+            best.append(max(similarities))
+        time.sleep(0)  # let a chat's search go first
+    if len(best) < MIN_PROMPTS:
+        return None
+    best.sort()
+    cosine = best[min(len(best) - 1, int((1 - SHARE) * len(best)))]
+    return Bar(name, cjk, cosine, len(best), chunks)

@@ -1,0 +1,86 @@
+"""Each collection's own cosine bar for questions in a script it holds no text in, measured with
+the shipped everyday prompts and the real e5 embedder: Chinese questions about an English guide
+(ragproxy's own README) reach it, Chinese small talk does not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from proxy.api.ui import _collections_section
+from proxy.index.calibration import MIN_CHUNKS, everyday_prompts
+from proxy.index.service import IndexService
+from proxy.pipeline.retrieval import retrieve
+from proxy.settings import Settings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+ABOUT_THE_GUIDE = {  # Chinese questions whose answer is in an English section of the guide
+    "怎么把 ragproxy 的索引放到 PostgreSQL 里，让几个副本共用？": "PostgreSQL",
+    "ragproxy 怎么作为 systemd 服务运行？": "service",
+}
+SMALL_TALK = ["今天晚上吃什么好", "帮我写一首关于秋天的短诗", "周末去哪里玩比较好？", "你好呀，最近怎么样"]
+
+
+@pytest.fixture(scope="module")
+def guide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexService]:
+    root = tmp_path_factory.mktemp("guide")
+    folder = root / "guide"
+    folder.mkdir()
+    (folder / "README.md").write_text(README.read_text(encoding="utf-8"), encoding="utf-8")
+    service = IndexService(Settings(db=str(root / "index.db")))
+    try:
+        service.indexer.scan(service.indexer.add_collection("guide", folder))
+        service.worker.embed_pending()
+        yield service
+    finally:
+        service.close()
+
+
+def passages(service: IndexService, question: str) -> list[str]:
+    return [p.heading or "" for p in retrieve(service, question, top_k=5, collections=None).passages]
+
+
+def test_the_shipped_everyday_prompts_are_read_with_their_script() -> None:
+    prompts = everyday_prompts()
+    assert len(prompts) >= 600
+    assert 200 <= sum(not cjk for _, cjk in prompts) <= 300  # English
+    assert 400 <= sum(cjk for _, cjk in prompts) <= 500  # Simplified and Traditional
+
+
+def test_chinese_questions_on_an_english_guide_get_a_bar_of_its_own(guide: IndexService) -> None:
+    # before the measure, the embedder's fixed threshold for Chinese questions (0.90) applies:
+    # a cross-language similarity does not reach it
+    assert guide.calibration.bars() == {}
+    postgres = next(iter(ABOUT_THE_GUIDE))
+    assert passages(guide, postgres) == []
+
+    guide.calibration.measure(guide)
+    bars = guide.calibration.bars()
+    # the guide is English: English questions stand out from its own background, no bar
+    assert set(bars) == {("guide", True)}
+    assert 0.7 < bars[("guide", True)] < 0.9
+    assert guide.calibration.described("guide")[0].startswith("Chinese questions: cosine ")
+
+    for question, section in ABOUT_THE_GUIDE.items():
+        headings = passages(guide, question)
+        assert any(section.lower() in heading.lower() for heading in headings), (question, headings)
+    for prompt in SMALL_TALK:  # not among the prompts the bar was measured on
+        assert passages(guide, prompt) == [], prompt
+    page = anyio.run(_collections_section, guide, None)  # the status page names the bar
+    assert "Relevance bars measured on the collections themselves" in page
+    assert "Chinese questions: cosine 0." in page
+
+
+def test_a_small_collection_keeps_the_embedders_thresholds(docs_index: tuple[Path, Path]) -> None:
+    _, db = docs_index
+    service = IndexService(Settings(db=str(db)), readonly=True)
+    try:
+        chunks = sum(c["chunks"] for c in service.store.status()["collections"])
+        assert chunks < MIN_CHUNKS
+        service.calibration.measure(service)
+        assert service.calibration.bars() == {}
+    finally:
+        service.close()
