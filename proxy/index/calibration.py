@@ -89,7 +89,8 @@ class Calibration:
             if chunks < MIN_CHUNKS or self._stop.is_set():
                 continue
             for cjk in (False, True):
-                bar = _measure(service, name, chunks, [p for p, script in prompts if script == cjk], cjk)
+                asked = [p for p, script in prompts if script == cjk]
+                bar = _measure(service, name, chunks, asked, cjk, self._stop)
                 with self._lock:
                     if bar is None:
                         self._bars.pop((name, cjk), None)
@@ -138,11 +139,15 @@ def _chunk_counts(service: IndexService) -> dict[str, int]:
     return {c["name"]: c["chunks"] for c in service.store.status()["collections"]}
 
 
-def _measure(service: IndexService, name: str, chunks: int, prompts: Sequence[str], cjk: bool) -> Bar | None:
+def _measure(
+    service: IndexService, name: str, chunks: int, prompts: Sequence[str], cjk: bool, stop: threading.Event
+) -> Bar | None:
     """The bar for questions in ``cjk``'s script, if the collection holds (almost) no text in
     it: asked of the collection, those questions have no background of their own."""
     best: list[float] = []
     for prompt in prompts:
+        if stop.is_set():  # the index is closing
+            return None
         ranking = service.rank(prompt, TOP_K, [name])
         if ranking.background is not None and ranking.background.same_script:
             return None  # the collection has text in this script: the background decides
