@@ -4,6 +4,7 @@ the shipped everyday prompts and the real e5 embedder: Chinese questions about a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import anyio
 import pytest
 
 from proxy.api.ui import _collections_section
-from proxy.index.calibration import MIN_CHUNKS, everyday_prompts
+from proxy.index.calibration import MIN_CHUNKS, Calibration, everyday_prompts
 from proxy.index.service import IndexService
 from proxy.pipeline.retrieval import retrieve
 from proxy.settings import Settings
@@ -72,6 +73,20 @@ def test_chinese_questions_on_an_english_guide_get_a_bar_of_its_own(guide: Index
     page = anyio.run(_collections_section, guide, None)  # the status page names the bar
     assert "Relevance bars measured on the collections themselves" in page
     assert "Chinese questions: cosine 0." in page
+
+
+def test_the_server_measures_in_a_thread_of_its_own_and_stops_with_the_index(guide: IndexService) -> None:
+    calibration = Calibration()
+    calibration.start(guide)  # as the server does once the index is read into memory
+    try:
+        deadline = time.monotonic() + 60
+        while not calibration.bars() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert set(calibration.bars()) == {("guide", True)}
+    finally:
+        started = time.monotonic()
+        calibration.stop()
+        assert time.monotonic() - started < 10
 
 
 def test_a_small_collection_keeps_the_embedders_thresholds(docs_index: tuple[Path, Path]) -> None:

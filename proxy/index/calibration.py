@@ -38,7 +38,9 @@ MIN_PROMPTS = 100  # everyday prompts with an answer needed to set a bar
 MIN_CHUNKS = 50  # a collection smaller than this keeps the embedder's thresholds
 TOP_K = 5
 RECHECK = 1800.0  # seconds between checks whether a collection changed enough to measure again
+SOON = 60.0  # ... while a collection still waits for its vectors
 CHANGED = 0.2  # share of chunks added or removed since the last measure that calls for another
+PENDING = 0.05  # a collection is measured once at most this share of its chunks lack a vector
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class Calibration:
         if not service.has_vectors():
             return
         if collections is None:
-            collections = _chunk_counts(service)
+            collections = {name: chunks for name, (chunks, _) in _chunk_counts(service).items()}
         prompts = everyday_prompts()
         for name, chunks in collections.items():
             if chunks < MIN_CHUNKS or self._stop.is_set():
@@ -106,21 +108,25 @@ class Calibration:
                     )
 
     def start(self, service: IndexService) -> None:
-        """Measures in a thread of its own now, then again for each collection that changed by
-        a fifth since."""
+        """Measures in a thread of its own: each collection once it has its vectors, then again
+        when it has changed by a fifth."""
 
         def run() -> None:
             measured: dict[str, int] = {}
             while not self._stop.is_set():
+                wait = RECHECK
                 try:
                     counts = _chunk_counts(service)
-                    due = {n: c for n, c in counts.items() if _changed(measured.get(n), c)}
+                    ready = {n: c for n, (c, pending) in counts.items() if pending <= PENDING * c}
+                    due = {n: c for n, c in ready.items() if _changed(measured.get(n), c)}
                     if due:
                         self.measure(service, due)
                         measured.update(due)
+                    if len(ready) < len(counts):
+                        wait = SOON
                 except Exception as exc:  # closed meanwhile, or a search failed: the next round
                     log.warning("index.calibration_failed", error=str(exc)[:200])
-                self._stop.wait(RECHECK)
+                self._stop.wait(wait)
 
         self._thread = threading.Thread(target=run, name="ragproxy-calibrate", daemon=True)
         self._thread.start()
@@ -135,8 +141,9 @@ def _changed(before: int | None, now: int) -> bool:
     return before is None or abs(now - before) > CHANGED * max(before, 1)
 
 
-def _chunk_counts(service: IndexService) -> dict[str, int]:
-    return {c["name"]: c["chunks"] for c in service.store.status()["collections"]}
+def _chunk_counts(service: IndexService) -> dict[str, tuple[int, int]]:
+    """Each collection's chunks, and how many of them still lack a vector."""
+    return {c["name"]: (c["chunks"], c["pending_vectors"]) for c in service.store.status()["collections"]}
 
 
 def _measure(
