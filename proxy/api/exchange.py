@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from litestar import Request
 
 from proxy.api.requestlog import note_sources, request_record
+from proxy.api.responders import OpenChunks
 from proxy.api.security import key_collections
 from proxy.pipeline.call import ChatCall
 from proxy.pipeline.chat import augment, open_chat, prepare_chat
@@ -21,19 +22,19 @@ from proxy.pipeline.services import Caller, Services
 from proxy.upstream.client import Upstream
 
 AnyRequest = Request[Any, Any, Any]
-T = TypeVar("T")
-Opened = Callable[[], AbstractAsyncContextManager[AsyncIterator[T]]]
-Answer = Callable[[Upstream], AbstractAsyncContextManager[AsyncIterator[T]]]
+Chunks = AsyncIterator[dict[str, Any]]
+Answer = Callable[[Upstream], AbstractAsyncContextManager[Chunks]]
 
 
 @dataclasses.dataclass(frozen=True)
 class Exchange:
     """A chat on its way: the call (body, retrieval, statistics), the request's log record,
-    and what opens the reply's chunks (OpenAI ``chat.completion.chunk`` dicts)."""
+    and what opens the reply's chunks (OpenAI ``chat.completion.chunk`` dicts, or the lines of
+    the Ollama wire)."""
 
     call: ChatCall
     record: dict[str, Any]
-    open: Opened[dict[str, Any]]
+    open: OpenChunks
 
 
 def chat_exchange(
@@ -52,7 +53,7 @@ def chat_exchange(
     call = prepare_chat(body)
     if agent:
         settings = dataclasses.replace(settings, reasoning_format="reasoning_content")
-    record, opened = exchange(
+    return exchange(
         request,
         services,
         call,
@@ -61,7 +62,6 @@ def chat_exchange(
         answer=lambda upstream: open_chat(upstream, settings, call),
         logged=body["messages"],  # as the client sent them
     )
-    return Exchange(call, record, opened)
 
 
 def exchange(
@@ -71,12 +71,12 @@ def exchange(
     api: str,
     *,
     stream: bool,
-    answer: Answer[T],
+    answer: Answer,
     retrieve: bool = True,
     logged: list[dict[str, Any]] | None = None,
-) -> tuple[dict[str, Any], Opened[T]]:
-    """The request's log record, and the opener of ``answer`` (the reply on one upstream) on the
-    best upstream for the call's model, after retrieval and fitting (``retrieve``: False for
+) -> Exchange:
+    """The call with the request's log record, and the opener of ``answer`` (the reply on one
+    upstream) on the best upstream for the call's model, after retrieval and fitting (``retrieve``: False for
     what only loads a model). ``logged``: the messages the log shows with ``log_content`` (the
     call's, if None)."""
     record = request_record(request.scope)
@@ -85,7 +85,7 @@ def exchange(
         record["messages"] = call.body["messages"] if logged is None else logged
 
     @asynccontextmanager
-    async def opened() -> AsyncIterator[AsyncIterator[T]]:
+    async def opened() -> AsyncIterator[Chunks]:
         try:
             if retrieve:
                 await augment(call, caller(request, api), services)
@@ -105,7 +105,7 @@ def exchange(
             )
             note_sources(request.scope, call.rag.sources())
 
-    return record, opened
+    return Exchange(call, record, opened)
 
 
 def caller(request: AnyRequest, api: str) -> Caller:

@@ -3,8 +3,8 @@ connection, AnythingLLM's Ollama provider, the ``ollama`` packages) call, with r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -43,7 +43,6 @@ log = get_logger("ragproxy.ollama")
 AnyRequest = Request[Any, Any, Any]
 NDJSON = [(b"content-type", b"application/x-ndjson")]
 JSON = [(b"content-type", b"application/json; charset=utf-8")]
-OpenLines = Callable[[], AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]]
 
 
 def _error(exc: ProxyError) -> dict[str, str]:
@@ -182,7 +181,7 @@ def _lines_app(
         async with ollama_wire.translated(upstream, settings, call, kind) as lines:
             yield lines
 
-    record, open_lines = exchange(
+    lines = exchange(
         request,
         services,
         call,
@@ -191,12 +190,12 @@ def _lines_app(
         answer=passed if passthrough else answered,
         retrieve=not passthrough,
     )
-    record["api"] = "ollama"
+    lines.record["api"] = "ollama"
     return Responder(
-        open_lines,
+        lines.open,
         LinesFrames(kind, stream=stream),
         stream=stream,
-        record=record,
+        record=lines.record,
         extra_headers=lambda: sources_header(call),
     )
 
