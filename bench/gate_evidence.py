@@ -52,8 +52,7 @@ from typing import Any  # noqa: E402
 
 import relevance_eval as R  # noqa: E402
 
-from proxy.index.chunker import excerpt  # noqa: E402
-from proxy.index.service import QUERY_TOKENS, IndexService  # noqa: E402
+from proxy.index.service import IndexService  # noqa: E402
 from proxy.index.vectors import Background, background, unit  # noqa: E402
 from proxy.pipeline.retrieval import Gate  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
@@ -99,7 +98,7 @@ def other_background(service: IndexService, text: str, cjk: bool) -> Background 
     matrix = service.store._current_vectors()  # type: ignore[attr-defined]
     if matrix is None:
         return None
-    q = unit(service._query_vector(excerpt(text, QUERY_TOKENS, ends=True)))
+    q = unit(service.question_vector(text))
     found = background(matrix._moments, q, None, not cjk)
     return found if found is not None and found.same_script else None
 

@@ -87,12 +87,13 @@ class Calibration:
         if collections is None:
             collections = {name: chunks for name, (chunks, _) in _chunk_counts(service).items()}
         prompts = everyday_prompts()
+        embedded: dict[str, list[float]] = {}  # each prompt embedded once for every collection
         for name, chunks in collections.items():
             if chunks < MIN_CHUNKS or self._stop.is_set():
                 continue
             for cjk in (False, True):
                 asked = [p for p, script in prompts if script == cjk]
-                bar = _measure(service, name, chunks, asked, cjk, self._stop)
+                bar = _measure(service, name, chunks, asked, cjk, self._stop, embedded)
                 with self._lock:
                     if bar is None:
                         self._bars.pop((name, cjk), None)
@@ -147,7 +148,13 @@ def _chunk_counts(service: IndexService) -> dict[str, tuple[int, int]]:
 
 
 def _measure(
-    service: IndexService, name: str, chunks: int, prompts: Sequence[str], cjk: bool, stop: threading.Event
+    service: IndexService,
+    name: str,
+    chunks: int,
+    prompts: Sequence[str],
+    cjk: bool,
+    stop: threading.Event,
+    embedded: dict[str, list[float]],
 ) -> Bar | None:
     """The bar for questions in ``cjk``'s script, if the collection holds (almost) no text in
     it: asked of the collection, those questions have no background of their own."""
@@ -155,7 +162,9 @@ def _measure(
     for prompt in prompts:
         if stop.is_set():  # the index is closing
             return None
-        ranking = service.rank(prompt, TOP_K, [name])
+        if prompt not in embedded:  # not through the cache of recent questions: follow-ups use it
+            embedded[prompt] = service.question_vector(prompt)
+        ranking = service.rank(prompt, TOP_K, [name], embedded=embedded[prompt])
         if ranking.background is not None and ranking.background.same_script:
             return None  # the collection has text in this script: the background decides
         # every hit is judged by the bar: those in the question's script too (there are too few

@@ -158,13 +158,15 @@ class IndexService:
         *,
         reranker: Reranker | None = None,
         strict: bool = False,
+        embedded: list[float] | None = None,
     ) -> Ranking:
         """Every search goes through here: chats, the search API and command, the benchmarks.
 
         Keyword (FTS5 BM25) and vector (exact cosine) candidates, pools of at least ``POOL``,
         fused by strength (``fuse``), one chunk per distinct text, then reordered by the reranker if
         there is one. ``strict``: an index built with another embedder is an error (else it is
-        searched by keyword only, and logged)."""
+        searched by keyword only, and logged). ``embedded``: the query's embedding, when the
+        caller has it (then the cache of recent questions is neither read nor filled)."""
         query = excerpt(query, QUERY_TOKENS, ends=True)  # a pasted book searches like a question
         pool = max(POOL, 2 * k)
         cjk = asked_in_cjk(query)
@@ -191,7 +193,7 @@ class IndexService:
         query_vector: list[float] | None = None
         try:
             if by_vector:
-                query_vector = self._query_vector(query)
+                query_vector = self._query_vector(query) if embedded is None else embedded
                 vector, background = self.store.scan_vectors(query_vector, pool, collections, cjk)
         finally:
             if pending is not None:
@@ -215,6 +217,10 @@ class IndexService:
         if reranker is not None and len(hits) > 1:
             hits = _reranked(reranker, query, hits)
         return Ranking(hits, similarity, strength, background, len(textsearch.query_terms(query)), cjk)
+
+    def question_vector(self, query: str) -> list[float]:
+        """A question's embedding as ``rank`` makes it (its two ends if it is long), uncached."""
+        return self.embedder.embed_query(excerpt(query, QUERY_TOKENS, ends=True))
 
     def _query_vector(self, query: str) -> list[float]:
         """The query's embedding, from a small cache of recent ones: a follow-up searches the
