@@ -208,8 +208,9 @@ def build(args: argparse.Namespace) -> None:
 # -- the server -----------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def serve(db: Path, engine: str) -> Iterator[str]:
-    """``ragproxy serve`` on this index with default settings. Its upstream address answers
-    nothing: the dry run needs no model (the window falls back to 4096)."""
+    """``ragproxy serve`` on this index with default settings, once its relevance gate has
+    calibrated itself. Its upstream address answers nothing: the dry run needs no model (the
+    window falls back to 4096)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -224,6 +225,11 @@ def serve(db: Path, engine: str) -> Iterator[str]:
                 if httpx.get(url + "/healthz", timeout=1).status_code == 200:
                     break
             time.sleep(0.1)
+        for _ in range(600):  # the gate's calibration, in a thread of the server's (index/calibration.py)
+            with contextlib.suppress(httpx.HTTPError):
+                if "Relevance gate calibrated" in httpx.get(url + "/ui/", timeout=5).text:
+                    break
+            time.sleep(0.5)
         yield url
     finally:
         process.terminate()

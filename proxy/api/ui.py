@@ -143,11 +143,17 @@ async def _collections_section(index: IndexService | None, allowed: tuple[str, .
         for c in collections
         for line in index.calibration.described(c["name"])
     ]
+    calibration = index.calibration
     calibrated = (
         f"<p>Relevance bars measured on the collections themselves:</p><ul>{''.join(bars)}</ul>"
         if bars
         else ""
     )
+    if calibration.everyday is not None and calibration.measured_at is not None:
+        calibrated += (
+            f"<p>Relevance gate calibrated {_when(calibration.measured_at)}: each question is held "
+            f"against {len(calibration.everyday.prompts)} everyday prompts.</p>"
+        )
     return (
         f"<h2>Collections</h2><p>Embedder {embedder}; index {status['db_bytes'] / 1e6:.1f} MB.</p>"
         "<table><tr><th>Name</th><th>Folder</th><th class=num>Documents</th><th class=num>Chunks</th>"

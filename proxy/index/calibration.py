@@ -13,6 +13,12 @@ collection as chats are. The bar is where their best chunks stop: the 99th perce
 everyday chat in that script then gets context about once in a hundred, whatever the collection
 holds, and a related question passes wherever it stands above everyday talk.
 
+The same prompts give every question a contrast (``Everyday``): how near the nearest of them
+stands to it. A chunk is related to a question when it stands nearer to the question than any
+everyday chat does. A question like everyday talk ("how do I sleep better", "translate this
+into French") has a near neighbour among them, and only a chunk closer still passes; a question
+about the collection's own matter has none, and the contrast costs it nothing.
+
 Measured by ``bench/gate_evidence.py`` (BENCHMARKS.md)."""
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from proxy.index.vectors import unit
 from proxy.logging import get_logger
 from proxy.text import asked_in_cjk
 
@@ -56,6 +65,21 @@ class Bar:
         return f"{script} questions: cosine {self.cosine:.3f} (from {self.prompts} everyday prompts)"
 
 
+@dataclass(frozen=True, slots=True)
+class Everyday:
+    """The shipped everyday prompts as the index's embedder places them."""
+
+    prompts: tuple[tuple[str, bool], ...]  # (text, asked in a CJK script)
+    vectors: np.ndarray  # one unit row a prompt
+
+    def nearest(self, vector: Sequence[float]) -> float:
+        """The cosine of the everyday prompt nearest to a question's embedding."""
+        return float(np.max(self.vectors @ unit(vector)))
+
+    def vector(self, index: int) -> list[float]:
+        return [float(x) for x in self.vectors[index]]
+
+
 def everyday_prompts() -> list[tuple[str, bool]]:
     """The shipped everyday prompts, each with whether it is asked in a CJK script."""
     text = resources.files("proxy.data").joinpath("everyday_prompts.jsonl").read_text(encoding="utf-8")
@@ -71,6 +95,29 @@ class Calibration:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.everyday: Everyday | None = None  # embedded by ``prepare``
+        self.measured_at: float | None = None  # when the last round of ``measure`` ended (epoch)
+
+    def nearest_everyday(self, vector: Sequence[float]) -> float | None:
+        """How near the nearest everyday prompt stands to a question (None until embedded)."""
+        everyday = self.everyday
+        return None if everyday is None else everyday.nearest(vector)
+
+    def prepare(self, service: IndexService) -> Everyday | None:
+        """The everyday prompts embedded by the index's embedder, once (None: stopped first)."""
+        if self.everyday is None and service.has_vectors():
+            started = time.monotonic()
+            prompts = everyday_prompts()
+            rows = []
+            for text, _ in prompts:
+                if self._stop.is_set():  # the index is closing
+                    return None
+                rows.append(unit(service.question_vector(text)))
+                time.sleep(0)  # let a chat's search go first
+            self.everyday = Everyday(tuple(prompts), np.vstack(rows))
+            seconds = round(time.monotonic() - started, 1)
+            log.info("index.everyday_embedded", prompts=len(rows), seconds=seconds)
+        return self.everyday
 
     def bars(self) -> dict[tuple[str, bool], float]:
         with self._lock:
@@ -86,14 +133,15 @@ class Calibration:
             return
         if collections is None:
             collections = {name: chunks for name, (chunks, _) in _chunk_counts(service).items()}
-        prompts = everyday_prompts()
-        embedded: dict[str, list[float]] = {}  # each prompt embedded once for every collection
+        everyday = self.prepare(service)
+        if everyday is None:
+            return
         for name, chunks in collections.items():
             if chunks < MIN_CHUNKS or self._stop.is_set():
                 continue
             for cjk in (False, True):
-                asked = [p for p, script in prompts if script == cjk]
-                bar = _measure(service, name, chunks, asked, cjk, self._stop, embedded)
+                asked = [i for i, (_, script) in enumerate(everyday.prompts) if script == cjk]
+                bar = _measure(service, name, chunks, everyday, asked, cjk, self._stop)
                 with self._lock:
                     if bar is None:
                         self._bars.pop((name, cjk), None)
@@ -107,16 +155,21 @@ class Calibration:
                         cosine=round(bar.cosine, 4),
                         prompts=bar.prompts,
                     )
+        if not self._stop.is_set():
+            self.measured_at = time.time()
 
     def start(self, service: IndexService) -> None:
-        """Measures in a thread of its own: each collection once it has its vectors, then again
-        when it has changed by a fifth."""
+        """Measures in a thread of its own: the everyday prompts embedded first, then each
+        collection once it has its vectors, and again when it has changed by a fifth."""
 
         def run() -> None:
             measured: dict[str, int] = {}
             while not self._stop.is_set():
                 wait = RECHECK
                 try:
+                    if self.prepare(service) is None:  # no vectors yet, or stopped
+                        self._stop.wait(SOON)
+                        continue
                     counts = _chunk_counts(service)
                     ready = {n: c for n, (c, pending) in counts.items() if pending <= PENDING * c}
                     due = {n: c for n, c in ready.items() if _changed(measured.get(n), c)}
@@ -151,20 +204,19 @@ def _measure(
     service: IndexService,
     name: str,
     chunks: int,
-    prompts: Sequence[str],
+    everyday: Everyday,
+    asked: Sequence[int],
     cjk: bool,
     stop: threading.Event,
-    embedded: dict[str, list[float]],
 ) -> Bar | None:
     """The bar for questions in ``cjk``'s script, if the collection holds (almost) no text in
     it: asked of the collection, those questions have no background of their own."""
     best: list[float] = []
-    for prompt in prompts:
+    for index in asked:
         if stop.is_set():  # the index is closing
             return None
-        if prompt not in embedded:  # not through the cache of recent questions: follow-ups use it
-            embedded[prompt] = service.question_vector(prompt)
-        ranking = service.rank(prompt, TOP_K, [name], embedded=embedded[prompt])
+        # embedded once (``prepare``), not through the cache of recent questions: follow-ups use it
+        ranking = service.rank(everyday.prompts[index][0], TOP_K, [name], embedded=everyday.vector(index))
         if ranking.background is not None and ranking.background.same_script:
             return None  # the collection has text in this script: the background decides
         # every hit is judged by the bar: those in the question's script too (there are too few

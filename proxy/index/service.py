@@ -216,7 +216,9 @@ class IndexService:
                 hits.append(hit)
         if reranker is not None and len(hits) > 1:
             hits = _reranked(reranker, query, hits)
-        return Ranking(hits, similarity, strength, background, len(textsearch.query_terms(query)), cjk)
+        terms = len(textsearch.query_terms(query))
+        everyday = None if query_vector is None else self.calibration.nearest_everyday(query_vector)
+        return Ranking(hits, similarity, strength, background, terms, cjk, everyday)
 
     def question_vector(self, query: str) -> list[float]:
         """A question's embedding as ``rank`` makes it (its two ends if it is long), uncached."""
@@ -256,6 +258,7 @@ class Ranking:
     background: Background | None  # the query's similarity to all the chunks searched
     terms: int = 0  # the query's informative search terms ("thanks!" has one, "早安" one)
     cjk: bool = False  # the query is mostly in a CJK script
+    everyday: float | None = None  # cosine of the nearest shipped everyday prompt (calibration.py)
 
 
 def _reranked(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:

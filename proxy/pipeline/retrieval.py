@@ -78,7 +78,14 @@ class Gate:
     give and an embedding that lands anywhere: it needs to stand out further, on meaning alone.
     Where the background says nothing (fewer than 50 chunks in the query's script, or a chunk in
     another script) the embedder's own cosine thresholds per script apply; an embedder without
-    them is not gated there. Calibrated with bench/relevance_eval.py (BENCHMARKS.md)."""
+    them is not gated there.
+
+    However it is judged, a chunk in the question's script must also stand nearer to the question
+    than the nearest of the shipped everyday prompts does (``Ranking.everyday``, once they are
+    embedded): a question that reads like everyday chat (a translation, a sum, advice, trivia)
+    gets context only from a chunk closer to it than that chat. A chunk in the other script is
+    not held to it: cross-language similarities run lower than any same-script neighbour's.
+    Calibrated with bench/relevance_eval.py and bench/gate_evidence.py (BENCHMARKS.md)."""
 
     z_alone: float = 5.75  # meaning alone
     words_weight: float = 5.0  # what every informative term matched adds, in deviations
@@ -86,6 +93,7 @@ class Gate:
     strength: float = 0.45  # a chunk without a vector yet: the words alone
     few_terms: int = 3  # a query with fewer informative terms ...
     z_few_terms: float = 6.0  # ... needs this, on meaning alone
+    everyday_margin: float = 0.0  # how much nearer than the nearest everyday prompt, in cosine
     fallback: tuple[float, float] | None = None  # cosine for (Latin, CJK) queries
     cosine: float | None = None  # a plain cosine cut instead (--min-score)
     # a collection's own cosine bar for questions in a script it holds no text in, by
@@ -102,6 +110,9 @@ class Gate:
         background = ranking.background
         cjk = ranking.cjk
         same_script = is_cjk(len(hit.text.encode()), len(hit.text)) == cjk
+        everyday = ranking.everyday
+        if same_script and everyday is not None and similarity < everyday + self.everyday_margin:
+            return False  # everyday chat stands nearer to the question than this chunk
         if background is not None and background.same_script:
             if same_script:
                 z = background.z(similarity)
