@@ -9,9 +9,16 @@ hit's evidence is kept:
 - its ``z`` above the query's background (None where the gate falls back to the embedder's
   cosine thresholds).
 
-``score`` then replays gate designs over that evidence: today's fixed gate, and a gate that
-calibrates itself on each collection. Replaying takes seconds, so the designs are measured side
-by side on the same searches.
+``score`` then replays gate designs over that evidence: the fixed gate, a gate that calibrates
+itself on each collection, and the gate with the everyday contrast (a chunk must stand nearer
+to the question than the nearest shipped everyday prompt; ``proxy/index/calibration.py``).
+Replaying takes seconds, so the designs are measured side by side on the same searches. For the
+contrast every question is embedded once more (cached beside the evidence). An everyday prompt
+is held against the everyday prompts of the other kinds only: a kind of chat the set lacks is
+what it meets in use.
+
+``score --loco`` chooses a contrast design's weights on two collections and reports it on the
+third, for each collection in turn (leave one collection out).
 
 The prompts, each kind tagged:
 
@@ -50,6 +57,7 @@ from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import numpy as np  # noqa: E402
 import relevance_eval as R  # noqa: E402
 
 from proxy.index.service import IndexService  # noqa: E402
@@ -166,6 +174,33 @@ def gather(args: argparse.Namespace) -> None:
     print(f"evidence: {out}")
 
 
+def everyday_neighbours(rows: Sequence[dict[str, Any]], engine: str) -> None:
+    """Each row's ``everyday``: the cosine of the shipped everyday prompt nearest to its question,
+    leaving out the question itself and, for an everyday prompt, every prompt of its kind."""
+    texts = sorted({row["text"] for row in rows})
+    cached = CACHE / f"questions-{engine}.npy"
+    names = CACHE / f"questions-{engine}.json"
+    if names.exists() and cached.exists() and json.loads(names.read_text(encoding="utf-8")) == texts:
+        vectors = np.load(cached)
+    else:
+        service = IndexService(Settings(db=str(R.index_paths(engine)["scifact"]), e5_engine=engine))
+        vectors = np.vstack([unit(service.question_vector(text)) for text in texts])
+        service.close()
+        np.save(cached, vectors)
+        names.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+    at = {text: i for i, text in enumerate(texts)}
+    everyday = R.read_jsonl(EVERYDAY)
+    matrix = vectors[[at[item["text"]] for item in everyday]]
+    kinds = np.array([item["kind"] for item in everyday])
+    kind_of = {item["text"]: item["kind"] for item in everyday}
+    for row in rows:
+        near = matrix @ vectors[at[row["text"]]]
+        kept = np.array([item["text"] != row["text"] for item in everyday])
+        if row["kind"] == "everyday":
+            kept &= kinds != kind_of[row["text"]]
+        row["everyday"] = float(near[kept].max())
+
+
 # -- replaying gates ------------------------------------------------------------------------------------
 Passes = Callable[[dict[str, Any], dict[str, Any]], bool]  # (row, hit) -> the hit is let through
 
@@ -237,6 +272,72 @@ def calibrated_gate(rows: Sequence[dict[str, Any]], gate: Gate, share: float, ma
     return passes
 
 
+def contrast_gate(gate: Gate, weight: float = 0.0, margin: float = 0.0) -> Passes:
+    """The gate with the everyday contrast: a hit in the question's script passes only if its
+    cosine is at least ``margin`` above the nearest everyday prompt's (the product's rule, at
+    ``weight`` 0). ``weight``: what each 0.01 of cosine above it adds to the gate's sum, in
+    deviations (a design tried: a question far from everyday talk needs less else)."""
+    fixed = fixed_gate(gate)
+
+    def passes(row: dict[str, Any], hit: dict[str, Any]) -> bool:
+        z = hit["z"]
+        if hit["similarity"] is None or z is None:  # no vector, or another script: as before
+            return fixed(row, hit)
+        above = hit["similarity"] - row["everyday"]
+        if above < margin:
+            return False
+        bonus = weight * above / 0.01
+        if row["terms"] < gate.few_terms:
+            return z + bonus >= gate.z_few_terms
+        return z >= gate.z_floor and z + gate.words_weight * hit["strength"] + bonus >= gate.z_alone
+
+    return passes
+
+
+def loco(rows: Sequence[dict[str, Any]], base: Gate) -> None:
+    """Leave one collection out: on the other two, the design that gives related questions
+    their document most often (mean over sets) while no unrelated or everyday set, in any
+    language, gets context over 5% of the time; then that design on the one left out."""
+    import dataclasses
+
+    designs: dict[str, dict[str, Any]] = {"fixed": measure(rows, fixed_gate(base), KINDS)}
+    for z_alone in (5.25, 5.75, 6.25):
+        for weight in (0.0, 0.25, 0.5, 1.0):
+            for margin in (-1.0, -0.01, 0.0, 0.01):
+                gate = dataclasses.replace(base, z_alone=z_alone)
+                name = f"z_alone {z_alone}, weight {weight}, margin {margin}"
+                designs[name] = measure(rows, contrast_gate(gate, weight, margin), KINDS)
+    collections = sorted({row["collection"] for row in rows})
+
+    def noise(result: dict[str, Any], names: Sequence[str]) -> float:
+        return max(v[1] for k, v in result.items() if k.split(":")[0] in names and k.split(":")[1] in NOISE)
+
+    def related(result: dict[str, Any], names: Sequence[str]) -> float:
+        parts = [(k.split(":"), v) for k, v in result.items()]
+        values = [v[2] for (c, kind, _), v in parts if c in names and kind == "related"]
+        return statistics.fmean(values)
+
+    print("| left out | design chosen on the others | set | fixed | chosen |")
+    print("|---|---|---|---|---|")
+    for out in collections:
+        train = [c for c in collections if c != out]
+        kept = {n: r for n, r in designs.items() if noise(r, train) <= LIMIT}
+        fit = [(related(r, train), -noise(r, train), n) for n, r in kept.items()]
+        if not fit:
+            print(f"| {out} | none keeps noise at 5% | | | |")
+            continue
+        chosen = max(fit)[2]
+        for key, value in designs[chosen].items():
+            if key.startswith(f"{out}:") and key.split(":")[1] != "probe":
+                i = 2 if ":related:" in key else 1
+                print(f"| {out} | {chosen} | {key} | {designs['fixed'][key][i]:.1%} | {value[i]:.1%} |")
+
+
+KINDS = ("unrelated", "related", "cross", "probe", "everyday")
+NOISE = ("unrelated", "everyday")
+LIMIT = 0.05  # the share of unrelated prompts with context a design may give
+
+
 def measure(rows: Sequence[dict[str, Any]], passes: Passes, kinds: Sequence[str]) -> dict[str, Any]:
     """Per collection, language and kind: the share with any context, and (where a document is
     known) the share whose document is among the first TOP_K hits let through."""
@@ -257,12 +358,16 @@ def score(args: argparse.Namespace) -> None:
     path = CACHE / f"evidence-{args.engine}.jsonl"
     rows = R.read_jsonl(path)
     gate = Gate(fallback=(0.87, 0.90))  # e5's cosine thresholds (plugins/embedders/e5.py)
-    designs: dict[str, Passes] = {"fixed": fixed_gate(gate)}
+    everyday_neighbours(rows, args.engine)
+    if args.loco:
+        loco(rows, gate)
+        return
+    designs: dict[str, Passes] = {"fixed": fixed_gate(gate), "everyday contrast": contrast_gate(gate)}
     for bar in args.cross_bars:
         designs[f"fixed, other script z>={bar}"] = cross_script(fixed_gate(gate), bar)
     for share in args.shares:
         designs[f"calibrated {share:.0%}"] = calibrated_gate(rows, gate, share, args.margin)
-    kinds = ("unrelated", "related", "cross", "probe", "everyday")
+    kinds = KINDS
     print(f"evidence: {path}\n")
     print("| design | set | n | any context | right document |")
     print("|---|---|---|---|---|")
@@ -287,6 +392,7 @@ def main() -> None:
     scoring = sub.add_parser("score")
     scoring.add_argument("--shares", type=float, nargs="*", default=[0.02, 0.03])
     scoring.add_argument("--margin", type=float, default=0.0)
+    scoring.add_argument("--loco", action="store_true", help="leave one collection out (contrast designs)")
     scoring.add_argument("--cross-bars", type=float, nargs="*", default=[4.0, 5.0, 5.75])
     scoring.set_defaults(run=score)
     args = parser.parse_args()

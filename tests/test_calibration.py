@@ -25,8 +25,18 @@ ABOUT_THE_GUIDE = {  # Chinese questions whose answer is in an English section o
 SMALL_TALK = ["今天晚上吃什么好", "帮我写一首关于秋天的短诗", "周末去哪里玩比较好？", "你好呀，最近怎么样"]
 
 
+ABOUT_THE_GUIDE_IN_ENGLISH = {
+    "how do I point Open WebUI at ragproxy": "Pointing clients at ragproxy",
+    "how do I share one index between several ragproxy replicas": "PostgreSQL",
+    "how does ragproxy keep the index current when files change": "Your documents",
+}
+# coding chat, not among the shipped everyday prompts, that the guide's own background lets
+# through: its words (files, folders, json, python) are the guide's too
+CODING_CHAT = ["write a python script that renames all files in a folder", "how do I read a json file in python"]
+
+
 @pytest.fixture(scope="module")
-def guide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexService]:
+def guide_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("guide")
     folder = root / "guide"
     folder.mkdir()
@@ -35,6 +45,15 @@ def guide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexService]:
     try:
         service.indexer.scan(service.indexer.add_collection("guide", folder))
         service.worker.embed_pending()
+    finally:
+        service.close()
+    return root / "index.db"
+
+
+@pytest.fixture(scope="module")
+def guide(guide_db: Path) -> Iterator[IndexService]:
+    service = IndexService(Settings(db=str(guide_db)), readonly=True)
+    try:
         yield service
     finally:
         service.close()
@@ -73,6 +92,24 @@ def test_chinese_questions_on_an_english_guide_get_a_bar_of_its_own(guide: Index
     page = anyio.run(_collections_section, guide, None)  # the status page names the bar
     assert "Relevance bars measured on the collections themselves" in page
     assert "Chinese questions: cosine 0." in page
+    assert f"each question is held against {len(everyday_prompts())} everyday prompts" in page
+
+
+def test_everyday_chat_nearer_to_the_question_than_the_guide_gets_no_context(guide_db: Path) -> None:
+    service = IndexService(Settings(db=str(guide_db)), readonly=True)  # its own calibration
+    try:
+        # before the everyday prompts are embedded, the guide's background alone decides
+        for prompt in CODING_CHAT:
+            assert passages(service, prompt), prompt
+        everyday = service.calibration.prepare(service)
+        assert everyday is not None and everyday.vectors.shape[0] == len(everyday_prompts())
+        for prompt in CODING_CHAT:
+            assert passages(service, prompt) == [], prompt
+        for question, section in ABOUT_THE_GUIDE_IN_ENGLISH.items():  # about the guide: kept
+            headings = passages(service, question)
+            assert any(section.lower() in heading.lower() for heading in headings), (question, headings)
+    finally:
+        service.close()
 
 
 def test_the_server_measures_in_a_thread_of_its_own_and_stops_with_the_index(guide: IndexService) -> None:
