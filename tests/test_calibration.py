@@ -32,7 +32,10 @@ ABOUT_THE_GUIDE_IN_ENGLISH = {
 }
 # coding chat, not among the shipped everyday prompts, that the guide's own background lets
 # through: its words (files, folders, json, python) are the guide's too
-CODING_CHAT = ["write a python script that renames all files in a folder", "how do I read a json file in python"]
+CODING_CHAT = [
+    "write a python script that renames all files in a folder",
+    "how do I read a json file in python",
+]
 
 
 @pytest.fixture(scope="module")

@@ -93,6 +93,13 @@ def test_hybrid_ranking_and_gate_evidence_match_sqlite(both: tuple[IndexService,
             assert b.similarity[chunk] == pytest.approx(a.similarity[chunk], abs=1e-4)
 
 
+def test_misspelt_words_are_mended_alike(both: tuple[IndexService, IndexService]) -> None:
+    sqlite, postgres = both
+    for query in ("the turbiness gearbox", "wind turbnies in summer", "Which country has turbines?"):
+        assert postgres.store.spelled(query) == sqlite.store.spelled(query), query
+    assert postgres.store.spelled("wind turbnies in summer") == "wind turbines in summer"
+
+
 def text_chunk(text: str) -> Chunk:
     return Chunk(ordinal=0, text=text, start=0, end=len(text))
 

@@ -168,6 +168,7 @@ class IndexService:
         searched by keyword only, and logged). ``embedded``: the query's embedding, when the
         caller has it (then the cache of recent questions is neither read nor filled)."""
         query = excerpt(query, QUERY_TOKENS, ends=True)  # a pasted book searches like a question
+        query = self.store.spelled(query)  # a misspelt rare word is the one the words lean on
         pool = max(POOL, 2 * k)
         cjk = asked_in_cjk(query)
 

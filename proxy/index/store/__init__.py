@@ -90,6 +90,7 @@ class Store(Protocol):
 
     # search
     def keyword_terms(self, query: str) -> dict[str, int | None]: ...
+    def spelled(self, query: str) -> str: ...
     def search_keyword(
         self,
         query: str,

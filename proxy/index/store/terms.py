@@ -11,12 +11,18 @@ the rows of its rarer character."""
 
 from __future__ import annotations
 
+import gzip
+import re
+import string
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import cache
+from importlib import resources
 
 BUDGET = 5_000  # rows the kept terms may match together, counted by document frequency
 MIN_TERMS = 2
+SPELLED_LETTERS = 6  # a word this long or longer that the index does not hold may be a typo
 REFRESH_SECONDS = 60.0  # the vocabulary is read again this often while the index changes
 GROWTH = 0.25  # ... and at once (5 s apart at most) when its size changed by more than this share
 
@@ -72,3 +78,87 @@ def cost(counts: list[int]) -> int:
     """What a term costs FTS5, in rows, from its tokens' document frequencies: BM25 for each row
     it matches (at most the rarer token's), plus reading its tokens' lists (~8x cheaper a row)."""
     return min(counts) + sum(counts) // 8
+
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def spelled(
+    query: str, frequencies: Mapping[str, int], stem: Callable[[Collection[str]], Mapping[str, str]]
+) -> str:
+    """The query with each misspelt word put right (both stores' ``spelled``): a word of
+    ``SPELLED_LETTERS`` Latin letters or more that no chunk holds (by its stem), where one typo
+    away (two neighbouring letters swapped, one dropped, one added, one replaced) stands a word
+    the index holds; of several, the one most chunks hold. "hmoocysteine" becomes "homocysteine",
+    "methylaion" "methylation"; a word no chunk holds nor comes near ("sourdough") stays as it is.
+    A keyword search leans on a question's rarest word, the one a typo takes away; the question's
+    embedding moves too. ``stem``: words as the index stores them (lower case, stemmed).
+
+    A word in the shipped English word list is never taken for a typo ("country" on Chinese
+    notes that hold "county"), nor is a name with capitals inside ("ComYMV").
+
+    The typos are undone on the stem, where the index's vocabulary can be asked in memory
+    (hundreds of candidates a word, no tokenizer call each); the word is then mended the same
+    way, and taken only if the index stems it to the mended stem."""
+    words = [w for w in dict.fromkeys(_WORD.findall(query)) if _maybe_misspelt(w)]
+    if not words:
+        return query
+    stems = stem([w.lower() for w in words])
+    guessed: dict[str, tuple[str, str]] = {}  # word -> (mended word, mended stem)
+    for word in words:
+        lower = word.lower()
+        root = stems[lower]
+        if frequencies.get(root, 0):
+            continue
+        common = next((i for i, (a, b) in enumerate(zip(lower, root, strict=False)) if a != b), None)
+        common = min(len(lower), len(root)) if common is None else common
+        head, tail, ending = lower[:common], lower[common:], root[common:]
+        best = max(
+            sorted(_one_typo(head)),
+            key=lambda mended: frequencies.get(mended + ending, 0),
+            default=None,
+        )
+        if best is not None and frequencies.get(best + ending, 0):
+            guessed[word] = (best + tail, best + ending)
+    if not guessed:
+        return query
+    # the word mended as a whole: of the spellings one typo away that begin like the mended
+    # stem (and the stem's own mend), one the index stems to it; a word of the language first,
+    # then one as long as the word typed ("turbiness": "turbines", not "turbinness")
+    spellings = {
+        word: {mended} | {c for c in _one_typo(word.lower()) if c.startswith(root[: len(root) - 1])}
+        for word, (mended, root) in guessed.items()
+    }
+    checked = stem(set().union(*spellings.values()))
+    fixed = {}
+    for word, candidates in spellings.items():
+        mended, root = guessed[word]
+        right = [c for c in candidates if checked.get(c) == root]
+        if right:
+            best = min(
+                right, key=lambda c: (c not in english_words(), c != mended, abs(len(c) - len(word)), c)
+            )
+            fixed[word] = best.capitalize() if word[0].isupper() else best
+    return _WORD.sub(lambda m: fixed.get(m.group(), m.group()), query) if fixed else query
+
+
+def _maybe_misspelt(word: str) -> bool:
+    return len(word) >= SPELLED_LETTERS and word[1:].islower() and word.lower() not in english_words()
+
+
+@cache
+def english_words() -> frozenset[str]:
+    """The English words of six letters or more the package ships (``proxy/data``)."""
+    packed = resources.files("proxy.data").joinpath("english_words.txt.gz").read_bytes()
+    return frozenset(gzip.decompress(packed).decode("ascii").split())
+
+
+def _one_typo(word: str) -> set[str]:
+    """Every string one typo away from ``word`` (Norvig's ``edits1``), none shorter than 3."""
+    letters = string.ascii_lowercase
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    dropped = [a + b[1:] for a, b in splits if b]
+    swapped = [a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1]
+    replaced = [a + c + b[1:] for a, b in splits if b for c in letters]
+    added = [a + c + b for a, b in splits for c in letters]
+    return {w for w in (*dropped, *swapped, *replaced, *added) if len(w) >= 3} - {word}

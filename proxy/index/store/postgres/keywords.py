@@ -15,7 +15,7 @@ import psycopg
 from proxy.index import textsearch
 from proxy.index.store.common import Hit, bm25_scores, keyword_weights
 from proxy.index.store.sql import SqlStore
-from proxy.index.store.terms import BUDGET, KeptFrequencies, choose_terms
+from proxy.index.store.terms import BUDGET, KeptFrequencies, choose_terms, spelled
 
 MAX_POSITION = 16383  # PostgreSQL's largest tsvector position
 MAX_POSITIONS = 256  # ... and positions kept per lexeme
@@ -85,20 +85,32 @@ class KeywordSearch(SqlStore):
     _stems: dict[str, str]
     _frequencies: KeptFrequencies
 
-    def _stem(self, words: Iterable[str]) -> dict[str, str]:
-        """Each English word as PostgreSQL's snowball stemmer makes it (cached); other tokens, as
-        they are."""
+    def _stem(self, words: Iterable[str], *, keep: bool = True) -> dict[str, str]:
+        """Each English word as PostgreSQL's snowball stemmer makes it (cached if ``keep``: not a
+        spelling's candidates, hundreds a word); other tokens, as they are."""
         wanted = {w for w in words if w.isascii() and not w.isdigit()}
         missing = [w for w in wanted if w not in self._stems]
+        found: dict[str, str] = {}
         if missing:
             rows = self.reader().execute(
                 "SELECT w, ts_lexize('ragproxy_stem', w) AS s FROM unnest(%s::text[]) w", (missing,)
             )
             found = {row["w"]: (row["s"] or [row["w"]])[0] for row in rows}
-            if len(self._stems) > STEMS_KEPT:
-                self._stems.clear()
-            self._stems.update(found)
-        return {w: self._stems.get(w, w) for w in wanted}
+            if keep:
+                if len(self._stems) > STEMS_KEPT:
+                    self._stems.clear()
+                self._stems.update(found)
+        return {w: found.get(w) or self._stems.get(w, w) for w in wanted}
+
+    def spelled(self, query: str) -> str:
+        """The query with each misspelt word put right, by the index's lexemes (``terms.spelled``)."""
+
+        def stem(words: Iterable[str]) -> dict[str, str]:
+            tokens = {w: query_token(w) for w in words}
+            stems = self._stem(tokens.values(), keep=len(tokens) < 50)
+            return {w: stems.get(t, t) for w, t in tokens.items()}
+
+        return spelled(query, self._document_frequencies(), stem)
 
     def keyword_terms(self, query: str) -> dict[str, int | None]:
         terms = textsearch.query_terms(query)

@@ -16,7 +16,7 @@ from proxy.index.store.common import Hit, bm25_scores, keyword_weights
 from proxy.index.store.sql import SqlStore
 from proxy.index.store.sqlite.bm25 import ScopedCounts, scoped_counts
 from proxy.index.store.sqlite.connection import Connection
-from proxy.index.store.terms import BUDGET, KeptFrequencies, choose_terms
+from proxy.index.store.terms import BUDGET, KeptFrequencies, choose_terms, spelled
 from proxy.index.textsearch import query_terms
 
 STEMS_KEPT = 50_000
@@ -52,19 +52,28 @@ class Vocabulary:
 
         return self._kept.get(db.execute("SELECT count(*) FROM chunks").fetchone()[0], read)
 
-    def stems(self, db: Connection, words: Sequence[str]) -> dict[str, str]:
-        """Each word as the index's tokenizer stores it (lower case, stemmed)."""
+    def stems(self, db: Connection, words: Sequence[str], *, keep: bool = True) -> dict[str, str]:
+        """Each word as the index's tokenizer stores it (lower case, stemmed). ``keep``: kept
+        for the next question (not a spelling's candidates, hundreds a word)."""
         missing = [w for w in dict.fromkeys(words) if w not in self._stems]
+        found: dict[str, str] = {}
         if missing:
             _ensure_tables(db)
             db.execute("DELETE FROM temp.ragproxy_words")
             db.executemany("INSERT INTO temp.ragproxy_words(rowid, word) VALUES (?, ?)", enumerate(missing))
-            found = dict(db.execute("SELECT doc, term FROM temp.ragproxy_word_stems").fetchall())
-            with self._lock:
-                if len(self._stems) > STEMS_KEPT:
-                    self._stems.clear()
-                self._stems.update((word, found.get(i, word.lower())) for i, word in enumerate(missing))
-        return {w: self._stems.get(w, w.lower()) for w in words}
+            stems = dict(db.execute("SELECT doc, term FROM temp.ragproxy_word_stems").fetchall())
+            found = {word: stems.get(i, word.lower()) for i, word in enumerate(missing)}
+            if keep:
+                with self._lock:
+                    if len(self._stems) > STEMS_KEPT:
+                        self._stems.clear()
+                    self._stems.update(found)
+        return {w: found.get(w) or self._stems.get(w, w.lower()) for w in words}
+
+    def spelled(self, db: Connection, query: str) -> str:
+        """The query with misspelt words put right (``terms.spelled``)."""
+        frequencies = self.frequencies(db)
+        return spelled(query, frequencies, lambda words: self.stems(db, list(words), keep=len(words) < 50))
 
 
 class KeywordSearch(SqlStore):
@@ -78,6 +87,10 @@ class KeywordSearch(SqlStore):
         all would score too many rows: ``keywords``), with the document frequency of each single
         token."""
         return self._vocabulary.select(self.reader(), query)
+
+    def spelled(self, query: str) -> str:
+        """The query with each misspelt word put right, by the index's vocabulary."""
+        return self._vocabulary.spelled(self.reader(), query)
 
     def search_keyword(
         self,
