@@ -29,6 +29,8 @@ Sets:
     .venv/bin/python bench/relevance_eval.py run [--limit N]
     .venv/bin/python bench/relevance_eval.py fusion
     .venv/bin/python bench/relevance_eval.py timing
+    .venv/bin/python bench/relevance_eval.py mixed    # CMRC and the SciFact sample in one index
+    .venv/bin/python bench/relevance_eval.py cross    # cross-language recall@1, alone and mixed
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import math  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
+import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -65,6 +68,7 @@ DATA = Path(ROOT).parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "ragproxy-bench"
 EVAL = CACHE / "eval"  # retrieval_eval.py's indexes, in a folder per engine
 RELEVANCE = CACHE / "relevance"  # the documents; the indexes in a folder per engine
+CMRC_FOLDER = EVAL / "cmrc-docs"  # CMRC's paragraphs as retrieval_eval.py writes them
 SCIFACT_DOCUMENTS = 1000
 TIDB_PARTS = ("faq", "best-practices")
 
@@ -173,6 +177,31 @@ def index_paths(engine: str) -> dict[str, Path]:
     }
 
 
+def mixed_path(engine: str) -> Path:
+    """CMRC's Chinese paragraphs and the SciFact sample's English abstracts in one index (two
+    collections): cross-language questions where the question's own script has text too."""
+    return RELEVANCE / engine / "mixed.db"
+
+
+def build_mixed(engine: str) -> None:
+    """The mixed index, its vectors taken from the two indexes' embedding caches."""
+    dbs, mixed = index_paths(engine), mixed_path(engine)
+    IndexService(Settings(db=str(mixed), e5_engine=engine)).close()  # the schema
+    with sqlite3.connect(mixed) as db:
+        for name in ("cmrc", "scifact"):
+            db.execute("ATTACH DATABASE ? AS other", (str(dbs[name]),))
+            db.execute(
+                "INSERT OR IGNORE INTO embedding_cache (model, content_hash, vector) "
+                "SELECT model, content_hash, vector FROM other.embedding_cache"
+            )
+            db.commit()
+            db.execute("DETACH DATABASE other")
+    env = {**os.environ, "RAGPROXY_E5_ENGINE": engine}
+    for folder, name in ((CMRC_FOLDER, "cmrc"), (RELEVANCE / "scifact-docs", "scifact")):
+        command = [sys.executable, "-m", "proxy", "index", str(folder), "--collection", name]
+        subprocess.run([*command, "--db", str(mixed)], check=True, cwd=ROOT, env=env)
+
+
 def build(args: argparse.Namespace) -> None:
     dbs = index_paths(args.e5_engine)
     if not dbs["cmrc"].exists():
@@ -203,6 +232,7 @@ def build(args: argparse.Namespace) -> None:
             str(dbs["docs"]),
         ]
         subprocess.run(command, check=True, cwd=ROOT, env=env)
+    build_mixed(args.e5_engine)
 
 
 # -- the server -----------------------------------------------------------------------------------------
@@ -307,11 +337,13 @@ def run_follow_ups(
     print(f"| follow-up | {label} | {n} | {any_context / n:.1%} | {right / n:.1%} | |")
 
 
-def run_cross_language(services: dict[str, IndexService], data: Path, results: dict[str, Any]) -> None:
+def run_cross_language(
+    services: dict[str, IndexService], data: Path, results: dict[str, Any], label: str = ""
+) -> None:
     targets = {item["id"]: item["files"] for item in scifact_related(data)}
     targets.update({item["id"]: item["files"] for item in cmrc_related(data, 1)})
-    print("\n| cross-language | n | hybrid recall@1 | vector recall@1 | keyword recall@1 |")
-    print("|---|---|---|---|---|")
+    print("\n| cross-language | index | n | hybrid recall@1 | vector recall@1 | keyword recall@1 |")
+    print("|---|---|---|---|---|---|")
     for name, lang in (
         ("scifact", "Chinese claims, English abstracts"),
         ("cmrc", "English questions, Chinese text"),
@@ -322,10 +354,26 @@ def run_cross_language(services: dict[str, IndexService], data: Path, results: d
             found = 0
             for item in items:
                 hits = services[name].rank(item["text"], 5, mode=mode).hits
-                found += bool(hits) and hits[0].path in targets[item["id"]]
+                found += bool(hits) and Path(hits[0].path).name in targets[item["id"]]
             row.append(found / len(items))
-        results[f"cross:{name}"] = row
-        print(f"| {lang} | {len(items)} | {row[0]:.3f} | {row[1]:.3f} | {row[2]:.3f} |")
+        results[f"cross:{name}{label}"] = row
+        index = label or name
+        print(f"| {lang} | {index} | {len(items)} | {row[0]:.3f} | {row[1]:.3f} | {row[2]:.3f} |")
+
+
+def cross(args: argparse.Namespace) -> None:
+    """Cross-language recall@1 on each collection's own index, then on the mixed index, where the
+    question's own script has text too (``build`` makes it)."""
+    results: dict[str, Any] = {}
+    services = {
+        name: IndexService(Settings(db=str(db), e5_engine=args.e5_engine))
+        for name, db in index_paths(args.e5_engine).items()
+    }
+    run_cross_language(services, args.data, results)
+    mixed = IndexService(Settings(db=str(mixed_path(args.e5_engine)), e5_engine=args.e5_engine))
+    run_cross_language({"scifact": mixed, "cmrc": mixed}, args.data, results, " mixed")
+    for service in [*services.values(), mixed]:
+        service.close()
 
 
 def run(args: argparse.Namespace) -> None:
@@ -452,7 +500,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("step", choices=("build", "run", "fusion", "timing"))
+    parser.add_argument("step", choices=("build", "run", "fusion", "timing", "cross", "mixed"))
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=0, help="at most N related questions per set")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -463,7 +511,9 @@ def main() -> None:
         help="what runs the e5 embedder; each engine has its own indexes in the cache",
     )
     args = parser.parse_args()
-    {"build": build, "run": run, "fusion": fusion, "timing": timing}[args.step](args)
+    steps = {"build": build, "run": run, "fusion": fusion, "timing": timing, "cross": cross}
+    steps["mixed"] = lambda args: build_mixed(args.e5_engine)
+    steps[args.step](args)
 
 
 if __name__ == "__main__":
