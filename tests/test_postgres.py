@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from proxy.errors import ConfigError
@@ -283,3 +284,32 @@ def test_collections_scope_every_search(pg_url: str) -> None:
         assert [h.collection for h in hits] == ["a"] and background is not None and background.count == 1
     finally:
         store.close()
+
+
+def test_both_engines_rank_each_script_against_its_own_background(pg_url: str, tmp_path: Path) -> None:
+    """A Chinese question over Chinese notes and English papers: the paper it asks about ranks
+    first in both engines, by how far it stands above the English background."""
+    rng = np.random.default_rng(11)
+    rows = [(f"灯塔看守人的日志第{i}页", [1.0, 0.1, float(rng.normal(0, 0.05))]) for i in range(60)]
+    rows += [(f"Storm log {i} of the keeper", [0.1, 1.0, float(rng.normal(0, 0.05))]) for i in range(60)]
+    rows.append(("The Fresnel lens paper", [0.7, 1.0, 0.0]))
+    found = []
+    for store in (SqliteStore(tmp_path / "index.db"), PostgresStore(pg_url)):
+        try:
+            store.bind_embedder("test", 3)
+            collection = store.collection_id("notes", "/notes")
+            for i, (text, _) in enumerate(rows):
+                chunks = [text_chunk(text)]
+                store.replace_document(
+                    collection, f"{i}.md", digest=str(i), size=1, mtime=1, loader="t", chunks=chunks
+                )
+            vectors = {text: vector for text, vector in rows}
+            for pending in store.pending_chunks(500):
+                store.store_vectors("test", [(pending, pack(vectors[pending.text]))])
+            hits, background = store.scan_vectors([1.0, 0.5, 0.0], 5, None, cjk=True)
+            assert background is not None and background.other is not None
+            found.append([hit.text for hit in hits])
+        finally:
+            store.close()
+    for texts in found:  # the Chinese chunks after it tie (one vector, rounded alike): any order
+        assert texts[0] == "The Fresnel lens paper" and len(texts) == 5, texts

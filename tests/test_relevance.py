@@ -186,3 +186,33 @@ def test_a_follow_up_embeds_the_previous_question_only_once(docs_index: tuple[Pa
         service.close()
     assert embedder.queries == [QUESTION, "Why?", f"{QUESTION}\nWhy?"]
     assert CANARY in found.passages[0].text
+
+
+def test_where_a_collection_holds_both_scripts_each_chunk_is_ranked_in_its_own() -> None:
+    # a Chinese question about an English paper: every Chinese chunk stands nearer to it by
+    # cosine than any English one, but the paper stands far above the English background
+    rng = np.random.default_rng(7)
+    query = [1.0, 0.5, 0.0]
+
+    def matrix(english: int) -> VectorMatrix:
+        found = VectorMatrix(3)
+        for i in range(60):
+            found.add(i, 1, np.array([1.0, 0.1, rng.normal(0, 0.05)], dtype=np.float32).tobytes(), cjk=True)
+        for i in range(english):
+            vector = np.array([0.1, 1.0, rng.normal(0, 0.05)], dtype=np.float32)
+            found.add(100 + i, 1, vector.tobytes(), cjk=False)
+        found.add(999, 1, np.array([0.7, 1.0, 0.0], dtype=np.float32).tobytes(), cjk=False)  # the paper
+        return found
+
+    both = matrix(english=60)
+    hits, background = both.scan(query, 5, None, cjk=True)
+    assert background is not None and background.other is not None and background.other.count == 61
+    assert hits[0][0] == 999
+    cosines = dict(hits)
+    assert all(cosines[999] < score for chunk, score in hits if chunk < 100)  # scores stay cosines
+    assert background.of(False).z(cosines[999]) > background.of(True).z(max(s for c, s in hits if c < 100))
+
+    few = matrix(english=10)  # too few English chunks for a background of their own: by cosine
+    hits, background = few.scan(query, 5, None, cjk=True)
+    assert background is not None and background.other is None
+    assert 999 not in dict(hits)

@@ -24,7 +24,7 @@ from proxy.index.vectors import Background
 from proxy.logging import get_logger
 from proxy.plugins import embedders, factory
 from proxy.settings import Settings
-from proxy.text import asked_in_cjk
+from proxy.text import asked_in_cjk, is_cjk
 from proxy.types import Embedder, ReadOptions, Reranker
 
 log = get_logger("ragproxy.index")
@@ -206,6 +206,10 @@ class IndexService:
         # BM25 over the sum of the query terms' IDF: ~1 for a chunk holding every term once,
         # a small fraction for one that shares a common word or two
         strength = {hit.chunk_id: min(1.0, hit.score / idf) for hit in keyword} if idf else {}
+        if background is not None and background.other is not None and mode == "hybrid":
+            # both scripts ranked (vectors.by_script): each chunk fused by how far it stands above
+            # its own script's background; with one background this is the cosine's min-max
+            vector = [hit.scored(background.of(_in_script(hit, cjk)).z(hit.score)) for hit in vector]
         ordered = (
             keyword if mode == "keyword" else vector if mode == "vector" else fuse(keyword, vector, strength)
         )
@@ -281,6 +285,10 @@ KEYWORD_WEIGHT = 0.5  # chosen on SciFact's training queries (BENCHMARKS.md)
 
 
 STRONG_KEYWORDS = 0.3  # a keyword list whose best hit has this strength counts in full
+
+
+def _in_script(hit: Hit, cjk: bool) -> bool:
+    return is_cjk(len(hit.text.encode()), len(hit.text)) == cjk
 
 
 def fuse(

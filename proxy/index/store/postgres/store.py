@@ -376,15 +376,30 @@ class PostgresStore(KeywordSearch):
             return [], None
         q = unit(vector)
         literal = vector_text(q.tobytes())
-        rows = db.execute(
-            "SELECT chunk_id, 1 - (embedding <=> %s::vector) AS score FROM chunk_vectors "
-            + ("WHERE collection_id = ANY(%s) " if chosen is not None else "")
-            + "ORDER BY embedding <=> %s::vector LIMIT %s",
-            (literal, *([chosen] if chosen is not None else []), literal, k),
-        ).fetchall()
-        scores = {row["chunk_id"]: float(row["score"]) for row in rows}
-        hits = sorted(self._hits(scores), key=lambda hit: -hit.score)
-        return hits, self._stats.background(q, set(chosen) if chosen is not None else None, cjk)
+        found = self._stats.background(q, set(chosen) if chosen is not None else None, cjk)
+        scripts = [None] if found is None or found.other is None else [cjk, not cjk]
+        scores: dict[int, float] = {}
+        for script in scripts:  # each script's nearest, when both are ranked (``vectors.by_script``)
+            rows = db.execute(
+                "SELECT chunk_id, 1 - (embedding <=> %s::vector) AS score FROM chunk_vectors WHERE true "
+                + ("AND collection_id = ANY(%s) " if chosen is not None else "")
+                + ("AND cjk = %s " if script is not None else "")
+                + "ORDER BY embedding <=> %s::vector LIMIT %s",
+                (
+                    literal,
+                    *([chosen] if chosen is not None else []),
+                    *([script] if script is not None else []),
+                    literal,
+                    k,
+                ),
+            ).fetchall()
+            scores.update((row["chunk_id"], float(row["score"])) for row in rows)
+        hits = self._hits(scores)
+        if found is not None and found.other is not None:
+            own = {hit.chunk_id: is_cjk(len(hit.text.encode()), len(hit.text)) == cjk for hit in hits}
+            hits.sort(key=lambda hit: -found.of(own[hit.chunk_id]).z(hit.score))
+            return hits[:k], found
+        return sorted(hits, key=lambda hit: -hit.score), found
 
     def similarities(self, vector: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
         wanted = list(chunk_ids)

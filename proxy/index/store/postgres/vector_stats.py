@@ -14,7 +14,7 @@ import psycopg
 
 from proxy.index.store.postgres.listener import ChangeListener
 from proxy.index.store.postgres.schema import has_vectors, meta_value
-from proxy.index.vectors import Background, Moments, background, codes_of
+from proxy.index.vectors import Background, Moments, by_script, codes_of
 
 LOG_KEPT_SECONDS = 60  # vector changes kept for replicas to read; one further behind reloads
 LOAD_BATCH = 4096
@@ -44,9 +44,11 @@ class VectorStats:
         self._listener.stop()
 
     def background(self, q: np.ndarray, chosen: set[int] | None, cjk: bool | None) -> Background | None:
+        """``vectors.by_script``: the query's background, by_script, with the other script's if both hold
+        enough chunks."""
         moments = self.current()
         with self._lock:
-            return background(moments, q, chosen, cjk) if moments else None
+            return by_script(moments, q, chosen, cjk) if moments else None
 
     def current(self, *, follow: bool = False) -> dict[tuple[int, bool], Moments]:
         """The sums, read if they never were. ``follow``: brought up to date with the log first

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from proxy.index.vectors import SCALE, Background, Moments, background, codes_of, unit
+from proxy.index.vectors import SCALE, Background, Moments, by_script, codes_of, unit
 
 FIRST_PASS_FROM = 20_000  # rows: below this every row is scored (~3 ms at 20k, no recall lost)
 MIN_CANDIDATES = 4096
@@ -176,22 +176,36 @@ class VectorMatrix:
         q = unit(query)
         chosen = set(collection_ids) if collection_ids is not None else None
         inside = np.isin(self._collections[: self.size], list(chosen)) if chosen is not None else None
-        rows = self._candidates(q, k, inside)
+        found_background = by_script(self._moments, q, chosen, cjk)
+        other = found_background.other if found_background is not None else None
+        rows = self._candidates(q, k, inside, by_script=other is not None)
         scores = self._score(rows, q)
         if inside is not None:
             kept = inside[rows]
             rows, scores = rows[kept], scores[kept]
         k = min(k, len(rows))
         if k == 0:
-            return [], background(self._moments, q, chosen, cjk)
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
+            return [], found_background
+        ranked = scores
+        if found_background is not None and other is not None:  # each chunk above its own script's
+            own = self._cjk[rows] == cjk
+            ranked = np.where(
+                own,
+                (scores - found_background.mean) / max(found_background.std, 1e-3),
+                (scores - other.mean) / max(other.std, 1e-3),
+            )
+        top = np.argpartition(-ranked, k - 1)[:k]
+        top = top[np.argsort(-ranked[top], kind="stable")]
         found = [(int(self._ids[rows[i]]), float(scores[i])) for i in top]
-        return found, background(self._moments, q, chosen, cjk)
+        return found, found_background
 
-    def _candidates(self, q: np.ndarray, k: int, inside: np.ndarray | None) -> np.ndarray:
+    def _candidates(
+        self, q: np.ndarray, k: int, inside: np.ndarray | None, *, by_script: bool = False
+    ) -> np.ndarray:
         """Rows worth scoring: all of them, or those whose sign bits differ least from the query's,
-        a mismatch on one of the query's larger components counting three to five times more."""
+        a mismatch on one of the query's larger components counting three to five times more.
+        ``by_script``: as many of each script (a script's rows differ alike from a query in the
+        other: taken together, the query's own script would crowd the other out)."""
         wanted = candidates(self.size, k, self.first_pass_from)
         if self._centre is None or wanted >= self.size:
             return np.arange(self.size)
@@ -214,11 +228,12 @@ class VectorMatrix:
         distance = np.add(total, major, out=total)
         if inside is not None:
             distance[~inside] = np.iinfo(np.uint16).max
-        # the rows within the smallest distance that takes in ``wanted`` of them (ties at that
-        # distance included), in memory order: a histogram of small integers is 4x faster than
-        # argpartition, and ordered rows are read faster
-        cut = int(np.searchsorted(np.cumsum(np.bincount(distance)), wanted))
-        return np.flatnonzero(distance <= cut)
+        if not by_script:
+            return _nearest(distance, wanted)
+        scripts = self._cjk[: self.size]
+        far = np.iinfo(np.uint16).max
+        latin, cjk = (_nearest(np.where(scripts == s, distance, far), wanted) for s in (False, True))
+        return np.union1d(latin, cjk)
 
     def _score(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Cosine similarity of the query to these rows (ascending row numbers), a block at a
@@ -274,3 +289,11 @@ def _pack(flags: np.ndarray, words: int) -> np.ndarray:
     padded = np.zeros((flags.shape[0], words * 64), dtype=bool)
     padded[:, : flags.shape[1]] = flags
     return np.packbits(padded, axis=1).view(np.uint64)
+
+
+def _nearest(distance: np.ndarray, wanted: int) -> np.ndarray:
+    """The rows within the smallest distance that takes in ``wanted`` of them (ties at that
+    distance included), in memory order: a histogram of small integers is 4x faster than
+    argpartition, and ordered rows are read faster."""
+    cut = int(np.searchsorted(np.cumsum(np.bincount(distance)), wanted))
+    return np.flatnonzero(distance <= cut)

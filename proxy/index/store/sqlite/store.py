@@ -351,8 +351,9 @@ class SqliteStore(KeywordSearch):
         if not found:
             return [], background
         scores = dict(found)
+        order = {chunk_id: i for i, (chunk_id, _) in enumerate(found)}  # the scan's (``by_script``)
         hits = [hit_from_row(row, scores[row["id"]]) for row in self._hit_rows(scores)]
-        return sorted(hits, key=lambda hit: -hit.score), background
+        return sorted(hits, key=lambda hit: order[hit.chunk_id]), background
 
     def similarities(self, vector: Sequence[float], chunk_ids: Iterable[int]) -> dict[int, float]:
         """Cosine similarity of the query to each of these chunks that has a vector yet."""
