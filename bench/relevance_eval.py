@@ -427,8 +427,19 @@ def fusion(args: argparse.Namespace) -> None:
             query_id, doc_id, score = line.split("\t")
             qrels.setdefault(query_id, {})[doc_id] = int(score)
     rows: dict[str, list[float]] = {"keyword": [], "vector": [], "min-max": [], "by strength": []}
+    rows["as chats rank (by strength; misspelt words mended)"] = []
+    rows["as chats rank, words as typed"] = []
+    mend = service.store.spelled
     for item in scifact_related(args.data):
         text = item["text"]
+        for name, spelled in (
+            ("as chats rank (by strength; misspelt words mended)", mend),
+            ("as chats rank, words as typed", lambda query: query),
+        ):
+            service.store.spelled = spelled  # type: ignore[method-assign]
+            ranked = list(dict.fromkeys(Path(hit.path).stem for hit in service.search(text, 50)))
+            rows[name].append(ndcg(ranked, qrels[item["id"]]))
+        service.store.spelled = mend  # type: ignore[method-assign]
         keyword = service.store.search_keyword(text, 50)
         vector = service.store.search_vector(service.embedder.embed_query(text), 50)
         idf = sum(service.store.keyword_idf(text).values()) or 1.0

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import ConfigError
+from proxy.index.calibration import described_note, note_of
 from proxy.index.indexer import ScanReport
 from proxy.index.service import IndexService, open_index
 from proxy.logging import configure_logging
@@ -142,6 +143,7 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
     service = open_index(settings)
     try:
         info = service.store.status()
+        info["calibration"] = note_of(service)
     finally:
         service.close()
     if args.json:
@@ -165,6 +167,9 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         )
         for skip in c["skipped"]:
             print(f"  skipped {printable(skip['path'])}: {printable(skip['reason'])}")
+    if info["calibration"]:
+        for line in described_note(info["calibration"], info["embedder"]):
+            print(printable(line))
     return 0
 
 

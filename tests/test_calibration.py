@@ -4,6 +4,10 @@ the shipped everyday prompts and the real e5 embedder: Chinese questions about a
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +16,7 @@ import anyio
 import pytest
 
 from proxy.api.ui import _collections_section
-from proxy.index.calibration import MIN_CHUNKS, Calibration, everyday_prompts
+from proxy.index.calibration import MIN_CHUNKS, Calibration, everyday_prompts, note_of
 from proxy.index.service import IndexService
 from proxy.pipeline.retrieval import retrieve
 from proxy.settings import Settings
@@ -127,6 +131,32 @@ def test_the_server_measures_in_a_thread_of_its_own_and_stops_with_the_index(gui
         started = time.monotonic()
         calibration.stop()
         assert time.monotonic() - started < 10
+
+
+def test_ragproxy_status_shows_the_calibration_the_server_wrote(guide_db: Path, tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    shutil.copy(guide_db, db)  # a writable copy, as the serving process holds it
+    service = IndexService(Settings(db=str(db)))
+    try:
+        assert note_of(service) is None
+        service.calibration.measure(service)
+        note = note_of(service)
+        assert note is not None and note["everyday_prompts"] == len(everyday_prompts())
+        assert [(b["collection"], b["cjk"]) for b in note["bars"]] == [("guide", True)]
+    finally:
+        service.close()
+    shown = subprocess.run(
+        [sys.executable, "-m", "proxy", "status", "--db", str(db)], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"each question held against {len(everyday_prompts())} everyday prompts" in shown
+    assert "guide: Chinese questions, cosine 0." in shown
+    as_json = subprocess.run(
+        [sys.executable, "-m", "proxy", "status", "--json", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert json.loads(as_json)["calibration"]["bars"][0]["collection"] == "guide"
 
 
 def test_a_small_collection_keeps_the_embedders_thresholds(docs_index: tuple[Path, Path]) -> None:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +50,7 @@ RECHECK = 1800.0  # seconds between checks whether a collection changed enough t
 SOON = 60.0  # ... while a collection still waits for its vectors
 CHANGED = 0.2  # share of chunks added or removed since the last measure that calls for another
 PENDING = 0.05  # a collection is measured once at most this share of its chunks lack a vector
+NOTE = "calibration"  # the index's note the last calibration is written to (``ragproxy status``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,29 @@ class Calibration:
                     )
         if not self._stop.is_set():
             self.measured_at = time.time()
+            self._note(service)
+
+    def _note(self, service: IndexService) -> None:
+        """The calibration, written into the index for ``ragproxy status`` (a read-only index,
+        or one that cannot be written now, keeps it in memory only)."""
+        with self._lock:
+            bars = [
+                {"collection": b.collection, "cjk": b.cjk, "cosine": round(b.cosine, 4), "prompts": b.prompts}
+                for b in self._bars.values()
+            ]
+        everyday = self.everyday
+        note = {
+            "measured_at": self.measured_at,
+            "embedder": service.store.embedder()[0],
+            "everyday_prompts": 0 if everyday is None else len(everyday.prompts),
+            "bars": bars,
+        }
+        if getattr(service.store, "readonly", False):
+            return
+        try:
+            service.store.set_note(NOTE, json.dumps(note))
+        except Exception as exc:  # a busy or read-only index: shown on the status page only
+            log.warning("index.calibration_not_noted", error=str(exc)[:200])
 
     def start(self, service: IndexService) -> None:
         """Measures in a thread of its own: the everyday prompts embedded first, then each
@@ -232,3 +256,29 @@ def _measure(
     best.sort()
     cosine = best[min(len(best) - 1, int((1 - SHARE) * len(best)))]
     return Bar(name, cjk, cosine, len(best), chunks)
+
+
+def note_of(service: IndexService) -> dict[str, Any] | None:
+    """The last calibration a server wrote into the index (None: none yet)."""
+    try:
+        text = service.store.note(NOTE)
+    except Exception:  # an index that cannot be read now: nothing to show
+        return None
+    found: dict[str, Any] | None = json.loads(text) if text else None
+    return found
+
+
+def described_note(note: dict[str, Any], embedder: str | None) -> list[str]:
+    """A calibration note as ``ragproxy status`` shows it."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(note["measured_at"]))
+    prompts = note["everyday_prompts"]
+    lines = [f"relevance gate: calibrated {when}; each question held against {prompts} everyday prompts"]
+    for bar in note["bars"]:
+        script = "Chinese" if bar["cjk"] else "English"
+        lines.append(
+            f"  {bar['collection']}: {script} questions, cosine {bar['cosine']:.3f} "
+            f"(from {bar['prompts']} everyday prompts)"
+        )
+    if note.get("embedder") != embedder:
+        lines.append("  (measured with another embedder: the server measures again when it starts)")
+    return lines

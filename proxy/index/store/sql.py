@@ -165,6 +165,22 @@ class SqlStore:
             (collection_id, path, reason, at),
         )
 
+    # -- notes ------------------------------------------------------------------------------------
+    def note(self, key: str) -> str | None:
+        """What the server noted under ``key`` for ``ragproxy status`` to show (the gate's
+        calibration), if anything."""
+        row = self.reader().execute(f"SELECT value FROM meta WHERE key = {self.MARK}", (f"note:{key}",))
+        found = row.fetchone()
+        return None if found is None else str(found["value"])
+
+    def set_note(self, key: str, value: str) -> None:
+        m = self.MARK
+        with self.write() as db:
+            db.execute(
+                f"INSERT INTO meta VALUES ({m}, {m}) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"note:{key}", value),
+            )
+
     # -- embeddings -----------------------------------------------------------------------------
     def embedder(self) -> tuple[str | None, int | None]:
         """The embedder whose vectors the index holds (name, dimensions), if any."""
