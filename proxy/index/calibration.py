@@ -23,18 +23,22 @@ Measured by ``bench/gate_evidence.py`` (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from proxy.index.vectors import unit
 from proxy.logging import get_logger
+from proxy.paths import cache_directory, write_cache
 from proxy.text import asked_in_cjk
 
 if TYPE_CHECKING:
@@ -50,6 +54,7 @@ RECHECK = 1800.0  # seconds between checks whether a collection changed enough t
 SOON = 60.0  # ... while a collection still waits for its vectors
 CHANGED = 0.2  # share of chunks added or removed since the last measure that calls for another
 PENDING = 0.05  # a collection is measured once at most this share of its chunks lack a vector
+AGREE = 0.999  # least cosine of a cached everyday prompt's vector to its fresh one
 NOTE = "calibration"  # the index's note the last calibration is written to (``ragproxy status``)
 
 
@@ -105,10 +110,17 @@ class Calibration:
         return None if everyday is None else everyday.nearest(vector)
 
     def prepare(self, service: IndexService) -> Everyday | None:
-        """The everyday prompts embedded by the index's embedder, once (None: stopped first)."""
+        """The everyday prompts embedded by the index's embedder, once (None: stopped first).
+        Kept in the cache directory for the next start, and taken from it if two prompts
+        embedded afresh still agree with it (another engine or version of the same model does
+        not)."""
         if self.everyday is None and service.has_vectors():
             started = time.monotonic()
             prompts = everyday_prompts()
+            cached = _cached(service, prompts)
+            if cached is not None:
+                self.everyday = Everyday(tuple(prompts), cached)
+                return self.everyday
             rows = []
             for text, _ in prompts:
                 if self._stop.is_set():  # the index is closing
@@ -116,6 +128,7 @@ class Calibration:
                 rows.append(unit(service.question_vector(text)))
                 time.sleep(0)  # let a chat's search go first
             self.everyday = Everyday(tuple(prompts), np.vstack(rows))
+            _keep(service, prompts, self.everyday.vectors)
             seconds = round(time.monotonic() - started, 1)
             log.info("index.everyday_embedded", prompts=len(rows), seconds=seconds)
         return self.everyday
@@ -213,6 +226,33 @@ class Calibration:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+
+def _cache_path(service: IndexService, prompts: Sequence[tuple[str, bool]]) -> Path:
+    embedder = service.embedder
+    key = json.dumps([embedder.name, getattr(embedder, "engine", ""), embedder.dim, [p for p, _ in prompts]])
+    return cache_directory() / f"everyday-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+
+
+def _cached(service: IndexService, prompts: Sequence[tuple[str, bool]]) -> np.ndarray | None:
+    """The everyday prompts' vectors from an earlier start, if two embedded now agree."""
+    try:
+        vectors: np.ndarray = np.asarray(np.load(_cache_path(service, prompts), allow_pickle=False))
+    except (OSError, ValueError):
+        return None
+    if vectors.shape != (len(prompts), service.embedder.dim):
+        return None
+    for i in (0, len(prompts) - 1):
+        if float(vectors[i] @ unit(service.question_vector(prompts[i][0]))) < AGREE:
+            return None
+    found: np.ndarray = vectors.astype(np.float32)
+    return found
+
+
+def _keep(service: IndexService, prompts: Sequence[tuple[str, bool]], vectors: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, vectors.astype(np.float32), allow_pickle=False)
+    write_cache(_cache_path(service, prompts), buffer.getvalue())
 
 
 def _changed(before: int | None, now: int) -> bool:
