@@ -195,36 +195,6 @@ def test_ragproxy_status_shows_the_calibration_the_server_wrote(guide_db: Path, 
     assert json.loads(as_json)["calibration"]["bars"][0]["collection"] == "guide"
 
 
-def test_a_collection_of_both_scripts_gets_a_bar_for_each_on_the_other(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    """English guide and Chinese notes in one collection: a Chinese question about the guide is
-    judged on the guide's chunks by the collection's own bar, not by e5's fixed 0.90."""
-    folder = tmp_path_factory.mktemp("mixed") / "mixed"
-    folder.mkdir()
-    (folder / "README.md").write_text(README.read_text(encoding="utf-8"), encoding="utf-8")
-    chinese = [text for text, cjk in everyday_prompts() if cjk]  # real Chinese, in paragraphs
-    notes = "\n\n".join("## 笔记 {}\n\n{}".format(i, "".join(chinese[i : i + 6])) for i in range(0, 420, 6))
-    (folder / "笔记.md").write_text(notes, encoding="utf-8")
-    service = IndexService(Settings(db=str(folder.parent / "index.db")))
-    try:
-        service.indexer.scan(service.indexer.add_collection("mixed", folder))
-        service.worker.embed_pending()
-        postgres = next(iter(ABOUT_THE_GUIDE))
-        ranking = service.rank(postgres, 5)
-        assert ranking.background is not None and ranking.background.other is not None  # both scripts
-        assert passages(service, postgres) == []  # e5's fixed 0.90 for the guide's English chunks
-        service.calibration.measure(service)
-        assert set(service.calibration.bars()) == {("mixed", True), ("mixed", False)}
-        headings = passages(service, postgres)
-        assert any("postgresql" in heading.lower() for heading in headings), headings
-        for prompt in SMALL_TALK:  # the guide's chunks: none (the notes hold chat of their own)
-            found = retrieve(service, prompt, top_k=5, collections=None).passages
-            assert not [p for p in found if p.path == "README.md"], prompt
-    finally:
-        service.close()
-
-
 def test_a_small_collection_keeps_the_embedders_thresholds(docs_index: tuple[Path, Path]) -> None:
     _, db = docs_index
     service = IndexService(Settings(db=str(db)), readonly=True)

@@ -39,7 +39,7 @@ import numpy as np
 from proxy.index.vectors import unit
 from proxy.logging import get_logger
 from proxy.paths import cache_directory, write_cache
-from proxy.text import asked_in_cjk, is_cjk
+from proxy.text import asked_in_cjk
 
 if TYPE_CHECKING:
     from proxy.index.service import IndexService
@@ -273,28 +273,20 @@ def _measure(
     cjk: bool,
     stop: threading.Event,
 ) -> Bar | None:
-    """The bar for questions in ``cjk``'s script on the collection's text in the other script:
-    on all of it if the collection holds (almost) no text in the question's script (no
-    background of its own to stand out from), on the other script's chunks if it holds 50 or
-    more of each (ranked by script, ``vectors.by_script``). None if the collection holds text
-    in the question's script only, or too little of the other for a background."""
+    """The bar for questions in ``cjk``'s script, if the collection holds (almost) no text in
+    it: asked of the collection, those questions have no background of their own."""
     best: list[float] = []
     for index in asked:
         if stop.is_set():  # the index is closing
             return None
         # embedded once (``prepare``), not through the cache of recent questions: follow-ups use it
         ranking = service.rank(everyday.prompts[index][0], TOP_K, [name], embedded=everyday.vector(index))
-        background = ranking.background
-        mixed = background is not None and background.same_script
-        if mixed and (background is None or background.other is None):
-            return None  # text in this script only (or too little else): its background decides
-        # where the collection lacks the question's script, every hit is judged by the bar (its
-        # few chunks in that script too, which stand closest); where it holds both, the other's
+        if ranking.background is not None and ranking.background.same_script:
+            return None  # the collection has text in this script: the background decides
+        # every hit is judged by the bar: those in the question's script too (there are too few
+        # of them for a background), which stand closest to it
         similarities = [
-            ranking.similarity[hit.chunk_id]
-            for hit in ranking.hits
-            if hit.chunk_id in ranking.similarity
-            and not (mixed and is_cjk(len(hit.text.encode()), len(hit.text)) == cjk)
+            ranking.similarity[hit.chunk_id] for hit in ranking.hits if hit.chunk_id in ranking.similarity
         ]
         if similarities:
             best.append(max(similarities))

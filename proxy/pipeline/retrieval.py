@@ -77,9 +77,8 @@ class Gate:
     A query of one or two terms ("thanks!", "hi", "what model are you") has no such evidence to
     give and an embedding that lands anywhere: it needs to stand out further, on meaning alone.
     Where the background says nothing (fewer than 50 chunks in the query's script, or a chunk in
-    another script) the collection's own bar for such questions applies (``bars``, measured on
-    it: ``index/calibration.py``), else the embedder's own cosine thresholds per script; an
-    embedder without them is not gated there.
+    another script) the embedder's own cosine thresholds per script apply; an embedder without
+    them is not gated there.
 
     However it is judged, a chunk in the question's script must also stand nearer to the question
     than the nearest of the shipped everyday prompts does (``Ranking.everyday``, once they are
@@ -97,7 +96,7 @@ class Gate:
     everyday_margin: float = 0.0  # how much nearer than the nearest everyday prompt, in cosine
     fallback: tuple[float, float] | None = None  # cosine for (Latin, CJK) queries
     cosine: float | None = None  # a plain cosine cut instead (--min-score)
-    # a collection's own cosine bar for questions on its text in the other script, by
+    # a collection's own cosine bar for questions in a script it holds no text in, by
     # (collection, CJK question): measured on the collection (proxy/index/calibration.py)
     bars: Mapping[tuple[str, bool], float] = field(default_factory=dict)
 
@@ -114,14 +113,13 @@ class Gate:
         everyday = ranking.everyday
         if same_script and everyday is not None and similarity < everyday + self.everyday_margin:
             return False  # everyday chat stands nearer to the question than this chunk
-        if background is not None and background.same_script and same_script:
-            z = background.z(similarity)
-            if ranking.terms < self.few_terms:
-                return z >= self.z_few_terms
-            return z >= self.z_floor and z + self.words_weight * strength >= self.z_alone
-        # a chunk in the other script (or any chunk, where the question's script has too little
-        # text for a background): the collection's own bar for such questions, where measured
-        if (bar := self.bars.get((hit.collection, cjk))) is not None:
+        if background is not None and background.same_script:
+            if same_script:
+                z = background.z(similarity)
+                if ranking.terms < self.few_terms:
+                    return z >= self.z_few_terms
+                return z >= self.z_floor and z + self.words_weight * strength >= self.z_alone
+        elif (bar := self.bars.get((hit.collection, cjk))) is not None:
             return similarity >= bar
         return self.fallback is None or similarity >= self.fallback[cjk]
 
