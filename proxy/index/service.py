@@ -206,10 +206,15 @@ class IndexService:
         # BM25 over the sum of the query terms' IDF: ~1 for a chunk holding every term once,
         # a small fraction for one that shares a common word or two
         strength = {hit.chunk_id: min(1.0, hit.score / idf) for hit in keyword} if idf else {}
-        if background is not None and background.other is not None and mode == "hybrid":
-            # both scripts ranked (vectors.by_script): each chunk fused by how far it stands above
-            # its own script's background; with one background this is the cosine's min-max
-            vector = [hit.scored(background.of(_in_script(hit, cjk)).z(hit.score)) for hit in vector]
+        if background is not None and background.other is not None:
+            if mode == "hybrid":
+                # both scripts ranked (vectors.by_script): each chunk fused by how far it stands
+                # above its own script's background; with one background, the cosine's min-max
+                vector = [hit.scored(background.of(_in_script(hit, cjk)).z(hit.score)) for hit in vector]
+            else:
+                # vector only: the nearest by cosine, as the mode says (by z alone, the top of
+                # the other script's noise outranks a question's own paragraph: BENCHMARKS.md)
+                vector.sort(key=lambda hit: -hit.score)
         ordered = (
             keyword if mode == "keyword" else vector if mode == "vector" else fuse(keyword, vector, strength)
         )
