@@ -42,7 +42,8 @@ UnsetEnvironment={proxy_variables}
 DynamicUser=yes
 StateDirectory=ragproxy
 StateDirectoryMode=0700
-# The embedder's graph, built on the first start, in /var/cache/ragproxy ($CACHE_DIRECTORY).
+# The embedder's graph and the gate's everyday vectors, made on the first start, in
+# /var/cache/ragproxy ($CACHE_DIRECTORY).
 CacheDirectory=ragproxy
 CacheDirectoryMode=0700
 UMask=0077
