@@ -52,6 +52,9 @@ def test_real_words_and_names_are_not_typos(papers: IndexService) -> None:
     for question in ("Which country grows the most coffee?", "the ComYMV genome", "ok thanks"):
         assert spelled(question) == question
     assert spelled("how do I bake sourdough bread") == "how do I bake sourdough bread"  # nothing near
+    # the Latin letters of a word with others ("turbiness" inside "turbinessé") are not a word
+    assert spelled("the turbinessé gearbox") == "the turbinessé gearbox"
+    assert spelled("the turbiness gearbox") == "the turbines gearbox"
 
 
 def test_the_mended_question_finds_what_the_misspelt_one_could_not(papers: IndexService) -> None:

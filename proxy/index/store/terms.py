@@ -80,7 +80,7 @@ def cost(counts: list[int]) -> int:
     return min(counts) + sum(counts) // 8
 
 
-_WORD = re.compile(r"[A-Za-z]+")
+_WORD = re.compile(r"(?<![^\W\d_])[A-Za-z]+(?![^\W\d_])")  # a word of Latin letters only ("naïve": none)
 
 
 def spelled(
@@ -90,7 +90,8 @@ def spelled(
     ``SPELLED_LETTERS`` Latin letters or more that no chunk holds (by its stem), where one typo
     away (two neighbouring letters swapped, one dropped, one added, one replaced) stands a word
     the index holds; of several, the one most chunks hold. "hmoocysteine" becomes "homocysteine",
-    "methylaion" "methylation"; a word no chunk holds nor comes near ("sourdough") stays as it is.
+    "microenviroment" "microenvironment"; a word no chunk holds nor comes near ("sourdough")
+    stays as it is, and so does a typo that changes the stem past one edit ("methylaion").
     A keyword search leans on a question's rarest word, the one a typo takes away; the question's
     embedding moves too. ``stem``: words as the index stores them (lower case, stemmed).
 
