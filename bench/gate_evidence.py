@@ -64,7 +64,7 @@ from proxy.index.service import IndexService  # noqa: E402
 from proxy.index.vectors import Background, background, unit  # noqa: E402
 from proxy.pipeline.retrieval import Gate  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
-from proxy.text import is_cjk  # noqa: E402
+from proxy.text import written_in_cjk  # noqa: E402
 
 CACHE = R.CACHE / "gate"
 HITS = 20  # of each ranking: the gate reads every hit, the top ones decide
@@ -74,7 +74,7 @@ EVERYDAY = Path(ROOT) / "proxy" / "data" / "everyday_prompts.jsonl"
 
 
 def language(text: str) -> str:
-    return "zh" if is_cjk(len(text.encode()), len(text)) else "en"
+    return "zh" if written_in_cjk(text) else "en"
 
 
 def probes(db: Path, seed: int = 7) -> list[dict[str, Any]]:
@@ -118,7 +118,7 @@ def evidence(service: IndexService, text: str) -> dict[str, Any]:
     hits = []
     for hit in ranking.hits[:HITS]:
         similarity = ranking.similarity.get(hit.chunk_id)
-        same_script = is_cjk(len(hit.text.encode()), len(hit.text)) == ranking.cjk
+        same_script = hit.cjk == ranking.cjk
         z = z_other = None
         if similarity is not None and background is not None and background.same_script and same_script:
             z = round(background.z(similarity), 4)

@@ -106,6 +106,11 @@ def is_cjk(utf8_bytes: int, characters: int) -> bool:
     return utf8_bytes > CJK_BYTES_PER_CHARACTER * max(characters, 1)
 
 
+def written_in_cjk(text: str) -> bool:
+    """A chunk's script (``is_cjk`` of its lengths), as both stores record it."""
+    return is_cjk(len(text.encode()), len(text))
+
+
 _FENCED = re.compile(r"```.*?(```|$)", re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 _URL = re.compile(r"\b\w+://\S+")

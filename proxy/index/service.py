@@ -24,7 +24,7 @@ from proxy.index.vectors import Background
 from proxy.logging import get_logger
 from proxy.plugins import embedders, factory
 from proxy.settings import Settings
-from proxy.text import asked_in_cjk, is_cjk
+from proxy.text import asked_in_cjk
 from proxy.types import Embedder, ReadOptions, Reranker
 
 log = get_logger("ragproxy.index")
@@ -210,7 +210,7 @@ class IndexService:
             if mode == "hybrid":
                 # both scripts ranked (vectors.by_script): each chunk fused by how far it stands
                 # above its own script's background; with one background, the cosine's min-max
-                vector = [hit.scored(background.of(_in_script(hit, cjk)).z(hit.score)) for hit in vector]
+                vector = [hit.scored(background.of(hit.cjk == cjk).z(hit.score)) for hit in vector]
             else:
                 # vector only: the nearest by cosine, as the mode says (by z alone, the top of
                 # the other script's noise outranks a question's own paragraph: BENCHMARKS.md)
@@ -290,10 +290,6 @@ KEYWORD_WEIGHT = 0.5  # chosen on SciFact's training queries (BENCHMARKS.md)
 
 
 STRONG_KEYWORDS = 0.3  # a keyword list whose best hit has this strength counts in full
-
-
-def _in_script(hit: Hit, cjk: bool) -> bool:
-    return is_cjk(len(hit.text.encode()), len(hit.text)) == cjk
 
 
 def fuse(

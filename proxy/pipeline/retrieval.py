@@ -13,7 +13,6 @@ from proxy.pipeline.conversation import Query
 from proxy.pipeline.passages import Passage
 from proxy.plugins import factory, rerankers
 from proxy.settings import Settings
-from proxy.text import is_cjk
 from proxy.types import Reranker
 
 log = get_logger("ragproxy.retrieval")
@@ -109,7 +108,7 @@ class Gate:
             return similarity >= self.cosine
         background = ranking.background
         cjk = ranking.cjk
-        same_script = is_cjk(len(hit.text.encode()), len(hit.text)) == cjk
+        same_script = hit.cjk == cjk
         everyday = ranking.everyday
         if same_script and everyday is not None and similarity < everyday + self.everyday_margin:
             return False  # everyday chat stands nearer to the question than this chunk

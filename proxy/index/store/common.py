@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.index import textsearch
+from proxy.text import written_in_cjk
 from proxy.types import Chunk
 
 
@@ -62,6 +63,11 @@ class Hit:
     document_id: int = 0
     ordinal: int = 0
     content_hash: str = ""
+
+    @property
+    def cjk(self) -> bool:
+        """Its chunk is mostly in a CJK script (as the store recorded it)."""
+        return written_in_cjk(self.text)
 
     def scored(self, score: float) -> Hit:
         """The same hit with another score (``dataclasses.replace`` took 10x as long: fusion

@@ -54,7 +54,7 @@ from proxy.index.store.postgres.vector_stats import VectorStats, prune_log
 from proxy.index.store.sql import embedder_mismatch
 from proxy.index.store.terms import KeptFrequencies
 from proxy.index.vectors import Background, unit
-from proxy.text import is_cjk
+from proxy.text import written_in_cjk
 
 # HNSW candidates per search (the default, 40, is below the pool of 50). At 100k e5-shaped vectors:
 # recall@10 / @50 0.981 / 0.947 against exact search; 200: 0.963 / 0.898; 800: 0.991 / 0.973 at
@@ -146,7 +146,7 @@ class PostgresStore(KeywordSearch):
             for chunk, digest in zip(document.chunks, document.hashes, strict=True):
                 body = embedding_text(chunk.text, chunk.heading)
                 length, keywords = self._keywords(body)
-                cjk = is_cjk(len(chunk.text.encode()), len(chunk.text))
+                cjk = written_in_cjk(chunk.text)
                 rows.append((document.path, chunk, digest, cjk, length, keywords))
         with self.write() as db:
             ids = {
@@ -396,8 +396,7 @@ class PostgresStore(KeywordSearch):
             scores.update((row["chunk_id"], float(row["score"])) for row in rows)
         hits = self._hits(scores)
         if found is not None and found.other is not None:
-            own = {hit.chunk_id: is_cjk(len(hit.text.encode()), len(hit.text)) == cjk for hit in hits}
-            hits.sort(key=lambda hit: -found.of(own[hit.chunk_id]).z(hit.score))
+            hits.sort(key=lambda hit: -found.of(hit.cjk == cjk).z(hit.score))
             return hits[:k], found
         return sorted(hits, key=lambda hit: -hit.score), found
 

@@ -26,7 +26,7 @@ from proxy.index.store.sqlite.keywords import KeywordSearch, Vocabulary
 from proxy.index.store.sqlite.matrix import VectorMatrix
 from proxy.index.store.sqlite.migrations import check_schema, migrate
 from proxy.index.vectors import Background
-from proxy.text import is_cjk
+from proxy.text import is_cjk, written_in_cjk
 
 LOAD_BATCH = 4096  # vectors read per step when the matrix loads
 
@@ -320,7 +320,7 @@ class SqliteStore(KeywordSearch):
                         (chunk.chunk_id, chunk.collection_id, vector),
                     )
                     written += 1
-                    cjk = is_cjk(len(chunk.text.encode()), len(chunk.text))
+                    cjk = written_in_cjk(chunk.text)
                     added.append((chunk.chunk_id, chunk.collection_id, vector, cjk))
             if added and self._bump_vectors_version(db) and self._vectors is not None:
                 ids, collection_ids, vectors, scripts = zip(*added, strict=True)
