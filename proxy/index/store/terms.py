@@ -84,7 +84,9 @@ _WORD = re.compile(r"(?<![^\W\d_])[A-Za-z]+(?![^\W\d_])")  # a word of Latin let
 
 
 def spelled(
-    query: str, frequencies: Mapping[str, int], stem: Callable[[Collection[str]], Mapping[str, str]]
+    query: str,
+    frequencies: Mapping[str, int],
+    stem: Callable[[Collection[str], bool], Mapping[str, str]],
 ) -> str:
     """The query with each misspelt word put right (both stores' ``spelled``): a word of
     ``SPELLED_LETTERS`` Latin letters or more that no chunk holds (by its stem), where one typo
@@ -93,7 +95,9 @@ def spelled(
     "microenviroment" "microenvironment"; a word no chunk holds nor comes near ("sourdough")
     stays as it is, and so does a typo that changes the stem past one edit ("methylaion").
     A keyword search leans on a question's rarest word, the one a typo takes away; the question's
-    embedding moves too. ``stem``: words as the index stores them (lower case, stemmed).
+    embedding moves too. ``stem(words, keep)``: words as the index stores them (lower case,
+    stemmed), kept for later questions if ``keep`` (the question's words, not the hundreds of
+    spellings tried for one).
 
     A word in the shipped English word list is never taken for a typo ("country" on Chinese
     notes that hold "county"), nor is a name with capitals inside ("ComYMV").
@@ -104,7 +108,7 @@ def spelled(
     words = [w for w in dict.fromkeys(_WORD.findall(query)) if _maybe_misspelt(w)]
     if not words:
         return query
-    stems = stem([w.lower() for w in words])
+    stems = stem([w.lower() for w in words], True)
     guessed: dict[str, tuple[str, str]] = {}  # word -> (mended word, mended stem)
     for word in words:
         lower = word.lower()
@@ -130,7 +134,7 @@ def spelled(
         word: {mended} | {c for c in _one_typo(word.lower()) if c.startswith(root[: len(root) - 1])}
         for word, (mended, root) in guessed.items()
     }
-    checked = stem(set().union(*spellings.values()))
+    checked = stem(set().union(*spellings.values()), False)
     fixed = {}
     for word, candidates in spellings.items():
         mended, root = guessed[word]

@@ -105,9 +105,9 @@ class KeywordSearch(SqlStore):
     def spelled(self, query: str) -> str:
         """The query with each misspelt word put right, by the index's lexemes (``terms.spelled``)."""
 
-        def stem(words: Iterable[str]) -> dict[str, str]:
+        def stem(words: Iterable[str], keep: bool) -> dict[str, str]:
             tokens = {w: query_token(w) for w in words}
-            stems = self._stem(tokens.values(), keep=len(tokens) < 50)
+            stems = self._stem(tokens.values(), keep=keep)
             return {w: stems.get(t, t) for w, t in tokens.items()}
 
         return spelled(query, self._document_frequencies(), stem)

@@ -73,7 +73,7 @@ class Vocabulary:
     def spelled(self, db: Connection, query: str) -> str:
         """The query with misspelt words put right (``terms.spelled``)."""
         frequencies = self.frequencies(db)
-        return spelled(query, frequencies, lambda words: self.stems(db, list(words), keep=len(words) < 50))
+        return spelled(query, frequencies, lambda words, keep: self.stems(db, list(words), keep=keep))
 
 
 class KeywordSearch(SqlStore):
