@@ -388,7 +388,7 @@ def part_latency(args: argparse.Namespace) -> None:
     from retrieval_eval import retrieve
 
     from proxy.pipeline import context
-    from proxy.text import is_cjk
+    from proxy.text import written_in_cjk
 
     server, _ = ensure_copies(["ragproxy_bench_100k"])
     path = COPIES["ragproxy_bench_100k"]
@@ -467,7 +467,7 @@ def part_latency(args: argparse.Namespace) -> None:
                     got = [(h.path, h.ordinal) for h in found]
                     recalls[(backend, 10)].append(speed.recall(got[:10], exact_top[:10]))
                     recalls[(backend, POOL)].append(speed.recall(got, exact_top))
-                    script = "zh" if is_cjk(len(text.encode()), len(text)) else "en"
+                    script = "zh" if written_in_cjk(text) else "en"
                     recalls[(backend, script)].append(speed.recall(got, exact_top))
     for service in services.values():
         service.close()

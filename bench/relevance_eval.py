@@ -32,6 +32,7 @@ Sets:
     .venv/bin/python bench/relevance_eval.py mixed    # CMRC and the SciFact sample in one index
     .venv/bin/python bench/relevance_eval.py cross    # cross-language recall@1, alone and mixed
     .venv/bin/python bench/relevance_eval.py traditional   # CMRC in Traditional Chinese (needs opencc)
+    .venv/bin/python bench/relevance_eval.py debian   # the Debian Reference, en + zh-cn + zh-tw (opencc)
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import sqlite3  # noqa: E402
@@ -226,6 +228,103 @@ def traditional(args: argparse.Namespace) -> None:
         n = len(items)
         shown = f"{right / n:.1%}" if name.startswith("related") else ""
         print(f"| {name} | {n} | {any_context / n:.1%} | {shown} |")
+    service.close()
+
+
+DEBIAN_LANGUAGES = ("en", "zh-cn", "zh-tw")
+DEBIAN_SECTION = re.compile(
+    r'<div class="section">\s*<div class="titlepage">\s*<div>\s*<div>\s*'
+    r'<h[23] class="title"><a id="[^"]+"/>([0-9.]+)\s*(.*?)</h[23]>',
+    re.S,
+)
+
+
+def debian_path(engine: str) -> Path:
+    """The Debian Reference in English, Simplified and Traditional Chinese, one collection."""
+    return RELEVANCE / engine / "debian-reference.db"
+
+
+def write_debian_reference(folder: Path) -> None:
+    """Debian's own packages of the guide (``apt-get download``), each chapter's HTML cut at its
+    sections and subsections: one file a section, ``<language>/<number>.html``."""
+    packages = RELEVANCE / "debian-reference-packages"
+    packages.mkdir(parents=True, exist_ok=True)
+    names = [f"debian-reference-{language}" for language in DEBIAN_LANGUAGES]
+    if not list(packages.glob("*.deb")):
+        subprocess.run(["apt-get", "download", *names], check=True, cwd=packages)
+    unpacked = packages / "unpacked"
+    for deb in packages.glob("*.deb"):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    guide = unpacked / "usr" / "share" / "debian-reference"
+    for language in DEBIAN_LANGUAGES:
+        (folder / language).mkdir(parents=True, exist_ok=True)
+        for chapter in sorted(guide.glob(f"ch[0-9][0-9].{language}.html")):
+            text = chapter.read_text(encoding="utf-8")
+            found = list(DEBIAN_SECTION.finditer(text))
+            for i, match in enumerate(found):
+                end = found[i + 1].start() if i + 1 < len(found) else len(text)
+                number = match.group(1).rstrip(".")
+                title = re.sub("<[^>]+>", "", match.group(2)).strip()
+                body = text[match.start() : end]
+                page = f"<html><head><title>{number} {title}</title></head><body>{body}</body></html>"
+                (folder / language / f"{number}.html").write_text(page, encoding="utf-8")
+
+
+def debian(args: argparse.Namespace) -> None:
+    """A collection none of the gate's figures were taken on, built from Debian's packages: the
+    Debian Reference in English, Simplified and Traditional Chinese (the translations leave
+    some paragraphs in English), cut into 429 sections a language, in one collection. Then,
+    through ``retrieve`` (the gate calibrated as the server does), the unrelated prompts by
+    language, and 50 questions written for it (``bench/data/debian_reference_questions.jsonl``:
+    English, Simplified, and the Simplified converted to Traditional by OpenCC's s2twp), each
+    with the sections that answer it (in any of the three languages)."""
+    from proxy.pipeline.retrieval import retrieve
+
+    db = debian_path(args.e5_engine)
+    if not db.exists():
+        folder = RELEVANCE / "debian-reference"
+        write_debian_reference(folder)
+        env = {**os.environ, "RAGPROXY_E5_ENGINE": args.e5_engine}
+        command = [sys.executable, "-m", "proxy", "index", str(folder), "--collection", "debian-reference"]
+        subprocess.run([*command, "--db", str(db)], check=True, cwd=ROOT, env=env)
+    from opencc import OpenCC  # pip install opencc-python-reimplemented (this step only)
+
+    taiwan = OpenCC("s2twp")
+    service = IndexService(Settings(db=str(db), e5_engine=args.e5_engine))
+    service.calibration.measure(service)
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for prompt in read_jsonl(HERE / "data" / "unrelated_prompts.jsonl"):
+        sets.setdefault(f"unrelated, {prompt['lang']}", []).append(prompt)
+    questions = read_jsonl(HERE / "data" / "debian_reference_questions.jsonl")
+    for label, text in (
+        ("English", lambda q: q["en"]),
+        ("Simplified", lambda q: q["zh"]),
+        ("Traditional", lambda q: str(taiwan.convert(q["zh"]))),
+    ):
+        sets[f"related ({label})"] = [{"text": text(q), "sections": q["sections"]} for q in questions]
+    print(f"\nthe Debian Reference ({db.name}), through retrieve, the gate calibrated")
+    print("| set | n | any context | right section in context | right section in the top 5, no gate |")
+    print("|---|---|---|---|---|")
+    for name, items in sets.items():
+        any_context = right = ceiling = 0
+        missed: list[str] = []
+        for item in items:
+            passages = retrieve(service, item["text"], top_k=5, collections=None).passages
+            any_context += bool(passages)
+            if "sections" not in item:
+                continue
+            sections = set(item["sections"])
+            found = any(Path(p.path).stem in sections for p in passages)
+            right += found
+            ceiling += any(Path(h.path).stem in sections for h in service.rank(item["text"], 5).hits[:5])
+            if not found and len(missed) < 4:
+                missed.append(item["text"])
+        n = len(items)
+        related = name.startswith("related")
+        shown = (f"{right / n:.1%}", f"{ceiling / n:.1%}") if related else ("", "")
+        print(f"| {name} | {n} | {any_context / n:.1%} | {shown[0]} | {shown[1]} |")
+        for text in missed:
+            print(f"    missed: {text}")
     service.close()
 
 
@@ -608,7 +707,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("step", choices=("build", "run", "fusion", "timing", "cross", "mixed", "traditional"))
+    steps = ("build", "run", "fusion", "timing", "cross", "mixed", "traditional", "debian")
+    parser.add_argument("step", choices=steps)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=0, help="at most N related questions per set")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -622,6 +722,7 @@ def main() -> None:
     steps = {"build": build, "run": run, "fusion": fusion, "timing": timing, "cross": cross}
     steps["mixed"] = lambda args: build_mixed(args.e5_engine)
     steps["traditional"] = traditional
+    steps["debian"] = debian
     steps[args.step](args)
 
 

@@ -69,7 +69,7 @@ from proxy.index.store.sql import HIT_COLUMNS  # noqa: E402
 from proxy.index.store.sqlite import connect  # noqa: E402
 from proxy.index.store.sqlite.matrix import VectorMatrix, candidates  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
-from proxy.text import is_cjk  # noqa: E402
+from proxy.text import written_in_cjk  # noqa: E402
 
 DATA = Path(ROOT).parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "ragproxy-bench"
@@ -102,12 +102,11 @@ def real_vectors() -> tuple[np.ndarray, np.ndarray]:
         if not path.exists():
             sys.exit(f"missing {path}: run bench/retrieval_eval.py build and bench/relevance_eval.py first")
         db = connect(path, readonly=True)
-        for vector, utf8_bytes, characters in db.execute(
-            "SELECT v.embedding, length(CAST(c.text AS BLOB)), length(c.text) "
-            "FROM chunks_vec v JOIN chunks c ON c.id = v.chunk_id"
+        for vector, text in db.execute(
+            "SELECT v.embedding, c.text FROM chunks_vec v JOIN chunks c ON c.id = v.chunk_id"
         ):
             vectors.append(np.frombuffer(vector, dtype=np.float32))
-            cjk.append(is_cjk(utf8_bytes, characters))
+            cjk.append(written_in_cjk(text))
         db.close()
     return np.stack(vectors), np.array(cjk)
 
@@ -137,12 +136,12 @@ def e5like_index() -> Path:
     shutil.copy(source, partial)
     db = connect(partial)
     rows = db.execute(
-        "SELECT v.chunk_id, v.collection_id, length(CAST(c.text AS BLOB)), length(c.text) "
+        "SELECT v.chunk_id, v.collection_id, c.text "
         "FROM chunks_vec v JOIN chunks c ON c.id = v.chunk_id ORDER BY v.chunk_id"
     ).fetchall()
     rng = np.random.default_rng(5)
     out = np.empty((len(rows), real.shape[1]), dtype=np.float32)
-    chinese = np.array([is_cjk(r[2], r[3]) for r in rows])
+    chinese = np.array([written_in_cjk(r[2]) for r in rows])
     for script in (False, True):
         pool = real[real_cjk == script]
         slots = np.flatnonzero(chinese == script)
@@ -244,7 +243,7 @@ def part_retrieval(args: argparse.Namespace) -> None:
     recalls: dict[int, list[float]] = {10: [], POOL: []}
     for round_ in range(2):
         for i, (text, q) in enumerate(zip(texts, vectors, strict=True)):
-            script = "zh" if is_cjk(len(text.encode()), len(text)) else "en"
+            script = "zh" if written_in_cjk(text) else "en"
             order = (0, 1) if (i + round_) % 2 == 0 else (1, 0)
             for step in order:
                 if step == 0:

@@ -97,18 +97,13 @@ def chunk_tokens(text: str) -> int:
     return cjk + (max(length - cjk, 0) + 3) // 4
 
 
-CJK_BYTES_PER_CHARACTER = 1.8
-
-
-def is_cjk(utf8_bytes: int, characters: int) -> bool:
-    """Text mostly in a CJK script, told by its UTF-8 length: three bytes a CJK character, one a
-    Latin letter. Cheap enough to compute in SQL for every chunk when the matrix loads."""
-    return utf8_bytes > CJK_BYTES_PER_CHARACTER * max(characters, 1)
-
-
 def written_in_cjk(text: str) -> bool:
-    """A chunk's script (``is_cjk`` of its lengths), as both stores record it."""
-    return is_cjk(len(text.encode()), len(text))
+    """A chunk's script, as both stores record it when they write it: told by its prose, as a
+    question's is (``asked_in_cjk``). Chinese documentation is full of commands, paths, option
+    names and untranslated terms: by its bytes, a Chinese page of the Debian Reference read as
+    Latin nine times in ten, and a Chinese question on it was held to the cross-script cosine,
+    which a right chunk rarely reaches (BENCHMARKS.md)."""
+    return asked_in_cjk(text)
 
 
 _FENCED = re.compile(r"```.*?(```|$)", re.S)
@@ -135,7 +130,7 @@ def prose(text: str) -> str:
 def asked_in_cjk(question: str) -> bool:
     """Whether a question is asked in a CJK script: its prose has at least as many CJK characters
     as Latin words ("TiDB 支持 Sequence 吗？", "128 乘以 17", a Chinese question about a pasted
-    error message). A chunk's script is told by its bytes (``is_cjk``); a question's, by what a
-    person wrote around what they pasted or named."""
+    error message): what a person wrote around what they pasted or named. A chunk's script is
+    told the same way (``written_in_cjk``)."""
     text = prose(question) or question
     return len(_CJK_CHARACTER.findall(text)) >= max(len(_LATIN_WORD.findall(text)), 1)

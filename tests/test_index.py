@@ -386,6 +386,7 @@ def test_migrations_keep_data(tmp_path: Path) -> None:
         "m002_embedding_cache_rowid",
         "m003_chunks_by_content_hash",
         "m004_collection_totals",
+        "m005_chunk_script",
     ]
     assert [tuple(r) for r in db.execute("SELECT model, content_hash, vector FROM embedding_cache")] == [
         ("e5", "abc", b"\x00\x00\x00\x00")
@@ -615,5 +616,69 @@ def test_an_index_made_before_collection_totals_is_upgraded_in_place(database: s
                     "ORDER BY collection_id"
                 )
                 assert db.execute(kept).fetchall() == counted.fetchall()
+    finally:
+        service.close()
+
+
+# Chinese documentation as it is written: commands, paths and option names between the sentences
+CHINESE_WITH_COMMANDS = (
+    "使用 `apt-get install --no-install-recommends package-name` 命令安装软件包，"
+    "不安装推荐的软件包。配置文件位于 /etc/apt/apt.conf.d/99norecommends，"
+    ' 写入 APT::Install-Recommends "false"; 即可。\n'
+)
+
+
+def test_a_chunks_script_is_told_by_its_prose_not_its_bytes() -> None:
+    from proxy.text import written_in_cjk
+
+    assert len(CHINESE_WITH_COMMANDS.encode()) < 1.8 * len(CHINESE_WITH_COMMANDS)  # by bytes: Latin
+    assert written_in_cjk(CHINESE_WITH_COMMANDS)
+    assert not written_in_cjk("The 灯塔 (lighthouse) keeper trims the lamp before every storm at sea.")
+    assert not written_in_cjk("apt-get install --no-install-recommends package-name")
+
+
+def test_an_index_that_told_scripts_by_bytes_is_upgraded_in_place(database: str, tmp_path: Path) -> None:
+    """Each chunk's script is told again; on PostgreSQL a vector that changes script is logged
+    out and in again, so the replicas' statistics by script add up to what the index holds."""
+    import psycopg
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "zh.md").write_text(CHINESE_WITH_COMMANDS, encoding="utf-8")
+    (tmp_path / "docs" / "en.md").write_text("The lighthouse keeper trims the lamp.\n", encoding="utf-8")
+    service = IndexService(Settings(db=database))
+    indexed(service, tmp_path / "docs")
+    service.close()
+    sqlite = database.endswith(".db")
+    with connect(database) if sqlite else psycopg.connect(database, autocommit=True) as db:  # as it was
+        if sqlite:
+            db.execute("ALTER TABLE chunks DROP COLUMN cjk")
+            db.execute("DELETE FROM _migrations WHERE name = 'm005_chunk_script'")
+        else:  # every chunk's script was Latin by its bytes, in the chunks, the vectors and the log
+            db.execute("UPDATE chunks SET cjk = false")
+            db.execute(
+                "CREATE TEMP TABLE kept AS SELECT chunk_id, collection_id, embedding FROM chunk_vectors"
+            )
+            db.execute("DELETE FROM chunk_vectors")
+            db.execute("INSERT INTO chunk_vectors SELECT chunk_id, collection_id, false, embedding FROM kept")
+            db.execute("DELETE FROM _migrations WHERE name = 'm003_chunk_script'")
+    service = IndexService(Settings(db=database))
+    try:
+        by_path = (
+            "SELECT d.path, c.cjk FROM chunks c JOIN documents d ON d.id = c.document_id ORDER BY d.path"
+        )
+        if sqlite:
+            scripts = [(r[0], bool(r[1])) for r in service.store.reader().execute(by_path)]
+        else:
+            with psycopg.connect(database) as db:
+                scripts = [(r[0], bool(r[1])) for r in db.execute(by_path)]
+                vectors = "SELECT cjk, count(*) FROM chunk_vectors GROUP BY cjk ORDER BY cjk"
+                logged = (
+                    "SELECT cjk, sum(sign) FROM vector_changes GROUP BY cjk "
+                    "HAVING sum(sign) <> 0 ORDER BY cjk"
+                )
+                assert (
+                    db.execute(vectors).fetchall() == db.execute(logged).fetchall() == [(False, 1), (True, 1)]
+                )
+        assert scripts == [("en.md", False), ("zh.md", True)]
     finally:
         service.close()

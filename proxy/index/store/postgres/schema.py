@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from proxy.errors import ConfigError
+from proxy.text import written_in_cjk
 
 LOCK_SPACE = 0x52505859  # advisory locks (space, collection id): "RPXY"
 VECTOR_LOG_LOCK = 0x52505856  # held by a transaction that changes vectors: the log's order is the commits'
@@ -137,7 +138,41 @@ def m002_collection_totals(db: psycopg.Connection[Any]) -> None:
         END $$""")
 
 
-MIGRATIONS = [("m001_create_tables", m001_create_tables), ("m002_collection_totals", m002_collection_totals)]
+def m003_chunk_script(db: psycopg.Connection[Any]) -> None:
+    """Each chunk's script told again, by its prose (``written_in_cjk``), not its bytes. A vector
+    whose chunk changes script is logged out and in again under its new script, so every
+    replica's statistics by script follow."""
+    db.execute("LOCK TABLE chunks IN SHARE MODE")
+    moved: dict[bool, list[int]] = {False: [], True: []}
+    with db.cursor(name="ragproxy_chunk_script") as rows:  # server-side: not every text at once
+        rows.execute("SELECT id, text, cjk FROM chunks")
+        for row in rows:
+            if (cjk := written_in_cjk(row["text"])) != row["cjk"]:
+                moved[cjk].append(row["id"])
+    for cjk, ids in moved.items():
+        if not ids:
+            continue
+        db.execute("UPDATE chunks SET cjk = %s WHERE id = ANY(%s)", (cjk, ids))
+        if has_vectors(db):
+            db.execute(
+                "CREATE TEMP TABLE moved ON COMMIT DROP AS "
+                "SELECT chunk_id, collection_id, embedding FROM chunk_vectors WHERE chunk_id = ANY(%s)",
+                (ids,),
+            )
+            db.execute("DELETE FROM chunk_vectors WHERE chunk_id = ANY(%s)", (ids,))
+            db.execute(
+                "INSERT INTO chunk_vectors(chunk_id, collection_id, cjk, embedding) "
+                "SELECT chunk_id, collection_id, %s, embedding FROM moved",
+                (cjk,),
+            )
+            db.execute("DROP TABLE moved")
+
+
+MIGRATIONS = [
+    ("m001_create_tables", m001_create_tables),
+    ("m002_collection_totals", m002_collection_totals),
+    ("m003_chunk_script", m003_chunk_script),
+]
 
 
 def migrate(db: psycopg.Connection[Any]) -> None:

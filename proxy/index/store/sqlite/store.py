@@ -26,7 +26,7 @@ from proxy.index.store.sqlite.keywords import KeywordSearch, Vocabulary
 from proxy.index.store.sqlite.matrix import VectorMatrix
 from proxy.index.store.sqlite.migrations import check_schema, migrate
 from proxy.index.vectors import Background
-from proxy.text import is_cjk, written_in_cjk
+from proxy.text import written_in_cjk
 
 LOAD_BATCH = 4096  # vectors read per step when the matrix loads
 
@@ -130,6 +130,7 @@ class SqliteStore(KeywordSearch):
                             chunk.heading,
                             chunk.page,
                             digest,
+                            written_in_cjk(chunk.text),
                         )
                     )
                     fts_rows.append((chunk_id, keywords))
@@ -138,7 +139,7 @@ class SqliteStore(KeywordSearch):
             )
             db.executemany(
                 "INSERT INTO chunks(id, document_id, ordinal, text, start, end, heading, page, "
-                "content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "content_hash, cjk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 chunk_rows,
             )
             db.executemany("INSERT INTO chunks_fts(rowid, body) VALUES (?, ?)", fts_rows)
@@ -385,15 +386,15 @@ class SqliteStore(KeywordSearch):
             row = db.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()
             version = int(row[0]) if row else 0
             cursor = db.execute(
-                "SELECT v.chunk_id, v.collection_id, v.embedding, length(CAST(c.text AS BLOB)), "
-                "length(c.text) FROM chunks_vec v JOIN chunks c ON c.id = v.chunk_id"
+                "SELECT v.chunk_id, v.collection_id, v.embedding, c.cjk "
+                "FROM chunks_vec v JOIN chunks c ON c.id = v.chunk_id"
             )
             while rows := cursor.fetchmany(LOAD_BATCH):
                 matrix.add_many(
                     [r[0] for r in rows],
                     [r[1] for r in rows],
                     np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim),
-                    [is_cjk(r[3], r[4]) for r in rows],
+                    [bool(r[3]) for r in rows],
                 )
         finally:
             db.execute("COMMIT")
