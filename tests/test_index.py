@@ -682,3 +682,24 @@ def test_an_index_that_told_scripts_by_bytes_is_upgraded_in_place(database: str,
         assert scripts == [("en.md", False), ("zh.md", True)]
     finally:
         service.close()
+
+
+def test_a_pair_of_chinese_characters_no_chunk_holds_weighs_nothing(
+    service: IndexService, tmp_path: Path
+) -> None:
+    """A Chinese question is searched as pairs of adjacent characters. A pair across two words
+    that no chunk holds ("和邮" of "用户名和邮箱") is no word of the index: it weighs nothing in
+    the question's total, so the chunk matching every word the index has is strong evidence."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "git.md").write_text(
+        "使用 git config 命令配置用户名和电子邮件地址。\n", encoding="utf-8"
+    )
+    (tmp_path / "docs" / "apt.md").write_text("使用 apt 命令安装软件包。\n", encoding="utf-8")
+    indexed(service, tmp_path / "docs")
+    question = "怎样给 Git 配置用户名和邮箱"
+    weighed = set(service.store.keyword_idf(question))
+    assert weighed == {"Git", "配 置", "置 用", "用 户", "户 名", "名 和"}  # not 怎样, 样给, 和邮, 邮箱
+    ranking = service.rank(question, 2)
+    best = max(ranking.strength, key=lambda chunk: ranking.strength[chunk])
+    assert next(h.path for h in ranking.hits if h.chunk_id == best) == "git.md"
+    assert ranking.strength[best] > 0.8

@@ -203,5 +203,10 @@ def keyword_weights(
     for term, hits in terms.items():
         if hits is None:
             hits = phrase_hits(term)
+        if hits == 0 and " " in term:
+            # a pair of Chinese characters no chunk holds is mostly one across two words ("和邮"
+            # of 用户名和邮箱): weighed at the rarest, it made the chunk holding every word the
+            # index has look weak (the Debian Reference's Chinese questions, BENCHMARKS.md)
+            continue
         weights[term] = bm25_idf(total, min(hits, total))  # a token's frequency may be seconds old
     return weights
