@@ -33,6 +33,7 @@ Sets:
     .venv/bin/python bench/relevance_eval.py cross    # cross-language recall@1, alone and mixed
     .venv/bin/python bench/relevance_eval.py traditional   # CMRC in Traditional Chinese (needs opencc)
     .venv/bin/python bench/relevance_eval.py debian   # the Debian Reference, en + zh-cn + zh-tw (opencc)
+    .venv/bin/python bench/relevance_eval.py halves   # CMRC, every other paragraph in Traditional (opencc)
 """
 
 from __future__ import annotations
@@ -336,6 +337,68 @@ def debian(args: argparse.Namespace) -> None:
         print(f"| {name} | {n} | {any_context / n:.1%} | {shown[0]} | {shown[1]} |")
         for text in missed:
             print(f"    missed: {text}")
+    service.close()
+
+
+def halves_path(engine: str) -> Path:
+    """CMRC's paragraphs, every other one converted to Traditional Chinese: one collection of
+    both Chinese scripts, each paragraph in one of them."""
+    return RELEVANCE / engine / "cmrc-halves.db"
+
+
+def halves(args: argparse.Namespace) -> None:
+    """A collection of both Chinese scripts, such as Wikipedia read in two of its variants: the
+    odd-numbered CMRC paragraphs in Traditional (OpenCC's s2t), the others as they are; vectors
+    taken from the two indexes' caches (``traditional`` builds the other). Then, through
+    ``retrieve``, the unrelated prompts by language, and every 10th CMRC question in its
+    paragraph's script."""
+    from proxy.pipeline.retrieval import retrieve
+
+    db = halves_path(args.e5_engine)
+    if not db.exists():
+        folder = RELEVANCE / "cmrc-halves-docs"
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in sorted(CMRC_FOLDER.glob("*.txt")):
+            text = path.read_text(encoding="utf-8")
+            (folder / path.name).write_text(
+                to_traditional(text) if int(path.stem) % 2 else text, encoding="utf-8"
+            )
+        IndexService(Settings(db=str(db), e5_engine=args.e5_engine)).close()  # the schema
+        with sqlite3.connect(db) as index:
+            for other in (index_paths(args.e5_engine)["cmrc"], traditional_path(args.e5_engine)):
+                index.execute("ATTACH DATABASE ? AS other", (str(other),))
+                index.execute(
+                    "INSERT OR IGNORE INTO embedding_cache (model, content_hash, vector) "
+                    "SELECT model, content_hash, vector FROM other.embedding_cache"
+                )
+                index.commit()
+                index.execute("DETACH DATABASE other")
+        env = {**os.environ, "RAGPROXY_E5_ENGINE": args.e5_engine}
+        command = [sys.executable, "-m", "proxy", "index", str(folder), "--collection", "cmrc-halves"]
+        subprocess.run([*command, "--db", str(db)], check=True, cwd=ROOT, env=env)
+    service = IndexService(Settings(db=str(db), e5_engine=args.e5_engine))
+    service.calibration.measure(service)
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for prompt in read_jsonl(HERE / "data" / "unrelated_prompts.jsonl"):
+        sets.setdefault(f"unrelated, {prompt['lang']}", []).append(prompt)
+    for item in cmrc_related(args.data, 10):
+        odd = int(next(iter(item["files"]))[:4]) % 2
+        label = "related (Traditional paragraphs)" if odd else "related (Simplified paragraphs)"
+        sets.setdefault(label, []).append(
+            {**item, "text": to_traditional(item["text"]) if odd else item["text"]}
+        )
+    print(f"\ncmrc in both Chinese scripts ({db.name}), through retrieve, the gate calibrated")
+    print("| set | n | any context | right document in context |")
+    print("|---|---|---|---|")
+    for name, items in sets.items():
+        any_context = right = 0
+        for item in items:
+            passages = retrieve(service, item["text"], top_k=5, collections=None).passages
+            any_context += bool(passages)
+            right += bool(item.get("files")) and any(Path(p.path).name in item["files"] for p in passages)
+        n = len(items)
+        shown = f"{right / n:.1%}" if name.startswith("related") else ""
+        print(f"| {name} | {n} | {any_context / n:.1%} | {shown} |")
     service.close()
 
 
@@ -718,7 +781,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    steps = ("build", "run", "fusion", "timing", "cross", "mixed", "traditional", "debian")
+    steps = ("build", "run", "fusion", "timing", "cross", "mixed", "traditional", "debian", "halves")
     parser.add_argument("step", choices=steps)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=0, help="at most N related questions per set")
@@ -734,6 +797,7 @@ def main() -> None:
     steps["mixed"] = lambda args: build_mixed(args.e5_engine)
     steps["traditional"] = traditional
     steps["debian"] = debian
+    steps["halves"] = halves
     steps[args.step](args)
 
 
