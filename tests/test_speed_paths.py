@@ -122,7 +122,8 @@ def test_frequencies_read_from_an_empty_index_follow_it_as_it_fills(tmp_path: Pa
     store.warm()  # as serve does at start, before its first scan
     collection = store.collection_id("c", str(tmp_path))
     for n in range(40):
-        write(store, collection, f"p{n}.md", f"turbine gasket marker{n} of the kestrel line")
+        panda = " 熊猫" if n % 4 == 0 else ""
+        write(store, collection, f"p{n}.md", f"turbine gasket marker{n} of the kestrel line{panda}")
     weights = store.keyword_idf("turbine kestrel 熊猫")  # counts newer than the frequencies
     assert set(weights) == {"turbine", "kestrel", "熊 猫"} and all(w > 0 for w in weights.values())
     assert [h.path for h in store.search_keyword("gasket marker17", 1)] == ["p17.md"]
