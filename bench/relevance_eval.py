@@ -58,7 +58,7 @@ import socket  # noqa: E402
 import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -192,12 +192,82 @@ def to_traditional(text: str) -> str:
     return str(OpenCC("s2t").convert(text))
 
 
+def index_folder(folder: Path, collection: str, db: Path, engine: str) -> None:
+    """``ragproxy index`` of one folder into ``db``, as a user would run it."""
+    env = {**os.environ, "RAGPROXY_E5_ENGINE": engine}
+    command = [sys.executable, "-m", "proxy", "index", str(folder), "--collection", collection]
+    subprocess.run([*command, "--db", str(db)], check=True, cwd=ROOT, env=env)
+
+
+def take_vectors(db: Path, sources: list[Path], engine: str) -> None:
+    """A new index at ``db`` whose embedding cache holds the vectors of ``sources``: text they
+    embedded is not embedded again."""
+    IndexService(Settings(db=str(db), e5_engine=engine)).close()  # the schema
+    with sqlite3.connect(db) as index:
+        for source in sources:
+            index.execute("ATTACH DATABASE ? AS other", (str(source),))
+            index.execute(
+                "INSERT OR IGNORE INTO embedding_cache (model, content_hash, vector) "
+                "SELECT model, content_hash, vector FROM other.embedding_cache"
+            )
+            index.commit()
+            index.execute("DETACH DATABASE other")
+
+
+def unrelated_sets() -> dict[str, list[dict[str, Any]]]:
+    """The unrelated prompts, a set a language."""
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for prompt in read_jsonl(HERE / "data" / "unrelated_prompts.jsonl"):
+        sets.setdefault(f"unrelated, {prompt['lang']}", []).append(prompt)
+    return sets
+
+
+def through_retrieve(
+    db: Path,
+    engine: str,
+    title: str,
+    sets: dict[str, list[dict[str, Any]]],
+    right: Callable[[str, Any], bool],
+) -> None:
+    """Each set through ``retrieve`` on ``db``, the gate calibrated as the server does: the share
+    with any context and, for a related set, with its document (``right(path, item)``) in the
+    context and in the top 5 with no gate; a few related questions that missed."""
+    from proxy.pipeline.retrieval import retrieve
+
+    service = IndexService(Settings(db=str(db), e5_engine=engine))
+    service.calibration.measure(service)
+    print(f"\n{title} ({db.name}), through retrieve, the gate calibrated")
+    print("| set | n | any context | right document in context | in the top 5, no gate |")
+    print("|---|---|---|---|---|")
+    for name, items in sets.items():
+        any_context = found = ceiling = 0
+        missed: list[str] = []
+        for item in items:
+            passages = retrieve(service, item["text"], top_k=5, collections=None).passages
+            any_context += bool(passages)
+            if not name.startswith("related"):
+                continue
+            hit = any(right(p.path, item) for p in passages)
+            found += hit
+            ceiling += any(right(h.path, item) for h in service.rank(item["text"], 5).hits[:5])
+            if not hit and len(missed) < 4:
+                missed.append(item["text"])
+        n = len(items)
+        shown = f"{found / n:.1%} | {ceiling / n:.1%}" if name.startswith("related") else " | "
+        print(f"| {name} | {n} | {any_context / n:.1%} | {shown} |")
+        for text in missed:
+            print(f"    missed: {text}")
+    service.close()
+
+
+def named(path: str, item: Any) -> bool:
+    return Path(path).name in item["files"]
+
+
 def traditional(args: argparse.Namespace) -> None:
     """A collection none of the gate's figures were taken on: CMRC in Traditional Chinese. Built
     once; then, through ``retrieve`` (the gate calibrated as the server does), the unrelated
     prompts by language, and every 10th CMRC question converted too."""
-    from proxy.pipeline.retrieval import retrieve
-
     db = traditional_path(args.e5_engine)
     if not db.exists():
         folder = RELEVANCE / "cmrc-hant-docs"
@@ -205,31 +275,13 @@ def traditional(args: argparse.Namespace) -> None:
         for path in sorted(CMRC_FOLDER.glob("*.txt")):
             text = to_traditional(path.read_text(encoding="utf-8"))
             (folder / path.name).write_text(text, encoding="utf-8")
-        env = {**os.environ, "RAGPROXY_E5_ENGINE": args.e5_engine}
-        command = [sys.executable, "-m", "proxy", "index", str(folder), "--collection", "cmrc-hant"]
-        subprocess.run([*command, "--db", str(db)], check=True, cwd=ROOT, env=env)
-    service = IndexService(Settings(db=str(db), e5_engine=args.e5_engine))
-    service.calibration.measure(service)
+        index_folder(folder, "cmrc-hant", db, args.e5_engine)
     # (not the everyday prompts: the gate holds each question against them, themselves included)
-    sets: dict[str, list[dict[str, Any]]] = {}
-    for prompt in read_jsonl(HERE / "data" / "unrelated_prompts.jsonl"):
-        sets.setdefault(f"unrelated, {prompt['lang']}", []).append(prompt)
+    sets = unrelated_sets()
     sets["related (Traditional)"] = [
         {**item, "text": to_traditional(item["text"])} for item in cmrc_related(args.data, 10)
     ]
-    print(f"\ncmrc in Traditional Chinese ({db.name}), through retrieve, the gate calibrated")
-    print("| set | n | any context | right document in context |")
-    print("|---|---|---|---|")
-    for name, items in sets.items():
-        any_context = right = 0
-        for item in items:
-            passages = retrieve(service, item["text"], top_k=5, collections=None).passages
-            any_context += bool(passages)
-            right += bool(item.get("files")) and any(Path(p.path).name in item["files"] for p in passages)
-        n = len(items)
-        shown = f"{right / n:.1%}" if name.startswith("related") else ""
-        print(f"| {name} | {n} | {any_context / n:.1%} | {shown} |")
-    service.close()
+    through_retrieve(db, args.e5_engine, "cmrc in Traditional Chinese", sets, named)
 
 
 DEBIAN_LANGUAGES = ("en", "zh-cn", "zh-tw")
@@ -298,46 +350,21 @@ def debian(args: argparse.Namespace) -> None:
     language, and 50 questions written for it (``bench/data/debian_reference_questions.jsonl``:
     English, Simplified, and the Simplified converted to Traditional by OpenCC's s2twp), each
     with the sections that answer it (in any of the three languages)."""
-    from proxy.pipeline.retrieval import retrieve
-
     db = debian_path(args.e5_engine)
     if not db.exists():
         folder = RELEVANCE / "debian-reference"
         write_debian_reference(folder)
-        env = {**os.environ, "RAGPROXY_E5_ENGINE": args.e5_engine}
-        command = [sys.executable, "-m", "proxy", "index", str(folder), "--collection", "debian-reference"]
-        subprocess.run([*command, "--db", str(db)], check=True, cwd=ROOT, env=env)
-    service = IndexService(Settings(db=str(db), e5_engine=args.e5_engine))
-    service.calibration.measure(service)
-    sets: dict[str, list[dict[str, Any]]] = {}
-    for prompt in read_jsonl(HERE / "data" / "unrelated_prompts.jsonl"):
-        sets.setdefault(f"unrelated, {prompt['lang']}", []).append(prompt)
+        index_folder(folder, "debian-reference", db, args.e5_engine)
+    sets = unrelated_sets()
     for lang, label in (("en", "English"), ("zh-Hans", "Simplified"), ("zh-Hant", "Traditional")):
         sets[f"related ({label})"] = [item for item in debian_related() if item["lang"] == lang]
-    print(f"\nthe Debian Reference ({db.name}), through retrieve, the gate calibrated")
-    print("| set | n | any context | right section in context | right section in the top 5, no gate |")
-    print("|---|---|---|---|---|")
-    for name, items in sets.items():
-        any_context = right = ceiling = 0
-        missed: list[str] = []
-        for item in items:
-            passages = retrieve(service, item["text"], top_k=5, collections=None).passages
-            any_context += bool(passages)
-            if "sections" not in item:
-                continue
-            sections = set(item["sections"])
-            found = any(Path(p.path).stem in sections for p in passages)
-            right += found
-            ceiling += any(Path(h.path).stem in sections for h in service.rank(item["text"], 5).hits[:5])
-            if not found and len(missed) < 4:
-                missed.append(item["text"])
-        n = len(items)
-        related = name.startswith("related")
-        shown = (f"{right / n:.1%}", f"{ceiling / n:.1%}") if related else ("", "")
-        print(f"| {name} | {n} | {any_context / n:.1%} | {shown[0]} | {shown[1]} |")
-        for text in missed:
-            print(f"    missed: {text}")
-    service.close()
+    through_retrieve(
+        db,
+        args.e5_engine,
+        "the Debian Reference",
+        sets,
+        lambda path, item: Path(path).stem in item["sections"],
+    )
 
 
 def halves_path(engine: str) -> Path:
@@ -352,8 +379,6 @@ def halves(args: argparse.Namespace) -> None:
     taken from the two indexes' caches (``traditional`` builds the other). Then, through
     ``retrieve``, the unrelated prompts by language, and every 10th CMRC question in its
     paragraph's script."""
-    from proxy.pipeline.retrieval import retrieve
-
     db = halves_path(args.e5_engine)
     if not db.exists():
         folder = RELEVANCE / "cmrc-halves-docs"
@@ -363,43 +388,18 @@ def halves(args: argparse.Namespace) -> None:
             (folder / path.name).write_text(
                 to_traditional(text) if int(path.stem) % 2 else text, encoding="utf-8"
             )
-        IndexService(Settings(db=str(db), e5_engine=args.e5_engine)).close()  # the schema
-        with sqlite3.connect(db) as index:
-            for other in (index_paths(args.e5_engine)["cmrc"], traditional_path(args.e5_engine)):
-                index.execute("ATTACH DATABASE ? AS other", (str(other),))
-                index.execute(
-                    "INSERT OR IGNORE INTO embedding_cache (model, content_hash, vector) "
-                    "SELECT model, content_hash, vector FROM other.embedding_cache"
-                )
-                index.commit()
-                index.execute("DETACH DATABASE other")
-        env = {**os.environ, "RAGPROXY_E5_ENGINE": args.e5_engine}
-        command = [sys.executable, "-m", "proxy", "index", str(folder), "--collection", "cmrc-halves"]
-        subprocess.run([*command, "--db", str(db)], check=True, cwd=ROOT, env=env)
-    service = IndexService(Settings(db=str(db), e5_engine=args.e5_engine))
-    service.calibration.measure(service)
-    sets: dict[str, list[dict[str, Any]]] = {}
-    for prompt in read_jsonl(HERE / "data" / "unrelated_prompts.jsonl"):
-        sets.setdefault(f"unrelated, {prompt['lang']}", []).append(prompt)
+        take_vectors(
+            db, [index_paths(args.e5_engine)["cmrc"], traditional_path(args.e5_engine)], args.e5_engine
+        )
+        index_folder(folder, "cmrc-halves", db, args.e5_engine)
+    sets = unrelated_sets()
     for item in cmrc_related(args.data, 10):
         odd = int(next(iter(item["files"]))[:4]) % 2
         label = "related (Traditional paragraphs)" if odd else "related (Simplified paragraphs)"
         sets.setdefault(label, []).append(
             {**item, "text": to_traditional(item["text"]) if odd else item["text"]}
         )
-    print(f"\ncmrc in both Chinese scripts ({db.name}), through retrieve, the gate calibrated")
-    print("| set | n | any context | right document in context |")
-    print("|---|---|---|---|")
-    for name, items in sets.items():
-        any_context = right = 0
-        for item in items:
-            passages = retrieve(service, item["text"], top_k=5, collections=None).passages
-            any_context += bool(passages)
-            right += bool(item.get("files")) and any(Path(p.path).name in item["files"] for p in passages)
-        n = len(items)
-        shown = f"{right / n:.1%}" if name.startswith("related") else ""
-        print(f"| {name} | {n} | {any_context / n:.1%} | {shown} |")
-    service.close()
+    through_retrieve(db, args.e5_engine, "cmrc in both Chinese scripts", sets, named)
 
 
 def mixed_path(engine: str) -> Path:
@@ -411,20 +411,9 @@ def mixed_path(engine: str) -> Path:
 def build_mixed(engine: str) -> None:
     """The mixed index, its vectors taken from the two indexes' embedding caches."""
     dbs, mixed = index_paths(engine), mixed_path(engine)
-    IndexService(Settings(db=str(mixed), e5_engine=engine)).close()  # the schema
-    with sqlite3.connect(mixed) as db:
-        for name in ("cmrc", "scifact"):
-            db.execute("ATTACH DATABASE ? AS other", (str(dbs[name]),))
-            db.execute(
-                "INSERT OR IGNORE INTO embedding_cache (model, content_hash, vector) "
-                "SELECT model, content_hash, vector FROM other.embedding_cache"
-            )
-            db.commit()
-            db.execute("DETACH DATABASE other")
-    env = {**os.environ, "RAGPROXY_E5_ENGINE": engine}
+    take_vectors(mixed, [dbs["cmrc"], dbs["scifact"]], engine)
     for folder, name in ((CMRC_FOLDER, "cmrc"), (RELEVANCE / "scifact-docs", "scifact")):
-        command = [sys.executable, "-m", "proxy", "index", str(folder), "--collection", name]
-        subprocess.run([*command, "--db", str(mixed)], check=True, cwd=ROOT, env=env)
+        index_folder(folder, name, mixed, engine)
 
 
 def build(args: argparse.Namespace) -> None:
@@ -435,28 +424,15 @@ def build(args: argparse.Namespace) -> None:
             f"--e5-engine {args.e5_engine}"
         )
     dbs["docs"].parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "RAGPROXY_E5_ENGINE": args.e5_engine}
     sample = RELEVANCE / "scifact-docs"
     write_scifact_sample(sample, args.data)
-    command = [sys.executable, "-m", "proxy", "index", str(sample), "--collection", "scifact"]
-    subprocess.run([*command, "--db", str(dbs["scifact"])], check=True, cwd=ROOT, env=env)
+    index_folder(sample, "scifact", dbs["scifact"], args.e5_engine)
     tidb = RELEVANCE / "tidb-docs"
     for part in TIDB_PARTS:
         if not (tidb / part).exists():
             shutil.copytree(args.data / "docs" / "tidb-zh" / part, tidb / part)
     for folder, name in ((args.data / "docs" / "fastapi-en", "fastapi"), (tidb, "tidb")):
-        command = [
-            sys.executable,
-            "-m",
-            "proxy",
-            "index",
-            str(folder),
-            "--collection",
-            name,
-            "--db",
-            str(dbs["docs"]),
-        ]
-        subprocess.run(command, check=True, cwd=ROOT, env=env)
+        index_folder(folder, name, dbs["docs"], args.e5_engine)
     build_mixed(args.e5_engine)
 
 
