@@ -92,9 +92,9 @@ def m004_collection_totals(db: Connection) -> None:
 
 
 def m005_chunk_script(db: Connection) -> None:
-    """Each chunk's script, told by its prose (``written_in_cjk``) as it is written, where the
-    matrix used to tell it by the text's bytes as it loaded: a regular expression over every
-    chunk would cost seconds a load at 100k chunks."""
+    """Each chunk's script, told by its prose (``written_in_cjk``) once, as the chunk is written,
+    and kept: the matrix read it from the text's bytes at every load, but a look at the prose
+    of every chunk would cost seconds a load at 100k chunks."""
     db.execute("ALTER TABLE chunks ADD COLUMN cjk INTEGER NOT NULL DEFAULT 0")
     db.create_function("ragproxy_written_in_cjk", 1, written_in_cjk, deterministic=True)
     db.execute("UPDATE chunks SET cjk = ragproxy_written_in_cjk(text)")
