@@ -186,7 +186,8 @@ class HealthProbe:
 def answered_in_time(seconds: list[float]) -> bool:
     """``/healthz`` answered within 100 ms while a hostile request ran: every answer but one, and
     that one (a moment of the machine's own: two shared cores, other processes; seen at 280 ms on
-    a busy machine) within 500 ms. A loop held by the request would hold many answers, for as
+    a busy machine, and at 507 and 542 ms in full runs of the suite whose every other answer came
+    within 60 ms) within a second. A loop held by the request would hold many answers, for as
     long as the request."""
     ordered = sorted(seconds)
-    return len(ordered) >= 5 and ordered[-2] < 0.1 and ordered[-1] < 0.5
+    return len(ordered) >= 5 and ordered[-2] < 0.1 and ordered[-1] < 1.0
