@@ -680,6 +680,8 @@ def test_an_index_that_told_scripts_by_bytes_is_upgraded_in_place(database: str,
                     db.execute(vectors).fetchall() == db.execute(logged).fetchall() == [(False, 1), (True, 1)]
                 )
         assert scripts == [("en.md", False), ("zh.md", True)]
+        found = service.store.search_keyword("软件包 lighthouse", 5)  # a hit carries what the store holds
+        assert {hit.path: hit.cjk for hit in found} == {"en.md": False, "zh.md": True}
     finally:
         service.close()
 

@@ -14,7 +14,7 @@ from proxy.index.textsearch import query_terms
 from proxy.index.vectors import Background
 from proxy.pipeline.conversation import Query, search_queries
 from proxy.pipeline.retrieval import Gate
-from proxy.text import asked_in_cjk, prose
+from proxy.text import asked_in_cjk, prose, written_in_cjk
 
 E5_GATE = Gate(fallback=(0.87, 0.90))
 CHINESE = "大熊猫主要以竹子为食，每天要吃十二到三十八公斤竹子。"
@@ -22,8 +22,21 @@ ENGLISH = "The Zephyr-9 valve must be torqued to 47 newton-metres."
 
 
 def hit(chunk_id: int, text: str, score: float = 1.0) -> Hit:
+    cjk = written_in_cjk(text)  # as a store records it
     return Hit(
-        chunk_id, score, text, "docs", f"{chunk_id}.md", 0, len(text), None, None, chunk_id, 0, str(chunk_id)
+        chunk_id,
+        score,
+        text,
+        "docs",
+        f"{chunk_id}.md",
+        0,
+        len(text),
+        None,
+        None,
+        chunk_id,
+        0,
+        str(chunk_id),
+        cjk,
     )
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.index import textsearch
-from proxy.text import written_in_cjk
 from proxy.types import Chunk
 
 
@@ -63,11 +62,7 @@ class Hit:
     document_id: int = 0
     ordinal: int = 0
     content_hash: str = ""
-
-    @property
-    def cjk(self) -> bool:
-        """Its chunk is mostly in a CJK script (as the store recorded it)."""
-        return written_in_cjk(self.text)
+    cjk: bool = False  # its chunk is written in a CJK script, as the store recorded it
 
     def scored(self, score: float) -> Hit:
         """The same hit with another score (``dataclasses.replace`` took 10x as long: fusion
@@ -85,6 +80,7 @@ class Hit:
             self.document_id,
             self.ordinal,
             self.content_hash,
+            self.cjk,
         )
 
 
@@ -125,7 +121,8 @@ class PendingChunk:
     chunk_id: int
     collection_id: int
     content_hash: str
-    text: str
+    text: str  # as embedded: the chunk's heading and text
+    cjk: bool  # the chunk is written in a CJK script, as the store recorded it
 
 
 def moved_message(name: str, root: str, new_root: str) -> str:
@@ -166,6 +163,7 @@ def hit_from_row(row: Mapping[str, Any], score: float) -> Hit:
         document_id=row["document_id"],
         ordinal=row["ordinal"],
         content_hash=row["content_hash"],
+        cjk=bool(row["cjk"]),
     )
 
 

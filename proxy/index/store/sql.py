@@ -30,7 +30,7 @@ from proxy.index.vectors import Background
 from proxy.types import Chunk
 
 HIT_COLUMNS = (
-    'c.id, c.text, c.start, c."end", c.heading, c.page, c.ordinal, c.document_id, c.content_hash, '
+    'c.id, c.text, c.start, c."end", c.heading, c.page, c.ordinal, c.document_id, c.content_hash, c.cjk, '
     "d.path, k.name"
 )
 

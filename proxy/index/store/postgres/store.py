@@ -299,13 +299,17 @@ class PostgresStore(KeywordSearch):
         holds a collection embeds it (two embedding the same text would only waste the work)."""
         db = self.reader()
         rows = db.execute(
-            "SELECT id, collection_id, content_hash, text, heading FROM chunks "
+            "SELECT id, collection_id, content_hash, text, heading, cjk FROM chunks "
             "WHERE NOT embedded AND NOT collection_id = ANY(%s) ORDER BY id LIMIT %s",
             (self._claimed_elsewhere(db), limit),
         )
         return [
             PendingChunk(
-                r["id"], r["collection_id"], r["content_hash"], embedding_text(r["text"], r["heading"])
+                r["id"],
+                r["collection_id"],
+                r["content_hash"],
+                embedding_text(r["text"], r["heading"]),
+                r["cjk"],
             )
             for r in rows
         ]

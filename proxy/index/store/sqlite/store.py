@@ -280,11 +280,11 @@ class SqliteStore(KeywordSearch):
 
     def pending_chunks(self, limit: int) -> list[PendingChunk]:
         rows = self.reader().execute(
-            "SELECT c.id, d.collection_id, c.content_hash, c.text, c.heading FROM chunks c "
+            "SELECT c.id, d.collection_id, c.content_hash, c.text, c.heading, c.cjk FROM chunks c "
             "JOIN documents d ON d.id = c.document_id WHERE c.embedded = 0 ORDER BY c.id LIMIT ?",
             (limit,),
         )
-        return [PendingChunk(r[0], r[1], r[2], embedding_text(r[3], r[4])) for r in rows]
+        return [PendingChunk(r[0], r[1], r[2], embedding_text(r[3], r[4]), bool(r[5])) for r in rows]
 
     def cached_vectors(self, model: str, hashes: Iterable[str]) -> dict[str, bytes]:
         wanted = list(set(hashes))
@@ -321,8 +321,7 @@ class SqliteStore(KeywordSearch):
                         (chunk.chunk_id, chunk.collection_id, vector),
                     )
                     written += 1
-                    cjk = written_in_cjk(chunk.text)
-                    added.append((chunk.chunk_id, chunk.collection_id, vector, cjk))
+                    added.append((chunk.chunk_id, chunk.collection_id, vector, chunk.cjk))
             if added and self._bump_vectors_version(db) and self._vectors is not None:
                 ids, collection_ids, vectors, scripts = zip(*added, strict=True)
                 self._vectors.add_many(
