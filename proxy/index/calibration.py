@@ -176,6 +176,8 @@ class Calibration:
     def _note(self, service: IndexService) -> None:
         """The calibration, written into the index for ``ragproxy status`` (a read-only index,
         or one that cannot be written now, keeps it in memory only)."""
+        if getattr(service.store, "readonly", False):
+            return
         with self._lock:
             bars = [
                 {"collection": b.collection, "cjk": b.cjk, "cosine": round(b.cosine, 4), "prompts": b.prompts}
@@ -188,8 +190,6 @@ class Calibration:
             "everyday_prompts": 0 if everyday is None else len(everyday.prompts),
             "bars": bars,
         }
-        if getattr(service.store, "readonly", False):
-            return
         try:
             service.store.set_note(NOTE, json.dumps(note))
         except Exception as exc:  # a busy or read-only index: shown on the status page only
