@@ -402,6 +402,26 @@ def halves(args: argparse.Namespace) -> None:
     through_retrieve(db, args.e5_engine, "cmrc in both Chinese scripts", sets, named)
 
 
+def variants(args: argparse.Namespace) -> None:
+    """Questions asked in the other Chinese script than the collection is written in, as a reader
+    in Taipei asks of documentation written in Beijing: every 10th CMRC question converted to
+    Traditional (OpenCC's s2twp, Taiwan's words too) on CMRC's Simplified paragraphs, and as
+    written on the paragraphs in Traditional (``traditional`` builds them). Each beside the
+    questions asked in the collection's own script, through ``retrieve``."""
+    from opencc import OpenCC  # pip install opencc-python-reimplemented (this step only)
+
+    taiwan = OpenCC("s2twp")
+    related = cmrc_related(args.data, 10)
+    asked_in_traditional = [{**item, "text": taiwan.convert(item["text"])} for item in related]
+    sets = {"related, asked in Simplified": related, "related, asked in Traditional": asked_in_traditional}
+    through_retrieve(index_paths(args.e5_engine)["cmrc"], args.e5_engine, "cmrc in Simplified", sets, named)
+    sets = {
+        "related, asked in Traditional": [{**item, "text": to_traditional(item["text"])} for item in related],
+        "related, asked in Simplified": related,
+    }
+    through_retrieve(traditional_path(args.e5_engine), args.e5_engine, "cmrc in Traditional", sets, named)
+
+
 def mixed_path(engine: str) -> Path:
     """CMRC's Chinese paragraphs and the SciFact sample's English abstracts in one index (two
     collections): cross-language questions where the question's own script has text too."""
@@ -757,7 +777,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    steps = ("build", "run", "fusion", "timing", "cross", "mixed", "traditional", "debian", "halves")
+    steps = ("build", "run", "fusion", "timing", "cross", "mixed")
+    steps += ("traditional", "debian", "halves", "variants")
     parser.add_argument("step", choices=steps)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=0, help="at most N related questions per set")
@@ -774,6 +795,7 @@ def main() -> None:
     steps["traditional"] = traditional
     steps["debian"] = debian
     steps["halves"] = halves
+    steps["variants"] = variants
     steps[args.step](args)
 
 

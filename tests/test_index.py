@@ -387,6 +387,7 @@ def test_migrations_keep_data(tmp_path: Path) -> None:
         "m003_chunks_by_content_hash",
         "m004_collection_totals",
         "m005_chunk_script",
+        "m006_hanzi_folded",
     ]
     assert [tuple(r) for r in db.execute("SELECT model, content_hash, vector FROM embedding_cache")] == [
         ("e5", "abc", b"\x00\x00\x00\x00")
@@ -705,3 +706,70 @@ def test_a_pair_of_chinese_characters_no_chunk_holds_weighs_nothing(
     best = max(ranking.strength, key=lambda chunk: ranking.strength[chunk])
     assert next(h.path for h in ranking.hits if h.chunk_id == best) == "git.md"
     assert ranking.strength[best] > 0.8
+
+
+# One sentence of each Chinese script, neither held in the other
+SIMPLIFIED = "使用 apt 命令安装软件包，并设置默认的文本编辑器。\n"
+TRADITIONAL = "遠端主機上的程式，視窗可以顯示在本地的 X 伺服器上。\n"
+
+
+def test_a_question_in_either_chinese_script_finds_text_written_in_the_other(
+    service: IndexService, tmp_path: Path
+) -> None:
+    """The keyword index holds a Traditional character as its Simplified one, and so does a
+    question's search: 怎樣安裝軟件包 finds 安装软件包, 远端主机的视窗 finds 遠端主機 … 視窗."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "simplified.md").write_text(SIMPLIFIED, encoding="utf-8")
+    (tmp_path / "docs" / "traditional.md").write_text(TRADITIONAL, encoding="utf-8")
+    indexed(service, tmp_path / "docs")
+    assert paths(service.store.search_keyword("怎樣安裝軟件包"))[0] == "simplified.md"
+    assert paths(service.store.search_keyword("远端主机的视窗"))[0] == "traditional.md"
+    assert paths(service.store.search_keyword("遠端主機的視窗"))[0] == "traditional.md"
+
+
+def test_an_index_made_before_the_chinese_scripts_were_folded_is_upgraded_in_place(
+    database: str, tmp_path: Path
+) -> None:
+    """Each chunk with a Traditional character is keyword-indexed again, folded."""
+    import psycopg
+
+    from proxy.index.store.common import embedding_text
+    from proxy.index.store.postgres.keywords import tsvector_text
+    from proxy.index.textsearch import CJK_CLASS
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "traditional.md").write_text(TRADITIONAL, encoding="utf-8")
+    (tmp_path / "docs" / "simplified.md").write_text(SIMPLIFIED, encoding="utf-8")
+    service = IndexService(Settings(db=database))
+    indexed(service, tmp_path / "docs")
+    service.close()
+    sqlite = database.endswith(".db")
+    # as an index made before held it: each CJK character a token, as written
+    select = "SELECT c.id, c.text, c.heading FROM chunks c JOIN documents d ON d.id = c.document_id"
+    held = f"{select} WHERE d.path = 'traditional.md'"
+    with connect(database) if sqlite else psycopg.connect(database, autocommit=True) as db:
+        for chunk_id, text, heading in db.execute(held).fetchall():
+            body = embedding_text(text, heading)
+            if sqlite:
+                spaced = re.sub(f"([{CJK_CLASS}])", r" \1 ", body)
+                db.execute("DELETE FROM chunks_fts WHERE rowid = ?", (chunk_id,))
+                db.execute("INSERT INTO chunks_fts(rowid, body) VALUES (?, ?)", (chunk_id, spaced))
+            else:
+                tokens = re.findall(f"[{CJK_CLASS}]|[^\\W_{CJK_CLASS}]+", body.lower())
+                keywords = tsvector_text(tokens, {})
+                db.execute("UPDATE chunks SET keywords = %s::tsvector WHERE id = %s", (keywords, chunk_id))
+        found = (
+            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH '\"远 端\"'"
+            if sqlite
+            else "SELECT id FROM chunks WHERE keywords @@ '远端'::tsquery"
+        )
+        assert db.execute(found).fetchall() == []  # the Simplified pair is not there yet
+        db.execute(f"DELETE FROM _migrations WHERE name = '{'m006' if sqlite else 'm004'}_hanzi_folded'")
+    service = IndexService(Settings(db=database))
+    try:
+        assert paths(service.store.search_keyword("远端主机的视窗")) == ["traditional.md"]
+        assert paths(service.store.search_keyword("安装软件包"))[0] == "simplified.md"  # as it was
+        with connect(database) if sqlite else psycopg.connect(database) as db:
+            assert len(db.execute(found).fetchall()) == 1
+    finally:
+        service.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from proxy.index.store import SqliteStore, new_document
 from proxy.index.store.sqlite import connect
-from proxy.index.textsearch import CJK_CLASS, index_texts
+from proxy.index.textsearch import CJK_CLASS, fold, index_texts
 from proxy.types import Chunk
 
 TEXTS = [
@@ -17,12 +17,14 @@ TEXTS = [
     "々〆〇 ひらがな カタカナ 𠀀𪜀 and é, Ω",
     "a\x00大熊",  # a NUL survives
     "🐼 熊猫\n\n## 标题 > heading",
+    "遠端主機的視窗顯示在本地，後來 乾隆 𥪕",  # Traditional: kept as Simplified (遠 → 远)
 ]
 
 
 def spaced_by_regex(text: str) -> str:
-    """The reference: a space between CJK characters and around each run of them."""
-    return re.sub(f"[{CJK_CLASS}]+", lambda run: " " + " ".join(run.group()) + " ", text)
+    """The reference: a space between CJK characters and around each run of them, Traditional
+    characters folded to Simplified ones."""
+    return re.sub(f"[{CJK_CLASS}]+", lambda run: " " + " ".join(fold(run.group())) + " ", text)
 
 
 def fts_tokens(texts: list[str]) -> list[list[str]]:
@@ -46,6 +48,7 @@ def test_keyword_texts_of_a_document_are_tokenised_like_each_text_alone() -> Non
     assert [s.split() for s in spaced] == [spaced_by_regex(t).split() for t in TEXTS]
     assert fts_tokens(spaced) == fts_tokens([spaced_by_regex(t) for t in TEXTS])
     assert "0:大" in fts_tokens([spaced[2]])[0]
+    assert spaced[-1].split()[:6] == ["远", "端", "主", "机", "的", "视"]
 
 
 def chunks(*texts: str) -> list[Chunk]:

@@ -9,4 +9,8 @@ english_words.txt.gz: English words of six letters or more, one a line, lower ca
 SCOWL's American and British "large" lists (as Debian's wamerican-large and wbritish-large ship
 them; copyright and permission in english_words_license.txt). A word in it is not taken for a
 typo when a question's words are mended against the index's vocabulary (index/store/terms.py).
+
+hanzi_fold.txt: Traditional Chinese characters, each with the Simplified one the keyword index
+holds it as (index/textsearch.py), one pair a line, tab-separated: OpenCC's character table
+(Apache License 2.0; notice and licence in hanzi_fold_license.txt), made by bench/hanzi_fold.py.
 """

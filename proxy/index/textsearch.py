@@ -9,6 +9,10 @@ characters stand together. Other text is untouched, so ``porter unicode61`` stil
 On CMRC 2018 dev (848 passages, 3,219 questions; ``bench/fts_chinese.py``) this scores recall@1
 0.973 against 0.969 for jieba word segmentation and 0.902 for trigram, with the smallest index and
 no dictionary to load or keep in step (BENCHMARKS.md).
+
+Both sides keep a Traditional Chinese character as its Simplified one (``fold``, a table of
+4,105 characters from OpenCC): as case is folded for English, so that a question asked in
+Traditional finds a paragraph written in Simplified, and the other way round.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from functools import cache
+from importlib import resources
 
 import numpy as np
 
@@ -58,7 +63,7 @@ def index_text(text: str) -> str:
 def index_texts(texts: Sequence[str]) -> list[str]:
     """Each text as indexed, computed for all of them at once with numpy (3x faster on Chinese
     than a regular expression per run of CJK characters): each CJK character gets a space on
-    each side, so that FTS5 makes it a token of its own."""
+    each side, so that FTS5 makes it a token of its own, and is folded (``fold``)."""
     joined = "".join(texts)
     if joined.isascii():
         return list(texts)
@@ -68,6 +73,7 @@ def index_texts(texts: Sequence[str]) -> list[str]:
         return list(texts)
     spaced = np.full((len(codes), 3), ord(" "), dtype=np.uint32)
     spaced[:, 1] = codes
+    spaced[cjk, 1] = _fold_table()[codes[cjk]]
     keep = np.ones((len(codes), 3), dtype=bool)
     keep[:, 0] = keep[:, 2] = cjk
     text = spaced[keep].tobytes().decode("utf-32-le", "surrogatepass")
@@ -76,6 +82,29 @@ def index_texts(texts: Sequence[str]) -> list[str]:
     added = np.concatenate(([0], np.cumsum(cjk, dtype=np.int64)))[starts] * 2 + starts
     bounds = added.tolist()
     return [text[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
+
+
+def fold(text: str) -> str:
+    """The text with each Traditional Chinese character as its Simplified one (乾 → 干, 後 → 后,
+    裡 → 里), what the keyword index holds and searches: the first of OpenCC's Simplified
+    characters for each of its Traditional ones (``proxy/data/hanzi_fold.txt``,
+    ``bench/hanzi_fold.py``). Not a conversion: words are not rewritten, characters are matched."""
+    return text if text.isascii() else text.translate(_fold_map())
+
+
+@cache
+def _fold_map() -> dict[int, int]:
+    table = resources.files("proxy.data").joinpath("hanzi_fold.txt").read_text(encoding="utf-8")
+    return {ord(line[0]): ord(line[2]) for line in table.splitlines()}
+
+
+@cache
+def _fold_table() -> np.ndarray:
+    """``fold`` for every code point up to the last CJK range's."""
+    table = np.arange(CJK_RANGES[-1][1] + 1, dtype=np.uint32)
+    for traditional, simplified in _fold_map().items():
+        table[traditional] = simplified
+    return table
 
 
 @cache
@@ -99,11 +128,11 @@ def _weak(word: str) -> bool:
 
 def query_terms(query: str, stop_chars: frozenset[str] = STOP_CHARS) -> list[str]:
     """The query's search terms: Chinese as pairs of adjacent characters (a lone character as
-    itself), other words as they are, without function words and weak words unless nothing else
-    is left."""
+    itself), folded (``fold``); other words as they are, without function words and weak words
+    unless nothing else is left."""
     terms: list[str] = []
     words: list[str] = []
-    for match in _QUERY_PIECE.finditer(query):
+    for match in _QUERY_PIECE.finditer(fold(query)):
         run = match.group("cjk")
         if run is None:
             words.append(match.group())

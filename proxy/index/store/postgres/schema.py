@@ -12,6 +12,9 @@ from typing import Any
 import psycopg
 
 from proxy.errors import ConfigError
+from proxy.index import textsearch
+from proxy.index.store.common import embedding_text
+from proxy.index.store.postgres.keywords import tsvector_text
 from proxy.text import written_in_cjk
 
 LOCK_SPACE = 0x52505859  # advisory locks (space, collection id): "RPXY"
@@ -168,10 +171,42 @@ def m003_chunk_script(db: psycopg.Connection[Any]) -> None:
             db.execute("DROP TABLE moved")
 
 
+def m004_hanzi_folded(db: psycopg.Connection[Any]) -> None:
+    """The keyword index holds a Traditional Chinese character as its Simplified one
+    (``textsearch.fold``): each chunk with such a character gets its ``tsvector`` again. Its
+    token count stays: a character folds to one."""
+    db.execute("LOCK TABLE chunks IN SHARE MODE")
+    changed: list[int] = []
+    with db.cursor(name="ragproxy_hanzi_folded") as rows:  # server-side: not every text at once
+        rows.execute("SELECT id, text, heading FROM chunks")
+        for row in rows:
+            body = embedding_text(row["text"], row["heading"])
+            if textsearch.fold(body) != body:
+                changed.append(row["id"])
+    for start in range(0, len(changed), 1000):
+        batch = db.execute(
+            "SELECT id, text, heading FROM chunks WHERE id = ANY(%s)", (changed[start : start + 1000],)
+        ).fetchall()
+        tokens = {row["id"]: textsearch.tokens(embedding_text(row["text"], row["heading"])) for row in batch}
+        words = sorted({w for found in tokens.values() for w in found if w.isascii() and not w.isdigit()})
+        stems = {
+            row["w"]: (row["s"] or [row["w"]])[0]
+            for row in db.execute(
+                "SELECT w, ts_lexize('ragproxy_stem', w) AS s FROM unnest(%s::text[]) w", (words,)
+            )
+        }
+        with db.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE chunks SET keywords = %s::tsvector WHERE id = %s",
+                [(tsvector_text(found, stems), chunk_id) for chunk_id, found in tokens.items()],
+            )
+
+
 MIGRATIONS = [
     ("m001_create_tables", m001_create_tables),
     ("m002_collection_totals", m002_collection_totals),
     ("m003_chunk_script", m003_chunk_script),
+    ("m004_hanzi_folded", m004_hanzi_folded),
 ]
 
 

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 
 from proxy.errors import ConfigError
+from proxy.index import textsearch
+from proxy.index.store.common import embedding_text
 from proxy.index.store.sqlite.connection import Connection
 from proxy.text import written_in_cjk
 
@@ -100,12 +102,31 @@ def m005_chunk_script(db: Connection) -> None:
     db.execute("UPDATE chunks SET cjk = ragproxy_written_in_cjk(text)")
 
 
+def m006_hanzi_folded(db: Connection) -> None:
+    """The keyword index holds a Traditional Chinese character as its Simplified one
+    (``textsearch.fold``): each chunk with such a character is indexed again. The chunks' token
+    counts, and so the collections' totals, stay as they were: a character folds to one."""
+    rows = db.execute("SELECT id, text, heading FROM chunks")
+    while batch := rows.fetchmany(1000):  # the FTS table is written as the chunks are read
+        bodies = [(chunk_id, embedding_text(text, heading)) for chunk_id, text, heading in batch]
+        changed = [(chunk_id, body) for chunk_id, body in bodies if textsearch.fold(body) != body]
+        if not changed:
+            continue
+        db.executemany("DELETE FROM chunks_fts WHERE rowid = ?", [(chunk_id,) for chunk_id, _ in changed])
+        keywords = textsearch.index_texts([body for _, body in changed])
+        db.executemany(
+            "INSERT INTO chunks_fts(rowid, body) VALUES (?, ?)",
+            [(chunk_id, text) for (chunk_id, _), text in zip(changed, keywords, strict=True)],
+        )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_create_tables", m001_create_tables),
     ("m002_embedding_cache_rowid", m002_embedding_cache_rowid),
     ("m003_chunks_by_content_hash", m003_chunks_by_content_hash),
     ("m004_collection_totals", m004_collection_totals),
     ("m005_chunk_script", m005_chunk_script),
+    ("m006_hanzi_folded", m006_hanzi_folded),
 ]
 
 
