@@ -78,6 +78,19 @@ def tsvector_text(tokens: Sequence[str], stems: Mapping[str, str]) -> str:
     return " ".join(f"'{lexeme}':{','.join(p)}" for lexeme, p in positions.items())
 
 
+def stemmed(token: str) -> bool:
+    """An English word, which the ``tsvector`` holds as its stem (other tokens as they are)."""
+    return token.isascii() and not token.isdigit()
+
+
+def stems(db: psycopg.Connection[Any], words: Sequence[str]) -> dict[str, str]:
+    """Each word as PostgreSQL's snowball stemmer makes it (itself where it has no stem)."""
+    rows = db.execute(
+        "SELECT w, ts_lexize('ragproxy_stem', w) AS s FROM unnest(%s::text[]) w", (list(words),)
+    )
+    return {row["w"]: (row["s"] or [row["w"]])[0] for row in rows}
+
+
 class KeywordSearch(SqlStore):
     """``PostgresStore``'s keyword search: BM25 as FTS5 computes it, over the rows the GIN index
     finds, and the stems its ``tsvector`` s are made of."""
@@ -88,14 +101,11 @@ class KeywordSearch(SqlStore):
     def _stem(self, words: Iterable[str], *, keep: bool = True) -> dict[str, str]:
         """Each English word as PostgreSQL's snowball stemmer makes it (cached if ``keep``: not a
         spelling's candidates, hundreds a word); other tokens, as they are."""
-        wanted = {w for w in words if w.isascii() and not w.isdigit()}
+        wanted = {w for w in words if stemmed(w)}
         missing = [w for w in wanted if w not in self._stems]
         found: dict[str, str] = {}
         if missing:
-            rows = self.reader().execute(
-                "SELECT w, ts_lexize('ragproxy_stem', w) AS s FROM unnest(%s::text[]) w", (missing,)
-            )
-            found = {row["w"]: (row["s"] or [row["w"]])[0] for row in rows}
+            found = stems(self.reader(), missing)
             if keep:
                 if len(self._stems) > STEMS_KEPT:
                     self._stems.clear()

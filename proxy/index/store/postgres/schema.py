@@ -14,7 +14,7 @@ import psycopg
 from proxy.errors import ConfigError
 from proxy.index import textsearch
 from proxy.index.store.common import embedding_text
-from proxy.index.store.postgres.keywords import tsvector_text
+from proxy.index.store.postgres.keywords import stemmed, stems, tsvector_text
 from proxy.text import written_in_cjk
 
 LOCK_SPACE = 0x52505859  # advisory locks (space, collection id): "RPXY"
@@ -188,17 +188,11 @@ def m004_hanzi_folded(db: psycopg.Connection[Any]) -> None:
             "SELECT id, text, heading FROM chunks WHERE id = ANY(%s)", (changed[start : start + 1000],)
         ).fetchall()
         tokens = {row["id"]: textsearch.tokens(embedding_text(row["text"], row["heading"])) for row in batch}
-        words = sorted({w for found in tokens.values() for w in found if w.isascii() and not w.isdigit()})
-        stems = {
-            row["w"]: (row["s"] or [row["w"]])[0]
-            for row in db.execute(
-                "SELECT w, ts_lexize('ragproxy_stem', w) AS s FROM unnest(%s::text[]) w", (words,)
-            )
-        }
+        lexemes = stems(db, sorted({w for found in tokens.values() for w in found if stemmed(w)}))
         with db.cursor() as cursor:
             cursor.executemany(
                 "UPDATE chunks SET keywords = %s::tsvector WHERE id = %s",
-                [(tsvector_text(found, stems), chunk_id) for chunk_id, found in tokens.items()],
+                [(tsvector_text(found, lexemes), chunk_id) for chunk_id, found in tokens.items()],
             )
 
 
